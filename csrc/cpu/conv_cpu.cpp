@@ -1,0 +1,130 @@
+// Fused CPU forward and activation backward. The convolution runs one (image, output channel) plane
+// per OpenMP task and accumulates a whole output row at a time: for each (input channel, kernel
+// tap) the inner loop over output columns is a strided axpy with no bounds test, because the range
+// of columns whose input column lies inside the image is computed once per tap. That inner loop
+// vectorises for stride 1, the common case.
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
+#include "fusedconv/activation.h"
+#include "fusedconv/cpu.h"
+#include "fusedconv/params.h"
+
+namespace fusedconv {
+namespace {
+
+// First output index o >= 0 with o * stride + offset >= 0.
+int64_t first_valid_output(int64_t offset, int64_t stride) {
+  return offset >= 0 ? 0 : (-offset + stride - 1) / stride;
+}
+
+// One past the last output index o with o * stride + offset < limit (0 when there is none).
+int64_t end_valid_output(int64_t offset, int64_t stride, int64_t limit, int64_t outputs) {
+  const int64_t last_input = limit - 1 - offset;
+  if (last_input < 0) {
+    return 0;
+  }
+  return std::min(outputs, last_input / stride + 1);
+}
+
+template <typename T>
+void conv_hardswish_relu_plane(const ConvParams& p, int64_t n, int64_t channel, T* row_acc) {
+  const T* input = static_cast<const T*>(p.input);
+  const T* weight = static_cast<const T*>(p.weight);
+  const T* bias = static_cast<const T*>(p.bias);
+  T* output = static_cast<T*>(p.output);
+
+  const int64_t in_channels_per_group = p.in_channels / p.groups;
+  const int64_t group = channel / (p.out_channels / p.groups);
+  const T* input_image =
+      input + n * p.input_strides.n + group * in_channels_per_group * p.input_strides.c;
+  const T* filter = weight + channel * p.weight_strides.n;
+  const T bias_value = bias != nullptr ? bias[channel] : T(0);
+
+  for (int64_t row = 0; row < p.out_height; ++row) {
+    std::fill(row_acc, row_acc + p.out_width, bias_value);
+    for (int64_t ci = 0; ci < in_channels_per_group; ++ci) {
+      const T* input_plane = input_image + ci * p.input_strides.c;
+      for (int64_t kh = 0; kh < p.kernel_h; ++kh) {
+        const int64_t in_row = row * p.stride_h - p.pad_top + kh * p.dilation_h;
+        if (in_row < 0 || in_row >= p.in_height) {
+          continue;
+        }
+        const T* input_row = input_plane + in_row * p.input_strides.h;
+        for (int64_t kw = 0; kw < p.kernel_w; ++kw) {
+          const T tap = filter[ci * p.weight_strides.c + kh * p.weight_strides.h +
+                               kw * p.weight_strides.w];
+          const int64_t col_offset = kw * p.dilation_w - p.pad_left;
+          const int64_t col_begin = first_valid_output(col_offset, p.stride_w);
+          const int64_t col_end = end_valid_output(col_offset, p.stride_w, p.in_width, p.out_width);
+          const int64_t step = p.stride_w * p.input_strides.w;
+          const T* source = input_row + (col_begin * p.stride_w + col_offset) * p.input_strides.w;
+          for (int64_t col = col_begin; col < col_end; ++col, source += step) {
+            row_acc[col] += tap * *source;
+          }
+        }
+      }
+    }
+    T* output_row = output + n * p.output_strides.n + channel * p.output_strides.c +
+                    row * p.output_strides.h;
+    for (int64_t col = 0; col < p.out_width; ++col) {
+      output_row[col * p.output_strides.w] = HardSwishReLU<T>::value(row_acc[col]);
+    }
+  }
+}
+
+template <typename T>
+void conv_hardswish_relu_typed(const ConvParams& p) {
+  const int64_t planes = p.batch * p.out_channels;
+#pragma omp parallel
+  {
+    std::vector<T> row_acc(static_cast<size_t>(p.out_width));
+#pragma omp for schedule(static)
+    for (int64_t plane = 0; plane < planes; ++plane) {
+      conv_hardswish_relu_plane<T>(p, plane / p.out_channels, plane % p.out_channels,
+                                   row_acc.data());
+    }
+  }
+}
+
+template <typename T>
+void hardswish_relu_grad_typed(const ActivationGradParams& p) {
+  const T* grad_output = static_cast<const T*>(p.grad_output);
+  const T* output = static_cast<const T*>(p.output);
+  T* grad_input = static_cast<T*>(p.grad_input);
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < p.numel; ++i) {
+    grad_input[i] = grad_output[i] * HardSwishReLU<T>::grad_from_output(output[i]);
+  }
+}
+
+}  // namespace
+
+bool conv_hardswish_relu_cpu(const ConvParams& params) {
+  switch (params.dtype) {
+    case DType::kFloat32:
+      conv_hardswish_relu_typed<float>(params);
+      return true;
+    case DType::kFloat64:
+      conv_hardswish_relu_typed<double>(params);
+      return true;
+    default:
+      return false;
+  }
+}
+
+bool hardswish_relu_grad_cpu(const ActivationGradParams& params) {
+  switch (params.dtype) {
+    case DType::kFloat32:
+      hardswish_relu_grad_typed<float>(params);
+      return true;
+    case DType::kFloat64:
+      hardswish_relu_grad_typed<double>(params);
+      return true;
+    default:
+      return false;
+  }
+}
+
+}  // namespace fusedconv

@@ -1,0 +1,17 @@
+// Entry points of the CUDA kernels: one launcher per kernel family. Launchers never throw; they
+// return the launch's cudaError_t and the caller (csrc/torch/) turns it into a Python exception.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include "fusedconv/params.h"
+
+namespace fusedconv {
+
+// y = relu(hardswish(conv2d(x, W, b))) for any configuration ConvParams can describe.
+cudaError_t launch_conv_hardswish_relu_generic(const ConvParams& params, cudaStream_t stream);
+
+// grad_input = grad_output * f'(output).
+cudaError_t launch_hardswish_relu_grad(const ActivationGradParams& params, cudaStream_t stream);
+
+}  // namespace fusedconv

@@ -1,0 +1,55 @@
+// Plain-old-data description of one fused convolution call. Kernels and the CPU path take this struct
+// and nothing from PyTorch (the FlashAttention `flash.h` habit): the GoogleTest suite links the core
+// without libtorch, and the launchers stay callable from any host code.
+#pragma once
+
+#include <cstdint>
+
+namespace fusedconv {
+
+enum class DType : int { kFloat32 = 0, kFloat64 = 1, kFloat16 = 2, kBFloat16 = 3 };
+
+// Element strides of a 4-D tensor, in (N, C, H, W) order whatever the memory layout is, so one
+// kernel serves NCHW, channels_last and arbitrary non-contiguous views. 64-bit: a tensor may hold
+// more than 2^31 elements.
+struct Strides4 {
+  int64_t n, c, h, w;
+};
+
+struct ConvParams {
+  // Shapes. `in_channels` is the input's channel count (all groups together); the weight holds
+  // in_channels / groups channels per output channel.
+  int64_t batch;
+  int64_t in_channels, in_height, in_width;
+  int64_t out_channels, out_height, out_width;
+  int64_t kernel_h, kernel_w;
+  int64_t stride_h, stride_w;
+  // Zero padding before the first row / column. Padding after the last one only changes the output
+  // size, which out_height / out_width already carry ('same' padding with an even kernel is
+  // asymmetric).
+  int64_t pad_top, pad_left;
+  int64_t dilation_h, dilation_w;
+  int64_t groups;
+
+  Strides4 input_strides;
+  Strides4 weight_strides;
+  Strides4 output_strides;
+
+  DType dtype;
+  const void* input;
+  const void* weight;
+  const void* bias;  // nullptr when the convolution has no bias
+  void* output;
+};
+
+// Element-wise backward of the activation: grad_input = grad_output * f'(output), all three tensors
+// of `numel` elements, contiguous in the same memory order.
+struct ActivationGradParams {
+  int64_t numel;
+  DType dtype;
+  const void* grad_output;
+  const void* output;
+  void* grad_input;
+};
+
+}  // namespace fusedconv

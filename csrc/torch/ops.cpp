@@ -1,0 +1,318 @@
+// The fusedconv operator library: schema (defined once, here), validation, the CPU kernels'
+// registration and the autograd kernel. CUDA kernels register in ops_cuda.cpp.
+#include <ATen/ATen.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <torch/autograd.h>
+#include <torch/library.h>
+
+#include <array>
+#include <string>
+#include <vector>
+
+#include "fusedconv/cpu.h"
+#include "fusedconv/params.h"
+#include "fusedconv/shape.h"
+#include "op_common.h"
+
+namespace fusedconv {
+namespace {
+
+constexpr const char* kOpName = "conv2d_hardswish_relu";
+
+DType to_dtype(at::ScalarType type) {
+  switch (type) {
+    case at::kDouble:
+      return DType::kFloat64;
+    case at::kHalf:
+      return DType::kFloat16;
+    case at::kBFloat16:
+      return DType::kBFloat16;
+    default:
+      return DType::kFloat32;
+  }
+}
+
+Strides4 strides_of(const at::Tensor& t) {
+  return Strides4{t.stride(0), t.stride(1), t.stride(2), t.stride(3)};
+}
+
+void check_dtype_supported(const at::Tensor& t, const char* name) {
+  const at::ScalarType type = t.scalar_type();
+  if (t.is_cuda()) {
+    TORCH_CHECK_TYPE(type == at::kFloat || type == at::kHalf || type == at::kBFloat16 ||
+                         type == at::kDouble,
+                     kOpName, ": expected ", name,
+                     " to be float32, float16, bfloat16 or float64 on CUDA, got ", type);
+  } else {
+    TORCH_CHECK_TYPE(type == at::kFloat || type == at::kDouble, kOpName, ": expected ", name,
+                     " to be float32 or float64 on the CPU, got ", type);
+  }
+}
+
+void check_same_device_and_dtype(const at::Tensor& t, const char* name, const at::Tensor& input) {
+  TORCH_CHECK_VALUE(t.device() == input.device(), kOpName, ": expected ", name,
+                    " on the input's device ", input.device(), ", got ", t.device());
+  TORCH_CHECK_TYPE(t.scalar_type() == input.scalar_type(), kOpName, ": expected ", name,
+                   " to have the input's dtype ", input.scalar_type(), ", got ",
+                   t.scalar_type());
+}
+
+void check_pair(at::IntArrayRef values, size_t count, const char* name, bool allow_zero) {
+  TORCH_CHECK_VALUE(values.size() == count, kOpName, ": expected ", name, " to have ", count,
+                    " values, got ", values.size());
+  for (int64_t v : values) {
+    TORCH_CHECK_VALUE(allow_zero ? v >= 0 : v > 0, kOpName, ": expected every ", name,
+                      allow_zero ? " value to be >= 0" : " value to be >= 1", ", got ", values);
+  }
+}
+
+// torch.nn.functional.conv2d picks channels_last output when the input or the weight suggests it
+// (cudnn_conv_suggest_memory_format / mkldnn_conv_use_channels_last), contiguous otherwise.
+at::MemoryFormat output_memory_format(const at::Tensor& input, const at::Tensor& weight) {
+  if (input.suggest_memory_format() == at::MemoryFormat::ChannelsLast ||
+      weight.suggest_memory_format() == at::MemoryFormat::ChannelsLast) {
+    return at::MemoryFormat::ChannelsLast;
+  }
+  return at::MemoryFormat::Contiguous;
+}
+
+}  // namespace
+
+ForwardCall prepare_forward(const at::Tensor& input, const at::Tensor& weight,
+                            const c10::optional<at::Tensor>& bias, at::IntArrayRef stride,
+                            at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
+  TORCH_CHECK_VALUE(input.dim() == 4, kOpName,
+                    ": expected input to be a 4-D tensor (N, C, H, W), got a ", input.dim(),
+                    "-D tensor of shape ", input.sizes());
+  TORCH_CHECK_VALUE(weight.dim() == 4, kOpName,
+                    ": expected weight to be a 4-D tensor (out_channels, in_channels / groups, "
+                    "kernel_h, kernel_w), got a ",
+                    weight.dim(), "-D tensor of shape ", weight.sizes());
+  check_dtype_supported(input, "input");
+  check_same_device_and_dtype(weight, "weight", input);
+  check_pair(stride, 2, "stride", false);
+  check_pair(padding, 4, "padding", true);
+  check_pair(dilation, 2, "dilation", false);
+  TORCH_CHECK_VALUE(groups >= 1, kOpName, ": expected groups >= 1, got ", groups);
+
+  const int64_t out_channels = weight.size(0);
+  const int64_t in_channels = input.size(1);
+  TORCH_CHECK_VALUE(weight.size(1) >= 1 && weight.size(2) >= 1 && weight.size(3) >= 1, kOpName,
+                    ": expected weight's in_channels / groups, kernel_h and kernel_w to be >= 1, "
+                    "got weight of shape ",
+                    weight.sizes());
+  TORCH_CHECK_VALUE(out_channels % groups == 0, kOpName,
+                    ": expected out_channels (weight.size(0) = ", out_channels,
+                    ") to be divisible by groups = ", groups);
+  TORCH_CHECK_VALUE(in_channels == weight.size(1) * groups, kOpName, ": expected input to have ",
+                    weight.size(1) * groups, " channels (weight.size(1) = ", weight.size(1),
+                    " x groups = ", groups, "), got input of shape ", input.sizes());
+
+  at::Tensor bias_tensor;
+  if (bias.has_value() && bias->defined()) {
+    bias_tensor = *bias;
+    check_same_device_and_dtype(bias_tensor, "bias", input);
+    TORCH_CHECK_VALUE(bias_tensor.dim() == 1 && bias_tensor.size(0) == out_channels, kOpName,
+                      ": expected bias of shape [", out_channels,
+                      "] (one value per output channel), got ", bias_tensor.sizes());
+    bias_tensor = bias_tensor.contiguous();
+  }
+
+  const int64_t out_height = conv_output_size(input.size(2), padding[0], padding[1],
+                                              weight.size(2), stride[0], dilation[0]);
+  const int64_t out_width = conv_output_size(input.size(3), padding[2], padding[3],
+                                             weight.size(3), stride[1], dilation[1]);
+  TORCH_CHECK_VALUE(
+      out_height >= 1 && out_width >= 1, kOpName, ": input of spatial size ", input.size(2), "x",
+      input.size(3), " (padded: ", input.size(2) + padding[0] + padding[1], "x",
+      input.size(3) + padding[2] + padding[3], ") is smaller than the dilated kernel ",
+      dilated_kernel_extent(weight.size(2), dilation[0]), "x",
+      dilated_kernel_extent(weight.size(3), dilation[1]), " (weight shape ", weight.sizes(),
+      ", dilation ", dilation, ")");
+
+  ForwardCall call;
+  call.input = input;
+  call.weight = weight;
+  call.bias = bias_tensor;
+  call.output = at::empty({input.size(0), out_channels, out_height, out_width},
+                          input.options().memory_format(output_memory_format(input, weight)));
+
+  ConvParams& p = call.params;
+  p.batch = input.size(0);
+  p.in_channels = in_channels;
+  p.in_height = input.size(2);
+  p.in_width = input.size(3);
+  p.out_channels = out_channels;
+  p.out_height = out_height;
+  p.out_width = out_width;
+  p.kernel_h = weight.size(2);
+  p.kernel_w = weight.size(3);
+  p.stride_h = stride[0];
+  p.stride_w = stride[1];
+  p.pad_top = padding[0];
+  p.pad_left = padding[2];
+  p.dilation_h = dilation[0];
+  p.dilation_w = dilation[1];
+  p.groups = groups;
+  p.input_strides = strides_of(input);
+  p.weight_strides = strides_of(weight);
+  p.output_strides = strides_of(call.output);
+  p.dtype = to_dtype(input.scalar_type());
+  p.input = input.data_ptr();
+  p.weight = weight.data_ptr();
+  p.bias = bias_tensor.defined() ? bias_tensor.data_ptr() : nullptr;
+  p.output = call.output.data_ptr();
+  return call;
+}
+
+ActivationGradCall prepare_activation_grad(const at::Tensor& grad_output,
+                                           const at::Tensor& output) {
+  TORCH_CHECK_VALUE(grad_output.sizes() == output.sizes(),
+                    "hardswish_relu_grad: expected grad_output of the output's shape ",
+                    output.sizes(), ", got ", grad_output.sizes());
+  check_dtype_supported(output, "output");
+  TORCH_CHECK_VALUE(grad_output.device() == output.device(),
+                    "hardswish_relu_grad: expected grad_output on the output's device ",
+                    output.device(), ", got ", grad_output.device());
+  TORCH_CHECK_TYPE(grad_output.scalar_type() == output.scalar_type(),
+                   "hardswish_relu_grad: expected grad_output to have the output's dtype ",
+                   output.scalar_type(), ", got ", grad_output.scalar_type());
+  // The kernel walks all three tensors with one flat index, so they share one dense layout: the
+  // output's own (grad_output may arrive expanded or transposed, e.g. from a sum's backward).
+  const at::MemoryFormat format = output.suggest_memory_format();
+  ActivationGradCall call;
+  call.output = output.contiguous(format);
+  call.grad_output = grad_output.contiguous(format);
+  call.grad_input = at::empty_like(call.output, call.output.options().memory_format(format));
+  call.params.numel = call.output.numel();
+  call.params.dtype = to_dtype(output.scalar_type());
+  call.params.grad_output = call.grad_output.data_ptr();
+  call.params.output = call.output.data_ptr();
+  call.params.grad_input = call.grad_input.data_ptr();
+  return call;
+}
+
+namespace {
+
+at::Tensor conv2d_hardswish_relu_cpu_op(const at::Tensor& input, const at::Tensor& weight,
+                                     const c10::optional<at::Tensor>& bias, at::IntArrayRef stride,
+                                     at::IntArrayRef padding, at::IntArrayRef dilation,
+                                     int64_t groups) {
+  ForwardCall call = prepare_forward(input, weight, bias, stride, padding, dilation, groups);
+  TORCH_CHECK(conv_hardswish_relu_cpu(call.params), kOpName, ": no CPU kernel for dtype ",
+              input.scalar_type());
+  return call.output;
+}
+
+at::Tensor hardswish_relu_grad_cpu_op(const at::Tensor& grad_output, const at::Tensor& output) {
+  ActivationGradCall call = prepare_activation_grad(grad_output, output);
+  TORCH_CHECK(hardswish_relu_grad_cpu(call.params), "hardswish_relu_grad: no CPU kernel for dtype ",
+              output.scalar_type());
+  return call.grad_input;
+}
+
+// Autograd: saves x, W and y only; the backward recovers f'(z) from y (DESIGN.md), forms
+// g = grad_y * f'(y) with one element-wise kernel and hands g to ATen's convolution backward,
+// asking only for the gradients autograd needs.
+class Conv2dHardSwishReLUFunction
+    : public torch::autograd::Function<Conv2dHardSwishReLUFunction> {
+ public:
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& input,
+                            const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
+                            at::IntArrayRef stride, at::IntArrayRef padding,
+                            at::IntArrayRef dilation, int64_t groups) {
+    static auto op = c10::Dispatcher::singleton()
+                         .findSchemaOrThrow("fusedconv::conv2d_hardswish_relu", "")
+                         .typed<decltype(conv2d_hardswish_relu_cpu_op)>();
+    at::Tensor output;
+    {
+      at::AutoDispatchBelowADInplaceOrView below_autograd;
+      output = op.call(input, weight, bias, stride, padding, dilation, groups);
+    }
+    ctx->save_for_backward({input, weight, output});
+    ctx->saved_data["has_bias"] = bias.has_value() && bias->defined();
+    ctx->saved_data["stride"] = stride;
+    ctx->saved_data["padding"] = padding;
+    ctx->saved_data["dilation"] = dilation;
+    ctx->saved_data["groups"] = groups;
+    return output;
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad_outputs) {
+    static auto grad_op = c10::Dispatcher::singleton()
+                              .findSchemaOrThrow("fusedconv::hardswish_relu_grad", "")
+                              .typed<decltype(hardswish_relu_grad_cpu_op)>();
+    const auto saved = ctx->get_saved_variables();
+    const at::Tensor& input = saved[0];
+    const at::Tensor& weight = saved[1];
+    const at::Tensor& output = saved[2];
+    const std::array<bool, 3> mask = {ctx->needs_input_grad(0), ctx->needs_input_grad(1),
+                                      ctx->saved_data["has_bias"].toBool() &&
+                                          ctx->needs_input_grad(2)};
+    torch::autograd::variable_list grads(7);
+    if (!(mask[0] || mask[1] || mask[2]) || !grad_outputs[0].defined()) {
+      return grads;
+    }
+    const std::vector<int64_t> stride = ctx->saved_data["stride"].toIntVector();
+    const std::vector<int64_t> padding = ctx->saved_data["padding"].toIntVector();
+    const std::vector<int64_t> dilation = ctx->saved_data["dilation"].toIntVector();
+    const int64_t groups = ctx->saved_data["groups"].toInt();
+
+    const at::Tensor grad_z = grad_op.call(grad_outputs[0], output);
+    const std::array<int64_t, 1> bias_sizes = {weight.size(0)};
+    const std::array<int64_t, 2> no_output_padding = {0, 0};
+    const bool symmetric = padding[0] == padding[1] && padding[2] == padding[3];
+    if (symmetric) {
+      const std::array<int64_t, 2> pad = {padding[0], padding[2]};
+      std::tie(grads[0], grads[1], grads[2]) = at::convolution_backward(
+          grad_z, input, weight, at::IntArrayRef(bias_sizes), stride, pad, dilation,
+          /*transposed=*/false, no_output_padding, groups, mask);
+    } else {
+      // ATen's backward takes symmetric padding only ('same' with an even dilated kernel is not):
+      // pad explicitly, differentiate the unpadded convolution, then crop grad_input back.
+      const at::Tensor padded = at::constant_pad_nd(
+          input, {padding[2], padding[3], padding[0], padding[1]}, 0);
+      const std::array<int64_t, 2> no_pad = {0, 0};
+      std::tie(grads[0], grads[1], grads[2]) = at::convolution_backward(
+          grad_z, padded, weight, at::IntArrayRef(bias_sizes), stride, no_pad, dilation,
+          /*transposed=*/false, no_output_padding, groups, mask);
+      if (grads[0].defined()) {
+        grads[0] = grads[0]
+                       .narrow(2, padding[0], input.size(2))
+                       .narrow(3, padding[2], input.size(3))
+                       .contiguous(input.suggest_memory_format());
+      }
+    }
+    return grads;
+  }
+};
+
+at::Tensor conv2d_hardswish_relu_autograd(const at::Tensor& input, const at::Tensor& weight,
+                                          const c10::optional<at::Tensor>& bias,
+                                          at::IntArrayRef stride, at::IntArrayRef padding,
+                                          at::IntArrayRef dilation, int64_t groups) {
+  return Conv2dHardSwishReLUFunction::apply(input, weight, bias, stride, padding, dilation,
+                                            groups);
+}
+
+}  // namespace
+}  // namespace fusedconv
+
+TORCH_LIBRARY(fusedconv, m) {
+  // padding = (top, bottom, left, right): asymmetric so that 'same' works for even kernels.
+  m.def(
+      "conv2d_hardswish_relu(Tensor input, Tensor weight, Tensor? bias, int[2] stride, "
+      "int[4] padding, int[2] dilation, int groups) -> Tensor");
+  // grad_output * f'(output) for f = relu o hardswish: the activation's backward from its output.
+  m.def("hardswish_relu_grad(Tensor grad_output, Tensor output) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(fusedconv, CPU, m) {
+  m.impl("conv2d_hardswish_relu", &fusedconv::conv2d_hardswish_relu_cpu_op);
+  m.impl("hardswish_relu_grad", &fusedconv::hardswish_relu_grad_cpu_op);
+}
+
+TORCH_LIBRARY_IMPL(fusedconv, Autograd, m) {
+  m.impl("conv2d_hardswish_relu", &fusedconv::conv2d_hardswish_relu_autograd);
+}

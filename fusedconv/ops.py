@@ -1,0 +1,130 @@
+"""``torch.ops.fusedconv`` wrappers: argument normalisation and the fake (meta) kernels.
+
+The C++ library (csrc/torch/ops.cpp) defines the schema, validates tensors and carries the
+autograd kernel; this module turns ``torch.nn.functional.conv2d``-style arguments (ints, pairs,
+'same' / 'valid') into the schema's explicit lists and registers the shape-only Meta kernels that
+let ``torch.compile`` trace the operators with symbolic shapes.
+"""
+
+import numbers
+
+import torch
+
+from fusedconv import _build
+
+__all__ = ["conv2d_hardswish_relu", "load_extension", "output_size"]
+
+try:
+    from torch._prims_common import suggest_memory_format as _suggest_memory_format
+except ImportError:  # pragma: no cover - only if a future torch drops the helper
+    def _suggest_memory_format(tensor):
+        if tensor.dim() == 4 and tensor.is_contiguous(memory_format=torch.channels_last) \
+                and not tensor.is_contiguous():
+            return torch.channels_last
+        return torch.contiguous_format
+
+_META_LIBRARY = None
+
+
+def load_extension():
+    """Build or load the compiled library; afterwards ``torch.ops.fusedconv.*`` exist."""
+    global _META_LIBRARY
+    _build.load_extension()
+    if _META_LIBRARY is None:
+        library = torch.library.Library("fusedconv", "IMPL")
+        library.impl("conv2d_hardswish_relu", _conv2d_hardswish_relu_meta, "Meta")
+        library.impl("hardswish_relu_grad", _hardswish_relu_grad_meta, "Meta")
+        _META_LIBRARY = library
+    return torch.ops.fusedconv
+
+
+def output_size(size, pad_begin, pad_end, kernel, stride, dilation):
+    """Output length of a convolution along one axis (csrc/include/fusedconv/shape.h's rule)."""
+    return (size + pad_begin + pad_end - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def _output_memory_format(input, weight):
+    # The C++ side's rule (ops.cpp, output_memory_format): channels_last when either operand
+    # suggests it, as torch.nn.functional.conv2d does.
+    if torch.channels_last in (_suggest_memory_format(input), _suggest_memory_format(weight)):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+def _conv2d_hardswish_relu_meta(input, weight, bias, stride, padding, dilation, groups):
+    out_height = output_size(input.shape[2], padding[0], padding[1], weight.shape[2], stride[0],
+                             dilation[0])
+    out_width = output_size(input.shape[3], padding[2], padding[3], weight.shape[3], stride[1],
+                            dilation[1])
+    return torch.empty((input.shape[0], weight.shape[0], out_height, out_width),
+                       dtype=input.dtype, device=input.device,
+                       memory_format=_output_memory_format(input, weight))
+
+
+def _hardswish_relu_grad_meta(grad_output, output):
+    return torch.empty_like(output, memory_format=_suggest_memory_format(output))
+
+
+def _int_pair(value, name):
+    """An int or a sequence of two ints -> a tuple of two Python ints."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return (int(value), int(value))
+    if isinstance(value, (tuple, list, torch.Size)) and len(value) == 2 and all(
+            isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in value):
+        return (int(value[0]), int(value[1]))
+    raise TypeError("conv2d_hardswish_relu: expected %s to be an int or a pair of ints, got %r"
+                    % (name, value))
+
+
+def resolve_padding(padding, weight_shape, stride, dilation):
+    """F.conv2d's padding argument -> (top, bottom, left, right).
+
+    'same' pads by dilation * (kernel - 1) in total per axis, the odd element at the end (bottom,
+    right), exactly as torch.nn.functional.conv2d does.
+    """
+    if isinstance(padding, str):
+        if padding == "valid":
+            return (0, 0, 0, 0)
+        if padding == "same":
+            if stride != (1, 1):
+                raise ValueError("conv2d_hardswish_relu: padding='same' is not supported for "
+                                 "strided convolutions, got stride=%r" % (stride,))
+            total_h = dilation[0] * (weight_shape[2] - 1)
+            total_w = dilation[1] * (weight_shape[3] - 1)
+            return (total_h // 2, total_h - total_h // 2, total_w // 2, total_w - total_w // 2)
+        raise ValueError("conv2d_hardswish_relu: expected padding to be an int, a pair of ints, "
+                         "'same' or 'valid', got %r" % (padding,))
+    pad_h, pad_w = _int_pair(padding, "padding")
+    return (pad_h, pad_h, pad_w, pad_w)
+
+
+def conv2d_hardswish_relu(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """``relu(hardswish(conv2d(input, weight, bias, stride, padding, dilation, groups)))``.
+
+    Arguments mean what they mean for ``torch.nn.functional.conv2d``; ``input`` may be batched
+    (N, C, H, W) or unbatched (C, H, W). Differentiable with respect to input, weight and bias.
+    """
+    if not isinstance(input, torch.Tensor):
+        raise TypeError("conv2d_hardswish_relu: expected input to be a torch.Tensor, got %s"
+                        % type(input).__name__)
+    if not isinstance(weight, torch.Tensor):
+        raise TypeError("conv2d_hardswish_relu: expected weight to be a torch.Tensor, got %s"
+                        % type(weight).__name__)
+    if bias is not None and not isinstance(bias, torch.Tensor):
+        raise TypeError("conv2d_hardswish_relu: expected bias to be a torch.Tensor or None, got %s"
+                        % type(bias).__name__)
+    if isinstance(groups, bool) or not isinstance(groups, numbers.Integral):
+        raise TypeError("conv2d_hardswish_relu: expected groups to be an int, got %r" % (groups,))
+    if weight.dim() != 4:
+        raise ValueError("conv2d_hardswish_relu: expected weight to be a 4-D tensor "
+                         "(out_channels, in_channels / groups, kernel_h, kernel_w), got a %d-D "
+                         "tensor of shape %s" % (weight.dim(), list(weight.shape)))
+    stride = _int_pair(stride, "stride")
+    dilation = _int_pair(dilation, "dilation")
+    padding = resolve_padding(padding, weight.shape, stride, dilation)
+    unbatched = input.dim() == 3
+    if unbatched:
+        input = input.unsqueeze(0)
+    output = load_extension().conv2d_hardswish_relu(input, weight, bias, stride, padding, dilation,
+                                                    int(groups))
+    return output.squeeze(0) if unbatched else output

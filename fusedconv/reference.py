@@ -1,0 +1,74 @@
+"""The PyTorch reference, shared by the tests, the main job and the benchmarks."""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["Model", "reference_forward", "reference_float64", "relative_l2_error", "Problem",
+           "KERNELBENCH_V0_1", "KERNELBENCH_V0", "CPU_DEFAULT"]
+
+
+class Model(nn.Module):
+    """KernelBench level 2, problem 69, verbatim: conv, then hardswish, then relu."""
+
+    def __init__(self, in_channels, out_channels, kernel_size):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size)
+
+    def forward(self, x):
+        x = self.conv(x)
+        x = F.hardswish(x)
+        x = torch.relu(x)
+        return x
+
+
+def reference_forward(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """relu(hardswish(conv2d(...))) through PyTorch's own operators, in the inputs' dtype."""
+    return torch.relu(F.hardswish(F.conv2d(input, weight, bias, stride, padding, dilation, groups)))
+
+
+def reference_float64(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """The reference computed in float64 on the inputs' device (TF32 cannot apply to float64)."""
+    return reference_forward(input.double(), weight.double(),
+                             None if bias is None else bias.double(), stride, padding, dilation,
+                             groups)
+
+
+def relative_l2_error(actual, expected):
+    """||actual - expected|| / ||expected||, in float64; NaN anywhere gives NaN."""
+    actual = actual.detach().double()
+    expected = expected.detach().double()
+    denominator = expected.norm()
+    if denominator == 0:
+        return (actual - expected).norm().item()
+    return ((actual - expected).norm() / denominator).item()
+
+
+class Problem:
+    """One problem size as KernelBench states it: x of (batch, in, height, width), kernel k."""
+
+    def __init__(self, name, batch, in_channels, out_channels, height, width, kernel_size,
+                 distribution):
+        self.name = name
+        self.batch = batch
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.height = height
+        self.width = width
+        self.kernel_size = kernel_size
+        self.distribution = distribution  # 'rand' (uniform [0, 1)) or 'randn', as KernelBench
+
+    def make_input(self, device, dtype=torch.float32, generator=None):
+        draw = torch.rand if self.distribution == "rand" else torch.randn
+        return draw(self.batch, self.in_channels, self.height, self.width, device=device,
+                    dtype=dtype, generator=generator)
+
+    def describe(self):
+        return "x %dx%dx%dx%d, W %dx%dx%dx%d" % (
+            self.batch, self.in_channels, self.height, self.width, self.out_channels,
+            self.in_channels, self.kernel_size, self.kernel_size)
+
+
+KERNELBENCH_V0_1 = Problem("v0.1", 128, 8, 64, 128, 128, 3, "rand")
+KERNELBENCH_V0 = Problem("v0", 128, 3, 16, 32, 32, 3, "randn")
+CPU_DEFAULT = Problem("cpu-small", 8, 8, 64, 64, 64, 3, "rand")
