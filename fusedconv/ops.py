@@ -23,14 +23,16 @@ except ImportError:  # pragma: no cover - only if a future torch drops the helpe
             return torch.channels_last
         return torch.contiguous_format
 
+# The Python-side registrations; None until the compiled library is loaded. A plain global
+# (not a cached function) so torch.compile reads it as a constant instead of breaking the graph.
 _META_LIBRARY = None
 
 
 def load_extension():
     """Build or load the compiled library; afterwards ``torch.ops.fusedconv.*`` exist."""
     global _META_LIBRARY
-    _build.load_extension()
     if _META_LIBRARY is None:
+        _build.load_extension()
         library = torch.library.Library("fusedconv", "IMPL")
         library.impl("conv2d_hardswish_relu", _conv2d_hardswish_relu_meta, "Meta")
         library.impl("hardswish_relu_grad", _hardswish_relu_grad_meta, "Meta")
@@ -125,6 +127,8 @@ def conv2d_hardswish_relu(input, weight, bias=None, stride=1, padding=0, dilatio
     unbatched = input.dim() == 3
     if unbatched:
         input = input.unsqueeze(0)
-    output = load_extension().conv2d_hardswish_relu(input, weight, bias, stride, padding, dilation,
-                                                    int(groups))
+    if _META_LIBRARY is None:
+        load_extension()
+    output = torch.ops.fusedconv.conv2d_hardswish_relu(input, weight, bias, stride, padding,
+                                                       dilation, int(groups))
     return output.squeeze(0) if unbatched else output

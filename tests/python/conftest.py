@@ -1,0 +1,56 @@
+"""Shared fixtures: devices (GPU cases are marked `cuda` and skipped without a GPU), the poisoned
+call helper and the float64 reference."""
+
+import pytest
+import torch
+
+import fusedconv
+
+HAS_CUDA = torch.cuda.is_available()
+
+# CPU always; CUDA as a marked parameter so that a machine without a GPU reports it as skipped.
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]
+
+
+def pytest_collection_modifyitems(config, items):
+    if HAS_CUDA:
+        return
+    skip_cuda = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip_cuda)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _extension():
+    # Build once per session, before any timing-sensitive or compile test runs.
+    fusedconv.load_extension()
+
+
+@pytest.fixture(autouse=True)
+def _exact_fp32_references():
+    # cuDNN may use TF32 for float32 convolutions (and so for the reference and for ATen's
+    # convolution backward, which our autograd hands the activation gradient to); tests compare
+    # float32 results with tight tolerances, so they run with TF32 off.
+    previous = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = previous
+
+
+def poisoned_call(fn, dtype, device):
+    """Run `fn()` with every fresh allocation NaN-filled, so unwritten output elements show.
+
+    torch's deterministic mode fills memory from `empty` (the operator's own output allocation
+    included) with NaN. A probe checks that this torch does so before the call counts.
+    """
+    previous = (torch.are_deterministic_algorithms_enabled(),
+                torch.is_deterministic_algorithms_warn_only_enabled())
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        probe = torch.empty(64, dtype=dtype, device=device)
+        assert bool(probe.isnan().all()), "this torch does not NaN-fill fresh allocations"
+        return fn()
+    finally:
+        torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])

@@ -1,0 +1,95 @@
+"""Bad arguments raise a clear Python exception that names the argument and says what was
+expected; nothing crashes, hangs or answers silently wrong."""
+
+import pytest
+import torch
+
+import fusedconv
+
+from conftest import DEVICES
+
+
+def _valid(device="cpu", dtype=torch.float32):
+    return (torch.randn(2, 4, 8, 8, device=device, dtype=dtype),
+            torch.randn(6, 4, 3, 3, device=device, dtype=dtype),
+            torch.randn(6, device=device, dtype=dtype))
+
+
+def _raises(exception, pattern, **overrides):
+    x, weight, b = _valid(overrides.pop("device", "cpu"))
+    args = {"input": x, "weight": weight, "bias": b}
+    args.update(overrides)
+    with pytest.raises(exception, match=pattern):
+        fusedconv.conv2d_hardswish_relu(**args)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("case,exception,pattern", [
+    ({"input": torch.randn(4, 8)}, ValueError, r"expected input to be a 4-D tensor"),
+    ({"input": torch.randn(1, 2, 4, 8, 8)}, ValueError, r"expected input to be a 4-D tensor"),
+    ({"weight": torch.randn(6, 4, 3)}, ValueError, r"expected weight to be a 4-D tensor"),
+    ({"input": torch.randn(2, 5, 8, 8)}, ValueError,
+     r"expected input to have 4 channels \(weight.size\(1\) = 4 x groups = 1\)"),
+    ({"weight": torch.randn(6, 2, 3, 3), "groups": 3}, ValueError,
+     r"expected input to have 6 channels"),
+    ({"weight": torch.randn(6, 1, 3, 3), "groups": 4}, ValueError,
+     r"out_channels \(weight.size\(0\) = 6\) to be divisible by groups = 4"),
+    ({"bias": torch.randn(5)}, ValueError, r"expected bias of shape \[6\]"),
+    ({"bias": torch.randn(6, 1)}, ValueError, r"expected bias of shape \[6\]"),
+    ({"weight": torch.randn(6, 4, 9, 3)}, ValueError, r"smaller than the dilated kernel 9x3"),
+    ({"dilation": 4}, ValueError, r"smaller than the dilated kernel 9x9"),
+    ({"stride": 0}, ValueError, r"expected every stride value to be >= 1"),
+    ({"stride": (1, -2)}, ValueError, r"expected every stride value to be >= 1"),
+    ({"dilation": 0}, ValueError, r"expected every dilation value to be >= 1"),
+    ({"padding": -1}, ValueError, r"expected every padding value to be >= 0"),
+    ({"padding": "full"}, ValueError, r"expected padding to be an int, a pair of ints, 'same'"),
+    ({"padding": "same", "stride": 2}, ValueError, r"padding='same' is not supported for strided"),
+    ({"stride": (1, 2, 3)}, TypeError, r"expected stride to be an int or a pair of ints"),
+    ({"stride": 1.5}, TypeError, r"expected stride to be an int or a pair of ints"),
+    ({"groups": 0}, ValueError, r"expected groups >= 1, got 0"),
+    ({"groups": 2.0}, TypeError, r"expected groups to be an int"),
+    ({"input": torch.randint(0, 5, (2, 4, 8, 8))}, TypeError, r"expected input to be float32"),
+    ({"weight": torch.randn(6, 4, 3, 3, dtype=torch.float64)}, TypeError,
+     r"expected weight to have the input's dtype"),
+    ({"bias": torch.randn(6, dtype=torch.float64)}, TypeError,
+     r"expected bias to have the input's dtype"),
+    ({"input": [[1.0]]}, TypeError, r"expected input to be a torch.Tensor"),
+    ({"weight": None}, TypeError, r"expected weight to be a torch.Tensor"),
+    ({"bias": 3.0}, TypeError, r"expected bias to be a torch.Tensor or None"),
+    ({"weight": torch.randn(6, 0, 3, 3)}, ValueError,
+     r"expected weight's in_channels / groups, kernel_h and kernel_w to be >= 1"),
+    ({"weight": torch.randn(6, 4, 0, 3)}, ValueError,
+     r"expected weight's in_channels / groups, kernel_h and kernel_w to be >= 1"),
+], ids=lambda v: str(v)[:40] if isinstance(v, str) else None)
+def test_bad_argument_raises(device, case, exception, pattern):
+    overrides = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in case.items()}
+    _raises(exception, pattern, device=device, **overrides)
+
+
+def test_half_precision_on_cpu_is_rejected_clearly():
+    x, weight, b = _valid(dtype=torch.float16)
+    with pytest.raises(TypeError, match=r"expected input to be float32 or float64 on the CPU, "
+                                        r"got Half"):
+        fusedconv.conv2d_hardswish_relu(x, weight, b)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("moved", ["weight", "bias"])
+def test_mixed_devices_raise(moved):
+    x, weight, b = _valid("cuda")
+    args = {"input": x, "weight": weight, "bias": b}
+    args[moved] = args[moved].cpu()
+    with pytest.raises(ValueError, match=r"expected %s on the input's device cuda:0, got cpu"
+                       % moved):
+        fusedconv.conv2d_hardswish_relu(**args)
+
+
+def test_module_rejects_bad_configuration():
+    # nn.Conv2d's own constructor checks apply to the fused module too.
+    with pytest.raises(ValueError, match="in_channels must be divisible by groups"):
+        fusedconv.Conv2dHardSwishReLU(5, 6, 3, groups=2)
+    with pytest.raises(ValueError, match="padding_mode"):
+        fusedconv.Conv2dHardSwishReLU(4, 6, 3, padding_mode="mirror")
+    module = fusedconv.Conv2dHardSwishReLU(4, 6, 3)
+    with pytest.raises(ValueError, match=r"expected input to have 4 channels"):
+        module(torch.randn(1, 3, 8, 8))
