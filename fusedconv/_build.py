@@ -32,8 +32,8 @@ _CUDA_KERNEL_GLOB = "kernels/*.cu"
 # TORCH_CUDA_ARCH_LIST (unless the user set one): torch 2.1 adds its own -gencode flags for the
 # visible GPUs whatever the extra flags say, while the variable steers every torch version alike.
 CUDA_ARCH_LIST = "8.0;9.0+PTX"
-CXX_FLAGS = ("-O3", "-std=c++17", "-fopenmp")
-NVCC_FLAGS = ("-O3", "-std=c++17")
+CXX_FLAGS = ("-O3", "-fopenmp")
+NVCC_FLAGS = ("-O3",)
 LD_FLAGS = ("-fopenmp",)
 
 
@@ -91,8 +91,8 @@ def load_extension():
     if with_cuda:
         cpp_sources += _read_sources(root, _CUDA_HOST_SOURCES)
         cuda_sources = [path.read_text() for path in sorted(root.glob(_CUDA_KERNEL_GLOB))]
-    _LOG.info("fusedconv: building the %s extension (JIT; the first build takes about a minute, "
-              "later imports load it from the cache)", "CUDA + CPU" if with_cuda else "CPU-only")
+    _LOG.info("fusedconv: building the %s extension, or loading it from torch's extension cache "
+              "(a first build takes about a minute)", "CUDA + CPU" if with_cuda else "CPU-only")
     with _cuda_arch_list():
         path = cpp_extension.load_inline(
             name=EXTENSION_NAME + ("_cuda" if with_cuda else "_cpu"),
@@ -106,5 +106,5 @@ def load_extension():
             is_python_module=False,
             verbose=False,
         )
-    _LOG.info("fusedconv: extension ready after %.1f s (%s)", time.perf_counter() - started, path)
+    _LOG.info("fusedconv: extension ready after %.1f s", time.perf_counter() - started)
     return path

@@ -1,0 +1,45 @@
+"""Small cases for compute-sanitizer: every kernel and dtype once, odd shapes, forward and
+backward. Run by tools/gpu_round.sh --sanitize; exits non-zero on a wrong result."""
+
+import sys
+
+import torch
+
+import fusedconv
+from fusedconv.reference import reference_float64, relative_l2_error
+
+CASES = [
+    # (N, Cin, Cout, H, W, kernel, kwargs, dtype, tolerance)
+    (2, 3, 5, 9, 11, 3, {}, torch.float32, 1e-5),
+    (1, 4, 6, 7, 13, (2, 3), {"padding": "same", "dilation": 2}, torch.float32, 1e-5),
+    (2, 6, 6, 10, 9, 3, {"groups": 3, "stride": 2, "padding": 1}, torch.float16, 2e-3),
+    (1, 4, 4, 8, 8, 3, {"padding": 1}, torch.bfloat16, 1e-2),
+    (1, 2, 3, 6, 5, 3, {}, torch.float64, 1e-12),
+]
+
+
+def main():
+    fusedconv.load_extension()
+    torch.manual_seed(0)
+    failures = 0
+    for n, cin, cout, h, w, kernel, kwargs, dtype, tolerance in CASES:
+        kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
+        groups = kwargs.get("groups", 1)
+        x = torch.randn(n, cin, h, w, device="cuda", dtype=dtype, requires_grad=True)
+        weight = torch.randn(cout, cin // groups, kh, kw, device="cuda", dtype=dtype,
+                             requires_grad=True)
+        bias = torch.randn(cout, device="cuda", dtype=dtype, requires_grad=True)
+        for layout in (torch.contiguous_format, torch.channels_last):
+            xl = x.detach().contiguous(memory_format=layout).requires_grad_()
+            y = fusedconv.conv2d_hardswish_relu(xl, weight, bias, **kwargs)
+            y.backward(torch.randn_like(y))
+            error = relative_l2_error(y, reference_float64(xl, weight, bias, **kwargs))
+            if not error < tolerance:
+                failures += 1
+                print("FAILED", (n, cin, cout, h, w, kernel, kwargs, dtype, layout), error)
+    torch.cuda.synchronize()
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
