@@ -8,6 +8,14 @@ OUT="${OUT:-/tmp/fusedconv-gpu-round}"
 mkdir -p "$OUT"
 export TORCH_EXTENSIONS_DIR="${TORCH_EXTENSIONS_DIR:-$PWD/.torch_extensions}"
 export PYTHONUNBUFFERED=1
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+# This machine's image sets CXX=/opt/gcc/bin/g++, a GCC that links libstdc++ statically into the
+# extension; mixed with torch's shared libstdc++, any C++ exception message that formats a number
+# (every TORCH_CHECK with a shape in it) segfaults in std::num_put. Build with the distribution's
+# GCC, which links libstdc++ dynamically like torch itself.
+if [ -x /usr/bin/g++ ]; then
+  export CXX=/usr/bin/g++ CC=/usr/bin/gcc
+fi
 sanitize=0
 if [ "${1:-}" = "--sanitize" ]; then
   sanitize=1
