@@ -109,8 +109,8 @@ def verify(problem, device, repeats):
     print("| check | fusedconv | eager PyTorch | limit | ok |")
     print("|---|---|---|---|---|")
     for name, error, eager_error, tolerance in rows:
-        print("| %s | %.2e | %.2e | %.0e | %s |" % (name, error, eager_error, tolerance,
-                                                   "yes" if error <= tolerance else "NO"))
+        verdict = "yes" if error <= tolerance else "NO"
+        print("| %s | %.2e | %.2e | %.0e | %s |" % (name, error, eager_error, tolerance, verdict))
     for name, error, eager_error in informational:
         print("| %s | %.2e | %.2e | (info) | |" % (name, error, eager_error))
     print("| KernelBench allclose(atol=rtol=1e-2) vs eager | %s | | | %s |"

@@ -31,7 +31,8 @@ CONFIGS = [
 def _inputs(n, cin, cout, h, w, kernel, groups, device, dtype=torch.float32, bias=True):
     kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
     x = torch.randn(n, cin, h, w, device=device, dtype=dtype)
-    weight = torch.randn(cout, cin // groups, kh, kw, device=device, dtype=dtype) / (cin * kh * kw / groups) ** 0.5
+    fan_in = cin // groups * kh * kw
+    weight = torch.randn(cout, cin // groups, kh, kw, device=device, dtype=dtype) / fan_in ** 0.5
     b = torch.randn(cout, device=device, dtype=dtype) if bias else None
     return x, weight, b
 
@@ -303,8 +304,8 @@ def test_cuda_graph_capture_and_replay():
         static_x.copy_(new_x)
         graph.replay()
         torch.cuda.synchronize()
-        torch.testing.assert_close(static_y, fusedconv.conv2d_hardswish_relu(new_x, weight, b,
-                                                                              padding=1))
+        eager = fusedconv.conv2d_hardswish_relu(new_x, weight, b, padding=1)
+        torch.testing.assert_close(static_y, eager)
         assert relative_l2_error(static_y, reference_float64(new_x, weight, b, padding=1)) < 1e-5
 
 

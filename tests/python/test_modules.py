@@ -22,8 +22,8 @@ def test_model_new_draws_the_reference_models_weights(seed):
     reference = Model(8, 64, 3)
     torch.manual_seed(seed)
     ours = fusedconv.ModelNew(8, 64, 3)
-    assert list(ours.state_dict()) == list(reference.state_dict()) == ["conv.weight",
-                                                                        "conv.bias"]
+    keys = ["conv.weight", "conv.bias"]
+    assert list(ours.state_dict()) == list(reference.state_dict()) == keys
     for key, value in reference.state_dict().items():
         assert torch.equal(ours.state_dict()[key], value), key
 
