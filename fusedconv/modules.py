@@ -15,7 +15,12 @@ class Conv2dHardSwishReLU(nn.Conv2d):
     ``bias``), initialisation and state_dict, so it replaces ``nn.Conv2d`` followed by
     ``F.hardswish`` and ``torch.relu`` without any conversion. Padding modes other than 'zeros'
     pad the input first (as ``nn.Conv2d`` does), then run the fused convolution unpadded.
+
+    Set ``module.allow_tf32 = True`` to opt into the faster single-TF32 tensor-core mode (see
+    ``conv2d_hardswish_relu``); the default is float32 accuracy.
     """
+
+    allow_tf32 = False
 
     def forward(self, input):
         padding = self.padding
@@ -23,7 +28,7 @@ class Conv2dHardSwishReLU(nn.Conv2d):
             input = F.pad(input, self._reversed_padding_repeated_twice, mode=self.padding_mode)
             padding = 0
         return conv2d_hardswish_relu(input, self.weight, self.bias, self.stride, padding,
-                                     self.dilation, self.groups)
+                                     self.dilation, self.groups, self.allow_tf32)
 
 
 class ModelNew(nn.Module):
@@ -31,8 +36,10 @@ class ModelNew(nn.Module):
 
     Keeps ``self.conv = nn.Conv2d(...)`` exactly as the reference ``Model`` does, so the
     state_dict keys (``conv.weight``, ``conv.bias``) and the weights drawn under a given
-    ``torch.manual_seed`` are the same.
+    ``torch.manual_seed`` are the same. ``allow_tf32`` as for ``Conv2dHardSwishReLU``.
     """
+
+    allow_tf32 = False
 
     def __init__(self, in_channels, out_channels, kernel_size):
         super().__init__()
@@ -41,4 +48,4 @@ class ModelNew(nn.Module):
     def forward(self, x):
         conv = self.conv
         return conv2d_hardswish_relu(x, conv.weight, conv.bias, conv.stride, conv.padding,
-                                     conv.dilation, conv.groups)
+                                     conv.dilation, conv.groups, self.allow_tf32)

@@ -257,7 +257,7 @@ def test_meta_kernel_matches_real_shapes(config):
 @pytest.mark.parametrize("device", DEVICES)
 def test_opcheck(device):
     x, weight, b = _inputs(2, 4, 6, 9, 9, 3, 1, device)
-    args = (x, weight, b, [1, 1], [1, 1, 1, 1], [1, 1], 1)
+    args = (x, weight, b, [1, 1], [1, 1, 1, 1], [1, 1], 1, False)
     torch.library.opcheck(torch.ops.fusedconv.conv2d_hardswish_relu.default, args)
     y = torch.ops.fusedconv.conv2d_hardswish_relu(*args)
     torch.library.opcheck(torch.ops.fusedconv.hardswish_relu_grad.default,

@@ -1,0 +1,362 @@
+// Fast fused forward for float32 NCHW, stride 1, dilation 1, groups 1: implicit GEMM on tensor
+// cores (DESIGN.md, "Kernels"). M = output channels (weights), N = output pixels, K = taps x Cin
+// with Cin fastest, so that for Cin = 8 each k8 step is one tap.
+//
+// Precision: 3xTF32 by default, each float32 operand split as big = tf32(x), small = tf32(x - big)
+// and the product taken as small*big + big*small + big*big (the small*small term is below float32
+// rounding); relative error ~3e-7 against float64 (prototype, DESIGN.md). One TF32 product is the
+// opt-in fast mode.
+//
+// Work decomposition: a persistent grid; each CTA owns a block of 16 * kMTiles output channels
+// (blockIdx.y), splits that block's weights once into shared memory in mma fragment order, then
+// loops over (image, 128-pixel tile) pairs. Pixels are the flattened (row, col) index of the
+// output plane, so a tile's outputs are contiguous in NCHW memory and narrow images waste no
+// lanes. For each tile the input rows it needs (plus the kernel's halo and zero padding) are
+// staged in shared memory; each warp then computes all the CTA's channels x 32 pixels.
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "fusedconv/activation.h"
+#include "fusedconv/launch.h"
+#include "fusedconv/params.h"
+
+namespace fusedconv {
+namespace {
+
+constexpr int kTcWarps = 4;
+constexpr int kTcThreads = kTcWarps * 32;
+constexpr int kTcPixelsPerWarp = 32;  // four n8 tiles
+constexpr int kTcTilePixels = kTcWarps * kTcPixelsPerWarp;
+// Largest dynamic shared memory a CTA may ask for, keeping at least two CTAs per SM on sm_80 and
+// sm_90 (both offer 227 KB or more).
+constexpr int kTcMaxSharedBytes = 110 * 1024;
+constexpr int kMaxDevices = 64;
+
+// Shared-memory geometry of one launch, computed on the host.
+struct TensorCoreLayout {
+  int k_steps;           // ceil(K / 8)
+  int channel_tiles;     // kMTiles
+  int tile_rows;         // input rows staged per pixel tile (rows it spans + kernel_h - 1)
+  int tile_cols;         // output width + kernel_w - 1: a whole padded input row
+  int plane_pitch;       // floats per staged channel, = 8 (mod 32) for conflict-free B loads
+  int tiles_per_image;   // ceil(out_height * out_width / 128)
+  int shared_bytes;
+};
+
+__device__ __forceinline__ uint32_t to_tf32(float x) {
+  uint32_t result;
+  asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(result) : "f"(x));
+  return result;
+}
+
+// The float32 -> (big, small) TF32 split. Non-finite values keep all of themselves in `big`, so
+// inf stays inf instead of turning into inf - inf = NaN in the small part.
+__device__ __forceinline__ void split_tf32(float x, uint32_t& big, uint32_t& small) {
+  big = to_tf32(x);
+  small = isfinite(x) ? to_tf32(x - __uint_as_float(big)) : 0u;
+}
+
+__device__ __forceinline__ void mma_tf32(float (&acc)[4], const uint4& a, uint32_t b0,
+                                         uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+      "{%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(acc[0]), "+f"(acc[1]), "+f"(acc[2]), "+f"(acc[3])
+      : "r"(a.x), "r"(a.y), "r"(a.z), "r"(a.w), "r"(b0), "r"(b1));
+}
+
+template <int kMTiles, bool kThreeTf32>
+__global__ void __launch_bounds__(kTcThreads)
+    conv_hardswish_relu_tensorcore_kernel(const ConvParams p, const TensorCoreLayout layout) {
+  extern __shared__ uint4 shared_raw[];
+  const int fragment_words = layout.k_steps * kMTiles * 32 * 4;
+  uint32_t* a_big = reinterpret_cast<uint32_t*>(shared_raw);
+  uint32_t* a_small = a_big + fragment_words;
+  int* tap_offset = reinterpret_cast<int*>(a_small + fragment_words);
+  float* tile = reinterpret_cast<float*>(tap_offset + layout.k_steps * 8);
+
+  const float* __restrict__ input = static_cast<const float*>(p.input);
+  const float* __restrict__ weight = static_cast<const float*>(p.weight);
+  const float* __restrict__ bias = static_cast<const float*>(p.bias);
+  float* __restrict__ output = static_cast<float*>(p.output);
+
+  const int in_channels = static_cast<int>(p.in_channels);
+  const int kernel_w = static_cast<int>(p.kernel_w);
+  const int reduction = in_channels * static_cast<int>(p.kernel_h) * kernel_w;
+  const int channel_base = blockIdx.y * kMTiles * 16;
+
+  // Weights -> shared memory in m16n8k8 A-fragment order, split once per CTA. Fragment element e
+  // of lane (g = lane / 4, t = lane % 4) sits at row g + 8 * (e & 1), column t + 4 * (e >> 1).
+  for (int index = threadIdx.x; index < fragment_words; index += kTcThreads) {
+    const int element = index & 3;
+    const int lane = (index >> 2) & 31;
+    const int m_tile = (index >> 7) % kMTiles;
+    const int k_step = (index >> 7) / kMTiles;
+    const int channel = channel_base + m_tile * 16 + (lane >> 2) + 8 * (element & 1);
+    const int k = k_step * 8 + (lane & 3) + 4 * (element >> 1);
+    float value = 0.0f;
+    if (channel < p.out_channels && k < reduction) {
+      const int tap = k / in_channels;
+      value = weight[channel * p.weight_strides.n + (k % in_channels) * p.weight_strides.c +
+                     (tap / kernel_w) * p.weight_strides.h + (tap % kernel_w) * p.weight_strides.w];
+    }
+    uint32_t big, small;
+    split_tf32(value, big, small);
+    if (small == 0u && value != 0.0f && isfinite(value)) {
+      // A weight exact in TF32 (0.5, 2, ...) has a zero small part, and 0 * inf = NaN would turn
+      // an infinite input into NaN where PyTorch gives +-inf. A same-signed small part of 2^-24
+      // relative (below float32 rounding) keeps w * inf = +-inf.
+      small = to_tf32(value * 5.9604645e-08f);
+    }
+    a_big[index] = big;
+    a_small[index] = small;
+  }
+  // Offset of each k inside the staged tile, relative to the pixel's own offset. Padding k
+  // (k >= K) reads the extra all-zero channel, so a NaN in the input cannot leak into 0 * NaN.
+  for (int k = threadIdx.x; k < layout.k_steps * 8; k += kTcThreads) {
+    const int tap = k / in_channels;
+    tap_offset[k] = k < reduction ? (k % in_channels) * layout.plane_pitch +
+                                        (tap / kernel_w) * layout.tile_cols + tap % kernel_w
+                                  : in_channels * layout.plane_pitch;
+  }
+
+  const int warp = threadIdx.x >> 5;
+  const int lane = threadIdx.x & 31;
+  const int group = lane >> 2;
+  const int thread_in_group = lane & 3;
+  const int out_width = static_cast<int>(p.out_width);
+  const int64_t plane_size = p.out_height * p.out_width;
+  const int64_t total_tiles = p.batch * layout.tiles_per_image;
+  const int staged_floats = (in_channels + 1) * layout.plane_pitch;
+  const int row_floats = layout.tile_rows * layout.tile_cols;
+
+  for (int64_t tile_index = blockIdx.x; tile_index < total_tiles; tile_index += gridDim.x) {
+    const int64_t n = tile_index / layout.tiles_per_image;
+    const int64_t first_pixel = (tile_index % layout.tiles_per_image) * kTcTilePixels;
+    const int first_row = static_cast<int>(first_pixel / out_width);
+
+    __syncthreads();  // the previous tile's reads of `tile` are done (and the weights are ready)
+    // Stage rows first_row - pad_top ... of every input channel, zero outside the image; the
+    // last (extra) channel stays all zero.
+    const float* input_image = input + n * p.input_strides.n;
+    for (int index = threadIdx.x; index < staged_floats; index += kTcThreads) {
+      const int channel = index / layout.plane_pitch;
+      const int within = index - channel * layout.plane_pitch;
+      float value = 0.0f;
+      if (channel < in_channels && within < row_floats) {
+        const int row = within / layout.tile_cols;
+        const int in_row = first_row + row - static_cast<int>(p.pad_top);
+        const int in_col = within - row * layout.tile_cols - static_cast<int>(p.pad_left);
+        if (in_row >= 0 && in_row < p.in_height && in_col >= 0 && in_col < p.in_width) {
+          value = input_image[channel * p.input_strides.c + in_row * p.input_strides.h + in_col];
+        }
+      }
+      tile[index] = value;
+    }
+    __syncthreads();
+
+    // This thread's B-fragment columns: pixel warp * 32 + j * 8 + group of the tile.
+    int pixel_offset[4];
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const int64_t pixel = first_pixel + warp * kTcPixelsPerWarp + j * 8 + group;
+      const int local = pixel < plane_size ? static_cast<int>(pixel - int64_t{first_row} * out_width)
+                                           : 0;
+      const int row = local / out_width;
+      pixel_offset[j] = row * layout.tile_cols + (local - row * out_width);
+    }
+
+    float acc[kMTiles][4][4];
+#pragma unroll
+    for (int i = 0; i < kMTiles; ++i) {
+      const int channel = channel_base + i * 16 + group;
+      const float bias_low = (bias != nullptr && channel < p.out_channels) ? bias[channel] : 0.0f;
+      const float bias_high =
+          (bias != nullptr && channel + 8 < p.out_channels) ? bias[channel + 8] : 0.0f;
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        acc[i][j][0] = acc[i][j][1] = bias_low;
+        acc[i][j][2] = acc[i][j][3] = bias_high;
+      }
+    }
+
+    for (int k_step = 0; k_step < layout.k_steps; ++k_step) {
+      const int offset_low = tap_offset[k_step * 8 + thread_in_group];
+      const int offset_high = tap_offset[k_step * 8 + thread_in_group + 4];
+      uint32_t b_big[4][2], b_small[4][2];
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        split_tf32(tile[pixel_offset[j] + offset_low], b_big[j][0], b_small[j][0]);
+        split_tf32(tile[pixel_offset[j] + offset_high], b_big[j][1], b_small[j][1]);
+      }
+#pragma unroll
+      for (int i = 0; i < kMTiles; ++i) {
+        const int fragment = ((k_step * kMTiles + i) * 32 + lane) * 4;
+        const uint4 a_hi = *reinterpret_cast<const uint4*>(a_big + fragment);
+        if (kThreeTf32) {
+          const uint4 a_lo = *reinterpret_cast<const uint4*>(a_small + fragment);
+#pragma unroll
+          for (int j = 0; j < 4; ++j) {
+            mma_tf32(acc[i][j], a_lo, b_big[j][0], b_big[j][1]);
+            mma_tf32(acc[i][j], a_hi, b_small[j][0], b_small[j][1]);
+          }
+        }
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+          mma_tf32(acc[i][j], a_hi, b_big[j][0], b_big[j][1]);
+        }
+      }
+    }
+
+    // Epilogue: activation on the accumulators, stores of two neighbouring pixels per register
+    // pair (float2 when the plane size keeps them 8-byte aligned).
+    const bool paired_stores = (plane_size & 1) == 0;
+    float* output_image = output + n * p.output_strides.n;
+#pragma unroll
+    for (int i = 0; i < kMTiles; ++i) {
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {
+        const int channel = channel_base + i * 16 + group + 8 * half;
+        if (channel >= p.out_channels) {
+          continue;
+        }
+        float* output_plane = output_image + channel * p.output_strides.c;
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+          const int64_t pixel =
+              first_pixel + warp * kTcPixelsPerWarp + j * 8 + 2 * thread_in_group;
+          const float first = HardSwishReLU<float>::value(acc[i][j][2 * half]);
+          const float second = HardSwishReLU<float>::value(acc[i][j][2 * half + 1]);
+          if (paired_stores && pixel + 1 < plane_size) {
+            *reinterpret_cast<float2*>(output_plane + pixel) = make_float2(first, second);
+          } else {
+            if (pixel < plane_size) {
+              output_plane[pixel] = first;
+            }
+            if (pixel + 1 < plane_size) {
+              output_plane[pixel + 1] = second;
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+int channel_tiles_for(int64_t out_channels) {
+  return out_channels <= 16 ? 1 : (out_channels <= 32 ? 2 : 4);
+}
+
+TensorCoreLayout make_layout(const ConvParams& p) {
+  TensorCoreLayout layout{};
+  const int64_t reduction = p.in_channels * p.kernel_h * p.kernel_w;
+  layout.k_steps = static_cast<int>((reduction + 7) / 8);
+  layout.channel_tiles = channel_tiles_for(p.out_channels);
+  // 128 consecutive pixels of a plane of width W span at most (W + 126) / W + 1 rows.
+  const int64_t spanned_rows = (p.out_width + kTcTilePixels - 2) / p.out_width + 1;
+  layout.tile_rows = static_cast<int>(spanned_rows + p.kernel_h - 1);
+  layout.tile_cols = static_cast<int>(p.out_width + p.kernel_w - 1);
+  const int64_t raw_pitch = int64_t{layout.tile_rows} * layout.tile_cols;
+  layout.plane_pitch = static_cast<int>(raw_pitch + ((8 - raw_pitch % 32) + 32) % 32);
+  layout.tiles_per_image =
+      static_cast<int>((p.out_height * p.out_width + kTcTilePixels - 1) / kTcTilePixels);
+  const int64_t fragment_bytes = int64_t{2} * layout.k_steps * layout.channel_tiles * 32 * 4 * 4;
+  const int64_t offset_bytes = int64_t{layout.k_steps} * 8 * 4;
+  const int64_t tile_bytes = (p.in_channels + 1) * int64_t{layout.plane_pitch} * 4;
+  const int64_t total = fragment_bytes + offset_bytes + tile_bytes;
+  layout.shared_bytes = total > kTcMaxSharedBytes ? -1 : static_cast<int>(total);
+  return layout;
+}
+
+bool is_dense_nchw(const Strides4& s, int64_t channels, int64_t height, int64_t width) {
+  return s.w == 1 && s.h == width && s.c == height * width && s.n == channels * height * width;
+}
+
+template <int kMTiles, bool kThreeTf32>
+cudaError_t launch_with(const ConvParams& p, const TensorCoreLayout& layout,
+                        cudaStream_t stream) {
+  auto kernel = conv_hardswish_relu_tensorcore_kernel<kMTiles, kThreeTf32>;
+  int device = 0;
+  cudaError_t status = cudaGetDevice(&device);
+  if (status != cudaSuccess) {
+    return status;
+  }
+  // Per device and instantiation, once: the SM count, and the opt-in to > 48 KB of dynamic
+  // shared memory (a per-call cudaFuncSetAttribute would cost microseconds on small problems).
+  static int sm_count[kMaxDevices] = {};
+  if (device >= kMaxDevices) {
+    return cudaErrorInvalidDevice;
+  }
+  if (sm_count[device] == 0) {
+    status = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                  kTcMaxSharedBytes);
+    if (status != cudaSuccess) {
+      return status;
+    }
+    int count = 0;
+    status = cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device);
+    if (status != cudaSuccess) {
+      return status;
+    }
+    sm_count[device] = count;
+  }
+  const int64_t total_tiles = p.batch * layout.tiles_per_image;
+  const int channel_blocks = static_cast<int>((p.out_channels + kMTiles * 16 - 1) / (kMTiles * 16));
+  // Enough resident CTAs to fill every SM (shared memory allows about 227 KB / CTA footprint),
+  // shared among the channel blocks; never more CTAs than tiles.
+  const int per_sm = static_cast<int>(
+      (227 * 1024) / (layout.shared_bytes + 1024) < 4 ? (227 * 1024) / (layout.shared_bytes + 1024)
+                                                      : 4);
+  int64_t blocks = (int64_t{sm_count[device]} * (per_sm < 1 ? 1 : per_sm) + channel_blocks - 1) /
+                   channel_blocks;
+  if (blocks > total_tiles) {
+    blocks = total_tiles;
+  }
+  const dim3 grid(static_cast<unsigned int>(blocks), static_cast<unsigned int>(channel_blocks));
+  kernel<<<grid, kTcThreads, layout.shared_bytes, stream>>>(p, layout);
+  return cudaGetLastError();
+}
+
+}  // namespace
+
+bool tensorcore_path_supports(const ConvParams& p) {
+  if (p.dtype != DType::kFloat32 || p.groups != 1 || p.stride_h != 1 || p.stride_w != 1 ||
+      p.dilation_h != 1 || p.dilation_w != 1) {
+    return false;
+  }
+  if (!is_dense_nchw(p.input_strides, p.in_channels, p.in_height, p.in_width) ||
+      !is_dense_nchw(p.output_strides, p.out_channels, p.out_height, p.out_width)) {
+    return false;
+  }
+  // 32-bit indexing inside one image and one staged tile; batch offsets are 64-bit.
+  if (p.in_channels * p.in_height * p.in_width >= (int64_t{1} << 31) ||
+      p.out_channels * p.out_height * p.out_width >= (int64_t{1} << 31)) {
+    return false;
+  }
+  return make_layout(p).shared_bytes > 0;
+}
+
+cudaError_t launch_conv_hardswish_relu_tensorcore(const ConvParams& params, bool three_tf32,
+                                                  cudaStream_t stream) {
+  if (params.batch * params.out_channels * params.out_height * params.out_width == 0) {
+    return cudaSuccess;
+  }
+  const TensorCoreLayout layout = make_layout(params);
+  if (layout.shared_bytes <= 0) {
+    return cudaErrorInvalidConfiguration;
+  }
+  switch (layout.channel_tiles) {
+    case 1:
+      return three_tf32 ? launch_with<1, true>(params, layout, stream)
+                        : launch_with<1, false>(params, layout, stream);
+    case 2:
+      return three_tf32 ? launch_with<2, true>(params, layout, stream)
+                        : launch_with<2, false>(params, layout, stream);
+    default:
+      return three_tf32 ? launch_with<4, true>(params, layout, stream)
+                        : launch_with<4, false>(params, layout, stream);
+  }
+}
+
+}  // namespace fusedconv
