@@ -1,4 +1,4 @@
-"""Command line: ``python -m fusedconv verify`` (the main job).
+"""Command line: ``python -m fusedconv verify`` (the main job) and ``python -m fusedconv bench``.
 
 verify: builds the extension, runs the fused operator on a built-in problem (KernelBench v0.1's
 shapes on a GPU, a smaller one on the CPU), compares forward and gradients with the float64
@@ -14,6 +14,7 @@ import time
 import torch
 
 import fusedconv
+from fusedconv import bench
 from fusedconv.reference import (CPU_DEFAULT, KERNELBENCH_V0, KERNELBENCH_V0_1, Model,
                                  reference_gradients_float64, relative_l2_error)
 
@@ -132,11 +133,18 @@ def main(argv=None):
                                help="default: v0.1 on a GPU, cpu-small on the CPU")
     verify_parser.add_argument("--device", help="default: cuda if available, else cpu")
     verify_parser.add_argument("--repeats", type=int, default=20)
+    bench_parser = commands.add_parser("bench", help="time against eager and torch.compile")
+    bench_parser.add_argument("--cases", help="comma-separated case names (default: all)")
+    bench_parser.add_argument("--repeats", type=int, default=100)
+    bench_parser.add_argument("--json", help="write the records to this JSON file")
+    bench_parser.add_argument("--plot", help="write a PNG plot here (needs matplotlib)")
     args = parser.parse_args(argv)
     if args.command is None:
         args = parser.parse_args(["verify"] + list(argv or sys.argv[1:]))
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.command == "bench":
+        return bench.main(args)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     problem = PROBLEMS[args.problem or ("v0.1" if device.type == "cuda" else "cpu-small")]
     fusedconv.load_extension()

@@ -57,6 +57,34 @@ __device__ __forceinline__ void split_tf32(float x, uint32_t& big, uint32_t& sma
   small = isfinite(x) ? to_tf32(x - __uint_as_float(big)) : 0u;
 }
 
+// The input operand of the three products: `big` meets the weights' big part, `small` their big
+// part too, and `big_for_small` their small part. For a non-finite input, big_for_small is 0:
+// otherwise w_small * inf, whose sign can differ from w_big's, would add -inf to +inf (NaN)
+// where PyTorch's w * inf gives +-inf.
+struct SplitInput {
+  uint32_t big, small, big_for_small;
+};
+
+__device__ __forceinline__ SplitInput split_input(float x) {
+  SplitInput result;
+  split_tf32(x, result.big, result.small);
+  result.big_for_small = isfinite(x) ? result.big : 0u;
+  return result;
+}
+
+// 4-byte asynchronous global -> shared copy; src_bytes = 0 writes a zero without reading.
+__device__ __forceinline__ void copy_async_4(float* shared_destination, const float* source,
+                                             int src_bytes) {
+  const unsigned int destination =
+      static_cast<unsigned int>(__cvta_generic_to_shared(shared_destination));
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(destination),
+               "l"(source), "r"(src_bytes));
+}
+
+__device__ __forceinline__ void copy_async_wait_all() {
+  asm volatile("cp.async.wait_all;\n" ::);
+}
+
 __device__ __forceinline__ void mma_tf32(float (&acc)[4], const uint4& a, uint32_t b0,
                                          uint32_t b1) {
   asm volatile(
@@ -103,12 +131,6 @@ __global__ void __launch_bounds__(kTcThreads)
     }
     uint32_t big, small;
     split_tf32(value, big, small);
-    if (small == 0u && value != 0.0f && isfinite(value)) {
-      // A weight exact in TF32 (0.5, 2, ...) has a zero small part, and 0 * inf = NaN would turn
-      // an infinite input into NaN where PyTorch gives +-inf. A same-signed small part of 2^-24
-      // relative (below float32 rounding) keeps w * inf = +-inf.
-      small = to_tf32(value * 5.9604645e-08f);
-    }
     a_big[index] = big;
     a_small[index] = small;
   }
@@ -120,6 +142,10 @@ __global__ void __launch_bounds__(kTcThreads)
                                         (tap / kernel_w) * layout.tile_cols + tap % kernel_w
                                   : in_channels * layout.plane_pitch;
   }
+  // The extra channel that padding k reads: zero once, never overwritten.
+  for (int index = threadIdx.x; index < layout.plane_pitch; index += kTcThreads) {
+    tile[in_channels * layout.plane_pitch + index] = 0.0f;
+  }
 
   const int warp = threadIdx.x >> 5;
   const int lane = threadIdx.x & 31;
@@ -128,8 +154,6 @@ __global__ void __launch_bounds__(kTcThreads)
   const int out_width = static_cast<int>(p.out_width);
   const int64_t plane_size = p.out_height * p.out_width;
   const int64_t total_tiles = p.batch * layout.tiles_per_image;
-  const int staged_floats = (in_channels + 1) * layout.plane_pitch;
-  const int row_floats = layout.tile_rows * layout.tile_cols;
 
   for (int64_t tile_index = blockIdx.x; tile_index < total_tiles; tile_index += gridDim.x) {
     const int64_t n = tile_index / layout.tiles_per_image;
@@ -137,23 +161,27 @@ __global__ void __launch_bounds__(kTcThreads)
     const int first_row = static_cast<int>(first_pixel / out_width);
 
     __syncthreads();  // the previous tile's reads of `tile` are done (and the weights are ready)
-    // Stage rows first_row - pad_top ... of every input channel, zero outside the image; the
-    // last (extra) channel stays all zero.
+    // Stage rows first_row - pad_top ... of every input channel, zero outside the image, with
+    // asynchronous copies: every load of the tile is in flight at once instead of one per
+    // thread at a time. A warp copies one (channel, row) at a time, lanes along the row.
     const float* input_image = input + n * p.input_strides.n;
-    for (int index = threadIdx.x; index < staged_floats; index += kTcThreads) {
-      const int channel = index / layout.plane_pitch;
-      const int within = index - channel * layout.plane_pitch;
-      float value = 0.0f;
-      if (channel < in_channels && within < row_floats) {
-        const int row = within / layout.tile_cols;
-        const int in_row = first_row + row - static_cast<int>(p.pad_top);
-        const int in_col = within - row * layout.tile_cols - static_cast<int>(p.pad_left);
-        if (in_row >= 0 && in_row < p.in_height && in_col >= 0 && in_col < p.in_width) {
-          value = input_image[channel * p.input_strides.c + in_row * p.input_strides.h + in_col];
-        }
+    for (int channel_row = warp; channel_row < in_channels * layout.tile_rows;
+         channel_row += kTcWarps) {
+      const int channel = channel_row / layout.tile_rows;
+      const int row = channel_row - channel * layout.tile_rows;
+      const int in_row = first_row + row - static_cast<int>(p.pad_top);
+      const bool row_inside = in_row >= 0 && in_row < p.in_height;
+      const float* source_row =
+          input_image + channel * p.input_strides.c + (row_inside ? in_row : 0) * p.input_strides.h;
+      float* destination_row = tile + channel * layout.plane_pitch + row * layout.tile_cols;
+      for (int col = lane; col < layout.tile_cols; col += 32) {
+        const int in_col = col - static_cast<int>(p.pad_left);
+        const bool inside = row_inside && in_col >= 0 && in_col < p.in_width;
+        copy_async_4(destination_row + col, inside ? source_row + in_col : input_image,
+                     inside ? 4 : 0);
       }
-      tile[index] = value;
     }
+    copy_async_wait_all();
     __syncthreads();
 
     // This thread's B-fragment columns: pixel warp * 32 + j * 8 + group of the tile.
@@ -184,11 +212,11 @@ __global__ void __launch_bounds__(kTcThreads)
     for (int k_step = 0; k_step < layout.k_steps; ++k_step) {
       const int offset_low = tap_offset[k_step * 8 + thread_in_group];
       const int offset_high = tap_offset[k_step * 8 + thread_in_group + 4];
-      uint32_t b_big[4][2], b_small[4][2];
+      SplitInput b[4][2];
 #pragma unroll
       for (int j = 0; j < 4; ++j) {
-        split_tf32(tile[pixel_offset[j] + offset_low], b_big[j][0], b_small[j][0]);
-        split_tf32(tile[pixel_offset[j] + offset_high], b_big[j][1], b_small[j][1]);
+        b[j][0] = split_input(tile[pixel_offset[j] + offset_low]);
+        b[j][1] = split_input(tile[pixel_offset[j] + offset_high]);
       }
 #pragma unroll
       for (int i = 0; i < kMTiles; ++i) {
@@ -198,13 +226,13 @@ __global__ void __launch_bounds__(kTcThreads)
           const uint4 a_lo = *reinterpret_cast<const uint4*>(a_small + fragment);
 #pragma unroll
           for (int j = 0; j < 4; ++j) {
-            mma_tf32(acc[i][j], a_lo, b_big[j][0], b_big[j][1]);
-            mma_tf32(acc[i][j], a_hi, b_small[j][0], b_small[j][1]);
+            mma_tf32(acc[i][j], a_lo, b[j][0].big_for_small, b[j][1].big_for_small);
+            mma_tf32(acc[i][j], a_hi, b[j][0].small, b[j][1].small);
           }
         }
 #pragma unroll
         for (int j = 0; j < 4; ++j) {
-          mma_tf32(acc[i][j], a_hi, b_big[j][0], b_big[j][1]);
+          mma_tf32(acc[i][j], a_hi, b[j][0].big, b[j][1].big);
         }
       }
     }
