@@ -39,9 +39,7 @@ struct TensorCoreLayout {
   int channel_tiles;     // kMTiles
   int tile_rows;         // input rows staged per pixel tile (rows it spans + kernel_h - 1)
   int tile_cols;         // output width + kernel_w - 1: a whole padded input row
-  int plane_pitch;       // floats per staged channel, = 8 (mod 32) for conflict-free B loads;
-                         // a buffer holds in_channels + 1 planes (the last all zero), and there
-                         // are two buffers
+  int plane_pitch;       // floats per staged channel, = 8 (mod 32) for conflict-free B loads
   int tiles_per_image;   // ceil(out_height * out_width / 128)
   int shared_bytes;
 };
@@ -83,16 +81,8 @@ __device__ __forceinline__ void copy_async_4(float* shared_destination, const fl
                "l"(source), "r"(src_bytes));
 }
 
-__device__ __forceinline__ void copy_async_commit() {
-  asm volatile("cp.async.commit_group;\n" ::);
-}
-
 __device__ __forceinline__ void copy_async_wait_all() {
-  asm volatile("cp.async.wait_group 0;\n" ::);
-}
-
-__device__ __forceinline__ void copy_async_wait_all_but_newest() {
-  asm volatile("cp.async.wait_group 1;\n" ::);
+  asm volatile("cp.async.wait_all;\n" ::);
 }
 
 __device__ __forceinline__ void mma_tf32(float (&acc)[4], const uint4& a, uint32_t b0,
@@ -152,11 +142,9 @@ __global__ void __launch_bounds__(kTcThreads)
                                         (tap / kernel_w) * layout.tile_cols + tap % kernel_w
                                   : in_channels * layout.plane_pitch;
   }
-  // The extra channel that padding k reads, in both buffers: zero once, never overwritten.
-  for (int index = threadIdx.x; index < 2 * layout.plane_pitch; index += kTcThreads) {
-    const int buffer = index / layout.plane_pitch;
-    tile[(buffer * (in_channels + 1) + in_channels) * layout.plane_pitch +
-         index % layout.plane_pitch] = 0.0f;
+  // The extra channel that padding k reads: zero once, never overwritten.
+  for (int index = threadIdx.x; index < layout.plane_pitch; index += kTcThreads) {
+    tile[in_channels * layout.plane_pitch + index] = 0.0f;
   }
 
   const int warp = threadIdx.x >> 5;
@@ -167,15 +155,15 @@ __global__ void __launch_bounds__(kTcThreads)
   const int64_t plane_size = p.out_height * p.out_width;
   const int64_t total_tiles = p.batch * layout.tiles_per_image;
 
-  // Two staging buffers: while the warps compute one tile, the copy engine fills the other with
-  // the next tile this CTA owns (cp.async groups), so load latency hides behind the MMAs.
-  const int buffer_floats = (in_channels + 1) * layout.plane_pitch;
-  auto stage = [&](int64_t tile_index, float* buffer) {
+  for (int64_t tile_index = blockIdx.x; tile_index < total_tiles; tile_index += gridDim.x) {
     const int64_t n = tile_index / layout.tiles_per_image;
     const int64_t first_pixel = (tile_index % layout.tiles_per_image) * kTcTilePixels;
     const int first_row = static_cast<int>(first_pixel / out_width);
-    // Rows first_row - pad_top ... of every input channel, zero outside the image. A warp
-    // copies one (channel, row) at a time, lanes along the row.
+
+    __syncthreads();  // the previous tile's reads of `tile` are done (and the weights are ready)
+    // Stage rows first_row - pad_top ... of every input channel, zero outside the image, with
+    // asynchronous copies: every load of the tile is in flight at once instead of one per
+    // thread at a time. A warp copies one (channel, row) at a time, lanes along the row.
     const float* input_image = input + n * p.input_strides.n;
     for (int channel_row = warp; channel_row < in_channels * layout.tile_rows;
          channel_row += kTcWarps) {
@@ -185,7 +173,7 @@ __global__ void __launch_bounds__(kTcThreads)
       const bool row_inside = in_row >= 0 && in_row < p.in_height;
       const float* source_row =
           input_image + channel * p.input_strides.c + (row_inside ? in_row : 0) * p.input_strides.h;
-      float* destination_row = buffer + channel * layout.plane_pitch + row * layout.tile_cols;
+      float* destination_row = tile + channel * layout.plane_pitch + row * layout.tile_cols;
       for (int col = lane; col < layout.tile_cols; col += 32) {
         const int in_col = col - static_cast<int>(p.pad_left);
         const bool inside = row_inside && in_col >= 0 && in_col < p.in_width;
@@ -193,27 +181,8 @@ __global__ void __launch_bounds__(kTcThreads)
                      inside ? 4 : 0);
       }
     }
-    copy_async_commit();
-  };
-
-  int buffer_index = 0;
-  if (blockIdx.x < total_tiles) {
-    stage(blockIdx.x, tile);
-  }
-  for (int64_t tile_index = blockIdx.x; tile_index < total_tiles; tile_index += gridDim.x) {
-    float* current = tile + buffer_index * buffer_floats;
-    const int64_t next_index = tile_index + gridDim.x;
-    if (next_index < total_tiles) {
-      stage(next_index, tile + (buffer_index ^ 1) * buffer_floats);
-      copy_async_wait_all_but_newest();
-    } else {
-      copy_async_wait_all();
-    }
-    __syncthreads();  // the current tile (and, first time round, the weights) are in place
-
-    const int64_t n = tile_index / layout.tiles_per_image;
-    const int64_t first_pixel = (tile_index % layout.tiles_per_image) * kTcTilePixels;
-    const int first_row = static_cast<int>(first_pixel / out_width);
+    copy_async_wait_all();
+    __syncthreads();
 
     // This thread's B-fragment columns: pixel warp * 32 + j * 8 + group of the tile.
     int pixel_offset[4];
@@ -246,8 +215,8 @@ __global__ void __launch_bounds__(kTcThreads)
       SplitInput b[4][2];
 #pragma unroll
       for (int j = 0; j < 4; ++j) {
-        b[j][0] = split_input(current[pixel_offset[j] + offset_low]);
-        b[j][1] = split_input(current[pixel_offset[j] + offset_high]);
+        b[j][0] = split_input(tile[pixel_offset[j] + offset_low]);
+        b[j][1] = split_input(tile[pixel_offset[j] + offset_high]);
       }
 #pragma unroll
       for (int i = 0; i < kMTiles; ++i) {
@@ -300,8 +269,6 @@ __global__ void __launch_bounds__(kTcThreads)
         }
       }
     }
-    __syncthreads();  // every warp is done reading `current` before it is staged again
-    buffer_index ^= 1;
   }
 }
 
@@ -324,7 +291,7 @@ TensorCoreLayout make_layout(const ConvParams& p) {
       static_cast<int>((p.out_height * p.out_width + kTcTilePixels - 1) / kTcTilePixels);
   const int64_t fragment_bytes = int64_t{2} * layout.k_steps * layout.channel_tiles * 32 * 4 * 4;
   const int64_t offset_bytes = int64_t{layout.k_steps} * 8 * 4;
-  const int64_t tile_bytes = 2 * (p.in_channels + 1) * int64_t{layout.plane_pitch} * 4;
+  const int64_t tile_bytes = (p.in_channels + 1) * int64_t{layout.plane_pitch} * 4;
   const int64_t total = fragment_bytes + offset_bytes + tile_bytes;
   layout.shared_bytes = total > kTcMaxSharedBytes ? -1 : static_cast<int>(total);
   return layout;
