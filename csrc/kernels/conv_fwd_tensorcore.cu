@@ -28,10 +28,8 @@ constexpr int kTcWarps = 4;
 constexpr int kTcThreads = kTcWarps * 32;
 constexpr int kTcPixelsPerWarp = 32;  // four n8 tiles
 constexpr int kTcTilePixels = kTcWarps * kTcPixelsPerWarp;
-// Largest dynamic shared memory a CTA may ask for, keeping at least two CTAs per SM on sm_80 and
-// sm_90 (both offer 227 KB or more).
-constexpr int kTcMaxSharedBytes = 110 * 1024;
 constexpr int kMaxDevices = 64;
+constexpr int kMaxCtasPerSm = 4;  // register-limited: ~130-160 registers x 128 threads
 
 // Shared-memory geometry of one launch, computed on the host.
 struct TensorCoreLayout {
@@ -41,7 +39,7 @@ struct TensorCoreLayout {
   int tile_cols;         // output width + kernel_w - 1: a whole padded input row
   int plane_pitch;       // floats per staged channel, = 8 (mod 32) for conflict-free B loads
   int tiles_per_image;   // ceil(out_height * out_width / 128)
-  int shared_bytes;
+  int64_t shared_bytes;  // dynamic shared memory one CTA needs
 };
 
 __device__ __forceinline__ uint32_t to_tf32(float x) {
@@ -292,8 +290,7 @@ TensorCoreLayout make_layout(const ConvParams& p) {
   const int64_t fragment_bytes = int64_t{2} * layout.k_steps * layout.channel_tiles * 32 * 4 * 4;
   const int64_t offset_bytes = int64_t{layout.k_steps} * 8 * 4;
   const int64_t tile_bytes = (p.in_channels + 1) * int64_t{layout.plane_pitch} * 4;
-  const int64_t total = fragment_bytes + offset_bytes + tile_bytes;
-  layout.shared_bytes = total > kTcMaxSharedBytes ? -1 : static_cast<int>(total);
+  layout.shared_bytes = fragment_bytes + offset_bytes + tile_bytes;
   return layout;
 }
 
@@ -301,54 +298,8 @@ bool is_dense_nchw(const Strides4& s, int64_t channels, int64_t height, int64_t 
   return s.w == 1 && s.h == width && s.c == height * width && s.n == channels * height * width;
 }
 
-template <int kMTiles, bool kThreeTf32>
-cudaError_t launch_with(const ConvParams& p, const TensorCoreLayout& layout,
-                        cudaStream_t stream) {
-  auto kernel = conv_hardswish_relu_tensorcore_kernel<kMTiles, kThreeTf32>;
-  int device = 0;
-  cudaError_t status = cudaGetDevice(&device);
-  if (status != cudaSuccess) {
-    return status;
-  }
-  // Per device and instantiation, once: the SM count, and the opt-in to > 48 KB of dynamic
-  // shared memory (a per-call cudaFuncSetAttribute would cost microseconds on small problems).
-  static int sm_count[kMaxDevices] = {};
-  if (device >= kMaxDevices) {
-    return cudaErrorInvalidDevice;
-  }
-  if (sm_count[device] == 0) {
-    status = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                  kTcMaxSharedBytes);
-    if (status != cudaSuccess) {
-      return status;
-    }
-    int count = 0;
-    status = cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device);
-    if (status != cudaSuccess) {
-      return status;
-    }
-    sm_count[device] = count;
-  }
-  const int64_t total_tiles = p.batch * layout.tiles_per_image;
-  const int channel_blocks = static_cast<int>((p.out_channels + kMTiles * 16 - 1) / (kMTiles * 16));
-  // Enough resident CTAs to fill every SM (shared memory allows about 227 KB / CTA footprint),
-  // shared among the channel blocks; never more CTAs than tiles.
-  const int per_sm = static_cast<int>(
-      (227 * 1024) / (layout.shared_bytes + 1024) < 4 ? (227 * 1024) / (layout.shared_bytes + 1024)
-                                                      : 4);
-  int64_t blocks = (int64_t{sm_count[device]} * (per_sm < 1 ? 1 : per_sm) + channel_blocks - 1) /
-                   channel_blocks;
-  if (blocks > total_tiles) {
-    blocks = total_tiles;
-  }
-  const dim3 grid(static_cast<unsigned int>(blocks), static_cast<unsigned int>(channel_blocks));
-  kernel<<<grid, kTcThreads, layout.shared_bytes, stream>>>(p, layout);
-  return cudaGetLastError();
-}
-
-}  // namespace
-
-bool tensorcore_path_supports(const ConvParams& p) {
+// The configurations the kernel is written for, before any shared-memory question.
+bool tensorcore_shape_supported(const ConvParams& p) {
   if (p.dtype != DType::kFloat32 || p.groups != 1 || p.stride_h != 1 || p.stride_w != 1 ||
       p.dilation_h != 1 || p.dilation_w != 1) {
     return false;
@@ -358,33 +309,116 @@ bool tensorcore_path_supports(const ConvParams& p) {
     return false;
   }
   // 32-bit indexing inside one image and one staged tile; batch offsets are 64-bit.
-  if (p.in_channels * p.in_height * p.in_width >= (int64_t{1} << 31) ||
-      p.out_channels * p.out_height * p.out_width >= (int64_t{1} << 31)) {
-    return false;
-  }
-  return make_layout(p).shared_bytes > 0;
+  return p.in_channels * p.in_height * p.in_width < (int64_t{1} << 31) &&
+         p.out_channels * p.out_height * p.out_width < (int64_t{1} << 31);
 }
 
-cudaError_t launch_conv_hardswish_relu_tensorcore(const ConvParams& params, bool three_tf32,
-                                                  cudaStream_t stream) {
+// What a launch needs to know of the current device, read once per device.
+struct DeviceLimits {
+  int sm_count;
+  int max_shared_bytes;  // opt-in dynamic shared memory per block (227 KB on H100)
+};
+
+cudaError_t device_limits(DeviceLimits& limits) {
+  static DeviceLimits cache[kMaxDevices] = {};
+  int device = 0;
+  cudaError_t status = cudaGetDevice(&device);
+  if (status != cudaSuccess) {
+    return status;
+  }
+  if (device >= kMaxDevices) {
+    return cudaErrorInvalidDevice;
+  }
+  if (cache[device].sm_count == 0) {
+    DeviceLimits read{};
+    status = cudaDeviceGetAttribute(&read.sm_count, cudaDevAttrMultiProcessorCount, device);
+    if (status == cudaSuccess) {
+      status = cudaDeviceGetAttribute(&read.max_shared_bytes,
+                                      cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
+    }
+    if (status != cudaSuccess) {
+      return status;
+    }
+    cache[device] = read;
+  }
+  limits = cache[device];
+  return cudaSuccess;
+}
+
+template <int kMTiles, bool kThreeTf32>
+cudaError_t launch_with(const ConvParams& p, const TensorCoreLayout& layout,
+                        const DeviceLimits& limits, cudaStream_t stream) {
+  auto kernel = conv_hardswish_relu_tensorcore_kernel<kMTiles, kThreeTf32>;
+  // Opt in to the device's whole shared memory once per device and instantiation: a per-call
+  // cudaFuncSetAttribute would cost microseconds on small problems.
+  static bool opted_in[kMaxDevices] = {};
+  int device = 0;
+  cudaError_t status = cudaGetDevice(&device);
+  if (status != cudaSuccess) {
+    return status;
+  }
+  if (!opted_in[device]) {
+    status = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                  limits.max_shared_bytes);
+    if (status != cudaSuccess) {
+      return status;
+    }
+    opted_in[device] = true;
+  }
+  const int64_t total_tiles = p.batch * layout.tiles_per_image;
+  const int channel_blocks =
+      static_cast<int>((p.out_channels + kMTiles * 16 - 1) / (kMTiles * 16));
+  // Persistent grid: as many CTAs as fit on every SM at once (shared memory per SM is about the
+  // per-block opt-in limit plus 1 KB, and each CTA's driver reserve is 1 KB), shared among the
+  // channel blocks, never more CTAs than tiles.
+  int64_t per_sm = (int64_t{limits.max_shared_bytes} + 1024) / (layout.shared_bytes + 1024);
+  per_sm = per_sm < 1 ? 1 : (per_sm > kMaxCtasPerSm ? kMaxCtasPerSm : per_sm);
+  int64_t blocks = (limits.sm_count * per_sm + channel_blocks - 1) / channel_blocks;
+  if (blocks > total_tiles) {
+    blocks = total_tiles;
+  }
+  const dim3 grid(static_cast<unsigned int>(blocks), static_cast<unsigned int>(channel_blocks));
+  kernel<<<grid, kTcThreads, static_cast<size_t>(layout.shared_bytes), stream>>>(p, layout);
+  return cudaGetLastError();
+}
+
+cudaError_t launch_tensorcore(const ConvParams& params, const TensorCoreLayout& layout,
+                              const DeviceLimits& limits, bool three_tf32, cudaStream_t stream) {
+  switch (layout.channel_tiles) {
+    case 1:
+      return three_tf32 ? launch_with<1, true>(params, layout, limits, stream)
+                        : launch_with<1, false>(params, layout, limits, stream);
+    case 2:
+      return three_tf32 ? launch_with<2, true>(params, layout, limits, stream)
+                        : launch_with<2, false>(params, layout, limits, stream);
+    default:
+      return three_tf32 ? launch_with<4, true>(params, layout, limits, stream)
+                        : launch_with<4, false>(params, layout, limits, stream);
+  }
+}
+
+}  // namespace
+
+cudaError_t launch_conv_hardswish_relu(const ConvParams& params, bool allow_tf32,
+                                       cudaStream_t stream) {
   if (params.batch * params.out_channels * params.out_height * params.out_width == 0) {
     return cudaSuccess;
   }
-  const TensorCoreLayout layout = make_layout(params);
-  if (layout.shared_bytes <= 0) {
-    return cudaErrorInvalidConfiguration;
+  // Dispatch rule: the tensor-core kernel wherever its shape rule holds and its staged weights
+  // and input tile fit the device's shared memory; the generic direct convolution (exact
+  // float32, every configuration) everywhere else.
+  if (tensorcore_shape_supported(params)) {
+    DeviceLimits limits{};
+    const cudaError_t status = device_limits(limits);
+    if (status != cudaSuccess) {
+      return status;
+    }
+    const TensorCoreLayout layout = make_layout(params);
+    if (layout.shared_bytes <= limits.max_shared_bytes) {
+      return launch_tensorcore(params, layout, limits, !allow_tf32, stream);
+    }
   }
-  switch (layout.channel_tiles) {
-    case 1:
-      return three_tf32 ? launch_with<1, true>(params, layout, stream)
-                        : launch_with<1, false>(params, layout, stream);
-    case 2:
-      return three_tf32 ? launch_with<2, true>(params, layout, stream)
-                        : launch_with<2, false>(params, layout, stream);
-    default:
-      return three_tf32 ? launch_with<4, true>(params, layout, stream)
-                        : launch_with<4, false>(params, layout, stream);
-  }
+  return launch_conv_hardswish_relu_generic(params, stream);
 }
 
 }  // namespace fusedconv

@@ -19,14 +19,7 @@ at::Tensor conv2d_hardswish_relu_cuda(const at::Tensor& input, const at::Tensor&
   const c10::cuda::CUDAGuard device_guard(input.device());
   ForwardCall call = prepare_forward(input, weight, bias, stride, padding, dilation, groups);
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream(input.get_device()).stream();
-  // Dispatch rule: the tensor-core kernel wherever it applies (float32, dense NCHW, stride 1,
-  // dilation 1, groups 1, staged tile within its shared-memory budget); the generic direct
-  // convolution, exact in float32 and correct for every configuration, everywhere else.
-  if (tensorcore_path_supports(call.params)) {
-    C10_CUDA_CHECK(launch_conv_hardswish_relu_tensorcore(call.params, !allow_tf32, stream));
-  } else {
-    C10_CUDA_CHECK(launch_conv_hardswish_relu_generic(call.params, stream));
-  }
+  C10_CUDA_CHECK(launch_conv_hardswish_relu(call.params, allow_tf32, stream));
   return call.output;
 }
 
