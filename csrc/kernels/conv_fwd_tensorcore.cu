@@ -2,17 +2,18 @@
 // cores (DESIGN.md, "Kernels"). M = output channels (weights), N = output pixels, K = taps x Cin
 // with Cin fastest, so that for Cin = 8 each k8 step is one tap.
 //
-// Precision: 3xTF32 by default, each float32 operand split as big = tf32(x), small = tf32(x - big)
-// and the product taken as small*big + big*small + big*big (the small*small term is below float32
-// rounding); relative error ~3e-7 against float64 (prototype, DESIGN.md). One TF32 product is the
-// opt-in fast mode.
+// Precision: 3xTF32 by default, each float32 operand split into a TF32 big part and a TF32 small
+// part (x - big), the product taken as small*big + big*small + big*big (the small*small term is
+// below float32 rounding); relative error ~7e-7 against float64 on KernelBench's v0.1. One TF32
+// product is the opt-in fast mode. Weights are split once per CTA, staged inputs once per tile.
 //
 // Work decomposition: a persistent grid; each CTA owns a block of 16 * kMTiles output channels
 // (blockIdx.y), splits that block's weights once into shared memory in mma fragment order, then
-// loops over (image, 128-pixel tile) pairs. Pixels are the flattened (row, col) index of the
+// loops over (image, 256-pixel tile) pairs. Pixels are the flattened (row, col) index of the
 // output plane, so a tile's outputs are contiguous in NCHW memory and narrow images waste no
 // lanes. For each tile the input rows it needs (plus the kernel's halo and zero padding) are
-// staged in shared memory; each warp then computes all the CTA's channels x 32 pixels.
+// staged in shared memory with cp.async and split; each of the 8 warps then computes all the
+// CTA's channels x 32 pixels. Two CTAs per SM: one stages while the other computes.
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -24,12 +25,13 @@
 namespace fusedconv {
 namespace {
 
-constexpr int kTcWarps = 4;
+constexpr int kTcWarps = 8;
 constexpr int kTcThreads = kTcWarps * 32;
 constexpr int kTcPixelsPerWarp = 32;  // four n8 tiles
 constexpr int kTcTilePixels = kTcWarps * kTcPixelsPerWarp;
 constexpr int kMaxDevices = 64;
-constexpr int kMaxCtasPerSm = 4;  // register-limited: ~130-160 registers x 128 threads
+// Two CTAs of 8 warps per SM: the launch bounds cap registers at 128 per thread for that.
+constexpr int kMaxCtasPerSm = 2;
 
 // Shared-memory geometry of one launch, computed on the host.
 struct TensorCoreLayout {
@@ -37,8 +39,10 @@ struct TensorCoreLayout {
   int channel_tiles;     // kMTiles
   int tile_rows;         // input rows staged per pixel tile (rows it spans + kernel_h - 1)
   int tile_cols;         // output width + kernel_w - 1: a whole padded input row
-  int plane_pitch;       // floats per staged channel, = 8 (mod 32) for conflict-free B loads
-  int tiles_per_image;   // ceil(out_height * out_width / 128)
+  int plane_pitch;       // words per staged channel, = 8 (mod 32) for conflict-free B loads;
+                         // the tile holds in_channels + 1 channels (the last all zero) twice,
+                         // as TF32 big parts and as small parts
+  int tiles_per_image;   // ceil(out_height * out_width / kTcTilePixels)
   int64_t shared_bytes;  // dynamic shared memory one CTA needs
 };
 
@@ -48,26 +52,22 @@ __device__ __forceinline__ uint32_t to_tf32(float x) {
   return result;
 }
 
-// The float32 -> (big, small) TF32 split. Non-finite values keep all of themselves in `big`, so
-// inf stays inf instead of turning into inf - inf = NaN in the small part.
-__device__ __forceinline__ void split_tf32(float x, uint32_t& big, uint32_t& small) {
+// Input split, once per staged element: big = tf32(x), small = tf32(x - big); a non-finite x
+// keeps all of itself in big (small = 0), so inf stays inf instead of inf - inf = NaN.
+__device__ __forceinline__ void split_input(float x, uint32_t& big, uint32_t& small) {
   big = to_tf32(x);
   small = isfinite(x) ? to_tf32(x - __uint_as_float(big)) : 0u;
 }
 
-// The input operand of the three products: `big` meets the weights' big part, `small` their big
-// part too, and `big_for_small` their small part. For a non-finite input, big_for_small is 0:
-// otherwise w_small * inf, whose sign can differ from w_big's, would add -inf to +inf (NaN)
-// where PyTorch's w * inf gives +-inf.
-struct SplitInput {
-  uint32_t big, small, big_for_small;
-};
-
-__device__ __forceinline__ SplitInput split_input(float x) {
-  SplitInput result;
-  split_tf32(x, result.big, result.small);
-  result.big_for_small = isfinite(x) ? result.big : 0u;
-  return result;
+// Weight split, once per CTA: big = x truncated to TF32, so small = x - big has x's sign, and an
+// exactly representable nonzero x gets a same-signed small part of 2^-24 relative (below float32
+// rounding) instead of 0. Then w_small * inf is an infinity of w_big * inf's sign, never NaN
+// (opposite signs would give inf - inf, a zero small part 0 * inf), and an infinite input gives
+// +-inf exactly as PyTorch's float32 convolution does.
+__device__ __forceinline__ void split_weight(float x, uint32_t& big, uint32_t& small) {
+  big = __float_as_uint(x) & 0xffffe000u;
+  const float residual = x - __uint_as_float(big);
+  small = to_tf32(residual != 0.0f || x == 0.0f ? residual : x * 5.9604645e-08f);
 }
 
 // 4-byte asynchronous global -> shared copy; src_bytes = 0 writes a zero without reading.
@@ -93,14 +93,18 @@ __device__ __forceinline__ void mma_tf32(float (&acc)[4], const uint4& a, uint32
 }
 
 template <int kMTiles, bool kThreeTf32>
-__global__ void __launch_bounds__(kTcThreads)
+__global__ void __launch_bounds__(kTcThreads, kMaxCtasPerSm)
     conv_hardswish_relu_tensorcore_kernel(const ConvParams p, const TensorCoreLayout layout) {
   extern __shared__ uint4 shared_raw[];
   const int fragment_words = layout.k_steps * kMTiles * 32 * 4;
   uint32_t* a_big = reinterpret_cast<uint32_t*>(shared_raw);
   uint32_t* a_small = a_big + fragment_words;
   int* tap_offset = reinterpret_cast<int*>(a_small + fragment_words);
+  // Staged input: raw float32 from the copies, split in place into big parts, small parts beside.
   float* tile = reinterpret_cast<float*>(tap_offset + layout.k_steps * 8);
+  const int tile_words = (static_cast<int>(p.in_channels) + 1) * layout.plane_pitch;
+  uint32_t* tile_big = reinterpret_cast<uint32_t*>(tile);
+  uint32_t* tile_small = tile_big + tile_words;
 
   const float* __restrict__ input = static_cast<const float*>(p.input);
   const float* __restrict__ weight = static_cast<const float*>(p.weight);
@@ -128,7 +132,7 @@ __global__ void __launch_bounds__(kTcThreads)
                      (tap / kernel_w) * p.weight_strides.h + (tap % kernel_w) * p.weight_strides.w];
     }
     uint32_t big, small;
-    split_tf32(value, big, small);
+    split_weight(value, big, small);
     a_big[index] = big;
     a_small[index] = small;
   }
@@ -140,9 +144,10 @@ __global__ void __launch_bounds__(kTcThreads)
                                         (tap / kernel_w) * layout.tile_cols + tap % kernel_w
                                   : in_channels * layout.plane_pitch;
   }
-  // The extra channel that padding k reads: zero once, never overwritten.
+  // The extra channel that padding k reads, big and small parts: zero once, never overwritten.
   for (int index = threadIdx.x; index < layout.plane_pitch; index += kTcThreads) {
-    tile[in_channels * layout.plane_pitch + index] = 0.0f;
+    tile_big[in_channels * layout.plane_pitch + index] = 0u;
+    tile_small[in_channels * layout.plane_pitch + index] = 0u;
   }
 
   const int warp = threadIdx.x >> 5;
@@ -181,6 +186,15 @@ __global__ void __launch_bounds__(kTcThreads)
     }
     copy_async_wait_all();
     __syncthreads();
+    // Split every staged element once here rather than once per tap in the MMA loop.
+    for (int index = threadIdx.x; index < in_channels * layout.plane_pitch;
+         index += kTcThreads) {
+      uint32_t big, small;
+      split_input(tile[index], big, small);
+      tile_big[index] = big;
+      tile_small[index] = small;
+    }
+    __syncthreads();
 
     // This thread's B-fragment columns: pixel warp * 32 + j * 8 + group of the tile.
     int pixel_offset[4];
@@ -210,11 +224,15 @@ __global__ void __launch_bounds__(kTcThreads)
     for (int k_step = 0; k_step < layout.k_steps; ++k_step) {
       const int offset_low = tap_offset[k_step * 8 + thread_in_group];
       const int offset_high = tap_offset[k_step * 8 + thread_in_group + 4];
-      SplitInput b[4][2];
+      uint32_t b_big[4][2], b_small[4][2];
 #pragma unroll
       for (int j = 0; j < 4; ++j) {
-        b[j][0] = split_input(tile[pixel_offset[j] + offset_low]);
-        b[j][1] = split_input(tile[pixel_offset[j] + offset_high]);
+        b_big[j][0] = tile_big[pixel_offset[j] + offset_low];
+        b_big[j][1] = tile_big[pixel_offset[j] + offset_high];
+        if (kThreeTf32) {
+          b_small[j][0] = tile_small[pixel_offset[j] + offset_low];
+          b_small[j][1] = tile_small[pixel_offset[j] + offset_high];
+        }
       }
 #pragma unroll
       for (int i = 0; i < kMTiles; ++i) {
@@ -224,13 +242,13 @@ __global__ void __launch_bounds__(kTcThreads)
           const uint4 a_lo = *reinterpret_cast<const uint4*>(a_small + fragment);
 #pragma unroll
           for (int j = 0; j < 4; ++j) {
-            mma_tf32(acc[i][j], a_lo, b[j][0].big_for_small, b[j][1].big_for_small);
-            mma_tf32(acc[i][j], a_hi, b[j][0].small, b[j][1].small);
+            mma_tf32(acc[i][j], a_lo, b_big[j][0], b_big[j][1]);
+            mma_tf32(acc[i][j], a_hi, b_small[j][0], b_small[j][1]);
           }
         }
 #pragma unroll
         for (int j = 0; j < 4; ++j) {
-          mma_tf32(acc[i][j], a_hi, b[j][0].big, b[j][1].big);
+          mma_tf32(acc[i][j], a_hi, b_big[j][0], b_big[j][1]);
         }
       }
     }
@@ -279,7 +297,8 @@ TensorCoreLayout make_layout(const ConvParams& p) {
   const int64_t reduction = p.in_channels * p.kernel_h * p.kernel_w;
   layout.k_steps = static_cast<int>((reduction + 7) / 8);
   layout.channel_tiles = channel_tiles_for(p.out_channels);
-  // 128 consecutive pixels of a plane of width W span at most (W + 126) / W + 1 rows.
+  // kTcTilePixels consecutive pixels of a plane of width W span at most
+  // (W + kTcTilePixels - 2) / W + 1 rows.
   const int64_t spanned_rows = (p.out_width + kTcTilePixels - 2) / p.out_width + 1;
   layout.tile_rows = static_cast<int>(spanned_rows + p.kernel_h - 1);
   layout.tile_cols = static_cast<int>(p.out_width + p.kernel_w - 1);
@@ -289,7 +308,7 @@ TensorCoreLayout make_layout(const ConvParams& p) {
       static_cast<int>((p.out_height * p.out_width + kTcTilePixels - 1) / kTcTilePixels);
   const int64_t fragment_bytes = int64_t{2} * layout.k_steps * layout.channel_tiles * 32 * 4 * 4;
   const int64_t offset_bytes = int64_t{layout.k_steps} * 8 * 4;
-  const int64_t tile_bytes = (p.in_channels + 1) * int64_t{layout.plane_pitch} * 4;
+  const int64_t tile_bytes = 2 * (p.in_channels + 1) * int64_t{layout.plane_pitch} * 4;
   layout.shared_bytes = fragment_bytes + offset_bytes + tile_bytes;
   return layout;
 }
