@@ -1,19 +1,22 @@
 // Fast fused forward for float32 NCHW, stride 1, dilation 1, groups 1: implicit GEMM on tensor
-// cores (DESIGN.md, "Kernels"). M = output channels (weights), N = output pixels, K = taps x Cin
-// with Cin fastest, so that for Cin = 8 each k8 step is one tap.
+// cores (DESIGN.md, "Kernels"). M = output channels (weights), N = output pixels, K = input
+// channels x taps, walked in chunks of up to 8 input channels; inside a chunk K runs tap-major,
+// channel-minor, so for Cin = 8 each k8 step is one tap (CUTLASS's "FixedChannels" idea, NCHW).
 //
-// Precision: 3xTF32 by default, each float32 operand split into a TF32 big part and a TF32 small
-// part (x - big), the product taken as small*big + big*small + big*big (the small*small term is
-// below float32 rounding); relative error ~7e-7 against float64 on KernelBench's v0.1. One TF32
-// product is the opt-in fast mode. Weights are split once per CTA, staged inputs once per tile.
+// Precision: 3xTF32 by default. Each float32 operand is split into a TF32 big part and a TF32
+// small part (x - big) and the product taken as small*big + big*small + big*big (small*small is
+// below float32 rounding): ~7e-7 relative error against float64 on KernelBench's v0.1. One TF32
+// product (big parts rounded to nearest) is the opt-in fast mode (~3e-4).
 //
-// Work decomposition: a persistent grid; each CTA owns a block of 16 * kMTiles output channels
-// (blockIdx.y), splits that block's weights once into shared memory in mma fragment order, then
-// loops over (image, 256-pixel tile) pairs. Pixels are the flattened (row, col) index of the
-// output plane, so a tile's outputs are contiguous in NCHW memory and narrow images waste no
-// lanes. For each tile the input rows it needs (plus the kernel's halo and zero padding) are
-// staged in shared memory with cp.async and split; each of the 8 warps then computes all the
-// CTA's channels x 32 pixels. Two CTAs per SM: one stages while the other computes.
+// Two launches: a small prep kernel splits the weights once per call into a workspace, in mma
+// A-fragment order, so the main kernel reads each fragment with one 16-byte load (L1-resident:
+// all warps of an SM read the same fragments). The main kernel is a persistent grid; a CTA of 8
+// warps owns 16 * kMTiles output channels (blockIdx.y) and loops over (image, 256-pixel tile)
+// pairs. Pixels are the flattened (row, col) index of the output plane, so a tile's outputs are
+// contiguous in NCHW memory and narrow images waste no lanes. Per tile and channel chunk the
+// input rows the tile needs (with the kernel's halo and zero padding) are staged in shared
+// memory by cp.async and split once per element; each warp computes the CTA's channels x 32
+// pixels, accumulating over chunks, then applies bias + activation and stores.
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -29,21 +32,27 @@ constexpr int kTcWarps = 8;
 constexpr int kTcThreads = kTcWarps * 32;
 constexpr int kTcPixelsPerWarp = 32;  // four n8 tiles
 constexpr int kTcTilePixels = kTcWarps * kTcPixelsPerWarp;
+constexpr int kMaxChunkChannels = 8;
 constexpr int kMaxDevices = 64;
 // Two CTAs of 8 warps per SM: the launch bounds cap registers at 128 per thread for that.
 constexpr int kMaxCtasPerSm = 2;
+constexpr int kPrepThreads = 256;
 
-// Shared-memory geometry of one launch, computed on the host.
+// Geometry of one launch, computed on the host.
 struct TensorCoreLayout {
-  int k_steps;           // ceil(K / 8)
-  int channel_tiles;     // kMTiles
+  int channel_tiles;     // kMTiles: 16-channel m16 tiles per CTA
+  int channel_blocks;    // ceil(out_channels / (16 * channel_tiles)): gridDim.y
+  int chunk_channels;    // input channels staged at a time: min(in_channels, 8)
+  int chunks;            // ceil(in_channels / chunk_channels)
+  int chunk_k_steps;     // ceil(taps * chunk_channels / 8)
   int tile_rows;         // input rows staged per pixel tile (rows it spans + kernel_h - 1)
   int tile_cols;         // output width + kernel_w - 1: a whole padded input row
   int plane_pitch;       // words per staged channel, = 8 (mod 32) for conflict-free B loads;
-                         // the tile holds in_channels + 1 channels (the last all zero) twice,
-                         // as TF32 big parts and as small parts
+                         // a chunk holds chunk_channels + 1 planes (the last all zero), once as
+                         // raw float32 split in place to TF32 big parts, once as small parts
   int tiles_per_image;   // ceil(out_height * out_width / kTcTilePixels)
-  int64_t shared_bytes;  // dynamic shared memory one CTA needs
+  int64_t fragment_words;  // words of big parts in the workspace (small parts follow)
+  int64_t shared_bytes;    // dynamic shared memory one CTA needs
 };
 
 __device__ __forceinline__ uint32_t to_tf32(float x) {
@@ -59,7 +68,7 @@ __device__ __forceinline__ void split_input(float x, uint32_t& big, uint32_t& sm
   small = isfinite(x) ? to_tf32(x - __uint_as_float(big)) : 0u;
 }
 
-// Weight split, once per CTA: big = x truncated to TF32, so small = x - big has x's sign, and an
+// Weight split for 3xTF32: big = x truncated to TF32, so small = x - big has x's sign, and an
 // exactly representable nonzero x gets a same-signed small part of 2^-24 relative (below float32
 // rounding) instead of 0. Then w_small * inf is an infinity of w_big * inf's sign, never NaN
 // (opposite signs would give inf - inf, a zero small part 0 * inf), and an infinite input gives
@@ -92,62 +101,81 @@ __device__ __forceinline__ void mma_tf32(float (&acc)[4], const uint4& a, uint32
       : "r"(a.x), "r"(a.y), "r"(a.z), "r"(a.w), "r"(b0), "r"(b1));
 }
 
+// Weights -> workspace, split, in m16n8k8 A-fragment order: word
+// ((((block * chunks + chunk) * chunk_k_steps + step) * kMTiles + tile) * 32 + lane) * 4 + e
+// holds row g + 8 * (e & 1), column t + 4 * (e >> 1) of that fragment (g = lane / 4,
+// t = lane % 4); column k of a chunk is tap k / chunk_channels, channel k % chunk_channels.
+template <int kMTiles, bool kThreeTf32>
+__global__ void __launch_bounds__(kPrepThreads)
+    split_weights_kernel(const ConvParams p, const TensorCoreLayout layout) {
+  const float* __restrict__ weight = static_cast<const float*>(p.weight);
+  uint32_t* __restrict__ big_parts = static_cast<uint32_t*>(p.workspace);
+  uint32_t* __restrict__ small_parts = big_parts + layout.fragment_words;
+  const int64_t taps = p.kernel_h * p.kernel_w;
+  for (int64_t index = blockIdx.x * int64_t{blockDim.x} + threadIdx.x;
+       index < layout.fragment_words; index += int64_t{blockDim.x} * gridDim.x) {
+    const int element = static_cast<int>(index & 3);
+    const int lane = static_cast<int>((index >> 2) & 31);
+    int64_t rest = index >> 7;
+    const int m_tile = static_cast<int>(rest % kMTiles);
+    rest /= kMTiles;
+    const int step = static_cast<int>(rest % layout.chunk_k_steps);
+    rest /= layout.chunk_k_steps;
+    const int chunk = static_cast<int>(rest % layout.chunks);
+    const int64_t block = rest / layout.chunks;
+    const int64_t channel = block * kMTiles * 16 + m_tile * 16 + (lane >> 2) + 8 * (element & 1);
+    const int k = step * 8 + (lane & 3) + 4 * (element >> 1);
+    const int64_t tap = k / layout.chunk_channels;
+    const int64_t in_channel = int64_t{chunk} * layout.chunk_channels + k % layout.chunk_channels;
+    float value = 0.0f;
+    if (channel < p.out_channels && tap < taps && in_channel < p.in_channels) {
+      value = weight[channel * p.weight_strides.n + in_channel * p.weight_strides.c +
+                     (tap / p.kernel_w) * p.weight_strides.h + (tap % p.kernel_w) * p.weight_strides.w];
+    }
+    uint32_t big, small = 0u;
+    if (kThreeTf32) {
+      split_weight(value, big, small);
+    } else {
+      big = to_tf32(value);
+    }
+    big_parts[index] = big;
+    small_parts[index] = small;
+  }
+}
+
 template <int kMTiles, bool kThreeTf32>
 __global__ void __launch_bounds__(kTcThreads, kMaxCtasPerSm)
     conv_hardswish_relu_tensorcore_kernel(const ConvParams p, const TensorCoreLayout layout) {
   extern __shared__ uint4 shared_raw[];
-  const int fragment_words = layout.k_steps * kMTiles * 32 * 4;
-  uint32_t* a_big = reinterpret_cast<uint32_t*>(shared_raw);
-  uint32_t* a_small = a_big + fragment_words;
-  int* tap_offset = reinterpret_cast<int*>(a_small + fragment_words);
-  // Staged input: raw float32 from the copies, split in place into big parts, small parts beside.
-  float* tile = reinterpret_cast<float*>(tap_offset + layout.k_steps * 8);
-  const int tile_words = (static_cast<int>(p.in_channels) + 1) * layout.plane_pitch;
+  int* tap_offset = reinterpret_cast<int*>(shared_raw);
+  float* tile = reinterpret_cast<float*>(tap_offset + layout.chunk_k_steps * 8);
+  const int tile_words = (layout.chunk_channels + 1) * layout.plane_pitch;
   uint32_t* tile_big = reinterpret_cast<uint32_t*>(tile);
   uint32_t* tile_small = tile_big + tile_words;
 
   const float* __restrict__ input = static_cast<const float*>(p.input);
-  const float* __restrict__ weight = static_cast<const float*>(p.weight);
   const float* __restrict__ bias = static_cast<const float*>(p.bias);
   float* __restrict__ output = static_cast<float*>(p.output);
+  const uint4* __restrict__ big_fragments = static_cast<const uint4*>(p.workspace);
+  const uint4* __restrict__ small_fragments = big_fragments + layout.fragment_words / 4;
 
-  const int in_channels = static_cast<int>(p.in_channels);
+  const int chunk_channels = layout.chunk_channels;
+  const int taps = static_cast<int>(p.kernel_h * p.kernel_w);
   const int kernel_w = static_cast<int>(p.kernel_w);
-  const int reduction = in_channels * static_cast<int>(p.kernel_h) * kernel_w;
   const int channel_base = blockIdx.y * kMTiles * 16;
 
-  // Weights -> shared memory in m16n8k8 A-fragment order, split once per CTA. Fragment element e
-  // of lane (g = lane / 4, t = lane % 4) sits at row g + 8 * (e & 1), column t + 4 * (e >> 1).
-  for (int index = threadIdx.x; index < fragment_words; index += kTcThreads) {
-    const int element = index & 3;
-    const int lane = (index >> 2) & 31;
-    const int m_tile = (index >> 7) % kMTiles;
-    const int k_step = (index >> 7) / kMTiles;
-    const int channel = channel_base + m_tile * 16 + (lane >> 2) + 8 * (element & 1);
-    const int k = k_step * 8 + (lane & 3) + 4 * (element >> 1);
-    float value = 0.0f;
-    if (channel < p.out_channels && k < reduction) {
-      const int tap = k / in_channels;
-      value = weight[channel * p.weight_strides.n + (k % in_channels) * p.weight_strides.c +
-                     (tap / kernel_w) * p.weight_strides.h + (tap % kernel_w) * p.weight_strides.w];
-    }
-    uint32_t big, small;
-    split_weight(value, big, small);
-    a_big[index] = big;
-    a_small[index] = small;
+  // Offset of each k of a chunk inside the staged tile, relative to the pixel's own offset.
+  // Padding k (tap >= taps) reads the extra all-zero plane, so a NaN in the input cannot leak
+  // through 0 * NaN; channels past in_channels in the last chunk are staged as zeros.
+  for (int k = threadIdx.x; k < layout.chunk_k_steps * 8; k += kTcThreads) {
+    const int tap = k / chunk_channels;
+    tap_offset[k] = tap < taps ? (k % chunk_channels) * layout.plane_pitch +
+                                     (tap / kernel_w) * layout.tile_cols + tap % kernel_w
+                               : chunk_channels * layout.plane_pitch;
   }
-  // Offset of each k inside the staged tile, relative to the pixel's own offset. Padding k
-  // (k >= K) reads the extra all-zero channel, so a NaN in the input cannot leak into 0 * NaN.
-  for (int k = threadIdx.x; k < layout.k_steps * 8; k += kTcThreads) {
-    const int tap = k / in_channels;
-    tap_offset[k] = k < reduction ? (k % in_channels) * layout.plane_pitch +
-                                        (tap / kernel_w) * layout.tile_cols + tap % kernel_w
-                                  : in_channels * layout.plane_pitch;
-  }
-  // The extra channel that padding k reads, big and small parts: zero once, never overwritten.
   for (int index = threadIdx.x; index < layout.plane_pitch; index += kTcThreads) {
-    tile_big[in_channels * layout.plane_pitch + index] = 0u;
-    tile_small[in_channels * layout.plane_pitch + index] = 0u;
+    tile_big[chunk_channels * layout.plane_pitch + index] = 0u;
+    tile_small[chunk_channels * layout.plane_pitch + index] = 0u;
   }
 
   const int warp = threadIdx.x >> 5;
@@ -157,52 +185,21 @@ __global__ void __launch_bounds__(kTcThreads, kMaxCtasPerSm)
   const int out_width = static_cast<int>(p.out_width);
   const int64_t plane_size = p.out_height * p.out_width;
   const int64_t total_tiles = p.batch * layout.tiles_per_image;
+  const int64_t block_fragments =
+      int64_t{blockIdx.y} * layout.chunks * layout.chunk_k_steps * kMTiles * 32;
 
   for (int64_t tile_index = blockIdx.x; tile_index < total_tiles; tile_index += gridDim.x) {
     const int64_t n = tile_index / layout.tiles_per_image;
     const int64_t first_pixel = (tile_index % layout.tiles_per_image) * kTcTilePixels;
     const int first_row = static_cast<int>(first_pixel / out_width);
 
-    __syncthreads();  // the previous tile's reads of `tile` are done (and the weights are ready)
-    // Stage rows first_row - pad_top ... of every input channel, zero outside the image, with
-    // asynchronous copies: every load of the tile is in flight at once instead of one per
-    // thread at a time. A warp copies one (channel, row) at a time, lanes along the row.
-    const float* input_image = input + n * p.input_strides.n;
-    for (int channel_row = warp; channel_row < in_channels * layout.tile_rows;
-         channel_row += kTcWarps) {
-      const int channel = channel_row / layout.tile_rows;
-      const int row = channel_row - channel * layout.tile_rows;
-      const int in_row = first_row + row - static_cast<int>(p.pad_top);
-      const bool row_inside = in_row >= 0 && in_row < p.in_height;
-      const float* source_row =
-          input_image + channel * p.input_strides.c + (row_inside ? in_row : 0) * p.input_strides.h;
-      float* destination_row = tile + channel * layout.plane_pitch + row * layout.tile_cols;
-      for (int col = lane; col < layout.tile_cols; col += 32) {
-        const int in_col = col - static_cast<int>(p.pad_left);
-        const bool inside = row_inside && in_col >= 0 && in_col < p.in_width;
-        copy_async_4(destination_row + col, inside ? source_row + in_col : input_image,
-                     inside ? 4 : 0);
-      }
-    }
-    copy_async_wait_all();
-    __syncthreads();
-    // Split every staged element once here rather than once per tap in the MMA loop.
-    for (int index = threadIdx.x; index < in_channels * layout.plane_pitch;
-         index += kTcThreads) {
-      uint32_t big, small;
-      split_input(tile[index], big, small);
-      tile_big[index] = big;
-      tile_small[index] = small;
-    }
-    __syncthreads();
-
     // This thread's B-fragment columns: pixel warp * 32 + j * 8 + group of the tile.
     int pixel_offset[4];
 #pragma unroll
     for (int j = 0; j < 4; ++j) {
       const int64_t pixel = first_pixel + warp * kTcPixelsPerWarp + j * 8 + group;
-      const int local = pixel < plane_size ? static_cast<int>(pixel - int64_t{first_row} * out_width)
-                                           : 0;
+      const int local =
+          pixel < plane_size ? static_cast<int>(pixel - int64_t{first_row} * out_width) : 0;
       const int row = local / out_width;
       pixel_offset[j] = row * layout.tile_cols + (local - row * out_width);
     }
@@ -221,34 +218,73 @@ __global__ void __launch_bounds__(kTcThreads, kMaxCtasPerSm)
       }
     }
 
-    for (int k_step = 0; k_step < layout.k_steps; ++k_step) {
-      const int offset_low = tap_offset[k_step * 8 + thread_in_group];
-      const int offset_high = tap_offset[k_step * 8 + thread_in_group + 4];
-      uint32_t b_big[4][2], b_small[4][2];
-#pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        b_big[j][0] = tile_big[pixel_offset[j] + offset_low];
-        b_big[j][1] = tile_big[pixel_offset[j] + offset_high];
-        if (kThreeTf32) {
-          b_small[j][0] = tile_small[pixel_offset[j] + offset_low];
-          b_small[j][1] = tile_small[pixel_offset[j] + offset_high];
+    const float* input_image = input + n * p.input_strides.n;
+    for (int chunk = 0; chunk < layout.chunks; ++chunk) {
+      __syncthreads();  // every warp is done with the previous chunk's planes
+      // Stage rows first_row - pad_top ... of this chunk's channels, zero outside the image and
+      // past in_channels: all of it in flight at once. A warp copies one (channel, row) at a
+      // time, lanes along the row.
+      for (int channel_row = warp; channel_row < chunk_channels * layout.tile_rows;
+           channel_row += kTcWarps) {
+        const int channel = channel_row / layout.tile_rows;
+        const int row = channel_row - channel * layout.tile_rows;
+        const int in_channel = chunk * chunk_channels + channel;
+        const int in_row = first_row + row - static_cast<int>(p.pad_top);
+        const bool row_inside = in_channel < p.in_channels && in_row >= 0 && in_row < p.in_height;
+        const float* source_row = input_image + (row_inside ? in_channel * p.input_strides.c +
+                                                                  in_row * p.input_strides.h
+                                                            : 0);
+        float* destination_row = tile + channel * layout.plane_pitch + row * layout.tile_cols;
+        for (int col = lane; col < layout.tile_cols; col += 32) {
+          const int in_col = col - static_cast<int>(p.pad_left);
+          const bool inside = row_inside && in_col >= 0 && in_col < p.in_width;
+          copy_async_4(destination_row + col, inside ? source_row + in_col : input_image,
+                       inside ? 4 : 0);
         }
       }
+      copy_async_wait_all();
+      __syncthreads();
+      // Split every staged element once here rather than once per tap in the MMA loop.
+      for (int index = threadIdx.x; index < chunk_channels * layout.plane_pitch;
+           index += kTcThreads) {
+        uint32_t big, small;
+        split_input(tile[index], big, small);
+        tile_big[index] = big;
+        tile_small[index] = small;
+      }
+      __syncthreads();
+
+      const int64_t chunk_fragments =
+          block_fragments + int64_t{chunk} * layout.chunk_k_steps * kMTiles * 32;
+      for (int k_step = 0; k_step < layout.chunk_k_steps; ++k_step) {
+        const int offset_low = tap_offset[k_step * 8 + thread_in_group];
+        const int offset_high = tap_offset[k_step * 8 + thread_in_group + 4];
+        uint32_t b_big[4][2], b_small[4][2];
 #pragma unroll
-      for (int i = 0; i < kMTiles; ++i) {
-        const int fragment = ((k_step * kMTiles + i) * 32 + lane) * 4;
-        const uint4 a_hi = *reinterpret_cast<const uint4*>(a_big + fragment);
-        if (kThreeTf32) {
-          const uint4 a_lo = *reinterpret_cast<const uint4*>(a_small + fragment);
-#pragma unroll
-          for (int j = 0; j < 4; ++j) {
-            mma_tf32(acc[i][j], a_lo, b_big[j][0], b_big[j][1]);
-            mma_tf32(acc[i][j], a_hi, b_small[j][0], b_small[j][1]);
+        for (int j = 0; j < 4; ++j) {
+          b_big[j][0] = tile_big[pixel_offset[j] + offset_low];
+          b_big[j][1] = tile_big[pixel_offset[j] + offset_high];
+          if (kThreeTf32) {
+            b_small[j][0] = tile_small[pixel_offset[j] + offset_low];
+            b_small[j][1] = tile_small[pixel_offset[j] + offset_high];
           }
         }
 #pragma unroll
-        for (int j = 0; j < 4; ++j) {
-          mma_tf32(acc[i][j], a_hi, b_big[j][0], b_big[j][1]);
+        for (int i = 0; i < kMTiles; ++i) {
+          const int64_t fragment = chunk_fragments + (k_step * kMTiles + i) * 32 + lane;
+          const uint4 a_hi = __ldg(big_fragments + fragment);
+          if (kThreeTf32) {
+            const uint4 a_lo = __ldg(small_fragments + fragment);
+#pragma unroll
+            for (int j = 0; j < 4; ++j) {
+              mma_tf32(acc[i][j], a_lo, b_big[j][0], b_big[j][1]);
+              mma_tf32(acc[i][j], a_hi, b_small[j][0], b_small[j][1]);
+            }
+          }
+#pragma unroll
+          for (int j = 0; j < 4; ++j) {
+            mma_tf32(acc[i][j], a_hi, b_big[j][0], b_big[j][1]);
+          }
         }
       }
     }
@@ -294,9 +330,15 @@ int channel_tiles_for(int64_t out_channels) {
 
 TensorCoreLayout make_layout(const ConvParams& p) {
   TensorCoreLayout layout{};
-  const int64_t reduction = p.in_channels * p.kernel_h * p.kernel_w;
-  layout.k_steps = static_cast<int>((reduction + 7) / 8);
   layout.channel_tiles = channel_tiles_for(p.out_channels);
+  layout.channel_blocks = static_cast<int>((p.out_channels + layout.channel_tiles * 16 - 1) /
+                                           (layout.channel_tiles * 16));
+  layout.chunk_channels =
+      static_cast<int>(p.in_channels < kMaxChunkChannels ? p.in_channels : kMaxChunkChannels);
+  layout.chunks =
+      static_cast<int>((p.in_channels + layout.chunk_channels - 1) / layout.chunk_channels);
+  layout.chunk_k_steps =
+      static_cast<int>((p.kernel_h * p.kernel_w * layout.chunk_channels + 7) / 8);
   // kTcTilePixels consecutive pixels of a plane of width W span at most
   // (W + kTcTilePixels - 2) / W + 1 rows.
   const int64_t spanned_rows = (p.out_width + kTcTilePixels - 2) / p.out_width + 1;
@@ -306,10 +348,10 @@ TensorCoreLayout make_layout(const ConvParams& p) {
   layout.plane_pitch = static_cast<int>(raw_pitch + ((8 - raw_pitch % 32) + 32) % 32);
   layout.tiles_per_image =
       static_cast<int>((p.out_height * p.out_width + kTcTilePixels - 1) / kTcTilePixels);
-  const int64_t fragment_bytes = int64_t{2} * layout.k_steps * layout.channel_tiles * 32 * 4 * 4;
-  const int64_t offset_bytes = int64_t{layout.k_steps} * 8 * 4;
-  const int64_t tile_bytes = 2 * (p.in_channels + 1) * int64_t{layout.plane_pitch} * 4;
-  layout.shared_bytes = fragment_bytes + offset_bytes + tile_bytes;
+  layout.fragment_words = int64_t{layout.channel_blocks} * layout.chunks * layout.chunk_k_steps *
+                          layout.channel_tiles * 32 * 4;
+  layout.shared_bytes = int64_t{layout.chunk_k_steps} * 8 * 4 +
+                        int64_t{2} * (layout.chunk_channels + 1) * layout.plane_pitch * 4;
   return layout;
 }
 
@@ -364,6 +406,24 @@ cudaError_t device_limits(DeviceLimits& limits) {
   return cudaSuccess;
 }
 
+// Dispatch rule: the tensor-core kernel wherever its shape rule holds and one chunk's staged
+// tile fits the device's shared memory; the generic direct convolution (exact float32, every
+// configuration) everywhere else.
+cudaError_t choose_tensorcore(const ConvParams& params, bool& use, TensorCoreLayout& layout,
+                              DeviceLimits& limits) {
+  use = false;
+  if (!tensorcore_shape_supported(params)) {
+    return cudaSuccess;
+  }
+  const cudaError_t status = device_limits(limits);
+  if (status != cudaSuccess) {
+    return status;
+  }
+  layout = make_layout(params);
+  use = layout.shared_bytes <= limits.max_shared_bytes;
+  return cudaSuccess;
+}
+
 template <int kMTiles, bool kThreeTf32>
 cudaError_t launch_with(const ConvParams& p, const TensorCoreLayout& layout,
                         const DeviceLimits& limits, cudaStream_t stream) {
@@ -384,19 +444,26 @@ cudaError_t launch_with(const ConvParams& p, const TensorCoreLayout& layout,
     }
     opted_in[device] = true;
   }
-  const int64_t total_tiles = p.batch * layout.tiles_per_image;
-  const int channel_blocks =
-      static_cast<int>((p.out_channels + kMTiles * 16 - 1) / (kMTiles * 16));
+  const int64_t prep_blocks = (layout.fragment_words + kPrepThreads - 1) / kPrepThreads;
+  split_weights_kernel<kMTiles, kThreeTf32>
+      <<<static_cast<unsigned int>(prep_blocks < 1024 ? prep_blocks : 1024), kPrepThreads, 0,
+         stream>>>(p, layout);
+  status = cudaGetLastError();
+  if (status != cudaSuccess) {
+    return status;
+  }
   // Persistent grid: as many CTAs as fit on every SM at once (shared memory per SM is about the
   // per-block opt-in limit plus 1 KB, and each CTA's driver reserve is 1 KB), shared among the
   // channel blocks, never more CTAs than tiles.
+  const int64_t total_tiles = p.batch * layout.tiles_per_image;
   int64_t per_sm = (int64_t{limits.max_shared_bytes} + 1024) / (layout.shared_bytes + 1024);
   per_sm = per_sm < 1 ? 1 : (per_sm > kMaxCtasPerSm ? kMaxCtasPerSm : per_sm);
-  int64_t blocks = (limits.sm_count * per_sm + channel_blocks - 1) / channel_blocks;
+  int64_t blocks = (limits.sm_count * per_sm + layout.channel_blocks - 1) / layout.channel_blocks;
   if (blocks > total_tiles) {
     blocks = total_tiles;
   }
-  const dim3 grid(static_cast<unsigned int>(blocks), static_cast<unsigned int>(channel_blocks));
+  const dim3 grid(static_cast<unsigned int>(blocks),
+                  static_cast<unsigned int>(layout.channel_blocks));
   kernel<<<grid, kTcThreads, static_cast<size_t>(layout.shared_bytes), stream>>>(p, layout);
   return cudaGetLastError();
 }
@@ -418,26 +485,37 @@ cudaError_t launch_tensorcore(const ConvParams& params, const TensorCoreLayout& 
 
 }  // namespace
 
+cudaError_t forward_workspace_bytes(const ConvParams& params, int64_t& bytes) {
+  bytes = 0;
+  bool use = false;
+  TensorCoreLayout layout{};
+  DeviceLimits limits{};
+  const cudaError_t status = choose_tensorcore(params, use, layout, limits);
+  if (status == cudaSuccess && use) {
+    bytes = 2 * layout.fragment_words * 4;  // big parts, then small parts
+  }
+  return status;
+}
+
 cudaError_t launch_conv_hardswish_relu(const ConvParams& params, bool allow_tf32,
                                        cudaStream_t stream) {
   if (params.batch * params.out_channels * params.out_height * params.out_width == 0) {
     return cudaSuccess;
   }
-  // Dispatch rule: the tensor-core kernel wherever its shape rule holds and its staged weights
-  // and input tile fit the device's shared memory; the generic direct convolution (exact
-  // float32, every configuration) everywhere else.
-  if (tensorcore_shape_supported(params)) {
-    DeviceLimits limits{};
-    const cudaError_t status = device_limits(limits);
-    if (status != cudaSuccess) {
-      return status;
-    }
-    const TensorCoreLayout layout = make_layout(params);
-    if (layout.shared_bytes <= limits.max_shared_bytes) {
-      return launch_tensorcore(params, layout, limits, !allow_tf32, stream);
-    }
+  bool use = false;
+  TensorCoreLayout layout{};
+  DeviceLimits limits{};
+  const cudaError_t status = choose_tensorcore(params, use, layout, limits);
+  if (status != cudaSuccess) {
+    return status;
   }
-  return launch_conv_hardswish_relu_generic(params, stream);
+  if (!use) {
+    return launch_conv_hardswish_relu_generic(params, stream);
+  }
+  if (params.workspace == nullptr) {
+    return cudaErrorInvalidValue;
+  }
+  return launch_tensorcore(params, layout, limits, !allow_tf32, stream);
 }
 
 }  // namespace fusedconv

@@ -162,6 +162,7 @@ ForwardCall prepare_forward(const at::Tensor& input, const at::Tensor& weight,
   p.weight = weight.data_ptr();
   p.bias = bias_tensor.defined() ? bias_tensor.data_ptr() : nullptr;
   p.output = call.output.data_ptr();
+  p.workspace = nullptr;
   return call;
 }
 

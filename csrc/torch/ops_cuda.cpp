@@ -19,6 +19,13 @@ at::Tensor conv2d_hardswish_relu_cuda(const at::Tensor& input, const at::Tensor&
   const c10::cuda::CUDAGuard device_guard(input.device());
   ForwardCall call = prepare_forward(input, weight, bias, stride, padding, dilation, groups);
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream(input.get_device()).stream();
+  int64_t workspace_bytes = 0;
+  C10_CUDA_CHECK(forward_workspace_bytes(call.params, workspace_bytes));
+  at::Tensor workspace;  // freed on return: stream-ordered reuse by the caching allocator
+  if (workspace_bytes > 0) {
+    workspace = at::empty({workspace_bytes}, input.options().dtype(at::kByte));
+    call.params.workspace = workspace.data_ptr();
+  }
   C10_CUDA_CHECK(launch_conv_hardswish_relu(call.params, allow_tf32, stream));
   return call.output;
 }

@@ -25,7 +25,7 @@ def _random_case(rng):
     padding = (rng.randint(0, 2), rng.randint(0, 2))
     width = rng.randint(max(1, kernel_w - 2 * padding[1]), 70)
     height = rng.randint(max(1, kernel_h - 2 * padding[0]), 37)
-    return dict(batch=rng.randint(1, 3), in_channels=rng.choice([1, 2, 3, 5, 8, 13, 16]),
+    return dict(batch=rng.randint(1, 3), in_channels=rng.choice([1, 2, 3, 5, 8, 13, 16, 33]),
                 out_channels=rng.choice([1, 7, 16, 17, 32, 33, 64, 65, 130]),
                 height=height, width=width, kernel=(kernel_h, kernel_w), padding=padding,
                 bias=rng.random() < 0.8)

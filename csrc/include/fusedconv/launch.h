@@ -14,6 +14,10 @@ cudaError_t launch_conv_hardswish_relu_generic(const ConvParams& params, cudaStr
 // The forward entry point: the tensor-core kernel (float32, dense NCHW, stride 1, dilation 1,
 // groups 1, staged weights and tile within the device's shared memory; 3xTF32, or one TF32
 // product when allow_tf32) where it applies, the generic kernel above everywhere else.
+// params.workspace must point to forward_workspace_bytes(params) bytes of device memory (the
+// tensor-core path's split weights); that size is 0 where the generic kernel runs. Both read the
+// current device.
+cudaError_t forward_workspace_bytes(const ConvParams& params, int64_t& bytes);
 cudaError_t launch_conv_hardswish_relu(const ConvParams& params, bool allow_tf32,
                                        cudaStream_t stream);
 

@@ -40,6 +40,8 @@ struct ConvParams {
   const void* weight;
   const void* bias;  // nullptr when the convolution has no bias
   void* output;
+  // Device scratch of forward_workspace_bytes(*this) bytes (launch.h), or nullptr when that is 0.
+  void* workspace;
 };
 
 // Element-wise backward of the activation: grad_input = grad_output * f'(output), all three tensors
