@@ -1,11 +1,16 @@
-"""Command line: ``python -m fusedconv verify`` (the main job) and ``python -m fusedconv bench``.
+"""Command line: ``python -m fusedconv verify`` (the main job), ``python -m fusedconv bench``,
+``python -m fusedconv export-kernelbench`` and ``python -m fusedconv kernelbench-eval``.
 
 verify: builds the extension, runs the fused operator on a built-in problem (KernelBench v0.1's
 shapes on a GPU, a smaller one on the CPU), compares forward and gradients with the float64
 PyTorch reference and with eager PyTorch, and prints a table. Exits non-zero if a check fails.
+export-kernelbench: writes the single-file KernelBench ModelNew (generated from csrc/).
+kernelbench-eval: evaluates such a file as KernelBench does (correctness, then timings against
+eager and torch.compile); exits non-zero if correctness fails.
 """
 
 import argparse
+import json
 import logging
 import statistics
 import sys
@@ -14,7 +19,7 @@ import time
 import torch
 
 import fusedconv
-from fusedconv import bench
+from fusedconv import bench, kernelbench
 from fusedconv.reference import (CPU_DEFAULT, KERNELBENCH_V0, KERNELBENCH_V0_1, Model,
                                  reference_gradients_float64, relative_l2_error)
 
@@ -124,6 +129,20 @@ def verify(problem, device, repeats):
     return not failures
 
 
+def kernelbench_eval(args):
+    """Run the KernelBench-protocol evaluator, print its report; 0 if correct, else 1."""
+    result = kernelbench.evaluate(args.model_new, args.reference, seed=args.seed,
+                                  correct_trials=args.correct_trials,
+                                  perf_trials=args.perf_trials, warmup=args.warmup,
+                                  compile_reference=not args.no_compile,
+                                  flush_l2=not args.no_l2_flush)
+    print(kernelbench.format_report(result))
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(result, handle, indent=2)
+    return 0 if result["correct"] else 1
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m fusedconv", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -138,6 +157,25 @@ def main(argv=None):
     bench_parser.add_argument("--repeats", type=int, default=100)
     bench_parser.add_argument("--json", help="write the records to this JSON file")
     bench_parser.add_argument("--plot", help="write a PNG plot here (needs matplotlib)")
+    export_parser = commands.add_parser(
+        "export-kernelbench", help="write the single-file KernelBench ModelNew (from csrc/)")
+    export_parser.add_argument("-o", "--output", default="model_new.py",
+                               help="file to write (default: model_new.py)")
+    eval_parser = commands.add_parser(
+        "kernelbench-eval", help="evaluate a ModelNew file with KernelBench's protocol (GPU)")
+    eval_parser.add_argument("model_new", help="Python file defining ModelNew")
+    eval_parser.add_argument("--reference", help="KernelBench problem file (default: the "
+                             "embedded level 2 problem 69 with v0.1 shapes)")
+    eval_parser.add_argument("--json", help="write the result dict to this JSON file")
+    eval_parser.add_argument("--seed", type=int, default=42)
+    eval_parser.add_argument("--correct-trials", type=int, default=5)
+    eval_parser.add_argument("--perf-trials", type=int, default=100)
+    eval_parser.add_argument("--warmup", type=int, default=3)
+    eval_parser.add_argument("--no-compile", action="store_true",
+                             help="skip the torch.compile baseline")
+    eval_parser.add_argument("--no-l2-flush", action="store_true",
+                             help="time as KernelBench v0/v0.1 did: warm L2, no discarded "
+                             "first call")
     args = parser.parse_args(argv)
     if args.command is None:
         args = parser.parse_args(["verify"] + list(argv or sys.argv[1:]))
@@ -145,6 +183,11 @@ def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.command == "bench":
         return bench.main(args)
+    if args.command == "export-kernelbench":
+        print("wrote %s" % kernelbench.export(args.output))
+        return 0
+    if args.command == "kernelbench-eval":
+        return kernelbench_eval(args)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     problem = PROBLEMS[args.problem or ("v0.1" if device.type == "cuda" else "cpu-small")]
     fusedconv.load_extension()

@@ -1,4 +1,4 @@
-"""KernelBench deliverable: the single-file ``ModelNew`` export and a KernelBench-protocol evaluator.
+"""KernelBench deliverable: a single-file ``ModelNew`` export and a KernelBench-protocol evaluator.
 
 ``export_source()`` turns the C++/CUDA sources in csrc/ into one self-contained Python file (only
 torch and the standard library; sources inlined as strings, compiled with
@@ -89,6 +89,7 @@ def get_init_inputs():
 _QUOTED_INCLUDE = re.compile(r'^\s*#\s*include\s*"([^"]+)"')
 _PRAGMA_ONCE = re.compile(r"^\s*#\s*pragma\s+once\b")
 _LIBRARY_WORD = re.compile(r"\bfusedconv\b")
+_NAMESPACE_END_COMMENT = re.compile(r"^\s*namespace fusedconv\s*$")
 
 # KernelBench's static checker warns about float32 -> float16 conversions (its "precision
 # downgrade" patterns match __float2half_rn and friends) whatever the dtype that reaches them. The
@@ -211,7 +212,10 @@ class Conv2dParameters(torch.nn.Module):
 
 
 class ModelNew(torch.nn.Module):
-    """Model's forward (conv, hardswish, relu) in one kernel; same parameters and state_dict keys."""
+    """Model's forward (conv, hardswish, relu) as one kernel; Model's parameters and state_dict.
+
+    Inputs (N, C, H, W) or (C, H, W), float32 (KernelBench's problem) or float64.
+    """
 
     def __init__(self, in_channels, out_channels, kernel_size):
         super().__init__()
@@ -253,7 +257,11 @@ def _inline_source(path, root, namespace, inlined):
             continue
         if _PRAGMA_ONCE.match(line):
             continue
-        lines.append(_LIBRARY_WORD.sub(namespace, line.rstrip()))
+        # Renamed in code and in closing-namespace comments; other comments name the project.
+        code, slashes, comment = line.rstrip().partition("//")
+        if _NAMESPACE_END_COMMENT.match(comment):
+            comment = _LIBRARY_WORD.sub(namespace, comment)
+        lines.append(_LIBRARY_WORD.sub(namespace, code) + slashes + comment)
     return lines
 
 
@@ -272,32 +280,52 @@ def _drop_reduced_precision_storage(source):
     return source
 
 
+def _outside_string_literal(line, position):
+    # An even number of unescaped double quotes before `position` (char literals aside).
+    text = line[:position].replace("\\\\", "").replace('\\"', "").replace("'\"'", "")
+    return text.count('"') % 2 == 0
+
+
 def _fold_long_lines(source, limit):
     """Lines of at most `limit` characters, so that the Python file stays PEP8-clean.
 
-    A long // comment continues on a new comment line; a long code line is split after a space
-    with a backslash-newline, which the C preprocessor splices back (translation phase 2).
+    A long // comment line moves its last words to the start of the next line when that continues
+    the comment, else to a new comment line. A long code line is split after a space with a
+    backslash-newline, which the C preprocessor splices back (translation phase 2).
     """
+    lines = source.splitlines()
     folded = []
-    for line in source.splitlines():
-        while len(line) > limit:
-            indent = line[:len(line) - len(line.lstrip())]
-            if line.lstrip().startswith("//"):
-                cut = line.rfind(" ", len(indent) + 3, limit + 1)
-                if cut < 0:
-                    break
+    index = 0
+    while index < len(lines):
+        line = lines[index]
+        index += 1
+        if len(line) <= limit:
+            folded.append(line)
+            continue
+        indent = line[:len(line) - len(line.lstrip())]
+        if line.lstrip().startswith("//"):
+            prefix = indent + "// "
+            cut = line.rfind(" ", len(prefix), limit + 1)
+            if cut > 0:
+                overflow = line[cut + 1:]
+                following = lines[index] if index < len(lines) else ""
+                if following.startswith(prefix) and following[len(prefix):].strip() \
+                        and not following[len(prefix)] == " ":
+                    lines[index] = prefix + overflow + " " + following[len(prefix):]
+                else:
+                    lines.insert(index, prefix + overflow)
                 folded.append(line[:cut].rstrip())
-                line = indent + "// " + line[cut + 1:]
-            else:
-                cut = line.rfind(" ", len(indent) + 1, limit - 1)
-                if cut < 0:
-                    break
+                continue
+        else:
+            cut = line.rfind(" ", len(indent) + 1, limit - 1)
+            if cut > 0:
+                # Outside a string literal, indenting the continuation only adds whitespace
+                # between tokens; inside one it would change the string.
+                continuation = indent + "    " if _outside_string_literal(line, cut) else ""
+                lines.insert(index, continuation + line[cut + 1:])
                 folded.append(line[:cut + 1] + "\\")
-                line = line[cut + 1:]
-        if len(line) > limit:
-            raise ExportError("export: cannot fold this line to %d characters: %s"
-                              % (limit, line))
-        folded.append(line)
+                continue
+        raise ExportError("export: cannot fold this line to %d characters: %s" % (limit, line))
     return "\n".join(folded) + "\n"
 
 
@@ -370,7 +398,8 @@ def _package_version():
 TOLERANCE = 1e-2
 # KernelBench's clear_l2_cache: write 256 MB before each timed call, more than any GPU's L2.
 L2_FLUSH_BYTES = 256 * 1024 * 1024
-# time_execution_with_cuda_event discards the first timed call (allocator and cache effects).
+# Today's time_execution_with_cuda_event flushes L2 before and discards the first timed call;
+# KernelBench v0/v0.1's (src/eval.py) did neither: flush_l2=False reproduces that one.
 DISCARDED_TRIALS = 1
 
 
@@ -428,8 +457,9 @@ def _time_cuda_events(fn, inputs, device, warmup, trials, flush_l2):
     torch.cuda.empty_cache()
     scratch = torch.empty(L2_FLUSH_BYTES // 8, dtype=torch.int64, device=device) \
         if flush_l2 else None
+    discarded = DISCARDED_TRIALS if flush_l2 else 0
     samples = []
-    for trial in range(trials + DISCARDED_TRIALS):
+    for trial in range(trials + discarded):
         torch.cuda.synchronize(device)
         start = torch.cuda.Event(enable_timing=True)
         end = torch.cuda.Event(enable_timing=True)
@@ -439,7 +469,7 @@ def _time_cuda_events(fn, inputs, device, warmup, trials, flush_l2):
         fn(*inputs)
         end.record()
         torch.cuda.synchronize(device)
-        if trial >= DISCARDED_TRIALS:
+        if trial >= discarded:
             samples.append(start.elapsed_time(end))
     return samples
 
@@ -536,7 +566,7 @@ def evaluate(model_new_path, reference_path=None, seed=42, correct_trials=5, per
     _set_seed(seed)
     inputs = _to_device(get_inputs(), device)
     timing = {"warmup": warmup, "trials": perf_trials, "l2_flushed": flush_l2,
-              "discarded_first": DISCARDED_TRIALS, "unit": "ms"}
+              "discarded_first": DISCARDED_TRIALS if flush_l2 else 0, "unit": "ms"}
     timing["model_new"] = _stats(_time_cuda_events(model_new, inputs, device, warmup,
                                                    perf_trials, flush_l2))
     timing["eager"] = _stats(_time_cuda_events(reference, inputs, device, warmup, perf_trials,
@@ -603,4 +633,3 @@ def format_report(result):
                      % (label, stats["mean"], stats["median"], stats["std"], stats["min"],
                         stats["max"], speedup))
     return "\n".join(lines)
-
