@@ -15,9 +15,8 @@
 // pairs. Pixels are the flattened (row, col) index of the output plane, so a tile's outputs are
 // contiguous in NCHW memory and narrow images waste no lanes. Per tile and channel chunk the
 // input rows the tile needs (with the kernel's halo and zero padding) are staged in shared
-// memory by cp.async (double-buffered: the next unit's copies fly while this one computes) and
-// split once per element; each warp computes the CTA's channels x 32 pixels, accumulating over
-// chunks, then applies bias + activation and stores.
+// memory by cp.async and split once per element; each warp computes the CTA's channels x 32
+// pixels, accumulating over chunks, then applies bias + activation and stores.
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -49,9 +48,8 @@ struct TensorCoreLayout {
   int tile_rows;         // input rows staged per pixel tile (rows it spans + kernel_h - 1)
   int tile_cols;         // output width + kernel_w - 1: a whole padded input row
   int plane_pitch;       // words per staged channel, = 8 (mod 32) for conflict-free B loads;
-                         // two raw float32 buffers of chunk_channels planes (double-buffered
-                         // staging), then TF32 big and small parts of chunk_channels + 1 planes
-                         // (the last all zero)
+                         // a chunk holds chunk_channels + 1 planes (the last all zero), once as
+                         // raw float32 split in place to TF32 big parts, once as small parts
   int tiles_per_image;   // ceil(out_height * out_width / kTcTilePixels)
   int64_t fragment_words;  // words of big parts in the workspace (small parts follow)
   int64_t shared_bytes;    // dynamic shared memory one CTA needs
@@ -90,16 +88,8 @@ __device__ __forceinline__ void copy_async_4(float* shared_destination, const fl
                "l"(source), "r"(src_bytes));
 }
 
-__device__ __forceinline__ void copy_async_commit() {
-  asm volatile("cp.async.commit_group;\n" ::);
-}
-
 __device__ __forceinline__ void copy_async_wait_all() {
-  asm volatile("cp.async.wait_group 0;\n" ::);
-}
-
-__device__ __forceinline__ void copy_async_wait_all_but_newest() {
-  asm volatile("cp.async.wait_group 1;\n" ::);
+  asm volatile("cp.async.wait_all;\n" ::);
 }
 
 __device__ __forceinline__ void mma_tf32(float (&acc)[4], const uint4& a, uint32_t b0,
@@ -157,13 +147,11 @@ template <int kMTiles, bool kThreeTf32>
 __global__ void __launch_bounds__(kTcThreads, kMaxCtasPerSm)
     conv_hardswish_relu_tensorcore_kernel(const ConvParams p, const TensorCoreLayout layout) {
   extern __shared__ uint4 shared_raw[];
-  const int chunk_channels = layout.chunk_channels;
-  const int raw_words = chunk_channels * layout.plane_pitch;
-  const int split_words = (chunk_channels + 1) * layout.plane_pitch;
   int* tap_offset = reinterpret_cast<int*>(shared_raw);
-  float* raw_tiles = reinterpret_cast<float*>(tap_offset + layout.chunk_k_steps * 8);
-  uint32_t* tile_big = reinterpret_cast<uint32_t*>(raw_tiles + 2 * raw_words);
-  uint32_t* tile_small = tile_big + split_words;
+  float* tile = reinterpret_cast<float*>(tap_offset + layout.chunk_k_steps * 8);
+  const int tile_words = (layout.chunk_channels + 1) * layout.plane_pitch;
+  uint32_t* tile_big = reinterpret_cast<uint32_t*>(tile);
+  uint32_t* tile_small = tile_big + tile_words;
 
   const float* __restrict__ input = static_cast<const float*>(p.input);
   const float* __restrict__ bias = static_cast<const float*>(p.bias);
@@ -171,6 +159,7 @@ __global__ void __launch_bounds__(kTcThreads, kMaxCtasPerSm)
   const uint4* __restrict__ big_fragments = static_cast<const uint4*>(p.workspace);
   const uint4* __restrict__ small_fragments = big_fragments + layout.fragment_words / 4;
 
+  const int chunk_channels = layout.chunk_channels;
   const int taps = static_cast<int>(p.kernel_h * p.kernel_w);
   const int kernel_w = static_cast<int>(p.kernel_w);
   const int channel_base = blockIdx.y * kMTiles * 16;
@@ -199,136 +188,111 @@ __global__ void __launch_bounds__(kTcThreads, kMaxCtasPerSm)
   const int64_t block_fragments =
       int64_t{blockIdx.y} * layout.chunks * layout.chunk_k_steps * kMTiles * 32;
 
-  // The CTA's work is a sequence of units (tile, chunk of input channels). While the warps split
-  // and multiply one unit, cp.async fills the other raw buffer with the next unit's input rows.
-  const int64_t own_tiles =
-      blockIdx.x < total_tiles ? (total_tiles - blockIdx.x + gridDim.x - 1) / gridDim.x : 0;
-  const int64_t units = own_tiles * layout.chunks;
-  auto tile_of = [&](int64_t unit) { return blockIdx.x + (unit / layout.chunks) * gridDim.x; };
-  auto stage = [&](int64_t unit, float* raw) {
-    const int64_t tile_index = tile_of(unit);
-    const int chunk = static_cast<int>(unit % layout.chunks);
+  for (int64_t tile_index = blockIdx.x; tile_index < total_tiles; tile_index += gridDim.x) {
     const int64_t n = tile_index / layout.tiles_per_image;
     const int64_t first_pixel = (tile_index % layout.tiles_per_image) * kTcTilePixels;
     const int first_row = static_cast<int>(first_pixel / out_width);
-    const float* input_image = input + n * p.input_strides.n;
-    // Rows first_row - pad_top ... of the chunk's channels, zero outside the image and past
-    // in_channels. A warp copies one (channel, row) at a time, lanes along the row.
-    for (int channel_row = warp; channel_row < chunk_channels * layout.tile_rows;
-         channel_row += kTcWarps) {
-      const int channel = channel_row / layout.tile_rows;
-      const int row = channel_row - channel * layout.tile_rows;
-      const int in_channel = chunk * chunk_channels + channel;
-      const int in_row = first_row + row - static_cast<int>(p.pad_top);
-      const bool row_inside = in_channel < p.in_channels && in_row >= 0 && in_row < p.in_height;
-      const float* source_row = input_image + (row_inside ? in_channel * p.input_strides.c +
-                                                                in_row * p.input_strides.h
-                                                          : 0);
-      float* destination_row = raw + channel * layout.plane_pitch + row * layout.tile_cols;
-      for (int col = lane; col < layout.tile_cols; col += 32) {
-        const int in_col = col - static_cast<int>(p.pad_left);
-        const bool inside = row_inside && in_col >= 0 && in_col < p.in_width;
-        copy_async_4(destination_row + col, inside ? source_row + in_col : input_image,
-                     inside ? 4 : 0);
-      }
-    }
-    copy_async_commit();
-  };
 
-  if (units > 0) {
-    stage(0, raw_tiles);
-  }
-  int pixel_offset[4];
-  float acc[kMTiles][4][4];
-  for (int64_t unit = 0; unit < units; ++unit) {
-    const int64_t tile_index = tile_of(unit);
-    const int chunk = static_cast<int>(unit % layout.chunks);
-    const int64_t first_pixel = (tile_index % layout.tiles_per_image) * kTcTilePixels;
-    if (unit + 1 < units) {
-      // Its buffer was last read by this unit's predecessor's split, before a barrier.
-      stage(unit + 1, raw_tiles + ((unit + 1) & 1) * raw_words);
-      copy_async_wait_all_but_newest();
-    } else {
-      copy_async_wait_all();
+    // This thread's B-fragment columns: pixel warp * 32 + j * 8 + group of the tile.
+    int pixel_offset[4];
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const int64_t pixel = first_pixel + warp * kTcPixelsPerWarp + j * 8 + group;
+      const int local =
+          pixel < plane_size ? static_cast<int>(pixel - int64_t{first_row} * out_width) : 0;
+      const int row = local / out_width;
+      pixel_offset[j] = row * layout.tile_cols + (local - row * out_width);
     }
-    __syncthreads();  // this unit's rows are in; every warp is done with the split planes
-    // Split every staged element once here rather than once per tap in the MMA loop.
-    const float* raw = raw_tiles + (unit & 1) * raw_words;
-    for (int index = threadIdx.x; index < raw_words; index += kTcThreads) {
-      uint32_t big, small;
-      split_input(raw[index], big, small);
-      tile_big[index] = big;
-      tile_small[index] = small;
-    }
-    __syncthreads();
 
-    if (chunk == 0) {
-      // This thread's B-fragment columns: pixel warp * 32 + j * 8 + group of the tile.
-      const int first_row = static_cast<int>(first_pixel / out_width);
+    float acc[kMTiles][4][4];
+#pragma unroll
+    for (int i = 0; i < kMTiles; ++i) {
+      const int channel = channel_base + i * 16 + group;
+      const float bias_low = (bias != nullptr && channel < p.out_channels) ? bias[channel] : 0.0f;
+      const float bias_high =
+          (bias != nullptr && channel + 8 < p.out_channels) ? bias[channel + 8] : 0.0f;
 #pragma unroll
       for (int j = 0; j < 4; ++j) {
-        const int64_t pixel = first_pixel + warp * kTcPixelsPerWarp + j * 8 + group;
-        const int local =
-            pixel < plane_size ? static_cast<int>(pixel - int64_t{first_row} * out_width) : 0;
-        const int row = local / out_width;
-        pixel_offset[j] = row * layout.tile_cols + (local - row * out_width);
+        acc[i][j][0] = acc[i][j][1] = bias_low;
+        acc[i][j][2] = acc[i][j][3] = bias_high;
       }
-#pragma unroll
-      for (int i = 0; i < kMTiles; ++i) {
-        const int channel = channel_base + i * 16 + group;
-        const float bias_low =
-            (bias != nullptr && channel < p.out_channels) ? bias[channel] : 0.0f;
-        const float bias_high =
-            (bias != nullptr && channel + 8 < p.out_channels) ? bias[channel + 8] : 0.0f;
+    }
+
+    const float* input_image = input + n * p.input_strides.n;
+    for (int chunk = 0; chunk < layout.chunks; ++chunk) {
+      __syncthreads();  // every warp is done with the previous chunk's planes
+      // Stage rows first_row - pad_top ... of this chunk's channels, zero outside the image and
+      // past in_channels: all of it in flight at once. A warp copies one (channel, row) at a
+      // time, lanes along the row.
+      for (int channel_row = warp; channel_row < chunk_channels * layout.tile_rows;
+           channel_row += kTcWarps) {
+        const int channel = channel_row / layout.tile_rows;
+        const int row = channel_row - channel * layout.tile_rows;
+        const int in_channel = chunk * chunk_channels + channel;
+        const int in_row = first_row + row - static_cast<int>(p.pad_top);
+        const bool row_inside = in_channel < p.in_channels && in_row >= 0 && in_row < p.in_height;
+        const float* source_row = input_image + (row_inside ? in_channel * p.input_strides.c +
+                                                                  in_row * p.input_strides.h
+                                                            : 0);
+        float* destination_row = tile + channel * layout.plane_pitch + row * layout.tile_cols;
+        for (int col = lane; col < layout.tile_cols; col += 32) {
+          const int in_col = col - static_cast<int>(p.pad_left);
+          const bool inside = row_inside && in_col >= 0 && in_col < p.in_width;
+          copy_async_4(destination_row + col, inside ? source_row + in_col : input_image,
+                       inside ? 4 : 0);
+        }
+      }
+      copy_async_wait_all();
+      __syncthreads();
+      // Split every staged element once here rather than once per tap in the MMA loop.
+      for (int index = threadIdx.x; index < chunk_channels * layout.plane_pitch;
+           index += kTcThreads) {
+        uint32_t big, small;
+        split_input(tile[index], big, small);
+        tile_big[index] = big;
+        tile_small[index] = small;
+      }
+      __syncthreads();
+
+      const int64_t chunk_fragments =
+          block_fragments + int64_t{chunk} * layout.chunk_k_steps * kMTiles * 32;
+      for (int k_step = 0; k_step < layout.chunk_k_steps; ++k_step) {
+        const int offset_low = tap_offset[k_step * 8 + thread_in_group];
+        const int offset_high = tap_offset[k_step * 8 + thread_in_group + 4];
+        uint32_t b_big[4][2], b_small[4][2];
 #pragma unroll
         for (int j = 0; j < 4; ++j) {
-          acc[i][j][0] = acc[i][j][1] = bias_low;
-          acc[i][j][2] = acc[i][j][3] = bias_high;
-        }
-      }
-    }
-
-    const int64_t chunk_fragments =
-        block_fragments + int64_t{chunk} * layout.chunk_k_steps * kMTiles * 32;
-    for (int k_step = 0; k_step < layout.chunk_k_steps; ++k_step) {
-      const int offset_low = tap_offset[k_step * 8 + thread_in_group];
-      const int offset_high = tap_offset[k_step * 8 + thread_in_group + 4];
-      uint32_t b_big[4][2], b_small[4][2];
-#pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        b_big[j][0] = tile_big[pixel_offset[j] + offset_low];
-        b_big[j][1] = tile_big[pixel_offset[j] + offset_high];
-        if (kThreeTf32) {
-          b_small[j][0] = tile_small[pixel_offset[j] + offset_low];
-          b_small[j][1] = tile_small[pixel_offset[j] + offset_high];
-        }
-      }
-#pragma unroll
-      for (int i = 0; i < kMTiles; ++i) {
-        const int64_t fragment = chunk_fragments + (k_step * kMTiles + i) * 32 + lane;
-        const uint4 a_hi = __ldg(big_fragments + fragment);
-        if (kThreeTf32) {
-          const uint4 a_lo = __ldg(small_fragments + fragment);
-#pragma unroll
-          for (int j = 0; j < 4; ++j) {
-            mma_tf32(acc[i][j], a_lo, b_big[j][0], b_big[j][1]);
-            mma_tf32(acc[i][j], a_hi, b_small[j][0], b_small[j][1]);
+          b_big[j][0] = tile_big[pixel_offset[j] + offset_low];
+          b_big[j][1] = tile_big[pixel_offset[j] + offset_high];
+          if (kThreeTf32) {
+            b_small[j][0] = tile_small[pixel_offset[j] + offset_low];
+            b_small[j][1] = tile_small[pixel_offset[j] + offset_high];
           }
         }
 #pragma unroll
-        for (int j = 0; j < 4; ++j) {
-          mma_tf32(acc[i][j], a_hi, b_big[j][0], b_big[j][1]);
+        for (int i = 0; i < kMTiles; ++i) {
+          const int64_t fragment = chunk_fragments + (k_step * kMTiles + i) * 32 + lane;
+          const uint4 a_hi = __ldg(big_fragments + fragment);
+          if (kThreeTf32) {
+            const uint4 a_lo = __ldg(small_fragments + fragment);
+#pragma unroll
+            for (int j = 0; j < 4; ++j) {
+              mma_tf32(acc[i][j], a_lo, b_big[j][0], b_big[j][1]);
+              mma_tf32(acc[i][j], a_hi, b_small[j][0], b_small[j][1]);
+            }
+          }
+#pragma unroll
+          for (int j = 0; j < 4; ++j) {
+            mma_tf32(acc[i][j], a_hi, b_big[j][0], b_big[j][1]);
+          }
         }
       }
-    }
-    if (chunk != layout.chunks - 1) {
-      continue;
     }
 
     // Epilogue: activation on the accumulators, stores of two neighbouring pixels per register
     // pair (float2 when the plane size keeps them 8-byte aligned).
     const bool paired_stores = (plane_size & 1) == 0;
-    float* output_image = output + (tile_index / layout.tiles_per_image) * p.output_strides.n;
+    float* output_image = output + n * p.output_strides.n;
 #pragma unroll
     for (int i = 0; i < kMTiles; ++i) {
 #pragma unroll
@@ -386,10 +350,7 @@ TensorCoreLayout make_layout(const ConvParams& p) {
       static_cast<int>((p.out_height * p.out_width + kTcTilePixels - 1) / kTcTilePixels);
   layout.fragment_words = int64_t{layout.channel_blocks} * layout.chunks * layout.chunk_k_steps *
                           layout.channel_tiles * 32 * 4;
-  // Tap offsets, two raw buffers of chunk_channels planes, big and small parts of
-  // chunk_channels + 1 planes.
   layout.shared_bytes = int64_t{layout.chunk_k_steps} * 8 * 4 +
-                        int64_t{2} * layout.chunk_channels * layout.plane_pitch * 4 +
                         int64_t{2} * (layout.chunk_channels + 1) * layout.plane_pitch * 4;
   return layout;
 }
