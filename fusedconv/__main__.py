@@ -182,7 +182,8 @@ def main(argv=None):
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.command == "bench":
-        return bench.main(args)
+        print(bench.main(args))
+        return 0
     if args.command == "export-kernelbench":
         print("wrote %s" % kernelbench.export(args.output))
         return 0

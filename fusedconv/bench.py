@@ -17,7 +17,7 @@ import fusedconv
 from fusedconv.reference import KERNELBENCH_V0, KERNELBENCH_V0_1, Problem, relative_l2_error
 from fusedconv.reference import reference_float64
 
-__all__ = ["sweep_cases", "run", "main"]
+__all__ = ["sweep_cases", "run", "format_table", "plot", "main"]
 
 L2_FLUSH_BYTES = 256 * 1024 * 1024  # rotate inputs until this many bytes separate reuses
 
@@ -140,17 +140,19 @@ def run(cases, repeats=100, backward=False):
     return records
 
 
-def print_table(records):
+def format_table(records):
+    """The records as a Markdown table: ms, speedups, share of the memory floor, error."""
     eager = {(r["case"], r["direction"]): r["ms"] for r in records if r["system"] == "eager"}
     compiled = {(r["case"], r["direction"]): r["ms"] for r in records
                 if r["system"] == "compile"}
-    print("| case | dir | system | ms | x eager | x compile | % of memory floor | rel. err |")
-    print("|---|---|---|---|---|---|---|---|")
+    lines = ["| case | dir | system | ms | x eager | x compile | % of memory floor | rel. err |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in records:
         key = (r["case"], r["direction"])
-        print("| %s | %s | %s | %.4f | %.2f | %.2f | %.0f%% | %.1e |" % (
+        lines.append("| %s | %s | %s | %.4f | %.2f | %.2f | %.0f%% | %.1e |" % (
             r["case"], r["direction"], r["system"], r["ms"], eager[key] / r["ms"],
             compiled[key] / r["ms"], 100 * r["floor_ms"] / r["ms"], r["rel_err"]))
+    return "\n".join(lines)
 
 
 def plot(records, path):
@@ -180,6 +182,7 @@ def plot(records, path):
 
 
 def main(args):
+    """Run the CLI's bench command; returns the report text (the caller prints it)."""
     if not torch.cuda.is_available():
         raise SystemExit("fusedconv bench: needs a CUDA GPU")
     cases = sweep_cases()
@@ -191,7 +194,7 @@ def main(args):
                              % (", ".join(unknown), ", ".join(c.name for c in cases)))
         cases = [c for c in cases if c.name in wanted]
     records = run(cases, repeats=args.repeats)
-    print_table(records)
+    report = format_table(records)
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(records, handle, indent=1)
@@ -199,5 +202,5 @@ def main(args):
         try:
             plot(records, args.plot)
         except ImportError:
-            print("fusedconv bench: matplotlib is not installed; no plot written")
-    return 0
+            report += "\nfusedconv bench: matplotlib is not installed; no plot written"
+    return report
