@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One GPU round in one device call: build (timed), GPU + CPU pytest suite, the main job, and with
-# --sanitize compute-sanitizer memcheck/racecheck on small cases. Logs and JSON go under $OUT.
+# --sanitize compute-sanitizer memcheck/racecheck/initcheck on small cases. Logs and JSON go under $OUT.
 # Usage (on the device machine): tools/gpu_round.sh [--sanitize] [pytest args]
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -52,7 +52,7 @@ python3 -m fusedconv verify 2>&1 | tee "$OUT/main.log"
 
 if [ "$sanitize" = 1 ]; then
   echo "== compute-sanitizer"
-  for tool in memcheck racecheck; do
+  for tool in memcheck racecheck initcheck; do
     compute-sanitizer --tool "$tool" --error-exitcode 9 python3 tools/sanitize_cases.py \
       >"$OUT/sanitizer-$tool.log" 2>&1
     rc=$?
