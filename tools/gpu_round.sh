@@ -53,9 +53,9 @@ python3 -m fusedconv verify 2>&1 | tee "$OUT/main.log"
 if [ "$sanitize" = 1 ]; then
   echo "== compute-sanitizer"
   for tool in memcheck racecheck initcheck; do
-    # Our kernels only (their mangled names hold "fusedconv"): initcheck also flags library
-    # kernels (cuDNN's reference convolutions) that read workspace they never wrote.
-    compute-sanitizer --tool "$tool" --kernel-regex kns=fusedconv --error-exitcode 9 \
+    # Every kernel of the process: filtering to ours (--kernel-name) blinds initcheck to the
+    # writes of torch's own kernels and reported 95k false "uninitialized" reads of randn data.
+    compute-sanitizer --tool "$tool" --error-exitcode 9 \
       python3 tools/sanitize_cases.py >"$OUT/sanitizer-$tool.log" 2>&1
     rc=$?
     echo "$tool: exit $rc; $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/sanitizer-$tool.log" | tail -n 1)"
