@@ -48,6 +48,7 @@ def _raises(exception, pattern, **overrides):
     ({"stride": 1.5}, TypeError, r"expected stride to be an int or a pair of ints"),
     ({"groups": 0}, ValueError, r"expected groups >= 1, got 0"),
     ({"groups": 2.0}, TypeError, r"expected groups to be an int"),
+    ({"allow_tf32": 1}, TypeError, r"expected allow_tf32 to be a bool, got 1"),
     ({"input": torch.randint(0, 5, (2, 4, 8, 8))}, TypeError, r"expected input to be float32"),
     ({"weight": torch.randn(6, 4, 3, 3, dtype=torch.float64)}, TypeError,
      r"expected weight to have the input's dtype"),
