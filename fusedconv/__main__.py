@@ -31,21 +31,15 @@ GRADIENT_TOLERANCE = 1e-5
 
 def _median_ms(fn, device, repeats):
     """Median wall time of fn() in ms: CUDA events on a GPU, perf_counter on the CPU."""
+    if device.type == "cuda":
+        return bench.median_event_ms(lambda _: fn(), [None], repeats, warmup=3)
     for _ in range(3):
         fn()
     samples = []
     for _ in range(repeats):
-        if device.type == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            end.synchronize()
-            samples.append(start.elapsed_time(end))
-        else:
-            began = time.perf_counter()
-            fn()
-            samples.append((time.perf_counter() - began) * 1e3)
+        began = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - began) * 1e3)
     return statistics.median(samples)
 
 

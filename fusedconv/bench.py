@@ -17,7 +17,7 @@ import fusedconv
 from fusedconv.reference import KERNELBENCH_V0, KERNELBENCH_V0_1, Problem, relative_l2_error
 from fusedconv.reference import reference_float64
 
-__all__ = ["sweep_cases", "run", "format_table", "plot", "main"]
+__all__ = ["sweep_cases", "median_event_ms", "run", "format_table", "plot", "main"]
 
 L2_FLUSH_BYTES = 256 * 1024 * 1024  # rotate inputs until this many bytes separate reuses
 
@@ -55,7 +55,9 @@ def sweep_cases():
     return cases
 
 
-def _median_event_ms(fn, inputs, repeats, warmup=10):
+def median_event_ms(fn, inputs, repeats, warmup=10):
+    """Median ms of fn(x) over `repeats` calls cycling through `inputs`, CUDA events around each
+    call, after `warmup` untimed calls."""
     for i in range(warmup):
         fn(inputs[i % len(inputs)])
     torch.cuda.synchronize()
@@ -76,7 +78,7 @@ def measure_copy_bandwidth():
     """Device-to-device copy bandwidth in bytes/s, counting bytes read plus bytes written."""
     source = torch.empty(256 * 1024 * 1024, dtype=torch.float32, device="cuda")
     target = torch.empty_like(source)
-    ms = _median_event_ms(lambda _: target.copy_(source), [None], repeats=20, warmup=3)
+    ms = median_event_ms(lambda _: target.copy_(source), [None], repeats=20, warmup=3)
     return 2 * source.numel() * 4 / (ms * 1e-3)
 
 
@@ -131,7 +133,7 @@ def run(cases, repeats=100, backward=False):
         for system, fn in systems.items():
             with torch.no_grad():
                 errors = [relative_l2_error(fn(x), e) for x, e in zip(check_inputs, expected)]
-                ms = _median_event_ms(fn, inputs, repeats)
+                ms = median_event_ms(fn, inputs, repeats)
             records.append({"case": case.name, "direction": "fwd", "system": system, "ms": ms,
                             "rel_err": max(errors), "floor_ms": floor_ms,
                             "device": device_name, "torch": torch.__version__})
