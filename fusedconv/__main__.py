@@ -149,6 +149,8 @@ def main(argv=None):
     bench_parser = commands.add_parser("bench", help="time against eager and torch.compile")
     bench_parser.add_argument("--cases", help="comma-separated case names (default: all)")
     bench_parser.add_argument("--repeats", type=int, default=100)
+    bench_parser.add_argument("--backward", action="store_true",
+                              help="time forward + backward (a training step) instead")
     bench_parser.add_argument("--json", help="write the records to this JSON file")
     bench_parser.add_argument("--plot", help="write a PNG plot here (needs matplotlib)")
     export_parser = commands.add_parser(

@@ -5,6 +5,10 @@ one fused activation kernel, and fusedconv (default 3xTF32 and opt-in TF32) in o
 CUDA events around each Python call (as KernelBench times), warm-up, and the median of many calls
 rotating over enough input sets to defeat the L2 cache. Prints a table and optionally writes JSON
 records and a PNG plot.
+
+``--backward`` times a training step instead (forward, then the gradients of input, weight and
+bias for a fixed upstream gradient: records with ``"direction": "fwdbwd"``) and reports the step's
+peak memory above what was allocated before it (``peak_mem_mb``).
 """
 
 import json
@@ -15,7 +19,7 @@ import torch.nn.functional as F
 
 import fusedconv
 from fusedconv.reference import KERNELBENCH_V0, KERNELBENCH_V0_1, Problem, relative_l2_error
-from fusedconv.reference import reference_float64
+from fusedconv.reference import reference_float64, reference_gradients_float64
 
 __all__ = ["sweep_cases", "median_event_ms", "run", "format_table", "plot", "main"]
 
@@ -86,8 +90,29 @@ def _activation(z):
     return torch.relu(F.hardswish(z))
 
 
+def _training_step(fn, weight, bias, grad_output):
+    """x -> the gradients of fn(x) w.r.t. x, weight and bias for `grad_output`."""
+    def step(x):
+        x = x.detach().requires_grad_()
+        return torch.autograd.grad(fn(x), [x, weight, bias], grad_output)
+    return step
+
+
+def _step_peak_mb(step, x):
+    """Peak memory of one call of step(x), above what was allocated before it, in MiB."""
+    torch.cuda.synchronize()
+    before = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    result = step(x)
+    torch.cuda.synchronize()
+    peak = torch.cuda.max_memory_allocated() - before
+    del result
+    return peak / 2 ** 20
+
+
 def run(cases, repeats=100, backward=False):
-    """Benchmark `cases`; returns a list of JSON-ready records."""
+    """Benchmark `cases` (forward, or forward+backward with `backward`); returns JSON-ready
+    records."""
     fusedconv.load_extension()
     torch.backends.cudnn.benchmark = True
     torch.backends.cudnn.allow_tf32 = False  # eager stays float32, as DESIGN.md measured it
@@ -127,18 +152,49 @@ def run(cases, repeats=100, backward=False):
         sets = max(1, min(16, L2_FLUSH_BYTES // (x_bytes + y_bytes) + 1))
         inputs = [problem.make_input("cuda") for _ in range(sets)]
         check_inputs = [problem.make_input("cuda"), torch.randn_like(inputs[0])]
-        expected = [reference_float64(x, weight, bias, case.stride, case.padding)
-                    for x in check_inputs]
-        floor_ms = (x_bytes + y_bytes + weight.numel() * 4) / bandwidth * 1e3
-        for system, fn in systems.items():
-            with torch.no_grad():
-                errors = [relative_l2_error(fn(x), e) for x, e in zip(check_inputs, expected)]
-                ms = median_event_ms(fn, inputs, repeats)
-            records.append({"case": case.name, "direction": "fwd", "system": system, "ms": ms,
-                            "rel_err": max(errors), "floor_ms": floor_ms,
-                            "device": device_name, "torch": torch.__version__})
+        expected = [] if backward else [
+            reference_float64(x, weight, bias, case.stride, case.padding) for x in check_inputs]
+        if backward:
+            records += _time_training_steps(case, systems, weight, bias, y, inputs, check_inputs,
+                                            x_bytes, y_bytes, bandwidth, repeats, device_name)
+        else:
+            floor_ms = (x_bytes + y_bytes + weight.numel() * 4) / bandwidth * 1e3
+            for system, fn in systems.items():
+                with torch.no_grad():
+                    errors = [relative_l2_error(fn(x), e) for x, e in zip(check_inputs, expected)]
+                    ms = median_event_ms(fn, inputs, repeats)
+                records.append({"case": case.name, "direction": "fwd", "system": system,
+                                "ms": ms, "rel_err": max(errors), "floor_ms": floor_ms,
+                                "device": device_name, "torch": torch.__version__})
         del inputs, expected, y
         torch.cuda.empty_cache()
+    return records
+
+
+def _time_training_steps(case, systems, weight, bias, y, inputs, check_inputs, x_bytes, y_bytes,
+                         bandwidth, repeats, device_name):
+    """The fwdbwd records of one case: time, worst gradient error against float64 autograd (on
+    the output's branches, reference.reference_gradients_float64) and the step's peak memory."""
+    # Forward reads x and writes y; backward reads grad_y, y and x and writes grad_x.
+    floor_ms = (3 * x_bytes + 3 * y_bytes + 2 * weight.numel() * 4) / bandwidth * 1e3
+    grad_output = torch.randn_like(y)
+    records = []
+    for system, fn in systems.items():
+        if system == "cudnn+act":
+            continue  # a forward-only baseline
+        step = _training_step(fn, weight, bias, grad_output)
+        errors = []
+        for x in check_inputs:
+            with torch.no_grad():
+                output = fn(x)
+            expected = reference_gradients_float64(x, weight, bias, grad_output, output,
+                                                   case.stride, case.padding)
+            errors += [relative_l2_error(a, e) for a, e in zip(step(x), expected)]
+        peak_mb = _step_peak_mb(step, inputs[0])
+        ms = median_event_ms(step, inputs, repeats)
+        records.append({"case": case.name, "direction": "fwdbwd", "system": system, "ms": ms,
+                        "rel_err": max(errors), "floor_ms": floor_ms, "peak_mem_mb": peak_mb,
+                        "device": device_name, "torch": torch.__version__})
     return records
 
 
@@ -147,13 +203,18 @@ def format_table(records):
     eager = {(r["case"], r["direction"]): r["ms"] for r in records if r["system"] == "eager"}
     compiled = {(r["case"], r["direction"]): r["ms"] for r in records
                 if r["system"] == "compile"}
-    lines = ["| case | dir | system | ms | x eager | x compile | % of memory floor | rel. err |",
-             "|---|---|---|---|---|---|---|---|"]
+    with_memory = any("peak_mem_mb" in r for r in records)
+    lines = ["| case | dir | system | ms | x eager | x compile | % of memory floor | rel. err |"
+             + (" peak MiB |" if with_memory else ""),
+             "|---|---|---|---|---|---|---|---|" + ("---|" if with_memory else "")]
     for r in records:
         key = (r["case"], r["direction"])
-        lines.append("| %s | %s | %s | %.4f | %.2f | %.2f | %.0f%% | %.1e |" % (
+        line = "| %s | %s | %s | %.4f | %.2f | %.2f | %.0f%% | %.1e |" % (
             r["case"], r["direction"], r["system"], r["ms"], eager[key] / r["ms"],
-            compiled[key] / r["ms"], 100 * r["floor_ms"] / r["ms"], r["rel_err"]))
+            compiled[key] / r["ms"], 100 * r["floor_ms"] / r["ms"], r["rel_err"])
+        if with_memory:
+            line += " %s |" % ("%.0f" % r["peak_mem_mb"] if "peak_mem_mb" in r else "")
+        lines.append(line)
     return "\n".join(lines)
 
 
@@ -163,6 +224,8 @@ def plot(records, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    direction = records[0]["direction"]
+    records = [r for r in records if r["direction"] == direction]
     cases = list(dict.fromkeys(r["case"] for r in records))
     systems = [s for s in dict.fromkeys(r["system"] for r in records) if s != "eager"]
     eager = {r["case"]: r["ms"] for r in records if r["system"] == "eager"}
@@ -176,7 +239,8 @@ def plot(records, path):
     axes.axhline(1.0, color="black", linewidth=0.8)
     axes.set_xticks([i + 0.4 - width / 2 for i in range(len(cases))])
     axes.set_xticklabels(cases, rotation=60, ha="right", fontsize=8)
-    axes.set_ylabel("speedup over eager PyTorch (forward)")
+    axes.set_ylabel("speedup over eager PyTorch (%s)"
+                    % ("forward" if direction == "fwd" else "forward + backward"))
     axes.set_title("fusedconv, %s, torch %s" % (records[0]["device"], records[0]["torch"]))
     axes.legend(fontsize=8)
     figure.tight_layout()
@@ -195,7 +259,7 @@ def main(args):
             raise SystemExit("fusedconv bench: unknown case(s) %s; known: %s"
                              % (", ".join(unknown), ", ".join(c.name for c in cases)))
         cases = [c for c in cases if c.name in wanted]
-    records = run(cases, repeats=args.repeats)
+    records = run(cases, repeats=args.repeats, backward=args.backward)
     report = format_table(records)
     if args.json:
         with open(args.json, "w") as handle:

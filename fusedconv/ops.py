@@ -36,6 +36,8 @@ def load_extension():
         library = torch.library.Library("fusedconv", "IMPL")
         library.impl("conv2d_hardswish_relu", _conv2d_hardswish_relu_meta, "Meta")
         library.impl("hardswish_relu_grad", _hardswish_relu_grad_meta, "Meta")
+        library.impl("conv2d_hardswish_relu_backward", _conv2d_hardswish_relu_backward_meta,
+                     "Meta")
         _META_LIBRARY = library
     return torch.ops.fusedconv
 
@@ -66,6 +68,19 @@ def _conv2d_hardswish_relu_meta(input, weight, bias, stride, padding, dilation, 
 
 def _hardswish_relu_grad_meta(grad_output, output):
     return torch.empty_like(output, memory_format=_suggest_memory_format(output))
+
+
+def _conv2d_hardswish_relu_backward_meta(grad_output, input, weight, output, stride, padding,
+                                         dilation, groups, output_mask, allow_tf32=False):
+    # Gradients not asked for come back empty (the schema has no optional outputs).
+    def grad_like(wanted, shape, memory_format=torch.contiguous_format):
+        if not wanted:
+            return torch.empty((0,), dtype=input.dtype, device=input.device)
+        return torch.empty(shape, dtype=input.dtype, device=input.device,
+                           memory_format=memory_format)
+    return (grad_like(output_mask[0], input.shape, _suggest_memory_format(input)),
+            grad_like(output_mask[1], weight.shape),
+            grad_like(output_mask[2], (weight.shape[0],)))
 
 
 def _int_pair(value, name):

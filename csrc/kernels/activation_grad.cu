@@ -23,8 +23,8 @@ __global__ void __launch_bounds__(kActivationGradThreads)
   Storage* __restrict__ grad_input = static_cast<Storage*>(p.grad_input);
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < p.numel;
        i += int64_t{blockDim.x} * gridDim.x) {
-    const Acc slope = HardSwishReLU<Acc>::grad_from_output(Traits::load(output[i]));
-    grad_input[i] = Traits::store(Traits::load(grad_output[i]) * slope);
+    grad_input[i] = Traits::store(
+        HardSwishReLU<Acc>::backward(Traits::load(grad_output[i]), Traits::load(output[i])));
   }
 }
 

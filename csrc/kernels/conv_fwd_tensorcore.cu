@@ -24,16 +24,18 @@
 #include "fusedconv/activation.h"
 #include "fusedconv/launch.h"
 #include "fusedconv/params.h"
+#include "fusedconv/tensorcore.cuh"
 
 namespace fusedconv {
 namespace {
+
+using namespace tensorcore;
 
 constexpr int kTcWarps = 8;
 constexpr int kTcThreads = kTcWarps * 32;
 constexpr int kTcPixelsPerWarp = 32;  // four n8 tiles
 constexpr int kTcTilePixels = kTcWarps * kTcPixelsPerWarp;
 constexpr int kMaxChunkChannels = 8;
-constexpr int kMaxDevices = 64;
 // Two CTAs of 8 warps per SM: the launch bounds cap registers at 128 per thread for that.
 constexpr int kMaxCtasPerSm = 2;
 constexpr int kPrepThreads = 256;
@@ -54,52 +56,6 @@ struct TensorCoreLayout {
   int64_t fragment_words;  // words of big parts in the workspace (small parts follow)
   int64_t shared_bytes;    // dynamic shared memory one CTA needs
 };
-
-__device__ __forceinline__ uint32_t to_tf32(float x) {
-  uint32_t result;
-  asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(result) : "f"(x));
-  return result;
-}
-
-// Input split, once per staged element: big = tf32(x), small = tf32(x - big); a non-finite x
-// keeps all of itself in big (small = 0), so inf stays inf instead of inf - inf = NaN.
-__device__ __forceinline__ void split_input(float x, uint32_t& big, uint32_t& small) {
-  big = to_tf32(x);
-  small = isfinite(x) ? to_tf32(x - __uint_as_float(big)) : 0u;
-}
-
-// Weight split for 3xTF32: big = x truncated to TF32, so small = x - big has x's sign, and an
-// exactly representable nonzero x gets a same-signed small part of 2^-24 relative (below float32
-// rounding) instead of 0. Then w_small * inf is an infinity of w_big * inf's sign, never NaN
-// (opposite signs would give inf - inf, a zero small part 0 * inf), and an infinite input gives
-// +-inf exactly as PyTorch's float32 convolution does.
-__device__ __forceinline__ void split_weight(float x, uint32_t& big, uint32_t& small) {
-  big = __float_as_uint(x) & 0xffffe000u;
-  const float residual = x - __uint_as_float(big);
-  small = to_tf32(residual != 0.0f || x == 0.0f ? residual : x * 5.9604645e-08f);
-}
-
-// 4-byte asynchronous global -> shared copy; src_bytes = 0 writes a zero without reading.
-__device__ __forceinline__ void copy_async_4(float* shared_destination, const float* source,
-                                             int src_bytes) {
-  const unsigned int destination =
-      static_cast<unsigned int>(__cvta_generic_to_shared(shared_destination));
-  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(destination),
-               "l"(source), "r"(src_bytes));
-}
-
-__device__ __forceinline__ void copy_async_wait_all() {
-  asm volatile("cp.async.wait_all;\n" ::);
-}
-
-__device__ __forceinline__ void mma_tf32(float (&acc)[4], const uint4& a, uint32_t b0,
-                                         uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
-      "{%8,%9}, {%0,%1,%2,%3};\n"
-      : "+f"(acc[0]), "+f"(acc[1]), "+f"(acc[2]), "+f"(acc[3])
-      : "r"(a.x), "r"(a.y), "r"(a.z), "r"(a.w), "r"(b0), "r"(b1));
-}
 
 // Weights -> workspace, split, in m16n8k8 A-fragment order: word
 // ((((block * chunks + chunk) * chunk_k_steps + step) * kMTiles + tile) * 32 + lane) * 4 + e
@@ -341,11 +297,9 @@ TensorCoreLayout make_layout(const ConvParams& p) {
       static_cast<int>((p.kernel_h * p.kernel_w * layout.chunk_channels + 7) / 8);
   // kTcTilePixels consecutive pixels of a plane of width W span at most
   // (W + kTcTilePixels - 2) / W + 1 rows.
-  const int64_t spanned_rows = (p.out_width + kTcTilePixels - 2) / p.out_width + 1;
-  layout.tile_rows = static_cast<int>(spanned_rows + p.kernel_h - 1);
+  layout.tile_rows = static_cast<int>(spanned_rows(p.out_width, kTcTilePixels) + p.kernel_h - 1);
   layout.tile_cols = static_cast<int>(p.out_width + p.kernel_w - 1);
-  const int64_t raw_pitch = int64_t{layout.tile_rows} * layout.tile_cols;
-  layout.plane_pitch = static_cast<int>(raw_pitch + ((8 - raw_pitch % 32) + 32) % 32);
+  layout.plane_pitch = padded_pitch(int64_t{layout.tile_rows} * layout.tile_cols, 8);
   layout.tiles_per_image =
       static_cast<int>((p.out_height * p.out_width + kTcTilePixels - 1) / kTcTilePixels);
   layout.fragment_words = int64_t{layout.channel_blocks} * layout.chunks * layout.chunk_k_steps *
@@ -355,64 +309,13 @@ TensorCoreLayout make_layout(const ConvParams& p) {
   return layout;
 }
 
-bool is_dense_nchw(const Strides4& s, int64_t channels, int64_t height, int64_t width) {
-  return s.w == 1 && s.h == width && s.c == height * width && s.n == channels * height * width;
-}
-
-// The configurations the kernel is written for, before any shared-memory question.
-bool tensorcore_shape_supported(const ConvParams& p) {
-  if (p.dtype != DType::kFloat32 || p.groups != 1 || p.stride_h != 1 || p.stride_w != 1 ||
-      p.dilation_h != 1 || p.dilation_w != 1) {
-    return false;
-  }
-  if (!is_dense_nchw(p.input_strides, p.in_channels, p.in_height, p.in_width) ||
-      !is_dense_nchw(p.output_strides, p.out_channels, p.out_height, p.out_width)) {
-    return false;
-  }
-  // 32-bit indexing inside one image and one staged tile; batch offsets are 64-bit.
-  return p.in_channels * p.in_height * p.in_width < (int64_t{1} << 31) &&
-         p.out_channels * p.out_height * p.out_width < (int64_t{1} << 31);
-}
-
-// What a launch needs to know of the current device, read once per device.
-struct DeviceLimits {
-  int sm_count;
-  int max_shared_bytes;  // opt-in dynamic shared memory per block (227 KB on H100)
-};
-
-cudaError_t device_limits(DeviceLimits& limits) {
-  static DeviceLimits cache[kMaxDevices] = {};
-  int device = 0;
-  cudaError_t status = cudaGetDevice(&device);
-  if (status != cudaSuccess) {
-    return status;
-  }
-  if (device >= kMaxDevices) {
-    return cudaErrorInvalidDevice;
-  }
-  if (cache[device].sm_count == 0) {
-    DeviceLimits read{};
-    status = cudaDeviceGetAttribute(&read.sm_count, cudaDevAttrMultiProcessorCount, device);
-    if (status == cudaSuccess) {
-      status = cudaDeviceGetAttribute(&read.max_shared_bytes,
-                                      cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
-    }
-    if (status != cudaSuccess) {
-      return status;
-    }
-    cache[device] = read;
-  }
-  limits = cache[device];
-  return cudaSuccess;
-}
-
 // Dispatch rule: the tensor-core kernel wherever its shape rule holds and one chunk's staged
 // tile fits the device's shared memory; the generic direct convolution (exact float32, every
 // configuration) everywhere else.
 cudaError_t choose_tensorcore(const ConvParams& params, bool& use, TensorCoreLayout& layout,
                               DeviceLimits& limits) {
   use = false;
-  if (!tensorcore_shape_supported(params)) {
+  if (!fast_path_shape_supported(params)) {
     return cudaSuccess;
   }
   const cudaError_t status = device_limits(limits);
@@ -427,22 +330,10 @@ cudaError_t choose_tensorcore(const ConvParams& params, bool& use, TensorCoreLay
 template <int kMTiles, bool kThreeTf32>
 cudaError_t launch_with(const ConvParams& p, const TensorCoreLayout& layout,
                         const DeviceLimits& limits, cudaStream_t stream) {
-  auto kernel = conv_hardswish_relu_tensorcore_kernel<kMTiles, kThreeTf32>;
-  // Opt in to the device's whole shared memory once per device and instantiation: a per-call
-  // cudaFuncSetAttribute would cost microseconds on small problems.
-  static bool opted_in[kMaxDevices] = {};
-  int device = 0;
-  cudaError_t status = cudaGetDevice(&device);
+  constexpr auto kernel = conv_hardswish_relu_tensorcore_kernel<kMTiles, kThreeTf32>;
+  cudaError_t status = opt_in_shared_memory<kernel>(limits);
   if (status != cudaSuccess) {
     return status;
-  }
-  if (!opted_in[device]) {
-    status = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                  limits.max_shared_bytes);
-    if (status != cudaSuccess) {
-      return status;
-    }
-    opted_in[device] = true;
   }
   const int64_t prep_blocks = (layout.fragment_words + kPrepThreads - 1) / kPrepThreads;
   split_weights_kernel<kMTiles, kThreeTf32>
@@ -452,12 +343,10 @@ cudaError_t launch_with(const ConvParams& p, const TensorCoreLayout& layout,
   if (status != cudaSuccess) {
     return status;
   }
-  // Persistent grid: as many CTAs as fit on every SM at once (shared memory per SM is about the
-  // per-block opt-in limit plus 1 KB, and each CTA's driver reserve is 1 KB), shared among the
-  // channel blocks, never more CTAs than tiles.
+  // Persistent grid: as many CTAs as fit on every SM at once, shared among the channel blocks,
+  // never more CTAs than tiles.
   const int64_t total_tiles = p.batch * layout.tiles_per_image;
-  int64_t per_sm = (int64_t{limits.max_shared_bytes} + 1024) / (layout.shared_bytes + 1024);
-  per_sm = per_sm < 1 ? 1 : (per_sm > kMaxCtasPerSm ? kMaxCtasPerSm : per_sm);
+  const int64_t per_sm = ctas_per_sm(limits, layout.shared_bytes, kMaxCtasPerSm);
   int64_t blocks = (limits.sm_count * per_sm + layout.channel_blocks - 1) / layout.channel_blocks;
   if (blocks > total_tiles) {
     blocks = total_tiles;

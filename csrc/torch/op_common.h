@@ -5,9 +5,29 @@
 
 #include <ATen/ATen.h>
 
+#include <array>
+#include <tuple>
+
 #include "fusedconv/params.h"
 
 namespace fusedconv {
+
+// What validate_conv learned: the bias made contiguous (undefined when there is none) and the
+// output's spatial size.
+struct ValidatedConv {
+  at::Tensor bias;
+  int64_t out_height, out_width;
+};
+
+// Checks the forward's arguments; every message names the argument, the expectation and what came.
+ValidatedConv validate_conv(const at::Tensor& input, const at::Tensor& weight,
+                            const c10::optional<at::Tensor>& bias, at::IntArrayRef stride,
+                            at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups);
+
+// The kernels' description of a call whose tensors exist (output allocated by the caller).
+ConvParams conv_params(const at::Tensor& input, const at::Tensor& weight, const at::Tensor& bias,
+                       const at::Tensor& output, at::IntArrayRef stride, at::IntArrayRef padding,
+                       at::IntArrayRef dilation, int64_t groups);
 
 // A validated forward call: the tensors the kernel reads and writes (kept alive here) and their
 // description for the kernel.
@@ -22,6 +42,27 @@ struct ForwardCall {
 ForwardCall prepare_forward(const at::Tensor& input, const at::Tensor& weight,
                             const c10::optional<at::Tensor>& bias, at::IntArrayRef stride,
                             at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups);
+
+// Checks fusedconv::conv2d_hardswish_relu_backward's arguments: the forward's, plus output and
+// grad_output of the forward output's shape, device and dtype.
+void validate_backward(const at::Tensor& grad_output, const at::Tensor& input,
+                       const at::Tensor& weight, const at::Tensor& output,
+                       at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
+                       int64_t groups);
+
+// Gradients any backend can compute: g = grad_output * f'(output) by the element-wise op, then
+// ATen's convolution backward. With `differentiable`, g is formed from differentiable ATen ops
+// instead, so the result supports double backward. Entries not asked for by `mask` (input,
+// weight, bias) are undefined.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_composite(
+    const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& weight,
+    const at::Tensor& output, at::IntArrayRef stride, at::IntArrayRef padding,
+    at::IntArrayRef dilation, int64_t groups, std::array<bool, 3> mask, bool differentiable);
+
+// The backward op returns defined tensors only (its schema has no optional outputs): an entry not
+// asked for is an empty tensor, which the autograd kernel turns back into "no gradient".
+std::tuple<at::Tensor, at::Tensor, at::Tensor> fill_unrequested(
+    std::tuple<at::Tensor, at::Tensor, at::Tensor> grads, const at::Tensor& like);
 
 struct ActivationGradCall {
   at::Tensor grad_output, output, grad_input;

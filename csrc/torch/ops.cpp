@@ -78,7 +78,7 @@ at::MemoryFormat output_memory_format(const at::Tensor& input, const at::Tensor&
 
 }  // namespace
 
-ForwardCall prepare_forward(const at::Tensor& input, const at::Tensor& weight,
+ValidatedConv validate_conv(const at::Tensor& input, const at::Tensor& weight,
                             const c10::optional<at::Tensor>& bias, at::IntArrayRef stride,
                             at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
   TORCH_CHECK_VALUE(input.dim() == 4, kOpName,
@@ -130,21 +130,24 @@ ForwardCall prepare_forward(const at::Tensor& input, const at::Tensor& weight,
       dilated_kernel_extent(weight.size(3), dilation[1]), " (weight shape ", weight.sizes(),
       ", dilation ", dilation, ")");
 
-  ForwardCall call;
-  call.input = input;
-  call.weight = weight;
-  call.bias = bias_tensor;
-  call.output = at::empty({input.size(0), out_channels, out_height, out_width},
-                          input.options().memory_format(output_memory_format(input, weight)));
+  ValidatedConv conv;
+  conv.bias = bias_tensor;
+  conv.out_height = out_height;
+  conv.out_width = out_width;
+  return conv;
+}
 
-  ConvParams& p = call.params;
+ConvParams conv_params(const at::Tensor& input, const at::Tensor& weight, const at::Tensor& bias,
+                       const at::Tensor& output, at::IntArrayRef stride, at::IntArrayRef padding,
+                       at::IntArrayRef dilation, int64_t groups) {
+  ConvParams p{};
   p.batch = input.size(0);
-  p.in_channels = in_channels;
+  p.in_channels = input.size(1);
   p.in_height = input.size(2);
   p.in_width = input.size(3);
-  p.out_channels = out_channels;
-  p.out_height = out_height;
-  p.out_width = out_width;
+  p.out_channels = weight.size(0);
+  p.out_height = output.size(2);
+  p.out_width = output.size(3);
   p.kernel_h = weight.size(2);
   p.kernel_w = weight.size(3);
   p.stride_h = stride[0];
@@ -156,14 +159,48 @@ ForwardCall prepare_forward(const at::Tensor& input, const at::Tensor& weight,
   p.groups = groups;
   p.input_strides = strides_of(input);
   p.weight_strides = strides_of(weight);
-  p.output_strides = strides_of(call.output);
+  p.output_strides = strides_of(output);
   p.dtype = to_dtype(input.scalar_type());
   p.input = input.data_ptr();
   p.weight = weight.data_ptr();
-  p.bias = bias_tensor.defined() ? bias_tensor.data_ptr() : nullptr;
-  p.output = call.output.data_ptr();
+  p.bias = bias.defined() ? bias.data_ptr() : nullptr;
+  p.output = output.data_ptr();
   p.workspace = nullptr;
+  return p;
+}
+
+ForwardCall prepare_forward(const at::Tensor& input, const at::Tensor& weight,
+                            const c10::optional<at::Tensor>& bias, at::IntArrayRef stride,
+                            at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
+  const ValidatedConv conv =
+      validate_conv(input, weight, bias, stride, padding, dilation, groups);
+  ForwardCall call;
+  call.input = input;
+  call.weight = weight;
+  call.bias = conv.bias;
+  call.output = at::empty({input.size(0), weight.size(0), conv.out_height, conv.out_width},
+                          input.options().memory_format(output_memory_format(input, weight)));
+  call.params = conv_params(input, weight, conv.bias, call.output, stride, padding, dilation,
+                            groups);
   return call;
+}
+
+void validate_backward(const at::Tensor& grad_output, const at::Tensor& input,
+                       const at::Tensor& weight, const at::Tensor& output,
+                       at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
+                       int64_t groups) {
+  const ValidatedConv conv =
+      validate_conv(input, weight, c10::nullopt, stride, padding, dilation, groups);
+  const std::array<int64_t, 4> expected = {input.size(0), weight.size(0), conv.out_height,
+                                           conv.out_width};
+  TORCH_CHECK_VALUE(output.sizes() == at::IntArrayRef(expected), kOpName,
+                    "_backward: expected output of shape ", at::IntArrayRef(expected), ", got ",
+                    output.sizes());
+  TORCH_CHECK_VALUE(grad_output.sizes() == output.sizes(), kOpName,
+                    "_backward: expected grad_output of the output's shape ", output.sizes(),
+                    ", got ", grad_output.sizes());
+  check_same_device_and_dtype(output, "output", input);
+  check_same_device_and_dtype(grad_output, "grad_output", input);
 }
 
 ActivationGradCall prepare_activation_grad(const at::Tensor& grad_output,
@@ -193,6 +230,60 @@ ActivationGradCall prepare_activation_grad(const at::Tensor& grad_output,
   return call;
 }
 
+std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_composite(
+    const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& weight,
+    const at::Tensor& output, at::IntArrayRef stride, at::IntArrayRef padding,
+    at::IntArrayRef dilation, int64_t groups, std::array<bool, 3> mask, bool differentiable) {
+  static auto grad_op = c10::Dispatcher::singleton()
+                            .findSchemaOrThrow("fusedconv::hardswish_relu_grad", "")
+                            .typed<at::Tensor(const at::Tensor&, const at::Tensor&)>();
+  at::Tensor grad_z;
+  if (differentiable) {
+    // activation.h's table in ATen ops. The clamp keeps sqrt's argument >= 9 on every branch, so
+    // the unselected branches' derivatives stay finite (no 0 * NaN through where).
+    const at::Tensor slope = at::where(
+        output > 3, at::ones_like(output), at::sqrt(output.clamp(0, 3) * 24 + 9) / 6);
+    grad_z = at::where(output > 0, grad_output * slope, at::zeros_like(output));
+  } else {
+    grad_z = grad_op.call(grad_output, output);
+  }
+  const std::array<int64_t, 1> bias_sizes = {weight.size(0)};
+  const std::array<int64_t, 2> no_output_padding = {0, 0};
+  std::tuple<at::Tensor, at::Tensor, at::Tensor> grads;
+  if (padding[0] == padding[1] && padding[2] == padding[3]) {
+    const std::array<int64_t, 2> pad = {padding[0], padding[2]};
+    grads = at::convolution_backward(grad_z, input, weight, at::IntArrayRef(bias_sizes), stride,
+                                     pad, dilation, /*transposed=*/false, no_output_padding,
+                                     groups, mask);
+  } else {
+    // ATen's backward takes symmetric padding only ('same' with an even dilated kernel is not):
+    // pad explicitly, differentiate the unpadded convolution, then crop grad_input back.
+    const at::Tensor padded =
+        at::constant_pad_nd(input, {padding[2], padding[3], padding[0], padding[1]}, 0);
+    const std::array<int64_t, 2> no_pad = {0, 0};
+    grads = at::convolution_backward(grad_z, padded, weight, at::IntArrayRef(bias_sizes), stride,
+                                     no_pad, dilation, /*transposed=*/false, no_output_padding,
+                                     groups, mask);
+    at::Tensor& grad_input = std::get<0>(grads);
+    if (grad_input.defined()) {
+      grad_input = grad_input.narrow(2, padding[0], input.size(2))
+                       .narrow(3, padding[2], input.size(3))
+                       .contiguous(input.suggest_memory_format());
+    }
+  }
+  return grads;
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> fill_unrequested(
+    std::tuple<at::Tensor, at::Tensor, at::Tensor> grads, const at::Tensor& like) {
+  for (at::Tensor* grad : {&std::get<0>(grads), &std::get<1>(grads), &std::get<2>(grads)}) {
+    if (!grad->defined()) {
+      *grad = at::empty({0}, like.options());
+    }
+  }
+  return grads;
+}
+
 namespace {
 
 at::Tensor conv2d_hardswish_relu_cpu_op(const at::Tensor& input, const at::Tensor& weight,
@@ -213,9 +304,22 @@ at::Tensor hardswish_relu_grad_cpu_op(const at::Tensor& grad_output, const at::T
   return call.grad_input;
 }
 
-// Autograd: saves x, W and y only; the backward recovers f'(z) from y (DESIGN.md), forms
-// g = grad_y * f'(y) with one element-wise kernel and hands g to ATen's convolution backward,
-// asking only for the gradients autograd needs.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_hardswish_relu_backward_cpu_op(
+    const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& weight,
+    const at::Tensor& output, at::IntArrayRef stride, at::IntArrayRef padding,
+    at::IntArrayRef dilation, int64_t groups, std::array<bool, 3> output_mask,
+    bool /*allow_tf32: the CPU path is exact*/) {
+  validate_backward(grad_output, input, weight, output, stride, padding, dilation, groups);
+  return fill_unrequested(backward_composite(grad_output, input, weight, output, stride, padding,
+                                             dilation, groups, output_mask,
+                                             /*differentiable=*/false),
+                          input);
+}
+
+// Autograd: saves x, W and y only; the backward recovers f'(z) from y (DESIGN.md) and asks the
+// backward op for exactly the gradients autograd needs. Under create_graph (double backward) it
+// takes the differentiable composite path instead, whose g depends on y through ATen ops, so the
+// second derivative (f''(z) from y included) is PyTorch's own.
 class Conv2dHardSwishReLUFunction
     : public torch::autograd::Function<Conv2dHardSwishReLUFunction> {
  public:
@@ -237,14 +341,16 @@ class Conv2dHardSwishReLUFunction
     ctx->saved_data["padding"] = padding;
     ctx->saved_data["dilation"] = dilation;
     ctx->saved_data["groups"] = groups;
+    ctx->saved_data["allow_tf32"] = allow_tf32;
     return output;
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grad_outputs) {
-    static auto grad_op = c10::Dispatcher::singleton()
-                              .findSchemaOrThrow("fusedconv::hardswish_relu_grad", "")
-                              .typed<decltype(hardswish_relu_grad_cpu_op)>();
+    static auto backward_op =
+        c10::Dispatcher::singleton()
+            .findSchemaOrThrow("fusedconv::conv2d_hardswish_relu_backward", "")
+            .typed<decltype(conv2d_hardswish_relu_backward_cpu_op)>();
     const auto saved = ctx->get_saved_variables();
     const at::Tensor& input = saved[0];
     const at::Tensor& weight = saved[1];
@@ -260,30 +366,18 @@ class Conv2dHardSwishReLUFunction
     const std::vector<int64_t> padding = ctx->saved_data["padding"].toIntVector();
     const std::vector<int64_t> dilation = ctx->saved_data["dilation"].toIntVector();
     const int64_t groups = ctx->saved_data["groups"].toInt();
-
-    const at::Tensor grad_z = grad_op.call(grad_outputs[0], output);
-    const std::array<int64_t, 1> bias_sizes = {weight.size(0)};
-    const std::array<int64_t, 2> no_output_padding = {0, 0};
-    const bool symmetric = padding[0] == padding[1] && padding[2] == padding[3];
-    if (symmetric) {
-      const std::array<int64_t, 2> pad = {padding[0], padding[2]};
-      std::tie(grads[0], grads[1], grads[2]) = at::convolution_backward(
-          grad_z, input, weight, at::IntArrayRef(bias_sizes), stride, pad, dilation,
-          /*transposed=*/false, no_output_padding, groups, mask);
-    } else {
-      // ATen's backward takes symmetric padding only ('same' with an even dilated kernel is not):
-      // pad explicitly, differentiate the unpadded convolution, then crop grad_input back.
-      const at::Tensor padded = at::constant_pad_nd(
-          input, {padding[2], padding[3], padding[0], padding[1]}, 0);
-      const std::array<int64_t, 2> no_pad = {0, 0};
-      std::tie(grads[0], grads[1], grads[2]) = at::convolution_backward(
-          grad_z, padded, weight, at::IntArrayRef(bias_sizes), stride, no_pad, dilation,
-          /*transposed=*/false, no_output_padding, groups, mask);
-      if (grads[0].defined()) {
-        grads[0] = grads[0]
-                       .narrow(2, padding[0], input.size(2))
-                       .narrow(3, padding[2], input.size(3))
-                       .contiguous(input.suggest_memory_format());
+    if (at::GradMode::is_enabled()) {
+      std::tie(grads[0], grads[1], grads[2]) =
+          backward_composite(grad_outputs[0], input, weight, output, stride, padding, dilation,
+                             groups, mask, /*differentiable=*/true);
+      return grads;
+    }
+    std::tie(grads[0], grads[1], grads[2]) =
+        backward_op.call(grad_outputs[0], input, weight, output, stride, padding, dilation,
+                         groups, mask, ctx->saved_data["allow_tf32"].toBool());
+    for (size_t i = 0; i < mask.size(); ++i) {
+      if (!mask[i]) {
+        grads[i] = at::Tensor();
       }
     }
     return grads;
@@ -311,11 +405,18 @@ TORCH_LIBRARY(fusedconv, m) {
       "int[4] padding, int[2] dilation, int groups, bool allow_tf32=False) -> Tensor");
   // grad_output * f'(output) for f = relu o hardswish: the activation's backward from its output.
   m.def("hardswish_relu_grad(Tensor grad_output, Tensor output) -> Tensor");
+  // (grad_input, grad_weight, grad_bias) of one call from its saved input, weight and output;
+  // entries output_mask does not ask for come back empty (numel 0).
+  m.def(
+      "conv2d_hardswish_relu_backward(Tensor grad_output, Tensor input, Tensor weight, "
+      "Tensor output, int[2] stride, int[4] padding, int[2] dilation, int groups, "
+      "bool[3] output_mask, bool allow_tf32=False) -> (Tensor, Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(fusedconv, CPU, m) {
   m.impl("conv2d_hardswish_relu", &fusedconv::conv2d_hardswish_relu_cpu_op);
   m.impl("hardswish_relu_grad", &fusedconv::hardswish_relu_grad_cpu_op);
+  m.impl("conv2d_hardswish_relu_backward", &fusedconv::conv2d_hardswish_relu_backward_cpu_op);
 }
 
 TORCH_LIBRARY_IMPL(fusedconv, Autograd, m) {

@@ -205,6 +205,19 @@ TYPED_TEST(HardSwishReLUTest, GradPassesThroughAtNaNAndInfinity) {
   EXPECT_EQ(HardSwishReLU<T>::grad_from_output(std::numeric_limits<T>::infinity()), T(1));
 }
 
+// Where relu passes nothing, backward() is an exact 0 even for a non-finite incoming gradient
+// (PyTorch's threshold_backward selects); elsewhere it is grad_y * f'(y).
+TYPED_TEST(HardSwishReLUTest, BackwardSelectsZeroWhereReluIsClosed) {
+  using T = TypeParam;
+  const T inf = std::numeric_limits<T>::infinity();
+  const T nan = std::numeric_limits<T>::quiet_NaN();
+  EXPECT_EQ(HardSwishReLU<T>::backward(inf, T(0)), T(0));
+  EXPECT_EQ(HardSwishReLU<T>::backward(nan, T(0)), T(0));
+  EXPECT_EQ(HardSwishReLU<T>::backward(T(2), T(4)), T(2));
+  EXPECT_EQ(HardSwishReLU<T>::backward(T(2), T(3)), T(3));
+  EXPECT_TRUE(std::isnan(HardSwishReLU<T>::backward(T(1), nan)));
+}
+
 // Central differences of value() itself, away from the kinks at 0 and 3, so the derivative table
 // is checked against the function and not only against a second hand-written formula.
 TYPED_TEST(HardSwishReLUTest, ValueAgreesWithFiniteDifferences) {

@@ -26,6 +26,16 @@ def test_format_table_reports_speedups_and_floor_share():
     assert lines[-1] == "| v0 | fwd | fusedconv | 0.2500 | 4.00 | 2.00 | 40% | 2.0e-07 |"
 
 
+def test_format_table_adds_peak_memory_for_training_steps():
+    records = [{"case": "v0", "direction": "fwdbwd", "system": system, "ms": ms,
+                "rel_err": 1e-6, "floor_ms": 0.1, "peak_mem_mb": mb}
+               for system, ms, mb in (("eager", 2.0, 300.0), ("compile", 1.0, 250.0),
+                                      ("fusedconv", 0.5, 120.4))]
+    lines = format_table(records).splitlines()
+    assert lines[0].endswith("| rel. err | peak MiB |")
+    assert lines[-1] == "| v0 | fwdbwd | fusedconv | 0.5000 | 4.00 | 2.00 | 20% | 1.0e-06 | 120 |"
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a CPU-only machine")
 def test_bench_without_gpu_says_so():
     result = subprocess.run([sys.executable, "-m", "fusedconv", "bench", "--cases", "v0"],

@@ -42,6 +42,12 @@ struct HardSwishReLU {
     }
     return T(1);
   }
+
+  // dL/dz from dL/dy and y. Where relu passes nothing (y <= 0) this is an exact 0, not
+  // grad_y * 0: PyTorch's relu backward selects, so a non-finite grad_y there gives 0, not NaN.
+  static FUSEDCONV_HOST_DEVICE T backward(T grad_y, T y) {
+    return y <= T(0) ? T(0) : grad_y * grad_from_output(y);
+  }
 };
 
 }  // namespace fusedconv

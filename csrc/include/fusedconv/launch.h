@@ -21,6 +21,15 @@ cudaError_t forward_workspace_bytes(const ConvParams& params, int64_t& bytes);
 cudaError_t launch_conv_hardswish_relu(const ConvParams& params, bool allow_tf32,
                                        cudaStream_t stream);
 
+// The fused backward (conv_bwd_tensorcore.cu) for the forward's tensor-core configurations with a
+// non-empty output: `fast` says whether it takes `params`; where it does not, the caller computes
+// the gradients another way. params.workspace must point to `bytes` bytes of device memory.
+// Computes exactly the gradients whose pointers are non-null; deterministic run to run.
+cudaError_t backward_workspace_bytes(const ConvBackwardParams& params, bool& fast,
+                                     int64_t& bytes);
+cudaError_t launch_conv_hardswish_relu_backward(const ConvBackwardParams& params,
+                                                bool allow_tf32, cudaStream_t stream);
+
 // grad_input = grad_output * f'(output).
 cudaError_t launch_hardswish_relu_grad(const ActivationGradParams& params, cudaStream_t stream);
 

@@ -54,4 +54,18 @@ struct ActivationGradParams {
   void* grad_input;
 };
 
+// Backward of one fused call: from grad_output (dL/dy) and the saved x, W and y, any of grad_input,
+// grad_weight and grad_bias (a null pointer: not wanted). `conv` is the forward's description
+// (input = x, weight = W, output = y); grad_output shares y's strides (output_strides), grad_input
+// x's (input_strides); grad_weight is dense [out_channels, in_channels / groups, kh, kw].
+struct ConvBackwardParams {
+  ConvParams conv;
+  const void* grad_output;
+  void* grad_input;
+  void* grad_weight;
+  void* grad_bias;
+  // Device scratch of backward_workspace_bytes(*this) bytes (launch.h), or nullptr when that is 0.
+  void* workspace;
+};
+
 }  // namespace fusedconv
