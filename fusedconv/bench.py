@@ -155,7 +155,9 @@ def run(cases, repeats=100, backward=False):
         expected = [] if backward else [
             reference_float64(x, weight, bias, case.stride, case.padding) for x in check_inputs]
         if backward:
-            records += _time_training_steps(case, systems, weight, bias, y, inputs, check_inputs,
+            parameters = {"eager": conv, "compile": conv, "fusedconv": model,
+                          "fusedconv-tf32": tf32_model}
+            records += _time_training_steps(case, systems, parameters, y, inputs, check_inputs,
                                             x_bytes, y_bytes, bandwidth, repeats, device_name)
         else:
             floor_ms = (x_bytes + y_bytes + weight.numel() * 4) / bandwidth * 1e3
@@ -171,17 +173,20 @@ def run(cases, repeats=100, backward=False):
     return records
 
 
-def _time_training_steps(case, systems, weight, bias, y, inputs, check_inputs, x_bytes, y_bytes,
+def _time_training_steps(case, systems, parameters, y, inputs, check_inputs, x_bytes, y_bytes,
                          bandwidth, repeats, device_name):
     """The fwdbwd records of one case: time, worst gradient error against float64 autograd (on
-    the output's branches, reference.reference_gradients_float64) and the step's peak memory."""
+    the output's branches, reference.reference_gradients_float64) and the step's peak memory.
+    `parameters` maps a system to the module whose weight and bias it trains."""
     # Forward reads x and writes y; backward reads grad_y, y and x and writes grad_x.
-    floor_ms = (3 * x_bytes + 3 * y_bytes + 2 * weight.numel() * 4) / bandwidth * 1e3
+    weight_bytes = parameters["fusedconv"].weight.numel() * 4
+    floor_ms = (3 * x_bytes + 3 * y_bytes + 2 * weight_bytes) / bandwidth * 1e3
     grad_output = torch.randn_like(y)
     records = []
     for system, fn in systems.items():
-        if system == "cudnn+act":
-            continue  # a forward-only baseline
+        if system not in parameters:
+            continue  # cudnn+act: a forward-only baseline
+        weight, bias = parameters[system].weight, parameters[system].bias
         step = _training_step(fn, weight, bias, grad_output)
         errors = []
         for x in check_inputs:
