@@ -35,20 +35,30 @@ constexpr int kPrepThreads = 256;
 constexpr int kReduceThreads = 256;
 constexpr int kMaxChunkChannels = 8;
 
-// grad_input tiles: 8 warps x 32 pixels (two m16 tiles each).
-constexpr int kDgradTilePixels = 256;
-constexpr int kDgradPixelsPerWarp = 32;
-// grad_weight tiles: 128 pixels; 64 output channels per CTA; a warp owns two m16 tiles of
-// channels and up to kWgradMaxNTiles n8 tiles ((tap, channel) columns) for its pixel group.
+// grad_input tiles: 8 warps x kMTiles m16 tiles of pixels; four (512-pixel tiles) where one n8
+// tile of input channels leaves the registers for them. Taller tiles stage fewer halo rows of g
+// per pixel: 7 rows for 4 (v0.1) instead of 5 for 2.
+template <int kNTiles>
+__host__ __device__ constexpr int dgrad_m_tiles() {
+  return kNTiles == 1 ? 4 : 2;
+}
+// grad_weight tiles: 128 pixels; 64 output channels per CTA; a warp owns kWgradWarpMTiles m16
+// tiles of channels and up to kWgradMaxNTiles n8 tiles ((tap, channel) columns) for its pixel
+// group.
 constexpr int kWgradTilePixels = 128;
 constexpr int kWgradChannels = 64;
 constexpr int kWgradMaxNTiles = 9;
+// One m16 tile of channels per warp: the totals plus one tile's MMA accumulators (2 x 36
+// registers) leave room for two CTAs per SM, so one CTA's staging overlaps the other's MMAs (two
+// m16 tiles, at one CTA per SM, measured 1.64 ms on v0.1).
+constexpr int kWgradWarpMTiles = 1;
 constexpr int kWgradGPitch = kWgradTilePixels + 4;  // = 4 (mod 32): conflict-free A loads
 // Partials of grad_weight are capped at this many floats; beyond it fewer CTAs run.
 constexpr int64_t kMaxPartialFloats = int64_t{1} << 24;
 
 struct DgradLayout {
   int channel_tiles;      // kNTiles: n8 tiles of input channels per CTA
+  int tile_pixels;        // kWarps * 16 * dgrad_m_tiles<kNTiles>()
   int channel_blocks;     // gridDim.y
   int chunk_channels;     // output channels staged at a time: min(out_channels, 8)
   int chunks;
@@ -63,7 +73,7 @@ struct DgradLayout {
 
 struct WgradLayout {
   int channel_blocks;     // gridDim.y: blocks of 64 output channels
-  int warps_m;            // warps along the channels: 1 (out_channels <= 32) or 2
+  int warps_m;            // warps along the channels: 1, 2 or 4 (ceil(out_channels / 16))
   int chunk_channels;     // input channels staged at a time: min(in_channels, 8)
   int chunks;
   int n_tiles;            // ceil(taps * chunk_channels / 8): (tap, channel) columns of a chunk
@@ -129,6 +139,9 @@ __global__ void __launch_bounds__(kPrepThreads)
 template <int kNTiles, bool kThreeTf32>
 __global__ void __launch_bounds__(kThreads, kMaxCtasPerSm)
     conv_hardswish_relu_dgrad_kernel(const ConvBackwardParams bp, const DgradLayout layout) {
+  constexpr int kMTiles = dgrad_m_tiles<kNTiles>();
+  constexpr int kPixelsPerWarp = kMTiles * 16;
+  constexpr int kTilePixels = kWarps * kPixelsPerWarp;
   const ConvParams& p = bp.conv;
   extern __shared__ uint4 shared_raw[];
   int* tap_offset = reinterpret_cast<int*>(shared_raw);
@@ -176,20 +189,20 @@ __global__ void __launch_bounds__(kThreads, kMaxCtasPerSm)
 
   for (int64_t tile_index = blockIdx.x; tile_index < total_tiles; tile_index += gridDim.x) {
     const int64_t n = tile_index / layout.tiles_per_image;
-    const int64_t first_pixel = (tile_index % layout.tiles_per_image) * kDgradTilePixels;
+    const int64_t first_pixel = (tile_index % layout.tiles_per_image) * kTilePixels;
     const int first_row = static_cast<int>(first_pixel / in_width);
     // First staged g row / column, in output coordinates.
     const int first_out_row = first_row + static_cast<int>(p.pad_top) - (kernel_h - 1);
     const int first_out_col = static_cast<int>(p.pad_left) - (kernel_w - 1);
 
     // A-fragment rows of this thread: pixels warp * 32 + m * 16 + group (+ 8).
-    int pixel_offset[2][2];
+    int pixel_offset[kMTiles][2];
 #pragma unroll
-    for (int m = 0; m < 2; ++m) {
+    for (int m = 0; m < kMTiles; ++m) {
 #pragma unroll
       for (int half = 0; half < 2; ++half) {
         const int64_t pixel =
-            first_pixel + warp * kDgradPixelsPerWarp + m * 16 + half * 8 + group;
+            first_pixel + warp * kPixelsPerWarp + m * 16 + half * 8 + group;
         const int local =
             pixel < plane_size ? static_cast<int>(pixel - int64_t{first_row} * in_width) : 0;
         const int row = local / in_width;
@@ -201,9 +214,9 @@ __global__ void __launch_bounds__(kThreads, kMaxCtasPerSm)
     // added into `total` with round-to-nearest float32 adds: the tensor core's own accumulation
     // truncates, and over the 216 MMAs of v0.1's K = 576 that bias alone measured 4e-6 relative
     // error (1.1e-5 at K = 1600).
-    float total[2][kNTiles][4];
+    float total[kMTiles][kNTiles][4];
 #pragma unroll
-    for (int m = 0; m < 2; ++m) {
+    for (int m = 0; m < kMTiles; ++m) {
 #pragma unroll
       for (int j = 0; j < kNTiles; ++j) {
         total[m][j][0] = total[m][j][1] = total[m][j][2] = total[m][j][3] = 0.0f;
@@ -250,9 +263,9 @@ __global__ void __launch_bounds__(kThreads, kMaxCtasPerSm)
 
       const int64_t chunk_fragments =
           block_fragments + int64_t{chunk} * layout.chunk_k_steps * kNTiles * 32;
-      float acc[2][kNTiles][4];
+      float acc[kMTiles][kNTiles][4];
 #pragma unroll
-      for (int m = 0; m < 2; ++m) {
+      for (int m = 0; m < kMTiles; ++m) {
 #pragma unroll
         for (int j = 0; j < kNTiles; ++j) {
           acc[m][j][0] = acc[m][j][1] = acc[m][j][2] = acc[m][j][3] = 0.0f;
@@ -261,9 +274,9 @@ __global__ void __launch_bounds__(kThreads, kMaxCtasPerSm)
       for (int k_step = 0; k_step < layout.chunk_k_steps; ++k_step) {
         const int offset_low = tap_offset[k_step * 8 + thread_in_group];
         const int offset_high = tap_offset[k_step * 8 + thread_in_group + 4];
-        uint32_t a_big[2][4], a_small[2][4];
+        uint32_t a_big[kMTiles][4], a_small[kMTiles][4];
 #pragma unroll
-        for (int m = 0; m < 2; ++m) {
+        for (int m = 0; m < kMTiles; ++m) {
           a_big[m][0] = tile_big[pixel_offset[m][0] + offset_low];
           a_big[m][1] = tile_big[pixel_offset[m][1] + offset_low];
           a_big[m][2] = tile_big[pixel_offset[m][0] + offset_high];
@@ -279,7 +292,7 @@ __global__ void __launch_bounds__(kThreads, kMaxCtasPerSm)
         for (int j = 0; j < kNTiles; ++j) {
           const uint4 b = __ldg(fragments + chunk_fragments + (k_step * kNTiles + j) * 32 + lane);
 #pragma unroll
-          for (int m = 0; m < 2; ++m) {
+          for (int m = 0; m < kMTiles; ++m) {
             if (kThreeTf32) {
               mma_tf32(acc[m][j], a_small[m][0], a_small[m][1], a_small[m][2], a_small[m][3],
                        b.x, b.y);
@@ -290,7 +303,7 @@ __global__ void __launch_bounds__(kThreads, kMaxCtasPerSm)
         }
       }
 #pragma unroll
-      for (int m = 0; m < 2; ++m) {
+      for (int m = 0; m < kMTiles; ++m) {
 #pragma unroll
         for (int j = 0; j < kNTiles; ++j) {
 #pragma unroll
@@ -305,13 +318,13 @@ __global__ void __launch_bounds__(kThreads, kMaxCtasPerSm)
     // channel j * 8 + 2 * thread_in_group + e % 2.
     float* grad_image = grad_input + n * p.in_channels * plane_size;
 #pragma unroll
-    for (int m = 0; m < 2; ++m) {
+    for (int m = 0; m < kMTiles; ++m) {
 #pragma unroll
       for (int j = 0; j < kNTiles; ++j) {
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
           const int64_t pixel =
-              first_pixel + warp * kDgradPixelsPerWarp + m * 16 + group + 8 * (e >> 1);
+              first_pixel + warp * kPixelsPerWarp + m * 16 + group + 8 * (e >> 1);
           const int channel = channel_base + j * 8 + 2 * thread_in_group + (e & 1);
           if (pixel < plane_size && channel < p.in_channels) {
             grad_image[channel * plane_size + pixel] = total[m][j][e];
@@ -329,6 +342,8 @@ int dgrad_channel_tiles(int64_t in_channels) {
 DgradLayout make_dgrad_layout(const ConvParams& p) {
   DgradLayout layout{};
   layout.channel_tiles = dgrad_channel_tiles(p.in_channels);
+  layout.tile_pixels = kWarps * 16 * (layout.channel_tiles == 1 ? dgrad_m_tiles<1>()
+                                                                 : dgrad_m_tiles<2>());
   layout.channel_blocks = static_cast<int>((p.in_channels + layout.channel_tiles * 8 - 1) /
                                            (layout.channel_tiles * 8));
   layout.chunk_channels =
@@ -338,11 +353,11 @@ DgradLayout make_dgrad_layout(const ConvParams& p) {
   layout.chunk_k_steps =
       static_cast<int>((p.kernel_h * p.kernel_w * layout.chunk_channels + 7) / 8);
   layout.tile_rows =
-      static_cast<int>(spanned_rows(p.in_width, kDgradTilePixels) + p.kernel_h - 1);
+      static_cast<int>(spanned_rows(p.in_width, layout.tile_pixels) + p.kernel_h - 1);
   layout.tile_cols = static_cast<int>(p.in_width + p.kernel_w - 1);
   layout.plane_pitch = padded_pitch(int64_t{layout.tile_rows} * layout.tile_cols, 8);
   layout.tiles_per_image =
-      static_cast<int>((p.in_height * p.in_width + kDgradTilePixels - 1) / kDgradTilePixels);
+      static_cast<int>((p.in_height * p.in_width + layout.tile_pixels - 1) / layout.tile_pixels);
   layout.fragment_words = int64_t{layout.channel_blocks} * layout.chunks * layout.chunk_k_steps *
                           layout.channel_tiles * 32 * 4;
   layout.shared_bytes = int64_t{layout.chunk_k_steps} * 8 * 4 +
@@ -355,13 +370,11 @@ DgradLayout make_dgrad_layout(const ConvParams& p) {
 
 // One CTA: output channels blockIdx.y * 64 ..., input-channel chunk and column group from
 // blockIdx.z; persistent over (image, 128-pixel tile) pairs of the output plane, accumulating
-// in registers. Warp w works on channel half w % warps_m and pixel group w / warps_m of every
+// in registers. Warp w works on m16 channel tile w % warps_m and pixel group w / warps_m of every
 // tile. For output pixel (r, c) and tap (kh, kw) the input pixel is (r - pad_top + kh,
 // c - pad_left + kw): the staged x tile is the forward's.
-// One CTA per SM: the totals and one tile's MMA accumulators (2 x 72 registers) need the register
-// file that a second CTA would take.
 template <bool kThreeTf32>
-__global__ void __launch_bounds__(kThreads, 1)
+__global__ void __launch_bounds__(kThreads, kMaxCtasPerSm)
     conv_hardswish_relu_wgrad_kernel(const ConvBackwardParams bp, const WgradLayout layout) {
   const ConvParams& p = bp.conv;
   extern __shared__ uint4 shared_raw[];
@@ -424,9 +437,9 @@ __global__ void __launch_bounds__(kThreads, 1)
   // The MMA accumulates one tile (a few k steps) into `acc`, then round-to-nearest float32 adds
   // move it into `total`: accumulating a CTA's ~2000 pixels inside the tensor core, whose adds
   // truncate, measured 1.2e-5 relative error on v0.1's grad_weight (eager: 1.2e-6).
-  float total[2][kWgradMaxNTiles][4];
+  float total[kWgradWarpMTiles][kWgradMaxNTiles][4];
 #pragma unroll
-  for (int m = 0; m < 2; ++m) {
+  for (int m = 0; m < kWgradWarpMTiles; ++m) {
 #pragma unroll
     for (int j = 0; j < kWgradMaxNTiles; ++j) {
       total[m][j][0] = total[m][j][1] = total[m][j][2] = total[m][j][3] = 0.0f;
@@ -553,9 +566,9 @@ __global__ void __launch_bounds__(kThreads, 1)
     }
     __syncthreads();
 
-    float acc[2][kWgradMaxNTiles][4];
+    float acc[kWgradWarpMTiles][kWgradMaxNTiles][4];
 #pragma unroll
-    for (int m = 0; m < 2; ++m) {
+    for (int m = 0; m < kWgradWarpMTiles; ++m) {
 #pragma unroll
       for (int j = 0; j < kWgradMaxNTiles; ++j) {
         acc[m][j][0] = acc[m][j][1] = acc[m][j][2] = acc[m][j][3] = 0.0f;
@@ -565,10 +578,10 @@ __global__ void __launch_bounds__(kThreads, 1)
       const int k0 = pixel_group * group_pixels + k_step * 8 + thread_in_group;
       const int pixel_low = pixel_offset[k0];
       const int pixel_high = pixel_offset[k0 + 4];
-      uint32_t a_big[2][4], a_small[2][4];
+      uint32_t a_big[kWgradWarpMTiles][4], a_small[kWgradWarpMTiles][4];
 #pragma unroll
-      for (int m = 0; m < 2; ++m) {
-        const int row = (m_half * 2 + m) * 16 + group;
+      for (int m = 0; m < kWgradWarpMTiles; ++m) {
+        const int row = (m_half * kWgradWarpMTiles + m) * 16 + group;
         a_big[m][0] = g_big[row * kWgradGPitch + k0];
         a_big[m][1] = g_big[(row + 8) * kWgradGPitch + k0];
         a_big[m][2] = g_big[row * kWgradGPitch + k0 + 4];
@@ -591,7 +604,7 @@ __global__ void __launch_bounds__(kThreads, 1)
             b_small1 = x_small[column_offset[j] + pixel_high];
           }
 #pragma unroll
-          for (int m = 0; m < 2; ++m) {
+          for (int m = 0; m < kWgradWarpMTiles; ++m) {
             if (kThreeTf32) {
               mma_tf32(acc[m][j], a_small[m][0], a_small[m][1], a_small[m][2], a_small[m][3],
                        b_big0, b_big1);
@@ -605,7 +618,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       }
     }
 #pragma unroll
-    for (int m = 0; m < 2; ++m) {
+    for (int m = 0; m < kWgradWarpMTiles; ++m) {
 #pragma unroll
       for (int j = 0; j < kWgradMaxNTiles; ++j) {
 #pragma unroll
@@ -618,18 +631,18 @@ __global__ void __launch_bounds__(kThreads, 1)
 
   float* partials = static_cast<float*>(bp.workspace);
   if (want_weight) {
-    // Accumulator element e of (m, j): output channel (m_half * 2 + m) * 16 + group + 8 (e / 2),
+    // Accumulator element e of (m, j): output channel (m_half * kWgradWarpMTiles + m) * 16 + group + 8 (e / 2),
     // column n = (n_group * 9 + j) * 8 + 2 * thread_in_group + e % 2 of the chunk.
     float* slot = partials + (int64_t{blockIdx.x} * pixel_groups + pixel_group) *
                                  layout.weight_size;
 #pragma unroll
-    for (int m = 0; m < 2; ++m) {
+    for (int m = 0; m < kWgradWarpMTiles; ++m) {
 #pragma unroll
       for (int j = 0; j < kWgradMaxNTiles; ++j) {
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
           const int64_t out_channel =
-              channel_base + (m_half * 2 + m) * 16 + group + 8 * (e >> 1);
+              channel_base + (m_half * kWgradWarpMTiles + m) * 16 + group + 8 * (e >> 1);
           const int column =
               (n_group * kWgradMaxNTiles + j) * 8 + 2 * thread_in_group + (e & 1);
           const int tap = column / chunk_channels;
@@ -699,7 +712,7 @@ WgradLayout make_wgrad_layout(const ConvParams& p, const DeviceLimits& limits) {
   WgradLayout layout{};
   layout.channel_blocks =
       static_cast<int>((p.out_channels + kWgradChannels - 1) / kWgradChannels);
-  layout.warps_m = p.out_channels <= 32 ? 1 : 2;
+  layout.warps_m = p.out_channels <= 16 ? 1 : (p.out_channels <= 32 ? 2 : 4);
   layout.chunk_channels =
       static_cast<int>(p.in_channels < kMaxChunkChannels ? p.in_channels : kMaxChunkChannels);
   layout.chunks =
@@ -719,7 +732,7 @@ WgradLayout make_wgrad_layout(const ConvParams& p, const DeviceLimits& limits) {
        2 * int64_t{kWgradChannels} * kWgradGPitch) * 4;
   // Persistent grid: the CTAs that fit on every SM at once, shared among the (channel block,
   // chunk, column group) combinations, never more columns than tiles, and partials capped.
-  const int64_t per_sm = 1;  // the kernel's launch bounds
+  const int64_t per_sm = ctas_per_sm(limits, layout.shared_bytes, kMaxCtasPerSm);
   const int64_t combinations = int64_t{layout.channel_blocks} * layout.chunks * layout.n_groups;
   int64_t grid_x = (limits.sm_count * per_sm + combinations - 1) / combinations;
   const int64_t total_tiles = p.batch * layout.tiles_per_image;
