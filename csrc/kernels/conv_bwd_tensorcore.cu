@@ -88,6 +88,23 @@ struct WgradLayout {
   int64_t shared_bytes;
 };
 
+// Columns a lane stages per batch of loads: enough independent loads in flight per warp.
+constexpr int kStageUnroll = 4;
+
+// The activation-side split of one staged value straight into its two shared planes.
+template <bool kThreeTf32>
+__device__ __forceinline__ void split_activation(float value, uint32_t& big, uint32_t& small) {
+  if (kThreeTf32) {
+    uint32_t b, s;
+    split_input(value, b, s);
+    big = b;
+    small = s;
+  } else {
+    big = to_tf32(value);
+    small = 0u;
+  }
+}
+
 // ---------------------------------------------------------------------------- grad_input
 
 // W -> workspace in m16n8k8 B-fragment order of the grad_input GEMM: uint4 number
@@ -145,13 +162,10 @@ __global__ void __launch_bounds__(kThreads, kMaxCtasPerSm)
   const ConvParams& p = bp.conv;
   extern __shared__ uint4 shared_raw[];
   int* tap_offset = reinterpret_cast<int*>(shared_raw);
-  float* staged_y = reinterpret_cast<float*>(tap_offset + layout.chunk_k_steps * 8);
   const int chunk_channels = layout.chunk_channels;
   const int pitch = layout.plane_pitch;
-  // grad_y is staged into the big planes and turned into g's big part in place.
-  uint32_t* tile_big = reinterpret_cast<uint32_t*>(staged_y + chunk_channels * pitch);
+  uint32_t* tile_big = reinterpret_cast<uint32_t*>(tap_offset + layout.chunk_k_steps * 8);
   uint32_t* tile_small = tile_big + (chunk_channels + 1) * pitch;
-  float* staged_grad = reinterpret_cast<float*>(tile_big);
 
   const float* __restrict__ grad_output = static_cast<const float*>(bp.grad_output);
   const float* __restrict__ output = static_cast<const float*>(p.output);
@@ -238,26 +252,29 @@ __global__ void __launch_bounds__(kThreads, kMaxCtasPerSm)
             image_offset +
             (row_inside ? out_channel * out_plane_size + int64_t{out_row} * out_width : 0);
         const int destination_row = channel * pitch + row * layout.tile_cols;
-        for (int col = lane; col < layout.tile_cols; col += 32) {
-          const int out_col = first_out_col + col;
-          const bool inside = row_inside && out_col >= 0 && out_col < out_width;
-          const int64_t source = inside ? source_row + out_col : image_offset;
-          copy_async_4(staged_grad + destination_row + col, grad_output + source, inside ? 4 : 0);
-          copy_async_4(staged_y + destination_row + col, output + source, inside ? 4 : 0);
+        // grad_y and y straight into registers (rows start at any 4-byte offset, so no 16-byte
+        // copies), g formed and split there: each element costs two loads and two shared stores,
+        // where staging both raw tensors then converting in a second pass cost ~4x the
+        // instructions (ncu: 1.1 G warp instructions, 90% of them outside the MMA loop).
+        for (int col_base = 0; col_base < layout.tile_cols; col_base += 32 * kStageUnroll) {
+          float grad_y[kStageUnroll], y[kStageUnroll];
+#pragma unroll
+          for (int u = 0; u < kStageUnroll; ++u) {
+            const int out_col = first_out_col + col_base + u * 32 + lane;
+            const bool inside = row_inside && out_col >= 0 && out_col < out_width;
+            grad_y[u] = inside ? __ldg(grad_output + source_row + out_col) : 0.0f;
+            y[u] = inside ? __ldg(output + source_row + out_col) : 0.0f;
+          }
+#pragma unroll
+          for (int u = 0; u < kStageUnroll; ++u) {
+            const int col = col_base + u * 32 + lane;
+            if (col < layout.tile_cols) {
+              split_activation<kThreeTf32>(HardSwishReLU<float>::backward(grad_y[u], y[u]),
+                                           tile_big[destination_row + col],
+                                           tile_small[destination_row + col]);
+            }
+          }
         }
-      }
-      copy_async_wait_all();
-      __syncthreads();
-      for (int index = threadIdx.x; index < chunk_channels * pitch; index += kThreads) {
-        const float g = HardSwishReLU<float>::backward(staged_grad[index], staged_y[index]);
-        uint32_t big, small = 0u;
-        if (kThreeTf32) {
-          split_input(g, big, small);
-        } else {
-          big = to_tf32(g);
-        }
-        tile_big[index] = big;
-        tile_small[index] = small;
       }
       __syncthreads();
 
@@ -361,8 +378,7 @@ DgradLayout make_dgrad_layout(const ConvParams& p) {
   layout.fragment_words = int64_t{layout.channel_blocks} * layout.chunks * layout.chunk_k_steps *
                           layout.channel_tiles * 32 * 4;
   layout.shared_bytes = int64_t{layout.chunk_k_steps} * 8 * 4 +
-                        (int64_t{layout.chunk_channels} +
-                         2 * (int64_t{layout.chunk_channels} + 1)) * layout.plane_pitch * 4;
+                        2 * (int64_t{layout.chunk_channels} + 1) * layout.plane_pitch * 4;
   return layout;
 }
 
@@ -388,8 +404,6 @@ __global__ void __launch_bounds__(kThreads, kMaxCtasPerSm)
   uint32_t* g_big = x_small + (chunk_channels + 1) * pitch;
   uint32_t* g_small = g_big + kWgradChannels * kWgradGPitch;
   float* staged_x = reinterpret_cast<float*>(x_big);
-  float* staged_grad = reinterpret_cast<float*>(g_big);
-  float* staged_y = reinterpret_cast<float*>(g_small);
 
   const float* __restrict__ input = static_cast<const float*>(p.input);
   const float* __restrict__ grad_output = static_cast<const float*>(bp.grad_output);
@@ -452,7 +466,7 @@ __global__ void __launch_bounds__(kThreads, kMaxCtasPerSm)
   const int out_width = static_cast<int>(p.out_width);
   const int64_t out_plane_size = p.out_height * p.out_width;
   const int64_t total_tiles = p.batch * layout.tiles_per_image;
-  const bool vector_copies = (out_plane_size & 3) == 0 &&
+  const bool vector_loads = (out_plane_size & 3) == 0 &&
                              (reinterpret_cast<uintptr_t>(grad_output) & 15) == 0 &&
                              (reinterpret_cast<uintptr_t>(output) & 15) == 0;
 
@@ -468,37 +482,8 @@ __global__ void __launch_bounds__(kThreads, kMaxCtasPerSm)
       const int row = local / out_width;
       pixel_offset[index] = row * layout.tile_cols + (local - row * out_width);
     }
-    // g's channels x pixels: the tile's pixels are contiguous in every output plane.
-    const int64_t grad_image = n * p.out_channels * out_plane_size;
-    if (vector_copies) {
-      for (int unit = threadIdx.x; unit < kWgradChannels * kWgradTilePixels / 4;
-           unit += kThreads) {
-        const int channel = unit / (kWgradTilePixels / 4);
-        const int column = (unit - channel * (kWgradTilePixels / 4)) * 4;
-        const int out_channel = channel_base + channel;
-        const bool inside = out_channel < p.out_channels && first_pixel + column < out_plane_size;
-        const int64_t source =
-            inside ? grad_image + out_channel * out_plane_size + first_pixel + column : 0;
-        copy_async_16(staged_grad + channel * kWgradGPitch + column, grad_output + source,
-                      inside ? 16 : 0);
-        copy_async_16(staged_y + channel * kWgradGPitch + column, output + source,
-                      inside ? 16 : 0);
-      }
-    } else {
-      for (int unit = threadIdx.x; unit < kWgradChannels * kWgradTilePixels; unit += kThreads) {
-        const int channel = unit / kWgradTilePixels;
-        const int column = unit - channel * kWgradTilePixels;
-        const int out_channel = channel_base + channel;
-        const bool inside = out_channel < p.out_channels && first_pixel + column < out_plane_size;
-        const int64_t source =
-            inside ? grad_image + out_channel * out_plane_size + first_pixel + column : 0;
-        copy_async_4(staged_grad + channel * kWgradGPitch + column, grad_output + source,
-                     inside ? 4 : 0);
-        copy_async_4(staged_y + channel * kWgradGPitch + column, output + source,
-                     inside ? 4 : 0);
-      }
-    }
-    // The x rows the tile needs (the forward's staging), this chunk's channels.
+    // The x rows the tile needs (the forward's staging), this chunk's channels; the copies are
+    // in flight while g is formed below.
     if (want_weight) {
       const float* input_image = input + n * p.in_channels * p.in_height * p.in_width;
       for (int channel_row = warp; channel_row < chunk_channels * layout.tile_rows;
@@ -520,26 +505,47 @@ __global__ void __launch_bounds__(kThreads, kMaxCtasPerSm)
         }
       }
     }
-    copy_async_wait_all();
-    __syncthreads();
-    // g = grad_y * f'(y), split in place; warp w also sums channels w + 8 i into the bias sums.
+    // g's channels x pixels (the tile's pixels are contiguous in every output plane), loaded into
+    // registers, formed, split and stored; warp w owns channels w + 8 i and sums them into the
+    // bias sums.
+    const int64_t grad_image = n * p.out_channels * out_plane_size;
 #pragma unroll 2
     for (int i = 0; i < kWgradChannels / kWarps; ++i) {
       const int channel = warp + kWarps * i;
+      const int64_t out_channel = channel_base + channel;
+      const int64_t plane = grad_image + out_channel * out_plane_size + first_pixel;
+      float grad_y[4], y[4];
+      int column[4];
+      if (vector_loads) {
+        const bool inside = out_channel < p.out_channels && first_pixel + lane * 4 < out_plane_size;
+        const float4 zero = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        const float4 grad4 =
+            inside ? __ldg(reinterpret_cast<const float4*>(grad_output + plane) + lane) : zero;
+        const float4 y4 =
+            inside ? __ldg(reinterpret_cast<const float4*>(output + plane) + lane) : zero;
+        grad_y[0] = grad4.x, grad_y[1] = grad4.y, grad_y[2] = grad4.z, grad_y[3] = grad4.w;
+        y[0] = y4.x, y[1] = y4.y, y[2] = y4.z, y[3] = y4.w;
+#pragma unroll
+        for (int q = 0; q < 4; ++q) {
+          column[q] = lane * 4 + q;
+        }
+      } else {
+#pragma unroll
+        for (int q = 0; q < 4; ++q) {
+          column[q] = lane + 32 * q;
+          const bool inside =
+              out_channel < p.out_channels && first_pixel + column[q] < out_plane_size;
+          grad_y[q] = inside ? __ldg(grad_output + plane + column[q]) : 0.0f;
+          y[q] = inside ? __ldg(output + plane + column[q]) : 0.0f;
+        }
+      }
       float channel_sum = 0.0f;
 #pragma unroll
-      for (int q = 0; q < kWgradTilePixels / 32; ++q) {
-        const int index = channel * kWgradGPitch + lane + 32 * q;
-        const float g = HardSwishReLU<float>::backward(staged_grad[index], staged_y[index]);
+      for (int q = 0; q < 4; ++q) {
+        const float g = HardSwishReLU<float>::backward(grad_y[q], y[q]);
         channel_sum += g;
-        uint32_t big, small = 0u;
-        if (kThreeTf32) {
-          split_input(g, big, small);
-        } else {
-          big = to_tf32(g);
-        }
-        g_big[index] = big;
-        g_small[index] = small;
+        const int index = channel * kWgradGPitch + column[q];
+        split_activation<kThreeTf32>(g, g_big[index], g_small[index]);
       }
       if (want_bias) {
 #pragma unroll
@@ -551,6 +557,8 @@ __global__ void __launch_bounds__(kThreads, kMaxCtasPerSm)
         }
       }
     }
+    copy_async_wait_all();
+    __syncthreads();
     if (!want_weight) {
       continue;
     }
