@@ -51,7 +51,10 @@ def test_fused_backward_matches_float64_and_composite(seed):
         assert actual.shape == reference.shape and actual.dtype == torch.float32, (name, case)
         assert torch.isfinite(actual).all(), (name, case)
         assert relative_l2_error(actual, reference) < THREE_TF32_TOLERANCE, (name, case)
-        assert relative_l2_error(other, reference) < THREE_TF32_TOLERANCE, (name, case)
+        # The composite path's weight gradient is cuDNN's, whose algorithm choice and atomic
+        # accumulation vary from run to run (1.1e-5 seen on a 33-channel 5x5 case): a looser,
+        # fixed bound for that cross-check; the fused kernels are held to 1e-5 above.
+        assert relative_l2_error(other, reference) < 1e-4, ("composite", name, case)
 
 
 @pytest.mark.cuda
