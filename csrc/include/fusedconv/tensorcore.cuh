@@ -105,9 +105,29 @@ inline int padded_pitch(int64_t raw_words, int residue) {
   return static_cast<int>(raw_words + ((residue - raw_words % 32) + 64) % 32);
 }
 
-// Rows of a plane of width `width` that `pixels` consecutive flattened pixels can touch.
+// Most rows of a plane of width `width` that one tile touches, where tile t holds the `pixels`
+// consecutive flattened pixels from t * pixels on. Exact, not the bound (width + pixels - 2) /
+// width + 1: a 512-pixel tile of a 128-wide plane spans 4 rows, not 5, one staged halo row less.
+// The start offsets (t * pixels) mod width repeat with period width / gcd(pixels, width); past
+// 64 of them the bound is used.
 inline int64_t spanned_rows(int64_t width, int64_t pixels) {
-  return (width + pixels - 2) / width + 1;
+  int64_t a = width, b = pixels;
+  while (b != 0) {
+    const int64_t r = a % b;
+    a = b;
+    b = r;
+  }
+  const int64_t period = width / a;
+  if (period > 64) {
+    return (width + pixels - 2) / width + 1;  // the bound: keeps the host loop short
+  }
+  int64_t rows = 0;
+  for (int64_t t = 0; t < period; ++t) {
+    const int64_t offset = (t * pixels) % width;
+    const int64_t span = (offset + pixels - 1) / width + 1;
+    rows = span > rows ? span : rows;
+  }
+  return rows;
 }
 
 // What a launch needs to know of the current device, read once per device.
