@@ -32,20 +32,17 @@ struct HardSwishReLU {
   //   y > 3       -> 1
   // NaN fails every comparison and lands on 1, matching PyTorch, whose hardswish and relu backward
   // both pass the incoming gradient through at a NaN.
+  // Branch-free (selects, no divergent branches per element): the fused backward evaluates it for
+  // every staged element. The root is taken of whatever 9 + 24y is and only selected on (0, 3].
   static FUSEDCONV_HOST_DEVICE T grad_from_output(T y) {
-    if (y <= T(0)) {
-      return T(0);
-    }
-    if (y <= T(3)) {
-      return root_over_six(T(9) + T(24) * y);
-    }
-    return T(1);
+    const T slope = y <= T(3) ? root_over_six(T(9) + T(24) * y) : T(1);
+    return y <= T(0) ? T(0) : slope;
   }
 
   // dL/dz from dL/dy and y. Where relu passes nothing (y <= 0) this is an exact 0, not
   // grad_y * 0: PyTorch's relu backward selects, so a non-finite grad_y there gives 0, not NaN.
   static FUSEDCONV_HOST_DEVICE T backward(T grad_y, T y) {
-    return y <= T(0) ? T(0) : grad_y * grad_from_output(y);
+    return y <= T(0) ? T(0) : grad_y * grad_from_output(y);  // a select, as above
   }
 
  private:
