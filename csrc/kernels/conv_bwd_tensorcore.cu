@@ -65,7 +65,7 @@ struct DgradLayout {
   int chunk_k_steps;      // ceil(taps * chunk_channels / 8)
   int tile_rows;          // g rows staged per tile: rows the tile spans + kernel_h - 1
   int tile_cols;          // in_width + kernel_w - 1
-  int plane_pitch;        // pairs per staged channel, = 4 (mod 32)
+  int plane_pitch;        // = 8 (mod 32)
   int tiles_per_image;
   int64_t fragment_words;  // words of split weights (uint4 {big0, big1, small0, small1} per lane)
   int64_t shared_bytes;
@@ -80,7 +80,7 @@ struct WgradLayout {
   int n_groups;           // ceil(n_tiles / kWgradMaxNTiles): gridDim.z = chunks * n_groups
   int tile_rows;          // x rows staged per tile: rows the tile spans + kernel_h - 1
   int tile_cols;          // out_width + kernel_w - 1
-  int plane_pitch;        // pairs per staged channel, = 4 (mod 32)
+  int plane_pitch;        // = 4 (mod 32)
   int tiles_per_image;
   int64_t weight_size;    // out_channels * in_channels * taps
   int64_t partial_slots;  // gridDim.x * (8 / warps_m): one partial per (CTA column, warp group)
@@ -91,21 +91,18 @@ struct WgradLayout {
 // Columns a lane stages per batch of loads (grad_input's g rows): 160 columns per warp batch.
 constexpr int kStageUnroll = 5;
 
-// The activation-side split of one staged value as a {big, small} pair. Staged operands live in
-// shared memory as such pairs: one 8-byte load fetches both parts of a fragment element, half the
-// loads and address arithmetic of separate big and small planes (ncu: integer address math and
-// shared loads were most of both kernels' instructions). A plane pitch = 4 (mod 16) pairs keeps a
-// half-warp's 8-byte fragment loads in distinct banks.
+// The activation-side split of one staged value straight into its two shared planes.
 template <bool kThreeTf32>
-__device__ __forceinline__ uint2 split_pair(float value) {
-  uint2 pair;
+__device__ __forceinline__ void split_activation(float value, uint32_t& big, uint32_t& small) {
   if (kThreeTf32) {
-    split_input(value, pair.x, pair.y);
+    uint32_t b, s;
+    split_input(value, b, s);
+    big = b;
+    small = s;
   } else {
-    pair.x = to_tf32(value);
-    pair.y = 0u;
+    big = to_tf32(value);
+    small = 0u;
   }
-  return pair;
 }
 
 // ---------------------------------------------------------------------------- grad_input
@@ -167,7 +164,8 @@ __global__ void __launch_bounds__(kThreads, kMaxCtasPerSm)
   int* tap_offset = reinterpret_cast<int*>(shared_raw);
   const int chunk_channels = layout.chunk_channels;
   const int pitch = layout.plane_pitch;
-  uint2* tile = reinterpret_cast<uint2*>(tap_offset + layout.chunk_k_steps * 8);
+  uint32_t* tile_big = reinterpret_cast<uint32_t*>(tap_offset + layout.chunk_k_steps * 8);
+  uint32_t* tile_small = tile_big + (chunk_channels + 1) * pitch;
 
   const float* __restrict__ grad_output = static_cast<const float*>(bp.grad_output);
   const float* __restrict__ output = static_cast<const float*>(p.output);
@@ -185,7 +183,8 @@ __global__ void __launch_bounds__(kThreads, kMaxCtasPerSm)
                                : chunk_channels * pitch;  // the all-zero plane
   }
   for (int index = threadIdx.x; index < pitch; index += kThreads) {
-    tile[chunk_channels * pitch + index] = make_uint2(0u, 0u);
+    tile_big[chunk_channels * pitch + index] = 0u;
+    tile_small[chunk_channels * pitch + index] = 0u;
   }
 
   const int warp = threadIdx.x >> 5;
@@ -254,7 +253,8 @@ __global__ void __launch_bounds__(kThreads, kMaxCtasPerSm)
             (row_inside ? out_channel * out_plane_size + int64_t{out_row} * out_width : 0);
         const float* grad_row = grad_output + source_row;
         const float* y_row = output + source_row;
-        uint2* pair_row = tile + channel * pitch + row * layout.tile_cols;
+        uint32_t* big_row = tile_big + channel * pitch + row * layout.tile_cols;
+        uint32_t* small_row = tile_small + channel * pitch + row * layout.tile_cols;
         // grad_y and y straight into registers (rows start at any 4-byte offset, so no 16-byte
         // copies), g formed and split there, then stored: no raw copy in shared memory and no
         // second pass. kStageUnroll columns per lane and batch keep loads in flight and, for
@@ -273,8 +273,8 @@ __global__ void __launch_bounds__(kThreads, kMaxCtasPerSm)
           for (int u = 0; u < kStageUnroll; ++u) {
             const int col = col_base + u * 32 + lane;
             if (col < layout.tile_cols) {
-              pair_row[col] =
-                  split_pair<kThreeTf32>(HardSwishReLU<float>::backward(grad_y[u], y[u]));
+              split_activation<kThreeTf32>(HardSwishReLU<float>::backward(grad_y[u], y[u]),
+                                           big_row[col], small_row[col]);
             }
           }
         }
@@ -297,12 +297,16 @@ __global__ void __launch_bounds__(kThreads, kMaxCtasPerSm)
         uint32_t a_big[kMTiles][4], a_small[kMTiles][4];
 #pragma unroll
         for (int m = 0; m < kMTiles; ++m) {
-          const uint2 e0 = tile[pixel_offset[m][0] + offset_low];
-          const uint2 e1 = tile[pixel_offset[m][1] + offset_low];
-          const uint2 e2 = tile[pixel_offset[m][0] + offset_high];
-          const uint2 e3 = tile[pixel_offset[m][1] + offset_high];
-          a_big[m][0] = e0.x, a_big[m][1] = e1.x, a_big[m][2] = e2.x, a_big[m][3] = e3.x;
-          a_small[m][0] = e0.y, a_small[m][1] = e1.y, a_small[m][2] = e2.y, a_small[m][3] = e3.y;
+          a_big[m][0] = tile_big[pixel_offset[m][0] + offset_low];
+          a_big[m][1] = tile_big[pixel_offset[m][1] + offset_low];
+          a_big[m][2] = tile_big[pixel_offset[m][0] + offset_high];
+          a_big[m][3] = tile_big[pixel_offset[m][1] + offset_high];
+          if (kThreeTf32) {
+            a_small[m][0] = tile_small[pixel_offset[m][0] + offset_low];
+            a_small[m][1] = tile_small[pixel_offset[m][1] + offset_low];
+            a_small[m][2] = tile_small[pixel_offset[m][0] + offset_high];
+            a_small[m][3] = tile_small[pixel_offset[m][1] + offset_high];
+          }
         }
 #pragma unroll
         for (int j = 0; j < kNTiles; ++j) {
@@ -371,7 +375,7 @@ DgradLayout make_dgrad_layout(const ConvParams& p) {
   layout.tile_rows =
       static_cast<int>(spanned_rows(p.in_width, layout.tile_pixels) + p.kernel_h - 1);
   layout.tile_cols = static_cast<int>(p.in_width + p.kernel_w - 1);
-  layout.plane_pitch = padded_pitch(int64_t{layout.tile_rows} * layout.tile_cols, 4);
+  layout.plane_pitch = padded_pitch(int64_t{layout.tile_rows} * layout.tile_cols, 8);
   layout.tiles_per_image =
       static_cast<int>((p.in_height * p.in_width + layout.tile_pixels - 1) / layout.tile_pixels);
   layout.fragment_words = int64_t{layout.channel_blocks} * layout.chunks * layout.chunk_k_steps *
@@ -398,8 +402,11 @@ __global__ void __launch_bounds__(kThreads, kMaxCtasPerSm)
   float* bias_sums = reinterpret_cast<float*>(pixel_offset + kWgradTilePixels);
   const int chunk_channels = layout.chunk_channels;
   const int pitch = layout.plane_pitch;
-  uint2* x_tile = reinterpret_cast<uint2*>(bias_sums + kWgradChannels);  // {big, small} pairs
-  uint2* g_tile = x_tile + (chunk_channels + 1) * pitch;
+  uint32_t* x_big = reinterpret_cast<uint32_t*>(bias_sums + kWgradChannels);
+  uint32_t* x_small = x_big + (chunk_channels + 1) * pitch;
+  uint32_t* g_big = x_small + (chunk_channels + 1) * pitch;
+  uint32_t* g_small = g_big + kWgradChannels * kWgradGPitch;
+  float* staged_x = reinterpret_cast<float*>(x_big);
 
   const float* __restrict__ input = static_cast<const float*>(p.input);
   const float* __restrict__ grad_output = static_cast<const float*>(bp.grad_output);
@@ -440,7 +447,8 @@ __global__ void __launch_bounds__(kThreads, kMaxCtasPerSm)
           ? layout.n_tiles - n_group * kWgradMaxNTiles
           : kWgradMaxNTiles;
   for (int index = threadIdx.x; index < pitch; index += kThreads) {
-    x_tile[chunk_channels * pitch + index] = make_uint2(0u, 0u);
+    x_big[chunk_channels * pitch + index] = 0u;
+    x_small[chunk_channels * pitch + index] = 0u;
   }
 
   // The MMA accumulates one tile (a few k steps) into `acc`, then round-to-nearest float32 adds
@@ -477,7 +485,8 @@ __global__ void __launch_bounds__(kThreads, kMaxCtasPerSm)
       const int row = local / out_width;
       pixel_offset[index] = row * layout.tile_cols + (local - row * out_width);
     }
-    // The x rows the tile needs (the forward's staging), this chunk's channels, split as staged.
+    // The x rows the tile needs (the forward's staging), this chunk's channels; the copies are
+    // in flight while g is formed below.
     if (want_weight) {
       const float* input_image = input + n * p.in_channels * p.in_height * p.in_width;
       for (int channel_row = warp; channel_row < chunk_channels * layout.tile_rows;
@@ -490,24 +499,12 @@ __global__ void __launch_bounds__(kThreads, kMaxCtasPerSm)
         const float* source_row =
             input_image +
             (row_inside ? (int64_t{in_channel} * p.in_height + in_row) * p.in_width : 0);
-        uint2* pair_row = x_tile + channel * pitch + row * layout.tile_cols;
-        for (int col_base = 0; col_base < layout.tile_cols; col_base += 32 * kStageUnroll) {
-          float x[kStageUnroll];
-#pragma unroll
-          for (int u = 0; u < kStageUnroll; ++u) {
-            const int col = col_base + u * 32 + lane;
-            const int in_col = col - static_cast<int>(p.pad_left);
-            const bool inside =
-                row_inside && in_col >= 0 && in_col < p.in_width && col < layout.tile_cols;
-            x[u] = inside ? __ldg(source_row + in_col) : 0.0f;
-          }
-#pragma unroll
-          for (int u = 0; u < kStageUnroll; ++u) {
-            const int col = col_base + u * 32 + lane;
-            if (col < layout.tile_cols) {
-              pair_row[col] = split_pair<kThreeTf32>(x[u]);
-            }
-          }
+        float* destination_row = staged_x + channel * pitch + row * layout.tile_cols;
+        for (int col = lane; col < layout.tile_cols; col += 32) {
+          const int in_col = col - static_cast<int>(p.pad_left);
+          const bool inside = row_inside && in_col >= 0 && in_col < p.in_width;
+          copy_async_4(destination_row + col, inside ? source_row + in_col : input_image,
+                       inside ? 4 : 0);
         }
       }
     }
@@ -546,23 +543,12 @@ __global__ void __launch_bounds__(kThreads, kMaxCtasPerSm)
         }
       }
       float channel_sum = 0.0f;
-      uint2 pairs[4];
 #pragma unroll
       for (int q = 0; q < 4; ++q) {
         const float g = HardSwishReLU<float>::backward(grad_y[q], y[q]);
         channel_sum += g;
-        pairs[q] = split_pair<kThreeTf32>(g);
-      }
-      uint2* g_row = g_tile + channel * kWgradGPitch;
-      if (vector_loads) {  // four neighbouring pairs: two 16-byte stores
-        uint4* destination = reinterpret_cast<uint4*>(g_row + lane * 4);
-        destination[0] = make_uint4(pairs[0].x, pairs[0].y, pairs[1].x, pairs[1].y);
-        destination[1] = make_uint4(pairs[2].x, pairs[2].y, pairs[3].x, pairs[3].y);
-      } else {
-#pragma unroll
-        for (int q = 0; q < 4; ++q) {
-          g_row[column[q]] = pairs[q];
-        }
+        const int index = channel * kWgradGPitch + column[q];
+        split_activation<kThreeTf32>(g, g_big[index], g_small[index]);
       }
       if (want_bias) {
 #pragma unroll
@@ -574,10 +560,22 @@ __global__ void __launch_bounds__(kThreads, kMaxCtasPerSm)
         }
       }
     }
+    copy_async_wait_all();
     __syncthreads();
     if (!want_weight) {
       continue;
     }
+    for (int index = threadIdx.x; index < chunk_channels * pitch; index += kThreads) {
+      uint32_t big, small = 0u;
+      if (kThreeTf32) {
+        split_input(staged_x[index], big, small);
+      } else {
+        big = to_tf32(staged_x[index]);
+      }
+      x_big[index] = big;
+      x_small[index] = small;
+    }
+    __syncthreads();
 
     float acc[kWgradWarpMTiles][kWgradMaxNTiles][4];
 #pragma unroll
@@ -595,19 +593,27 @@ __global__ void __launch_bounds__(kThreads, kMaxCtasPerSm)
 #pragma unroll
       for (int m = 0; m < kWgradWarpMTiles; ++m) {
         const int row = (m_half * kWgradWarpMTiles + m) * 16 + group;
-        const uint2 e0 = g_tile[row * kWgradGPitch + k0];
-        const uint2 e1 = g_tile[(row + 8) * kWgradGPitch + k0];
-        const uint2 e2 = g_tile[row * kWgradGPitch + k0 + 4];
-        const uint2 e3 = g_tile[(row + 8) * kWgradGPitch + k0 + 4];
-        a_big[m][0] = e0.x, a_big[m][1] = e1.x, a_big[m][2] = e2.x, a_big[m][3] = e3.x;
-        a_small[m][0] = e0.y, a_small[m][1] = e1.y, a_small[m][2] = e2.y, a_small[m][3] = e3.y;
+        a_big[m][0] = g_big[row * kWgradGPitch + k0];
+        a_big[m][1] = g_big[(row + 8) * kWgradGPitch + k0];
+        a_big[m][2] = g_big[row * kWgradGPitch + k0 + 4];
+        a_big[m][3] = g_big[(row + 8) * kWgradGPitch + k0 + 4];
+        if (kThreeTf32) {
+          a_small[m][0] = g_small[row * kWgradGPitch + k0];
+          a_small[m][1] = g_small[(row + 8) * kWgradGPitch + k0];
+          a_small[m][2] = g_small[row * kWgradGPitch + k0 + 4];
+          a_small[m][3] = g_small[(row + 8) * kWgradGPitch + k0 + 4];
+        }
       }
 #pragma unroll
       for (int j = 0; j < kWgradMaxNTiles; ++j) {
         if (j < n_tiles_here) {
-          const uint2 low = x_tile[column_offset[j] + pixel_low];
-          const uint2 high = x_tile[column_offset[j] + pixel_high];
-          const uint32_t b_big0 = low.x, b_big1 = high.x, b_small0 = low.y, b_small1 = high.y;
+          const uint32_t b_big0 = x_big[column_offset[j] + pixel_low];
+          const uint32_t b_big1 = x_big[column_offset[j] + pixel_high];
+          uint32_t b_small0 = 0u, b_small1 = 0u;
+          if (kThreeTf32) {
+            b_small0 = x_small[column_offset[j] + pixel_low];
+            b_small1 = x_small[column_offset[j] + pixel_high];
+          }
 #pragma unroll
           for (int m = 0; m < kWgradWarpMTiles; ++m) {
             if (kThreeTf32) {
