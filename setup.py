@@ -23,12 +23,13 @@ def _extension():
     with_cuda = (os.environ.get("FUSEDCONV_BUILD_CUDA", "1") != "0"
                  and cpp_extension.CUDA_HOME is not None)
     if with_cuda:
-        os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0+PTX")
+        os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0+PTX")
         return cpp_extension.CUDAExtension(
             name="fusedconv._C",
             sources=_relative("torch/ops.cpp", "torch/ops_cuda.cpp", "cpu/*.cpp", "kernels/*.cu"),
             include_dirs=include_dirs,
-            extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3"]},
+            extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "-gencode=arch=compute_90a,code=sm_90a",
+                                                         "-DFUSEDCONV_HAS_SM90A=1"]},
             extra_link_args=["-fopenmp"])
     return cpp_extension.CppExtension(
         name="fusedconv._C",

@@ -28,12 +28,15 @@ _CPU_SOURCES = ("torch/ops.cpp", "cpu/conv_cpu.cpp")
 _CUDA_HOST_SOURCES = ("torch/ops_cuda.cpp",)
 _CUDA_KERNEL_GLOB = "kernels/*.cu"
 
-# sm_80 and sm_90 machine code plus compute_90 PTX, so newer GPUs can JIT it. Given to torch as
+# sm_80 machine code plus compute_80 PTX (newer GPUs JIT it), given to torch as
 # TORCH_CUDA_ARCH_LIST (unless the user set one): torch 2.1 adds its own -gencode flags for the
 # visible GPUs whatever the extra flags say, while the variable steers every torch version alike.
-CUDA_ARCH_LIST = "8.0;9.0+PTX"
+# Hopper gets sm_90a machine code from NVCC_FLAGS in every build: the forward's wgmma kernel needs
+# the arch-specific target, and FUSEDCONV_HAS_SM90A tells the host code that it is there. Plain
+# sm_90 is left out so that a 9.0 device has exactly one cubin to pick.
+CUDA_ARCH_LIST = "8.0+PTX"
 CXX_FLAGS = ("-O3", "-fopenmp")
-NVCC_FLAGS = ("-O3",)
+NVCC_FLAGS = ("-O3", "-gencode=arch=compute_90a,code=sm_90a", "-DFUSEDCONV_HAS_SM90A=1")
 LD_FLAGS = ("-fopenmp",)
 
 

@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
-# One GPU round in one device call: build (timed), GPU + CPU pytest suite, the main job, and with
-# --sanitize compute-sanitizer memcheck/racecheck/initcheck on small cases. Logs and JSON go under $OUT.
-# Usage (on the device machine): tools/gpu_round.sh [--sanitize] [pytest args]
+# One GPU round in one device call: build (timed), GPU + CPU pytest suite, the main job, and on
+# request forward kernel times (--times: wgmma and mma.sync kernels, graph-replay GPU time and
+# error), the benchmark (--bench: python -m fusedconv bench, JSON + PNG) and compute-sanitizer
+# memcheck/racecheck/initcheck on small cases (--sanitize). --no-tests skips pytest and the main
+# job. Logs and JSON go under $OUT.
+# Usage (on the device machine): tools/gpu_round.sh [--times] [--bench] [--sanitize] [--no-tests]
+#                                                   [pytest args]
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-/tmp/fusedconv-gpu-round}"
@@ -17,10 +21,19 @@ if [ -x /usr/bin/g++ ]; then
   export CXX=/usr/bin/g++ CC=/usr/bin/gcc
 fi
 sanitize=0
-if [ "${1:-}" = "--sanitize" ]; then
-  sanitize=1
+times=0
+bench=0
+tests=1
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --sanitize) sanitize=1 ;;
+    --times) times=1 ;;
+    --bench) bench=1 ;;
+    --no-tests) tests=0 ;;
+    *) break ;;
+  esac
   shift
-fi
+done
 status=0
 
 {
@@ -41,14 +54,33 @@ print("build/load wall time: %.1f s" % (time.perf_counter() - started))
 PY
 [ "${PIPESTATUS[0]}" -eq 0 ] || { echo "build FAILED"; exit 1; }
 
-echo "== pytest"
-python3 -m pytest -q -rs -p no:cacheprovider --junitxml="$OUT/pytest.xml" "$@" tests/python \
-  2>&1 | tee "$OUT/pytest.log" | tail -n 40
-[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+if [ "$times" = 1 ]; then
+  echo "== forward kernel times"
+  timeout 240 python3 tools/forward_kernel_times.py --cases "${FUSEDCONV_TIME_CASES:-v0.1,v0}" \
+    --json "$OUT/times.json" 2>&1 | tee "$OUT/times.log"
+  [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+  FUSEDCONV_DISABLE_WGMMA=1 timeout 240 python3 tools/forward_kernel_times.py \
+    --cases "${FUSEDCONV_TIME_CASES:-v0.1,v0}" 2>&1 | tee -a "$OUT/times.log"
+fi
 
-echo "== main job"
-python3 -m fusedconv verify 2>&1 | tee "$OUT/main.log"
-[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+if [ "$tests" = 1 ]; then
+  echo "== pytest"
+  python3 -m pytest -q -rs -p no:cacheprovider --junitxml="$OUT/pytest.xml" \
+    "${@:-tests/python}" \
+    2>&1 | tee "$OUT/pytest.log" | tail -n 40
+  [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+
+  echo "== main job"
+  python3 -m fusedconv verify 2>&1 | tee "$OUT/main.log"
+  [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+fi
+
+if [ "$bench" = 1 ]; then
+  echo "== bench"
+  python3 -m fusedconv bench --json "$OUT/h100.json" --plot "$OUT/h100.png" \
+    ${FUSEDCONV_BENCH_ARGS:-} 2>&1 | tee "$OUT/bench.log"
+  [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+fi
 
 if [ "$sanitize" = 1 ]; then
   echo "== compute-sanitizer"

@@ -20,6 +20,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <cstdlib>
 
 #include "fusedconv/activation.h"
 #include "fusedconv/launch.h"
@@ -406,29 +407,62 @@ cudaError_t launch_tensorcore(const ConvParams& params, const TensorCoreLayout& 
   }
 }
 
+// Process-wide opt-out of the Hopper kernel (FUSEDCONV_DISABLE_WGMMA=1, read once): for A/B
+// timing against the mma.sync kernel, and a way around it should it misbehave on some setup.
+bool wgmma_disabled() {
+  static const bool disabled = [] {
+    const char* value = std::getenv("FUSEDCONV_DISABLE_WGMMA");
+    return value != nullptr && value[0] != '\0' && value[0] != '0';
+  }();
+  return disabled;
+}
+
+cudaError_t use_wgmma(const ConvParams& params, bool allow_tf32, bool& use) {
+  use = false;
+  if (wgmma_disabled()) {
+    return cudaSuccess;
+  }
+  return wgmma_forward_applies(params, allow_tf32, use);
+}
+
 }  // namespace
 
-cudaError_t forward_workspace_bytes(const ConvParams& params, int64_t& bytes) {
+cudaError_t forward_workspace_bytes(const ConvParams& params, bool allow_tf32, int64_t& bytes) {
   bytes = 0;
+  bool wgmma = false;
+  cudaError_t status = use_wgmma(params, allow_tf32, wgmma);
+  if (status != cudaSuccess || wgmma) {
+    return status;
+  }
   bool use = false;
   TensorCoreLayout layout{};
   DeviceLimits limits{};
-  const cudaError_t status = choose_tensorcore(params, use, layout, limits);
+  status = choose_tensorcore(params, use, layout, limits);
   if (status == cudaSuccess && use) {
     bytes = 2 * layout.fragment_words * 4;  // big parts, then small parts
   }
   return status;
 }
 
+// Dispatch rule: the Hopper wgmma kernel where it applies (launch.h), else the mma.sync
+// tensor-core kernel where its shape rule holds and its tile fits, else the generic kernel.
 cudaError_t launch_conv_hardswish_relu(const ConvParams& params, bool allow_tf32,
                                        cudaStream_t stream) {
   if (params.batch * params.out_channels * params.out_height * params.out_width == 0) {
     return cudaSuccess;
   }
+  bool wgmma = false;
+  cudaError_t status = use_wgmma(params, allow_tf32, wgmma);
+  if (status != cudaSuccess) {
+    return status;
+  }
+  if (wgmma) {
+    return launch_conv_hardswish_relu_wgmma(params, allow_tf32, stream);
+  }
   bool use = false;
   TensorCoreLayout layout{};
   DeviceLimits limits{};
-  const cudaError_t status = choose_tensorcore(params, use, layout, limits);
+  status = choose_tensorcore(params, use, layout, limits);
   if (status != cudaSuccess) {
     return status;
   }

@@ -20,7 +20,7 @@ at::Tensor conv2d_hardswish_relu_cuda(const at::Tensor& input, const at::Tensor&
   ForwardCall call = prepare_forward(input, weight, bias, stride, padding, dilation, groups);
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream(input.get_device()).stream();
   int64_t workspace_bytes = 0;
-  C10_CUDA_CHECK(forward_workspace_bytes(call.params, workspace_bytes));
+  C10_CUDA_CHECK(forward_workspace_bytes(call.params, allow_tf32, workspace_bytes));
   at::Tensor workspace;  // freed on return: stream-ordered reuse by the caching allocator
   if (workspace_bytes > 0) {
     workspace = at::empty({workspace_bytes}, input.options().dtype(at::kByte));

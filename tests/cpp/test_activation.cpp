@@ -32,8 +32,9 @@ double reference_derivative(double z) {
   return 1.0;
 }
 
-// Per-type tolerances and magnitudes. value() rounds three times (z + 3, the product, the
-// division), so a few ulps; grad_from_output() goes through sqrt(9 + 24y) of a rounded y.
+// Per-type tolerances and magnitudes. value() rounds four times (z + 3, the product, the rounded
+// 1/6 and the scaling by it), so a few ulps; grad_from_output() goes through sqrt(9 + 24y) of a
+// rounded y.
 template <typename T>
 struct Precision;
 
@@ -45,7 +46,7 @@ struct Precision<float> {
   // only has to keep rounding of y (~1e-7 relative) small against 2h.
   static constexpr double kFiniteDifferenceStep = 1.0 / 64.0;
   static constexpr double kFiniteDifferenceTol = 1e-3;
-  // Large but with z * 6 still finite: value() multiplies before dividing.
+  // Large but with z * 6 still finite: value() multiplies by 6 before scaling by 1/6.
   static constexpr double kLarge = 1e30;
 };
 

@@ -14,14 +14,16 @@ namespace fusedconv {
 
 template <typename T>
 struct HardSwishReLU {
-  // relu(hardswish(z)) with PyTorch's formula hardswish(z) = z * min(max(z + 3, 0), 6) / 6.
-  // Written with comparisons, not fmin/fmax, so a NaN pre-activation stays NaN exactly as
-  // torch.relu(F.hardswish(z)) keeps it.
+  // relu(hardswish(z)) with hardswish(z) = z * min(max(z + 3, 0), 6) * (1 / 6), the order and
+  // the rounded 1/6 of PyTorch's CUDA kernel. The multiplication matters on the GPU: an IEEE
+  // division is a slow-path-checked subroutine there, and in the wgmma kernel's epilogue the
+  // divisions were most of the issued instructions. Written with comparisons, not fmin/fmax, so
+  // a NaN pre-activation stays NaN exactly as torch.relu(F.hardswish(z)) keeps it.
   static FUSEDCONV_HOST_DEVICE T value(T z) {
     T shifted = z + T(3);
     shifted = shifted < T(0) ? T(0) : shifted;
     shifted = shifted > T(6) ? T(6) : shifted;
-    const T hardswish = z * shifted / T(6);
+    const T hardswish = z * shifted * (T(1) / T(6));
     return hardswish < T(0) ? T(0) : hardswish;
   }
 

@@ -134,6 +134,7 @@ inline int64_t spanned_rows(int64_t width, int64_t pixels) {
 struct DeviceLimits {
   int sm_count;
   int max_shared_bytes;  // opt-in dynamic shared memory per block (227 KB on H100)
+  int cc_major, cc_minor;  // compute capability: the wgmma kernel needs exactly 9.0
 };
 
 inline cudaError_t device_limits(DeviceLimits& limits) {
@@ -152,6 +153,12 @@ inline cudaError_t device_limits(DeviceLimits& limits) {
     if (status == cudaSuccess) {
       status = cudaDeviceGetAttribute(&read.max_shared_bytes,
                                       cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
+    }
+    if (status == cudaSuccess) {
+      status = cudaDeviceGetAttribute(&read.cc_major, cudaDevAttrComputeCapabilityMajor, device);
+    }
+    if (status == cudaSuccess) {
+      status = cudaDeviceGetAttribute(&read.cc_minor, cudaDevAttrComputeCapabilityMinor, device);
     }
     if (status != cudaSuccess) {
       return status;

@@ -1,0 +1,657 @@
+// Fused forward on Hopper (sm_90a): an implicit GEMM on warpgroup MMAs (wgmma), DESIGN.md
+// "Kernels". The mma.sync kernel (conv_fwd_tensorcore.cu) measured 0.62-0.72 ms on v0.1,
+// issue-bound at ~13 instructions per MMA (fragment loads, per-step operand splits, addresses);
+// here the MMA loop issues nothing but wgmma and descriptor adds.
+//
+// GEMM: M = 64 output channels (A = split weights, shared memory), N = 128 output positions
+// (B = staged input, shared memory), K = 8 input channels of one tap per k8 step. TF32 wgmma
+// reads shared operands K-major only, so the input is staged channels-innermost: plane g of a
+// stage holds, for every position of the staged rows, channels 4g..4g+3 as 16 bytes. A core
+// matrix (8 positions x 4 channels) is then 128 contiguous bytes (no swizzle), and the B
+// operand of tap (r, s) is the same planes read from position r * row_pitch + s on: one
+// descriptor add per tap, no im2col and no register traffic in the MMA loop.
+//
+// Positions flatten (row, col) of the staged tile, whose rows are whole zero-padded input rows
+// (row_pitch = padded width rounded up to even): output (i, j) and tap (r, s) read position
+// (i + r) * row_pitch + j + s, so columns j >= out_width are computed and dropped (2 of 128 on
+// v0.1).
+//
+// A persistent CTA of 3 warpgroups per SM loops over items (image, block of output rows):
+//   warpgroup 0, producer: cp.async of the item's raw NCHW input rows (double-buffered, one
+//     item ahead), then one pass that zero-pads, splits every value into TF32 big and small
+//     parts and writes a stage's K-major planes; mbarriers hand stages to the consumers (full)
+//     and back (empty).
+//   warpgroups 1 and 2, consumers: alternate over the stage's 128-position units; per unit and
+//     k step, 3 wgmma (big*big, big*small, small*big: 3xTF32) into 64 float32 accumulators per
+//     thread, then bias + activation, staged per warp through shared memory so that every
+//     store instruction writes 256 contiguous bytes of an output row.
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "fusedconv/activation.h"
+#include "fusedconv/launch.h"
+#include "fusedconv/params.h"
+#include "fusedconv/tensorcore.cuh"
+
+// The device pass that has wgmma: nvcc defines __CUDA_ARCH_FEAT_SM90_ALL for sm_90a only.
+#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define FUSEDCONV_WGMMA_DEVICE 1
+#endif
+
+namespace fusedconv {
+namespace {
+
+using namespace tensorcore;
+
+constexpr int kGroupThreads = 128;  // one warpgroup
+constexpr int kConsumerGroups = 2;
+constexpr int kWgmmaThreads = (1 + kConsumerGroups) * kGroupThreads;
+constexpr int kUnitPositions = 128;  // wgmma N
+constexpr int kBlockChannels = 64;   // wgmma M
+constexpr int kStepBytes = kBlockChannels * 8 * 4;  // one k8 step of A: 2 KB
+constexpr int kMaxStages = 3;
+// Per consumer warp, 16 channels x 64 positions of activated outputs; 8 words of padding move
+// each row 8 banks on, so the fragment writes (8 rows x 4 pairs per instruction) don't conflict.
+constexpr int kEpiloguePitch = 72;
+constexpr int kEpilogueBytes = kConsumerGroups * 4 * 16 * kEpiloguePitch * 4;
+// 3xTF32 sums 3 MMAs per k step in one accumulator, and the tensor core's accumulation
+// truncates: the mma.sync kernel measured 1.05e-5 relative error after 375 MMAs. 32 steps
+// (96 MMAs; v0.1 has 9) keeps the fast path well inside 1e-5.
+constexpr int kMaxKSteps = 32;
+// Shared memory header: full[kMaxStages] and empty[kMaxStages] mbarriers, then the per-step B
+// offsets; the weights start at kHeaderBytes.
+constexpr int kHeaderBytes = 512;
+
+struct WgmmaLayout {
+  int parts;            // operand parts: 2 (3xTF32: big, small) or 1 (TF32)
+  int out_blocks;       // ceil(out_channels / 64)
+  int channel_groups;   // planes of 4 input channels per part: 2 * ceil(in_channels / 8)
+  int k_steps;          // ceil(in_channels / 8) * kernel_h * kernel_w, step = chunk * taps + tap
+  int tile_rows;        // output rows per item
+  int row_blocks;       // ceil(out_height / tile_rows)
+  int staged_rows;      // tile_rows + kernel_h - 1
+  int row_pitch;        // positions per staged row: the padded input width, rounded up to even
+  int plane_positions;  // positions per plane, a multiple of 8, past every unit's last tap
+  int raw_pitch;        // floats per raw row: in_width rounded up to 4 (16-byte cp.async)
+  int raw_words;        // floats per raw buffer (two of them)
+  int stages;
+  int plane_bytes;      // plane_positions * 16
+  int stage_bytes;      // parts * channel_groups * plane_bytes
+  int weight_offset;    // byte offsets in dynamic shared memory
+  int stage_offset;
+  int raw_offset;
+  int epilogue_offset;
+  int shared_bytes;
+  int grid;
+  float inverse_row_pitch;
+  int64_t items;        // batch * row_blocks
+};
+
+#if FUSEDCONV_WGMMA_DEVICE
+
+constexpr int kTapTableOffset = 2 * kMaxStages * 8;
+constexpr int kProducerBarrier = 1;  // named barrier of warpgroup 0 (0 is __syncthreads)
+
+__device__ __forceinline__ uint32_t shared_address(const void* pointer) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(pointer));
+}
+
+__device__ __forceinline__ void barrier_init(uint32_t barrier, uint32_t count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(barrier), "r"(count));
+}
+
+__device__ __forceinline__ void barrier_arrive(uint32_t barrier) {
+  asm volatile(
+      "{\n"
+      ".reg .b64 state;\n"
+      "mbarrier.arrive.shared::cta.b64 state, [%0];\n"
+      "}\n" ::"r"(barrier)
+      : "memory");
+}
+
+// Blocks until the barrier's phase of the given parity has completed.
+__device__ __forceinline__ void barrier_wait(uint32_t barrier, uint32_t parity) {
+  asm volatile(
+      "{\n"
+      ".reg .pred done;\n"
+      "WAIT:\n"
+      "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
+      "@!done bra WAIT;\n"
+      "}\n" ::"r"(barrier),
+      "r"(parity)
+      : "memory");
+}
+
+// Shared-memory writes of the generic proxy (st.shared, cp.async) become visible to wgmma, which
+// reads through the async proxy, only after this fence in the writing thread.
+__device__ __forceinline__ void fence_proxy_async() {
+  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+}
+
+__device__ __forceinline__ void producer_sync() {
+  asm volatile("bar.sync %0, %1;\n" ::"n"(kProducerBarrier), "n"(kGroupThreads) : "memory");
+}
+
+__device__ __forceinline__ void copy_async_commit() {
+  asm volatile("cp.async.commit_group;\n" ::: "memory");
+}
+
+template <int kPending>
+__device__ __forceinline__ void copy_async_wait_group() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending) : "memory");
+}
+
+__device__ __forceinline__ void wgmma_fence() {
+  asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+}
+
+__device__ __forceinline__ void wgmma_commit() {
+  asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+}
+
+__device__ __forceinline__ void wgmma_wait_all() {
+  asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+}
+
+// Keeps the compiler from moving accumulator accesses across the asynchronous MMAs (CUTLASS's
+// warpgroup_fence_operand).
+__device__ __forceinline__ void fence_accumulators(float (&d)[64]) {
+#pragma unroll
+  for (int i = 0; i < 64; ++i) {
+    asm volatile("" : "+f"(d[i])::"memory");
+  }
+}
+
+// One 8-byte store (the destination is 8-byte aligned). Written as PTX: with a scalar fallback
+// beside it, nvcc turned the float2 store into two 4-byte stores.
+__device__ __forceinline__ void store_pair(float* destination, float2 value) {
+  asm volatile("st.global.v2.f32 [%0], {%1, %2};\n" ::"l"(destination), "f"(value.x),
+               "f"(value.y)
+               : "memory");
+}
+
+// Shared-memory matrix descriptor, no swizzle, K-major: core matrices of 8 rows x 16 bytes
+// stored as 128 contiguous bytes; `k_stride` bytes to the next core matrix along K (leading
+// byte offset), `row_stride` bytes to the next 8 rows (stride byte offset). The start address
+// occupies the low 14 bits (address / 16), so a descriptor moves by adding bytes / 16.
+__device__ __forceinline__ uint64_t matrix_descriptor(uint32_t address, uint32_t k_stride,
+                                                      uint32_t row_stride) {
+  return static_cast<uint64_t>((address & 0x3ffff) >> 4) |
+         (static_cast<uint64_t>(k_stride >> 4) << 16) |
+         (static_cast<uint64_t>(row_stride >> 4) << 32);
+}
+
+// d (+)= A * B for one m64n128k8 TF32 wgmma, A and B from shared memory; the 64 accumulators
+// per thread in the PTX fragment order. kAccumulate == 0 overwrites d.
+template <int kAccumulate>
+__device__ __forceinline__ void wgmma_m64n128k8_tf32(float (&d)[64], uint64_t desc_a,
+                                                     uint64_t desc_b) {
+  asm volatile(
+      "{\n"
+      ".reg .pred p;\n"
+      "setp.ne.b32 p, %66, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n128k8.f32.tf32.tf32 {"
+      "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+      "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
+      "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
+      "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, "
+      "%64, %65, p, 1, 1;\n"
+      "}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]),
+        "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]),
+        "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]),
+        "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+        "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]),
+        "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]),
+        "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]),
+        "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
+        "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]),
+        "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]),
+        "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+      : "l"(desc_a), "l"(desc_b), "n"(kAccumulate));
+}
+
+// Producer: cp.async of the raw input rows of `item` (those inside the image) into `raw`, laid
+// out [channel][staged row][raw_pitch].
+__device__ __forceinline__ void copy_raw_rows(const ConvParams& p, const WgmmaLayout& layout,
+                                              int64_t item, float* raw, int thread) {
+  const int64_t image = item / layout.row_blocks;
+  const int first_row =
+      static_cast<int>(item % layout.row_blocks) * layout.tile_rows - static_cast<int>(p.pad_top);
+  const int height = static_cast<int>(p.in_height);
+  const int width = static_cast<int>(p.in_width);
+  const int row_begin = first_row < 0 ? -first_row : 0;
+  const int row_end = height - first_row < layout.staged_rows ? height - first_row
+                                                               : layout.staged_rows;
+  const int rows = row_end - row_begin;
+  if (rows <= 0) {
+    return;
+  }
+  const float* source =
+      static_cast<const float*>(p.input) + image * p.in_channels * height * width;
+  const int channels = static_cast<int>(p.in_channels);
+  if ((width & 3) == 0) {
+    const int vectors = width >> 2;
+    const int total = channels * rows * vectors;
+    for (int index = thread; index < total; index += kGroupThreads) {
+      const int vector = index % vectors;
+      const int rest = index / vectors;
+      const int row = row_begin + rest % rows;
+      const int channel = rest / rows;
+      copy_async_16(raw + (channel * layout.staged_rows + row) * layout.raw_pitch + 4 * vector,
+                    source + (channel * height + first_row + row) * width + 4 * vector, 16);
+    }
+  } else {
+    const int total = channels * rows * width;
+    for (int index = thread; index < total; index += kGroupThreads) {
+      const int col = index % width;
+      const int rest = index / width;
+      const int row = row_begin + rest % rows;
+      const int channel = rest / rows;
+      copy_async_4(raw + (channel * layout.staged_rows + row) * layout.raw_pitch + col,
+                   source + (channel * height + first_row + row) * width + col, 4);
+    }
+  }
+}
+
+// Producer: raw rows -> a stage's K-major planes, zero outside the image and past in_channels,
+// every position of every plane written (the consumers' dropped columns read them too).
+template <bool kThreeTf32>
+__device__ __forceinline__ void stage_planes(const ConvParams& p, const WgmmaLayout& layout,
+                                             int64_t item, const float* raw, float* stage,
+                                             int thread) {
+  const int first_row =
+      static_cast<int>(item % layout.row_blocks) * layout.tile_rows - static_cast<int>(p.pad_top);
+  const int height = static_cast<int>(p.in_height);
+  const int width = static_cast<int>(p.in_width);
+  const int channels = static_cast<int>(p.in_channels);
+  const int pad_left = static_cast<int>(p.pad_left);
+  const int positions = layout.plane_positions;
+  const int total = layout.channel_groups * positions;
+  float* small_planes = stage + layout.channel_groups * positions * 4;
+  for (int index = thread; index < total; index += kGroupThreads) {
+    const int group = index / positions;
+    const int position = index - group * positions;
+    const int row = position / layout.row_pitch;
+    const int col = position - row * layout.row_pitch - pad_left;
+    const bool inside = row < layout.staged_rows && first_row + row >= 0 &&
+                        first_row + row < height && col >= 0 && col < width;
+    const float* source = raw + (4 * group * layout.staged_rows + row) * layout.raw_pitch + col;
+    uint32_t big[4], small[4] = {0u, 0u, 0u, 0u};
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const float value =
+          inside && 4 * group + e < channels ? source[e * layout.staged_rows * layout.raw_pitch]
+                                             : 0.0f;
+      if (kThreeTf32) {
+        split_input(value, big[e], small[e]);
+      } else {
+        big[e] = to_tf32(value);
+      }
+    }
+    *reinterpret_cast<uint4*>(stage + 4 * index) = make_uint4(big[0], big[1], big[2], big[3]);
+    if (kThreeTf32) {
+      *reinterpret_cast<uint4*>(small_planes + 4 * index) =
+          make_uint4(small[0], small[1], small[2], small[3]);
+    }
+  }
+}
+
+#endif  // FUSEDCONV_WGMMA_DEVICE
+
+template <bool kThreeTf32>
+__global__ void __launch_bounds__(kWgmmaThreads, 1)
+    conv_hardswish_relu_wgmma_kernel(const ConvParams p, const WgmmaLayout layout) {
+#if FUSEDCONV_WGMMA_DEVICE
+  extern __shared__ __align__(128) unsigned char shared[];
+  const uint32_t shared_base = shared_address(shared);
+  const uint32_t full_barriers = shared_base;
+  const uint32_t empty_barriers = shared_base + kMaxStages * 8;
+  int* step_offsets = reinterpret_cast<int*>(shared + kTapTableOffset);
+  float* weights = reinterpret_cast<float*>(shared + layout.weight_offset);
+  float* raw = reinterpret_cast<float*>(shared + layout.raw_offset);
+  const int thread = threadIdx.x;
+  const int taps = static_cast<int>(p.kernel_h * p.kernel_w);
+  const int kernel_w = static_cast<int>(p.kernel_w);
+
+  // Weights -> shared memory once per CTA, split, in A's K-major core-matrix layout: word
+  // ((part * out_blocks + block) * k_steps + step) * 512 + half * 256 + row * 4 + e holds
+  // channel block * 64 + row, input channel 8 * (step / taps) + 4 * half + e, tap step % taps.
+  // Read on every call (never cached by pointer): an in-place optimizer step must be seen.
+  const int weight_words = layout.out_blocks * layout.k_steps * 512;
+  const float* __restrict__ weight = static_cast<const float*>(p.weight);
+#pragma unroll 4
+  for (int word = thread; word < weight_words; word += kWgmmaThreads) {
+    const int e = word & 3;
+    const int row = (word >> 2) & 63;
+    const int half = (word >> 8) & 1;
+    const int step = (word >> 9) % layout.k_steps;
+    const int block = (word >> 9) / layout.k_steps;
+    const int64_t channel = block * kBlockChannels + row;
+    const int64_t in_channel = 8 * (step / taps) + 4 * half + e;
+    const int tap = step % taps;
+    float value = 0.0f;
+    if (channel < p.out_channels && in_channel < p.in_channels) {
+      value = weight[channel * p.weight_strides.n + in_channel * p.weight_strides.c +
+                     (tap / kernel_w) * p.weight_strides.h + (tap % kernel_w) * p.weight_strides.w];
+    }
+    uint32_t big, small = 0u;
+    if (kThreeTf32) {
+      split_weight(value, big, small);
+      weights[weight_words + word] = __uint_as_float(small);
+    } else {
+      big = to_tf32(value);
+    }
+    weights[word] = __uint_as_float(big);
+  }
+  // B's byte offset of each k step inside a stage: its chunk's first plane, then the tap's shift.
+  for (int step = thread; step < layout.k_steps; step += kWgmmaThreads) {
+    const int tap = step % taps;
+    step_offsets[step] = 2 * (step / taps) * layout.plane_bytes +
+                         ((tap / kernel_w) * layout.row_pitch + tap % kernel_w) * 16;
+  }
+  if (thread == 0) {
+    for (int stage = 0; stage < layout.stages; ++stage) {
+      barrier_init(full_barriers + 8 * stage, kGroupThreads);
+      barrier_init(empty_barriers + 8 * stage, kConsumerGroups * 4);  // one arrival per warp
+    }
+  }
+  fence_proxy_async();
+  __syncthreads();
+
+  const int64_t grid = gridDim.x;
+  if (thread < kGroupThreads) {
+    // Producer. Two raw buffers: item k + 1's rows are loading while item k is split into its
+    // stage. With one buffer (loads issued after the split, awaited before the next) the
+    // producer paid the full load latency per item, under the output stream's write traffic
+    // too, and set the pace: v0.1 0.44 ms with the split skipped altogether.
+    int64_t item = blockIdx.x;
+    copy_raw_rows(p, layout, item, raw, thread);
+    copy_async_commit();
+    for (int k = 0; item < layout.items; ++k, item += grid) {
+      if (item + grid < layout.items) {
+        copy_raw_rows(p, layout, item + grid, raw + ((k + 1) & 1) * layout.raw_words, thread);
+      }
+      copy_async_commit();
+      copy_async_wait_group<1>();  // item k's group; item k + 1's may still be in flight
+      producer_sync();
+      const int stage = k % layout.stages;
+      if (k >= layout.stages) {
+        barrier_wait(empty_barriers + 8 * stage, ((k / layout.stages) - 1) & 1);
+      }
+      float* planes =
+          reinterpret_cast<float*>(shared + layout.stage_offset + stage * layout.stage_bytes);
+      stage_planes<kThreeTf32>(p, layout, item, raw + (k & 1) * layout.raw_words, planes, thread);
+      fence_proxy_async();
+      barrier_arrive(full_barriers + 8 * stage);
+      producer_sync();  // every thread is done reading raw[k & 1] before it is refilled
+    }
+    return;
+  }
+
+  // Consumers.
+  const int consumer = thread / kGroupThreads - 1;
+  const int warp = (thread / 32) & 3;
+  const int lane = thread & 31;
+  const float* __restrict__ bias = static_cast<const float*>(p.bias);
+  float* __restrict__ output = static_cast<float*>(p.output);
+  const int out_width = static_cast<int>(p.out_width);
+  const int64_t plane_size = p.out_height * p.out_width;
+  const bool paired_stores = (out_width & 1) == 0;  // every even column then 8-byte aligned
+  const uint32_t weight_address = shared_base + layout.weight_offset;
+  const uint32_t small_weight_offset = layout.out_blocks * layout.k_steps * kStepBytes;
+  const uint32_t small_plane_offset = layout.channel_groups * layout.plane_bytes;
+  // A: 8 rows of 16 bytes per core matrix, 128 bytes to the next 8 rows, 1 KB to the other four
+  // channels of the step. B: 8 positions per core matrix, 128 bytes to the next 8, one plane to
+  // the other four channels.
+  const uint64_t a_descriptor = matrix_descriptor(weight_address, 1024, 128);
+  const uint64_t b_descriptor = matrix_descriptor(0, layout.plane_bytes, 128);
+  float* epilogue = reinterpret_cast<float*>(shared + layout.epilogue_offset) +
+                    (consumer * 4 + warp) * 16 * kEpiloguePitch;
+  int64_t units_before = 0;  // units of earlier items: alternates the first unit between groups
+
+  int k = 0;
+  for (int64_t item = blockIdx.x; item < layout.items; item += grid, ++k) {
+    const int stage = k % layout.stages;
+    const int64_t image = item / layout.row_blocks;
+    const int first_out_row = static_cast<int>(item % layout.row_blocks) * layout.tile_rows;
+    const int rows_here = static_cast<int>(p.out_height) - first_out_row < layout.tile_rows
+                              ? static_cast<int>(p.out_height) - first_out_row
+                              : layout.tile_rows;
+    const int position_units =
+        ((rows_here - 1) * layout.row_pitch + out_width + kUnitPositions - 1) / kUnitPositions;
+    const int units = position_units * layout.out_blocks;
+    const uint32_t stage_address =
+        shared_base + layout.stage_offset + stage * layout.stage_bytes;
+    barrier_wait(full_barriers + 8 * stage, (k / layout.stages) & 1);
+    bool released = false;
+    for (int unit = static_cast<int>((consumer + units_before) & 1); unit < units; unit += 2) {
+      const int block = unit % layout.out_blocks;
+      const int first_position = (unit / layout.out_blocks) * kUnitPositions;
+      const int64_t warp_first_channel = block * kBlockChannels + warp * 16;
+      float row_bias[2];
+#pragma unroll
+      for (int row_half = 0; row_half < 2; ++row_half) {
+        const int64_t channel = warp_first_channel + (lane >> 2) + 8 * row_half;
+        row_bias[row_half] = bias != nullptr && channel < p.out_channels ? bias[channel] : 0.0f;
+      }
+      float acc[64];
+      const uint64_t a_block = a_descriptor + ((block * layout.k_steps * kStepBytes) >> 4);
+      const uint64_t b_unit = b_descriptor + ((stage_address + first_position * 16) >> 4);
+      fence_accumulators(acc);
+      wgmma_fence();
+      // Step 0 overwrites the accumulators; the loop stays rolled (k_steps is a run-time value,
+      // and one copy of the loop keeps ptxas from adding fences between unrolled copies).
+      const uint64_t b_first = b_unit + (step_offsets[0] >> 4);
+      wgmma_m64n128k8_tf32<0>(acc, a_block, b_first);
+      if (kThreeTf32) {
+        wgmma_m64n128k8_tf32<1>(acc, a_block, b_first + (small_plane_offset >> 4));
+        wgmma_m64n128k8_tf32<1>(acc, a_block + (small_weight_offset >> 4), b_first);
+      }
+#pragma unroll 1
+      for (int step = 1; step < layout.k_steps; ++step) {
+        const uint64_t a_big = a_block + ((step * kStepBytes) >> 4);
+        const uint64_t b_big = b_unit + (step_offsets[step] >> 4);
+        wgmma_m64n128k8_tf32<1>(acc, a_big, b_big);
+        if (kThreeTf32) {
+          wgmma_m64n128k8_tf32<1>(acc, a_big, b_big + (small_plane_offset >> 4));
+          wgmma_m64n128k8_tf32<1>(acc, a_big + (small_weight_offset >> 4), b_big);
+        }
+      }
+      wgmma_commit();
+      wgmma_wait_all();
+      fence_accumulators(acc);
+      if (unit + 2 >= units) {
+        // This group's last MMA of the stage has read its operands: hand the stage back before
+        // the epilogue so the producer refills it meanwhile.
+        if (lane == 0) {
+          barrier_arrive(empty_barriers + 8 * stage);
+        }
+        released = true;
+      }
+
+      // Epilogue, per warp and per half of the unit's 128 positions: bias + activation on the
+      // accumulators (this thread: channels warp * 16 + lane / 4 (+ 8), position pairs
+      // 8 * j + 2 * (lane % 4): wgmma's fragment order) into the warp's shared buffer, then
+      // channel by channel back out so that a warp's store covers 64 consecutive positions
+      // (256 contiguous bytes of an output row). Stored straight from the fragments, each
+      // 32-byte piece of a row straddled two sectors and the SM's stores ran at 3.3x the
+      // ideal sector count (ncu: 0.72 ms, L2-bound, producer idle).
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {
+#pragma unroll
+        for (int j = 0; j < 8; ++j) {
+#pragma unroll
+          for (int row_half = 0; row_half < 2; ++row_half) {
+            const float* pair = acc + 4 * (8 * half + j) + 2 * row_half;
+            const float bias_value = row_bias[row_half];
+            *reinterpret_cast<float2*>(
+                epilogue + ((lane >> 2) + 8 * row_half) * kEpiloguePitch + 8 * j +
+                2 * (lane & 3)) = make_float2(HardSwishReLU<float>::value(pair[0] + bias_value),
+                                              HardSwishReLU<float>::value(pair[1] + bias_value));
+          }
+        }
+        __syncwarp();
+        const int position = first_position + 64 * half + 2 * lane;
+        // position / row_pitch exactly: positions stay far below 2^22.
+        const int row = __float2int_rz((position + 0.5f) * layout.inverse_row_pitch);
+        const int col = position - row * layout.row_pitch;
+        if (row < rows_here && col < out_width) {
+          float* destination = output + (image * p.out_channels + warp_first_channel) * plane_size +
+                               int64_t{first_out_row + row} * out_width + col;
+          const bool pair_fits = col + 1 < out_width;
+          for (int r = 0; r < 16 && warp_first_channel + r < p.out_channels;
+               ++r, destination += plane_size) {
+            const float2 value =
+                *reinterpret_cast<const float2*>(epilogue + r * kEpiloguePitch + 2 * lane);
+            if (pair_fits && paired_stores) {
+              store_pair(destination, value);
+            } else {
+              destination[0] = value.x;
+              if (pair_fits) {
+                destination[1] = value.y;
+              }
+            }
+          }
+        }
+        __syncwarp();
+      }
+    }
+    if (!released && lane == 0) {
+      barrier_arrive(empty_barriers + 8 * stage);
+    }
+    units_before += units;
+  }
+#else
+  // Host dispatch launches this kernel only on compute capability 9.0 with the sm_90a code.
+  __trap();
+#endif
+}
+
+// Shapes, tile and pipeline depth for one call; false where the kernel does not apply.
+bool make_wgmma_layout(const ConvParams& p, bool three_tf32, const DeviceLimits& limits,
+                       WgmmaLayout& layout) {
+  layout = WgmmaLayout{};
+  layout.parts = three_tf32 ? 2 : 1;
+  layout.out_blocks = static_cast<int>((p.out_channels + kBlockChannels - 1) / kBlockChannels);
+  const int chunks = static_cast<int>((p.in_channels + 7) / 8);
+  layout.channel_groups = 2 * chunks;
+  layout.k_steps = static_cast<int>(chunks * p.kernel_h * p.kernel_w);
+  if (layout.k_steps > kMaxKSteps || p.batch * p.out_height * p.out_width == 0) {
+    return false;
+  }
+  const int padded_width = static_cast<int>(p.out_width + p.kernel_w - 1);
+  layout.row_pitch = (padded_width + 1) & ~1;
+  layout.raw_pitch = static_cast<int>((p.in_width + 3) & ~int64_t{3});
+  layout.inverse_row_pitch = 1.0f / static_cast<float>(layout.row_pitch);
+  const int64_t weight_bytes = int64_t{layout.parts} * layout.out_blocks * layout.k_steps *
+                               kStepBytes;
+  // Pick the item height: the fewest MMA units on the busiest SM (items are dealt round robin
+  // to one CTA per SM), one unit's worth of overhead per item and one item's worth of pipeline
+  // fill, within shared memory; more stages where they fit.
+  int64_t best_cost = -1;
+  for (int tile_rows = 1; tile_rows <= p.out_height && tile_rows <= 32; ++tile_rows) {
+    const int units = static_cast<int>(((tile_rows - 1) * int64_t{layout.row_pitch} +
+                                        p.out_width + kUnitPositions - 1) / kUnitPositions);
+    if (units > 16) {
+      break;
+    }
+    const int staged_rows = static_cast<int>(tile_rows + p.kernel_h - 1);
+    const int64_t positions = (int64_t{units} * kUnitPositions +
+                               (p.kernel_h - 1) * layout.row_pitch + p.kernel_w - 1 + 7) & ~7;
+    const int64_t stage_bytes = int64_t{layout.parts} * layout.channel_groups * positions * 16;
+    const int64_t raw_words = p.in_channels * staged_rows * layout.raw_pitch;
+    const int64_t raw_bytes = 2 * raw_words * 4;
+    for (int stages = kMaxStages; stages >= 2; --stages) {
+      const int64_t shared_bytes =
+          kHeaderBytes + weight_bytes + stages * stage_bytes + raw_bytes + kEpilogueBytes;
+      if (shared_bytes > limits.max_shared_bytes) {
+        continue;
+      }
+      const int64_t row_blocks = (p.out_height + tile_rows - 1) / tile_rows;
+      const int64_t items = p.batch * row_blocks;
+      const int64_t grid = items < limits.sm_count ? items : limits.sm_count;
+      const int64_t rounds = (items + grid - 1) / grid;
+      // rounds + 1: the first item's load and split are not overlapped with anything.
+      const int64_t cost = (rounds + 1) * (int64_t{units} * layout.out_blocks + 1);
+      if (best_cost < 0 || cost < best_cost) {
+        best_cost = cost;
+        layout.tile_rows = tile_rows;
+        layout.row_blocks = static_cast<int>(row_blocks);
+        layout.staged_rows = staged_rows;
+        layout.plane_positions = static_cast<int>(positions);
+        layout.stages = stages;
+        layout.plane_bytes = static_cast<int>(positions * 16);
+        layout.stage_bytes = static_cast<int>(stage_bytes);
+        layout.weight_offset = kHeaderBytes;
+        layout.stage_offset = static_cast<int>(kHeaderBytes + weight_bytes);
+        layout.raw_offset = static_cast<int>(kHeaderBytes + weight_bytes + stages * stage_bytes);
+        layout.epilogue_offset = static_cast<int>(layout.raw_offset + raw_bytes);
+        layout.raw_words = static_cast<int>(raw_words);
+        layout.shared_bytes = static_cast<int>(shared_bytes);
+        layout.items = items;
+        layout.grid = static_cast<int>(grid);
+      }
+      break;
+    }
+  }
+  return best_cost >= 0;
+}
+
+}  // namespace
+
+cudaError_t wgmma_forward_applies(const ConvParams& params, bool allow_tf32, bool& applies) {
+  applies = false;
+#if defined(FUSEDCONV_HAS_SM90A)
+  if (!fast_path_shape_supported(params)) {
+    return cudaSuccess;
+  }
+  DeviceLimits limits{};
+  const cudaError_t status = device_limits(limits);
+  if (status != cudaSuccess) {
+    return status;
+  }
+  if (limits.cc_major != 9 || limits.cc_minor != 0) {
+    return cudaSuccess;
+  }
+  WgmmaLayout layout{};
+  applies = make_wgmma_layout(params, !allow_tf32, limits, layout);
+#else
+  (void)params;
+  (void)allow_tf32;
+#endif
+  return cudaSuccess;
+}
+
+cudaError_t launch_conv_hardswish_relu_wgmma(const ConvParams& params, bool allow_tf32,
+                                             cudaStream_t stream) {
+  DeviceLimits limits{};
+  cudaError_t status = device_limits(limits);
+  if (status != cudaSuccess) {
+    return status;
+  }
+  WgmmaLayout layout{};
+  if (!make_wgmma_layout(params, !allow_tf32, limits, layout)) {
+    return cudaErrorInvalidConfiguration;
+  }
+
+  if (allow_tf32) {
+    constexpr auto kernel = conv_hardswish_relu_wgmma_kernel<false>;
+    status = opt_in_shared_memory<kernel>(limits);
+    if (status != cudaSuccess) {
+      return status;
+    }
+    kernel<<<layout.grid, kWgmmaThreads, layout.shared_bytes, stream>>>(params, layout);
+  } else {
+    constexpr auto kernel = conv_hardswish_relu_wgmma_kernel<true>;
+    status = opt_in_shared_memory<kernel>(limits);
+    if (status != cudaSuccess) {
+      return status;
+    }
+    kernel<<<layout.grid, kWgmmaThreads, layout.shared_bytes, stream>>>(params, layout);
+  }
+  return cudaGetLastError();
+}
+
+}  // namespace fusedconv
