@@ -231,26 +231,25 @@ __device__ __forceinline__ void copy_raw_rows(const ConvParams& p, const WgmmaLa
   const float* source =
       static_cast<const float*>(p.input) + image * p.in_channels * height * width;
   const int channels = static_cast<int>(p.in_channels);
-  if ((width & 3) == 0) {
-    const int vectors = width >> 2;
-    const int total = channels * rows * vectors;
-    for (int index = thread; index < total; index += kGroupThreads) {
-      const int vector = index % vectors;
-      const int rest = index / vectors;
-      const int row = row_begin + rest % rows;
-      const int channel = rest / rows;
-      copy_async_16(raw + (channel * layout.staged_rows + row) * layout.raw_pitch + 4 * vector,
-                    source + (channel * height + first_row + row) * width + 4 * vector, 16);
-    }
-  } else {
-    const int total = channels * rows * width;
-    for (int index = thread; index < total; index += kGroupThreads) {
-      const int col = index % width;
-      const int rest = index / width;
-      const int row = row_begin + rest % rows;
-      const int channel = rest / rows;
-      copy_async_4(raw + (channel * layout.staged_rows + row) * layout.raw_pitch + col,
-                   source + (channel * height + first_row + row) * width + col, 4);
+  // Quotients through float reciprocals (exact: indices stay below 2^21, make_wgmma_layout):
+  // the integer division subroutine cost more than the copies.
+  const float inverse_rows = __frcp_rn(static_cast<float>(rows));
+  const bool vectorized = (width & 3) == 0;  // rows of 16-byte multiples: 16-byte copies
+  const int line_items = vectorized ? width >> 2 : width;
+  const float inverse_line_items = __frcp_rn(static_cast<float>(line_items));
+  const int total = channels * rows * line_items;
+  for (int index = thread; index < total; index += kGroupThreads) {
+    const int line = __float2int_rz((index + 0.5f) * inverse_line_items);
+    const int item_in_line = index - line * line_items;
+    const int channel = __float2int_rz((line + 0.5f) * inverse_rows);
+    const int row = row_begin + line - channel * rows;
+    const int col = vectorized ? 4 * item_in_line : item_in_line;
+    float* destination = raw + (channel * layout.staged_rows + row) * layout.raw_pitch + col;
+    const float* from = source + (channel * height + first_row + row) * width + col;
+    if (vectorized) {
+      copy_async_16(destination, from, 16);
+    } else {
+      copy_async_4(destination, from, 4);
     }
   }
 }
@@ -268,32 +267,35 @@ __device__ __forceinline__ void stage_planes(const ConvParams& p, const WgmmaLay
   const int channels = static_cast<int>(p.in_channels);
   const int pad_left = static_cast<int>(p.pad_left);
   const int positions = layout.plane_positions;
-  const int total = layout.channel_groups * positions;
-  float* small_planes = stage + layout.channel_groups * positions * 4;
-  for (int index = thread; index < total; index += kGroupThreads) {
-    const int group = index / positions;
-    const int position = index - group * positions;
-    const int row = position / layout.row_pitch;
+  const int plane_words = positions * 4;
+  const int raw_channel_words = layout.staged_rows * layout.raw_pitch;
+  float* small_planes = stage + layout.channel_groups * plane_words;
+  for (int position = thread; position < positions; position += kGroupThreads) {
+    // position / row_pitch exactly (positions stay far below 2^21).
+    const int row = __float2int_rz((position + 0.5f) * layout.inverse_row_pitch);
     const int col = position - row * layout.row_pitch - pad_left;
     const bool inside = row < layout.staged_rows && first_row + row >= 0 &&
                         first_row + row < height && col >= 0 && col < width;
-    const float* source = raw + (4 * group * layout.staged_rows + row) * layout.raw_pitch + col;
-    uint32_t big[4], small[4] = {0u, 0u, 0u, 0u};
+    const float* source = raw + row * layout.raw_pitch + col;
+    for (int group = 0; group < layout.channel_groups; ++group) {
+      uint32_t big[4], small[4] = {0u, 0u, 0u, 0u};
 #pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      const float value =
-          inside && 4 * group + e < channels ? source[e * layout.staged_rows * layout.raw_pitch]
-                                             : 0.0f;
-      if (kThreeTf32) {
-        split_input(value, big[e], small[e]);
-      } else {
-        big[e] = to_tf32(value);
+      for (int e = 0; e < 4; ++e) {
+        const int channel = 4 * group + e;
+        const float value =
+            inside && channel < channels ? source[channel * raw_channel_words] : 0.0f;
+        if (kThreeTf32) {
+          split_input(value, big[e], small[e]);
+        } else {
+          big[e] = to_tf32(value);
+        }
       }
-    }
-    *reinterpret_cast<uint4*>(stage + 4 * index) = make_uint4(big[0], big[1], big[2], big[3]);
-    if (kThreeTf32) {
-      *reinterpret_cast<uint4*>(small_planes + 4 * index) =
-          make_uint4(small[0], small[1], small[2], small[3]);
+      const int word = group * plane_words + 4 * position;
+      *reinterpret_cast<uint4*>(stage + word) = make_uint4(big[0], big[1], big[2], big[3]);
+      if (kThreeTf32) {
+        *reinterpret_cast<uint4*>(small_planes + word) =
+            make_uint4(small[0], small[1], small[2], small[3]);
+      }
     }
   }
 }
@@ -430,6 +432,7 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1)
       const int block = unit % layout.out_blocks;
       const int first_position = (unit / layout.out_blocks) * kUnitPositions;
       const int64_t warp_first_channel = block * kBlockChannels + warp * 16;
+      const int64_t warp_channels = p.out_channels - warp_first_channel;  // valid if r < this
       float row_bias[2];
 #pragma unroll
       for (int row_half = 0; row_half < 2; ++row_half) {
@@ -497,20 +500,33 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1)
         // position / row_pitch exactly: positions stay far below 2^22.
         const int row = __float2int_rz((position + 0.5f) * layout.inverse_row_pitch);
         const int col = position - row * layout.row_pitch;
-        if (row < rows_here && col < out_width) {
-          float* destination = output + (image * p.out_channels + warp_first_channel) * plane_size +
-                               int64_t{first_out_row + row} * out_width + col;
-          const bool pair_fits = col + 1 < out_width;
-          for (int r = 0; r < 16 && warp_first_channel + r < p.out_channels;
-               ++r, destination += plane_size) {
-            const float2 value =
-                *reinterpret_cast<const float2*>(epilogue + r * kEpiloguePitch + 2 * lane);
-            if (pair_fits && paired_stores) {
-              store_pair(destination, value);
-            } else {
-              destination[0] = value.x;
+        const bool lane_active = row < rows_here && col < out_width;
+        const bool pair_fits = col + 1 < out_width;
+        float* destination = output + (image * p.out_channels + warp_first_channel) * plane_size +
+                             int64_t{first_out_row + row} * out_width + col;
+        // All 16 loads first, then the stores: one round trip through shared memory per half
+        // instead of one per channel.
+        float2 values[16];
+#pragma unroll
+        for (int r = 0; r < 16; ++r) {
+          values[r] = *reinterpret_cast<const float2*>(epilogue + r * kEpiloguePitch + 2 * lane);
+        }
+        if (warp_channels >= 16 && paired_stores) {
+          // The common case, free of per-channel branches: predicated 8-byte stores.
+          const bool store = lane_active && pair_fits;
+#pragma unroll
+          for (int r = 0; r < 16; ++r, destination += plane_size) {
+            if (store) {
+              store_pair(destination, values[r]);
+            }
+          }
+        } else if (lane_active) {
+#pragma unroll
+          for (int r = 0; r < 16; ++r, destination += plane_size) {
+            if (r < warp_channels) {
+              destination[0] = values[r].x;
               if (pair_fits) {
-                destination[1] = value.y;
+                destination[1] = values[r].y;
               }
             }
           }
@@ -562,6 +578,9 @@ bool make_wgmma_layout(const ConvParams& p, bool three_tf32, const DeviceLimits&
                                (p.kernel_h - 1) * layout.row_pitch + p.kernel_w - 1 + 7) & ~7;
     const int64_t stage_bytes = int64_t{layout.parts} * layout.channel_groups * positions * 16;
     const int64_t raw_words = p.in_channels * staged_rows * layout.raw_pitch;
+    if (raw_words >= (int64_t{1} << 21) || positions >= (int64_t{1} << 21)) {
+      break;  // the producer's float-reciprocal quotients are exact below 2^21
+    }
     const int64_t raw_bytes = 2 * raw_words * 4;
     for (int stages = kMaxStages; stages >= 2; --stages) {
       const int64_t shared_bytes =

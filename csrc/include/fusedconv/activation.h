@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cmath>
+#include <type_traits>
 
 #if defined(__CUDACC__)
 #define FUSEDCONV_HOST_DEVICE __host__ __device__ __forceinline__
@@ -17,14 +18,11 @@ struct HardSwishReLU {
   // relu(hardswish(z)) with hardswish(z) = z * min(max(z + 3, 0), 6) * (1 / 6), the order and
   // the rounded 1/6 of PyTorch's CUDA kernel. The multiplication matters on the GPU: an IEEE
   // division is a slow-path-checked subroutine there, and in the wgmma kernel's epilogue the
-  // divisions were most of the issued instructions. Written with comparisons, not fmin/fmax, so
-  // a NaN pre-activation stays NaN exactly as torch.relu(F.hardswish(z)) keeps it.
+  // divisions were most of the issued instructions. Every max/min keeps a NaN (NaN in, NaN out,
+  // and -inf gives -inf * 0 = NaN), as torch.relu(F.hardswish(z)) does.
   static FUSEDCONV_HOST_DEVICE T value(T z) {
-    T shifted = z + T(3);
-    shifted = shifted < T(0) ? T(0) : shifted;
-    shifted = shifted > T(6) ? T(6) : shifted;
-    const T hardswish = z * shifted * (T(1) / T(6));
-    return hardswish < T(0) ? T(0) : hardswish;
+    const T shifted = min_keep_nan(max_keep_nan(z + T(3), T(0)), T(6));
+    return max_keep_nan(z * shifted * (T(1) / T(6)), T(0));
   }
 
   // f'(z) from y = f(z) (DESIGN.md, "What it computes"):
@@ -48,6 +46,30 @@ struct HardSwishReLU {
   }
 
  private:
+  // max(a, b) and min(a, b) for a bound b that is never NaN; a NaN `a` comes back. On the GPU
+  // in float32 one NaN-propagating FMNMX each (PTX max.NaN / min.NaN) where the comparison
+  // form cost a compare and a select; elsewhere the comparisons.
+  static FUSEDCONV_HOST_DEVICE T max_keep_nan(T a, T b) {
+#if defined(__CUDA_ARCH__)
+    if constexpr (std::is_same<T, float>::value) {
+      float result;
+      asm("max.NaN.f32 %0, %1, %2;" : "=f"(result) : "f"(a), "f"(b));
+      return result;
+    }
+#endif
+    return a < b ? b : a;
+  }
+  static FUSEDCONV_HOST_DEVICE T min_keep_nan(T a, T b) {
+#if defined(__CUDA_ARCH__)
+    if constexpr (std::is_same<T, float>::value) {
+      float result;
+      asm("min.NaN.f32 %0, %1, %2;" : "=f"(result) : "f"(a), "f"(b));
+      return result;
+    }
+#endif
+    return a > b ? b : a;
+  }
+
   // sqrt(t) / 6. On the GPU in float32 through the reciprocal square root (MUFU.RSQ, a few ulp):
   // IEEE sqrt and division cost ~30 instructions, which the fused backward pays for every staged
   // element of g. Elsewhere (host, float64) exactly rounded.
