@@ -10,6 +10,10 @@ from torch.utils import cpp_extension
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 CSRC = "csrc"
+# Mirrors fusedconv/_build.py (the JIT path): sm_80 + compute_80 PTX from the arch list, sm_90a
+# for the wgmma forward kernel from explicit flags.
+CUDA_ARCH_LIST = "8.0+PTX"
+NVCC_FLAGS = ["-O3", "-gencode=arch=compute_90a,code=sm_90a", "-DFUSEDCONV_HAS_SM90A=1"]
 
 
 def _relative(*patterns):
@@ -23,13 +27,12 @@ def _extension():
     with_cuda = (os.environ.get("FUSEDCONV_BUILD_CUDA", "1") != "0"
                  and cpp_extension.CUDA_HOME is not None)
     if with_cuda:
-        os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0+PTX")
+        os.environ.setdefault("TORCH_CUDA_ARCH_LIST", CUDA_ARCH_LIST)
         return cpp_extension.CUDAExtension(
             name="fusedconv._C",
             sources=_relative("torch/ops.cpp", "torch/ops_cuda.cpp", "cpu/*.cpp", "kernels/*.cu"),
             include_dirs=include_dirs,
-            extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "-gencode=arch=compute_90a,code=sm_90a",
-                                                         "-DFUSEDCONV_HAS_SM90A=1"]},
+            extra_compile_args={"cxx": cxx_flags, "nvcc": NVCC_FLAGS},
             extra_link_args=["-fopenmp"])
     return cpp_extension.CppExtension(
         name="fusedconv._C",

@@ -79,6 +79,7 @@ struct WgmmaLayout {
   int plane_bytes;      // plane_positions * 16
   int stage_bytes;      // parts * channel_groups * plane_bytes
   int weight_offset;    // byte offsets in dynamic shared memory
+  int bias_offset;
   int stage_offset;
   int raw_offset;
   int epilogue_offset;
@@ -256,7 +257,12 @@ __device__ __forceinline__ void copy_raw_rows(const ConvParams& p, const WgmmaLa
 
 // Producer: raw rows -> a stage's K-major planes, zero outside the image and past in_channels,
 // every position of every plane written (the consumers' dropped columns read them too).
-template <bool kThreeTf32>
+// kGroups > 0 fixes the number of 4-channel groups at compile time (2: in_channels <= 8, the
+// KernelBench shapes), 0 reads it from the layout. Layout fields are copied to registers first:
+// read through the reference they were reloaded from parameter space in the loop, and the
+// run-time group loop cost ~4x the instructions of the unrolled one (ncu: the producer, not
+// the MMAs, set the pace at 0.31 ms).
+template <bool kThreeTf32, int kGroups>
 __device__ __forceinline__ void stage_planes(const ConvParams& p, const WgmmaLayout& layout,
                                              int64_t item, const float* raw, float* stage,
                                              int thread) {
@@ -266,35 +272,62 @@ __device__ __forceinline__ void stage_planes(const ConvParams& p, const WgmmaLay
   const int width = static_cast<int>(p.in_width);
   const int channels = static_cast<int>(p.in_channels);
   const int pad_left = static_cast<int>(p.pad_left);
+  const int groups = kGroups > 0 ? kGroups : layout.channel_groups;
   const int positions = layout.plane_positions;
+  const int row_pitch = layout.row_pitch;
+  const int raw_pitch = layout.raw_pitch;
+  const int staged_rows = layout.staged_rows;
+  const float inverse_row_pitch = layout.inverse_row_pitch;
   const int plane_words = positions * 4;
-  const int raw_channel_words = layout.staged_rows * layout.raw_pitch;
-  float* small_planes = stage + layout.channel_groups * plane_words;
-  for (int position = thread; position < positions; position += kGroupThreads) {
-    // position / row_pitch exactly (positions stay far below 2^21).
-    const int row = __float2int_rz((position + 0.5f) * layout.inverse_row_pitch);
-    const int col = position - row * layout.row_pitch - pad_left;
-    const bool inside = row < layout.staged_rows && first_row + row >= 0 &&
-                        first_row + row < height && col >= 0 && col < width;
-    const float* source = raw + row * layout.raw_pitch + col;
-    for (int group = 0; group < layout.channel_groups; ++group) {
-      uint32_t big[4], small[4] = {0u, 0u, 0u, 0u};
+  const int raw_channel_words = staged_rows * raw_pitch;
+  float* small_planes = stage + groups * plane_words;
+  // kBatch positions per thread and pass, all their raw values loaded before any is split or
+  // stored: one warp per scheduler does this work, and position by position its shared-memory
+  // round trips serialized (ncu: the producer busy throughout, consumers waiting on it).
+  constexpr int kBatch = 4;
+  for (int base = thread; base < positions; base += kBatch * kGroupThreads) {
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int channel = 4 * group + e;
-        const float value =
-            inside && channel < channels ? source[channel * raw_channel_words] : 0.0f;
-        if (kThreeTf32) {
-          split_input(value, big[e], small[e]);
-        } else {
-          big[e] = to_tf32(value);
+    for (int group = 0; group < (kGroups > 0 ? kGroups : groups); ++group) {
+      float values[kBatch][4];
+#pragma unroll
+      for (int b = 0; b < kBatch; ++b) {
+        const int position = base + b * kGroupThreads;
+        // position / row_pitch exactly (positions stay far below 2^21).
+        const int row = __float2int_rz((position + 0.5f) * inverse_row_pitch);
+        const int col = position - row * row_pitch - pad_left;
+        const bool inside = position < positions && row < staged_rows &&
+                            first_row + row >= 0 && first_row + row < height && col >= 0 &&
+                            col < width;
+        // Channels this position reads: none outside the image, in_channels inside it.
+        const int present = inside ? channels : 0;
+        const float* source = raw + row * raw_pitch + col;
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int channel = 4 * group + e;
+          values[b][e] = channel < present ? source[channel * raw_channel_words] : 0.0f;
         }
       }
-      const int word = group * plane_words + 4 * position;
-      *reinterpret_cast<uint4*>(stage + word) = make_uint4(big[0], big[1], big[2], big[3]);
-      if (kThreeTf32) {
-        *reinterpret_cast<uint4*>(small_planes + word) =
-            make_uint4(small[0], small[1], small[2], small[3]);
+#pragma unroll
+      for (int b = 0; b < kBatch; ++b) {
+        const int position = base + b * kGroupThreads;
+        if (position >= positions) {
+          break;
+        }
+        uint32_t big[4], small[4] = {0u, 0u, 0u, 0u};
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          if (kThreeTf32) {
+            split_input(values[b][e], big[e], small[e]);
+          } else {
+            big[e] = to_tf32(values[b][e]);
+          }
+        }
+        const int word = group * plane_words + 4 * position;
+        *reinterpret_cast<uint4*>(stage + word) = make_uint4(big[0], big[1], big[2], big[3]);
+        if (kThreeTf32) {
+          *reinterpret_cast<uint4*>(small_planes + word) =
+              make_uint4(small[0], small[1], small[2], small[3]);
+        }
       }
     }
   }
@@ -353,6 +386,14 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1)
     step_offsets[step] = 2 * (step / taps) * layout.plane_bytes +
                          ((tap / kernel_w) * layout.row_pitch + tap % kernel_w) * 16;
   }
+  // Bias (0 past out_channels, or without one) in shared memory: a global load per unit put a
+  // full memory latency in front of every unit's MMAs.
+  float* shared_bias = reinterpret_cast<float*>(shared + layout.bias_offset);
+  const float* __restrict__ bias = static_cast<const float*>(p.bias);
+  for (int channel = thread; channel < layout.out_blocks * kBlockChannels;
+       channel += kWgmmaThreads) {
+    shared_bias[channel] = bias != nullptr && channel < p.out_channels ? bias[channel] : 0.0f;
+  }
   if (thread == 0) {
     for (int stage = 0; stage < layout.stages; ++stage) {
       barrier_init(full_barriers + 8 * stage, kGroupThreads);
@@ -384,7 +425,12 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1)
       }
       float* planes =
           reinterpret_cast<float*>(shared + layout.stage_offset + stage * layout.stage_bytes);
-      stage_planes<kThreeTf32>(p, layout, item, raw + (k & 1) * layout.raw_words, planes, thread);
+      const float* item_raw = raw + (k & 1) * layout.raw_words;
+      if (layout.channel_groups == 2) {
+        stage_planes<kThreeTf32, 2>(p, layout, item, item_raw, planes, thread);
+      } else {
+        stage_planes<kThreeTf32, 0>(p, layout, item, item_raw, planes, thread);
+      }
       fence_proxy_async();
       barrier_arrive(full_barriers + 8 * stage);
       producer_sync();  // every thread is done reading raw[k & 1] before it is refilled
@@ -396,7 +442,6 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1)
   const int consumer = thread / kGroupThreads - 1;
   const int warp = (thread / 32) & 3;
   const int lane = thread & 31;
-  const float* __restrict__ bias = static_cast<const float*>(p.bias);
   float* __restrict__ output = static_cast<float*>(p.output);
   const int out_width = static_cast<int>(p.out_width);
   const int64_t plane_size = p.out_height * p.out_width;
@@ -429,15 +474,16 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1)
     barrier_wait(full_barriers + 8 * stage, (k / layout.stages) & 1);
     bool released = false;
     for (int unit = static_cast<int>((consumer + units_before) & 1); unit < units; unit += 2) {
-      const int block = unit % layout.out_blocks;
-      const int first_position = (unit / layout.out_blocks) * kUnitPositions;
+      const bool one_block = layout.out_blocks == 1;  // skips two integer divisions per unit
+      const int block = one_block ? 0 : unit % layout.out_blocks;
+      const int first_position = (one_block ? unit : unit / layout.out_blocks) * kUnitPositions;
       const int64_t warp_first_channel = block * kBlockChannels + warp * 16;
       const int64_t warp_channels = p.out_channels - warp_first_channel;  // valid if r < this
       float row_bias[2];
 #pragma unroll
       for (int row_half = 0; row_half < 2; ++row_half) {
         const int64_t channel = warp_first_channel + (lane >> 2) + 8 * row_half;
-        row_bias[row_half] = bias != nullptr && channel < p.out_channels ? bias[channel] : 0.0f;
+        row_bias[row_half] = shared_bias[channel];
       }
       float acc[64];
       const uint64_t a_block = a_descriptor + ((block * layout.k_steps * kStepBytes) >> 4);
@@ -562,7 +608,8 @@ bool make_wgmma_layout(const ConvParams& p, bool three_tf32, const DeviceLimits&
   layout.raw_pitch = static_cast<int>((p.in_width + 3) & ~int64_t{3});
   layout.inverse_row_pitch = 1.0f / static_cast<float>(layout.row_pitch);
   const int64_t weight_bytes = int64_t{layout.parts} * layout.out_blocks * layout.k_steps *
-                               kStepBytes;
+                                   kStepBytes +
+                               layout.out_blocks * kBlockChannels * 4;  // and the bias
   // Pick the item height: the fewest MMA units on the busiest SM (items are dealt round robin
   // to one CTA per SM), one unit's worth of overhead per item and one item's worth of pipeline
   // fill, within shared memory; more stages where they fit.
@@ -604,6 +651,8 @@ bool make_wgmma_layout(const ConvParams& p, bool three_tf32, const DeviceLimits&
         layout.plane_bytes = static_cast<int>(positions * 16);
         layout.stage_bytes = static_cast<int>(stage_bytes);
         layout.weight_offset = kHeaderBytes;
+        layout.bias_offset = static_cast<int>(
+            kHeaderBytes + weight_bytes - layout.out_blocks * kBlockChannels * 4);
         layout.stage_offset = static_cast<int>(kHeaderBytes + weight_bytes);
         layout.raw_offset = static_cast<int>(kHeaderBytes + weight_bytes + stages * stage_bytes);
         layout.epilogue_offset = static_cast<int>(layout.raw_offset + raw_bytes);

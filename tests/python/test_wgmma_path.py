@@ -1,0 +1,89 @@
+"""The Hopper (sm_90a wgmma) forward: that it is the kernel an H100 runs for the KernelBench shapes,
+and that it agrees with the mma.sync kernel (FUSEDCONV_DISABLE_WGMMA=1, in a subprocess: the
+switch is read once per process) and with float64 on shapes around its tile edges."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import fusedconv
+from fusedconv.reference import reference_float64, relative_l2_error
+
+from conftest import poisoned_call
+
+pytestmark = [
+    pytest.mark.cuda,
+    pytest.mark.skipif(not torch.cuda.is_available()
+                       or torch.cuda.get_device_capability() != (9, 0),
+                       reason="the wgmma kernel runs on compute capability 9.0 only"),
+]
+
+# (batch, in, out, height, width, kernel, padding): v0.1-like rows, odd widths (scalar stores),
+# widths that wrap 128-position units mid-row, Cout over 64 (two channel blocks), Cin over 8.
+SHAPES = [
+    (2, 8, 64, 19, 128, 3, 0),
+    (3, 3, 16, 32, 32, 3, 0),
+    (1, 5, 17, 23, 67, 3, 1),
+    (2, 8, 130, 9, 41, 3, 0),
+    (1, 16, 32, 12, 64, 3, 0),
+    (1, 8, 64, 7, 5, 2, (1, 0)),
+    (2, 13, 33, 11, 70, 1, 0),
+]
+
+SCRIPT = """
+import sys, torch, fusedconv
+inputs = torch.load(sys.argv[1])
+outputs = [fusedconv.conv2d_hardswish_relu(x.cuda(), w.cuda(), b.cuda(), padding=p).cpu()
+           for x, w, b, p in inputs]
+torch.save(outputs, sys.argv[2])
+"""
+
+
+def _inputs(seed):
+    generator = torch.Generator().manual_seed(seed)
+    inputs = []
+    for batch, cin, cout, height, width, kernel, padding in SHAPES:
+        x = torch.randn(batch, cin, height, width, generator=generator)
+        w = torch.randn(cout, cin, kernel, kernel, generator=generator) / (cin * kernel ** 2) ** 0.5
+        b = torch.randn(cout, generator=generator)
+        inputs.append((x, w, b, padding))
+    return inputs
+
+
+def _kernel_names(fn):
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as profile:
+        fn()
+        torch.cuda.synchronize()
+    return [event.name for event in profile.events()]
+
+
+@pytest.mark.parametrize("allow_tf32", [False, True])
+def test_kernelbench_v01_runs_the_wgmma_kernel(allow_tf32):
+    x = torch.rand(2, 8, 128, 128, device="cuda")
+    weight = torch.randn(64, 8, 3, 3, device="cuda") / 72 ** 0.5
+    bias = torch.randn(64, device="cuda")
+    fusedconv.conv2d_hardswish_relu(x, weight, bias, allow_tf32=allow_tf32)  # warm-up
+    names = _kernel_names(
+        lambda: fusedconv.conv2d_hardswish_relu(x, weight, bias, allow_tf32=allow_tf32))
+    assert any("wgmma_kernel" in name for name in names), names
+    assert not any("tensorcore_kernel" in name for name in names), names
+
+
+def test_wgmma_matches_mma_sync_kernel_and_float64(tmp_path):
+    inputs = _inputs(seed=7)
+    torch.save(inputs, tmp_path / "inputs.pt")
+    environment = dict(os.environ, FUSEDCONV_DISABLE_WGMMA="1")
+    subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path / "inputs.pt"),
+                    str(tmp_path / "outputs.pt")], check=True, env=environment, timeout=600)
+    mma_sync_outputs = torch.load(tmp_path / "outputs.pt")
+    for (x, w, b, padding), mma_sync in zip(inputs, mma_sync_outputs):
+        x, w, b = x.cuda(), w.cuda(), b.cuda()
+        wgmma = poisoned_call(lambda: fusedconv.conv2d_hardswish_relu(x, w, b, padding=padding),
+                              torch.float32, "cuda")
+        expected = reference_float64(x, w, b, padding=padding)
+        assert torch.isfinite(wgmma).all()
+        assert relative_l2_error(wgmma, expected) < 1e-5, (x.shape, w.shape)
+        torch.testing.assert_close(wgmma.cpu(), mma_sync, rtol=1e-4, atol=1e-5)
