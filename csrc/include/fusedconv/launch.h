@@ -24,8 +24,7 @@ cudaError_t launch_conv_hardswish_relu(const ConvParams& params, bool allow_tf32
 // The Hopper forward (conv_fwd_wgmma.cu): `applies` says whether it takes `params` on the current
 // device (compute capability 9.0, an extension built with sm_90a code, the tensor-core shape
 // rule, more than 16 output channels, at most 32 k steps of 8 input channels x one tap, a tile
-// within shared memory). Needs
-// no workspace. launch_conv_hardswish_relu dispatches to it first.
+// within shared memory). Needs no workspace. launch_conv_hardswish_relu dispatches to it first.
 cudaError_t wgmma_forward_applies(const ConvParams& params, bool allow_tf32, bool& applies);
 cudaError_t launch_conv_hardswish_relu_wgmma(const ConvParams& params, bool allow_tf32,
                                              cudaStream_t stream);
