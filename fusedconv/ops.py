@@ -26,11 +26,14 @@ except ImportError:  # pragma: no cover - only if a future torch drops the helpe
 # The Python-side registrations; None until the compiled library is loaded. A plain global
 # (not a cached function) so torch.compile reads it as a constant instead of breaking the graph.
 _META_LIBRARY = None
+# torch.ops.fusedconv.conv2d_hardswish_relu.default once loaded: calling the overload directly
+# skips the packet's overload resolution, a few microseconds of every call.
+_FORWARD_OP = None
 
 
 def load_extension():
     """Build or load the compiled library; afterwards ``torch.ops.fusedconv.*`` exist."""
-    global _META_LIBRARY
+    global _META_LIBRARY, _FORWARD_OP
     if _META_LIBRARY is None:
         _build.load_extension()
         library = torch.library.Library("fusedconv", "IMPL")
@@ -38,6 +41,7 @@ def load_extension():
         library.impl("hardswish_relu_grad", _hardswish_relu_grad_meta, "Meta")
         library.impl("conv2d_hardswish_relu_backward", _conv2d_hardswish_relu_backward_meta,
                      "Meta")
+        _FORWARD_OP = torch.ops.fusedconv.conv2d_hardswish_relu.default
         _META_LIBRARY = library
     return torch.ops.fusedconv
 
@@ -85,6 +89,13 @@ def _conv2d_hardswish_relu_backward_meta(grad_output, input, weight, output, str
 
 def _int_pair(value, name):
     """An int or a sequence of two ints -> a tuple of two Python ints."""
+    # Exact-type checks first: the common case (nn.Conv2d's tuples of ints) then costs no
+    # abstract-base-class isinstance, which shows on small problems' per-call host time.
+    if type(value) is tuple and len(value) == 2 and type(value[0]) is int \
+            and type(value[1]) is int:
+        return value
+    if type(value) is int:
+        return (value, value)
     if isinstance(value, numbers.Integral) and not isinstance(value, bool):
         return (int(value), int(value))
     if isinstance(value, (tuple, list, torch.Size)) and len(value) == 2 and all(
@@ -135,9 +146,10 @@ def conv2d_hardswish_relu(input, weight, bias=None, stride=1, padding=0, dilatio
     if bias is not None and not isinstance(bias, torch.Tensor):
         raise TypeError("conv2d_hardswish_relu: expected bias to be a torch.Tensor or None, got %s"
                         % type(bias).__name__)
-    if isinstance(groups, bool) or not isinstance(groups, numbers.Integral):
+    if type(groups) is not int and (isinstance(groups, bool)
+                                     or not isinstance(groups, numbers.Integral)):
         raise TypeError("conv2d_hardswish_relu: expected groups to be an int, got %r" % (groups,))
-    if not isinstance(allow_tf32, bool):
+    if type(allow_tf32) is not bool:
         raise TypeError("conv2d_hardswish_relu: expected allow_tf32 to be a bool, got %r"
                         % (allow_tf32,))
     if weight.dim() != 4:
@@ -150,8 +162,7 @@ def conv2d_hardswish_relu(input, weight, bias=None, stride=1, padding=0, dilatio
     unbatched = input.dim() == 3
     if unbatched:
         input = input.unsqueeze(0)
-    if _META_LIBRARY is None:
+    if _FORWARD_OP is None:
         load_extension()
-    output = torch.ops.fusedconv.conv2d_hardswish_relu(input, weight, bias, stride, padding,
-                                                       dilation, int(groups), allow_tf32)
+    output = _FORWARD_OP(input, weight, bias, stride, padding, dilation, int(groups), allow_tf32)
     return output.squeeze(0) if unbatched else output

@@ -1,4 +1,4 @@
-// Fast fused forward for float32 NCHW, stride 1, dilation 1, groups 1: implicit GEMM on tensor
+// Fast fused forward for float32 NCHW, groups 1, any stride and dilation: implicit GEMM on tensor
 // cores (DESIGN.md, "Kernels"). M = output channels (weights), N = output pixels, K = input
 // channels x taps, walked in chunks of up to 8 input channels; inside a chunk K runs tap-major,
 // channel-minor, so for Cin = 8 each k8 step is one tap (CUTLASS's "FixedChannels" idea, NCHW).
@@ -16,7 +16,11 @@
 // contiguous in NCHW memory and narrow images waste no lanes. Per tile and channel chunk the
 // input rows the tile needs (with the kernel's halo and zero padding) are staged in shared
 // memory by cp.async and split once per element; each warp computes the CTA's channels x 32
-// pixels, accumulating over chunks, then applies bias + activation and stores.
+// pixels, accumulating over chunks, then applies bias + activation and stores. Stride and
+// dilation only change offsets: output pixel (row, col) reads staged column col * stride_w of
+// staged row row * stride_h, and tap (r, s) adds (r * dilation_h, s * dilation_w), so a strided
+// tile stages every input row and column between the ones it reads (at most stride - 1 unused
+// rows per output row, cheap next to a generic kernel).
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -37,8 +41,13 @@ constexpr int kTcThreads = kTcWarps * 32;
 constexpr int kTcPixelsPerWarp = 32;  // four n8 tiles
 constexpr int kTcTilePixels = kTcWarps * kTcPixelsPerWarp;
 constexpr int kMaxChunkChannels = 8;
-// Two CTAs of 8 warps per SM: the launch bounds cap registers at 128 per thread for that.
-constexpr int kMaxCtasPerSm = 2;
+// CTAs of 8 warps per SM: two (registers capped at 128 per thread) with 32 or 64 channels per
+// CTA; four (64 registers) with 16, whose accumulators are a quarter of the size, so small
+// problems like KernelBench's v0 (512 tiles) run every tile at once instead of in two waves.
+template <int kMTiles>
+constexpr int max_ctas_per_sm() {
+  return kMTiles == 1 ? 4 : 2;
+}
 constexpr int kPrepThreads = 256;
 
 // Geometry of one launch, computed on the host.
@@ -48,8 +57,10 @@ struct TensorCoreLayout {
   int chunk_channels;    // input channels staged at a time: min(in_channels, 8)
   int chunks;            // ceil(in_channels / chunk_channels)
   int chunk_k_steps;     // ceil(taps * chunk_channels / 8)
-  int tile_rows;         // input rows staged per pixel tile (rows it spans + kernel_h - 1)
-  int tile_cols;         // output width + kernel_w - 1: a whole padded input row
+  int tile_rows;         // input rows staged per pixel tile: (output rows it spans - 1) *
+                         // stride_h + (kernel_h - 1) * dilation_h + 1
+  int tile_cols;         // (out_width - 1) * stride_w + (kernel_w - 1) * dilation_w + 1: the
+                         // padded input row's columns any output reads
   int plane_pitch;       // words per staged channel, = 8 (mod 32) for conflict-free B loads;
                          // a chunk holds chunk_channels + 1 planes (the last all zero), once as
                          // raw float32 split in place to TF32 big parts, once as small parts
@@ -101,7 +112,7 @@ __global__ void __launch_bounds__(kPrepThreads)
 }
 
 template <int kMTiles, bool kThreeTf32>
-__global__ void __launch_bounds__(kTcThreads, kMaxCtasPerSm)
+__global__ void __launch_bounds__(kTcThreads, max_ctas_per_sm<kMTiles>())
     conv_hardswish_relu_tensorcore_kernel(const ConvParams p, const TensorCoreLayout layout) {
   extern __shared__ uint4 shared_raw[];
   int* tap_offset = reinterpret_cast<int*>(shared_raw);
@@ -125,6 +136,8 @@ __global__ void __launch_bounds__(kTcThreads, kMaxCtasPerSm)
   const int taps = static_cast<int>(p.kernel_h * p.kernel_w);
   const int kernel_w = static_cast<int>(p.kernel_w);
   const int channel_base = blockIdx.y * kMTiles * 16;
+  const int stride_h = static_cast<int>(p.stride_h);
+  const int stride_w = static_cast<int>(p.stride_w);
 
   // Offset of each k of a chunk inside the staged tile, relative to the pixel's own offset.
   // Padding k (tap >= taps) reads the extra all-zero plane, so a NaN in the input cannot leak
@@ -132,7 +145,9 @@ __global__ void __launch_bounds__(kTcThreads, kMaxCtasPerSm)
   for (int k = threadIdx.x; k < layout.chunk_k_steps * 8; k += kTcThreads) {
     const int tap = k / chunk_channels;
     tap_offset[k] = tap < taps ? (k % chunk_channels) * layout.plane_pitch +
-                                     (tap / kernel_w) * layout.tile_cols + tap % kernel_w
+                                     (tap / kernel_w) * static_cast<int>(p.dilation_h) *
+                                         layout.tile_cols +
+                                     (tap % kernel_w) * static_cast<int>(p.dilation_w)
                                : chunk_channels * layout.plane_pitch;
   }
   for (int index = threadIdx.x; index < layout.plane_pitch; index += kTcThreads) {
@@ -163,7 +178,7 @@ __global__ void __launch_bounds__(kTcThreads, kMaxCtasPerSm)
       const int local =
           pixel < plane_size ? static_cast<int>(pixel - int64_t{first_row} * out_width) : 0;
       const int row = local / out_width;
-      pixel_offset[j] = row * layout.tile_cols + (local - row * out_width);
+      pixel_offset[j] = row * stride_h * layout.tile_cols + (local - row * out_width) * stride_w;
     }
 
     float acc[kMTiles][4][4];
@@ -191,7 +206,7 @@ __global__ void __launch_bounds__(kTcThreads, kMaxCtasPerSm)
         const int channel = channel_row / layout.tile_rows;
         const int row = channel_row - channel * layout.tile_rows;
         const int in_channel = chunk * chunk_channels + channel;
-        const int in_row = first_row + row - static_cast<int>(p.pad_top);
+        const int in_row = first_row * stride_h + row - static_cast<int>(p.pad_top);
         const bool row_inside = in_channel < p.in_channels && in_row >= 0 && in_row < p.in_height;
         const float* source_row = input_image + (row_inside ? in_channel * p.input_strides.c +
                                                                   in_row * p.input_strides.h
@@ -327,10 +342,15 @@ TensorCoreLayout make_layout(const ConvParams& p) {
       static_cast<int>((p.in_channels + layout.chunk_channels - 1) / layout.chunk_channels);
   layout.chunk_k_steps =
       static_cast<int>((p.kernel_h * p.kernel_w * layout.chunk_channels + 7) / 8);
-  // kTcTilePixels consecutive pixels of a plane of width W span at most
-  // (W + kTcTilePixels - 2) / W + 1 rows.
-  layout.tile_rows = static_cast<int>(spanned_rows(p.out_width, kTcTilePixels) + p.kernel_h - 1);
-  layout.tile_cols = static_cast<int>(p.out_width + p.kernel_w - 1);
+  const int64_t tile_rows = (spanned_rows(p.out_width, kTcTilePixels) - 1) * p.stride_h +
+                            (p.kernel_h - 1) * p.dilation_h + 1;
+  const int64_t tile_cols = (p.out_width - 1) * p.stride_w + (p.kernel_w - 1) * p.dilation_w + 1;
+  if (tile_rows * tile_cols > (int64_t{1} << 24)) {
+    layout.shared_bytes = INT64_MAX;  // far beyond any shared memory; keeps the ints below safe
+    return layout;
+  }
+  layout.tile_rows = static_cast<int>(tile_rows);
+  layout.tile_cols = static_cast<int>(tile_cols);
   layout.plane_pitch = padded_pitch(int64_t{layout.tile_rows} * layout.tile_cols, 8);
   layout.tiles_per_image =
       static_cast<int>((p.out_height * p.out_width + kTcTilePixels - 1) / kTcTilePixels);
@@ -350,7 +370,7 @@ TensorCoreLayout make_layout(const ConvParams& p) {
 cudaError_t choose_tensorcore(const ConvParams& params, bool& use, TensorCoreLayout& layout,
                               DeviceLimits& limits) {
   use = false;
-  if (!fast_path_shape_supported(params)) {
+  if (!dense_float32_nchw(params)) {
     return cudaSuccess;
   }
   const cudaError_t status = device_limits(limits);
@@ -381,7 +401,7 @@ cudaError_t launch_with(const ConvParams& p, const TensorCoreLayout& layout,
   // Persistent grid: as many CTAs as fit on every SM at once, shared among the channel blocks,
   // never more CTAs than tiles.
   const int64_t total_tiles = p.batch * layout.tiles_per_image;
-  const int64_t per_sm = ctas_per_sm(limits, layout.shared_bytes, kMaxCtasPerSm);
+  const int64_t per_sm = ctas_per_sm(limits, layout.shared_bytes, max_ctas_per_sm<kMTiles>());
   int64_t blocks = (limits.sm_count * per_sm + layout.channel_blocks - 1) / layout.channel_blocks;
   if (blocks > total_tiles) {
     blocks = total_tiles;

@@ -54,3 +54,11 @@ def poisoned_call(fn, dtype, device):
         return fn()
     finally:
         torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
+
+
+def cuda_kernel_names(fn):
+    """Names of the CUDA kernels `fn()` launches (torch.profiler), to check which path ran."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as profile:
+        fn()
+        torch.cuda.synchronize()
+    return [event.name for event in profile.events()]

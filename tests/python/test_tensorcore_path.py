@@ -1,5 +1,6 @@
-"""The CUDA tensor-core fast path (float32, dense NCHW, stride 1, dilation 1, groups 1) against
-the generic kernel and the float64 reference, on shapes around its tile edges."""
+"""The CUDA tensor-core fast path (float32, dense NCHW, groups 1; any stride and dilation on the
+mma.sync kernel) against the generic kernel and the float64 reference, on shapes around its tile
+edges."""
 
 import random
 
@@ -10,7 +11,7 @@ import fusedconv
 from fusedconv.reference import KERNELBENCH_V0, KERNELBENCH_V0_1, reference_float64
 from fusedconv.reference import relative_l2_error
 
-from conftest import poisoned_call
+from conftest import cuda_kernel_names, poisoned_call
 
 pytestmark = pytest.mark.cuda
 
@@ -19,16 +20,20 @@ THREE_TF32_TOLERANCE = 1e-5
 TF32_TOLERANCE = 5e-4
 
 
-def _random_case(rng):
+def _random_case(rng, strided=False):
     """A configuration the fast path takes, sized to hit partial tiles and odd planes."""
     kernel_h, kernel_w = rng.randint(1, 5), rng.randint(1, 5)
     padding = (rng.randint(0, 2), rng.randint(0, 2))
-    width = rng.randint(max(1, kernel_w - 2 * padding[1]), 70)
-    height = rng.randint(max(1, kernel_h - 2 * padding[0]), 37)
+    stride = (rng.randint(1, 3), rng.randint(1, 3)) if strided else (1, 1)
+    dilation = (rng.randint(1, 3), rng.randint(1, 3)) if strided else (1, 1)
+    span_h = dilation[0] * (kernel_h - 1) + 1
+    span_w = dilation[1] * (kernel_w - 1) + 1
+    width = rng.randint(max(1, span_w - 2 * padding[1]), 70 * stride[1])
+    height = rng.randint(max(1, span_h - 2 * padding[0]), 37 * stride[0])
     return dict(batch=rng.randint(1, 3), in_channels=rng.choice([1, 2, 3, 5, 8, 13, 16, 33]),
                 out_channels=rng.choice([1, 7, 16, 17, 32, 33, 64, 65, 130]),
                 height=height, width=width, kernel=(kernel_h, kernel_w), padding=padding,
-                bias=rng.random() < 0.8)
+                stride=stride, dilation=dilation, bias=rng.random() < 0.8)
 
 
 def _tensors(case, device="cuda"):
@@ -41,18 +46,19 @@ def _tensors(case, device="cuda"):
     return x, weight, bias
 
 
+@pytest.mark.parametrize("strided", [False, True], ids=["stride1", "strided-dilated"])
 @pytest.mark.parametrize("seed", range(40))
-def test_fast_path_matches_generic_and_float64(seed):
-    case = _random_case(random.Random(seed))
+def test_fast_path_matches_generic_and_float64(seed, strided):
+    case = _random_case(random.Random(seed), strided)
     x, weight, bias = _tensors(case)
-    padding = case["padding"]
-    expected = reference_float64(x, weight, bias, padding=padding)
+    geometry = dict(stride=case["stride"], padding=case["padding"], dilation=case["dilation"])
+    expected = reference_float64(x, weight, bias, **geometry)
     fast = poisoned_call(
-        lambda: fusedconv.conv2d_hardswish_relu(x, weight, bias, padding=padding),
+        lambda: fusedconv.conv2d_hardswish_relu(x, weight, bias, **geometry),
         torch.float32, "cuda")
     # channels_last input is not dense NCHW, so the same call runs the generic kernel.
     generic = fusedconv.conv2d_hardswish_relu(x.contiguous(memory_format=torch.channels_last),
-                                              weight, bias, padding=padding)
+                                              weight, bias, **geometry)
     assert torch.isfinite(fast).all(), case
     assert relative_l2_error(fast, expected) < THREE_TF32_TOLERANCE, case
     assert relative_l2_error(generic, expected) < THREE_TF32_TOLERANCE, case
@@ -91,3 +97,24 @@ def test_inf_and_nan_on_the_fast_path():
     assert torch.equal(actual.isinf(), expected.isinf())
     finite = expected.isfinite()
     torch.testing.assert_close(actual[finite].double(), expected[finite], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("stride,dilation", [(2, 1), ((1, 2), 1), (1, 2), (3, (2, 1))])
+def test_strided_and_dilated_calls_run_on_tensor_cores(stride, dilation):
+    # The sweep's stride-2 case (3x32x224, padding 1) at batch 2, and dilated variants: the
+    # mma.sync kernel, not the generic one, and right against float64 on poisoned outputs.
+    x = torch.randn(2, 3, 224, 224, device="cuda")
+    weight = torch.randn(32, 3, 3, 3, device="cuda") / 27 ** 0.5
+    bias = torch.randn(32, device="cuda")
+
+    def call():
+        return fusedconv.conv2d_hardswish_relu(x, weight, bias, stride=stride, padding=1,
+                                               dilation=dilation)
+
+    names = cuda_kernel_names(call)
+    assert any("tensorcore_kernel" in name for name in names), names
+    assert not any("generic_kernel" in name for name in names), names
+    actual = poisoned_call(call, torch.float32, "cuda")
+    expected = reference_float64(x, weight, bias, stride=stride, padding=1, dilation=dilation)
+    assert actual.shape == expected.shape
+    assert relative_l2_error(actual, expected) < THREE_TF32_TOLERANCE

@@ -12,7 +12,7 @@ import torch
 import fusedconv
 from fusedconv.reference import reference_float64, relative_l2_error
 
-from conftest import poisoned_call
+from conftest import cuda_kernel_names, poisoned_call
 
 pytestmark = [
     pytest.mark.cuda,
@@ -54,20 +54,13 @@ def _inputs(seed):
     return inputs
 
 
-def _kernel_names(fn):
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as profile:
-        fn()
-        torch.cuda.synchronize()
-    return [event.name for event in profile.events()]
-
-
 @pytest.mark.parametrize("allow_tf32", [False, True])
 def test_kernelbench_v01_runs_the_wgmma_kernel(allow_tf32):
     x = torch.rand(2, 8, 128, 128, device="cuda")
     weight = torch.randn(64, 8, 3, 3, device="cuda") / 72 ** 0.5
     bias = torch.randn(64, device="cuda")
     fusedconv.conv2d_hardswish_relu(x, weight, bias, allow_tf32=allow_tf32)  # warm-up
-    names = _kernel_names(
+    names = cuda_kernel_names(
         lambda: fusedconv.conv2d_hardswish_relu(x, weight, bias, allow_tf32=allow_tf32))
     assert any("wgmma_kernel" in name for name in names), names
     assert not any("tensorcore_kernel" in name for name in names), names

@@ -83,20 +83,25 @@ inline bool is_dense_nchw(const Strides4& s, int64_t channels, int64_t height, i
   return s.w == 1 && s.h == width && s.c == height * width && s.n == channels * height * width;
 }
 
-// The configurations the tensor-core kernels (forward and backward) are written for, before any
-// shared-memory question: float32, groups 1, stride 1, dilation 1, dense NCHW input and output.
-inline bool fast_path_shape_supported(const ConvParams& p) {
-  if (p.dtype != DType::kFloat32 || p.groups != 1 || p.stride_h != 1 || p.stride_w != 1 ||
-      p.dilation_h != 1 || p.dilation_w != 1) {
+// What every tensor-core kernel needs, before any shared-memory question: float32, groups 1,
+// dense NCHW input and output, 32-bit indexing inside one image (batch offsets are 64-bit).
+inline bool dense_float32_nchw(const ConvParams& p) {
+  if (p.dtype != DType::kFloat32 || p.groups != 1) {
     return false;
   }
   if (!is_dense_nchw(p.input_strides, p.in_channels, p.in_height, p.in_width) ||
       !is_dense_nchw(p.output_strides, p.out_channels, p.out_height, p.out_width)) {
     return false;
   }
-  // 32-bit indexing inside one image and one staged tile; batch offsets are 64-bit.
   return p.in_channels * p.in_height * p.in_width < (int64_t{1} << 31) &&
          p.out_channels * p.out_height * p.out_width < (int64_t{1} << 31);
+}
+
+// The configurations the wgmma forward and the backward kernels are written for: the above with
+// stride 1 and dilation 1 (the mma.sync forward takes any stride and dilation).
+inline bool fast_path_shape_supported(const ConvParams& p) {
+  return p.stride_h == 1 && p.stride_w == 1 && p.dilation_h == 1 && p.dilation_w == 1 &&
+         dense_float32_nchw(p);
 }
 
 // Words of a staged plane of `raw_words` words, padded to `residue` (mod 32) so the fragment
