@@ -47,6 +47,18 @@ def graph_ms(fn, replays=30):
     return statistics.median(samples)
 
 
+def kernels_run(fn):
+    """Which forward kernel(s) fn() launched: 'wgmma', 'mma.sync' and/or 'generic'."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as profile:
+        fn()
+        torch.cuda.synchronize()
+    names = " ".join(event.name for event in profile.events())
+    found = [label for label, marker in (("wgmma", "wgmma_kernel"),
+                                         ("mma.sync", "tensorcore_kernel"),
+                                         ("generic", "generic_kernel")) if marker in names]
+    return "+".join(found) or "none"
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", default="v0.1,v0")
@@ -55,7 +67,7 @@ def main():
     fusedconv.load_extension()
     torch.backends.cudnn.allow_tf32 = False
     wanted = args.cases.split(",")
-    kernel = "mma.sync" if os.environ.get("FUSEDCONV_DISABLE_WGMMA", "0") not in ("", "0") \
+    switch = "wgmma off" if os.environ.get("FUSEDCONV_DISABLE_WGMMA", "0") not in ("", "0") \
         else "default"
     records = []
     for case in [c for c in sweep_cases() if c.name in wanted]:
@@ -73,6 +85,7 @@ def main():
                 return fusedconv.conv2d_hardswish_relu(x, weight, bias, case.stride,
                                                        case.padding, allow_tf32=allow_tf32)
             ms = graph_ms(call)
+            kernel = kernels_run(call)
             errors = {}
             for draw in ("rand", "randn"):
                 xe = getattr(torch, draw)(x.shape, device="cuda")
@@ -81,12 +94,13 @@ def main():
                 actual = fusedconv.conv2d_hardswish_relu(xe, weight, bias, case.stride,
                                                          case.padding, allow_tf32=allow_tf32)
                 errors[draw] = relative_l2_error(actual, expected)
-            record = {"case": case.name, "kernel": kernel, "tf32": allow_tf32, "ms": ms,
+            record = {"case": case.name, "dispatch": switch, "kernel": kernel,
+                      "tf32": allow_tf32, "ms": ms,
                       "GB/s": floor_bytes / (ms * 1e-3) / 1e9,
                       "err_rand": errors["rand"], "err_randn": errors["randn"]}
             records.append(record)
-            print("%-16s %-9s tf32=%-5s %8.4f ms %7.0f GB/s  err rand %.2e randn %.2e"
-                  % (case.name, kernel, allow_tf32, ms, record["GB/s"], errors["rand"],
+            print("%-18s %-9s %-9s tf32=%-5s %8.4f ms %7.0f GB/s  err rand %.2e randn %.2e"
+                  % (case.name, switch, kernel, allow_tf32, ms, record["GB/s"], errors["rand"],
                      errors["randn"]), flush=True)
     if args.json:
         with open(args.json, "w") as handle:

@@ -14,6 +14,8 @@ CASES = [
     # Several items per CTA through the Hopper kernel's stage ring (on an H100).
     (3, 8, 64, 40, 128, 3, {}, torch.float32, 1e-5),
     (1, 4, 6, 7, 13, (2, 3), {"padding": "same", "dilation": 2}, torch.float32, 1e-5),
+    # Strided, two input-channel chunks and two channel blocks on the mma.sync kernel.
+    (2, 12, 40, 17, 23, 3, {"stride": 2, "padding": 1}, torch.float32, 1e-5),
     (2, 6, 6, 10, 9, 3, {"groups": 3, "stride": 2, "padding": 1}, torch.float16, 2e-3),
     (1, 4, 4, 8, 8, 3, {"padding": 1}, torch.bfloat16, 1e-2),
     (1, 2, 3, 6, 5, 3, {}, torch.float64, 1e-12),

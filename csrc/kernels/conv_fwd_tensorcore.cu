@@ -10,7 +10,10 @@
 //
 // Two launches: a small prep kernel splits the weights once per call into a workspace, in mma
 // A-fragment order, so the main kernel reads each fragment with one 16-byte load (L1-resident:
-// all warps of an SM read the same fragments). The main kernel is a persistent grid; a CTA of 8
+// all warps of an SM read the same fragments). Small problems with up to 16 output channels
+// (KernelBench's v0) take one launch instead (DESIGN.md: "one launch, weights in shared memory"):
+// each CTA splits its few fragments (4 KB for v0) into shared memory itself, which saves the
+// prep kernel, its launch gap and the workspace allocation. The main kernel is a persistent grid; a CTA of 8
 // warps owns 16 * kMTiles output channels (blockIdx.y) and loops over (image, 256-pixel tile)
 // pairs. Pixels are the flattened (row, col) index of the output plane, so a tile's outputs are
 // contiguous in NCHW memory and narrow images waste no lanes. Per tile and channel chunk the
@@ -65,57 +68,84 @@ struct TensorCoreLayout {
                          // a chunk holds chunk_channels + 1 planes (the last all zero), once as
                          // raw float32 split in place to TF32 big parts, once as small parts
   int tiles_per_image;   // ceil(out_height * out_width / kTcTilePixels)
-  int64_t fragment_words;  // words of big parts in the workspace (small parts follow)
+  int64_t fragment_words;  // words of big parts, all channel blocks (small parts follow)
+  bool shared_weights;     // each CTA splits its channel block's fragments into shared memory
+                           // (no prep kernel, no workspace)
   int64_t shared_bytes;    // dynamic shared memory one CTA needs
 };
 
-// Weights -> workspace, split, in m16n8k8 A-fragment order: word
+// Up to this many bytes of split fragments per CTA (big and small parts), with one m16 tile per
+// CTA, go to shared memory when the CTA's shared memory stays within the second bound: small
+// problems only, whose four CTAs per SM must still fit (and every device's default 48 KB).
+constexpr int64_t kMaxSharedWeightBytes = 16 * 1024;
+constexpr int64_t kMaxSharedBytesWithWeights = 48 * 1024;
+
+// Fragment words of one channel block (the layout's fragment_words / channel_blocks).
+__host__ __device__ inline int64_t block_fragment_words(const TensorCoreLayout& layout) {
+  return int64_t{layout.chunks} * layout.chunk_k_steps * layout.channel_tiles * 32 * 4;
+}
+
+// Split weights in m16n8k8 A-fragment order: word
 // ((((block * chunks + chunk) * chunk_k_steps + step) * kMTiles + tile) * 32 + lane) * 4 + e
 // holds row g + 8 * (e & 1), column t + 4 * (e >> 1) of that fragment (g = lane / 4,
 // t = lane % 4); column k of a chunk is tap k / chunk_channels, channel k % chunk_channels.
+// One word, `index` of all channel blocks' words; small = 0 in single-TF32 mode.
 template <int kMTiles, bool kThreeTf32>
-__global__ void __launch_bounds__(kPrepThreads)
-    split_weights_kernel(const ConvParams p, const TensorCoreLayout layout) {
+__device__ __forceinline__ void split_weight_word(const ConvParams& p,
+                                                  const TensorCoreLayout& layout, int64_t index,
+                                                  uint32_t& big, uint32_t& small) {
   const float* __restrict__ weight = static_cast<const float*>(p.weight);
-  uint32_t* __restrict__ big_parts = static_cast<uint32_t*>(p.workspace);
-  uint32_t* __restrict__ small_parts = big_parts + layout.fragment_words;
-  const int64_t taps = p.kernel_h * p.kernel_w;
-  for (int64_t index = blockIdx.x * int64_t{blockDim.x} + threadIdx.x;
-       index < layout.fragment_words; index += int64_t{blockDim.x} * gridDim.x) {
-    const int element = static_cast<int>(index & 3);
-    const int lane = static_cast<int>((index >> 2) & 31);
-    int64_t rest = index >> 7;
-    const int m_tile = static_cast<int>(rest % kMTiles);
-    rest /= kMTiles;
-    const int step = static_cast<int>(rest % layout.chunk_k_steps);
-    rest /= layout.chunk_k_steps;
-    const int chunk = static_cast<int>(rest % layout.chunks);
-    const int64_t block = rest / layout.chunks;
-    const int64_t channel = block * kMTiles * 16 + m_tile * 16 + (lane >> 2) + 8 * (element & 1);
-    const int k = step * 8 + (lane & 3) + 4 * (element >> 1);
-    const int64_t tap = k / layout.chunk_channels;
-    const int64_t in_channel = int64_t{chunk} * layout.chunk_channels + k % layout.chunk_channels;
-    float value = 0.0f;
-    if (channel < p.out_channels && tap < taps && in_channel < p.in_channels) {
-      value = weight[channel * p.weight_strides.n + in_channel * p.weight_strides.c +
-                     (tap / p.kernel_w) * p.weight_strides.h + (tap % p.kernel_w) * p.weight_strides.w];
-    }
-    uint32_t big, small = 0u;
-    if (kThreeTf32) {
-      split_weight(value, big, small);
-    } else {
-      big = to_tf32(value);
-    }
-    big_parts[index] = big;
-    small_parts[index] = small;
+  const int element = static_cast<int>(index & 3);
+  const int lane = static_cast<int>((index >> 2) & 31);
+  int64_t rest = index >> 7;
+  const int m_tile = static_cast<int>(rest % kMTiles);
+  rest /= kMTiles;
+  const int step = static_cast<int>(rest % layout.chunk_k_steps);
+  rest /= layout.chunk_k_steps;
+  const int chunk = static_cast<int>(rest % layout.chunks);
+  const int64_t block = rest / layout.chunks;
+  const int64_t channel = block * kMTiles * 16 + m_tile * 16 + (lane >> 2) + 8 * (element & 1);
+  const int k = step * 8 + (lane & 3) + 4 * (element >> 1);
+  const int64_t tap = k / layout.chunk_channels;
+  const int64_t in_channel = int64_t{chunk} * layout.chunk_channels + k % layout.chunk_channels;
+  float value = 0.0f;
+  if (channel < p.out_channels && tap < p.kernel_h * p.kernel_w && in_channel < p.in_channels) {
+    value = weight[channel * p.weight_strides.n + in_channel * p.weight_strides.c +
+                   (tap / p.kernel_w) * p.weight_strides.h + (tap % p.kernel_w) * p.weight_strides.w];
+  }
+  small = 0u;
+  if (kThreeTf32) {
+    split_weight(value, big, small);
+  } else {
+    big = to_tf32(value);
   }
 }
 
+// Weights -> workspace: every channel block's fragments, big parts then small parts.
 template <int kMTiles, bool kThreeTf32>
+__global__ void __launch_bounds__(kPrepThreads)
+    split_weights_kernel(const ConvParams p, const TensorCoreLayout layout) {
+  uint32_t* __restrict__ big_parts = static_cast<uint32_t*>(p.workspace);
+  uint32_t* __restrict__ small_parts = big_parts + layout.fragment_words;
+  for (int64_t index = blockIdx.x * int64_t{blockDim.x} + threadIdx.x;
+       index < layout.fragment_words; index += int64_t{blockDim.x} * gridDim.x) {
+    split_weight_word<kMTiles, kThreeTf32>(p, layout, index, big_parts[index], small_parts[index]);
+  }
+}
+
+// A fragment: a plain shared-memory load, or a read-only global load (L1-resident).
+template <bool kShared>
+__device__ __forceinline__ uint4 load_fragment(const uint4* address) {
+  return kShared ? *address : __ldg(address);
+}
+
+template <int kMTiles, bool kThreeTf32, bool kSharedWeights>
 __global__ void __launch_bounds__(kTcThreads, max_ctas_per_sm<kMTiles>())
     conv_hardswish_relu_tensorcore_kernel(const ConvParams p, const TensorCoreLayout layout) {
   extern __shared__ uint4 shared_raw[];
-  int* tap_offset = reinterpret_cast<int*>(shared_raw);
+  // With kSharedWeights, this CTA's channel block's fragments come first (big, then small).
+  const int64_t shared_fragment_words = kSharedWeights ? block_fragment_words(layout) : 0;
+  int* tap_offset = reinterpret_cast<int*>(shared_raw + shared_fragment_words / 4 * 2);
   float* tile = reinterpret_cast<float*>(tap_offset + layout.chunk_k_steps * 8);
   const int tile_words = (layout.chunk_channels + 1) * layout.plane_pitch;
   uint32_t* tile_big = reinterpret_cast<uint32_t*>(tile);
@@ -129,8 +159,22 @@ __global__ void __launch_bounds__(kTcThreads, max_ctas_per_sm<kMTiles>())
   const float* __restrict__ input = static_cast<const float*>(p.input);
   const float* __restrict__ bias = static_cast<const float*>(p.bias);
   float* __restrict__ output = static_cast<float*>(p.output);
-  const uint4* __restrict__ big_fragments = static_cast<const uint4*>(p.workspace);
-  const uint4* __restrict__ small_fragments = big_fragments + layout.fragment_words / 4;
+  const uint4* big_fragments = static_cast<const uint4*>(p.workspace);
+  const uint4* small_fragments = big_fragments + layout.fragment_words / 4;
+  int64_t block_fragments =
+      int64_t{blockIdx.y} * layout.chunks * layout.chunk_k_steps * kMTiles * 32;
+  if (kSharedWeights) {
+    uint32_t* shared_big = reinterpret_cast<uint32_t*>(shared_raw);
+    uint32_t* shared_small = shared_big + shared_fragment_words;
+    const int64_t first_word = int64_t{blockIdx.y} * shared_fragment_words;
+    for (int index = threadIdx.x; index < shared_fragment_words; index += kTcThreads) {
+      split_weight_word<kMTiles, kThreeTf32>(p, layout, first_word + index, shared_big[index],
+                                             shared_small[index]);
+    }
+    big_fragments = shared_raw;
+    small_fragments = shared_raw + shared_fragment_words / 4;
+    block_fragments = 0;  // visible to every warp after the first chunk's __syncthreads
+  }
 
   const int chunk_channels = layout.chunk_channels;
   const int taps = static_cast<int>(p.kernel_h * p.kernel_w);
@@ -162,8 +206,6 @@ __global__ void __launch_bounds__(kTcThreads, max_ctas_per_sm<kMTiles>())
   const int out_width = static_cast<int>(p.out_width);
   const int64_t plane_size = p.out_height * p.out_width;
   const int64_t total_tiles = p.batch * layout.tiles_per_image;
-  const int64_t block_fragments =
-      int64_t{blockIdx.y} * layout.chunks * layout.chunk_k_steps * kMTiles * 32;
 
   for (int64_t tile_index = blockIdx.x; tile_index < total_tiles; tile_index += gridDim.x) {
     const int64_t n = tile_index / layout.tiles_per_image;
@@ -249,9 +291,9 @@ __global__ void __launch_bounds__(kTcThreads, max_ctas_per_sm<kMTiles>())
 #pragma unroll
         for (int i = 0; i < kMTiles; ++i) {
           const int64_t fragment = chunk_fragments + (k_step * kMTiles + i) * 32 + lane;
-          const uint4 a_hi = __ldg(big_fragments + fragment);
+          const uint4 a_hi = load_fragment<kSharedWeights>(big_fragments + fragment);
           if (kThreeTf32) {
-            const uint4 a_lo = __ldg(small_fragments + fragment);
+            const uint4 a_lo = load_fragment<kSharedWeights>(small_fragments + fragment);
 #pragma unroll
             for (int j = 0; j < 4; ++j) {
               mma_tf32(acc[i][j], a_lo, b_big[j][0], b_big[j][1]);
@@ -361,6 +403,13 @@ TensorCoreLayout make_layout(const ConvParams& p) {
   if (layout.chunks > 1) {
     layout.shared_bytes += int64_t{kTcThreads} * layout.channel_tiles * 16 * 4;  // chunk totals
   }
+  const int64_t shared_weight_bytes = 2 * block_fragment_words(layout) * 4;
+  layout.shared_weights =
+      layout.channel_tiles == 1 && shared_weight_bytes <= kMaxSharedWeightBytes &&
+      layout.shared_bytes + shared_weight_bytes <= kMaxSharedBytesWithWeights;
+  if (layout.shared_weights) {
+    layout.shared_bytes += shared_weight_bytes;
+  }
   return layout;
 }
 
@@ -382,21 +431,27 @@ cudaError_t choose_tensorcore(const ConvParams& params, bool& use, TensorCoreLay
   return cudaSuccess;
 }
 
-template <int kMTiles, bool kThreeTf32>
+template <int kMTiles, bool kThreeTf32, bool kSharedWeights>
 cudaError_t launch_with(const ConvParams& p, const TensorCoreLayout& layout,
                         const DeviceLimits& limits, cudaStream_t stream) {
-  constexpr auto kernel = conv_hardswish_relu_tensorcore_kernel<kMTiles, kThreeTf32>;
+  constexpr auto kernel =
+      conv_hardswish_relu_tensorcore_kernel<kMTiles, kThreeTf32, kSharedWeights>;
   cudaError_t status = opt_in_shared_memory<kernel>(limits);
   if (status != cudaSuccess) {
     return status;
   }
-  const int64_t prep_blocks = (layout.fragment_words + kPrepThreads - 1) / kPrepThreads;
-  split_weights_kernel<kMTiles, kThreeTf32>
-      <<<static_cast<unsigned int>(prep_blocks < 1024 ? prep_blocks : 1024), kPrepThreads, 0,
-         stream>>>(p, layout);
-  status = cudaGetLastError();
-  if (status != cudaSuccess) {
-    return status;
+  if (!kSharedWeights) {
+    if (p.workspace == nullptr) {
+      return cudaErrorInvalidValue;
+    }
+    const int64_t prep_blocks = (layout.fragment_words + kPrepThreads - 1) / kPrepThreads;
+    split_weights_kernel<kMTiles, kThreeTf32>
+        <<<static_cast<unsigned int>(prep_blocks < 1024 ? prep_blocks : 1024), kPrepThreads, 0,
+           stream>>>(p, layout);
+    status = cudaGetLastError();
+    if (status != cudaSuccess) {
+      return status;
+    }
   }
   // Persistent grid: as many CTAs as fit on every SM at once, shared among the channel blocks,
   // never more CTAs than tiles.
@@ -416,14 +471,18 @@ cudaError_t launch_tensorcore(const ConvParams& params, const TensorCoreLayout& 
                               const DeviceLimits& limits, bool three_tf32, cudaStream_t stream) {
   switch (layout.channel_tiles) {
     case 1:
-      return three_tf32 ? launch_with<1, true>(params, layout, limits, stream)
-                        : launch_with<1, false>(params, layout, limits, stream);
+      if (layout.shared_weights) {
+        return three_tf32 ? launch_with<1, true, true>(params, layout, limits, stream)
+                          : launch_with<1, false, true>(params, layout, limits, stream);
+      }
+      return three_tf32 ? launch_with<1, true, false>(params, layout, limits, stream)
+                        : launch_with<1, false, false>(params, layout, limits, stream);
     case 2:
-      return three_tf32 ? launch_with<2, true>(params, layout, limits, stream)
-                        : launch_with<2, false>(params, layout, limits, stream);
+      return three_tf32 ? launch_with<2, true, false>(params, layout, limits, stream)
+                        : launch_with<2, false, false>(params, layout, limits, stream);
     default:
-      return three_tf32 ? launch_with<4, true>(params, layout, limits, stream)
-                        : launch_with<4, false>(params, layout, limits, stream);
+      return three_tf32 ? launch_with<4, true, false>(params, layout, limits, stream)
+                        : launch_with<4, false, false>(params, layout, limits, stream);
   }
 }
 
@@ -458,7 +517,7 @@ cudaError_t forward_workspace_bytes(const ConvParams& params, bool allow_tf32, i
   TensorCoreLayout layout{};
   DeviceLimits limits{};
   status = choose_tensorcore(params, use, layout, limits);
-  if (status == cudaSuccess && use) {
+  if (status == cudaSuccess && use && !layout.shared_weights) {
     bytes = 2 * layout.fragment_words * 4;  // big parts, then small parts
   }
   return status;
@@ -488,9 +547,6 @@ cudaError_t launch_conv_hardswish_relu(const ConvParams& params, bool allow_tf32
   }
   if (!use) {
     return launch_conv_hardswish_relu_generic(params, stream);
-  }
-  if (params.workspace == nullptr) {
-    return cudaErrorInvalidValue;
   }
   return launch_tensorcore(params, layout, limits, !allow_tf32, stream);
 }

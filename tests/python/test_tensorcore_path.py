@@ -118,3 +118,25 @@ def test_strided_and_dilated_calls_run_on_tensor_cores(stride, dilation):
     expected = reference_float64(x, weight, bias, stride=stride, padding=1, dilation=dilation)
     assert actual.shape == expected.shape
     assert relative_l2_error(actual, expected) < THREE_TF32_TOLERANCE
+
+
+@pytest.mark.parametrize("allow_tf32", [False, True])
+def test_small_problems_take_one_launch(allow_tf32):
+    # KernelBench's v0 (16 output channels): the CTAs split the weights into shared memory
+    # themselves, so there is no prep kernel; the weights are still read on every call.
+    x = torch.randn(4, 3, 32, 32, device="cuda")
+    weight = torch.randn(16, 3, 3, 3, device="cuda") / 27 ** 0.5
+    bias = torch.randn(16, device="cuda")
+
+    def call():
+        return fusedconv.conv2d_hardswish_relu(x, weight, bias, allow_tf32=allow_tf32)
+
+    call()
+    names = cuda_kernel_names(call)
+    assert sum("tensorcore_kernel" in name for name in names) == 1, names
+    assert not any("split_weights" in name for name in names), names
+    tolerance = TF32_TOLERANCE if allow_tf32 else THREE_TF32_TOLERANCE
+    assert relative_l2_error(poisoned_call(call, torch.float32, "cuda"),
+                             reference_float64(x, weight, bias)) < tolerance
+    weight.mul_(-1.5)  # in place, as an optimizer step
+    assert relative_l2_error(call(), reference_float64(x, weight, bias)) < tolerance
