@@ -1,8 +1,13 @@
-"""One v0.1 forward call after a warm-up, for ncu (tools/gpu_round.sh --profile)."""
+"""Two forward calls of one KernelBench problem (v0.1, or v0 with FUSEDCONV_PROFILE_PROBLEM=v0)
+for ncu (tools/profile_round.sh profiles the second)."""
+import os
+
 import torch
 
 import fusedconv
-from fusedconv.reference import KERNELBENCH_V0_1 as P
+from fusedconv.reference import KERNELBENCH_V0, KERNELBENCH_V0_1
+
+P = KERNELBENCH_V0 if os.environ.get("FUSEDCONV_PROFILE_PROBLEM") == "v0" else KERNELBENCH_V0_1
 
 fusedconv.load_extension()
 torch.manual_seed(0)

@@ -89,29 +89,37 @@ __host__ __device__ inline int64_t block_fragment_words(const TensorCoreLayout& 
 // ((((block * chunks + chunk) * chunk_k_steps + step) * kMTiles + tile) * 32 + lane) * 4 + e
 // holds row g + 8 * (e & 1), column t + 4 * (e >> 1) of that fragment (g = lane / 4,
 // t = lane % 4); column k of a chunk is tap k / chunk_channels, channel k % chunk_channels.
-// One word, `index` of all channel blocks' words; small = 0 in single-TF32 mode.
+// One word, `index` of all channel blocks' words; small = 0 in single-TF32 mode. 32-bit index
+// math (the layout keeps fragment_words below 2^31): 64-bit divisions are subroutines of ~100
+// instructions, which showed on v0, where every CTA splits its own words.
 template <int kMTiles, bool kThreeTf32>
 __device__ __forceinline__ void split_weight_word(const ConvParams& p,
-                                                  const TensorCoreLayout& layout, int64_t index,
+                                                  const TensorCoreLayout& layout, uint32_t index,
                                                   uint32_t& big, uint32_t& small) {
   const float* __restrict__ weight = static_cast<const float*>(p.weight);
-  const int element = static_cast<int>(index & 3);
-  const int lane = static_cast<int>((index >> 2) & 31);
-  int64_t rest = index >> 7;
-  const int m_tile = static_cast<int>(rest % kMTiles);
+  const uint32_t element = index & 3u;
+  const uint32_t lane = (index >> 2) & 31u;
+  uint32_t rest = index >> 7;
+  const uint32_t m_tile = rest % kMTiles;
   rest /= kMTiles;
-  const int step = static_cast<int>(rest % layout.chunk_k_steps);
-  rest /= layout.chunk_k_steps;
-  const int chunk = static_cast<int>(rest % layout.chunks);
-  const int64_t block = rest / layout.chunks;
-  const int64_t channel = block * kMTiles * 16 + m_tile * 16 + (lane >> 2) + 8 * (element & 1);
-  const int k = step * 8 + (lane & 3) + 4 * (element >> 1);
-  const int64_t tap = k / layout.chunk_channels;
-  const int64_t in_channel = int64_t{chunk} * layout.chunk_channels + k % layout.chunk_channels;
+  const uint32_t k_steps = static_cast<uint32_t>(layout.chunk_k_steps);
+  const uint32_t step = rest % k_steps;
+  rest /= k_steps;
+  const uint32_t chunks = static_cast<uint32_t>(layout.chunks);
+  const uint32_t chunk = rest % chunks;
+  const uint32_t block = rest / chunks;
+  const uint32_t chunk_channels = static_cast<uint32_t>(layout.chunk_channels);
+  const uint32_t kernel_w = static_cast<uint32_t>(p.kernel_w);
+  const int64_t channel =
+      int64_t{block} * kMTiles * 16 + m_tile * 16 + (lane >> 2) + 8 * (element & 1);
+  const uint32_t k = step * 8 + (lane & 3) + 4 * (element >> 1);
+  const uint32_t tap = k / chunk_channels;
+  const int64_t in_channel = int64_t{chunk} * chunk_channels + (k - tap * chunk_channels);
   float value = 0.0f;
   if (channel < p.out_channels && tap < p.kernel_h * p.kernel_w && in_channel < p.in_channels) {
+    const uint32_t tap_row = tap / kernel_w;
     value = weight[channel * p.weight_strides.n + in_channel * p.weight_strides.c +
-                   (tap / p.kernel_w) * p.weight_strides.h + (tap % p.kernel_w) * p.weight_strides.w];
+                   tap_row * p.weight_strides.h + (tap - tap_row * kernel_w) * p.weight_strides.w];
   }
   small = 0u;
   if (kThreeTf32) {
@@ -127,8 +135,9 @@ __global__ void __launch_bounds__(kPrepThreads)
     split_weights_kernel(const ConvParams p, const TensorCoreLayout layout) {
   uint32_t* __restrict__ big_parts = static_cast<uint32_t*>(p.workspace);
   uint32_t* __restrict__ small_parts = big_parts + layout.fragment_words;
-  for (int64_t index = blockIdx.x * int64_t{blockDim.x} + threadIdx.x;
-       index < layout.fragment_words; index += int64_t{blockDim.x} * gridDim.x) {
+  const uint32_t words = static_cast<uint32_t>(layout.fragment_words);
+  for (uint32_t index = blockIdx.x * blockDim.x + threadIdx.x; index < words;
+       index += blockDim.x * gridDim.x) {
     split_weight_word<kMTiles, kThreeTf32>(p, layout, index, big_parts[index], small_parts[index]);
   }
 }
@@ -163,17 +172,12 @@ __global__ void __launch_bounds__(kTcThreads, max_ctas_per_sm<kMTiles>())
   const uint4* small_fragments = big_fragments + layout.fragment_words / 4;
   int64_t block_fragments =
       int64_t{blockIdx.y} * layout.chunks * layout.chunk_k_steps * kMTiles * 32;
+  // With kSharedWeights the split itself happens while the first tile's input is in flight.
+  bool weights_pending = kSharedWeights;
   if (kSharedWeights) {
-    uint32_t* shared_big = reinterpret_cast<uint32_t*>(shared_raw);
-    uint32_t* shared_small = shared_big + shared_fragment_words;
-    const int64_t first_word = int64_t{blockIdx.y} * shared_fragment_words;
-    for (int index = threadIdx.x; index < shared_fragment_words; index += kTcThreads) {
-      split_weight_word<kMTiles, kThreeTf32>(p, layout, first_word + index, shared_big[index],
-                                             shared_small[index]);
-    }
     big_fragments = shared_raw;
     small_fragments = shared_raw + shared_fragment_words / 4;
-    block_fragments = 0;  // visible to every warp after the first chunk's __syncthreads
+    block_fragments = 0;
   }
 
   const int chunk_channels = layout.chunk_channels;
@@ -260,6 +264,18 @@ __global__ void __launch_bounds__(kTcThreads, max_ctas_per_sm<kMTiles>())
           copy_async_4(destination_row + col, inside ? source_row + in_col : input_image,
                        inside ? 4 : 0);
         }
+      }
+      if (kSharedWeights && weights_pending) {
+        // Overlaps the first staging's latency; visible to every warp after the
+        // __syncthreads below, before the first MMA.
+        uint32_t* shared_big = reinterpret_cast<uint32_t*>(shared_raw);
+        uint32_t* shared_small = shared_big + shared_fragment_words;
+        const uint32_t first_word = blockIdx.y * static_cast<uint32_t>(shared_fragment_words);
+        for (int index = threadIdx.x; index < shared_fragment_words; index += kTcThreads) {
+          split_weight_word<kMTiles, kThreeTf32>(p, layout, first_word + index,
+                                                 shared_big[index], shared_small[index]);
+        }
+        weights_pending = false;
       }
       copy_async_wait_all();
       __syncthreads();
@@ -427,7 +443,9 @@ cudaError_t choose_tensorcore(const ConvParams& params, bool& use, TensorCoreLay
     return status;
   }
   layout = make_layout(params);
-  use = layout.shared_bytes <= limits.max_shared_bytes;
+  // fragment_words < 2^31: the weight split's 32-bit index math (and a workspace below 16 GB).
+  use = layout.shared_bytes <= limits.max_shared_bytes &&
+        layout.fragment_words < (int64_t{1} << 31);
   return cudaSuccess;
 }
 
