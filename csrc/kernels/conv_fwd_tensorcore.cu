@@ -526,6 +526,9 @@ cudaError_t use_wgmma(const ConvParams& params, bool allow_tf32, bool& use) {
 
 cudaError_t forward_workspace_bytes(const ConvParams& params, bool allow_tf32, int64_t& bytes) {
   bytes = 0;
+  if (direct_forward_applies(params)) {
+    return cudaSuccess;
+  }
   bool wgmma = false;
   cudaError_t status = use_wgmma(params, allow_tf32, wgmma);
   if (status != cudaSuccess || wgmma) {
@@ -541,12 +544,16 @@ cudaError_t forward_workspace_bytes(const ConvParams& params, bool allow_tf32, i
   return status;
 }
 
-// Dispatch rule: the Hopper wgmma kernel where it applies (launch.h), else the mma.sync
-// tensor-core kernel where its shape rule holds and its tile fits, else the generic kernel.
+// Dispatch rule (launch.h): the small-problem FFMA kernel, else the Hopper wgmma kernel, else
+// the mma.sync tensor-core kernel where its shape rule holds and its tile fits, else the generic
+// kernel.
 cudaError_t launch_conv_hardswish_relu(const ConvParams& params, bool allow_tf32,
                                        cudaStream_t stream) {
   if (params.batch * params.out_channels * params.out_height * params.out_width == 0) {
     return cudaSuccess;
+  }
+  if (direct_forward_applies(params)) {
+    return launch_conv_hardswish_relu_direct(params, stream);
   }
   bool wgmma = false;
   cudaError_t status = use_wgmma(params, allow_tf32, wgmma);

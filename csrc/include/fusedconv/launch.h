@@ -11,15 +11,24 @@ namespace fusedconv {
 // y = relu(hardswish(conv2d(x, W, b))) for any configuration ConvParams can describe.
 cudaError_t launch_conv_hardswish_relu_generic(const ConvParams& params, cudaStream_t stream);
 
-// The forward entry point: on Hopper the wgmma kernel below where it applies, else the mma.sync
-// tensor-core kernel (float32, dense NCHW, stride 1, dilation 1, groups 1, staged weights and
-// tile within the device's shared memory; 3xTF32, or one TF32 product when allow_tf32) where it
-// applies, the generic kernel above everywhere else. params.workspace must point to
-// forward_workspace_bytes(params, allow_tf32) bytes of device memory (the mma.sync path's split
-// weights); that size is 0 where another kernel runs. Both read the current device.
+// The forward entry point, in order: the small-problem FFMA kernel below where it applies; on
+// Hopper the wgmma kernel below where it applies; the mma.sync tensor-core kernel (float32, dense
+// NCHW, groups 1, any stride and dilation, staged tile within the device's shared memory;
+// 3xTF32, or one TF32 product when allow_tf32) where it applies; the generic kernel above
+// everywhere else. params.workspace must point to forward_workspace_bytes(params, allow_tf32)
+// bytes of device memory (the mma.sync path's split weights, unless its CTAs split them into
+// shared memory themselves); that size is 0 where another kernel runs. Both read the current
+// device.
 cudaError_t forward_workspace_bytes(const ConvParams& params, bool allow_tf32, int64_t& bytes);
 cudaError_t launch_conv_hardswish_relu(const ConvParams& params, bool allow_tf32,
                                        cudaStream_t stream);
+
+// The small-problem forward (conv_fwd_direct.cu): float32 FFMA, one thread per output position
+// and every output channel. Applies to float32 dense NCHW, groups 1, any stride and dilation,
+// at most 16 output channels, in_channels x kernel_h x kernel_w <= 32 and batch x output plane
+// below 2^31 (KernelBench's v0). Exact float32 in either precision mode; needs no workspace.
+bool direct_forward_applies(const ConvParams& params);
+cudaError_t launch_conv_hardswish_relu_direct(const ConvParams& params, cudaStream_t stream);
 
 // The Hopper forward (conv_fwd_wgmma.cu): `applies` says whether it takes `params` on the current
 // device (compute capability 9.0, an extension built with sm_90a code, the tensor-core shape
