@@ -146,8 +146,8 @@ def conv2d_hardswish_relu(input, weight, bias=None, stride=1, padding=0, dilatio
     if bias is not None and not isinstance(bias, torch.Tensor):
         raise TypeError("conv2d_hardswish_relu: expected bias to be a torch.Tensor or None, got %s"
                         % type(bias).__name__)
-    if type(groups) is not int and (isinstance(groups, bool)
-                                     or not isinstance(groups, numbers.Integral)):
+    if type(groups) is not int and (
+            isinstance(groups, bool) or not isinstance(groups, numbers.Integral)):
         raise TypeError("conv2d_hardswish_relu: expected groups to be an int, got %r" % (groups,))
     if type(allow_tf32) is not bool:
         raise TypeError("conv2d_hardswish_relu: expected allow_tf32 to be a bool, got %r"
