@@ -43,7 +43,18 @@ constexpr int kTcWarps = 8;
 constexpr int kTcThreads = kTcWarps * 32;
 constexpr int kTcPixelsPerWarp = 32;  // four n8 tiles
 constexpr int kTcTilePixels = kTcWarps * kTcPixelsPerWarp;
-constexpr int kMaxChunkChannels = 8;
+// Input channels staged per chunk: 8 for kernels of 5 taps or more (v0.1: 3x3 x 8 channels, one
+// tap per k8 step), more for small kernels, whose chunk of 8 channels is only one or two k8 steps
+// of MMAs behind a whole stage-split-synchronise round: 1x1 with 128 input channels measured
+// 0.46 ms in 16 such rounds per tile (eager: 0.27 ms). Halved while two CTAs would not fit.
+int preferred_chunk_channels(int64_t taps) {
+  return taps >= 5 ? 8 : (taps >= 3 ? 16 : (taps == 2 ? 32 : 64));
+}
+// Chunk totals (float32 sums of each chunk's MMA results, see the kernel) only past this many k8
+// steps in all: up to 24 steps (72 MMAs per accumulator in 3xTF32; v0.1 has 27 at 7e-7 error)
+// the tensor core's truncating accumulation stays far below the 1e-5 bound, and the totals' 64 KB
+// of shared memory would halve the CTAs per SM of the 1x1 / 128-channel case.
+constexpr int kMaxKStepsWithoutTotals = 24;
 // CTAs of 8 warps per SM: two (registers capped at 128 per thread) with 32 or 64 channels per
 // CTA; four (64 registers) with 16, whose accumulators are a quarter of the size, so small
 // problems like KernelBench's v0 (512 tiles) run every tile at once instead of in two waves.
@@ -57,7 +68,7 @@ constexpr int kPrepThreads = 256;
 struct TensorCoreLayout {
   int channel_tiles;     // kMTiles: 16-channel m16 tiles per CTA
   int channel_blocks;    // ceil(out_channels / (16 * channel_tiles)): gridDim.y
-  int chunk_channels;    // input channels staged at a time: min(in_channels, 8)
+  int chunk_channels;    // input channels staged at a time (preferred_chunk_channels)
   int chunks;            // ceil(in_channels / chunk_channels)
   int chunk_k_steps;     // ceil(taps * chunk_channels / 8)
   int tile_rows;         // input rows staged per pixel tile: (output rows it spans - 1) *
@@ -69,6 +80,7 @@ struct TensorCoreLayout {
                          // raw float32 split in place to TF32 big parts, once as small parts
   int tiles_per_image;   // ceil(out_height * out_width / kTcTilePixels)
   int64_t fragment_words;  // words of big parts, all channel blocks (small parts follow)
+  bool chunk_totals;       // several chunks, summed in float32 totals (kMaxKStepsWithoutTotals)
   bool shared_weights;     // each CTA splits its channel block's fragments into shared memory
                            // (no prep kernel, no workspace)
   int64_t shared_bytes;    // dynamic shared memory one CTA needs
@@ -159,10 +171,10 @@ __global__ void __launch_bounds__(kTcThreads, max_ctas_per_sm<kMTiles>())
   const int tile_words = (layout.chunk_channels + 1) * layout.plane_pitch;
   uint32_t* tile_big = reinterpret_cast<uint32_t*>(tile);
   uint32_t* tile_small = tile_big + tile_words;
-  // With several chunks, each chunk's MMA sums move into float32 totals here (thread-private
-  // words, conflict-free): the tensor core's own accumulation truncates, and over the 375 MMAs of
-  // a 33-channel 5x5 problem that bias measured 1.05e-5 relative error. One chunk (v0.1) needs
-  // no totals and no extra shared memory.
+  // With layout.chunk_totals, each chunk's MMA sums move into float32 totals here
+  // (thread-private words, conflict-free): the tensor core's own accumulation truncates, and over
+  // the 375 MMAs of a 33-channel 5x5 problem that bias measured 1.05e-5 relative error. One chunk
+  // (v0.1), or few k steps in all, needs no totals and no extra shared memory.
   float* chunk_totals = reinterpret_cast<float*>(tile_small + tile_words);
 
   const float* __restrict__ input = static_cast<const float*>(p.input);
@@ -322,7 +334,7 @@ __global__ void __launch_bounds__(kTcThreads, max_ctas_per_sm<kMTiles>())
           }
         }
       }
-      if (chunk + 1 < layout.chunks) {
+      if (layout.chunk_totals && chunk + 1 < layout.chunks) {
 #pragma unroll
         for (int i = 0; i < kMTiles; ++i) {
 #pragma unroll
@@ -337,7 +349,7 @@ __global__ void __launch_bounds__(kTcThreads, max_ctas_per_sm<kMTiles>())
         }
       }
     }
-    if (layout.chunks > 1) {
+    if (layout.chunk_totals) {
 #pragma unroll
       for (int i = 0; i < kMTiles; ++i) {
 #pragma unroll
@@ -389,13 +401,13 @@ int channel_tiles_for(int64_t out_channels) {
   return out_channels <= 16 ? 1 : (out_channels <= 32 ? 2 : 4);
 }
 
-TensorCoreLayout make_layout(const ConvParams& p) {
+TensorCoreLayout make_layout_with_chunk(const ConvParams& p, int chunk_channels) {
   TensorCoreLayout layout{};
   layout.channel_tiles = channel_tiles_for(p.out_channels);
   layout.channel_blocks = static_cast<int>((p.out_channels + layout.channel_tiles * 16 - 1) /
                                            (layout.channel_tiles * 16));
   layout.chunk_channels =
-      static_cast<int>(p.in_channels < kMaxChunkChannels ? p.in_channels : kMaxChunkChannels);
+      static_cast<int>(p.in_channels < chunk_channels ? p.in_channels : chunk_channels);
   layout.chunks =
       static_cast<int>((p.in_channels + layout.chunk_channels - 1) / layout.chunk_channels);
   layout.chunk_k_steps =
@@ -416,8 +428,10 @@ TensorCoreLayout make_layout(const ConvParams& p) {
                           layout.channel_tiles * 32 * 4;
   layout.shared_bytes = int64_t{layout.chunk_k_steps} * 8 * 4 +
                         int64_t{2} * (layout.chunk_channels + 1) * layout.plane_pitch * 4;
-  if (layout.chunks > 1) {
-    layout.shared_bytes += int64_t{kTcThreads} * layout.channel_tiles * 16 * 4;  // chunk totals
+  layout.chunk_totals = layout.chunks > 1 &&
+                        int64_t{layout.chunks} * layout.chunk_k_steps > kMaxKStepsWithoutTotals;
+  if (layout.chunk_totals) {
+    layout.shared_bytes += int64_t{kTcThreads} * layout.channel_tiles * 16 * 4;
   }
   const int64_t shared_weight_bytes = 2 * block_fragment_words(layout) * 4;
   layout.shared_weights =
@@ -425,6 +439,17 @@ TensorCoreLayout make_layout(const ConvParams& p) {
       layout.shared_bytes + shared_weight_bytes <= kMaxSharedBytesWithWeights;
   if (layout.shared_weights) {
     layout.shared_bytes += shared_weight_bytes;
+  }
+  return layout;
+}
+
+TensorCoreLayout make_layout(const ConvParams& p, const DeviceLimits& limits) {
+  const int64_t two_ctas_bytes = (int64_t{limits.max_shared_bytes} + 1024) / 2 - 1024;
+  TensorCoreLayout layout =
+      make_layout_with_chunk(p, preferred_chunk_channels(p.kernel_h * p.kernel_w));
+  while (layout.chunk_channels > 8 && layout.shared_bytes > two_ctas_bytes) {
+    // Half the chunk, rounded up to whole k8 steps of channels.
+    layout = make_layout_with_chunk(p, (layout.chunk_channels / 2 + 7) / 8 * 8);
   }
   return layout;
 }
@@ -442,7 +467,7 @@ cudaError_t choose_tensorcore(const ConvParams& params, bool& use, TensorCoreLay
   if (status != cudaSuccess) {
     return status;
   }
-  layout = make_layout(params);
+  layout = make_layout(params, limits);
   // fragment_words < 2^31: the weight split's 32-bit index math (and a workspace below 16 GB).
   use = layout.shared_bytes <= limits.max_shared_bytes &&
         layout.fragment_words < (int64_t{1} << 31);
