@@ -148,26 +148,28 @@ def test_small_weights_take_one_launch(allow_tf32):
     assert relative_l2_error(call(), reference_float64(x, weight, bias)) < tolerance
 
 
-@pytest.mark.parametrize("in_channels,out_channels,kernel", [
-    (128, 128, 1),  # the sweep's 1x1 case: two 64-channel chunks, no chunk totals
-    (200, 40, 1),  # 64 + 64 + 64 + 8 channels: more k steps than the no-totals limit
-    (70, 33, (1, 2)),  # 32-channel chunks, one partial
-    (45, 20, 2),  # 16-channel chunks of 2x2 taps
+@pytest.mark.parametrize("in_channels,out_channels,kernel,stride", [
+    (128, 128, 1, 1),  # the sweep's 1x1 case: two 64-channel chunks, no chunk totals
+    (200, 40, 1, 2),  # 64 + 64 + 64 + 8 channels: more k steps than the no-totals limit
+    (70, 33, (1, 2), (2, 1)),  # 32-channel chunks, one partial
+    (45, 20, 2, 2),  # 16-channel chunks of 2x2 taps
 ])
-def test_small_kernels_take_wide_channel_chunks(in_channels, out_channels, kernel):
+def test_small_kernels_take_wide_channel_chunks(in_channels, out_channels, kernel, stride):
     # Kernels of 1-4 taps stage 16-64 input channels per chunk (conv_fwd_tensorcore.cu,
     # preferred_chunk_channels); correct against float64 on poisoned outputs, in both modes.
+    # Strided cases keep the Hopper kernel (stride 1 only) out; the 1x1 / 128 case does not fit
+    # its shared memory.
     kernel_h, kernel_w = (kernel, kernel) if isinstance(kernel, int) else kernel
     x = torch.randn(3, in_channels, 19, 29, device="cuda")
     weight = torch.randn(out_channels, in_channels, kernel_h, kernel_w, device="cuda") / (
         in_channels * kernel_h * kernel_w) ** 0.5
     bias = torch.randn(out_channels, device="cuda")
-    expected = reference_float64(x, weight, bias, padding=1)
+    expected = reference_float64(x, weight, bias, stride=stride, padding=1)
     for allow_tf32, tolerance in ((False, THREE_TF32_TOLERANCE), (True, TF32_TOLERANCE)):
         def call():
-            return fusedconv.conv2d_hardswish_relu(x, weight, bias, padding=1,
+            return fusedconv.conv2d_hardswish_relu(x, weight, bias, stride=stride, padding=1,
                                                    allow_tf32=allow_tf32)
         names = cuda_kernel_names(call)
-        assert any("tensorcore_kernel" in name or "wgmma_kernel" in name for name in names), names
+        assert any("tensorcore_kernel" in name for name in names), names
         actual = poisoned_call(call, torch.float32, "cuda")
         assert relative_l2_error(actual, expected) < tolerance, allow_tf32
