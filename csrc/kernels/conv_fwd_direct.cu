@@ -1,5 +1,5 @@
 // Small-problem forward (KernelBench's v0 and its kin): a float32 FFMA direct convolution; each
-// thread computes every output channel of two output positions.
+// thread computes every output channel of one output position.
 //
 // Why not tensor cores here: with up to 16 output channels and Cin x kh x kw <= 32, the products
 // are at most 512 FMAs per position, while the tensor-core kernels pay for staging, the TF32
@@ -25,9 +25,10 @@ namespace {
 constexpr int kDirectThreads = 256;
 constexpr int kDirectMaxOutChannels = 16;
 constexpr int kDirectMaxK = 32;  // in_channels x kernel_h x kernel_w
-// Positions per thread, kDirectThreads apart: each broadcast weight load feeds both, and the
-// per-thread setup and the CTA's weight staging are shared by twice the outputs.
-constexpr int kDirectPositions = 2;
+// Output positions per thread, kDirectThreads apart (each broadcast weight load would feed all
+// of them). One: two measured slower, 0.0126 vs 0.0118 ms on v0 and 0.0093 vs 0.0062 ms at batch
+// 32, where half as many CTAs leave most SMs idle.
+constexpr int kDirectPositions = 1;
 constexpr int kDirectTile = kDirectThreads * kDirectPositions;
 
 // Gathers the kernel_h x kernel_w x in_channels inputs of one output position into
