@@ -1,5 +1,5 @@
-// Small-problem forward (KernelBench's v0 and its kin): a float32 FFMA direct convolution; each
-// thread computes every output channel of one output position.
+// Small-problem forward (KernelBench's v0 and its kin): a float32 FFMA direct convolution, one
+// thread per output position computing every output channel.
 //
 // Why not tensor cores here: with up to 16 output channels and Cin x kh x kw <= 32, the products
 // are at most 512 FMAs per position, while the tensor-core kernels pay for staging, the TF32
@@ -9,7 +9,9 @@
 // shared memory (a broadcast 16-byte load feeds four FMAs), and a warp's stores cover 32
 // consecutive positions of one channel plane. Exact float32 accumulation in either precision
 // mode (allow_tf32 has nothing to speed up); one launch, no workspace. DESIGN.md allows FFMA
-// "where that is as fast".
+// "where that is as fast". Measured (kernel time, H100): v0 0.0118 ms against 0.0130 for the
+// mma.sync kernel. Two positions per thread (sharing each weight load) measured slower: 0.0126
+// ms on v0 and 0.0093 vs 0.0062 ms at batch 32, where half as many CTAs leave SMs idle.
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -25,26 +27,46 @@ namespace {
 constexpr int kDirectThreads = 256;
 constexpr int kDirectMaxOutChannels = 16;
 constexpr int kDirectMaxK = 32;  // in_channels x kernel_h x kernel_w
-// Output positions per thread, kDirectThreads apart (each broadcast weight load would feed all
-// of them). One: two measured slower, 0.0126 vs 0.0118 ms on v0 and 0.0093 vs 0.0062 ms at batch
-// 32, where half as many CTAs leave most SMs idle.
-constexpr int kDirectPositions = 1;
-constexpr int kDirectTile = kDirectThreads * kDirectPositions;
 
-// Gathers the kernel_h x kernel_w x in_channels inputs of one output position into
-// inputs[k], k = (channel * kernel_h + r) * kernel_w + s; taps in the zero padding and k past
-// k_total read as 0. The kernel size as template arguments for the common 3x3 (0: read at run
-// time): known sizes unroll into straight-line loads with static indices, where the run-time
-// walk costs a counter and branches per tap (a third of the kernel's instructions on v0).
+// The kernel size as template arguments for the common 3x3 (kKernelH = kKernelW = 0: read at
+// run time). Known sizes unroll the tap loop into straight-line loads with static indices; the
+// run-time walk costs a counter and branches per tap, about a third of the kernel's
+// instructions on v0.
 template <int kKernelH, int kKernelW>
-__device__ __forceinline__ void gather_inputs(const ConvParams& p, const float* __restrict__ image,
-                                              int first_row, int first_col, bool active,
-                                              int k_total, float (&inputs)[kDirectMaxK]) {
+__global__ void __launch_bounds__(kDirectThreads)
+    conv_hardswish_relu_direct_kernel(const ConvParams p) {
+  // weights[k][out channel], k = (channel * kernel_h + r) * kernel_w + s; zero past the problem.
+  __shared__ float4 weights[kDirectMaxK][kDirectMaxOutChannels / 4];
+  __shared__ float bias_values[kDirectMaxOutChannels];
+
+  const int kernel_h = kKernelH > 0 ? kKernelH : static_cast<int>(p.kernel_h);
+  const int kernel_w = kKernelW > 0 ? kKernelW : static_cast<int>(p.kernel_w);
+  const int taps = kernel_h * kernel_w;
+  const int k_total = static_cast<int>(p.in_channels) * taps;
   const int in_height = static_cast<int>(p.in_height);
   const int in_width = static_cast<int>(p.in_width);
-  const int channel_stride = in_height * in_width;  // dense NCHW (the dispatch rule)
+  const int out_width = static_cast<int>(p.out_width);
+  const int plane = static_cast<int>(p.out_height * p.out_width);
+  const int out_channels = static_cast<int>(p.out_channels);
+
+  // This thread's position: launch_direct keeps batch x plane below 2^31.
+  const int position = static_cast<int>(blockIdx.x) * kDirectThreads + threadIdx.x;
+  const bool active = position < static_cast<int>(p.batch) * plane;
+  const int n = active ? position / plane : 0;
+  const int local = active ? position - n * plane : 0;
+  const int out_row = local / out_width;
+  const int out_col = local - out_row * out_width;
+  const int first_row = out_row * static_cast<int>(p.stride_h) - static_cast<int>(p.pad_top);
+  const int first_col = out_col * static_cast<int>(p.stride_w) - static_cast<int>(p.pad_left);
   const int dilation_h = static_cast<int>(p.dilation_h);
   const int dilation_w = static_cast<int>(p.dilation_w);
+  const float* __restrict__ image =
+      static_cast<const float*>(p.input) + int64_t{n} * p.input_strides.n;
+  const int channel_stride = in_height * in_width;  // dense NCHW (the dispatch rule)
+
+  // Inputs first, so their latency overlaps the weight staging below. Taps in the zero padding
+  // read as 0; k past k_total stays 0 and is skipped below.
+  float inputs[kDirectMaxK];
   if constexpr (kKernelH > 0 && kKernelW > 0) {
     constexpr int kTaps = kKernelH * kKernelW;
     bool row_inside[kKernelH], col_inside[kKernelW];
@@ -63,17 +85,15 @@ __device__ __forceinline__ void gather_inputs(const ConvParams& p, const float* 
     }
 #pragma unroll
     for (int k = 0; k < kDirectMaxK; ++k) {
+      inputs[k] = 0.0f;
       const int channel = k / kTaps;  // compile-time constants once unrolled
       const int r = (k % kTaps) / kKernelW;
       const int s = k % kKernelW;
-      inputs[k] = 0.0f;
       if (k < k_total && row_inside[r] && col_inside[s]) {
         inputs[k] = __ldg(image + channel * channel_stride + row_offset[r] + col_offset[s]);
       }
     }
   } else {
-    const int kernel_h = static_cast<int>(p.kernel_h);
-    const int kernel_w = static_cast<int>(p.kernel_w);
     int channel = 0, r = 0, s = 0;
 #pragma unroll
     for (int k = 0; k < kDirectMaxK; ++k) {
@@ -93,44 +113,8 @@ __device__ __forceinline__ void gather_inputs(const ConvParams& p, const float* 
       }
     }
   }
-}
-
-template <int kKernelH, int kKernelW>
-__global__ void __launch_bounds__(kDirectThreads)
-    conv_hardswish_relu_direct_kernel(const ConvParams p) {
-  // weights[k][out channel]; zero past the problem.
-  __shared__ float4 weights[kDirectMaxK][kDirectMaxOutChannels / 4];
-  __shared__ float bias_values[kDirectMaxOutChannels];
-
-  const int taps = static_cast<int>(p.kernel_h * p.kernel_w);
-  const int k_total = static_cast<int>(p.in_channels) * taps;
-  const int out_width = static_cast<int>(p.out_width);
-  const int plane = static_cast<int>(p.out_height * p.out_width);
-  const int out_channels = static_cast<int>(p.out_channels);
-  const int positions = static_cast<int>(p.batch) * plane;  // < 2^31 (the dispatch rule)
-
-  // Inputs first, so their latency overlaps the weight staging below.
-  float inputs[kDirectPositions][kDirectMaxK];
-  int image_index[kDirectPositions], local[kDirectPositions];
-  bool active[kDirectPositions];
-#pragma unroll
-  for (int q = 0; q < kDirectPositions; ++q) {
-    const int position = static_cast<int>(blockIdx.x) * kDirectTile + q * kDirectThreads +
-                         static_cast<int>(threadIdx.x);
-    active[q] = position < positions;
-    image_index[q] = active[q] ? position / plane : 0;
-    local[q] = active[q] ? position - image_index[q] * plane : 0;
-    const int out_row = local[q] / out_width;
-    const int out_col = local[q] - out_row * out_width;
-    gather_inputs<kKernelH, kKernelW>(
-        p, static_cast<const float*>(p.input) + int64_t{image_index[q]} * p.input_strides.n,
-        out_row * static_cast<int>(p.stride_h) - static_cast<int>(p.pad_top),
-        out_col * static_cast<int>(p.stride_w) - static_cast<int>(p.pad_left), active[q], k_total,
-        inputs[q]);
-  }
 
   const float* __restrict__ weight = static_cast<const float*>(p.weight);
-  const int kernel_w = static_cast<int>(p.kernel_w);
   float* weight_words = reinterpret_cast<float*>(weights);
   for (int index = threadIdx.x; index < kDirectMaxK * kDirectMaxOutChannels;
        index += kDirectThreads) {
@@ -153,14 +137,14 @@ __global__ void __launch_bounds__(kDirectThreads)
                                                                           : 0.0f;
   }
   __syncthreads();
+  if (!active) {
+    return;
+  }
 
-  float acc[kDirectPositions][kDirectMaxOutChannels];
+  float acc[kDirectMaxOutChannels];
 #pragma unroll
   for (int out_channel = 0; out_channel < kDirectMaxOutChannels; ++out_channel) {
-#pragma unroll
-    for (int q = 0; q < kDirectPositions; ++q) {
-      acc[q][out_channel] = bias_values[out_channel];
-    }
+    acc[out_channel] = bias_values[out_channel];
   }
 #pragma unroll
   for (int k = 0; k < kDirectMaxK; ++k) {
@@ -168,29 +152,20 @@ __global__ void __launch_bounds__(kDirectThreads)
 #pragma unroll
       for (int quad = 0; quad < kDirectMaxOutChannels / 4; ++quad) {
         const float4 w = weights[k][quad];
-#pragma unroll
-        for (int q = 0; q < kDirectPositions; ++q) {
-          acc[q][4 * quad + 0] = fmaf(inputs[q][k], w.x, acc[q][4 * quad + 0]);
-          acc[q][4 * quad + 1] = fmaf(inputs[q][k], w.y, acc[q][4 * quad + 1]);
-          acc[q][4 * quad + 2] = fmaf(inputs[q][k], w.z, acc[q][4 * quad + 2]);
-          acc[q][4 * quad + 3] = fmaf(inputs[q][k], w.w, acc[q][4 * quad + 3]);
-        }
+        acc[4 * quad + 0] = fmaf(inputs[k], w.x, acc[4 * quad + 0]);
+        acc[4 * quad + 1] = fmaf(inputs[k], w.y, acc[4 * quad + 1]);
+        acc[4 * quad + 2] = fmaf(inputs[k], w.z, acc[4 * quad + 2]);
+        acc[4 * quad + 3] = fmaf(inputs[k], w.w, acc[4 * quad + 3]);
       }
     }
   }
 
+  float* __restrict__ output =
+      static_cast<float*>(p.output) + int64_t{n} * p.output_strides.n + local;
 #pragma unroll
-  for (int q = 0; q < kDirectPositions; ++q) {
-    if (!active[q]) {
-      continue;
-    }
-    float* __restrict__ output = static_cast<float*>(p.output) +
-                                 int64_t{image_index[q]} * p.output_strides.n + local[q];
-#pragma unroll
-    for (int out_channel = 0; out_channel < kDirectMaxOutChannels; ++out_channel) {
-      if (out_channel < out_channels) {
-        output[out_channel * plane] = HardSwishReLU<float>::value(acc[q][out_channel]);
-      }
+  for (int out_channel = 0; out_channel < kDirectMaxOutChannels; ++out_channel) {
+    if (out_channel < out_channels) {
+      output[out_channel * plane] = HardSwishReLU<float>::value(acc[out_channel]);
     }
   }
 }
@@ -201,12 +176,13 @@ bool direct_forward_applies(const ConvParams& params) {
   return tensorcore::dense_float32_nchw(params) &&
          params.out_channels <= kDirectMaxOutChannels &&
          params.in_channels * params.kernel_h * params.kernel_w <= kDirectMaxK &&
-         params.batch * params.out_height * params.out_width < (int64_t{1} << 31) - kDirectTile;
+         params.batch * params.out_height * params.out_width <
+             (int64_t{1} << 31) - kDirectThreads;
 }
 
 cudaError_t launch_conv_hardswish_relu_direct(const ConvParams& params, cudaStream_t stream) {
   const int64_t positions = params.batch * params.out_height * params.out_width;
-  const int64_t blocks = (positions + kDirectTile - 1) / kDirectTile;
+  const int64_t blocks = (positions + kDirectThreads - 1) / kDirectThreads;
   if (blocks == 0) {
     return cudaSuccess;
   }
