@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Profiling round for the forward kernel (kernel notes): ncu sections and per-instruction stall
 # samples of one v0.1 call (v0 with FUSEDCONV_PROFILE_PROBLEM=v0; pick the kernel with
-# FUSEDCONV_PROFILE_KERNEL, default wgmma_kernel), and the SASS of the Hopper kernel. Expects the extension built (run
-# after tools/gpu_round.sh in the same device call). Output under $OUT.
+# FUSEDCONV_PROFILE_KERNEL, default wgmma_kernel), and the SASS of the Hopper kernel. Expects the
+# extension built (run after tools/gpu_round.sh in the same device call). Output under $OUT.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-/tmp/fusedconv-gpu-round}"

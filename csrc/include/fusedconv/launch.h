@@ -23,8 +23,8 @@ cudaError_t forward_workspace_bytes(const ConvParams& params, bool allow_tf32, i
 cudaError_t launch_conv_hardswish_relu(const ConvParams& params, bool allow_tf32,
                                        cudaStream_t stream);
 
-// The small-problem forward (conv_fwd_direct.cu): float32 FFMA, each thread computing every
-// output channel of one output position. Applies to float32 dense NCHW, groups 1, any stride and dilation,
+// The small-problem forward (conv_fwd_direct.cu): float32 FFMA, each thread computing every output
+// channel of one output position. Applies to float32 dense NCHW, groups 1, any stride and dilation,
 // at most 16 output channels, in_channels x kernel_h x kernel_w <= 32 and batch x output plane
 // below 2^31 (KernelBench's v0). Exact float32 in either precision mode; needs no workspace.
 bool direct_forward_applies(const ConvParams& params);
