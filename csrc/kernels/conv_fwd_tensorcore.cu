@@ -182,8 +182,7 @@ __global__ void __launch_bounds__(kTcThreads, max_ctas_per_sm<kMTiles>())
   float* __restrict__ output = static_cast<float*>(p.output);
   const uint4* big_fragments = static_cast<const uint4*>(p.workspace);
   const uint4* small_fragments = big_fragments + layout.fragment_words / 4;
-  int64_t block_fragments =
-      int64_t{blockIdx.y} * layout.chunks * layout.chunk_k_steps * kMTiles * 32;
+  int64_t block_fragments = int64_t{blockIdx.y} * block_fragment_words(layout) / 4;
   // With kSharedWeights the split itself happens while the first tile's input is in flight.
   bool weights_pending = kSharedWeights;
   if (kSharedWeights) {
@@ -444,10 +443,9 @@ TensorCoreLayout make_layout_with_chunk(const ConvParams& p, int chunk_channels)
 }
 
 TensorCoreLayout make_layout(const ConvParams& p, const DeviceLimits& limits) {
-  const int64_t two_ctas_bytes = (int64_t{limits.max_shared_bytes} + 1024) / 2 - 1024;
   TensorCoreLayout layout =
       make_layout_with_chunk(p, preferred_chunk_channels(p.kernel_h * p.kernel_w));
-  while (layout.chunk_channels > 8 && layout.shared_bytes > two_ctas_bytes) {
+  while (layout.chunk_channels > 8 && ctas_per_sm(limits, layout.shared_bytes, 2) < 2) {
     // Half the chunk, rounded up to whole k8 steps of channels.
     layout = make_layout_with_chunk(p, (layout.chunk_channels / 2 + 7) / 8 * 8);
   }
