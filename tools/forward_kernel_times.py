@@ -48,12 +48,14 @@ def graph_ms(fn, replays=30):
 
 
 def kernels_run(fn):
-    """Which forward kernel(s) fn() launched: 'direct', 'wgmma', 'mma.sync' and/or 'generic'."""
+    """Which forward kernel(s) fn() launched: 'direct', 'wgmma' (resident weights),
+    'wgmma-streamed', 'mma.sync' and/or 'generic'."""
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as profile:
         fn()
         torch.cuda.synchronize()
     names = " ".join(event.name for event in profile.events())
     found = [label for label, marker in (("direct", "direct_kernel"), ("wgmma", "wgmma_kernel"),
+                                         ("wgmma-streamed", "wgmma_streamed_kernel"),
                                          ("mma.sync", "tensorcore_kernel"),
                                          ("generic", "generic_kernel")) if marker in names]
     return "+".join(found) or "none"

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Profiling round for the forward kernel (kernel notes): ncu sections and per-instruction stall
-# samples of one v0.1 call (v0 with FUSEDCONV_PROFILE_PROBLEM=v0; pick the kernel with
-# FUSEDCONV_PROFILE_KERNEL, default wgmma_kernel), and the SASS of the Hopper kernel. Expects the
-# extension built (run after tools/gpu_round.sh in the same device call). Output under $OUT.
+# samples of one v0.1 call (another benchmark case with FUSEDCONV_PROFILE_PROBLEM=<case name>;
+# pick the kernel with FUSEDCONV_PROFILE_KERNEL, a regex, default wgmma_kernel), and the SASS of
+# the Hopper kernels. Expects the extension built (run after tools/gpu_round.sh in the same
+# device call). Output under $OUT.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-/tmp/fusedconv-gpu-round}"
+mkdir -p "$OUT"
 export TORCH_EXTENSIONS_DIR="${TORCH_EXTENSIONS_DIR:-$PWD/.torch_extensions}"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 if [ -x /usr/bin/g++ ]; then
@@ -21,7 +23,7 @@ ncu --import "$OUT/profile.ncu-rep" --page source --csv --print-source sass \
   >"$OUT/ncu-source.csv" 2>&1
 library=$(find "$TORCH_EXTENSIONS_DIR" -name 'fusedconv_ext_cuda*.so' | head -n 1)
 cuobjdump --dump-sass "$library" |
-  awk '/Function : .*wgmma_kernel/{p=1} p{print} /Function : / && !/wgmma_kernel/{p=0}' \
+  awk '/Function : .*wgmma/{p=1} p{print} /Function : / && !/wgmma/{p=0}' \
   >"$OUT/wgmma.sass"
 wc -l "$OUT/wgmma.sass"
 grep -E "Duration|Throughput|Registers|Achieved Occupancy|Warp Cycles Per Issued|Issue Slots" \

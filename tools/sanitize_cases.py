@@ -14,6 +14,8 @@ CASES = [
     (2, 3, 5, 9, 11, 3, {}, torch.float32, 1e-5),
     # Several items per CTA through the Hopper kernel's stage ring (on an H100).
     (3, 8, 64, 40, 128, 3, {}, torch.float32, 1e-5),
+    # The streamed Hopper kernel: 5 chunks of 8 input channels (45 k steps), two channel blocks.
+    (1, 40, 72, 6, 30, 3, {"padding": 1}, torch.float32, 1e-5),
     (1, 4, 6, 7, 13, (2, 3), {"padding": "same", "dilation": 2}, torch.float32, 1e-5),
     # Strided, two input-channel chunks and two channel blocks on the mma.sync kernel. Forward
     # only: its backward is the composite one, whose cuDNN sm90 xmma dgrad kernel racecheck

@@ -537,12 +537,14 @@ bool wgmma_disabled() {
   return disabled;
 }
 
-cudaError_t use_wgmma(const ConvParams& params, bool allow_tf32, bool& use) {
+cudaError_t use_wgmma(const ConvParams& params, bool allow_tf32, bool& use,
+                      int64_t& workspace_bytes) {
   use = false;
+  workspace_bytes = 0;
   if (wgmma_disabled()) {
     return cudaSuccess;
   }
-  return wgmma_forward_applies(params, allow_tf32, use);
+  return wgmma_forward_applies(params, allow_tf32, use, workspace_bytes);
 }
 
 }  // namespace
@@ -553,7 +555,7 @@ cudaError_t forward_workspace_bytes(const ConvParams& params, bool allow_tf32, i
     return cudaSuccess;
   }
   bool wgmma = false;
-  cudaError_t status = use_wgmma(params, allow_tf32, wgmma);
+  cudaError_t status = use_wgmma(params, allow_tf32, wgmma, bytes);
   if (status != cudaSuccess || wgmma) {
     return status;
   }
@@ -579,7 +581,8 @@ cudaError_t launch_conv_hardswish_relu(const ConvParams& params, bool allow_tf32
     return launch_conv_hardswish_relu_direct(params, stream);
   }
   bool wgmma = false;
-  cudaError_t status = use_wgmma(params, allow_tf32, wgmma);
+  int64_t wgmma_workspace_bytes = 0;
+  cudaError_t status = use_wgmma(params, allow_tf32, wgmma, wgmma_workspace_bytes);
   if (status != cudaSuccess) {
     return status;
   }

@@ -63,11 +63,27 @@ constexpr int kMaxKSteps = 32;
 // offsets; the weights start at kHeaderBytes.
 constexpr int kHeaderBytes = 512;
 
+// Two variants share the staging, the MMAs and the epilogue:
+//   resident (conv_hardswish_relu_wgmma_kernel): every input channel in one stage and every
+//     split weight in shared memory for the whole kernel; the consumers take an item's units
+//     one after the other. Up to kMaxKSteps k steps.
+//   streamed (conv_hardswish_relu_wgmma_streamed_kernel): a stage holds one chunk of input
+//     channels and that chunk's split weights (a prep kernel writes them once per call to a
+//     workspace in shared-memory order; the producer fetches them with one bulk copy per
+//     stage); an item is at most 2 units, one per consumer, which keeps its accumulators over
+//     the item's chunks and adds each chunk's MMA sum into float32 totals (so the truncating
+//     tensor-core accumulation never runs more than one chunk's k steps). Any input channel
+//     count: the 56x56 / 32-64 channel and 1x1 / 128 channel cases that the resident kernel
+//     cannot hold.
 struct WgmmaLayout {
+  bool streamed;        // the variant
   int parts;            // operand parts: 2 (3xTF32: big, small) or 1 (TF32)
   int out_blocks;       // ceil(out_channels / 64)
-  int channel_groups;   // planes of 4 input channels per part: 2 * ceil(in_channels / 8)
-  int k_steps;          // ceil(in_channels / 8) * kernel_h * kernel_w, step = chunk * taps + tap
+  int chunk_channels;   // input channels per stage: a multiple of 8 (all of them if resident)
+  int chunks;           // stages per item: ceil(in_channels / chunk_channels)
+  int channel_groups;   // planes of 4 input channels per part and stage: chunk_channels / 4
+  int k_steps;          // k steps per stage: chunk_channels / 8 * taps, step = eighth * taps + tap
+  int a_stage_bytes;    // streamed: a stage's split weights (every part and channel block)
   int tile_rows;        // output rows per item
   int row_blocks;       // ceil(out_height / tile_rows)
   int staged_rows;      // tile_rows + kernel_h - 1
@@ -89,9 +105,10 @@ struct WgmmaLayout {
   int64_t items;        // batch * row_blocks
 };
 
+constexpr int kTapTableOffset = 2 * kMaxStages * 8;
+
 #if FUSEDCONV_WGMMA_DEVICE
 
-constexpr int kTapTableOffset = 2 * kMaxStages * 8;
 constexpr int kProducerBarrier = 1;  // named barrier of warpgroup 0 (0 is __syncthreads)
 
 __device__ __forceinline__ uint32_t shared_address(const void* pointer) {
@@ -128,6 +145,28 @@ __device__ __forceinline__ void barrier_wait(uint32_t barrier, uint32_t parity) 
 // reads through the async proxy, only after this fence in the writing thread.
 __device__ __forceinline__ void fence_proxy_async() {
   asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+}
+
+// The arrival of the thread that starts a bulk copy: the barrier's phase then also waits for
+// `bytes` bytes of asynchronous copies to land.
+__device__ __forceinline__ void barrier_arrive_expect_bytes(uint32_t barrier, uint32_t bytes) {
+  asm volatile(
+      "{\n"
+      ".reg .b64 state;\n"
+      "mbarrier.arrive.expect_tx.shared::cta.b64 state, [%0], %1;\n"
+      "}\n" ::"r"(barrier),
+      "r"(bytes)
+      : "memory");
+}
+
+// One bulk (TMA) copy of `bytes` (a multiple of 16, both addresses 16-byte aligned) from global
+// to shared memory, completing on `barrier` (CUTLASS's SM90_BULK_COPY_G2S).
+__device__ __forceinline__ void bulk_copy_to_shared(uint32_t destination, const void* source,
+                                                    uint32_t bytes, uint32_t barrier) {
+  asm volatile(
+      "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n"
+      ::"r"(destination), "l"(source), "r"(bytes), "r"(barrier)
+      : "memory");
 }
 
 __device__ __forceinline__ void producer_sync() {
@@ -213,10 +252,11 @@ __device__ __forceinline__ void wgmma_m64n128k8_tf32(float (&d)[64], uint64_t de
       : "l"(desc_a), "l"(desc_b), "n"(kAccumulate));
 }
 
-// Producer: cp.async of the raw input rows of `item` (those inside the image) into `raw`, laid
-// out [channel][staged row][raw_pitch].
+// Producer: cp.async of the raw input rows of `item` (those inside the image) of input channels
+// first_channel .. first_channel + channels - 1 into `raw`, laid out [channel][staged row][raw_pitch].
 __device__ __forceinline__ void copy_raw_rows(const ConvParams& p, const WgmmaLayout& layout,
-                                              int64_t item, float* raw, int thread) {
+                                              int64_t item, int first_channel, int channels,
+                                              float* raw, int thread) {
   const int64_t image = item / layout.row_blocks;
   const int first_row =
       static_cast<int>(item % layout.row_blocks) * layout.tile_rows - static_cast<int>(p.pad_top);
@@ -229,9 +269,8 @@ __device__ __forceinline__ void copy_raw_rows(const ConvParams& p, const WgmmaLa
   if (rows <= 0) {
     return;
   }
-  const float* source =
-      static_cast<const float*>(p.input) + image * p.in_channels * height * width;
-  const int channels = static_cast<int>(p.in_channels);
+  const float* source = static_cast<const float*>(p.input) +
+                        (image * p.in_channels + first_channel) * height * width;
   // Quotients through float reciprocals (exact: indices stay below 2^21, make_wgmma_layout):
   // the integer division subroutine cost more than the copies.
   const float inverse_rows = __frcp_rn(static_cast<float>(rows));
@@ -255,8 +294,9 @@ __device__ __forceinline__ void copy_raw_rows(const ConvParams& p, const WgmmaLa
   }
 }
 
-// Producer: raw rows -> a stage's K-major planes, zero outside the image and past in_channels,
-// every position of every plane written (the consumers' dropped columns read them too).
+// Producer: raw rows of `channels` input channels -> a stage's K-major planes, zero outside the
+// image and past those channels, every position of every plane written (the consumers' dropped
+// columns read them too).
 // kGroups > 0 fixes the number of 4-channel groups at compile time (2: in_channels <= 8, the
 // KernelBench shapes), 0 reads it from the layout. Layout fields are copied to registers first:
 // read through the reference they were reloaded from parameter space in the loop, and the
@@ -264,13 +304,12 @@ __device__ __forceinline__ void copy_raw_rows(const ConvParams& p, const WgmmaLa
 // the MMAs, set the pace at 0.31 ms).
 template <bool kThreeTf32, int kGroups>
 __device__ __forceinline__ void stage_planes(const ConvParams& p, const WgmmaLayout& layout,
-                                             int64_t item, const float* raw, float* stage,
-                                             int thread) {
+                                             int64_t item, int channels, const float* raw,
+                                             float* stage, int thread) {
   const int first_row =
       static_cast<int>(item % layout.row_blocks) * layout.tile_rows - static_cast<int>(p.pad_top);
   const int height = static_cast<int>(p.in_height);
   const int width = static_cast<int>(p.in_width);
-  const int channels = static_cast<int>(p.in_channels);
   const int pad_left = static_cast<int>(p.pad_left);
   const int groups = kGroups > 0 ? kGroups : layout.channel_groups;
   const int positions = layout.plane_positions;
@@ -286,25 +325,34 @@ __device__ __forceinline__ void stage_planes(const ConvParams& p, const WgmmaLay
   // round trips serialized (ncu: the producer busy throughout, consumers waiting on it).
   constexpr int kBatch = 4;
   for (int base = thread; base < positions; base += kBatch * kGroupThreads) {
+    // Where each position's raw values are and how many of its channels are real (none outside
+    // the image), once for all channel groups: per group, the run-time group loop of the 1x1 /
+    // 32-channel stages spent most of the producer's instructions on it (ncu: consumers waiting
+    // on `full` in 38% of samples).
+    int source_offset[kBatch];
+    int present[kBatch];
+#pragma unroll
+    for (int b = 0; b < kBatch; ++b) {
+      const int position = base + b * kGroupThreads;
+      // position / row_pitch exactly (positions stay far below 2^21).
+      const int row = __float2int_rz((position + 0.5f) * inverse_row_pitch);
+      const int col = position - row * row_pitch - pad_left;
+      const bool inside = position < positions && row < staged_rows && first_row + row >= 0 &&
+                          first_row + row < height && col >= 0 && col < width;
+      present[b] = inside ? channels : 0;
+      source_offset[b] = inside ? row * raw_pitch + col : 0;
+    }
 #pragma unroll
     for (int group = 0; group < (kGroups > 0 ? kGroups : groups); ++group) {
       float values[kBatch][4];
 #pragma unroll
       for (int b = 0; b < kBatch; ++b) {
-        const int position = base + b * kGroupThreads;
-        // position / row_pitch exactly (positions stay far below 2^21).
-        const int row = __float2int_rz((position + 0.5f) * inverse_row_pitch);
-        const int col = position - row * row_pitch - pad_left;
-        const bool inside = position < positions && row < staged_rows &&
-                            first_row + row >= 0 && first_row + row < height && col >= 0 &&
-                            col < width;
-        // Channels this position reads: none outside the image, in_channels inside it.
-        const int present = inside ? channels : 0;
-        const float* source = raw + row * raw_pitch + col;
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
           const int channel = 4 * group + e;
-          values[b][e] = channel < present ? source[channel * raw_channel_words] : 0.0f;
+          values[b][e] = channel < present[b]
+                             ? raw[source_offset[b] + channel * raw_channel_words]
+                             : 0.0f;
         }
       }
 #pragma unroll
@@ -330,6 +378,83 @@ __device__ __forceinline__ void stage_planes(const ConvParams& p, const WgmmaLay
         }
       }
     }
+  }
+}
+
+// Epilogue of one unit (64 output channels x 128 positions), per warp and per half of the
+// unit's positions: bias + activation on the accumulators (this thread: channels warp * 16 +
+// lane / 4 (+ 8), position pairs 8 * j + 2 * (lane % 4): wgmma's fragment order) into the warp's
+// shared buffer, then channel by channel back out so that a warp's store covers 64 consecutive
+// positions (256 contiguous bytes of an output row). Stored straight from the fragments, each
+// 32-byte piece of a row straddled two sectors and the SM's stores ran at 3.3x the ideal sector
+// count (ncu: 0.72 ms, L2-bound, producer idle).
+__device__ __forceinline__ void store_unit(const ConvParams& p, const WgmmaLayout& layout,
+                                           const float (&acc)[64], const float* shared_bias,
+                                           float* epilogue, int64_t image, int first_out_row,
+                                           int rows_here, int block, int first_position,
+                                           int warp, int lane) {
+  float* __restrict__ output = static_cast<float*>(p.output);
+  const int out_width = static_cast<int>(p.out_width);
+  const int64_t plane_size = p.out_height * p.out_width;
+  const bool paired_stores = (out_width & 1) == 0;  // every even column then 8-byte aligned
+  const int64_t warp_first_channel = block * kBlockChannels + warp * 16;
+  const int64_t warp_channels = p.out_channels - warp_first_channel;  // valid if r < this
+  float row_bias[2];
+#pragma unroll
+  for (int row_half = 0; row_half < 2; ++row_half) {
+    row_bias[row_half] = shared_bias[warp_first_channel + (lane >> 2) + 8 * row_half];
+  }
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+#pragma unroll
+      for (int row_half = 0; row_half < 2; ++row_half) {
+        const float* pair = acc + 4 * (8 * half + j) + 2 * row_half;
+        const float bias_value = row_bias[row_half];
+        *reinterpret_cast<float2*>(
+            epilogue + ((lane >> 2) + 8 * row_half) * kEpiloguePitch + 8 * j +
+            2 * (lane & 3)) = make_float2(HardSwishReLU<float>::value(pair[0] + bias_value),
+                                          HardSwishReLU<float>::value(pair[1] + bias_value));
+      }
+    }
+    __syncwarp();
+    const int position = first_position + 64 * half + 2 * lane;
+    // position / row_pitch exactly: positions stay far below 2^22.
+    const int row = __float2int_rz((position + 0.5f) * layout.inverse_row_pitch);
+    const int col = position - row * layout.row_pitch;
+    const bool lane_active = row < rows_here && col < out_width;
+    const bool pair_fits = col + 1 < out_width;
+    float* destination = output + (image * p.out_channels + warp_first_channel) * plane_size +
+                         int64_t{first_out_row + row} * out_width + col;
+    // All 16 loads first, then the stores: one round trip through shared memory per half
+    // instead of one per channel.
+    float2 values[16];
+#pragma unroll
+    for (int r = 0; r < 16; ++r) {
+      values[r] = *reinterpret_cast<const float2*>(epilogue + r * kEpiloguePitch + 2 * lane);
+    }
+    if (warp_channels >= 16 && paired_stores) {
+      // The common case, free of per-channel branches: predicated 8-byte stores.
+      const bool store = lane_active && pair_fits;
+#pragma unroll
+      for (int r = 0; r < 16; ++r, destination += plane_size) {
+        if (store) {
+          store_pair(destination, values[r]);
+        }
+      }
+    } else if (lane_active) {
+#pragma unroll
+      for (int r = 0; r < 16; ++r, destination += plane_size) {
+        if (r < warp_channels) {
+          destination[0] = values[r].x;
+          if (pair_fits) {
+            destination[1] = values[r].y;
+          }
+        }
+      }
+    }
+    __syncwarp();
   }
 }
 
@@ -410,11 +535,13 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1)
     // producer paid the full load latency per item, under the output stream's write traffic
     // too, and set the pace: v0.1 0.44 ms with the split skipped altogether.
     int64_t item = blockIdx.x;
-    copy_raw_rows(p, layout, item, raw, thread);
+    const int channels = static_cast<int>(p.in_channels);
+    copy_raw_rows(p, layout, item, 0, channels, raw, thread);
     copy_async_commit();
     for (int k = 0; item < layout.items; ++k, item += grid) {
       if (item + grid < layout.items) {
-        copy_raw_rows(p, layout, item + grid, raw + ((k + 1) & 1) * layout.raw_words, thread);
+        copy_raw_rows(p, layout, item + grid, 0, channels,
+                      raw + ((k + 1) & 1) * layout.raw_words, thread);
       }
       copy_async_commit();
       copy_async_wait_group<1>();  // item k's group; item k + 1's may still be in flight
@@ -427,9 +554,9 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1)
           reinterpret_cast<float*>(shared + layout.stage_offset + stage * layout.stage_bytes);
       const float* item_raw = raw + (k & 1) * layout.raw_words;
       if (layout.channel_groups == 2) {
-        stage_planes<kThreeTf32, 2>(p, layout, item, item_raw, planes, thread);
+        stage_planes<kThreeTf32, 2>(p, layout, item, channels, item_raw, planes, thread);
       } else {
-        stage_planes<kThreeTf32, 0>(p, layout, item, item_raw, planes, thread);
+        stage_planes<kThreeTf32, 0>(p, layout, item, channels, item_raw, planes, thread);
       }
       fence_proxy_async();
       barrier_arrive(full_barriers + 8 * stage);
@@ -442,10 +569,7 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1)
   const int consumer = thread / kGroupThreads - 1;
   const int warp = (thread / 32) & 3;
   const int lane = thread & 31;
-  float* __restrict__ output = static_cast<float*>(p.output);
   const int out_width = static_cast<int>(p.out_width);
-  const int64_t plane_size = p.out_height * p.out_width;
-  const bool paired_stores = (out_width & 1) == 0;  // every even column then 8-byte aligned
   const uint32_t weight_address = shared_base + layout.weight_offset;
   const uint32_t small_weight_offset = layout.out_blocks * layout.k_steps * kStepBytes;
   const uint32_t small_plane_offset = layout.channel_groups * layout.plane_bytes;
@@ -477,14 +601,6 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1)
       const bool one_block = layout.out_blocks == 1;  // skips two integer divisions per unit
       const int block = one_block ? 0 : unit % layout.out_blocks;
       const int first_position = (one_block ? unit : unit / layout.out_blocks) * kUnitPositions;
-      const int64_t warp_first_channel = block * kBlockChannels + warp * 16;
-      const int64_t warp_channels = p.out_channels - warp_first_channel;  // valid if r < this
-      float row_bias[2];
-#pragma unroll
-      for (int row_half = 0; row_half < 2; ++row_half) {
-        const int64_t channel = warp_first_channel + (lane >> 2) + 8 * row_half;
-        row_bias[row_half] = shared_bias[channel];
-      }
       float acc[64];
       const uint64_t a_block = a_descriptor + ((block * layout.k_steps * kStepBytes) >> 4);
       const uint64_t b_unit = b_descriptor + ((stage_address + first_position * 16) >> 4);
@@ -520,65 +636,8 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1)
         released = true;
       }
 
-      // Epilogue, per warp and per half of the unit's 128 positions: bias + activation on the
-      // accumulators (this thread: channels warp * 16 + lane / 4 (+ 8), position pairs
-      // 8 * j + 2 * (lane % 4): wgmma's fragment order) into the warp's shared buffer, then
-      // channel by channel back out so that a warp's store covers 64 consecutive positions
-      // (256 contiguous bytes of an output row). Stored straight from the fragments, each
-      // 32-byte piece of a row straddled two sectors and the SM's stores ran at 3.3x the
-      // ideal sector count (ncu: 0.72 ms, L2-bound, producer idle).
-#pragma unroll
-      for (int half = 0; half < 2; ++half) {
-#pragma unroll
-        for (int j = 0; j < 8; ++j) {
-#pragma unroll
-          for (int row_half = 0; row_half < 2; ++row_half) {
-            const float* pair = acc + 4 * (8 * half + j) + 2 * row_half;
-            const float bias_value = row_bias[row_half];
-            *reinterpret_cast<float2*>(
-                epilogue + ((lane >> 2) + 8 * row_half) * kEpiloguePitch + 8 * j +
-                2 * (lane & 3)) = make_float2(HardSwishReLU<float>::value(pair[0] + bias_value),
-                                              HardSwishReLU<float>::value(pair[1] + bias_value));
-          }
-        }
-        __syncwarp();
-        const int position = first_position + 64 * half + 2 * lane;
-        // position / row_pitch exactly: positions stay far below 2^22.
-        const int row = __float2int_rz((position + 0.5f) * layout.inverse_row_pitch);
-        const int col = position - row * layout.row_pitch;
-        const bool lane_active = row < rows_here && col < out_width;
-        const bool pair_fits = col + 1 < out_width;
-        float* destination = output + (image * p.out_channels + warp_first_channel) * plane_size +
-                             int64_t{first_out_row + row} * out_width + col;
-        // All 16 loads first, then the stores: one round trip through shared memory per half
-        // instead of one per channel.
-        float2 values[16];
-#pragma unroll
-        for (int r = 0; r < 16; ++r) {
-          values[r] = *reinterpret_cast<const float2*>(epilogue + r * kEpiloguePitch + 2 * lane);
-        }
-        if (warp_channels >= 16 && paired_stores) {
-          // The common case, free of per-channel branches: predicated 8-byte stores.
-          const bool store = lane_active && pair_fits;
-#pragma unroll
-          for (int r = 0; r < 16; ++r, destination += plane_size) {
-            if (store) {
-              store_pair(destination, values[r]);
-            }
-          }
-        } else if (lane_active) {
-#pragma unroll
-          for (int r = 0; r < 16; ++r, destination += plane_size) {
-            if (r < warp_channels) {
-              destination[0] = values[r].x;
-              if (pair_fits) {
-                destination[1] = values[r].y;
-              }
-            }
-          }
-        }
-        __syncwarp();
-      }
+      store_unit(p, layout, acc, shared_bias, epilogue, image, first_out_row, rows_here, block,
+                 first_position, warp, lane);
     }
     if (!released && lane == 0) {
       barrier_arrive(empty_barriers + 8 * stage);
@@ -591,6 +650,215 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1)
 #endif
 }
 
+// Weights -> workspace for the streamed kernel, split, in the order its stages hold them: word
+// ((chunk * parts + part) * out_blocks + block) * k_steps * 512 + step * 512 + half * 256 +
+// row * 4 + e holds output channel block * 64 + row, input channel chunk * chunk_channels +
+// 8 * (step / taps) + 4 * half + e, tap step % taps (A's K-major core matrices, as in the
+// resident kernel). Zero past the tensor's channels.
+template <bool kThreeTf32>
+__global__ void split_streamed_weights_kernel(const ConvParams p, const WgmmaLayout layout) {
+  const int taps = static_cast<int>(p.kernel_h * p.kernel_w);
+  const int kernel_w = static_cast<int>(p.kernel_w);
+  const int block_words = layout.k_steps * 512;               // one part of one channel block
+  const int part_words = layout.out_blocks * block_words;     // one part of one chunk
+  const int total = layout.chunks * part_words;               // < 2^31: make_streamed_layout
+  const float* __restrict__ weight = static_cast<const float*>(p.weight);
+  float* __restrict__ split = static_cast<float*>(p.workspace);
+  for (int index = blockIdx.x * blockDim.x + threadIdx.x; index < total;
+       index += gridDim.x * blockDim.x) {
+    const int chunk = index / part_words;
+    const int in_part = index - chunk * part_words;
+    const int block = in_part / block_words;
+    const int word = in_part - block * block_words;
+    const int step = word >> 9;
+    const int64_t channel = block * kBlockChannels + ((word >> 2) & 63);
+    const int64_t in_channel =
+        chunk * layout.chunk_channels + 8 * (step / taps) + 4 * ((word >> 8) & 1) + (word & 3);
+    const int tap = step % taps;
+    float value = 0.0f;
+    if (channel < p.out_channels && in_channel < p.in_channels) {
+      value = weight[channel * p.weight_strides.n + in_channel * p.weight_strides.c +
+                     (tap / kernel_w) * p.weight_strides.h + (tap % kernel_w) * p.weight_strides.w];
+    }
+    const int64_t destination = int64_t{chunk} * layout.parts * part_words + in_part;
+    uint32_t big, small = 0u;
+    if (kThreeTf32) {
+      split_weight(value, big, small);
+      split[destination + part_words] = __uint_as_float(small);
+    } else {
+      big = to_tf32(value);
+    }
+    split[destination] = __uint_as_float(big);
+  }
+}
+
+template <bool kThreeTf32>
+__global__ void __launch_bounds__(kWgmmaThreads, 1)
+    conv_hardswish_relu_wgmma_streamed_kernel(const ConvParams p, const WgmmaLayout layout) {
+#if FUSEDCONV_WGMMA_DEVICE
+  extern __shared__ __align__(128) unsigned char shared[];
+  const uint32_t shared_base = shared_address(shared);
+  const uint32_t full_barriers = shared_base;
+  const uint32_t empty_barriers = shared_base + kMaxStages * 8;
+  int* step_offsets = reinterpret_cast<int*>(shared + kTapTableOffset);
+  float* raw = reinterpret_cast<float*>(shared + layout.raw_offset);
+  const int thread = threadIdx.x;
+  const int kernel_w = static_cast<int>(p.kernel_w);
+  const int taps = static_cast<int>(p.kernel_h) * kernel_w;
+
+  // B's byte offset of each k step of a chunk inside a stage's planes.
+  for (int step = thread; step < layout.k_steps; step += kWgmmaThreads) {
+    const int tap = step % taps;
+    step_offsets[step] = 2 * (step / taps) * layout.plane_bytes +
+                         ((tap / kernel_w) * layout.row_pitch + tap % kernel_w) * 16;
+  }
+  float* shared_bias = reinterpret_cast<float*>(shared + layout.bias_offset);
+  const float* __restrict__ bias = static_cast<const float*>(p.bias);
+  for (int channel = thread; channel < layout.out_blocks * kBlockChannels;
+       channel += kWgmmaThreads) {
+    shared_bias[channel] = bias != nullptr && channel < p.out_channels ? bias[channel] : 0.0f;
+  }
+  if (thread == 0) {
+    for (int stage = 0; stage < layout.stages; ++stage) {
+      // The producer's threads, plus the bulk copy's expected bytes (thread 0 arrives twice).
+      barrier_init(full_barriers + 8 * stage, kGroupThreads + 1);
+      barrier_init(empty_barriers + 8 * stage, kConsumerGroups * 4);  // one arrival per warp
+    }
+  }
+  fence_proxy_async();
+  __syncthreads();
+
+  const int64_t grid = gridDim.x;
+  const int chunks = layout.chunks;
+  const int in_channels = static_cast<int>(p.in_channels);
+  if (thread < kGroupThreads) {
+    // Producer: one stage per (item, chunk), in that order; the raw rows of the next one load
+    // while this one is split.
+    const char* split_weights = static_cast<const char*>(p.workspace);
+    int64_t item = blockIdx.x;
+    int chunk = 0;
+    copy_raw_rows(p, layout, item, 0, min(layout.chunk_channels, in_channels), raw, thread);
+    copy_async_commit();
+    for (int64_t sequence = 0; item < layout.items; ++sequence) {
+      const bool last_chunk = chunk + 1 == chunks;
+      const int64_t next_item = last_chunk ? item + grid : item;
+      const int next_chunk = last_chunk ? 0 : chunk + 1;
+      if (next_item < layout.items) {
+        const int first = next_chunk * layout.chunk_channels;
+        copy_raw_rows(p, layout, next_item, first, min(layout.chunk_channels, in_channels - first),
+                      raw + ((sequence + 1) & 1) * layout.raw_words, thread);
+      }
+      copy_async_commit();
+      copy_async_wait_group<1>();  // this stage's rows; the next stage's may still be in flight
+      producer_sync();
+      const int stage = static_cast<int>(sequence % layout.stages);
+      if (sequence >= layout.stages) {
+        barrier_wait(empty_barriers + 8 * stage, ((sequence / layout.stages) - 1) & 1);
+      }
+      const uint32_t stage_address =
+          shared_base + layout.stage_offset + stage * layout.stage_bytes;
+      if (thread == 0) {
+        const uint32_t full = full_barriers + 8 * stage;
+        barrier_arrive_expect_bytes(full, layout.a_stage_bytes);
+        bulk_copy_to_shared(stage_address, split_weights + int64_t{chunk} * layout.a_stage_bytes,
+                            layout.a_stage_bytes, full);
+      }
+      float* planes = reinterpret_cast<float*>(shared + layout.stage_offset +
+                                               stage * layout.stage_bytes + layout.a_stage_bytes);
+      const float* chunk_raw = raw + (sequence & 1) * layout.raw_words;
+      const int channels = min(layout.chunk_channels, in_channels - chunk * layout.chunk_channels);
+      if (layout.channel_groups == 2) {
+        stage_planes<kThreeTf32, 2>(p, layout, item, channels, chunk_raw, planes, thread);
+      } else {
+        stage_planes<kThreeTf32, 0>(p, layout, item, channels, chunk_raw, planes, thread);
+      }
+      fence_proxy_async();
+      barrier_arrive(full_barriers + 8 * stage);
+      producer_sync();  // every thread is done reading this raw buffer before it is refilled
+      item = next_item;
+      chunk = next_chunk;
+    }
+    return;
+  }
+
+  // Consumers: consumer c takes unit c of every item (position unit c / out_blocks, channel block
+  // c % out_blocks); an item of one unit leaves consumer 1 only releasing stages.
+  const int consumer = thread / kGroupThreads - 1;
+  const int warp = (thread / 32) & 3;
+  const int lane = thread & 31;
+  const int out_width = static_cast<int>(p.out_width);
+  const uint32_t small_weight_offset = layout.out_blocks * layout.k_steps * kStepBytes;
+  const uint32_t small_plane_offset = layout.channel_groups * layout.plane_bytes;
+  const uint64_t a_descriptor = matrix_descriptor(0, 1024, 128);
+  const uint64_t b_descriptor = matrix_descriptor(0, layout.plane_bytes, 128);
+  float* epilogue = reinterpret_cast<float*>(shared + layout.epilogue_offset) +
+                    (consumer * 4 + warp) * 16 * kEpiloguePitch;
+  const int block = consumer % layout.out_blocks;
+  const int first_position = consumer / layout.out_blocks * kUnitPositions;
+  int64_t sequence = 0;
+  for (int64_t item = blockIdx.x; item < layout.items; item += grid) {
+    const int64_t image = item / layout.row_blocks;
+    const int first_out_row = static_cast<int>(item % layout.row_blocks) * layout.tile_rows;
+    const int rows_here = static_cast<int>(p.out_height) - first_out_row < layout.tile_rows
+                              ? static_cast<int>(p.out_height) - first_out_row
+                              : layout.tile_rows;
+    const bool active = first_position < (rows_here - 1) * layout.row_pitch + out_width;
+    float totals[64];
+#pragma unroll
+    for (int i = 0; i < 64; ++i) {
+      totals[i] = 0.0f;
+    }
+    for (int chunk = 0; chunk < chunks; ++chunk, ++sequence) {
+      const int stage = static_cast<int>(sequence % layout.stages);
+      const uint32_t stage_address =
+          shared_base + layout.stage_offset + stage * layout.stage_bytes;
+      barrier_wait(full_barriers + 8 * stage, (sequence / layout.stages) & 1);
+      if (active) {
+        float acc[64];
+        const uint64_t a_block =
+            a_descriptor + ((stage_address + block * layout.k_steps * kStepBytes) >> 4);
+        const uint64_t b_unit = b_descriptor + ((stage_address + layout.a_stage_bytes +
+                                                 first_position * 16) >> 4);
+        fence_accumulators(acc);
+        wgmma_fence();
+        const uint64_t b_first = b_unit + (step_offsets[0] >> 4);
+        wgmma_m64n128k8_tf32<0>(acc, a_block, b_first);
+        if (kThreeTf32) {
+          wgmma_m64n128k8_tf32<1>(acc, a_block, b_first + (small_plane_offset >> 4));
+          wgmma_m64n128k8_tf32<1>(acc, a_block + (small_weight_offset >> 4), b_first);
+        }
+#pragma unroll 1
+        for (int step = 1; step < layout.k_steps; ++step) {
+          const uint64_t a_big = a_block + ((step * kStepBytes) >> 4);
+          const uint64_t b_big = b_unit + (step_offsets[step] >> 4);
+          wgmma_m64n128k8_tf32<1>(acc, a_big, b_big);
+          if (kThreeTf32) {
+            wgmma_m64n128k8_tf32<1>(acc, a_big, b_big + (small_plane_offset >> 4));
+            wgmma_m64n128k8_tf32<1>(acc, a_big + (small_weight_offset >> 4), b_big);
+          }
+        }
+        wgmma_commit();
+        wgmma_wait_all();
+        fence_accumulators(acc);
+#pragma unroll
+        for (int i = 0; i < 64; ++i) {
+          totals[i] += acc[i];
+        }
+      }
+      if (lane == 0) {
+        barrier_arrive(empty_barriers + 8 * stage);  // this warp is done with the stage
+      }
+    }
+    if (active) {
+      store_unit(p, layout, totals, shared_bias, epilogue, image, first_out_row, rows_here,
+                 block, first_position, warp, lane);
+    }
+  }
+#else
+  __trap();
+#endif
+}
+
 // Shapes, tile and pipeline depth for one call; false where the kernel does not apply.
 bool make_wgmma_layout(const ConvParams& p, bool three_tf32, const DeviceLimits& limits,
                        WgmmaLayout& layout) {
@@ -598,6 +866,8 @@ bool make_wgmma_layout(const ConvParams& p, bool three_tf32, const DeviceLimits&
   layout.parts = three_tf32 ? 2 : 1;
   layout.out_blocks = static_cast<int>((p.out_channels + kBlockChannels - 1) / kBlockChannels);
   const int chunks = static_cast<int>((p.in_channels + 7) / 8);
+  layout.chunk_channels = 8 * chunks;
+  layout.chunks = 1;
   layout.channel_groups = 2 * chunks;
   layout.k_steps = static_cast<int>(chunks * p.kernel_h * p.kernel_w);
   if (layout.k_steps > kMaxKSteps || p.batch * p.out_height * p.out_width == 0) {
@@ -667,10 +937,134 @@ bool make_wgmma_layout(const ConvParams& p, bool three_tf32, const DeviceLimits&
   return best_cost >= 0;
 }
 
+// The streamed kernel's layout: items of kConsumerGroups units (one per consumer), as many
+// output rows as their positions hold; about 8 k steps per stage (fewer MMAs per hand-off left
+// the producer's per-stage work exposed), as many input channels as 2+ stages of shared memory
+// allow, then evened out over the chunks.
+bool make_streamed_layout(const ConvParams& p, bool three_tf32, const DeviceLimits& limits,
+                          WgmmaLayout& layout) {
+  layout = WgmmaLayout{};
+  layout.streamed = true;
+  layout.parts = three_tf32 ? 2 : 1;
+  layout.out_blocks = static_cast<int>((p.out_channels + kBlockChannels - 1) / kBlockChannels);
+  if (layout.out_blocks > kConsumerGroups || p.batch * p.out_height * p.out_width == 0) {
+    return false;
+  }
+  const int position_units = kConsumerGroups / layout.out_blocks;
+  if (p.out_width > position_units * kUnitPositions) {
+    return false;  // an output row longer than an item's positions
+  }
+  const int padded_width = static_cast<int>(p.out_width + p.kernel_w - 1);
+  layout.row_pitch = (padded_width + 1) & ~1;
+  layout.raw_pitch = static_cast<int>((p.in_width + 3) & ~int64_t{3});
+  layout.inverse_row_pitch = 1.0f / static_cast<float>(layout.row_pitch);
+  const int64_t fitting_rows =
+      (position_units * kUnitPositions - p.out_width) / layout.row_pitch + 1;
+  layout.tile_rows = static_cast<int>(fitting_rows < p.out_height ? fitting_rows : p.out_height);
+  layout.staged_rows = static_cast<int>(layout.tile_rows + p.kernel_h - 1);
+  const int64_t positions = (int64_t{position_units} * kUnitPositions +
+                             (p.kernel_h - 1) * layout.row_pitch + p.kernel_w - 1 + 7) & ~7;
+  if (positions >= (int64_t{1} << 21)) {
+    return false;  // the producer's float-reciprocal quotients are exact below 2^21
+  }
+  layout.plane_positions = static_cast<int>(positions);
+  layout.plane_bytes = static_cast<int>(positions * 16);
+  const int64_t taps = p.kernel_h * p.kernel_w;
+  const int64_t eighths_total = (p.in_channels + 7) / 8;
+  int64_t eighths = (8 + taps - 1) / taps;
+  eighths = eighths < eighths_total ? eighths : eighths_total;
+  const int64_t bias_bytes = layout.out_blocks * kBlockChannels * 4;
+  for (; eighths >= 1; --eighths) {
+    // Even out the chunks: 16 eighths that fit 5 per stage run as 4 chunks of 4.
+    const int64_t chunks = (eighths_total + eighths - 1) / eighths;
+    const int64_t even = (eighths_total + chunks - 1) / chunks;
+    const int64_t k_steps = even * taps;
+    if (k_steps * 4 > kHeaderBytes - kTapTableOffset) {
+      continue;  // the step table in the header
+    }
+    const int64_t a_stage_bytes = int64_t{layout.parts} * layout.out_blocks * k_steps * kStepBytes;
+    const int64_t stage_bytes = a_stage_bytes + int64_t{layout.parts} * 2 * even * positions * 16;
+    const int64_t raw_words = 8 * even * layout.staged_rows * layout.raw_pitch;
+    if (raw_words >= (int64_t{1} << 21) ||
+        chunks * a_stage_bytes >= (int64_t{1} << 31)) {  // the prep kernel's 32-bit indices
+      continue;
+    }
+    for (int stages = kMaxStages; stages >= 2; --stages) {
+      const int64_t shared_bytes = kHeaderBytes + bias_bytes + stages * stage_bytes +
+                                   2 * raw_words * 4 + kEpilogueBytes;
+      if (shared_bytes > limits.max_shared_bytes) {
+        continue;
+      }
+      layout.chunk_channels = static_cast<int>(8 * even);
+      layout.chunks = static_cast<int>(chunks);
+      layout.channel_groups = static_cast<int>(2 * even);
+      layout.k_steps = static_cast<int>(k_steps);
+      layout.a_stage_bytes = static_cast<int>(a_stage_bytes);
+      layout.stages = stages;
+      layout.stage_bytes = static_cast<int>(stage_bytes);
+      layout.raw_words = static_cast<int>(raw_words);
+      layout.bias_offset = kHeaderBytes;
+      layout.stage_offset = static_cast<int>(kHeaderBytes + bias_bytes);
+      layout.raw_offset = static_cast<int>(layout.stage_offset + stages * stage_bytes);
+      layout.epilogue_offset = static_cast<int>(layout.raw_offset + 2 * raw_words * 4);
+      layout.shared_bytes = static_cast<int>(shared_bytes);
+      layout.row_blocks = static_cast<int>((p.out_height + layout.tile_rows - 1) / layout.tile_rows);
+      layout.items = p.batch * layout.row_blocks;
+      layout.grid = static_cast<int>(layout.items < limits.sm_count ? layout.items
+                                                                     : limits.sm_count);
+      return true;
+    }
+  }
+  return false;
+}
+
+// The resident kernel where it applies (measured faster where both do), else the streamed one.
+bool choose_wgmma_layout(const ConvParams& p, bool three_tf32, const DeviceLimits& limits,
+                         WgmmaLayout& layout) {
+  return make_wgmma_layout(p, three_tf32, limits, layout) ||
+         make_streamed_layout(p, three_tf32, limits, layout);
+}
+
+template <bool kThreeTf32>
+cudaError_t launch_wgmma_with(const ConvParams& p, const WgmmaLayout& layout,
+                              const DeviceLimits& limits, cudaStream_t stream) {
+  if (!layout.streamed) {
+    constexpr auto kernel = conv_hardswish_relu_wgmma_kernel<kThreeTf32>;
+    const cudaError_t status = opt_in_shared_memory<kernel>(limits);
+    if (status != cudaSuccess) {
+      return status;
+    }
+    kernel<<<layout.grid, kWgmmaThreads, layout.shared_bytes, stream>>>(p, layout);
+    return cudaGetLastError();
+  }
+  if (p.workspace == nullptr) {
+    return cudaErrorInvalidValue;
+  }
+  constexpr int kPrepThreads = 256;
+  const int64_t words = int64_t{layout.chunks} * layout.out_blocks * layout.k_steps * 512;
+  const int64_t prep_blocks = (words + kPrepThreads - 1) / kPrepThreads;
+  split_streamed_weights_kernel<kThreeTf32>
+      <<<static_cast<unsigned int>(prep_blocks < 1024 ? prep_blocks : 1024), kPrepThreads, 0,
+         stream>>>(p, layout);
+  cudaError_t status = cudaGetLastError();
+  if (status != cudaSuccess) {
+    return status;
+  }
+  constexpr auto kernel = conv_hardswish_relu_wgmma_streamed_kernel<kThreeTf32>;
+  status = opt_in_shared_memory<kernel>(limits);
+  if (status != cudaSuccess) {
+    return status;
+  }
+  kernel<<<layout.grid, kWgmmaThreads, layout.shared_bytes, stream>>>(p, layout);
+  return cudaGetLastError();
+}
+
 }  // namespace
 
-cudaError_t wgmma_forward_applies(const ConvParams& params, bool allow_tf32, bool& applies) {
+cudaError_t wgmma_forward_applies(const ConvParams& params, bool allow_tf32, bool& applies,
+                                  int64_t& workspace_bytes) {
   applies = false;
+  workspace_bytes = 0;
 #if defined(FUSEDCONV_HAS_SM90A)
   if (!fast_path_shape_supported(params)) {
     return cudaSuccess;
@@ -687,7 +1081,10 @@ cudaError_t wgmma_forward_applies(const ConvParams& params, bool allow_tf32, boo
     return cudaSuccess;
   }
   WgmmaLayout layout{};
-  applies = make_wgmma_layout(params, !allow_tf32, limits, layout);
+  applies = choose_wgmma_layout(params, !allow_tf32, limits, layout);
+  if (applies && layout.streamed) {
+    workspace_bytes = int64_t{layout.chunks} * layout.a_stage_bytes;
+  }
 #else
   (void)params;
   (void)allow_tf32;
@@ -698,31 +1095,16 @@ cudaError_t wgmma_forward_applies(const ConvParams& params, bool allow_tf32, boo
 cudaError_t launch_conv_hardswish_relu_wgmma(const ConvParams& params, bool allow_tf32,
                                              cudaStream_t stream) {
   DeviceLimits limits{};
-  cudaError_t status = device_limits(limits);
+  const cudaError_t status = device_limits(limits);
   if (status != cudaSuccess) {
     return status;
   }
   WgmmaLayout layout{};
-  if (!make_wgmma_layout(params, !allow_tf32, limits, layout)) {
+  if (!choose_wgmma_layout(params, !allow_tf32, limits, layout)) {
     return cudaErrorInvalidConfiguration;
   }
-
-  if (allow_tf32) {
-    constexpr auto kernel = conv_hardswish_relu_wgmma_kernel<false>;
-    status = opt_in_shared_memory<kernel>(limits);
-    if (status != cudaSuccess) {
-      return status;
-    }
-    kernel<<<layout.grid, kWgmmaThreads, layout.shared_bytes, stream>>>(params, layout);
-  } else {
-    constexpr auto kernel = conv_hardswish_relu_wgmma_kernel<true>;
-    status = opt_in_shared_memory<kernel>(limits);
-    if (status != cudaSuccess) {
-      return status;
-    }
-    kernel<<<layout.grid, kWgmmaThreads, layout.shared_bytes, stream>>>(params, layout);
-  }
-  return cudaGetLastError();
+  return allow_tf32 ? launch_wgmma_with<false>(params, layout, limits, stream)
+                    : launch_wgmma_with<true>(params, layout, limits, stream);
 }
 
 }  // namespace fusedconv

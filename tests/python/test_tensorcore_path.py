@@ -154,8 +154,8 @@ def test_small_weights_take_one_launch(allow_tf32):
 def test_small_kernels_take_wide_channel_chunks(in_channels, out_channels, kernel, stride):
     # Kernels of 1-4 taps stage 16-64 input channels per chunk (conv_fwd_tensorcore.cu,
     # preferred_chunk_channels); correct against float64 on poisoned outputs, in both modes.
-    # Strided cases keep the Hopper kernel (stride 1 only) out; the 1x1 / 128 case does not fit
-    # its shared memory.
+    # Strided cases keep the Hopper kernel (stride 1 only) out; on an H100 the 1x1 / 128 case
+    # runs the streamed wgmma kernel instead (test_wgmma_path.py covers it there).
     kernel_h, kernel_w = (kernel, kernel) if isinstance(kernel, int) else kernel
     x = torch.randn(3, in_channels, 19, 29, device="cuda")
     weight = torch.randn(out_channels, in_channels, kernel_h, kernel_w, device="cuda") / (
@@ -167,6 +167,7 @@ def test_small_kernels_take_wide_channel_chunks(in_channels, out_channels, kerne
             return fusedconv.conv2d_hardswish_relu(x, weight, bias, stride=stride, padding=1,
                                                    allow_tf32=allow_tf32)
         names = cuda_kernel_names(call)
-        assert any("tensorcore_kernel" in name for name in names), names
+        assert any("tensorcore_kernel" in name or "wgmma" in name for name in names), names
+        assert not any("generic_kernel" in name for name in names), names
         actual = poisoned_call(call, torch.float32, "cuda")
         assert relative_l2_error(actual, expected) < tolerance, allow_tf32

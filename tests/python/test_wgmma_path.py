@@ -24,7 +24,7 @@ pytestmark = [
 # (batch, in, out, height, width, kernel, padding): v0.1-like rows, odd widths (scalar stores),
 # widths that wrap 128-position units mid-row, Cout over 64 (two channel blocks), Cin over 8.
 # Cout > 16 throughout: up to 16 output channels the dispatch takes the mma.sync kernel.
-SHAPES = [
+RESIDENT_SHAPES = [
     (2, 8, 64, 19, 128, 3, 0),
     (3, 3, 17, 32, 32, 3, 0),
     (1, 5, 17, 23, 67, 3, 1),
@@ -33,6 +33,22 @@ SHAPES = [
     (1, 8, 64, 7, 5, 2, (1, 0)),
     (2, 13, 33, 11, 70, 1, 0),
 ]
+# More than 32 k steps, or too large a stage for the resident kernel: the streamed kernel (input
+# channels in chunks, weights fetched per chunk). The sweep's 56x56 and 1x1 / 128 shapes (small
+# planes), a partial last chunk (36 = 4 x 8 + 4), Cout 65 and 96 (a second, partial channel
+# block), 16-channel chunks of 2x2 taps, 64-channel chunks of a 1x1 kernel over 300 channels,
+# odd and 127-wide rows, and more items than SMs (the stage ring running across items).
+STREAMED_SHAPES = [
+    (2, 32, 64, 20, 56, 3, 1),
+    (1, 64, 64, 13, 30, 3, 1),
+    (2, 128, 128, 11, 28, 1, 0),
+    (1, 36, 96, 9, 45, 3, 0),
+    (1, 40, 33, 10, 127, 3, 1),
+    (3, 72, 65, 7, 9, 2, (1, 0)),
+    (1, 300, 40, 6, 10, 1, 0),
+    (16, 32, 64, 40, 56, 3, 1),
+]
+SHAPES = RESIDENT_SHAPES + STREAMED_SHAPES
 
 SCRIPT = """
 import sys, torch, fusedconv
@@ -43,10 +59,10 @@ torch.save(outputs, sys.argv[2])
 """
 
 
-def _inputs(seed):
+def _inputs(seed, shapes=SHAPES):
     generator = torch.Generator().manual_seed(seed)
     inputs = []
-    for batch, cin, cout, height, width, kernel, padding in SHAPES:
+    for batch, cin, cout, height, width, kernel, padding in shapes:
         x = torch.randn(batch, cin, height, width, generator=generator)
         w = torch.randn(cout, cin, kernel, kernel, generator=generator) / (cin * kernel ** 2) ** 0.5
         b = torch.randn(cout, generator=generator)
@@ -81,3 +97,24 @@ def test_wgmma_matches_mma_sync_kernel_and_float64(tmp_path):
         assert torch.isfinite(wgmma).all()
         assert relative_l2_error(wgmma, expected) < 1e-5, (x.shape, w.shape)
         torch.testing.assert_close(wgmma.cpu(), mma_sync, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape", STREAMED_SHAPES, ids=str)
+def test_streamed_kernel_against_float64_in_both_modes(shape):
+    # The kernel that runs is the streamed one (its prep kernel splits the weights into the
+    # workspace); right on poisoned outputs in 3xTF32 and TF32; and an in-place weight update
+    # (an optimizer step) shows in the next call: the split weights are rebuilt on every call.
+    (x, w, b, padding), = _inputs(seed=11, shapes=[shape])
+    x, w, b = x.cuda(), w.cuda(), b.cuda()
+    for allow_tf32, tolerance in ((False, 1e-5), (True, 5e-4)):
+        def call():
+            return fusedconv.conv2d_hardswish_relu(x, w, b, padding=padding,
+                                                   allow_tf32=allow_tf32)
+        names = cuda_kernel_names(call)
+        assert any("wgmma_streamed_kernel" in name for name in names), names
+        assert any("split_streamed_weights" in name for name in names), names
+        actual = poisoned_call(call, torch.float32, "cuda")
+        assert relative_l2_error(actual, reference_float64(x, w, b, padding=padding)) < tolerance
+    w.mul_(-1.5)
+    assert relative_l2_error(fusedconv.conv2d_hardswish_relu(x, w, b, padding=padding),
+                             reference_float64(x, w, b, padding=padding)) < 1e-5

@@ -16,9 +16,9 @@ cudaError_t launch_conv_hardswish_relu_generic(const ConvParams& params, cudaStr
 // NCHW, groups 1, any stride and dilation, staged tile within the device's shared memory;
 // 3xTF32, or one TF32 product when allow_tf32) where it applies; the generic kernel above
 // everywhere else. params.workspace must point to forward_workspace_bytes(params, allow_tf32)
-// bytes of device memory (the mma.sync path's split weights, unless its CTAs split them into
-// shared memory themselves); that size is 0 where another kernel runs. Both read the current
-// device.
+// bytes of device memory (split weights: the mma.sync path's, unless its CTAs split them into
+// shared memory themselves, or the streamed wgmma kernel's); that size is 0 where another kernel
+// runs. Both read the current device.
 cudaError_t forward_workspace_bytes(const ConvParams& params, bool allow_tf32, int64_t& bytes);
 cudaError_t launch_conv_hardswish_relu(const ConvParams& params, bool allow_tf32,
                                        cudaStream_t stream);
@@ -32,9 +32,12 @@ cudaError_t launch_conv_hardswish_relu_direct(const ConvParams& params, cudaStre
 
 // The Hopper forward (conv_fwd_wgmma.cu): `applies` says whether it takes `params` on the current
 // device (compute capability 9.0, an extension built with sm_90a code, the tensor-core shape
-// rule, more than 16 output channels, at most 32 k steps of 8 input channels x one tap, a tile
-// within shared memory). Needs no workspace. launch_conv_hardswish_relu dispatches to it first.
-cudaError_t wgmma_forward_applies(const ConvParams& params, bool allow_tf32, bool& applies);
+// rule, 17-128 output channels, or more with at most 32 k steps of 8 input channels x one tap,
+// a tile within shared memory). params.workspace must then point to `workspace_bytes` bytes of
+// device memory (0 for the resident-weights variant, the split weights for the streamed one).
+// launch_conv_hardswish_relu dispatches to it after the small-problem kernel.
+cudaError_t wgmma_forward_applies(const ConvParams& params, bool allow_tf32, bool& applies,
+                                  int64_t& workspace_bytes);
 cudaError_t launch_conv_hardswish_relu_wgmma(const ConvParams& params, bool allow_tf32,
                                              cudaStream_t stream);
 
