@@ -2,8 +2,8 @@
 # One GPU round in one device call: build (timed), GPU + CPU pytest suite, the main job, and on
 # request forward kernel times (--times: wgmma and mma.sync kernels, graph-replay GPU time and
 # error), the benchmark (--bench: python -m fusedconv bench, JSON + PNG) and compute-sanitizer
-# memcheck/racecheck/initcheck on small cases (--sanitize). --no-tests skips pytest and the main
-# job. Logs and JSON go under $OUT.
+# memcheck/racecheck/initcheck/synccheck on small cases (--sanitize). --no-tests skips pytest
+# and the main job. Logs and JSON go under $OUT.
 # Usage (on the device machine): tools/gpu_round.sh [--times] [--bench] [--sanitize] [--no-tests]
 #                                                   [pytest args]
 set -uo pipefail
@@ -84,7 +84,7 @@ fi
 
 if [ "$sanitize" = 1 ]; then
   echo "== compute-sanitizer"
-  for tool in memcheck racecheck initcheck; do
+  for tool in memcheck racecheck initcheck synccheck; do
     # Every kernel of the process: filtering to ours (--kernel-name) blinds initcheck to the
     # writes of torch's own kernels and reported 95k false "uninitialized" reads of randn data.
     compute-sanitizer --tool "$tool" --error-exitcode 9 \

@@ -110,6 +110,7 @@ constexpr int kTapTableOffset = 2 * kMaxStages * 8;
 #if FUSEDCONV_WGMMA_DEVICE
 
 constexpr int kProducerBarrier = 1;  // named barrier of warpgroup 0 (0 is __syncthreads)
+constexpr int kFirstTurnBarrier = 2;  // named barriers 2 and 3: consumer 0's and 1's MMA turn
 
 __device__ __forceinline__ uint32_t shared_address(const void* pointer) {
   return static_cast<uint32_t>(__cvta_generic_to_shared(pointer));
@@ -167,6 +168,39 @@ __device__ __forceinline__ void bulk_copy_to_shared(uint32_t destination, const 
       "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n"
       ::"r"(destination), "l"(source), "r"(bytes), "r"(barrier)
       : "memory");
+}
+
+// The consumers issue their MMA chains in turns, 0, 1, 0, 1, ... (CUTLASS's ping-pong order):
+// the tensor core then runs one group's chain after the other instead of interleaving both, so
+// one group finishes half a period earlier and its epilogue (or its chunk bookkeeping) overlaps
+// the other's MMAs instead of both groups idling the tensor core at once.
+// wait_for_turn before issuing a chain, pass_turn right after issuing it (not after it
+// completes); consumer 1 passes once before its first turn.
+// Barrier numbers as immediates: with a register operand ptxas reserves all 16 named barriers.
+template <int kBarrier>
+__device__ __forceinline__ void sync_consumers() {
+  asm volatile("bar.sync %0, %1;\n" ::"n"(kBarrier), "n"(2 * kGroupThreads) : "memory");
+}
+
+template <int kBarrier>
+__device__ __forceinline__ void arrive_consumers() {
+  asm volatile("bar.arrive %0, %1;\n" ::"n"(kBarrier), "n"(2 * kGroupThreads) : "memory");
+}
+
+__device__ __forceinline__ void wait_for_turn(int consumer) {
+  if (consumer == 0) {
+    sync_consumers<kFirstTurnBarrier>();
+  } else {
+    sync_consumers<kFirstTurnBarrier + 1>();
+  }
+}
+
+__device__ __forceinline__ void pass_turn(int consumer) {
+  if (consumer == 0) {
+    arrive_consumers<kFirstTurnBarrier + 1>();
+  } else {
+    arrive_consumers<kFirstTurnBarrier>();
+  }
 }
 
 __device__ __forceinline__ void producer_sync() {
@@ -301,8 +335,10 @@ __device__ __forceinline__ void copy_raw_rows(const ConvParams& p, const WgmmaLa
 // KernelBench shapes), 0 reads it from the layout. Layout fields are copied to registers first:
 // read through the reference they were reloaded from parameter space in the loop, and the
 // run-time group loop cost ~4x the instructions of the unrolled one (ncu: the producer, not
-// the MMAs, set the pace at 0.31 ms).
-template <bool kThreeTf32, int kGroups>
+// the MMAs, set the pace at 0.31 ms). kBatch positions per thread and pass (below): 4, or 1
+// where a stage has at most one position per thread (the 1x1 stages: with 4, three of every
+// four batch slots were empty but still cost their predicated loads).
+template <bool kThreeTf32, int kGroups, int kBatch>
 __device__ __forceinline__ void stage_planes(const ConvParams& p, const WgmmaLayout& layout,
                                              int64_t item, int channels, const float* raw,
                                              float* stage, int thread) {
@@ -323,7 +359,6 @@ __device__ __forceinline__ void stage_planes(const ConvParams& p, const WgmmaLay
   // kBatch positions per thread and pass, all their raw values loaded before any is split or
   // stored: one warp per scheduler does this work, and position by position its shared-memory
   // round trips serialized (ncu: the producer busy throughout, consumers waiting on it).
-  constexpr int kBatch = 4;
   for (int base = thread; base < positions; base += kBatch * kGroupThreads) {
     // Where each position's raw values are and how many of its channels are real (none outside
     // the image), once for all channel groups: per group, the run-time group loop of the 1x1 /
@@ -554,9 +589,9 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1)
           reinterpret_cast<float*>(shared + layout.stage_offset + stage * layout.stage_bytes);
       const float* item_raw = raw + (k & 1) * layout.raw_words;
       if (layout.channel_groups == 2) {
-        stage_planes<kThreeTf32, 2>(p, layout, item, channels, item_raw, planes, thread);
+        stage_planes<kThreeTf32, 2, 4>(p, layout, item, channels, item_raw, planes, thread);
       } else {
-        stage_planes<kThreeTf32, 0>(p, layout, item, channels, item_raw, planes, thread);
+        stage_planes<kThreeTf32, 0, 4>(p, layout, item, channels, item_raw, planes, thread);
       }
       fence_proxy_async();
       barrier_arrive(full_barriers + 8 * stage);
@@ -581,6 +616,9 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1)
   float* epilogue = reinterpret_cast<float*>(shared + layout.epilogue_offset) +
                     (consumer * 4 + warp) * 16 * kEpiloguePitch;
   int64_t units_before = 0;  // units of earlier items: alternates the first unit between groups
+  if (consumer == 1) {
+    pass_turn(consumer);  // unit 0 is consumer 0's
+  }
 
   int k = 0;
   for (int64_t item = blockIdx.x; item < layout.items; item += grid, ++k) {
@@ -604,6 +642,7 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1)
       float acc[64];
       const uint64_t a_block = a_descriptor + ((block * layout.k_steps * kStepBytes) >> 4);
       const uint64_t b_unit = b_descriptor + ((stage_address + first_position * 16) >> 4);
+      wait_for_turn(consumer);  // units alternate between the groups: one turn per unit
       fence_accumulators(acc);
       wgmma_fence();
       // Step 0 overwrites the accumulators; the loop stays rolled (k_steps is a run-time value,
@@ -625,6 +664,7 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1)
         }
       }
       wgmma_commit();
+      pass_turn(consumer);
       wgmma_wait_all();
       fence_accumulators(acc);
       if (unit + 2 >= units) {
@@ -643,6 +683,11 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1)
       barrier_arrive(empty_barriers + 8 * stage);
     }
     units_before += units;
+  }
+  // The last unit's group passed the turn to the other, which takes it here: the next unit's
+  // group is the one that would have issued unit number units_before.
+  if ((units_before & 1) == consumer) {
+    wait_for_turn(consumer);
   }
 #else
   // Host dispatch launches this kernel only on compute capability 9.0 with the sm_90a code.
@@ -767,10 +812,16 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1)
                                                stage * layout.stage_bytes + layout.a_stage_bytes);
       const float* chunk_raw = raw + (sequence & 1) * layout.raw_words;
       const int channels = min(layout.chunk_channels, in_channels - chunk * layout.chunk_channels);
-      if (layout.channel_groups == 2) {
-        stage_planes<kThreeTf32, 2>(p, layout, item, channels, chunk_raw, planes, thread);
+      if (layout.plane_positions <= kGroupThreads) {
+        if (layout.channel_groups == 8) {  // 1x1 kernels: 32-channel stages
+          stage_planes<kThreeTf32, 8, 1>(p, layout, item, channels, chunk_raw, planes, thread);
+        } else {
+          stage_planes<kThreeTf32, 0, 1>(p, layout, item, channels, chunk_raw, planes, thread);
+        }
+      } else if (layout.channel_groups == 2) {  // 8-channel stages: 3x3 and larger kernels
+        stage_planes<kThreeTf32, 2, 4>(p, layout, item, channels, chunk_raw, planes, thread);
       } else {
-        stage_planes<kThreeTf32, 0>(p, layout, item, channels, chunk_raw, planes, thread);
+        stage_planes<kThreeTf32, 0, 4>(p, layout, item, channels, chunk_raw, planes, thread);
       }
       fence_proxy_async();
       barrier_arrive(full_barriers + 8 * stage);
@@ -796,6 +847,9 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1)
   const int block = consumer % layout.out_blocks;
   const int first_position = consumer / layout.out_blocks * kUnitPositions;
   int64_t sequence = 0;
+  if (consumer == 1) {
+    pass_turn(consumer);  // consumer 0 goes first
+  }
   for (int64_t item = blockIdx.x; item < layout.items; item += grid) {
     const int64_t image = item / layout.row_blocks;
     const int first_out_row = static_cast<int>(item % layout.row_blocks) * layout.tile_rows;
@@ -813,6 +867,7 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1)
       const uint32_t stage_address =
           shared_base + layout.stage_offset + stage * layout.stage_bytes;
       barrier_wait(full_barriers + 8 * stage, (sequence / layout.stages) & 1);
+      wait_for_turn(consumer);  // every chunk is one turn of each group, active or not
       if (active) {
         float acc[64];
         const uint64_t a_block =
@@ -838,12 +893,15 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1)
           }
         }
         wgmma_commit();
+        pass_turn(consumer);
         wgmma_wait_all();
         fence_accumulators(acc);
 #pragma unroll
         for (int i = 0; i < 64; ++i) {
           totals[i] += acc[i];
         }
+      } else {
+        pass_turn(consumer);
       }
       if (lane == 0) {
         barrier_arrive(empty_barriers + 8 * stage);  // this warp is done with the stage
@@ -853,6 +911,9 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1)
       store_unit(p, layout, totals, shared_bias, epilogue, image, first_out_row, rows_here,
                  block, first_position, warp, lane);
     }
+  }
+  if (consumer == 0) {
+    wait_for_turn(consumer);  // consumer 1's last pass
   }
 #else
   __trap();
