@@ -45,8 +45,15 @@ namespace {
 using namespace tensorcore;
 
 constexpr int kGroupThreads = 128;  // one warpgroup
-constexpr int kConsumerGroups = 2;
-constexpr int kWgmmaThreads = (1 + kConsumerGroups) * kGroupThreads;
+// Consumer warpgroups per CTA, beside the producer's one: 2 in both kernels. The resident
+// kernel measured slower with 3 (512 threads at 128 registers; v0.1 0.292 -> 0.306 ms,
+// 16x32x64k3n128 0.130 -> 0.153 ms: the 55 KB epilogue buffer cost pipeline depth); the streamed
+// kernel's consumers hold accumulators and totals (166 registers).
+constexpr int kResidentConsumers = 2;
+constexpr int kStreamedConsumers = 2;
+__host__ __device__ constexpr int threads_for(int consumers) {
+  return (1 + consumers) * kGroupThreads;
+}
 constexpr int kUnitPositions = 128;  // wgmma N
 constexpr int kBlockChannels = 64;   // wgmma M
 constexpr int kStepBytes = kBlockChannels * 8 * 4;  // one k8 step of A: 2 KB
@@ -54,7 +61,7 @@ constexpr int kMaxStages = 3;
 // Per consumer warp, 16 channels x 64 positions of activated outputs; 8 words of padding move
 // each row 8 banks on, so the fragment writes (8 rows x 4 pairs per instruction) don't conflict.
 constexpr int kEpiloguePitch = 72;
-constexpr int kEpilogueBytes = kConsumerGroups * 4 * 16 * kEpiloguePitch * 4;
+constexpr int epilogue_bytes(int consumers) { return consumers * 4 * 16 * kEpiloguePitch * 4; }
 // 3xTF32 sums 3 MMAs per k step in one accumulator, and the tensor core's accumulation
 // truncates: the mma.sync kernel measured 1.05e-5 relative error after 375 MMAs. 32 steps
 // (96 MMAs; v0.1 has 9) keeps the fast path well inside 1e-5.
@@ -110,7 +117,7 @@ constexpr int kTapTableOffset = 2 * kMaxStages * 8;
 #if FUSEDCONV_WGMMA_DEVICE
 
 constexpr int kProducerBarrier = 1;  // named barrier of warpgroup 0 (0 is __syncthreads)
-constexpr int kFirstTurnBarrier = 2;  // named barriers 2 and 3: consumer 0's and 1's MMA turn
+constexpr int kFirstTurnBarrier = 2;  // named barriers 2, 3, 4: consumer 0's, 1's, 2's MMA turn
 
 __device__ __forceinline__ uint32_t shared_address(const void* pointer) {
   return static_cast<uint32_t>(__cvta_generic_to_shared(pointer));
@@ -170,12 +177,12 @@ __device__ __forceinline__ void bulk_copy_to_shared(uint32_t destination, const 
       : "memory");
 }
 
-// The consumers issue their MMA chains in turns, 0, 1, 0, 1, ... (CUTLASS's ping-pong order):
-// the tensor core then runs one group's chain after the other instead of interleaving both, so
-// one group finishes half a period earlier and its epilogue (or its chunk bookkeeping) overlaps
-// the other's MMAs instead of both groups idling the tensor core at once.
+// The consumers issue their MMA chains in turns, 0, 1, (2,) 0, ... (CUTLASS's ping-pong order):
+// the tensor core then runs one group's chain after the other instead of interleaving them, so
+// each group finishes its chain early and its epilogue (or its chunk bookkeeping) overlaps the
+// others' MMAs instead of all groups idling the tensor core at once.
 // wait_for_turn before issuing a chain, pass_turn right after issuing it (not after it
-// completes); consumer 1 passes once before its first turn.
+// completes); the last consumer passes once before its first turn.
 // Barrier numbers as immediates: with a register operand ptxas reserves all 16 named barriers.
 template <int kBarrier>
 __device__ __forceinline__ void sync_consumers() {
@@ -187,19 +194,28 @@ __device__ __forceinline__ void arrive_consumers() {
   asm volatile("bar.arrive %0, %1;\n" ::"n"(kBarrier), "n"(2 * kGroupThreads) : "memory");
 }
 
+template <int kConsumers>
 __device__ __forceinline__ void wait_for_turn(int consumer) {
+  static_assert(kConsumers >= 2 && kConsumers <= 3, "turn barriers 2-4");
   if (consumer == 0) {
     sync_consumers<kFirstTurnBarrier>();
-  } else {
+  } else if (consumer == 1) {
     sync_consumers<kFirstTurnBarrier + 1>();
+  } else {
+    sync_consumers<kFirstTurnBarrier + 2>();
   }
 }
 
+// To consumer + 1, the last consumer to consumer 0.
+template <int kConsumers>
 __device__ __forceinline__ void pass_turn(int consumer) {
-  if (consumer == 0) {
+  const int next = consumer + 1 == kConsumers ? 0 : consumer + 1;
+  if (next == 0) {
+    arrive_consumers<kFirstTurnBarrier>();
+  } else if (next == 1) {
     arrive_consumers<kFirstTurnBarrier + 1>();
   } else {
-    arrive_consumers<kFirstTurnBarrier>();
+    arrive_consumers<kFirstTurnBarrier + 2>();
   }
 }
 
@@ -416,6 +432,19 @@ __device__ __forceinline__ void stage_planes(const ConvParams& p, const WgmmaLay
   }
 }
 
+// B's byte offset of each k step inside a stage's planes: its 8 channels' first plane, then the
+// tap's shift. One entry past the last step (0): the MMA loops load each entry a step ahead.
+__device__ __forceinline__ void write_step_offsets(const WgmmaLayout& layout, int taps,
+                                                   int kernel_w, int* step_offsets, int thread) {
+  for (int step = thread; step <= layout.k_steps; step += blockDim.x) {
+    const int tap = step % taps;
+    step_offsets[step] = step == layout.k_steps
+                             ? 0
+                             : 2 * (step / taps) * layout.plane_bytes +
+                                   ((tap / kernel_w) * layout.row_pitch + tap % kernel_w) * 16;
+  }
+}
+
 // Epilogue of one unit (64 output channels x 128 positions), per warp and per half of the
 // unit's positions: bias + activation on the accumulators (this thread: channels warp * 16 +
 // lane / 4 (+ 8), position pairs 8 * j + 2 * (lane % 4): wgmma's fragment order) into the warp's
@@ -496,9 +525,11 @@ __device__ __forceinline__ void store_unit(const ConvParams& p, const WgmmaLayou
 #endif  // FUSEDCONV_WGMMA_DEVICE
 
 template <bool kThreeTf32>
-__global__ void __launch_bounds__(kWgmmaThreads, 1)
+__global__ void __launch_bounds__(threads_for(kResidentConsumers), 1)
     conv_hardswish_relu_wgmma_kernel(const ConvParams p, const WgmmaLayout layout) {
 #if FUSEDCONV_WGMMA_DEVICE
+  constexpr int kConsumers = kResidentConsumers;
+  constexpr int kThreads = threads_for(kConsumers);
   extern __shared__ __align__(128) unsigned char shared[];
   const uint32_t shared_base = shared_address(shared);
   const uint32_t full_barriers = shared_base;
@@ -517,7 +548,7 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1)
   const int weight_words = layout.out_blocks * layout.k_steps * 512;
   const float* __restrict__ weight = static_cast<const float*>(p.weight);
 #pragma unroll 4
-  for (int word = thread; word < weight_words; word += kWgmmaThreads) {
+  for (int word = thread; word < weight_words; word += kThreads) {
     const int e = word & 3;
     const int row = (word >> 2) & 63;
     const int half = (word >> 8) & 1;
@@ -540,24 +571,19 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1)
     }
     weights[word] = __uint_as_float(big);
   }
-  // B's byte offset of each k step inside a stage: its chunk's first plane, then the tap's shift.
-  for (int step = thread; step < layout.k_steps; step += kWgmmaThreads) {
-    const int tap = step % taps;
-    step_offsets[step] = 2 * (step / taps) * layout.plane_bytes +
-                         ((tap / kernel_w) * layout.row_pitch + tap % kernel_w) * 16;
-  }
+  write_step_offsets(layout, taps, kernel_w, step_offsets, thread);
   // Bias (0 past out_channels, or without one) in shared memory: a global load per unit put a
   // full memory latency in front of every unit's MMAs.
   float* shared_bias = reinterpret_cast<float*>(shared + layout.bias_offset);
   const float* __restrict__ bias = static_cast<const float*>(p.bias);
   for (int channel = thread; channel < layout.out_blocks * kBlockChannels;
-       channel += kWgmmaThreads) {
+       channel += kThreads) {
     shared_bias[channel] = bias != nullptr && channel < p.out_channels ? bias[channel] : 0.0f;
   }
   if (thread == 0) {
     for (int stage = 0; stage < layout.stages; ++stage) {
       barrier_init(full_barriers + 8 * stage, kGroupThreads);
-      barrier_init(empty_barriers + 8 * stage, kConsumerGroups * 4);  // one arrival per warp
+      barrier_init(empty_barriers + 8 * stage, kConsumers * 4);  // one arrival per warp
     }
   }
   fence_proxy_async();
@@ -600,8 +626,10 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1)
     return;
   }
 
-  // Consumers.
-  const int consumer = thread / kGroupThreads - 1;
+  // Consumers. The group number through a shuffle from lane 0: the compiler then knows it is
+  // warp-uniform (CUTLASS's canonical_warp_group_idx) and keeps what derives from it, the MMA
+  // descriptors among it, in uniform registers.
+  const int consumer = __shfl_sync(0xffffffffu, thread / kGroupThreads - 1, 0);
   const int warp = (thread / 32) & 3;
   const int lane = thread & 31;
   const int out_width = static_cast<int>(p.out_width);
@@ -615,9 +643,11 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1)
   const uint64_t b_descriptor = matrix_descriptor(0, layout.plane_bytes, 128);
   float* epilogue = reinterpret_cast<float*>(shared + layout.epilogue_offset) +
                     (consumer * 4 + warp) * 16 * kEpiloguePitch;
-  int64_t units_before = 0;  // units of earlier items: alternates the first unit between groups
-  if (consumer == 1) {
-    pass_turn(consumer);  // unit 0 is consumer 0's
+  // Units are dealt round robin over the CTA's whole sequence: unit number g (counting the units
+  // of earlier items, units_before) is consumer g % kConsumers's, which is also the turn order.
+  int64_t units_before = 0;
+  if (consumer == kConsumers - 1) {
+    pass_turn<kConsumers>(consumer);  // unit 0 is consumer 0's
   }
 
   int k = 0;
@@ -635,14 +665,16 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1)
         shared_base + layout.stage_offset + stage * layout.stage_bytes;
     barrier_wait(full_barriers + 8 * stage, (k / layout.stages) & 1);
     bool released = false;
-    for (int unit = static_cast<int>((consumer + units_before) & 1); unit < units; unit += 2) {
+    const int phase = static_cast<int>(units_before % kConsumers);
+    for (int unit = (consumer - phase + kConsumers) % kConsumers; unit < units;
+         unit += kConsumers) {
       const bool one_block = layout.out_blocks == 1;  // skips two integer divisions per unit
       const int block = one_block ? 0 : unit % layout.out_blocks;
       const int first_position = (one_block ? unit : unit / layout.out_blocks) * kUnitPositions;
       float acc[64];
       const uint64_t a_block = a_descriptor + ((block * layout.k_steps * kStepBytes) >> 4);
       const uint64_t b_unit = b_descriptor + ((stage_address + first_position * 16) >> 4);
-      wait_for_turn(consumer);  // units alternate between the groups: one turn per unit
+      wait_for_turn<kConsumers>(consumer);  // one turn per unit
       fence_accumulators(acc);
       wgmma_fence();
       // Step 0 overwrites the accumulators; the loop stays rolled (k_steps is a run-time value,
@@ -653,10 +685,15 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1)
         wgmma_m64n128k8_tf32<1>(acc, a_block, b_first + (small_plane_offset >> 4));
         wgmma_m64n128k8_tf32<1>(acc, a_block + (small_weight_offset >> 4), b_first);
       }
+      // Each step's table entry loaded one step ahead: loaded in its own step, the shared-memory
+      // latency sat between every two steps' MMA issues (ncu: the loop's top stall on v0.1).
+      int next_offset = step_offsets[1];
 #pragma unroll 1
       for (int step = 1; step < layout.k_steps; ++step) {
+        const int offset = next_offset;
+        next_offset = step_offsets[step + 1];  // the table ends one entry past the last step
         const uint64_t a_big = a_block + ((step * kStepBytes) >> 4);
-        const uint64_t b_big = b_unit + (step_offsets[step] >> 4);
+        const uint64_t b_big = b_unit + (offset >> 4);
         wgmma_m64n128k8_tf32<1>(acc, a_big, b_big);
         if (kThreeTf32) {
           wgmma_m64n128k8_tf32<1>(acc, a_big, b_big + (small_plane_offset >> 4));
@@ -664,10 +701,10 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1)
         }
       }
       wgmma_commit();
-      pass_turn(consumer);
+      pass_turn<kConsumers>(consumer);
       wgmma_wait_all();
       fence_accumulators(acc);
-      if (unit + 2 >= units) {
+      if (unit + kConsumers >= units) {
         // This group's last MMA of the stage has read its operands: hand the stage back before
         // the epilogue so the producer refills it meanwhile.
         if (lane == 0) {
@@ -684,10 +721,10 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1)
     }
     units_before += units;
   }
-  // The last unit's group passed the turn to the other, which takes it here: the next unit's
-  // group is the one that would have issued unit number units_before.
-  if ((units_before & 1) == consumer) {
-    wait_for_turn(consumer);
+  // The last unit's group passed the turn on; the group that would issue unit number
+  // units_before takes it here.
+  if (units_before % kConsumers == consumer) {
+    wait_for_turn<kConsumers>(consumer);
   }
 #else
   // Host dispatch launches this kernel only on compute capability 9.0 with the sm_90a code.
@@ -738,9 +775,11 @@ __global__ void split_streamed_weights_kernel(const ConvParams p, const WgmmaLay
 }
 
 template <bool kThreeTf32>
-__global__ void __launch_bounds__(kWgmmaThreads, 1)
+__global__ void __launch_bounds__(threads_for(kStreamedConsumers), 1)
     conv_hardswish_relu_wgmma_streamed_kernel(const ConvParams p, const WgmmaLayout layout) {
 #if FUSEDCONV_WGMMA_DEVICE
+  constexpr int kConsumers = kStreamedConsumers;
+  constexpr int kThreads = threads_for(kConsumers);
   extern __shared__ __align__(128) unsigned char shared[];
   const uint32_t shared_base = shared_address(shared);
   const uint32_t full_barriers = shared_base;
@@ -750,24 +789,18 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1)
   const int thread = threadIdx.x;
   const int kernel_w = static_cast<int>(p.kernel_w);
   const int taps = static_cast<int>(p.kernel_h) * kernel_w;
-
-  // B's byte offset of each k step of a chunk inside a stage's planes.
-  for (int step = thread; step < layout.k_steps; step += kWgmmaThreads) {
-    const int tap = step % taps;
-    step_offsets[step] = 2 * (step / taps) * layout.plane_bytes +
-                         ((tap / kernel_w) * layout.row_pitch + tap % kernel_w) * 16;
-  }
+  write_step_offsets(layout, taps, kernel_w, step_offsets, thread);
   float* shared_bias = reinterpret_cast<float*>(shared + layout.bias_offset);
   const float* __restrict__ bias = static_cast<const float*>(p.bias);
   for (int channel = thread; channel < layout.out_blocks * kBlockChannels;
-       channel += kWgmmaThreads) {
+       channel += kThreads) {
     shared_bias[channel] = bias != nullptr && channel < p.out_channels ? bias[channel] : 0.0f;
   }
   if (thread == 0) {
     for (int stage = 0; stage < layout.stages; ++stage) {
       // The producer's threads, plus the bulk copy's expected bytes (thread 0 arrives twice).
       barrier_init(full_barriers + 8 * stage, kGroupThreads + 1);
-      barrier_init(empty_barriers + 8 * stage, kConsumerGroups * 4);  // one arrival per warp
+      barrier_init(empty_barriers + 8 * stage, kConsumers * 4);  // one arrival per warp
     }
   }
   fence_proxy_async();
@@ -834,7 +867,7 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1)
 
   // Consumers: consumer c takes unit c of every item (position unit c / out_blocks, channel block
   // c % out_blocks); an item of one unit leaves consumer 1 only releasing stages.
-  const int consumer = thread / kGroupThreads - 1;
+  const int consumer = __shfl_sync(0xffffffffu, thread / kGroupThreads - 1, 0);  // uniform
   const int warp = (thread / 32) & 3;
   const int lane = thread & 31;
   const int out_width = static_cast<int>(p.out_width);
@@ -847,8 +880,8 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1)
   const int block = consumer % layout.out_blocks;
   const int first_position = consumer / layout.out_blocks * kUnitPositions;
   int64_t sequence = 0;
-  if (consumer == 1) {
-    pass_turn(consumer);  // consumer 0 goes first
+  if (consumer == kConsumers - 1) {
+    pass_turn<kConsumers>(consumer);  // consumer 0 goes first
   }
   for (int64_t item = blockIdx.x; item < layout.items; item += grid) {
     const int64_t image = item / layout.row_blocks;
@@ -867,7 +900,7 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1)
       const uint32_t stage_address =
           shared_base + layout.stage_offset + stage * layout.stage_bytes;
       barrier_wait(full_barriers + 8 * stage, (sequence / layout.stages) & 1);
-      wait_for_turn(consumer);  // every chunk is one turn of each group, active or not
+      wait_for_turn<kConsumers>(consumer);  // every chunk is one turn of each group, active or not
       if (active) {
         float acc[64];
         const uint64_t a_block =
@@ -882,10 +915,13 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1)
           wgmma_m64n128k8_tf32<1>(acc, a_block, b_first + (small_plane_offset >> 4));
           wgmma_m64n128k8_tf32<1>(acc, a_block + (small_weight_offset >> 4), b_first);
         }
+        int next_offset = step_offsets[1];  // loaded a step ahead, as in the resident kernel
 #pragma unroll 1
         for (int step = 1; step < layout.k_steps; ++step) {
+          const int offset = next_offset;
+          next_offset = step_offsets[step + 1];  // the table ends one entry past the last step
           const uint64_t a_big = a_block + ((step * kStepBytes) >> 4);
-          const uint64_t b_big = b_unit + (step_offsets[step] >> 4);
+          const uint64_t b_big = b_unit + (offset >> 4);
           wgmma_m64n128k8_tf32<1>(acc, a_big, b_big);
           if (kThreeTf32) {
             wgmma_m64n128k8_tf32<1>(acc, a_big, b_big + (small_plane_offset >> 4));
@@ -893,7 +929,7 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1)
           }
         }
         wgmma_commit();
-        pass_turn(consumer);
+        pass_turn<kConsumers>(consumer);
         wgmma_wait_all();
         fence_accumulators(acc);
 #pragma unroll
@@ -901,7 +937,7 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1)
           totals[i] += acc[i];
         }
       } else {
-        pass_turn(consumer);
+        pass_turn<kConsumers>(consumer);
       }
       if (lane == 0) {
         barrier_arrive(empty_barriers + 8 * stage);  // this warp is done with the stage
@@ -913,7 +949,7 @@ __global__ void __launch_bounds__(kWgmmaThreads, 1)
     }
   }
   if (consumer == 0) {
-    wait_for_turn(consumer);  // consumer 1's last pass
+    wait_for_turn<kConsumers>(consumer);  // the last consumer's last pass
   }
 #else
   __trap();
@@ -962,7 +998,8 @@ bool make_wgmma_layout(const ConvParams& p, bool three_tf32, const DeviceLimits&
     const int64_t raw_bytes = 2 * raw_words * 4;
     for (int stages = kMaxStages; stages >= 2; --stages) {
       const int64_t shared_bytes =
-          kHeaderBytes + weight_bytes + stages * stage_bytes + raw_bytes + kEpilogueBytes;
+          kHeaderBytes + weight_bytes + stages * stage_bytes + raw_bytes +
+          epilogue_bytes(kResidentConsumers);
       if (shared_bytes > limits.max_shared_bytes) {
         continue;
       }
@@ -998,7 +1035,7 @@ bool make_wgmma_layout(const ConvParams& p, bool three_tf32, const DeviceLimits&
   return best_cost >= 0;
 }
 
-// The streamed kernel's layout: items of kConsumerGroups units (one per consumer), as many
+// The streamed kernel's layout: items of kStreamedConsumers units (one per consumer), as many
 // output rows as their positions hold; about 8 k steps per stage (fewer MMAs per hand-off left
 // the producer's per-stage work exposed), as many input channels as 2+ stages of shared memory
 // allow, then evened out over the chunks.
@@ -1008,10 +1045,10 @@ bool make_streamed_layout(const ConvParams& p, bool three_tf32, const DeviceLimi
   layout.streamed = true;
   layout.parts = three_tf32 ? 2 : 1;
   layout.out_blocks = static_cast<int>((p.out_channels + kBlockChannels - 1) / kBlockChannels);
-  if (layout.out_blocks > kConsumerGroups || p.batch * p.out_height * p.out_width == 0) {
+  if (layout.out_blocks > kStreamedConsumers || p.batch * p.out_height * p.out_width == 0) {
     return false;
   }
-  const int position_units = kConsumerGroups / layout.out_blocks;
+  const int position_units = kStreamedConsumers / layout.out_blocks;
   if (p.out_width > position_units * kUnitPositions) {
     return false;  // an output row longer than an item's positions
   }
@@ -1040,7 +1077,7 @@ bool make_streamed_layout(const ConvParams& p, bool three_tf32, const DeviceLimi
     const int64_t chunks = (eighths_total + eighths - 1) / eighths;
     const int64_t even = (eighths_total + chunks - 1) / chunks;
     const int64_t k_steps = even * taps;
-    if (k_steps * 4 > kHeaderBytes - kTapTableOffset) {
+    if ((k_steps + 1) * 4 > kHeaderBytes - kTapTableOffset) {
       continue;  // the step table in the header
     }
     const int64_t a_stage_bytes = int64_t{layout.parts} * layout.out_blocks * k_steps * kStepBytes;
@@ -1052,7 +1089,7 @@ bool make_streamed_layout(const ConvParams& p, bool three_tf32, const DeviceLimi
     }
     for (int stages = kMaxStages; stages >= 2; --stages) {
       const int64_t shared_bytes = kHeaderBytes + bias_bytes + stages * stage_bytes +
-                                   2 * raw_words * 4 + kEpilogueBytes;
+                                   2 * raw_words * 4 + epilogue_bytes(kStreamedConsumers);
       if (shared_bytes > limits.max_shared_bytes) {
         continue;
       }
@@ -1095,7 +1132,8 @@ cudaError_t launch_wgmma_with(const ConvParams& p, const WgmmaLayout& layout,
     if (status != cudaSuccess) {
       return status;
     }
-    kernel<<<layout.grid, kWgmmaThreads, layout.shared_bytes, stream>>>(p, layout);
+    kernel<<<layout.grid, threads_for(kResidentConsumers), layout.shared_bytes, stream>>>(p,
+                                                                                     layout);
     return cudaGetLastError();
   }
   if (p.workspace == nullptr) {
@@ -1116,7 +1154,8 @@ cudaError_t launch_wgmma_with(const ConvParams& p, const WgmmaLayout& layout,
   if (status != cudaSuccess) {
     return status;
   }
-  kernel<<<layout.grid, kWgmmaThreads, layout.shared_bytes, stream>>>(p, layout);
+  kernel<<<layout.grid, threads_for(kStreamedConsumers), layout.shared_bytes, stream>>>(p,
+                                                                                     layout);
   return cudaGetLastError();
 }
 
