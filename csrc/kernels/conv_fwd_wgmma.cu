@@ -45,11 +45,12 @@ namespace {
 using namespace tensorcore;
 
 constexpr int kGroupThreads = 128;  // one warpgroup
-// Consumer warpgroups per CTA, beside the producer's one: 2 in both kernels. The resident
-// kernel measured slower with 3 (512 threads at 128 registers; v0.1 0.292 -> 0.306 ms,
-// 16x32x64k3n128 0.130 -> 0.153 ms: the 55 KB epilogue buffer cost pipeline depth); the streamed
-// kernel's consumers hold accumulators and totals (166 registers).
-constexpr int kResidentConsumers = 2;
+// Consumer warpgroups per CTA, beside the producer's one. The resident kernel: 3, so that two
+// other groups' MMA chains run while one stores its epilogue and issues its next chain (H100,
+// same build otherwise: v0.1 0.289 -> 0.261 ms; its consumers fit the 128 registers of 512
+// threads). The streamed kernel: 2, whose consumers hold accumulators and totals (166
+// registers).
+constexpr int kResidentConsumers = 3;
 constexpr int kStreamedConsumers = 2;
 __host__ __device__ constexpr int threads_for(int consumers) {
   return (1 + consumers) * kGroupThreads;
@@ -84,7 +85,8 @@ constexpr int kHeaderBytes = 512;
 //     cannot hold.
 struct WgmmaLayout {
   bool streamed;        // the variant
-  int parts;            // operand parts: 2 (3xTF32: big, small) or 1 (TF32)
+  int parts;            // operand parts the layout has room for: 2 (big, small) or 1 (TF32);
+                        // the resident kernel may run TF32 in a 2-part layout
   int out_blocks;       // ceil(out_channels / 64)
   int chunk_channels;   // input channels per stage: a multiple of 8 (all of them if resident)
   int chunks;           // stages per item: ceil(in_channels / chunk_channels)
@@ -183,40 +185,22 @@ __device__ __forceinline__ void bulk_copy_to_shared(uint32_t destination, const 
 // others' MMAs instead of all groups idling the tensor core at once.
 // wait_for_turn before issuing a chain, pass_turn right after issuing it (not after it
 // completes); the last consumer passes once before its first turn.
-// Barrier numbers as immediates: with a register operand ptxas reserves all 16 named barriers.
-template <int kBarrier>
-__device__ __forceinline__ void sync_consumers() {
-  asm volatile("bar.sync %0, %1;\n" ::"n"(kBarrier), "n"(2 * kGroupThreads) : "memory");
-}
-
-template <int kBarrier>
-__device__ __forceinline__ void arrive_consumers() {
-  asm volatile("bar.arrive %0, %1;\n" ::"n"(kBarrier), "n"(2 * kGroupThreads) : "memory");
-}
-
+// Barrier numbers in a register, not branches to immediates: a branch on the group number in
+// front of the MMA chain made ptxas serialize the chain's wgmmas ("compiler-inserted WG.AR in
+// divergent path"; v0.1 0.29 -> 0.38 ms under ncu). The cost: ptxas reserves all 16 named
+// barriers, which one CTA per SM does not mind.
 template <int kConsumers>
 __device__ __forceinline__ void wait_for_turn(int consumer) {
-  static_assert(kConsumers >= 2 && kConsumers <= 3, "turn barriers 2-4");
-  if (consumer == 0) {
-    sync_consumers<kFirstTurnBarrier>();
-  } else if (consumer == 1) {
-    sync_consumers<kFirstTurnBarrier + 1>();
-  } else {
-    sync_consumers<kFirstTurnBarrier + 2>();
-  }
+  asm volatile("bar.sync %0, %1;\n" ::"r"(kFirstTurnBarrier + consumer), "n"(2 * kGroupThreads)
+               : "memory");
 }
 
 // To consumer + 1, the last consumer to consumer 0.
 template <int kConsumers>
 __device__ __forceinline__ void pass_turn(int consumer) {
   const int next = consumer + 1 == kConsumers ? 0 : consumer + 1;
-  if (next == 0) {
-    arrive_consumers<kFirstTurnBarrier>();
-  } else if (next == 1) {
-    arrive_consumers<kFirstTurnBarrier + 1>();
-  } else {
-    arrive_consumers<kFirstTurnBarrier + 2>();
-  }
+  asm volatile("bar.arrive %0, %1;\n" ::"r"(kFirstTurnBarrier + next), "n"(2 * kGroupThreads)
+               : "memory");
 }
 
 __device__ __forceinline__ void producer_sync() {
@@ -1117,9 +1101,13 @@ bool make_streamed_layout(const ConvParams& p, bool three_tf32, const DeviceLimi
 }
 
 // The resident kernel where it applies (measured faster where both do), else the streamed one.
+// TF32 mode takes the resident kernel's 3xTF32 geometry (tile, stages) where that fits, and
+// leaves the room for the small parts unused: its own smaller layout chose other tiles and ran
+// v0.1 slower than 3xTF32 (0.285 vs 0.261 ms).
 bool choose_wgmma_layout(const ConvParams& p, bool three_tf32, const DeviceLimits& limits,
                          WgmmaLayout& layout) {
-  return make_wgmma_layout(p, three_tf32, limits, layout) ||
+  return make_wgmma_layout(p, /*three_tf32=*/true, limits, layout) ||
+         (!three_tf32 && make_wgmma_layout(p, /*three_tf32=*/false, limits, layout)) ||
          make_streamed_layout(p, three_tf32, limits, layout);
 }
 
