@@ -16,15 +16,17 @@
 // (i + r) * row_pitch + j + s, so columns j >= out_width are computed and dropped (2 of 128 on
 // v0.1).
 //
-// A persistent CTA of 3 warpgroups per SM loops over items (image, block of output rows):
+// A persistent CTA per SM loops over items (image, block of output rows):
 //   warpgroup 0, producer: cp.async of the item's raw NCHW input rows (double-buffered, one
-//     item ahead), then one pass that zero-pads, splits every value into TF32 big and small
+//     stage ahead), then one pass that zero-pads, splits every value into TF32 big and small
 //     parts and writes a stage's K-major planes; mbarriers hand stages to the consumers (full)
 //     and back (empty).
-//   warpgroups 1 and 2, consumers: alternate over the stage's 128-position units; per unit and
-//     k step, 3 wgmma (big*big, big*small, small*big: 3xTF32) into 64 float32 accumulators per
-//     thread, then bias + activation, staged per warp through shared memory so that every
-//     store instruction writes 256 contiguous bytes of an output row.
+//   the other warpgroups, consumers: take the 128-position units round robin and issue their
+//     MMA chains in turns; per unit and k step, 3 wgmma (big*big, big*small, small*big:
+//     3xTF32) into 64 float32 accumulators per thread, then bias + activation, staged per warp
+//     through shared memory so that every store instruction writes 256 contiguous bytes of an
+//     output row.
+// The two variants (resident and streamed weights) are described at WgmmaLayout below.
 #include <cuda_runtime.h>
 
 #include <cstdint>
