@@ -76,7 +76,7 @@ constexpr int kHeaderBytes = 512;
 // Two variants share the staging, the MMAs and the epilogue:
 //   resident (conv_hardswish_relu_wgmma_kernel): every input channel in one stage and every
 //     split weight in shared memory for the whole kernel; the consumers take an item's units
-//     one after the other. Up to kMaxKSteps k steps.
+//     round robin. Up to kMaxKSteps k steps.
 //   streamed (conv_hardswish_relu_wgmma_streamed_kernel): a stage holds one chunk of input
 //     channels and that chunk's split weights (a prep kernel writes them once per call to a
 //     workspace in shared-memory order; the producer fetches them with one bulk copy per
@@ -289,7 +289,8 @@ __device__ __forceinline__ void wgmma_m64n128k8_tf32(float (&d)[64], uint64_t de
 }
 
 // Producer: cp.async of the raw input rows of `item` (those inside the image) of input channels
-// first_channel .. first_channel + channels - 1 into `raw`, laid out [channel][staged row][raw_pitch].
+// first_channel .. first_channel + channels - 1 into `raw`, laid out
+// [channel][staged row][raw_pitch].
 __device__ __forceinline__ void copy_raw_rows(const ConvParams& p, const WgmmaLayout& layout,
                                               int64_t item, int first_channel, int channels,
                                               float* raw, int thread) {
@@ -1022,9 +1023,9 @@ bool make_wgmma_layout(const ConvParams& p, bool three_tf32, const DeviceLimits&
 }
 
 // The streamed kernel's layout: items of kStreamedConsumers units (one per consumer), as many
-// output rows as their positions hold; about 8 k steps per stage (fewer MMAs per hand-off left
-// the producer's per-stage work exposed), as many input channels as 2+ stages of shared memory
-// allow, then evened out over the chunks.
+// output rows as their positions hold; input channels per stage for about 8 k steps (9 for
+// 3x3 kernels, 64 channels for 1x1), fewer where 2 stages would not fit shared memory, then
+// evened out over the chunks. (8 is a choice, not a measured optimum.)
 bool make_streamed_layout(const ConvParams& p, bool three_tf32, const DeviceLimits& limits,
                           WgmmaLayout& layout) {
   layout = WgmmaLayout{};
@@ -1092,7 +1093,8 @@ bool make_streamed_layout(const ConvParams& p, bool three_tf32, const DeviceLimi
       layout.raw_offset = static_cast<int>(layout.stage_offset + stages * stage_bytes);
       layout.epilogue_offset = static_cast<int>(layout.raw_offset + 2 * raw_words * 4);
       layout.shared_bytes = static_cast<int>(shared_bytes);
-      layout.row_blocks = static_cast<int>((p.out_height + layout.tile_rows - 1) / layout.tile_rows);
+      layout.row_blocks =
+          static_cast<int>((p.out_height + layout.tile_rows - 1) / layout.tile_rows);
       layout.items = p.batch * layout.row_blocks;
       layout.grid = static_cast<int>(layout.items < limits.sm_count ? layout.items
                                                                      : limits.sm_count);
