@@ -509,6 +509,13 @@ __device__ __forceinline__ void store_unit(const ConvParams& p, const WgmmaLayou
   }
 }
 
+// Output rows of `item` that exist: tile_rows, fewer in an image's last row block.
+__device__ __forceinline__ int item_rows(const ConvParams& p, const WgmmaLayout& layout,
+                                         int first_out_row) {
+  const int left = static_cast<int>(p.out_height) - first_out_row;
+  return left < layout.tile_rows ? left : layout.tile_rows;
+}
+
 #endif  // FUSEDCONV_WGMMA_DEVICE
 
 template <bool kThreeTf32>
@@ -642,9 +649,7 @@ __global__ void __launch_bounds__(threads_for(kResidentConsumers), 1)
     const int stage = k % layout.stages;
     const int64_t image = item / layout.row_blocks;
     const int first_out_row = static_cast<int>(item % layout.row_blocks) * layout.tile_rows;
-    const int rows_here = static_cast<int>(p.out_height) - first_out_row < layout.tile_rows
-                              ? static_cast<int>(p.out_height) - first_out_row
-                              : layout.tile_rows;
+    const int rows_here = item_rows(p, layout, first_out_row);
     const int position_units =
         ((rows_here - 1) * layout.row_pitch + out_width + kUnitPositions - 1) / kUnitPositions;
     const int units = position_units * layout.out_blocks;
@@ -873,9 +878,7 @@ __global__ void __launch_bounds__(threads_for(kStreamedConsumers), 1)
   for (int64_t item = blockIdx.x; item < layout.items; item += grid) {
     const int64_t image = item / layout.row_blocks;
     const int first_out_row = static_cast<int>(item % layout.row_blocks) * layout.tile_rows;
-    const int rows_here = static_cast<int>(p.out_height) - first_out_row < layout.tile_rows
-                              ? static_cast<int>(p.out_height) - first_out_row
-                              : layout.tile_rows;
+    const int rows_here = item_rows(p, layout, first_out_row);
     const bool active = first_position < (rows_here - 1) * layout.row_pitch + out_width;
     float totals[64];
 #pragma unroll
