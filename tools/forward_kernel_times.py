@@ -2,7 +2,8 @@
 alone, as the median over replays of a CUDA graph of 20 calls (no Python or launch gaps), and
 its relative L2 error against float64 on rand and randn inputs. Prints one line per case and
 mode; with --json PATH also writes them. FUSEDCONV_DISABLE_WGMMA=1 in the environment times the
-mma.sync kernel instead of the Hopper one.
+mma.sync kernel instead of the Hopper one, FUSEDCONV_DISABLE_DMMA=1 the small-problem FFMA kernel
+instead of the DMMA one.
 
 Usage: python tools/forward_kernel_times.py [--cases v0.1,v0,...] [--json PATH]
 """
@@ -48,13 +49,15 @@ def graph_ms(fn, replays=30):
 
 
 def kernels_run(fn):
-    """Which forward kernel(s) fn() launched: 'direct', 'wgmma' (resident weights),
-    'wgmma-streamed', 'mma.sync' and/or 'generic'."""
+    """Which forward kernel(s) fn() launched: 'direct-dmma', 'direct-ffma', 'wgmma' (resident
+    weights), 'wgmma-streamed', 'mma.sync' and/or 'generic'."""
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as profile:
         fn()
         torch.cuda.synchronize()
     names = " ".join(event.name for event in profile.events())
-    found = [label for label, marker in (("direct", "direct_kernel"), ("wgmma", "wgmma_kernel"),
+    found = [label for label, marker in (("direct-dmma", "direct_dmma_kernel"),
+                                         ("direct-ffma", "direct_ffma_kernel"),
+                                         ("wgmma", "wgmma_kernel"),
                                          ("wgmma-streamed", "wgmma_streamed_kernel"),
                                          ("mma.sync", "tensorcore_kernel"),
                                          ("generic", "generic_kernel")) if marker in names]
@@ -69,8 +72,9 @@ def main():
     fusedconv.load_extension()
     torch.backends.cudnn.allow_tf32 = False
     wanted = args.cases.split(",")
-    switch = "wgmma off" if os.environ.get("FUSEDCONV_DISABLE_WGMMA", "0") not in ("", "0") \
-        else "default"
+    disabled = [name for name in ("WGMMA", "DMMA")
+                if os.environ.get("FUSEDCONV_DISABLE_" + name, "0") not in ("", "0")]
+    switch = "+".join(name.lower() for name in disabled) + " off" if disabled else "default"
     records = []
     for case in [c for c in sweep_cases() if c.name in wanted]:
         problem = case.problem

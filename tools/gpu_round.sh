@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One GPU round in one device call: build (timed), GPU + CPU pytest suite, the main job, and on
-# request forward kernel times (--times: wgmma and mma.sync kernels, graph-replay GPU time and
+# request forward kernel times (--times: default and fallback kernels, graph-replay GPU time and
 # error), the benchmark (--bench: python -m fusedconv bench, JSON + PNG) and compute-sanitizer
 # memcheck/racecheck/initcheck/synccheck on small cases (--sanitize). --no-tests skips pytest
 # and the main job. Logs and JSON go under $OUT.
@@ -59,7 +59,9 @@ if [ "$times" = 1 ]; then
   timeout 240 python3 tools/forward_kernel_times.py --cases "${FUSEDCONV_TIME_CASES:-v0.1,v0}" \
     --json "$OUT/times.json" 2>&1 | tee "$OUT/times.log"
   [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
-  FUSEDCONV_DISABLE_WGMMA=1 timeout 240 python3 tools/forward_kernel_times.py \
+  # The fallback kernels of the same cases: mma.sync for wgmma, FFMA for DMMA.
+  FUSEDCONV_DISABLE_WGMMA=1 FUSEDCONV_DISABLE_DMMA=1 timeout 240 \
+    python3 tools/forward_kernel_times.py \
     --cases "${FUSEDCONV_TIME_CASES:-v0.1,v0}" 2>&1 | tee -a "$OUT/times.log"
 fi
 

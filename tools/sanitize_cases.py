@@ -12,6 +12,9 @@ CASES = [
     # (N, Cin, Cout, H, W, kernel, kwargs, dtype, tolerance); backward too unless kwargs says
     # "forward_only"
     (2, 3, 5, 9, 11, 3, {}, torch.float32, 1e-5),
+    # The small-problem DMMA kernel (on an A100 / H100) past one pass of its persistent grid,
+    # with bounds checks and pairs of positions that straddle two images (odd plane).
+    (100, 3, 7, 31, 31, 3, {"padding": 1, "forward_only": True}, torch.float32, 1e-5),
     # Several items per CTA through the Hopper kernel's stage ring (on an H100).
     (3, 8, 64, 40, 128, 3, {}, torch.float32, 1e-5),
     # The streamed Hopper kernel: 5 chunks of 8 input channels (45 k steps), two channel blocks.

@@ -1,22 +1,33 @@
-// Small-problem forward (KernelBench's v0 and its kin): a float32 FFMA direct convolution, one
-// thread per output position computing every output channel.
+// Small-problem forward (KernelBench's v0 and its kin: up to 16 output channels, at most 32 inputs
+// per output position). Two kernels, both exact float32 or better in either precision mode
+// (allow_tf32 has nothing to speed up here), one launch, no workspace:
 //
-// Why not tensor cores here: with up to 16 output channels and Cin x kh x kw <= 32, the products
-// are at most 512 FMAs per position, while the tensor-core kernels pay for staging, the TF32
-// split and index math per tile. ncu on v0 (mma.sync kernel, 13 us): 1,800 warp instructions
-// per warp, 2.7% of them HMMA, issue slots 54% busy. Here a thread loads its <= 32 inputs (L1
-// serves the overlap between neighbouring positions), the CTA stages the weights transposed in
-// shared memory (a broadcast 16-byte load feeds four FMAs), and a warp's stores cover 32
-// consecutive positions of one channel plane. Exact float32 accumulation in either precision
-// mode (allow_tf32 has nothing to speed up); one launch, no workspace. DESIGN.md allows FFMA
-// "where that is as fast". Measured (kernel time, H100): v0 0.0118 ms against 0.0130 for the
-// mma.sync kernel. Two positions per thread (sharing each weight load) measured slower: 0.0126
-// ms on v0 and 0.0093 vs 0.0062 ms at batch 32, where half as many CTAs leave SMs idle.
+// - DMMA (compute capability 8.0 and 9.0, whose FP64 tensor cores run at full rate): the
+//   products as an implicit GEMM on `mma.m8n8k4.f64`, M = output channels (two m8 tiles), N = 8
+//   output positions, K = input channel x tap in steps of 4. float32 operands convert to float64
+//   exactly, so products are exact and the float64 sum rounds once, to float32, in the epilogue.
+//   Why: the FFMA kernel below spends 432 FMAs, 108 shared loads and its address math on each
+//   output position of v0 and is bound by instruction issue (ncu: 1,709 warp instructions per 32
+//   positions, 47% issue); here a warp covers 32 positions with 56 MMAs and ~300 instructions.
+// - FFMA (every other device, where float64 runs at 1/32 or 1/64 rate): one thread per output
+//   position computing every output channel.
+//
+// Why not the TF32 tensor-core kernels: with at most 512 products per position, their tile
+// staging, TF32 split and index math cost more than the products. ncu on v0 (mma.sync kernel,
+// 13 us): 1,800 warp instructions per warp, 2.7% of them HMMA, issue slots 54% busy.
+//
+// FFMA details: a thread loads its <= 32 inputs (L1 serves the overlap between neighbouring
+// positions), the CTA stages the weights transposed in shared memory (a broadcast 16-byte load
+// feeds four FMAs), and a warp's stores cover 32 consecutive positions of one channel plane.
+// Measured (kernel time, H100): v0 0.0118 ms against 0.0130 for the mma.sync kernel. Two
+// positions per thread (sharing each weight load) measured slower: 0.0126 ms on v0 and 0.0093 vs
+// 0.0062 ms at batch 32, where half as many CTAs leave SMs idle.
 #include <cuda_runtime.h>
 
 #include <cstdint>
 
 #include "fusedconv/activation.h"
+#include "fusedconv/fast_divisor.h"
 #include "fusedconv/launch.h"
 #include "fusedconv/params.h"
 #include "fusedconv/tensorcore.cuh"
@@ -34,7 +45,7 @@ constexpr int kDirectMaxK = 32;  // in_channels x kernel_h x kernel_w
 // instructions on v0.
 template <int kKernelH, int kKernelW>
 __global__ void __launch_bounds__(kDirectThreads)
-    conv_hardswish_relu_direct_kernel(const ConvParams p) {
+    conv_hardswish_relu_direct_ffma_kernel(const ConvParams p) {
   // weights[k][out channel], k = (channel * kernel_h + r) * kernel_w + s; zero past the problem.
   __shared__ float4 weights[kDirectMaxK][kDirectMaxOutChannels / 4];
   __shared__ float bias_values[kDirectMaxOutChannels];
@@ -170,6 +181,277 @@ __global__ void __launch_bounds__(kDirectThreads)
   }
 }
 
+// ---------------------------------------------------------------------------------------------
+// DMMA kernel.
+
+constexpr int kDmmaThreads = 256;
+constexpr int kDmmaWarps = kDmmaThreads / 32;
+constexpr int kDmmaSteps = kDirectMaxK / 4;  // k4 steps
+constexpr int kDmmaGroups = 4;               // 8-position groups a warp takes per pass
+
+// What the launcher derives once per call: the divisions of the position walk.
+struct DmmaGeometry {
+  FastDivisor plane;      // output positions per image
+  FastDivisor out_width;
+  int positions;          // batch x plane, < 2^31 (direct_forward_applies)
+  int groups;             // ceil(positions / 8)
+  int k_steps;            // ceil(in_channels x taps / 4)
+  bool paired_stores;     // an even plane and an 8-byte aligned output: float2 stores
+};
+
+// D = A * B + C on the FP64 tensor cores, A 8x4 (row), B 4x8 (col). Lane l holds A[l / 4][l % 4],
+// B[l % 4][l / 4] and D[l / 4][2 (l % 4) + {0, 1}] (PTX ISA, "mma.m8n8k4 with .f64").
+__device__ __forceinline__ void dmma_m8n8k4(double (&d)[2], double a, double b) {
+  asm volatile("mma.sync.aligned.m8n8k4.row.col.f64.f64.f64.f64 {%0, %1}, {%2}, {%3}, {%0, %1};\n"
+               : "+d"(d[0]), "+d"(d[1])
+               : "d"(a), "d"(b));
+}
+
+// Each warp takes 8-position groups w, w + W, w + 2W, ... (W = warps in the grid), kDmmaGroups
+// per pass: first every group's input loads (32 per pass in flight), then the MMAs, then the
+// epilogue. Round robin by group rather than contiguous chunks evens the passes across warps.
+template <bool kBoundsChecks>
+__global__ void __launch_bounds__(kDmmaThreads, 2)
+    conv_hardswish_relu_direct_dmma_kernel(const ConvParams p, const DmmaGeometry geometry) {
+  // Per k = channel x tap: the input's offset from a position's first input (row * stride_h,
+  // col * stride_w), the tap's row and column shift (padding bounds), the weight's offset.
+  __shared__ int tap_input_offset[kDirectMaxK];
+  __shared__ int tap_row_shift[kDirectMaxK];
+  __shared__ int tap_col_shift[kDirectMaxK];
+  // Weights as A fragments, [step][m tile][lane]: conflict-free 8-byte loads.
+  __shared__ double weight_fragments[kDmmaSteps][2][32];
+
+  const int kernel_w = static_cast<int>(p.kernel_w);
+  const int taps = static_cast<int>(p.kernel_h) * kernel_w;
+  const int k_total = static_cast<int>(p.in_channels) * taps;
+  const int in_height = static_cast<int>(p.in_height);
+  const int in_width = static_cast<int>(p.in_width);
+  if (threadIdx.x < kDirectMaxK) {
+    const int k = threadIdx.x;
+    const int channel = k / taps;
+    const int r = (k - channel * taps) / kernel_w;
+    const int s = k - channel * taps - r * kernel_w;
+    const int row_shift = r * static_cast<int>(p.dilation_h) - static_cast<int>(p.pad_top);
+    const int col_shift = s * static_cast<int>(p.dilation_w) - static_cast<int>(p.pad_left);
+    tap_row_shift[k] = row_shift;
+    tap_col_shift[k] = col_shift;
+    tap_input_offset[k] =
+        k < k_total ? channel * in_height * in_width + row_shift * in_width + col_shift : 0;
+  }
+  const int out_channels = static_cast<int>(p.out_channels);
+  const float* __restrict__ weight = static_cast<const float*>(p.weight);
+  for (int index = threadIdx.x; index < kDmmaSteps * 2 * 32; index += kDmmaThreads) {
+    const int lane = index % 32;
+    const int out_channel = lane / 4 + 8 * ((index / 32) % 2);
+    const int k = 4 * (index / 64) + lane % 4;
+    double value = 0.0;
+    if (k < k_total && out_channel < out_channels) {
+      const int channel = k / taps;
+      const int r = (k - channel * taps) / kernel_w;
+      const int s = k - channel * taps - r * kernel_w;
+      value = weight[out_channel * p.weight_strides.n + channel * p.weight_strides.c +
+                     r * p.weight_strides.h + s * p.weight_strides.w];
+    }
+    weight_fragments[index / 64][(index / 32) % 2][lane] = value;
+  }
+  __syncthreads();
+
+  const int lane = threadIdx.x % 32;
+  const int quad = lane % 4;  // A, B: k within the step; D: which pair of positions
+  const int row = lane / 4;   // A, D: output channel within the m tile; B: position in the group
+  int input_offset[kDmmaSteps], row_shift[kDmmaSteps], col_shift[kDmmaSteps];
+  bool k_inside[kDmmaSteps];
+  uint32_t k_mask[kDmmaSteps];
+#pragma unroll
+  for (int step = 0; step < kDmmaSteps; ++step) {
+    const int k = 4 * step + quad;
+    k_inside[step] = k < k_total;
+    k_mask[step] = k < k_total ? 0xffffffffu : 0u;
+    input_offset[step] = tap_input_offset[k];
+    row_shift[step] = tap_row_shift[k];
+    col_shift[step] = tap_col_shift[k];
+  }
+  double bias_values[2];
+  const float* bias = static_cast<const float*>(p.bias);
+#pragma unroll
+  for (int m_tile = 0; m_tile < 2; ++m_tile) {
+    const int out_channel = row + 8 * m_tile;
+    bias_values[m_tile] =
+        bias != nullptr && out_channel < out_channels ? double{bias[out_channel]} : 0.0;
+  }
+
+  const float* __restrict__ input = static_cast<const float*>(p.input);
+  float* __restrict__ output = static_cast<float*>(p.output);
+  const int plane = static_cast<int>(geometry.plane.divisor);
+  const int out_width = static_cast<int>(geometry.out_width.divisor);
+  const int stride_h = static_cast<int>(p.stride_h);
+  const int stride_w = static_cast<int>(p.stride_w);
+  const int total_warps = static_cast<int>(gridDim.x) * kDmmaWarps;
+  const int warp = static_cast<int>(blockIdx.x) * kDmmaWarps + static_cast<int>(threadIdx.x) / 32;
+
+  for (int first_group = warp; first_group < geometry.groups;
+       first_group += kDmmaGroups * total_warps) {
+    // B operands: this lane's position in each group, its inputs for every k of its quad. A
+    // position past the end reads position 0's inputs instead (its column of D is never stored),
+    // so only the padding bounds and k past the problem need masking.
+    float inputs[kDmmaGroups][kDmmaSteps];
+#pragma unroll
+    for (int group = 0; group < kDmmaGroups; ++group) {
+      int position = 8 * (first_group + group * total_warps) + row;
+      position = position < geometry.positions ? position : 0;
+      const int n = static_cast<int>(geometry.plane.quotient(position));
+      const int local = position - n * plane;
+      const int out_row = static_cast<int>(geometry.out_width.quotient(local));
+      const int first_row = out_row * stride_h;
+      const int first_col = (local - out_row * out_width) * stride_w;
+      // The window's first input as a 64-bit pointer once per group, then one wide multiply-add
+      // per load. The empty asm pins it in registers: without it nvcc re-derived the address from
+      // n * stride_n inside every predicated load (10 instructions per load instead of 3).
+      const float* window = input + n * p.input_strides.n + (first_row * in_width + first_col);
+      asm("" : "+l"(window));
+#pragma unroll
+      for (int step = 0; step < kDmmaSteps; ++step) {
+        if constexpr (kBoundsChecks) {
+          const bool take =
+              k_inside[step] &&
+              static_cast<unsigned>(first_row + row_shift[step]) <
+                  static_cast<unsigned>(in_height) &&
+              static_cast<unsigned>(first_col + col_shift[step]) <
+                  static_cast<unsigned>(in_width);
+          inputs[group][step] = take ? __ldg(window + input_offset[step]) : 0.0f;
+        } else {
+          // k past the problem reads the window's first input (offset 0) and masks it to +0:
+          // its weight is 0, but 0 * inf would be NaN.
+          inputs[group][step] = __uint_as_float(__float_as_uint(__ldg(window + input_offset[step])) &
+                                                k_mask[step]);
+        }
+      }
+    }
+
+    double acc[kDmmaGroups][2][2];
+#pragma unroll
+    for (int group = 0; group < kDmmaGroups; ++group) {
+#pragma unroll
+      for (int m_tile = 0; m_tile < 2; ++m_tile) {
+        acc[group][m_tile][0] = bias_values[m_tile];
+        acc[group][m_tile][1] = bias_values[m_tile];
+      }
+    }
+#pragma unroll
+    for (int step = 0; step < kDmmaSteps; ++step) {
+      if (step < geometry.k_steps) {  // warp-uniform
+        const double a0 = weight_fragments[step][0][lane];
+        const double a1 = weight_fragments[step][1][lane];
+#pragma unroll
+        for (int group = 0; group < kDmmaGroups; ++group) {
+          const double b = inputs[group][step];
+          dmma_m8n8k4(acc[group][0], a0, b);
+          dmma_m8n8k4(acc[group][1], a1, b);
+        }
+      }
+    }
+
+    // D: output channels row and row + 8, positions 8 * group + 2 * quad + {0, 1}. An even plane
+    // keeps a pair in one image and 8-byte aligned (paired_stores); otherwise the second one may
+    // start the next image.
+#pragma unroll
+    for (int group = 0; group < kDmmaGroups; ++group) {
+      const int position = 8 * (first_group + group * total_warps) + 2 * quad;
+      if (position >= geometry.positions) {
+        continue;
+      }
+      const int n = static_cast<int>(geometry.plane.quotient(position));
+      const int local = position - n * plane;
+      float* first_output = output + n * p.output_strides.n + local;
+      float* second_output = first_output + 1;
+      if (!geometry.paired_stores && local + 1 == plane) {
+        second_output = output + (n + 1) * p.output_strides.n;
+      }
+      const bool second_inside = position + 1 < geometry.positions;
+#pragma unroll
+      for (int m_tile = 0; m_tile < 2; ++m_tile) {
+        const int out_channel = row + 8 * m_tile;
+        if (out_channel < out_channels) {
+          const float first =
+              HardSwishReLU<float>::value(__double2float_rn(acc[group][m_tile][0]));
+          const float second =
+              HardSwishReLU<float>::value(__double2float_rn(acc[group][m_tile][1]));
+          const int channel_offset = out_channel * plane;
+          if (geometry.paired_stores) {  // the pair is inside: positions is even
+            *reinterpret_cast<float2*>(first_output + channel_offset) =
+                make_float2(first, second);
+          } else {
+            first_output[channel_offset] = first;
+            if (second_inside) {
+              second_output[channel_offset] = second;
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+// Compute capability 8.0 (A100) and 9.0 (H100, H200): FP64 tensor cores at full rate. Other
+// devices run float64 at 1/32-1/64 of the float32 rate; FUSEDCONV_DISABLE_DMMA=1 (read once)
+// forces the FFMA kernel, for A/B timing and its tests on those devices.
+cudaError_t use_dmma(bool& use) {
+  static const bool disabled = tensorcore::environment_flag("FUSEDCONV_DISABLE_DMMA");
+  use = false;
+  if (disabled) {
+    return cudaSuccess;
+  }
+  tensorcore::DeviceLimits limits{};
+  const cudaError_t status = tensorcore::device_limits(limits);
+  use = status == cudaSuccess && (limits.cc_major == 8 || limits.cc_major == 9) &&
+        limits.cc_minor == 0;
+  return status;
+}
+
+cudaError_t launch_dmma(const ConvParams& params, cudaStream_t stream) {
+  tensorcore::DeviceLimits limits{};
+  const cudaError_t status = tensorcore::device_limits(limits);
+  if (status != cudaSuccess) {
+    return status;
+  }
+  DmmaGeometry geometry{};
+  const int64_t plane = params.out_height * params.out_width;
+  geometry.plane = FastDivisor::make(static_cast<uint32_t>(plane));
+  geometry.out_width = FastDivisor::make(static_cast<uint32_t>(params.out_width));
+  geometry.positions = static_cast<int>(params.batch * plane);
+  geometry.groups = (geometry.positions + 7) / 8;
+  geometry.k_steps = static_cast<int>(
+      (params.in_channels * params.kernel_h * params.kernel_w + 3) / 4);
+  geometry.paired_stores = plane % 2 == 0 &&
+                           reinterpret_cast<uintptr_t>(params.output) % 8 == 0 &&
+                           params.output_strides.n % 2 == 0;
+  // Bounds checks only where a tap can fall outside the input: padding before, or a window
+  // reaching past the last row or column (padding after).
+  const bool bounds_checks =
+      params.pad_top > 0 || params.pad_left > 0 ||
+      (params.out_height - 1) * params.stride_h + (params.kernel_h - 1) * params.dilation_h >=
+          params.in_height ||
+      (params.out_width - 1) * params.stride_w + (params.kernel_w - 1) * params.dilation_w >=
+          params.in_width;
+  // A persistent grid sized to what is resident at once (2 CTAs per SM: see the launch bounds),
+  // never more warps than groups.
+  const int64_t warps_needed = (geometry.groups + kDmmaGroups - 1) / kDmmaGroups;
+  int64_t blocks = (warps_needed + kDmmaWarps - 1) / kDmmaWarps;
+  const int64_t resident = 2 * int64_t{limits.sm_count};
+  if (blocks > resident) {
+    blocks = resident;
+  }
+  const dim3 grid(static_cast<unsigned int>(blocks));
+  if (bounds_checks) {
+    conv_hardswish_relu_direct_dmma_kernel<true>
+        <<<grid, kDmmaThreads, 0, stream>>>(params, geometry);
+  } else {
+    conv_hardswish_relu_direct_dmma_kernel<false>
+        <<<grid, kDmmaThreads, 0, stream>>>(params, geometry);
+  }
+  return cudaGetLastError();
+}
+
 }  // namespace
 
 bool direct_forward_applies(const ConvParams& params) {
@@ -182,15 +464,22 @@ bool direct_forward_applies(const ConvParams& params) {
 
 cudaError_t launch_conv_hardswish_relu_direct(const ConvParams& params, cudaStream_t stream) {
   const int64_t positions = params.batch * params.out_height * params.out_width;
-  const int64_t blocks = (positions + kDirectThreads - 1) / kDirectThreads;
-  if (blocks == 0) {
+  if (positions * params.out_channels == 0) {
     return cudaSuccess;
   }
-  const dim3 grid(static_cast<unsigned int>(blocks));
+  bool dmma = false;
+  const cudaError_t status = use_dmma(dmma);
+  if (status != cudaSuccess) {
+    return status;
+  }
+  if (dmma) {
+    return launch_dmma(params, stream);
+  }
+  const dim3 grid(static_cast<unsigned int>((positions + kDirectThreads - 1) / kDirectThreads));
   if (params.kernel_h == 3 && params.kernel_w == 3) {
-    conv_hardswish_relu_direct_kernel<3, 3><<<grid, kDirectThreads, 0, stream>>>(params);
+    conv_hardswish_relu_direct_ffma_kernel<3, 3><<<grid, kDirectThreads, 0, stream>>>(params);
   } else {
-    conv_hardswish_relu_direct_kernel<0, 0><<<grid, kDirectThreads, 0, stream>>>(params);
+    conv_hardswish_relu_direct_ffma_kernel<0, 0><<<grid, kDirectThreads, 0, stream>>>(params);
   }
   return cudaGetLastError();
 }

@@ -530,10 +530,7 @@ cudaError_t launch_tensorcore(const ConvParams& params, const TensorCoreLayout& 
 // Process-wide opt-out of the Hopper kernel (FUSEDCONV_DISABLE_WGMMA=1, read once): for A/B
 // timing against the mma.sync kernel, and a way around it should it misbehave on some setup.
 bool wgmma_disabled() {
-  static const bool disabled = [] {
-    const char* value = std::getenv("FUSEDCONV_DISABLE_WGMMA");
-    return value != nullptr && value[0] != '\0' && value[0] != '0';
-  }();
+  static const bool disabled = environment_flag("FUSEDCONV_DISABLE_WGMMA");
   return disabled;
 }
 

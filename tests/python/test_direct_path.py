@@ -1,8 +1,14 @@
-"""The small-problem FFMA kernel (conv_fwd_direct.cu: up to 16 output channels and at most 32
-inputs per position, KernelBench's v0): that v0 takes it in one launch, and that it agrees with
-float64 and the generic kernel on random strided, dilated and padded shapes."""
+"""The small-problem forward (conv_fwd_direct.cu: up to 16 output channels and at most 32 inputs
+per position, KernelBench's v0): that v0 takes it in one launch, and that both of its kernels
+(FP64 tensor-core DMMA on compute capability 8.0 / 9.0, float32 FFMA elsewhere or with
+FUSEDCONV_DISABLE_DMMA=1, run in a subprocess: the switch is read once per process) agree with
+float64 and the generic kernel on random strided, dilated and padded shapes, on planes of odd
+size, and across the persistent grid's passes."""
 
+import os
 import random
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -14,8 +20,15 @@ from conftest import assert_close_with_nonfinite, cuda_kernel_names, poisoned_ca
 
 pytestmark = pytest.mark.cuda
 
-# Exact float32 accumulation: far below the 3xTF32 bound of 1e-5.
+# Exact float32 accumulation (FFMA) or exact products and a float64 sum (DMMA): far below the
+# 3xTF32 bound of 1e-5.
 FFMA_TOLERANCE = 1e-6
+
+
+def _expected_kernel():
+    """The direct kernel this device runs (the dispatch rule in conv_fwd_direct.cu)."""
+    full_rate_float64 = torch.cuda.get_device_capability() in ((8, 0), (9, 0))
+    return "direct_dmma_kernel" if full_rate_float64 else "direct_ffma_kernel"
 
 
 def _random_case(rng):
@@ -53,7 +66,7 @@ def test_direct_kernel_matches_float64_and_generic(seed):
         return fusedconv.conv2d_hardswish_relu(x, weight, bias, **geometry)
 
     names = cuda_kernel_names(call)
-    assert any("direct_kernel" in name for name in names), (case, names)
+    assert any(_expected_kernel() in name for name in names), (case, names)
     actual = poisoned_call(call, torch.float32, "cuda")
     expected = reference_float64(x, weight, bias, **geometry)
     assert actual.shape == expected.shape
@@ -74,7 +87,7 @@ def test_kernelbench_v0_is_one_direct_launch_in_both_modes():
         model.allow_tf32 = True
         fast = model(x)
     kernels = [name for name in names if "fusedconv" in name and "kernel" in name]
-    assert len(kernels) == 1 and "direct_kernel" in kernels[0], names
+    assert len(kernels) == 1 and _expected_kernel() in kernels[0], names
     assert torch.equal(default, fast)  # exact float32 whatever the mode
     expected = reference_float64(x, model.conv.weight, model.conv.bias)
     assert relative_l2_error(default, expected) < FFMA_TOLERANCE
@@ -93,11 +106,91 @@ def test_direct_kernel_reads_the_weights_on_every_call():
     assert relative_l2_error(second, reference_float64(x, weight, bias)) < FFMA_TOLERANCE
 
 
-def test_inf_and_nan_on_the_direct_kernel():
+@pytest.mark.parametrize("padding", [0, 1])
+def test_inf_and_nan_on_the_direct_kernel(padding):
+    # 27 inputs per position: the last k4 step of the DMMA kernel is partial, and its masked k
+    # must not turn an infinity into NaN (0 * inf). padding=1 takes the bounds-checked variant.
     x = torch.randn(2, 3, 20, 20, device="cuda")
     weight = torch.randn(16, 3, 3, 3, device="cuda")
     x[0, 1, 5, 5] = float("inf")
     x[1, 2, 12, 7] = float("nan")
-    actual = fusedconv.conv2d_hardswish_relu(x, weight, padding=1)
-    expected = reference_float64(x, weight, padding=1)
+    x[1, 0, 0, 0] = float("-inf")
+    actual = fusedconv.conv2d_hardswish_relu(x, weight, padding=padding)
+    expected = reference_float64(x, weight, padding=padding)
     assert_close_with_nonfinite(actual, expected, rtol=1e-5, atol=1e-6)
+
+
+# (batch, in, out, height, width, kernel, padding): more 8-position groups than four per warp of
+# the persistent grid (several passes per warp), with an even plane (paired stores), an odd plane
+# (a pair may straddle two images), padding (bounds checks), 1 and 8 output channels (a partial
+# and an unused m8 tile), and 32 inputs per position (every k4 step full).
+PASS_SHAPES = [
+    (128, 3, 16, 32, 32, 3, 0),
+    (101, 3, 13, 31, 31, 3, 0),
+    (90, 3, 9, 29, 33, 3, 1),
+    (300, 2, 1, 17, 15, 2, 0),
+    (64, 8, 8, 24, 24, 2, 0),
+]
+
+
+@pytest.mark.parametrize("shape", PASS_SHAPES, ids=str)
+def test_direct_kernel_across_passes_and_odd_planes(shape):
+    batch, in_channels, out_channels, height, width, kernel, padding = shape
+    x = torch.randn(batch, in_channels, height, width, device="cuda")
+    weight = torch.randn(out_channels, in_channels, kernel, kernel, device="cuda")
+    bias = torch.randn(out_channels, device="cuda")
+
+    def call():
+        return fusedconv.conv2d_hardswish_relu(x, weight, bias, padding=padding)
+
+    assert any(_expected_kernel() in name for name in cuda_kernel_names(call))
+    actual = poisoned_call(call, torch.float32, "cuda")
+    expected = reference_float64(x, weight, bias, padding=padding)
+    assert relative_l2_error(actual, expected) < FFMA_TOLERANCE
+
+
+FFMA_SCRIPT = """
+import sys
+import torch
+import fusedconv
+from conftest import cuda_kernel_names, poisoned_call
+cases = torch.load(sys.argv[1])
+outputs, names = [], []
+for x, weight, bias, geometry in cases:
+    x, weight = x.cuda(), weight.cuda()
+    bias = None if bias is None else bias.cuda()
+    call = lambda: fusedconv.conv2d_hardswish_relu(x, weight, bias, **geometry)
+    names.append(cuda_kernel_names(call))
+    outputs.append(poisoned_call(call, torch.float32, "cuda").cpu())
+torch.save((outputs, names), sys.argv[2])
+"""
+
+
+def test_ffma_kernel_when_dmma_is_disabled(tmp_path):
+    # The FFMA kernel is what devices without full-rate float64 run; here it is forced, so both
+    # kernels are checked on whatever GPU runs the suite. The random cases above, KernelBench's
+    # v0 at a small batch, and the pass shapes, against float64.
+    rng = random.Random(2024)
+    cases = []
+    for _ in range(12):
+        case = _random_case(rng)
+        x, weight, bias = (t.cpu() if t is not None else None for t in _tensors(case))
+        geometry = dict(stride=case["stride"], padding=case["padding"],
+                        dilation=case["dilation"])
+        cases.append((x, weight, bias, geometry))
+    for batch, in_channels, out_channels, height, width, kernel, padding in PASS_SHAPES[:3]:
+        cases.append((torch.randn(batch // 8, in_channels, height, width),
+                      torch.randn(out_channels, in_channels, kernel, kernel),
+                      torch.randn(out_channels), dict(padding=padding)))
+    torch.save(cases, tmp_path / "cases.pt")
+    environment = dict(os.environ, FUSEDCONV_DISABLE_DMMA="1")
+    environment["PYTHONPATH"] = os.pathsep.join(
+        [os.path.dirname(__file__), environment.get("PYTHONPATH", "")])
+    subprocess.run([sys.executable, "-c", FFMA_SCRIPT, str(tmp_path / "cases.pt"),
+                    str(tmp_path / "out.pt")], check=True, env=environment, timeout=600)
+    outputs, names = torch.load(tmp_path / "out.pt")
+    for (x, weight, bias, geometry), actual, launched in zip(cases, outputs, names):
+        assert any("direct_ffma_kernel" in name for name in launched), launched
+        expected = reference_float64(x.cuda(), weight.cuda(),
+                                     None if bias is None else bias.cuda(), **geometry)
+        assert relative_l2_error(actual.cuda(), expected) < FFMA_TOLERANCE, (x.shape, geometry)

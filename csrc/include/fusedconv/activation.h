@@ -5,11 +5,7 @@
 #include <cmath>
 #include <type_traits>
 
-#if defined(__CUDACC__)
-#define FUSEDCONV_HOST_DEVICE __host__ __device__ __forceinline__
-#else
-#define FUSEDCONV_HOST_DEVICE inline
-#endif
+#include "fusedconv/host_device.h"
 
 namespace fusedconv {
 

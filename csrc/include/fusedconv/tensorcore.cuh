@@ -9,6 +9,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <cstdlib>
 
 #include "fusedconv/params.h"
 
@@ -172,6 +173,13 @@ inline cudaError_t device_limits(DeviceLimits& limits) {
   }
   limits = cache[device];
   return cudaSuccess;
+}
+
+// A process-wide opt-out read from the environment: set to anything but "" or "0". Callers read
+// it once into a function-local static, so the hot path never calls getenv.
+inline bool environment_flag(const char* name) {
+  const char* value = std::getenv(name);
+  return value != nullptr && value[0] != '\0' && value[0] != '0';
 }
 
 // CTAs of `shared_bytes` dynamic shared memory that fit on one SM at once, at most `cap` (shared
