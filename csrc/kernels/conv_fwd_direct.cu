@@ -8,7 +8,12 @@
 //   exactly, so products are exact and the float64 sum rounds once, to float32, in the epilogue.
 //   Why: the FFMA kernel below spends 432 FMAs, 108 shared loads and its address math on each
 //   output position of v0 and is bound by instruction issue (ncu: 1,709 warp instructions per 32
-//   positions, 47% issue); here a warp covers 32 positions with 56 MMAs and ~300 instructions.
+//   positions, 47% issue); here a warp covers 32 positions with 56 MMAs. Measured (kernel time,
+//   H100): v0 0.0108 ms against 0.0117 for FFMA, error 4.8e-8 against 1.2e-7; at batch 32 (one
+//   pass of the persistent grid) 0.0070 against 0.0063 ms. ncu on v0: issue 31% busy, warps
+//   waiting on fixed-latency dependencies (27% of samples) and global loads (20%): latency, not
+//   a pipe, bounds it. Weights loaded per lane with no barrier and the next pass's inputs
+//   prefetched measured slower (0.0125 ms).
 // - FFMA (every other device, where float64 runs at 1/32 or 1/64 rate): one thread per output
 //   position computing every output channel.
 //

@@ -465,10 +465,13 @@ cudaError_t choose_tensorcore(const ConvParams& params, bool& use, TensorCoreLay
   if (status != cudaSuccess) {
     return status;
   }
-  layout = make_layout(params, limits);
-  // fragment_words < 2^31: the weight split's 32-bit index math (and a workspace below 16 GB).
-  use = layout.shared_bytes <= limits.max_shared_bytes &&
-        layout.fragment_words < (int64_t{1} << 31);
+  thread_local PlanMemo<TensorCoreLayout> memo;
+  use = memo.get(plan_key(params, limits, 0), layout, [&](TensorCoreLayout& planned) {
+    planned = make_layout(params, limits);
+    // fragment_words < 2^31: the weight split's 32-bit index math (and a workspace below 16 GB).
+    return planned.shared_bytes <= limits.max_shared_bytes &&
+           planned.fragment_words < (int64_t{1} << 31);
+  });
   return cudaSuccess;
 }
 

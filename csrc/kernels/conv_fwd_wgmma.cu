@@ -1113,9 +1113,12 @@ bool make_streamed_layout(const ConvParams& p, bool three_tf32, const DeviceLimi
 // v0.1 slower than 3xTF32 (0.285 vs 0.261 ms).
 bool choose_wgmma_layout(const ConvParams& p, bool three_tf32, const DeviceLimits& limits,
                          WgmmaLayout& layout) {
-  return make_wgmma_layout(p, /*three_tf32=*/true, limits, layout) ||
-         (!three_tf32 && make_wgmma_layout(p, /*three_tf32=*/false, limits, layout)) ||
-         make_streamed_layout(p, three_tf32, limits, layout);
+  thread_local PlanMemo<WgmmaLayout> memo;
+  return memo.get(plan_key(p, limits, three_tf32), layout, [&](WgmmaLayout& chosen) {
+    return make_wgmma_layout(p, /*three_tf32=*/true, limits, chosen) ||
+           (!three_tf32 && make_wgmma_layout(p, /*three_tf32=*/false, limits, chosen)) ||
+           make_streamed_layout(p, three_tf32, limits, chosen);
+  });
 }
 
 template <bool kThreeTf32>

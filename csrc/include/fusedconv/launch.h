@@ -11,7 +11,7 @@ namespace fusedconv {
 // y = relu(hardswish(conv2d(x, W, b))) for any configuration ConvParams can describe.
 cudaError_t launch_conv_hardswish_relu_generic(const ConvParams& params, cudaStream_t stream);
 
-// The forward entry point, in order: the small-problem FFMA kernel below where it applies; on
+// The forward entry point, in order: the small-problem kernels below where they apply; on
 // Hopper the wgmma kernel below where it applies; the mma.sync tensor-core kernel (float32, dense
 // NCHW, groups 1, any stride and dilation, staged tile within the device's shared memory;
 // 3xTF32, or one TF32 product when allow_tf32) where it applies; the generic kernel above
@@ -23,10 +23,11 @@ cudaError_t forward_workspace_bytes(const ConvParams& params, bool allow_tf32, i
 cudaError_t launch_conv_hardswish_relu(const ConvParams& params, bool allow_tf32,
                                        cudaStream_t stream);
 
-// The small-problem forward (conv_fwd_direct.cu): float32 FFMA, each thread computing every output
-// channel of one output position. Applies to float32 dense NCHW, groups 1, any stride and dilation,
-// at most 16 output channels, in_channels x kernel_h x kernel_w <= 32 and batch x output plane
-// below 2^31 (KernelBench's v0). Exact float32 in either precision mode; needs no workspace.
+// The small-problem forward (conv_fwd_direct.cu): FP64 tensor-core MMAs on compute capability 8.0
+// and 9.0 (unless FUSEDCONV_DISABLE_DMMA=1), float32 FFMA elsewhere. Applies to float32 dense
+// NCHW, groups 1, any stride and dilation, at most 16 output channels, in_channels x kernel_h x
+// kernel_w <= 32 and batch x output plane below 2^31 (KernelBench's v0). Float32 accuracy or
+// better in either precision mode; needs no workspace.
 bool direct_forward_applies(const ConvParams& params);
 cudaError_t launch_conv_hardswish_relu_direct(const ConvParams& params, cudaStream_t stream);
 
