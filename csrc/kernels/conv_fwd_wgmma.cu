@@ -32,6 +32,7 @@
 #include <cstdint>
 
 #include "fusedconv/activation.h"
+#include "fusedconv/fast_divisor.h"
 #include "fusedconv/launch.h"
 #include "fusedconv/params.h"
 #include "fusedconv/tensorcore.cuh"
@@ -97,6 +98,7 @@ struct WgmmaLayout {
   int a_stage_bytes;    // streamed: a stage's split weights (every part and channel block)
   int tile_rows;        // output rows per item
   int row_blocks;       // ceil(out_height / tile_rows)
+  FastDivisor row_block_divisor;  // row_blocks, for item -> (image, row block); items < 2^31
   int staged_rows;      // tile_rows + kernel_h - 1
   int row_pitch;        // positions per staged row: the padded input width, rounded up to even
   int plane_positions;  // positions per plane, a multiple of 8, past every unit's last tap
@@ -288,15 +290,27 @@ __device__ __forceinline__ void wgmma_m64n128k8_tf32(float (&d)[64], uint64_t de
       : "l"(desc_a), "l"(desc_b), "n"(kAccumulate));
 }
 
+// The image of `item` and its first output row. 32-bit quotients by a precomputed divisor: the
+// int64 division it replaced was a ~70-instruction subroutine call, made per item by the
+// producer (twice) and by every consumer.
+__device__ __forceinline__ int item_image(const WgmmaLayout& layout, int64_t item) {
+  return static_cast<int>(layout.row_block_divisor.quotient(static_cast<uint32_t>(item)));
+}
+
+__device__ __forceinline__ int item_first_out_row(const WgmmaLayout& layout, int64_t item,
+                                                  int image) {
+  return (static_cast<int>(item) - image * layout.row_blocks) * layout.tile_rows;
+}
+
 // Producer: cp.async of the raw input rows of `item` (those inside the image) of input channels
 // first_channel .. first_channel + channels - 1 into `raw`, laid out
 // [channel][staged row][raw_pitch].
 __device__ __forceinline__ void copy_raw_rows(const ConvParams& p, const WgmmaLayout& layout,
                                               int64_t item, int first_channel, int channels,
                                               float* raw, int thread) {
-  const int64_t image = item / layout.row_blocks;
-  const int first_row =
-      static_cast<int>(item % layout.row_blocks) * layout.tile_rows - static_cast<int>(p.pad_top);
+  const int64_t image = item_image(layout, item);
+  const int first_row = item_first_out_row(layout, item, static_cast<int>(image)) -
+                        static_cast<int>(p.pad_top);
   const int height = static_cast<int>(p.in_height);
   const int width = static_cast<int>(p.in_width);
   const int row_begin = first_row < 0 ? -first_row : 0;
@@ -345,8 +359,8 @@ template <bool kThreeTf32, int kGroups, int kBatch>
 __device__ __forceinline__ void stage_planes(const ConvParams& p, const WgmmaLayout& layout,
                                              int64_t item, int channels, const float* raw,
                                              float* stage, int thread) {
-  const int first_row =
-      static_cast<int>(item % layout.row_blocks) * layout.tile_rows - static_cast<int>(p.pad_top);
+  const int first_row = item_first_out_row(layout, item, item_image(layout, item)) -
+                        static_cast<int>(p.pad_top);
   const int height = static_cast<int>(p.in_height);
   const int width = static_cast<int>(p.in_width);
   const int pad_left = static_cast<int>(p.pad_left);
@@ -647,8 +661,8 @@ __global__ void __launch_bounds__(threads_for(kResidentConsumers), 1)
   int k = 0;
   for (int64_t item = blockIdx.x; item < layout.items; item += grid, ++k) {
     const int stage = k % layout.stages;
-    const int64_t image = item / layout.row_blocks;
-    const int first_out_row = static_cast<int>(item % layout.row_blocks) * layout.tile_rows;
+    const int64_t image = item_image(layout, item);
+    const int first_out_row = item_first_out_row(layout, item, static_cast<int>(image));
     const int rows_here = item_rows(p, layout, first_out_row);
     const int position_units =
         ((rows_here - 1) * layout.row_pitch + out_width + kUnitPositions - 1) / kUnitPositions;
@@ -876,8 +890,8 @@ __global__ void __launch_bounds__(threads_for(kStreamedConsumers), 1)
     pass_turn<kConsumers>(consumer);  // consumer 0 goes first
   }
   for (int64_t item = blockIdx.x; item < layout.items; item += grid) {
-    const int64_t image = item / layout.row_blocks;
-    const int first_out_row = static_cast<int>(item % layout.row_blocks) * layout.tile_rows;
+    const int64_t image = item_image(layout, item);
+    const int first_out_row = item_first_out_row(layout, item, static_cast<int>(image));
     const int rows_here = item_rows(p, layout, first_out_row);
     const bool active = first_position < (rows_here - 1) * layout.row_pitch + out_width;
     float totals[64];
@@ -995,6 +1009,9 @@ bool make_wgmma_layout(const ConvParams& p, bool three_tf32, const DeviceLimits&
       }
       const int64_t row_blocks = (p.out_height + tile_rows - 1) / tile_rows;
       const int64_t items = p.batch * row_blocks;
+      if (items >= (int64_t{1} << 31)) {
+        break;  // the kernels' 32-bit item quotients
+      }
       const int64_t grid = items < limits.sm_count ? items : limits.sm_count;
       const int64_t rounds = (items + grid - 1) / grid;
       // rounds + 1: the first item's load and split are not overlapped with anything.
@@ -1003,6 +1020,7 @@ bool make_wgmma_layout(const ConvParams& p, bool three_tf32, const DeviceLimits&
         best_cost = cost;
         layout.tile_rows = tile_rows;
         layout.row_blocks = static_cast<int>(row_blocks);
+        layout.row_block_divisor = FastDivisor::make(static_cast<uint32_t>(row_blocks));
         layout.staged_rows = staged_rows;
         layout.plane_positions = static_cast<int>(positions);
         layout.stages = stages;
@@ -1098,10 +1116,11 @@ bool make_streamed_layout(const ConvParams& p, bool three_tf32, const DeviceLimi
       layout.shared_bytes = static_cast<int>(shared_bytes);
       layout.row_blocks =
           static_cast<int>((p.out_height + layout.tile_rows - 1) / layout.tile_rows);
+      layout.row_block_divisor = FastDivisor::make(static_cast<uint32_t>(layout.row_blocks));
       layout.items = p.batch * layout.row_blocks;
       layout.grid = static_cast<int>(layout.items < limits.sm_count ? layout.items
                                                                      : limits.sm_count);
-      return true;
+      return layout.items < (int64_t{1} << 31);  // the kernels' 32-bit item quotients
     }
   }
   return false;

@@ -27,10 +27,17 @@ __device__ __forceinline__ uint32_t to_tf32(float x) {
 
 // Activation-side split (inputs, gradients): big = tf32(x) rounded to nearest, small =
 // tf32(x - big); a non-finite x keeps all of itself in big (small = 0), so inf stays inf instead
-// of inf - inf = NaN.
+// of inf - inf = NaN. The same bits as cvt.rna.tf32 on both parts, written out: there is no
+// such instruction in SASS, and nvcc's expansion of it re-tests every operand for finiteness
+// (~11 instructions per element here, 8 written out). Adding half a TF32 ulp to the magnitude
+// bits and truncating rounds ties away from zero, as .rna does, and x - big is finite for a
+// finite x (at worst -inf next to FLT_MAX, which both forms keep).
 __device__ __forceinline__ void split_input(float x, uint32_t& big, uint32_t& small) {
-  big = to_tf32(x);
-  small = isfinite(x) ? to_tf32(x - __uint_as_float(big)) : 0u;
+  const uint32_t bits = __float_as_uint(x);
+  const bool finite = fabsf(x) < __uint_as_float(0x7f800000u);
+  big = (finite ? bits + 0x1000u : bits) & 0xffffe000u;
+  const uint32_t residual = __float_as_uint(x - __uint_as_float(big));
+  small = finite ? (residual + 0x1000u) & 0xffffe000u : 0u;
 }
 
 // Weight-side split: big = x truncated to TF32, so small = x - big has x's sign, and an exactly
