@@ -13,6 +13,7 @@
 #include <cstring>
 
 #include "fusedconv/params.h"
+#include "fusedconv/tf32.h"
 
 namespace fusedconv {
 namespace tensorcore {
@@ -33,11 +34,10 @@ __device__ __forceinline__ uint32_t to_tf32(float x) {
 // bits and truncating rounds ties away from zero, as .rna does, and x - big is finite for a
 // finite x (at worst -inf next to FLT_MAX, which both forms keep).
 __device__ __forceinline__ void split_input(float x, uint32_t& big, uint32_t& small) {
-  const uint32_t bits = __float_as_uint(x);
   const bool finite = fabsf(x) < __uint_as_float(0x7f800000u);
-  big = (finite ? bits + 0x1000u : bits) & 0xffffe000u;
+  big = finite ? tf32_round_bits(__float_as_uint(x)) : __float_as_uint(x) & 0xffffe000u;
   const uint32_t residual = __float_as_uint(x - __uint_as_float(big));
-  small = finite ? (residual + 0x1000u) & 0xffffe000u : 0u;
+  small = finite ? tf32_round_bits(residual) : 0u;
 }
 
 // Weight-side split: big = x truncated to TF32, so small = x - big has x's sign, and an exactly
