@@ -5,7 +5,8 @@
 // - DMMA (compute capability 8.0 and 9.0, whose FP64 tensor cores run at full rate): the
 //   products as an implicit GEMM on `mma.m8n8k4.f64`, M = output channels (two m8 tiles), N = 8
 //   output positions, K = input channel x tap in steps of 4. float32 operands convert to float64
-//   exactly, so products are exact and the float64 sum rounds once, to float32, in the epilogue.
+//   exactly, so the products are exact; the sum is accumulated in float64 and rounded to float32
+//   once, in the epilogue.
 //   Why: the FFMA kernel below spends 432 FMAs, 108 shared loads and its address math on each
 //   output position of v0 and is bound by instruction issue (ncu: 1,709 warp instructions per 32
 //   positions, 47% issue); here a warp covers 32 positions with 56 MMAs. Measured (kernel time,
@@ -219,7 +220,7 @@ template <bool kBoundsChecks>
 __global__ void __launch_bounds__(kDmmaThreads, 2)
     conv_hardswish_relu_direct_dmma_kernel(const ConvParams p, const DmmaGeometry geometry) {
   // Per k = channel x tap: the input's offset from a position's first input (row * stride_h,
-  // col * stride_w), the tap's row and column shift (padding bounds), the weight's offset.
+  // col * stride_w) and the tap's row and column shift (padding bounds).
   __shared__ int tap_input_offset[kDirectMaxK];
   __shared__ int tap_row_shift[kDirectMaxK];
   __shared__ int tap_col_shift[kDirectMaxK];
@@ -302,7 +303,10 @@ __global__ void __launch_bounds__(kDmmaThreads, 2)
     float inputs[kDmmaGroups][kDmmaSteps];
 #pragma unroll
     for (int group = 0; group < kDmmaGroups; ++group) {
-      int position = 8 * (first_group + group * total_warps) + row;
+      // Past the last group, position 0: 8 * group_index could overflow int near the 2^31
+      // positions direct_forward_applies allows.
+      const int group_index = first_group + group * total_warps;
+      int position = group_index < geometry.groups ? 8 * group_index + row : 0;
       position = position < geometry.positions ? position : 0;
       const int n = static_cast<int>(geometry.plane.quotient(position));
       const int local = position - n * plane;
@@ -324,11 +328,13 @@ __global__ void __launch_bounds__(kDmmaThreads, 2)
               static_cast<unsigned>(first_col + col_shift[step]) <
                   static_cast<unsigned>(in_width);
           inputs[group][step] = take ? __ldg(window + input_offset[step]) : 0.0f;
-        } else {
+        } else if (step < geometry.k_steps) {  // warp-uniform: no loads for unused steps
           // k past the problem reads the window's first input (offset 0) and masks it to +0:
           // its weight is 0, but 0 * inf would be NaN.
-          inputs[group][step] = __uint_as_float(__float_as_uint(__ldg(window + input_offset[step])) &
-                                                k_mask[step]);
+          const float value = __ldg(window + input_offset[step]);
+          inputs[group][step] = __uint_as_float(__float_as_uint(value) & k_mask[step]);
+        } else {
+          inputs[group][step] = 0.0f;
         }
       }
     }
@@ -361,10 +367,11 @@ __global__ void __launch_bounds__(kDmmaThreads, 2)
     // start the next image.
 #pragma unroll
     for (int group = 0; group < kDmmaGroups; ++group) {
-      const int position = 8 * (first_group + group * total_warps) + 2 * quad;
-      if (position >= geometry.positions) {
+      const int group_index = first_group + group * total_warps;
+      if (group_index >= geometry.groups || 8 * group_index + 2 * quad >= geometry.positions) {
         continue;
       }
+      const int position = 8 * group_index + 2 * quad;
       const int n = static_cast<int>(geometry.plane.quotient(position));
       const int local = position - n * plane;
       float* first_output = output + n * p.output_strides.n + local;

@@ -569,7 +569,7 @@ cudaError_t forward_workspace_bytes(const ConvParams& params, bool allow_tf32, i
   return status;
 }
 
-// Dispatch rule (launch.h): the small-problem FFMA kernel, else the Hopper wgmma kernel, else
+// Dispatch rule (launch.h): the small-problem kernels, else the Hopper wgmma kernel, else
 // the mma.sync tensor-core kernel where its shape rule holds and its tile fits, else the generic
 // kernel.
 cudaError_t launch_conv_hardswish_relu(const ConvParams& params, bool allow_tf32,

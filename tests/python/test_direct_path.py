@@ -28,7 +28,9 @@ FFMA_TOLERANCE = 1e-6
 def _expected_kernel():
     """The direct kernel this device runs (the dispatch rule in conv_fwd_direct.cu)."""
     full_rate_float64 = torch.cuda.get_device_capability() in ((8, 0), (9, 0))
-    return "direct_dmma_kernel" if full_rate_float64 else "direct_ffma_kernel"
+    switch = os.environ.get("FUSEDCONV_DISABLE_DMMA", "")  # read as tensorcore.cuh does
+    disabled = switch != "" and not switch.startswith("0")
+    return "direct_dmma_kernel" if full_rate_float64 and not disabled else "direct_ffma_kernel"
 
 
 def _random_case(rng):
@@ -120,16 +122,17 @@ def test_inf_and_nan_on_the_direct_kernel(padding):
     assert_close_with_nonfinite(actual, expected, rtol=1e-5, atol=1e-6)
 
 
-# (batch, in, out, height, width, kernel, padding): more 8-position groups than four per warp of
-# the persistent grid (several passes per warp), with an even plane (paired stores), an odd plane
-# (a pair may straddle two images), padding (bounds checks), 1 and 8 output channels (a partial
-# and an unused m8 tile), and 32 inputs per position (every k4 step full).
+# (batch, in, out, height, width, kernel, padding): more positions than one pass of the DMMA
+# kernel's persistent grid covers on an H100 (2 CTAs x 132 SMs x 8 warps x 4 groups x 8 = 67,584),
+# with an even plane (paired stores), an odd plane (a pair may straddle two images), padding
+# (bounds checks), 1 and 8 output channels (a partial and an unused m8 tile), and 32 inputs per
+# position (every k4 step full).
 PASS_SHAPES = [
-    (128, 3, 16, 32, 32, 3, 0),
-    (101, 3, 13, 31, 31, 3, 0),
-    (90, 3, 9, 29, 33, 3, 1),
-    (300, 2, 1, 17, 15, 2, 0),
-    (64, 8, 8, 24, 24, 2, 0),
+    (128, 3, 16, 32, 32, 3, 0),   # 115,200 positions
+    (101, 3, 13, 31, 31, 3, 0),   # 84,941
+    (90, 3, 9, 29, 33, 3, 1),     # 86,130
+    (600, 2, 1, 17, 15, 2, 0),    # 134,400
+    (160, 8, 8, 24, 24, 2, 0),    # 84,640
 ]
 
 

@@ -2,6 +2,7 @@
 mma.sync kernel) against the generic kernel and the float64 reference, on shapes around its tile
 edges."""
 
+import os
 import random
 
 import pytest
@@ -173,36 +174,45 @@ def test_small_kernels_take_wide_channel_chunks(in_channels, out_channels, kerne
         assert relative_l2_error(actual, expected) < tolerance, allow_tf32
 
 
-# (batch, in, out, height, width, kernel, padding, stride): each kernel family memoizes the plan
-# (tile layout) of the last shape a thread ran. A stale plan would size the grid, items or
-# staging for another shape; shapes that differ in one field at a time, revisited, catch that.
+# (batch, in, out, height, width, kernel, padding, stride, kernel on an H100): each kernel family
+# memoizes the plan (tile layout) of the last shape a thread ran. A stale plan would size the
+# grid, items or staging for another shape; shapes that differ in one field at a time, revisited,
+# with the precision mode (part of the key) alternating from call to call, catch that.
 ALTERNATING_SHAPES = [
-    (2, 8, 64, 19, 128, 3, 0, 1),   # wgmma resident on an H100, mma.sync elsewhere
-    (5, 8, 64, 19, 128, 3, 0, 1),   # batch only
-    (2, 8, 64, 23, 128, 3, 0, 1),   # height only
-    (1, 64, 64, 20, 20, 3, 1, 1),   # wgmma streamed
-    (1, 64, 96, 20, 20, 3, 1, 1),   # output channels only
-    (2, 8, 40, 17, 23, 3, 1, 2),    # strided: mma.sync
-    (3, 8, 40, 17, 23, 3, 1, 2),    # batch only
+    (2, 8, 64, 19, 128, 3, 0, 1, "wgmma_kernel"),
+    (5, 8, 64, 19, 128, 3, 0, 1, "wgmma_kernel"),        # batch only
+    (2, 8, 64, 23, 128, 3, 0, 1, "wgmma_kernel"),        # height only
+    (1, 64, 64, 20, 20, 3, 1, 1, "wgmma_streamed_kernel"),
+    (1, 64, 96, 20, 20, 3, 1, 1, "wgmma_streamed_kernel"),  # output channels only
+    (2, 8, 40, 17, 23, 3, 1, 2, "tensorcore_kernel"),    # strided: mma.sync everywhere
+    (3, 8, 40, 17, 23, 3, 1, 2, "tensorcore_kernel"),    # batch only
 ]
 
 
-@pytest.mark.parametrize("allow_tf32", [False, True])
-def test_plans_follow_the_shape_when_shapes_alternate(allow_tf32):
+def test_plans_follow_the_shape_when_shapes_alternate():
+    hopper = (torch.cuda.get_device_capability() == (9, 0)
+              and os.environ.get("FUSEDCONV_DISABLE_WGMMA", "0") in ("", "0"))
     generator = torch.Generator().manual_seed(5)
     cases = []
-    for batch, cin, cout, height, width, kernel, padding, stride in ALTERNATING_SHAPES:
+    for batch, cin, cout, height, width, kernel, padding, stride, family in ALTERNATING_SHAPES:
         x = torch.randn(batch, cin, height, width, generator=generator).cuda()
         weight = (torch.randn(cout, cin, kernel, kernel, generator=generator)
                   / (cin * kernel ** 2) ** 0.5).cuda()
         bias = torch.randn(cout, generator=generator).cuda()
         expected = reference_float64(x, weight, bias, stride=stride, padding=padding)
-        cases.append((x, weight, bias, stride, padding, expected))
-    tolerance = TF32_TOLERANCE if allow_tf32 else THREE_TF32_TOLERANCE
-    for order in (cases, cases[::-1], cases[::2] + cases[1::2]):
-        for x, weight, bias, stride, padding, expected in order:
-            actual = poisoned_call(
-                lambda: fusedconv.conv2d_hardswish_relu(x, weight, bias, stride=stride,
-                                                        padding=padding, allow_tf32=allow_tf32),
-                torch.float32, "cuda")
-            assert relative_l2_error(actual, expected) < tolerance, (x.shape, weight.shape)
+        cases.append((x, weight, bias, stride, padding, expected,
+                      family if hopper else "tensorcore_kernel"))
+    calls = 0
+    for order in (cases, cases[::-1], cases[::2] + cases[1::2], cases):
+        for x, weight, bias, stride, padding, expected, family in order:
+            allow_tf32 = calls % 2 == 1
+            calls += 1
+
+            def call():
+                return fusedconv.conv2d_hardswish_relu(x, weight, bias, stride=stride,
+                                                       padding=padding, allow_tf32=allow_tf32)
+            names = cuda_kernel_names(call)
+            assert any(family in name for name in names), (x.shape, weight.shape, names)
+            actual = poisoned_call(call, torch.float32, "cuda")
+            tolerance = TF32_TOLERANCE if allow_tf32 else THREE_TF32_TOLERANCE
+            assert relative_l2_error(actual, expected) < tolerance, (x.shape, allow_tf32)

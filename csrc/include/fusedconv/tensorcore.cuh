@@ -1,6 +1,7 @@
 // What the tensor-core kernels (forward and backward) share: the 3xTF32 operand splits, the
-// m16n8k8 TF32 MMA, 4-byte cp.async staging, the dense-NCHW test and the per-device limits a
-// launch is sized by. Device code only; included by the kernels' .cu files.
+// m16n8k8 TF32 MMA, 4-byte cp.async staging, the dense-NCHW test, the per-device limits a launch
+// is sized by, and the host-side plan memo and environment switches of the launchers. Included
+// by the kernels' .cu files only.
 //
 // 3xTF32: each float32 operand is split into a TF32 big part and a TF32 small part (x - big) and
 // a product taken as small*big + big*small + big*big (small*small is below float32 rounding).
@@ -224,8 +225,9 @@ struct PlanMemo {
   }
 };
 
-// A process-wide opt-out read from the environment: set to anything but "" or "0". Callers read
-// it once into a function-local static, so the hot path never calls getenv.
+// A process-wide opt-out read from the environment: on when set to anything that does not start
+// with '0' ("1", "yes"; also "false", so README documents =1). Callers read it once into a
+// function-local static, so the hot path never calls getenv.
 inline bool environment_flag(const char* name) {
   const char* value = std::getenv(name);
   return value != nullptr && value[0] != '\0' && value[0] != '0';
