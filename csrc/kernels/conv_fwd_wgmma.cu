@@ -523,6 +523,40 @@ __device__ __forceinline__ void store_unit(const ConvParams& p, const WgmmaLayou
   }
 }
 
+// One unit's MMA chain, committed as one group: step 0 overwrites the accumulators, the rest add.
+// The loop stays rolled (k_steps is a run-time value, and one copy of the loop keeps ptxas from
+// adding fences between unrolled copies). Each step's table entry is loaded one step ahead:
+// loaded in its own step, the shared-memory latency sat between every two steps' MMA issues
+// (ncu: the loop's top stall on v0.1).
+template <bool kThreeTf32>
+__device__ __forceinline__ void issue_unit_chain(float (&acc)[64], uint64_t a_block,
+                                                 uint64_t b_unit, const int* step_offsets,
+                                                 int k_steps, uint32_t small_plane_offset,
+                                                 uint32_t small_weight_offset) {
+  fence_accumulators(acc);
+  wgmma_fence();
+  const uint64_t b_first = b_unit + (step_offsets[0] >> 4);
+  wgmma_m64n128k8_tf32<0>(acc, a_block, b_first);
+  if (kThreeTf32) {
+    wgmma_m64n128k8_tf32<1>(acc, a_block, b_first + (small_plane_offset >> 4));
+    wgmma_m64n128k8_tf32<1>(acc, a_block + (small_weight_offset >> 4), b_first);
+  }
+  int next_offset = step_offsets[1];
+#pragma unroll 1
+  for (int step = 1; step < k_steps; ++step) {
+    const int offset = next_offset;
+    next_offset = step_offsets[step + 1];  // the table ends one entry past the last step
+    const uint64_t a_big = a_block + ((step * kStepBytes) >> 4);
+    const uint64_t b_big = b_unit + (offset >> 4);
+    wgmma_m64n128k8_tf32<1>(acc, a_big, b_big);
+    if (kThreeTf32) {
+      wgmma_m64n128k8_tf32<1>(acc, a_big, b_big + (small_plane_offset >> 4));
+      wgmma_m64n128k8_tf32<1>(acc, a_big + (small_weight_offset >> 4), b_big);
+    }
+  }
+  wgmma_commit();
+}
+
 // Output rows of `item` that exist: tile_rows, fewer in an image's last row block.
 __device__ __forceinline__ int item_rows(const ConvParams& p, const WgmmaLayout& layout,
                                          int first_out_row) {
@@ -681,32 +715,8 @@ __global__ void __launch_bounds__(threads_for(kResidentConsumers), 1)
       const uint64_t a_block = a_descriptor + ((block * layout.k_steps * kStepBytes) >> 4);
       const uint64_t b_unit = b_descriptor + ((stage_address + first_position * 16) >> 4);
       wait_for_turn<kConsumers>(consumer);  // one turn per unit
-      fence_accumulators(acc);
-      wgmma_fence();
-      // Step 0 overwrites the accumulators; the loop stays rolled (k_steps is a run-time value,
-      // and one copy of the loop keeps ptxas from adding fences between unrolled copies).
-      const uint64_t b_first = b_unit + (step_offsets[0] >> 4);
-      wgmma_m64n128k8_tf32<0>(acc, a_block, b_first);
-      if (kThreeTf32) {
-        wgmma_m64n128k8_tf32<1>(acc, a_block, b_first + (small_plane_offset >> 4));
-        wgmma_m64n128k8_tf32<1>(acc, a_block + (small_weight_offset >> 4), b_first);
-      }
-      // Each step's table entry loaded one step ahead: loaded in its own step, the shared-memory
-      // latency sat between every two steps' MMA issues (ncu: the loop's top stall on v0.1).
-      int next_offset = step_offsets[1];
-#pragma unroll 1
-      for (int step = 1; step < layout.k_steps; ++step) {
-        const int offset = next_offset;
-        next_offset = step_offsets[step + 1];  // the table ends one entry past the last step
-        const uint64_t a_big = a_block + ((step * kStepBytes) >> 4);
-        const uint64_t b_big = b_unit + (offset >> 4);
-        wgmma_m64n128k8_tf32<1>(acc, a_big, b_big);
-        if (kThreeTf32) {
-          wgmma_m64n128k8_tf32<1>(acc, a_big, b_big + (small_plane_offset >> 4));
-          wgmma_m64n128k8_tf32<1>(acc, a_big + (small_weight_offset >> 4), b_big);
-        }
-      }
-      wgmma_commit();
+      issue_unit_chain<kThreeTf32>(acc, a_block, b_unit, step_offsets, layout.k_steps,
+                                   small_plane_offset, small_weight_offset);
       pass_turn<kConsumers>(consumer);
       wgmma_wait_all();
       fence_accumulators(acc);
@@ -911,28 +921,8 @@ __global__ void __launch_bounds__(threads_for(kStreamedConsumers), 1)
             a_descriptor + ((stage_address + block * layout.k_steps * kStepBytes) >> 4);
         const uint64_t b_unit = b_descriptor + ((stage_address + layout.a_stage_bytes +
                                                  first_position * 16) >> 4);
-        fence_accumulators(acc);
-        wgmma_fence();
-        const uint64_t b_first = b_unit + (step_offsets[0] >> 4);
-        wgmma_m64n128k8_tf32<0>(acc, a_block, b_first);
-        if (kThreeTf32) {
-          wgmma_m64n128k8_tf32<1>(acc, a_block, b_first + (small_plane_offset >> 4));
-          wgmma_m64n128k8_tf32<1>(acc, a_block + (small_weight_offset >> 4), b_first);
-        }
-        int next_offset = step_offsets[1];  // loaded a step ahead, as in the resident kernel
-#pragma unroll 1
-        for (int step = 1; step < layout.k_steps; ++step) {
-          const int offset = next_offset;
-          next_offset = step_offsets[step + 1];  // the table ends one entry past the last step
-          const uint64_t a_big = a_block + ((step * kStepBytes) >> 4);
-          const uint64_t b_big = b_unit + (offset >> 4);
-          wgmma_m64n128k8_tf32<1>(acc, a_big, b_big);
-          if (kThreeTf32) {
-            wgmma_m64n128k8_tf32<1>(acc, a_big, b_big + (small_plane_offset >> 4));
-            wgmma_m64n128k8_tf32<1>(acc, a_big + (small_weight_offset >> 4), b_big);
-          }
-        }
-        wgmma_commit();
+        issue_unit_chain<kThreeTf32>(acc, a_block, b_unit, step_offsets, layout.k_steps,
+                                     small_plane_offset, small_weight_offset);
         pass_turn<kConsumers>(consumer);
         wgmma_wait_all();
         fence_accumulators(acc);
