@@ -406,25 +406,13 @@ __global__ void __launch_bounds__(kDmmaThreads, 2)
 // Compute capability 8.0 (A100) and 9.0 (H100, H200): FP64 tensor cores at full rate. Other
 // devices run float64 at 1/32-1/64 of the float32 rate; FUSEDCONV_DISABLE_DMMA=1 (read once)
 // forces the FFMA kernel, for A/B timing and its tests on those devices.
-cudaError_t use_dmma(bool& use) {
+bool use_dmma(const tensorcore::DeviceLimits& limits) {
   static const bool disabled = tensorcore::environment_flag("FUSEDCONV_DISABLE_DMMA");
-  use = false;
-  if (disabled) {
-    return cudaSuccess;
-  }
-  tensorcore::DeviceLimits limits{};
-  const cudaError_t status = tensorcore::device_limits(limits);
-  use = status == cudaSuccess && (limits.cc_major == 8 || limits.cc_major == 9) &&
-        limits.cc_minor == 0;
-  return status;
+  return !disabled && (limits.cc_major == 8 || limits.cc_major == 9) && limits.cc_minor == 0;
 }
 
-cudaError_t launch_dmma(const ConvParams& params, cudaStream_t stream) {
-  tensorcore::DeviceLimits limits{};
-  const cudaError_t status = tensorcore::device_limits(limits);
-  if (status != cudaSuccess) {
-    return status;
-  }
+cudaError_t launch_dmma(const ConvParams& params, const tensorcore::DeviceLimits& limits,
+                        cudaStream_t stream) {
   DmmaGeometry geometry{};
   const int64_t plane = params.out_height * params.out_width;
   geometry.plane = FastDivisor::make(static_cast<uint32_t>(plane));
@@ -478,13 +466,13 @@ cudaError_t launch_conv_hardswish_relu_direct(const ConvParams& params, cudaStre
   if (positions * params.out_channels == 0) {
     return cudaSuccess;
   }
-  bool dmma = false;
-  const cudaError_t status = use_dmma(dmma);
+  tensorcore::DeviceLimits limits{};
+  const cudaError_t status = tensorcore::device_limits(limits);
   if (status != cudaSuccess) {
     return status;
   }
-  if (dmma) {
-    return launch_dmma(params, stream);
+  if (use_dmma(limits)) {
+    return launch_dmma(params, limits, stream);
   }
   const dim3 grid(static_cast<unsigned int>((positions + kDirectThreads - 1) / kDirectThreads));
   if (params.kernel_h == 3 && params.kernel_w == 3) {
