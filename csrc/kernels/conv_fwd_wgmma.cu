@@ -62,10 +62,13 @@ constexpr int kUnitPositions = 128;  // wgmma N
 constexpr int kBlockChannels = 64;   // wgmma M
 constexpr int kStepBytes = kBlockChannels * 8 * 4;  // one k8 step of A: 2 KB
 constexpr int kMaxStages = 3;
-// Per consumer warp, 16 channels x 64 positions of activated outputs; 8 words of padding move
-// each row 8 banks on, so the fragment writes (8 rows x 4 pairs per instruction) don't conflict.
-constexpr int kEpiloguePitch = 72;
-constexpr int epilogue_bytes(int consumers) { return consumers * 4 * 16 * kEpiloguePitch * 4; }
+// Per consumer warp, 8 channels x a unit's (at most 128) outputs; 8 words of padding move each
+// row 8 banks on, so the fragment writes (8 rows x 4 pairs per instruction) don't conflict.
+constexpr int kEpilogueRows = 8;
+constexpr int kEpiloguePitch = kUnitPositions + 8;
+constexpr int epilogue_bytes(int consumers) {
+  return consumers * 4 * kEpilogueRows * kEpiloguePitch * 4;
+}
 // 3xTF32 sums 3 MMAs per k step in one accumulator, and the tensor core's accumulation
 // truncates: the mma.sync kernel measured 1.05e-5 relative error after 375 MMAs. 32 steps
 // (96 MMAs; v0.1 has 9) keeps the fast path well inside 1e-5.
@@ -245,7 +248,15 @@ __device__ __forceinline__ void fence_accumulators(float (&d)[64]) {
 // beside it, nvcc turned the float2 store into two 4-byte stores.
 __device__ __forceinline__ void store_pair(float* destination, float2 value) {
   asm volatile("st.global.v2.f32 [%0], {%1, %2};\n" ::"l"(destination), "f"(value.x),
-               "f"(value.y)
+               "f"(value.y));
+}
+
+// One 8-byte shared-memory store (the address is 8-byte aligned). As PTX: as a float2 store at a
+// run-time index, nvcc wrote the two halves separately.
+__device__ __forceinline__ void store_shared_pair(float* destination, float first,
+                                                  float second) {
+  asm volatile("st.shared.v2.f32 [%0], {%1, %2};\n" ::"r"(shared_address(destination)),
+               "f"(first), "f"(second)
                : "memory");
 }
 
@@ -446,80 +457,150 @@ __device__ __forceinline__ void write_step_offsets(const WgmmaLayout& layout, in
   }
 }
 
-// Epilogue of one unit (64 output channels x 128 positions), per warp and per half of the
-// unit's positions: bias + activation on the accumulators (this thread: channels warp * 16 +
-// lane / 4 (+ 8), position pairs 8 * j + 2 * (lane % 4): wgmma's fragment order) into the warp's
-// shared buffer, then channel by channel back out so that a warp's store covers 64 consecutive
-// positions (256 contiguous bytes of an output row). Stored straight from the fragments, each
-// 32-byte piece of a row straddled two sectors and the SM's stores ran at 3.3x the ideal sector
-// count (ncu: 0.72 ms, L2-bound, producer idle).
-__device__ __forceinline__ void store_unit(const ConvParams& p, const WgmmaLayout& layout,
-                                           const float (&acc)[64], const float* shared_bias,
-                                           float* epilogue, int64_t image, int first_out_row,
-                                           int rows_here, int block, int first_position,
-                                           int warp, int lane) {
-  float* __restrict__ output = static_cast<float*>(p.output);
+// Epilogue of one unit (64 output channels x 128 positions), per warp (16 channels) in two
+// passes of 8 channels, the two accumulator rows of each thread (channels warp * 16 + lane / 4
+// (+ 8), position pairs 8 * j + 2 * (lane % 4): wgmma's fragment order).
+//   1. bias + activation into the warp's shared buffer, one row per channel, compacted: a unit's
+//      valid positions are one contiguous run of each output plane (consecutive output rows
+//      follow each other in memory and the dropped columns have no output), so position -> its
+//      index in that run.
+//   2. each channel's run back out from the 32-byte boundary at or below its start, 64 floats
+//      (256 bytes, 8 whole sectors) per store instruction.
+// Stores must cover whole 32-byte sectors (H100, tools/store_patterns.cu, writing v0.1's 520 MB
+// output with no convolution): the previous epilogue stored 64 positions per instruction from
+// wherever they started (rows of 126 floats start at every 8-byte offset of a sector), and that
+// store pattern alone took 0.275 ms (1.9 TB/s), the whole kernel's time; the same runs stored
+// from sector boundaries took 0.192 ms (2.7 TB/s); plain aligned float2 stores 0.170 ms, the
+// same shifted by 8 bytes 0.250 ms. Kernel, same machine: v0.1 0.280 -> 0.256-0.266 ms
+// (3xTF32), 0.286 -> 0.261 ms (TF32); cases that are not store-bound pay the longer epilogue
+// (16x32x64k3n128 0.108 -> 0.115-0.119 ms, 32x64x56k3p1n128 0.161 -> 0.174-0.181 ms).
+// Stored straight from the fragments (an older kernel), every 32-byte piece straddled two
+// sectors: 3.3x the ideal sector count.
+template <bool kPaired>
+__device__ __forceinline__ void store_unit_runs(const ConvParams& p, const WgmmaLayout& layout,
+                                                const float (&acc)[64], const float* shared_bias,
+                                                float* epilogue, int64_t image, int first_out_row,
+                                                int rows_here, int block, int first_position,
+                                                int warp, int lane) {
   const int out_width = static_cast<int>(p.out_width);
+  const int row_pitch = layout.row_pitch;
   const int64_t plane_size = p.out_height * p.out_width;
-  const bool paired_stores = (out_width & 1) == 0;  // every even column then 8-byte aligned
-  const int64_t warp_first_channel = block * kBlockChannels + warp * 16;
-  const int64_t warp_channels = p.out_channels - warp_first_channel;  // valid if r < this
-  float row_bias[2];
+  // The index, among the item's outputs, of the first output at or after staged `position`
+  // (position / row_pitch exactly: positions stay far below 2^21).
+  const auto first_output_from = [&](int position) {
+    const int row = __float2int_rz((position + 0.5f) * layout.inverse_row_pitch);
+    const int col = position - row * row_pitch;
+    return row * out_width + min(col, out_width);
+  };
+  const int run_begin = first_output_from(first_position);
+  const int run_length =
+      min(first_output_from(first_position + kUnitPositions), rows_here * out_width) - run_begin;
+  // Run index of this thread's pair j (positions 8 j + 2 (lane % 4) of the unit), -1 for a
+  // dropped column; past the item's last row it is >= run_length. Once for both passes.
+  // An odd width only: bit j of second_valid says whether the pair's second position is in the
+  // row (it may be the row's first dropped column).
+  int run_index[16];
+  uint32_t second_valid = 0;
+  const int thread_position = first_position + 2 * (lane & 3);
+  const float thread_position_float = static_cast<float>(thread_position) + 0.5f;
 #pragma unroll
-  for (int row_half = 0; row_half < 2; ++row_half) {
-    row_bias[row_half] = shared_bias[warp_first_channel + (lane >> 2) + 8 * row_half];
+  for (int j = 0; j < 16; ++j) {
+    const int position = thread_position + 8 * j;
+    const int row = __float2int_rz((thread_position_float + 8 * j) * layout.inverse_row_pitch);
+    const int col = position - row * row_pitch;
+    run_index[j] = col < out_width ? position - run_begin + row * (out_width - row_pitch) : -1;
+    second_valid |= (col + 1 < out_width ? 1u : 0u) << j;
   }
+  float* run_start = static_cast<float*>(p.output) +
+                     (image * p.out_channels + block * kBlockChannels + warp * 16) * plane_size +
+                     int64_t{first_out_row} * out_width + run_begin;
 #pragma unroll
-  for (int half = 0; half < 2; ++half) {
+  for (int channel_half = 0; channel_half < 2; ++channel_half) {
+    const int first_channel = block * kBlockChannels + warp * 16 + 8 * channel_half;
+    const float bias_value = shared_bias[first_channel + (lane >> 2)];
+    float* buffer_row = epilogue + (lane >> 2) * kEpiloguePitch;
 #pragma unroll
-    for (int j = 0; j < 8; ++j) {
-#pragma unroll
-      for (int row_half = 0; row_half < 2; ++row_half) {
-        const float* pair = acc + 4 * (8 * half + j) + 2 * row_half;
-        const float bias_value = row_bias[row_half];
-        *reinterpret_cast<float2*>(
-            epilogue + ((lane >> 2) + 8 * row_half) * kEpiloguePitch + 8 * j +
-            2 * (lane & 3)) = make_float2(HardSwishReLU<float>::value(pair[0] + bias_value),
-                                          HardSwishReLU<float>::value(pair[1] + bias_value));
+    for (int j = 0; j < 16; ++j) {
+      const float* pair = acc + 4 * j + 2 * channel_half;
+      const float first = HardSwishReLU<float>::value(pair[0] + bias_value);
+      const float second = HardSwishReLU<float>::value(pair[1] + bias_value);
+      const bool valid = static_cast<unsigned>(run_index[j]) < static_cast<unsigned>(run_length);
+      if (kPaired) {
+        if (valid) {
+          store_shared_pair(buffer_row + run_index[j], first, second);
+        }
+      } else {
+        if (valid) {
+          buffer_row[run_index[j]] = first;
+        }
+        if (valid && ((second_valid >> j) & 1u) != 0) {
+          buffer_row[run_index[j] + 1] = second;
+        }
       }
     }
     __syncwarp();
-    const int position = first_position + 64 * half + 2 * lane;
-    // position / row_pitch exactly: positions stay far below 2^22.
-    const int row = __float2int_rz((position + 0.5f) * layout.inverse_row_pitch);
-    const int col = position - row * layout.row_pitch;
-    const bool lane_active = row < rows_here && col < out_width;
-    const bool pair_fits = col + 1 < out_width;
-    float* destination = output + (image * p.out_channels + warp_first_channel) * plane_size +
-                         int64_t{first_out_row + row} * out_width + col;
-    // All 16 loads first, then the stores: one round trip through shared memory per half
-    // instead of one per channel.
-    float2 values[16];
+    const int channels_here = min(8, static_cast<int>(p.out_channels) - first_channel);
+    float* channel_run = run_start + 8 * channel_half * plane_size;
+    // Channel r's run starts `shift` floats into its sector; lane l of chunk m covers the
+    // sector-aligned floats 64 m + 2 l (+ 1), run index 64 m + 2 l - shift.
 #pragma unroll
-    for (int r = 0; r < 16; ++r) {
-      values[r] = *reinterpret_cast<const float2*>(epilogue + r * kEpiloguePitch + 2 * lane);
-    }
-    if (warp_channels >= 16 && paired_stores) {
-      // The common case, free of per-channel branches: predicated 8-byte stores.
-      const bool store = lane_active && pair_fits;
-#pragma unroll
-      for (int r = 0; r < 16; ++r, destination += plane_size) {
-        if (store) {
-          store_pair(destination, values[r]);
-        }
+    for (int r = 0; r < 8; ++r, channel_run += plane_size) {
+      if (r >= channels_here) {
+        break;  // warp-uniform
       }
-    } else if (lane_active) {
+      const int shift = static_cast<int>((reinterpret_cast<uintptr_t>(channel_run) >> 2) & 7);
+      const int lane_index = 2 * lane - shift;
+      const float* source = epilogue + r * kEpiloguePitch + lane_index;
+      float* destination = channel_run + lane_index;
+      // Pinned (empty asm): nvcc otherwise rebuilt the 64-bit address under each chunk's
+      // predicate, 2 instructions per store.
+      asm("" : "+l"(destination));
+      if (kPaired) {
+        float2 values[3];
 #pragma unroll
-      for (int r = 0; r < 16; ++r, destination += plane_size) {
-        if (r < warp_channels) {
-          destination[0] = values[r].x;
-          if (pair_fits) {
-            destination[1] = values[r].y;
+        for (int chunk = 0; chunk < 3; ++chunk) {
+          const bool store = static_cast<unsigned>(lane_index + 64 * chunk) <
+                             static_cast<unsigned>(run_length);
+          values[chunk] = store ? *reinterpret_cast<const float2*>(source + 64 * chunk)
+                                : make_float2(0.0f, 0.0f);
+        }
+#pragma unroll
+        for (int chunk = 0; chunk < 3; ++chunk) {
+          if (static_cast<unsigned>(lane_index + 64 * chunk) <
+              static_cast<unsigned>(run_length)) {
+            store_pair(destination + 64 * chunk, values[chunk]);
+          }
+        }
+      } else {
+#pragma unroll
+        for (int chunk = 0; chunk < 3; ++chunk) {
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            if (static_cast<unsigned>(lane_index + 64 * chunk + e) <
+                static_cast<unsigned>(run_length)) {
+              destination[64 * chunk + e] = source[64 * chunk + e];
+            }
           }
         }
       }
     }
     __syncwarp();
+  }
+}
+
+__device__ __forceinline__ void store_unit(const ConvParams& p, const WgmmaLayout& layout,
+                                           const float (&acc)[64], const float* shared_bias,
+                                           float* epilogue, int64_t image, int first_out_row,
+                                           int rows_here, int block, int first_position,
+                                           int warp, int lane) {
+  // Even widths: every run starts at an even float of an even-sized plane, so pairs move as
+  // 8-byte words (the output is 8-byte aligned: the op layer allocates it).
+  if ((p.out_width & 1) == 0) {
+    store_unit_runs<true>(p, layout, acc, shared_bias, epilogue, image, first_out_row,
+                          rows_here, block, first_position, warp, lane);
+  } else {
+    store_unit_runs<false>(p, layout, acc, shared_bias, epilogue, image, first_out_row,
+                           rows_here, block, first_position, warp, lane);
   }
 }
 
@@ -684,7 +765,7 @@ __global__ void __launch_bounds__(threads_for(kResidentConsumers), 1)
   const uint64_t a_descriptor = matrix_descriptor(weight_address, 1024, 128);
   const uint64_t b_descriptor = matrix_descriptor(0, layout.plane_bytes, 128);
   float* epilogue = reinterpret_cast<float*>(shared + layout.epilogue_offset) +
-                    (consumer * 4 + warp) * 16 * kEpiloguePitch;
+                    (consumer * 4 + warp) * kEpilogueRows * kEpiloguePitch;
   // Units are dealt round robin over the CTA's whole sequence: unit number g (counting the units
   // of earlier items, units_before) is consumer g % kConsumers's, which is also the turn order.
   int64_t units_before = 0;
@@ -892,7 +973,7 @@ __global__ void __launch_bounds__(threads_for(kStreamedConsumers), 1)
   const uint64_t a_descriptor = matrix_descriptor(0, 1024, 128);
   const uint64_t b_descriptor = matrix_descriptor(0, layout.plane_bytes, 128);
   float* epilogue = reinterpret_cast<float*>(shared + layout.epilogue_offset) +
-                    (consumer * 4 + warp) * 16 * kEpiloguePitch;
+                    (consumer * 4 + warp) * kEpilogueRows * kEpiloguePitch;
   const int block = consumer % layout.out_blocks;
   const int first_position = consumer / layout.out_blocks * kUnitPositions;
   int64_t sequence = 0;
