@@ -4,9 +4,10 @@
 // tools/forward_kernel_times.py.
 //
 // Build (the kernel file given on the command line may be a patched copy):
-//   nvcc -O3 -std=c++17 -gencode=arch=compute_90a,code=sm_90a -DFUSEDCONV_HAS_SM90A=1 \
-//        -Icsrc/include tools/forward_bench.cu csrc/kernels/conv_fwd_wgmma.cu \
-//        csrc/kernels/conv_fwd_direct.cu -o forward_bench
+//   nvcc -O3 -std=c++17 -gencode=arch=compute_90a,code=sm_90a -gencode=arch=compute_80,code=sm_80 \
+//        -DFUSEDCONV_HAS_SM90A=1 -Icsrc/include tools/forward_bench.cu \
+//        csrc/kernels/conv_fwd_wgmma.cu csrc/kernels/conv_fwd_direct.cu \
+//        csrc/kernels/conv_fwd_tensorcore.cu csrc/kernels/conv_fwd_generic.cu -o forward_bench
 // Run: forward_bench CASE [tf32] [label], CASE one of v0.1, v0, a sweep case
 // (CinxCoutxHWkK[pP]nN, as `fusedconv bench` names them), or fill
 // (cudaMemsetAsync of v0.1's output: the write bandwidth on hand). Prints one line:
