@@ -74,8 +74,11 @@ constexpr int epilogue_bytes(int consumers) {
 // (96 MMAs; v0.1 has 9) keeps the fast path well inside 1e-5.
 constexpr int kMaxKSteps = 32;
 // Shared memory header: full[kMaxStages] and empty[kMaxStages] mbarriers, then the per-step B
-// offsets; the weights start at kHeaderBytes.
-constexpr int kHeaderBytes = 512;
+// offsets, then the epilogue's slot table (at kSlotTableOffset); the weights start at
+// kHeaderBytes.
+constexpr int kSlotTableOffset = 512;
+constexpr int kMaxPositionUnits = 16;  // 128-position units per item, all output channel blocks
+constexpr int kHeaderBytes = kSlotTableOffset + kMaxPositionUnits * 64;
 
 // Two variants share the staging, the MMAs and the epilogue:
 //   resident (conv_hardswish_relu_wgmma_kernel): every input channel in one stage and every
@@ -253,10 +256,8 @@ __device__ __forceinline__ void store_pair(float* destination, float2 value) {
 
 // One 8-byte shared-memory store (the address is 8-byte aligned). As PTX: as a float2 store at a
 // run-time index, nvcc wrote the two halves separately.
-__device__ __forceinline__ void store_shared_pair(float* destination, float first,
-                                                  float second) {
-  asm volatile("st.shared.v2.f32 [%0], {%1, %2};\n" ::"r"(shared_address(destination)),
-               "f"(first), "f"(second)
+__device__ __forceinline__ void store_shared_pair(uint32_t address, float first, float second) {
+  asm volatile("st.shared.v2.f32 [%0], {%1, %2};\n" ::"r"(address), "f"(first), "f"(second)
                : "memory");
 }
 
@@ -457,6 +458,28 @@ __device__ __forceinline__ void write_step_offsets(const WgmmaLayout& layout, in
   }
 }
 
+// The epilogue's slot table, written once per CTA: byte ((u * 4 + t) * 16 + j) is the run index
+// (below) of position pair 8 j + 2 t of position unit u (staged positions u * 128 on), or
+// kUnitPositions, a spare slot past every run, for a dropped column. It is the same for every
+// item, and read once per unit it replaced ~7 instructions per pair (position -> row, column,
+// index, validity).
+__device__ __forceinline__ void write_slot_table(const ConvParams& p, const WgmmaLayout& layout,
+                                                 uint8_t* table, int thread, int threads) {
+  const int out_width = static_cast<int>(p.out_width);
+  const int row_pitch = layout.row_pitch;
+  for (int entry = thread; entry < kMaxPositionUnits * 64; entry += threads) {
+    const int first_position = (entry >> 6) * kUnitPositions;
+    const int position = first_position + 8 * (entry & 15) + 2 * ((entry >> 4) & 3);
+    const int first_row = first_position / row_pitch;
+    const int run_begin =
+        first_row * out_width + min(first_position - first_row * row_pitch, out_width);
+    const int row = position / row_pitch;
+    const int col = position - row * row_pitch;
+    table[entry] = static_cast<uint8_t>(
+        col < out_width ? row * out_width + col - run_begin : kUnitPositions);
+  }
+}
+
 // Epilogue of one unit (64 output channels x 128 positions), per warp (16 channels) in two
 // passes of 8 channels, the two accumulator rows of each thread (channels warp * 16 + lane / 4
 // (+ 8), position pairs 8 * j + 2 * (lane % 4): wgmma's fragment order).
@@ -471,17 +494,20 @@ __device__ __forceinline__ void write_step_offsets(const WgmmaLayout& layout, in
 // wherever they started (rows of 126 floats start at every 8-byte offset of a sector), and that
 // store pattern alone took 0.275 ms (1.9 TB/s), the whole kernel's time; the same runs stored
 // from sector boundaries took 0.192 ms (2.7 TB/s); plain aligned float2 stores 0.170 ms, the
-// same shifted by 8 bytes 0.250 ms. Kernel, same machine: v0.1 0.280 -> 0.256-0.266 ms
-// (3xTF32), 0.286 -> 0.261 ms (TF32); cases that are not store-bound pay the longer epilogue
-// (16x32x64k3n128 0.108 -> 0.115-0.119 ms, 32x64x56k3p1n128 0.161 -> 0.174-0.181 ms).
+// same shifted by 8 bytes 0.250 ms. Kernel, same machine: v0.1 0.280 -> 0.254-0.260 ms
+// (3xTF32), 0.286 -> 0.262 ms (TF32); cases that are not store-bound pay a little for the longer
+// epilogue (16x32x64k3n128 0.109 -> 0.111 ms, 32x64x56k3p1n128 0.167 -> 0.173 ms). Bulk (TMA)
+// stores of the runs from this one buffer per warp were slower on v0.1 (0.308 ms): each pass
+// waits for the previous pass's copies to read the buffer, i.e. for the SM's stores to drain.
 // Stored straight from the fragments (an older kernel), every 32-byte piece straddled two
 // sectors: 3.3x the ideal sector count.
 template <bool kPaired>
 __device__ __forceinline__ void store_unit_runs(const ConvParams& p, const WgmmaLayout& layout,
                                                 const float (&acc)[64], const float* shared_bias,
-                                                float* epilogue, int64_t image, int first_out_row,
-                                                int rows_here, int block, int first_position,
-                                                int warp, int lane) {
+                                                const uint8_t* slot_table, float* epilogue,
+                                                int64_t image, int first_out_row, int rows_here,
+                                                int block, int first_position, int warp,
+                                                int lane) {
   const int out_width = static_cast<int>(p.out_width);
   const int row_pitch = layout.row_pitch;
   const int64_t plane_size = p.out_height * p.out_width;
@@ -495,21 +521,35 @@ __device__ __forceinline__ void store_unit_runs(const ConvParams& p, const Wgmma
   const int run_begin = first_output_from(first_position);
   const int run_length =
       min(first_output_from(first_position + kUnitPositions), rows_here * out_width) - run_begin;
-  // Run index of this thread's pair j (positions 8 j + 2 (lane % 4) of the unit), -1 for a
-  // dropped column; past the item's last row it is >= run_length. Once for both passes.
-  // An odd width only: bit j of second_valid says whether the pair's second position is in the
-  // row (it may be the row's first dropped column).
+  // Even widths: where this thread's pairs go in its buffer row (shared addresses, from the slot
+  // table; a dropped column goes to the spare slot). Positions past the item's last row land in
+  // slots at or past run_length, which are never stored.
+  uint32_t slot_address[16];
+  // Odd widths: run index of pair j (-1 for a dropped column; past the item's last row it is >=
+  // run_length) and in bit j of second_valid whether its second position is in the row.
   int run_index[16];
   uint32_t second_valid = 0;
-  const int thread_position = first_position + 2 * (lane & 3);
-  const float thread_position_float = static_cast<float>(thread_position) + 0.5f;
+  if (kPaired) {
+    const uint4 slots = *reinterpret_cast<const uint4*>(
+        slot_table + ((first_position / kUnitPositions) * 4 + (lane & 3)) * 16);
+    const uint32_t words[4] = {slots.x, slots.y, slots.z, slots.w};
+    const uint32_t row_address = shared_address(epilogue + (lane >> 2) * kEpiloguePitch);
 #pragma unroll
-  for (int j = 0; j < 16; ++j) {
-    const int position = thread_position + 8 * j;
-    const int row = __float2int_rz((thread_position_float + 8 * j) * layout.inverse_row_pitch);
-    const int col = position - row * row_pitch;
-    run_index[j] = col < out_width ? position - run_begin + row * (out_width - row_pitch) : -1;
-    second_valid |= (col + 1 < out_width ? 1u : 0u) << j;
+    for (int j = 0; j < 16; ++j) {
+      slot_address[j] = row_address + 4 * ((words[j >> 2] >> (8 * (j & 3))) & 0xffu);
+    }
+  } else {
+    const int thread_position = first_position + 2 * (lane & 3);
+    const float thread_position_float = static_cast<float>(thread_position) + 0.5f;
+#pragma unroll
+    for (int j = 0; j < 16; ++j) {
+      const int position = thread_position + 8 * j;
+      const int row =
+          __float2int_rz((thread_position_float + 8 * j) * layout.inverse_row_pitch);
+      const int col = position - row * row_pitch;
+      run_index[j] = col < out_width ? position - run_begin + row * (out_width - row_pitch) : -1;
+      second_valid |= (col + 1 < out_width ? 1u : 0u) << j;
+    }
   }
   float* run_start = static_cast<float*>(p.output) +
                      (image * p.out_channels + block * kBlockChannels + warp * 16) * plane_size +
@@ -524,12 +564,11 @@ __device__ __forceinline__ void store_unit_runs(const ConvParams& p, const Wgmma
       const float* pair = acc + 4 * j + 2 * channel_half;
       const float first = HardSwishReLU<float>::value(pair[0] + bias_value);
       const float second = HardSwishReLU<float>::value(pair[1] + bias_value);
-      const bool valid = static_cast<unsigned>(run_index[j]) < static_cast<unsigned>(run_length);
       if (kPaired) {
-        if (valid) {
-          store_shared_pair(buffer_row + run_index[j], first, second);
-        }
+        store_shared_pair(slot_address[j], first, second);
       } else {
+        const bool valid =
+            static_cast<unsigned>(run_index[j]) < static_cast<unsigned>(run_length);
         if (valid) {
           buffer_row[run_index[j]] = first;
         }
@@ -590,17 +629,17 @@ __device__ __forceinline__ void store_unit_runs(const ConvParams& p, const Wgmma
 
 __device__ __forceinline__ void store_unit(const ConvParams& p, const WgmmaLayout& layout,
                                            const float (&acc)[64], const float* shared_bias,
-                                           float* epilogue, int64_t image, int first_out_row,
-                                           int rows_here, int block, int first_position,
-                                           int warp, int lane) {
+                                           const uint8_t* slot_table, float* epilogue,
+                                           int64_t image, int first_out_row, int rows_here,
+                                           int block, int first_position, int warp, int lane) {
   // Even widths: every run starts at an even float of an even-sized plane, so pairs move as
   // 8-byte words (the output is 8-byte aligned: the op layer allocates it).
   if ((p.out_width & 1) == 0) {
-    store_unit_runs<true>(p, layout, acc, shared_bias, epilogue, image, first_out_row,
-                          rows_here, block, first_position, warp, lane);
+    store_unit_runs<true>(p, layout, acc, shared_bias, slot_table, epilogue, image,
+                          first_out_row, rows_here, block, first_position, warp, lane);
   } else {
-    store_unit_runs<false>(p, layout, acc, shared_bias, epilogue, image, first_out_row,
-                           rows_here, block, first_position, warp, lane);
+    store_unit_runs<false>(p, layout, acc, shared_bias, slot_table, epilogue, image,
+                           first_out_row, rows_here, block, first_position, warp, lane);
   }
 }
 
@@ -658,6 +697,7 @@ __global__ void __launch_bounds__(threads_for(kResidentConsumers), 1)
   const uint32_t full_barriers = shared_base;
   const uint32_t empty_barriers = shared_base + kMaxStages * 8;
   int* step_offsets = reinterpret_cast<int*>(shared + kTapTableOffset);
+  uint8_t* slot_table = shared + kSlotTableOffset;
   float* weights = reinterpret_cast<float*>(shared + layout.weight_offset);
   float* raw = reinterpret_cast<float*>(shared + layout.raw_offset);
   const int thread = threadIdx.x;
@@ -695,6 +735,7 @@ __global__ void __launch_bounds__(threads_for(kResidentConsumers), 1)
     weights[word] = __uint_as_float(big);
   }
   write_step_offsets(layout, taps, kernel_w, step_offsets, thread);
+  write_slot_table(p, layout, slot_table, thread, blockDim.x);
   // Bias (0 past out_channels, or without one) in shared memory: a global load per unit put a
   // full memory latency in front of every unit's MMAs.
   float* shared_bias = reinterpret_cast<float*>(shared + layout.bias_offset);
@@ -810,8 +851,8 @@ __global__ void __launch_bounds__(threads_for(kResidentConsumers), 1)
         released = true;
       }
 
-      store_unit(p, layout, acc, shared_bias, epilogue, image, first_out_row, rows_here, block,
-                 first_position, warp, lane);
+      store_unit(p, layout, acc, shared_bias, slot_table, epilogue, image, first_out_row,
+                 rows_here, block, first_position, warp, lane);
     }
     if (!released && lane == 0) {
       barrier_arrive(empty_barriers + 8 * stage);
@@ -882,11 +923,13 @@ __global__ void __launch_bounds__(threads_for(kStreamedConsumers), 1)
   const uint32_t full_barriers = shared_base;
   const uint32_t empty_barriers = shared_base + kMaxStages * 8;
   int* step_offsets = reinterpret_cast<int*>(shared + kTapTableOffset);
+  uint8_t* slot_table = shared + kSlotTableOffset;
   float* raw = reinterpret_cast<float*>(shared + layout.raw_offset);
   const int thread = threadIdx.x;
   const int kernel_w = static_cast<int>(p.kernel_w);
   const int taps = static_cast<int>(p.kernel_h) * kernel_w;
   write_step_offsets(layout, taps, kernel_w, step_offsets, thread);
+  write_slot_table(p, layout, slot_table, thread, blockDim.x);
   float* shared_bias = reinterpret_cast<float*>(shared + layout.bias_offset);
   const float* __restrict__ bias = static_cast<const float*>(p.bias);
   for (int channel = thread; channel < layout.out_blocks * kBlockChannels;
@@ -1019,8 +1062,8 @@ __global__ void __launch_bounds__(threads_for(kStreamedConsumers), 1)
       }
     }
     if (active) {
-      store_unit(p, layout, totals, shared_bias, epilogue, image, first_out_row, rows_here,
-                 block, first_position, warp, lane);
+      store_unit(p, layout, totals, shared_bias, slot_table, epilogue, image, first_out_row,
+                 rows_here, block, first_position, warp, lane);
     }
   }
   if (consumer == 0) {
@@ -1059,7 +1102,7 @@ bool make_wgmma_layout(const ConvParams& p, bool three_tf32, const DeviceLimits&
   for (int tile_rows = 1; tile_rows <= p.out_height && tile_rows <= 32; ++tile_rows) {
     const int units = static_cast<int>(((tile_rows - 1) * int64_t{layout.row_pitch} +
                                         p.out_width + kUnitPositions - 1) / kUnitPositions);
-    if (units > 16) {
+    if (units > kMaxPositionUnits) {
       break;
     }
     const int staged_rows = static_cast<int>(tile_rows + p.kernel_h - 1);
@@ -1156,7 +1199,7 @@ bool make_streamed_layout(const ConvParams& p, bool three_tf32, const DeviceLimi
     const int64_t chunks = (eighths_total + eighths - 1) / eighths;
     const int64_t even = (eighths_total + chunks - 1) / chunks;
     const int64_t k_steps = even * taps;
-    if ((k_steps + 1) * 4 > kHeaderBytes - kTapTableOffset) {
+    if ((k_steps + 1) * 4 > kSlotTableOffset - kTapTableOffset) {
       continue;  // the step table in the header
     }
     const int64_t a_stage_bytes = int64_t{layout.parts} * layout.out_blocks * k_steps * kStepBytes;

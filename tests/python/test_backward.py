@@ -41,10 +41,15 @@ def test_fused_backward_matches_float64_and_composite(seed):
                              torch.float32, "cuda")
     expected = reference_gradients_float64(x, weight, bias, grad_out, y, padding=padding)
     # channels_last input leaves the fast path: ATen's convolution backward computes the same.
-    _, composite = _backward(x.contiguous(memory_format=torch.channels_last), weight, bias,
-                             grad_out, padding=padding)
-    for name, actual, reference, other in zip(("input", "weight", "bias"), fused, expected,
-                                              composite):
+    # Its own forward rounds differently, so an output within rounding of a kink (z = -3, 0, 3)
+    # can take the other branch of f': it is checked against float64 on its own branches (held
+    # to fused's y, its input gradient once measured 1.5e-3 off).
+    y_composite, composite = _backward(x.contiguous(memory_format=torch.channels_last), weight,
+                                       bias, grad_out, padding=padding)
+    expected_composite = reference_gradients_float64(x, weight, bias, grad_out, y_composite,
+                                                     padding=padding)
+    for name, actual, reference, other, other_reference in zip(
+            ("input", "weight", "bias"), fused, expected, composite, expected_composite):
         if reference is None:
             assert actual is None
             continue
@@ -54,7 +59,7 @@ def test_fused_backward_matches_float64_and_composite(seed):
         # The composite path's weight gradient is cuDNN's, whose algorithm choice and atomic
         # accumulation vary from run to run (1.1e-5 seen on a 33-channel 5x5 case): a looser,
         # fixed bound for that cross-check; the fused kernels are held to 1e-5 above.
-        assert relative_l2_error(other, reference) < 1e-4, ("composite", name, case)
+        assert relative_l2_error(other, other_reference) < 1e-4, ("composite", name, case)
 
 
 @pytest.mark.cuda
