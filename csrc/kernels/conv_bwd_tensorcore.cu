@@ -769,7 +769,8 @@ struct BackwardPlan {
 
 cudaError_t plan_backward(const ConvBackwardParams& bp, BackwardPlan& plan) {
   plan = BackwardPlan{};
-  if (!fast_path_shape_supported(bp.conv)) {
+  // grad_output is read as float4 rows like y: the caller's tensor, possibly an offset view.
+  if (!fast_path_shape_supported(bp.conv) || !aligned_16(bp.grad_output)) {
     return cudaSuccess;
   }
   const cudaError_t status = device_limits(plan.limits);

@@ -248,7 +248,8 @@ __device__ __forceinline__ void fence_accumulators(float (&d)[64]) {
 }
 
 // One 8-byte store (the destination is 8-byte aligned). Written as PTX: with a scalar fallback
-// beside it, nvcc turned the float2 store into two 4-byte stores.
+// beside it, nvcc turned the float2 store into two 4-byte stores. No memory clobber: nothing in
+// the kernel reads the output back, and the epilogue's shared-memory loads may move above it.
 __device__ __forceinline__ void store_pair(float* destination, float2 value) {
   asm volatile("st.global.v2.f32 [%0], {%1, %2};\n" ::"l"(destination), "f"(value.x),
                "f"(value.y));

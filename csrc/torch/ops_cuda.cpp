@@ -41,6 +41,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_hardswish_relu_backward_cu
   validate_backward(grad_output, input, weight, output, stride, padding, dilation, groups);
   ConvBackwardParams params{};
   params.conv = conv_params(input, weight, at::Tensor(), output, stride, padding, dilation, groups);
+  // The plan sees the grad_output the kernels would read: a dense view with a storage offset
+  // may not be 16-byte aligned, and then the composite path runs.
+  const at::Tensor dense_grad_output = grad_output.contiguous();
+  params.grad_output = dense_grad_output.data_ptr();
   // Non-null placeholders for the plan; the real pointers are set once the tensors exist.
   static char wanted;
   params.grad_input = output_mask[0] ? &wanted : nullptr;
@@ -57,7 +61,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_hardswish_relu_backward_cu
                                                /*differentiable=*/false),
                             input);
   }
-  const at::Tensor dense_grad_output = grad_output.contiguous();
   at::Tensor grad_input = output_mask[0] ? at::empty_like(input) : at::empty({0}, input.options());
   at::Tensor grad_weight = output_mask[1] ? at::empty(weight.sizes(), weight.options())
                                           : at::empty({0}, input.options());
@@ -67,7 +70,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_hardswish_relu_backward_cu
   if (workspace_bytes > 0) {
     workspace = at::empty({workspace_bytes}, input.options().dtype(at::kByte));
   }
-  params.grad_output = dense_grad_output.data_ptr();
   params.grad_input = output_mask[0] ? grad_input.data_ptr() : nullptr;
   params.grad_weight = output_mask[1] ? grad_weight.data_ptr() : nullptr;
   params.grad_bias = output_mask[2] ? grad_bias.data_ptr() : nullptr;

@@ -46,6 +46,7 @@ def test_fused_backward_matches_float64_and_composite(seed):
     # to fused's y, its input gradient once measured 1.5e-3 off).
     y_composite, composite = _backward(x.contiguous(memory_format=torch.channels_last), weight,
                                        bias, grad_out, padding=padding)
+    assert relative_l2_error(y_composite, y) < 1e-5, case
     expected_composite = reference_gradients_float64(x, weight, bias, grad_out, y_composite,
                                                      padding=padding)
     for name, actual, reference, other, other_reference in zip(

@@ -1,5 +1,5 @@
-"""Hardening: tensors past 2^31 elements, CUDA graphs over forward and backward, streams and the
-device guard, and concurrent builds of the extension cache."""
+"""Hardening: tensors past 2^31 elements, tensors not 16-byte aligned, CUDA graphs over forward
+and backward, streams and the device guard, and concurrent builds of the extension cache."""
 
 import os
 import subprocess
@@ -13,6 +13,8 @@ import torch
 import fusedconv
 from fusedconv.reference import reference_float64, reference_gradients_float64
 from fusedconv.reference import relative_l2_error
+
+from conftest import poisoned_call
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 
@@ -34,6 +36,44 @@ def test_output_past_two_to_the_31_elements():
         expected = reference_float64(x[:, :, first:first + rows + 2], weight, bias)
         actual = y[:, :, first:first + rows]
         assert relative_l2_error(actual, expected) < 1e-5, first
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("offset_tensor", ["input", "grad_output"])
+@pytest.mark.parametrize("shape", [
+    (2, 8, 20, 32, 3),   # wgmma on Hopper (mma.sync elsewhere), fused backward
+    (2, 3, 16, 16, 3),   # the small-problem kernel
+    (2, 40, 12, 48, 3),  # the streamed wgmma kernel (45 k steps)
+], ids=["wgmma", "small", "streamed"])
+def test_tensors_not_16_byte_aligned(shape, offset_tensor):
+    # A dense view one float into its storage: contiguous, but 4 bytes past a 16-byte boundary.
+    # The tensor-core kernels' 16-byte copies and float4 loads would fault on it (a sticky CUDA
+    # error); such calls take the generic kernel and the composite backward, with the same values.
+    batch, in_channels, size, out_channels, kernel = shape
+
+    def offset_randn(*dims):
+        storage = torch.randn(int(torch.tensor(dims).prod()) + 1, device="cuda")
+        tensor = storage[1:].view(*dims)
+        assert tensor.is_contiguous() and tensor.data_ptr() % 16 != 0
+        return tensor
+
+    x_dims = (batch, in_channels, size, size)
+    x = offset_randn(*x_dims) if offset_tensor == "input" else torch.randn(*x_dims, device="cuda")
+    weight = torch.randn(out_channels, in_channels, kernel, kernel, device="cuda")
+    weight /= (in_channels * kernel * kernel) ** 0.5
+    bias = torch.randn(out_channels, device="cuda")
+    leaves = [t.detach().requires_grad_() for t in (x, weight, bias)]
+    assert leaves[0].data_ptr() == x.data_ptr()
+    y = poisoned_call(lambda: fusedconv.conv2d_hardswish_relu(*leaves), torch.float32, "cuda")
+    assert relative_l2_error(y, reference_float64(x, weight, bias)) < 1e-5
+    out_dims = tuple(y.shape)
+    grad_out = (offset_randn(*out_dims) if offset_tensor == "grad_output"
+                else torch.randn(*out_dims, device="cuda"))
+    grads = torch.autograd.grad(y, leaves, grad_out)
+    expected = reference_gradients_float64(x, weight, bias, grad_out, y)
+    for name, actual, reference in zip(("input", "weight", "bias"), grads, expected):
+        # cuDNN's weight gradient (the composite path) varies up to ~1.1e-5 (test_backward.py).
+        assert relative_l2_error(actual, reference) < 1e-4, name
 
 
 @pytest.mark.cuda

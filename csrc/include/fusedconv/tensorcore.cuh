@@ -93,10 +93,20 @@ inline bool is_dense_nchw(const Strides4& s, int64_t channels, int64_t height, i
   return s.w == 1 && s.h == width && s.c == height * width && s.n == channels * height * width;
 }
 
+// Whether `pointer` is 16-byte aligned. The tensor-core kernels' vector accesses (16-byte
+// cp.async and float4 loads of rows, 8-byte pair stores) assume it of each tensor's start; a
+// dense view with a storage offset (x.flatten()[1:].view(...)) lacks it, and a misaligned vector
+// access is a sticky CUDA error.
+inline bool aligned_16(const void* pointer) {
+  return (reinterpret_cast<uintptr_t>(pointer) & 15u) == 0;
+}
+
 // What every tensor-core kernel needs, before any shared-memory question: float32, groups 1,
-// dense NCHW input and output, 32-bit indexing inside one image (batch offsets are 64-bit).
+// dense NCHW input and output starting 16-byte aligned, 32-bit indexing inside one image (batch
+// offsets are 64-bit).
 inline bool dense_float32_nchw(const ConvParams& p) {
-  if (p.dtype != DType::kFloat32 || p.groups != 1) {
+  if (p.dtype != DType::kFloat32 || p.groups != 1 || !aligned_16(p.input) ||
+      !aligned_16(p.output)) {
     return false;
   }
   if (!is_dense_nchw(p.input_strides, p.in_channels, p.in_height, p.in_width) ||
