@@ -29,23 +29,20 @@ __global__ void linear_pairs(float* out, long long pairs, int offset) {
 
 // The kernel's item loop: one CTA per SM, items (image, 3-row block), 12 warps = 3 units (one
 // output row each on v0.1) x 4 warps of 16 channels.
-__device__ __forceinline__ void item_coordinates(int item, int& image, int& first_row) {
-  image = item / kRowBlocks;
-  first_row = item % kRowBlocks * kRowsPerItem;
+// The offset of the first output of this warp's row (channel 16 * (warp % 4), column 0) in item.
+__device__ __forceinline__ long long warp_row_start(int item, int warp) {
+  const int image = item / kRowBlocks;
+  const int row = item % kRowBlocks * kRowsPerItem + warp / 4;
+  return ((static_cast<long long>(image) * kChannels + 16 * (warp % 4)) * kSize + row) * kSize;
 }
 
 // The previous epilogue: per half unit, 64 positions per store instruction from the row start.
 __global__ void item_from_row_start(float* out) {
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   for (int item = blockIdx.x; item < kBatch * kRowBlocks; item += gridDim.x) {
-    int image, first_row;
-    item_coordinates(item, image, first_row);
-    const int row = first_row + warp / 4;
     for (int half = 0; half < 2; ++half) {
       const int col = 64 * half + 2 * lane;
-      float* destination =
-          out + ((static_cast<long long>(image) * kChannels + 16 * (warp % 4)) * kSize + row) *
-                    kSize + col;
+      float* destination = out + warp_row_start(item, warp) + col;
       if (col + 1 < kSize) {
 #pragma unroll
         for (int r = 0; r < 16; ++r) {
@@ -62,13 +59,9 @@ __global__ void item_from_row_start(float* out) {
 __global__ void item_from_sector_start(float* out) {
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   for (int item = blockIdx.x; item < kBatch * kRowBlocks; item += gridDim.x) {
-    int image, first_row;
-    item_coordinates(item, image, first_row);
-    const int row = first_row + warp / 4;
     for (int r = 0; r < 16; ++r) {
       const long long start =
-          ((static_cast<long long>(image) * kChannels + 16 * (warp % 4) + r) * kSize + row) *
-          kSize;
+          warp_row_start(item, warp) + static_cast<long long>(r) * kSize * kSize;
       const long long end = start + kSize;
       for (long long chunk = start & ~7LL; chunk < end; chunk += 64) {
         const long long first = chunk + 2 * lane;
