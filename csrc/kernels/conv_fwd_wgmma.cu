@@ -501,7 +501,8 @@ __device__ __forceinline__ void write_slot_table(const ConvParams& p, const Wgmm
 // stores of the runs from this one buffer per warp were slower on v0.1 (0.308 ms): each pass
 // waits for the previous pass's copies to read the buffer, i.e. for the SM's stores to drain.
 // Stored straight from the fragments (an older kernel), every 32-byte piece straddled two
-// sectors: 3.3x the ideal sector count.
+// sectors: 3.3x the ideal sector count. Runs stored from 128- or 256-byte boundaries instead
+// (fewer L2 line requests per instruction) measured the same (v0.1 0.256-0.263 vs 0.259-0.264 ms).
 template <bool kPaired>
 __device__ __forceinline__ void store_unit_runs(const ConvParams& p, const WgmmaLayout& layout,
                                                 const float (&acc)[64], const float* shared_bias,
@@ -756,7 +757,10 @@ __global__ void __launch_bounds__(threads_for(kResidentConsumers), 1)
 
   const int64_t grid = gridDim.x;
   if (thread < kGroupThreads) {
-    // Producer. Two raw buffers: item k + 1's rows are loading while item k is split into its
+    // Producer. Items round robin over the CTAs (b, b + grid, ...), so that the SMs write
+    // about three images' outputs at any moment: a contiguous range of items per CTA made v0.1's
+    // write stream 10% slower (0.259 -> 0.286 ms; bench/NOTES.md, sixth session).
+    // Two raw buffers: item k + 1's rows are loading while item k is split into its
     // stage. With one buffer (loads issued after the split, awaited before the next) the
     // producer paid the full load latency per item, under the output stream's write traffic
     // too, and set the pace: v0.1 0.44 ms with the split skipped altogether.
