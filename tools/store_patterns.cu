@@ -14,7 +14,8 @@
 //     access pattern                                    0.242-0.245 (kernel: 0.259)
 //   runs of R rows per channel and warp, items of R rows round robin: R = 1 0.247, 3 0.207,
 //     6 0.196, 12 0.199, 42 0.184-0.187, 126 0.180-0.183
-// Build and run: nvcc -O3 -gencode=arch=compute_90a,code=sm_90a tools/store_patterns.cu -o sp && ./sp
+// Build and run:
+//   nvcc -O3 -gencode=arch=compute_90a,code=sm_90a tools/store_patterns.cu -o sp && ./sp
 #include <cuda_runtime.h>
 
 #include <algorithm>
