@@ -30,8 +30,11 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <cstring>
+#include <type_traits>
 
 #include "fusedconv/activation.h"
+#include "fusedconv/dtype.cuh"
 #include "fusedconv/fast_divisor.h"
 #include "fusedconv/launch.h"
 #include "fusedconv/params.h"
@@ -108,8 +111,8 @@ struct WgmmaLayout {
   int staged_rows;      // tile_rows + kernel_h - 1
   int row_pitch;        // positions per staged row: the padded input width, rounded up to even
   int plane_positions;  // positions per plane, a multiple of 8, past every unit's last tap
-  int raw_pitch;        // floats per raw row: in_width rounded up to 4 (16-byte cp.async)
-  int raw_words;        // floats per raw buffer (two of them)
+  int raw_pitch;        // elements per raw row: in_width rounded up to 16 bytes (cp.async)
+  int raw_words;        // elements per raw buffer (two of them), of the input's storage type
   int stages;
   int plane_bytes;      // plane_positions * 16
   int stage_bytes;      // parts * channel_groups * plane_bytes
@@ -247,12 +250,26 @@ __device__ __forceinline__ void fence_accumulators(float (&d)[64]) {
   }
 }
 
-// One 8-byte store (the destination is 8-byte aligned). Written as PTX: with a scalar fallback
-// beside it, nvcc turned the float2 store into two 4-byte stores. No memory clobber: nothing in
-// the kernel reads the output back, and the epilogue's shared-memory loads may move above it.
-__device__ __forceinline__ void store_pair(float* destination, float2 value) {
-  asm volatile("st.global.v2.f32 [%0], {%1, %2};\n" ::"l"(destination), "f"(value.x),
-               "f"(value.y));
+// One store of two consecutive outputs (the destination is aligned to the pair): 8 bytes of
+// float32, or 4 bytes of a 2-byte storage type, rounded from float32 here. Written as PTX: with a
+// scalar fallback beside it, nvcc turned the float2 store into two 4-byte stores. No memory
+// clobber: nothing in the kernel reads the output back, and the epilogue's shared-memory loads
+// may move above it.
+template <typename Storage>
+__device__ __forceinline__ void store_pair(Storage* destination, float2 value) {
+  if constexpr (sizeof(Storage) == 4) {
+    asm volatile("st.global.v2.f32 [%0], {%1, %2};\n" ::"l"(destination), "f"(value.x),
+                 "f"(value.y));
+  } else {
+    static_assert(sizeof(Storage) == 2, "float32 or a 2-byte storage type");
+    const Storage first = StorageTraits<Storage>::store(value.x);
+    const Storage second = StorageTraits<Storage>::store(value.y);
+    uint16_t first_bits, second_bits;
+    memcpy(&first_bits, &first, 2);
+    memcpy(&second_bits, &second, 2);
+    const uint32_t pair = first_bits | (static_cast<uint32_t>(second_bits) << 16);
+    asm volatile("st.global.b32 [%0], %1;\n" ::"l"(destination), "r"(pair));
+  }
 }
 
 // One 8-byte shared-memory store (the address is 8-byte aligned). As PTX: as a float2 store at a
@@ -317,10 +334,11 @@ __device__ __forceinline__ int item_first_out_row(const WgmmaLayout& layout, int
 
 // Producer: cp.async of the raw input rows of `item` (those inside the image) of input channels
 // first_channel .. first_channel + channels - 1 into `raw`, laid out
-// [channel][staged row][raw_pitch].
+// [channel][staged row][raw_pitch], in the input's storage type.
+template <typename Storage>
 __device__ __forceinline__ void copy_raw_rows(const ConvParams& p, const WgmmaLayout& layout,
                                               int64_t item, int first_channel, int channels,
-                                              float* raw, int thread) {
+                                              Storage* raw, int thread) {
   const int64_t image = item_image(layout, item);
   const int first_row = item_first_out_row(layout, item, static_cast<int>(image)) -
                         static_cast<int>(p.pad_top);
@@ -333,13 +351,14 @@ __device__ __forceinline__ void copy_raw_rows(const ConvParams& p, const WgmmaLa
   if (rows <= 0) {
     return;
   }
-  const float* source = static_cast<const float*>(p.input) +
-                        (image * p.in_channels + first_channel) * height * width;
+  const Storage* source = static_cast<const Storage*>(p.input) +
+                          (image * p.in_channels + first_channel) * height * width;
   // Quotients through float reciprocals (exact: indices stay below 2^21, make_wgmma_layout):
   // the integer division subroutine cost more than the copies.
   const float inverse_rows = __frcp_rn(static_cast<float>(rows));
-  const bool vectorized = (width & 3) == 0;  // rows of 16-byte multiples: 16-byte copies
-  const int line_items = vectorized ? width >> 2 : width;
+  constexpr int kPerCopy = 16 / static_cast<int>(sizeof(Storage));
+  const bool vectorized = width % kPerCopy == 0;  // rows of 16-byte multiples: 16-byte copies
+  const int line_items = vectorized ? width / kPerCopy : width;
   const float inverse_line_items = __frcp_rn(static_cast<float>(line_items));
   const int total = channels * rows * line_items;
   for (int index = thread; index < total; index += kGroupThreads) {
@@ -347,13 +366,17 @@ __device__ __forceinline__ void copy_raw_rows(const ConvParams& p, const WgmmaLa
     const int item_in_line = index - line * line_items;
     const int channel = __float2int_rz((line + 0.5f) * inverse_rows);
     const int row = row_begin + line - channel * rows;
-    const int col = vectorized ? 4 * item_in_line : item_in_line;
-    float* destination = raw + (channel * layout.staged_rows + row) * layout.raw_pitch + col;
-    const float* from = source + (channel * height + first_row + row) * width + col;
+    const int col = vectorized ? kPerCopy * item_in_line : item_in_line;
+    Storage* destination = raw + (channel * layout.staged_rows + row) * layout.raw_pitch + col;
+    const Storage* from = source + (channel * height + first_row + row) * width + col;
     if (vectorized) {
       copy_async_16(destination, from, 16);
-    } else {
+    } else if constexpr (sizeof(Storage) == 4) {
       copy_async_4(destination, from, 4);
+    } else {
+      // 2-byte elements of an unaligned row: below cp.async's 4-byte minimum, a plain copy
+      // (visible to the other producer threads after the producer's barrier, like the rest).
+      *destination = *from;
     }
   }
 }
@@ -368,9 +391,11 @@ __device__ __forceinline__ void copy_raw_rows(const ConvParams& p, const WgmmaLa
 // the MMAs, set the pace at 0.31 ms). kBatch positions per thread and pass (below): 4, or 1
 // where a stage has at most one position per thread (the 1x1 stages: with 4, three of every
 // four batch slots were empty but still cost their predicated loads).
-template <bool kThreeTf32, int kGroups, int kBatch>
+// float16 and bfloat16 values are exact in TF32 (their significands have at most 11 bits), so
+// their small parts are zero and one TF32 product per multiply is exact.
+template <bool kThreeTf32, int kGroups, int kBatch, typename Storage>
 __device__ __forceinline__ void stage_planes(const ConvParams& p, const WgmmaLayout& layout,
-                                             int64_t item, int channels, const float* raw,
+                                             int64_t item, int channels, const Storage* raw,
                                              float* stage, int thread) {
   const int first_row = item_first_out_row(layout, item, item_image(layout, item)) -
                         static_cast<int>(p.pad_top);
@@ -416,7 +441,8 @@ __device__ __forceinline__ void stage_planes(const ConvParams& p, const WgmmaLay
         for (int e = 0; e < 4; ++e) {
           const int channel = 4 * group + e;
           values[b][e] = channel < present[b]
-                             ? raw[source_offset[b] + channel * raw_channel_words]
+                             ? StorageTraits<Storage>::load(
+                                   raw[source_offset[b] + channel * raw_channel_words])
                              : 0.0f;
         }
       }
@@ -503,7 +529,7 @@ __device__ __forceinline__ void write_slot_table(const ConvParams& p, const Wgmm
 // Stored straight from the fragments (an older kernel), every 32-byte piece straddled two
 // sectors: 3.3x the ideal sector count. Runs stored from 128- or 256-byte boundaries instead
 // (fewer L2 line requests per instruction) measured the same (v0.1 0.256-0.263 vs 0.259-0.264 ms).
-template <bool kPaired>
+template <bool kPaired, typename Storage>
 __device__ __forceinline__ void store_unit_runs(const ConvParams& p, const WgmmaLayout& layout,
                                                 const float (&acc)[64], const float* shared_bias,
                                                 const uint8_t* slot_table, float* epilogue,
@@ -553,7 +579,7 @@ __device__ __forceinline__ void store_unit_runs(const ConvParams& p, const Wgmma
       second_valid |= (col + 1 < out_width ? 1u : 0u) << j;
     }
   }
-  float* run_start = static_cast<float*>(p.output) +
+  Storage* run_start = static_cast<Storage*>(p.output) +
                      (image * p.out_channels + block * kBlockChannels + warp * 16) * plane_size +
                      int64_t{first_out_row} * out_width + run_begin;
 #pragma unroll
@@ -581,18 +607,21 @@ __device__ __forceinline__ void store_unit_runs(const ConvParams& p, const Wgmma
     }
     __syncwarp();
     const int channels_here = min(8, static_cast<int>(p.out_channels) - first_channel);
-    float* channel_run = run_start + 8 * channel_half * plane_size;
-    // Channel r's run starts `shift` floats into its sector; lane l of chunk m covers the
-    // sector-aligned floats 64 m + 2 l (+ 1), run index 64 m + 2 l - shift.
+    Storage* channel_run = run_start + 8 * channel_half * plane_size;
+    // Channel r's run starts `shift` elements into its 32-byte sector; lane l of chunk m covers
+    // the sector-aligned elements 64 m + 2 l (+ 1), run index 64 m + 2 l - shift (a run of 128
+    // plus a shift of at most 15 2-byte elements stays inside the 3 chunks).
 #pragma unroll
     for (int r = 0; r < 8; ++r, channel_run += plane_size) {
       if (r >= channels_here) {
         break;  // warp-uniform
       }
-      const int shift = static_cast<int>((reinterpret_cast<uintptr_t>(channel_run) >> 2) & 7);
+      constexpr int kSectorElements = 32 / static_cast<int>(sizeof(Storage));
+      const int shift = static_cast<int>(
+          (reinterpret_cast<uintptr_t>(channel_run) / sizeof(Storage)) & (kSectorElements - 1));
       const int lane_index = 2 * lane - shift;
       const float* source = epilogue + r * kEpiloguePitch + lane_index;
-      float* destination = channel_run + lane_index;
+      Storage* destination = channel_run + lane_index;
       // Pinned (empty asm): nvcc otherwise rebuilt the 64-bit address under each chunk's
       // predicate, 2 instructions per store.
       asm("" : "+l"(destination));
@@ -619,7 +648,7 @@ __device__ __forceinline__ void store_unit_runs(const ConvParams& p, const Wgmma
           for (int e = 0; e < 2; ++e) {
             if (static_cast<unsigned>(lane_index + 64 * chunk + e) <
                 static_cast<unsigned>(run_length)) {
-              destination[64 * chunk + e] = source[64 * chunk + e];
+              destination[64 * chunk + e] = StorageTraits<Storage>::store(source[64 * chunk + e]);
             }
           }
         }
@@ -629,18 +658,19 @@ __device__ __forceinline__ void store_unit_runs(const ConvParams& p, const Wgmma
   }
 }
 
+template <typename Storage>
 __device__ __forceinline__ void store_unit(const ConvParams& p, const WgmmaLayout& layout,
                                            const float (&acc)[64], const float* shared_bias,
                                            const uint8_t* slot_table, float* epilogue,
                                            int64_t image, int first_out_row, int rows_here,
                                            int block, int first_position, int warp, int lane) {
-  // Even widths: every run starts at an even float of an even-sized plane, so pairs move as
-  // 8-byte words (the output is 8-byte aligned: the op layer allocates it).
+  // Even widths: every run starts at an even element of an even-sized plane, so pairs move as
+  // one 8-byte (4-byte) word (the output is 16-byte aligned: dense_nchw).
   if ((p.out_width & 1) == 0) {
-    store_unit_runs<true>(p, layout, acc, shared_bias, slot_table, epilogue, image,
+    store_unit_runs<true, Storage>(p, layout, acc, shared_bias, slot_table, epilogue, image,
                           first_out_row, rows_here, block, first_position, warp, lane);
   } else {
-    store_unit_runs<false>(p, layout, acc, shared_bias, slot_table, epilogue, image,
+    store_unit_runs<false, Storage>(p, layout, acc, shared_bias, slot_table, epilogue, image,
                            first_out_row, rows_here, block, first_position, warp, lane);
   }
 }
@@ -688,7 +718,9 @@ __device__ __forceinline__ int item_rows(const ConvParams& p, const WgmmaLayout&
 
 #endif  // FUSEDCONV_WGMMA_DEVICE
 
-template <bool kThreeTf32>
+// Storage: the tensors' type, float (either mode) or a 2-byte type (TF32 mode, exact: above);
+// everything between the loads and the stores is float32.
+template <bool kThreeTf32, typename Storage>
 __global__ void __launch_bounds__(threads_for(kResidentConsumers), 1)
     conv_hardswish_relu_wgmma_kernel(const ConvParams p, const WgmmaLayout layout) {
 #if FUSEDCONV_WGMMA_DEVICE
@@ -701,7 +733,7 @@ __global__ void __launch_bounds__(threads_for(kResidentConsumers), 1)
   int* step_offsets = reinterpret_cast<int*>(shared + kTapTableOffset);
   uint8_t* slot_table = shared + kSlotTableOffset;
   float* weights = reinterpret_cast<float*>(shared + layout.weight_offset);
-  float* raw = reinterpret_cast<float*>(shared + layout.raw_offset);
+  Storage* raw = reinterpret_cast<Storage*>(shared + layout.raw_offset);
   const int thread = threadIdx.x;
   const int taps = static_cast<int>(p.kernel_h * p.kernel_w);
   const int kernel_w = static_cast<int>(p.kernel_w);
@@ -711,7 +743,7 @@ __global__ void __launch_bounds__(threads_for(kResidentConsumers), 1)
   // channel block * 64 + row, input channel 8 * (step / taps) + 4 * half + e, tap step % taps.
   // Read on every call (never cached by pointer): an in-place optimizer step must be seen.
   const int weight_words = layout.out_blocks * layout.k_steps * 512;
-  const float* __restrict__ weight = static_cast<const float*>(p.weight);
+  const Storage* __restrict__ weight = static_cast<const Storage*>(p.weight);
 #pragma unroll 4
   for (int word = thread; word < weight_words; word += kThreads) {
     const int e = word & 3;
@@ -724,8 +756,9 @@ __global__ void __launch_bounds__(threads_for(kResidentConsumers), 1)
     const int tap = step % taps;
     float value = 0.0f;
     if (channel < p.out_channels && in_channel < p.in_channels) {
-      value = weight[channel * p.weight_strides.n + in_channel * p.weight_strides.c +
-                     (tap / kernel_w) * p.weight_strides.h + (tap % kernel_w) * p.weight_strides.w];
+      value = StorageTraits<Storage>::load(
+          weight[channel * p.weight_strides.n + in_channel * p.weight_strides.c +
+                 (tap / kernel_w) * p.weight_strides.h + (tap % kernel_w) * p.weight_strides.w]);
     }
     uint32_t big, small = 0u;
     if (kThreeTf32) {
@@ -741,10 +774,12 @@ __global__ void __launch_bounds__(threads_for(kResidentConsumers), 1)
   // Bias (0 past out_channels, or without one) in shared memory: a global load per unit put a
   // full memory latency in front of every unit's MMAs.
   float* shared_bias = reinterpret_cast<float*>(shared + layout.bias_offset);
-  const float* __restrict__ bias = static_cast<const float*>(p.bias);
+  const Storage* __restrict__ bias = static_cast<const Storage*>(p.bias);
   for (int channel = thread; channel < layout.out_blocks * kBlockChannels;
        channel += kThreads) {
-    shared_bias[channel] = bias != nullptr && channel < p.out_channels ? bias[channel] : 0.0f;
+    shared_bias[channel] = bias != nullptr && channel < p.out_channels
+                               ? StorageTraits<Storage>::load(bias[channel])
+                               : 0.0f;
   }
   if (thread == 0) {
     for (int stage = 0; stage < layout.stages; ++stage) {
@@ -782,7 +817,7 @@ __global__ void __launch_bounds__(threads_for(kResidentConsumers), 1)
       }
       float* planes =
           reinterpret_cast<float*>(shared + layout.stage_offset + stage * layout.stage_bytes);
-      const float* item_raw = raw + (k & 1) * layout.raw_words;
+      const Storage* item_raw = raw + (k & 1) * layout.raw_words;
       if (layout.channel_groups == 2) {
         stage_planes<kThreeTf32, 2, 4>(p, layout, item, channels, item_raw, planes, thread);
       } else {
@@ -856,8 +891,8 @@ __global__ void __launch_bounds__(threads_for(kResidentConsumers), 1)
         released = true;
       }
 
-      store_unit(p, layout, acc, shared_bias, slot_table, epilogue, image, first_out_row,
-                 rows_here, block, first_position, warp, lane);
+      store_unit<Storage>(p, layout, acc, shared_bias, slot_table, epilogue, image,
+                          first_out_row, rows_here, block, first_position, warp, lane);
     }
     if (!released && lane == 0) {
       barrier_arrive(empty_barriers + 8 * stage);
@@ -1067,8 +1102,8 @@ __global__ void __launch_bounds__(threads_for(kStreamedConsumers), 1)
       }
     }
     if (active) {
-      store_unit(p, layout, totals, shared_bias, slot_table, epilogue, image, first_out_row,
-                 rows_here, block, first_position, warp, lane);
+      store_unit<float>(p, layout, totals, shared_bias, slot_table, epilogue, image,
+                        first_out_row, rows_here, block, first_position, warp, lane);
     }
   }
   if (consumer == 0) {
@@ -1078,6 +1113,9 @@ __global__ void __launch_bounds__(threads_for(kStreamedConsumers), 1)
   __trap();
 #endif
 }
+
+// Bytes per element of the input's storage type: 4 (float32) or 2 (float16, bfloat16).
+int storage_bytes(const ConvParams& p) { return p.dtype == DType::kFloat32 ? 4 : 2; }
 
 // Shapes, tile and pipeline depth for one call; false where the kernel does not apply.
 bool make_wgmma_layout(const ConvParams& p, bool three_tf32, const DeviceLimits& limits,
@@ -1095,7 +1133,9 @@ bool make_wgmma_layout(const ConvParams& p, bool three_tf32, const DeviceLimits&
   }
   const int padded_width = static_cast<int>(p.out_width + p.kernel_w - 1);
   layout.row_pitch = (padded_width + 1) & ~1;
-  layout.raw_pitch = static_cast<int>((p.in_width + 3) & ~int64_t{3});
+  const int element_bytes = storage_bytes(p);
+  const int64_t per_copy = 16 / element_bytes;  // raw rows of whole 16-byte copies
+  layout.raw_pitch = static_cast<int>((p.in_width + per_copy - 1) / per_copy * per_copy);
   layout.inverse_row_pitch = 1.0f / static_cast<float>(layout.row_pitch);
   const int64_t weight_bytes = int64_t{layout.parts} * layout.out_blocks * layout.k_steps *
                                    kStepBytes +
@@ -1118,7 +1158,7 @@ bool make_wgmma_layout(const ConvParams& p, bool three_tf32, const DeviceLimits&
     if (raw_words >= (int64_t{1} << 21) || positions >= (int64_t{1} << 21)) {
       break;  // the producer's float-reciprocal quotients are exact below 2^21
     }
-    const int64_t raw_bytes = 2 * raw_words * 4;
+    const int64_t raw_bytes = 2 * raw_words * element_bytes;
     for (int stages = kMaxStages; stages >= 2; --stages) {
       const int64_t shared_bytes =
           kHeaderBytes + weight_bytes + stages * stage_bytes + raw_bytes +
@@ -1172,8 +1212,9 @@ bool make_streamed_layout(const ConvParams& p, bool three_tf32, const DeviceLimi
   layout.streamed = true;
   layout.parts = three_tf32 ? 2 : 1;
   layout.out_blocks = static_cast<int>((p.out_channels + kBlockChannels - 1) / kBlockChannels);
-  if (layout.out_blocks > kStreamedConsumers || p.batch * p.out_height * p.out_width == 0) {
-    return false;
+  if (layout.out_blocks > kStreamedConsumers || p.batch * p.out_height * p.out_width == 0 ||
+      p.dtype != DType::kFloat32) {
+    return false;  // float32 only: one kernel instantiation less per reduced-precision type
   }
   const int position_units = kStreamedConsumers / layout.out_blocks;
   if (p.out_width > position_units * kUnitPositions) {
@@ -1248,22 +1289,23 @@ bool make_streamed_layout(const ConvParams& p, bool three_tf32, const DeviceLimi
 // The resident kernel where it applies (measured faster where both do), else the streamed one.
 // TF32 mode takes the resident kernel's 3xTF32 geometry (tile, stages) where that fits, and
 // leaves the room for the small parts unused: its own smaller layout chose other tiles and ran
-// v0.1 slower than 3xTF32 (0.285 vs 0.261 ms).
+// v0.1 slower than 3xTF32 (0.285 vs 0.261 ms). float16 and bfloat16 run in TF32 mode.
 bool choose_wgmma_layout(const ConvParams& p, bool three_tf32, const DeviceLimits& limits,
                          WgmmaLayout& layout) {
   thread_local PlanMemo<WgmmaLayout> memo;
-  return memo.get(plan_key(p, limits, three_tf32), layout, [&](WgmmaLayout& chosen) {
+  const int64_t variant = (three_tf32 ? 1 : 0) + 2 * static_cast<int64_t>(p.dtype);
+  return memo.get(plan_key(p, limits, variant), layout, [&](WgmmaLayout& chosen) {
     return make_wgmma_layout(p, /*three_tf32=*/true, limits, chosen) ||
            (!three_tf32 && make_wgmma_layout(p, /*three_tf32=*/false, limits, chosen)) ||
            make_streamed_layout(p, three_tf32, limits, chosen);
   });
 }
 
-template <bool kThreeTf32>
+template <bool kThreeTf32, typename Storage>
 cudaError_t launch_wgmma_with(const ConvParams& p, const WgmmaLayout& layout,
                               const DeviceLimits& limits, cudaStream_t stream) {
   if (!layout.streamed) {
-    constexpr auto kernel = conv_hardswish_relu_wgmma_kernel<kThreeTf32>;
+    constexpr auto kernel = conv_hardswish_relu_wgmma_kernel<kThreeTf32, Storage>;
     const cudaError_t status = opt_in_shared_memory<kernel>(limits);
     if (status != cudaSuccess) {
       return status;
@@ -1272,8 +1314,8 @@ cudaError_t launch_wgmma_with(const ConvParams& p, const WgmmaLayout& layout,
                                                                                      layout);
     return cudaGetLastError();
   }
-  if (p.workspace == nullptr) {
-    return cudaErrorInvalidValue;
+  if (!std::is_same<Storage, float>::value || p.workspace == nullptr) {
+    return cudaErrorInvalidValue;  // the streamed layout is float32 only
   }
   constexpr int kPrepThreads = 256;
   const int64_t words = int64_t{layout.chunks} * layout.out_blocks * layout.k_steps * 512;
@@ -1295,6 +1337,12 @@ cudaError_t launch_wgmma_with(const ConvParams& p, const WgmmaLayout& layout,
   return cudaGetLastError();
 }
 
+// 3xTF32 for float32 unless TF32 mode is asked for; one TF32 product for float16 and bfloat16,
+// whose values TF32 holds exactly (the products are exact, the sums float32 either way).
+bool three_tf32_for(const ConvParams& p, bool allow_tf32) {
+  return p.dtype == DType::kFloat32 && !allow_tf32;
+}
+
 }  // namespace
 
 cudaError_t wgmma_forward_applies(const ConvParams& params, bool allow_tf32, bool& applies,
@@ -1302,7 +1350,11 @@ cudaError_t wgmma_forward_applies(const ConvParams& params, bool allow_tf32, boo
   applies = false;
   workspace_bytes = 0;
 #if defined(FUSEDCONV_HAS_SM90A)
-  if (!fast_path_shape_supported(params)) {
+  const bool storage_supported = params.dtype == DType::kFloat32 ||
+                                 params.dtype == DType::kFloat16 ||
+                                 params.dtype == DType::kBFloat16;
+  if (!storage_supported || params.stride_h != 1 || params.stride_w != 1 ||
+      params.dilation_h != 1 || params.dilation_w != 1 || !dense_nchw(params)) {
     return cudaSuccess;
   }
   DeviceLimits limits{};
@@ -1317,7 +1369,7 @@ cudaError_t wgmma_forward_applies(const ConvParams& params, bool allow_tf32, boo
     return cudaSuccess;
   }
   WgmmaLayout layout{};
-  applies = choose_wgmma_layout(params, !allow_tf32, limits, layout);
+  applies = choose_wgmma_layout(params, three_tf32_for(params, allow_tf32), limits, layout);
   if (applies && layout.streamed) {
     workspace_bytes = int64_t{layout.chunks} * layout.a_stage_bytes;
   }
@@ -1336,11 +1388,21 @@ cudaError_t launch_conv_hardswish_relu_wgmma(const ConvParams& params, bool allo
     return status;
   }
   WgmmaLayout layout{};
-  if (!choose_wgmma_layout(params, !allow_tf32, limits, layout)) {
+  const bool three_tf32 = three_tf32_for(params, allow_tf32);
+  if (!choose_wgmma_layout(params, three_tf32, limits, layout)) {
     return cudaErrorInvalidConfiguration;
   }
-  return allow_tf32 ? launch_wgmma_with<false>(params, layout, limits, stream)
-                    : launch_wgmma_with<true>(params, layout, limits, stream);
+  switch (params.dtype) {
+    case DType::kFloat32:
+      return three_tf32 ? launch_wgmma_with<true, float>(params, layout, limits, stream)
+                        : launch_wgmma_with<false, float>(params, layout, limits, stream);
+    case DType::kFloat16:
+      return launch_wgmma_with<false, __half>(params, layout, limits, stream);
+    case DType::kBFloat16:
+      return launch_wgmma_with<false, __nv_bfloat16>(params, layout, limits, stream);
+    default:
+      return cudaErrorInvalidValue;
+  }
 }
 
 }  // namespace fusedconv

@@ -118,3 +118,48 @@ def test_streamed_kernel_against_float64_in_both_modes(shape):
     w.mul_(-1.5)
     assert relative_l2_error(fusedconv.conv2d_hardswish_relu(x, w, b, padding=padding),
                              reference_float64(x, w, b, padding=padding)) < 1e-5
+
+
+# float16 and bfloat16 inputs run the resident wgmma kernel in TF32 mode: their values are exact in
+# TF32, so the products are exact and the sums float32, and the output is rounded once. Against
+# the float64 reference rounded to the same type, at most one unit in the last place apart
+# (rtol = eps: one ulp at the top of a binade); the relative L2 error is the rounding's.
+REDUCED_PRECISION = [(torch.float16, 1e-3), (torch.bfloat16, 8e-3)]
+
+
+@pytest.mark.parametrize("dtype,l2_tolerance", REDUCED_PRECISION, ids=str)
+@pytest.mark.parametrize("shape", RESIDENT_SHAPES, ids=str)
+def test_reduced_precision_runs_the_wgmma_kernel_against_float64(dtype, l2_tolerance, shape):
+    (x, w, b, padding), = _inputs(seed=13, shapes=[shape])
+    x, w, b = (t.to("cuda", dtype) for t in (x, w, b))
+
+    def call():
+        return fusedconv.conv2d_hardswish_relu(x, w, b, padding=padding)
+
+    names = cuda_kernel_names(call)
+    assert any("wgmma_kernel" in name for name in names), names
+    assert not any("generic" in name for name in names), names
+    actual = poisoned_call(call, dtype, "cuda")
+    assert actual.dtype == dtype
+    expected = reference_float64(x, w, b, padding=padding)
+    assert torch.isfinite(actual).all()
+    assert relative_l2_error(actual, expected) < l2_tolerance
+    torch.testing.assert_close(actual, expected.to(dtype), rtol=torch.finfo(dtype).eps,
+                               atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_reduced_precision_kernelbench_shape_and_weight_update(dtype):
+    # v0.1's shape at a small batch, torch.rand inputs as KernelBench draws them; an in-place
+    # weight update (an optimizer step) shows in the next call.
+    generator = torch.Generator().manual_seed(17)
+    x = torch.rand(2, 8, 128, 128, generator=generator).to("cuda", dtype)
+    weight = (torch.randn(64, 8, 3, 3, generator=generator) / 72 ** 0.5).to("cuda", dtype)
+    bias = torch.randn(64, generator=generator).to("cuda", dtype)
+    for _ in range(2):
+        actual = poisoned_call(lambda: fusedconv.conv2d_hardswish_relu(x, weight, bias),
+                               dtype, "cuda")
+        expected = reference_float64(x, weight, bias)
+        torch.testing.assert_close(actual, expected.to(dtype), rtol=torch.finfo(dtype).eps,
+                                   atol=1e-5)
+        weight.mul_(-0.5)

@@ -33,9 +33,10 @@ cudaError_t launch_conv_hardswish_relu_direct(const ConvParams& params, cudaStre
 
 // The Hopper forward (conv_fwd_wgmma.cu): `applies` says whether it takes `params` on the current
 // device (compute capability 9.0, an extension built with sm_90a code, stride 1 and dilation 1
-// on dense float32 NCHW, more than 16 output channels, and a tile within shared memory for one
-// of its variants: resident weights, up to 32 k steps of 8 input channels x one tap; or
-// streamed weights, up to 128 output channels). params.workspace must then point to
+// on dense NCHW, more than 16 output channels, and a tile within shared memory for one of its
+// variants: resident weights, up to 32 k steps of 8 input channels x one tap, float32, float16 or
+// bfloat16 (those two in TF32 mode, which is exact for them); or streamed weights, up to 128
+// output channels, float32). params.workspace must then point to
 // `workspace_bytes` bytes of device memory (0 for the resident variant, the split weights for
 // the streamed one). launch_conv_hardswish_relu dispatches to it after the small-problem kernel.
 cudaError_t wgmma_forward_applies(const ConvParams& params, bool allow_tf32, bool& applies,

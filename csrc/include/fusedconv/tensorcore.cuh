@@ -101,12 +101,11 @@ inline bool aligned_16(const void* pointer) {
   return (reinterpret_cast<uintptr_t>(pointer) & 15u) == 0;
 }
 
-// What every tensor-core kernel needs, before any shared-memory question: float32, groups 1,
-// dense NCHW input and output starting 16-byte aligned, 32-bit indexing inside one image (batch
-// offsets are 64-bit).
-inline bool dense_float32_nchw(const ConvParams& p) {
-  if (p.dtype != DType::kFloat32 || p.groups != 1 || !aligned_16(p.input) ||
-      !aligned_16(p.output)) {
+// What every tensor-core kernel needs, before any shared-memory question and whatever the
+// storage type: groups 1, dense NCHW input and output starting 16-byte aligned, 32-bit indexing
+// inside one image (batch offsets are 64-bit).
+inline bool dense_nchw(const ConvParams& p) {
+  if (p.groups != 1 || !aligned_16(p.input) || !aligned_16(p.output)) {
     return false;
   }
   if (!is_dense_nchw(p.input_strides, p.in_channels, p.in_height, p.in_width) ||
@@ -115,6 +114,11 @@ inline bool dense_float32_nchw(const ConvParams& p) {
   }
   return p.in_channels * p.in_height * p.in_width < (int64_t{1} << 31) &&
          p.out_channels * p.out_height * p.out_width < (int64_t{1} << 31);
+}
+
+// The above in float32, which all but the wgmma forward (float16 and bfloat16 too) require.
+inline bool dense_float32_nchw(const ConvParams& p) {
+  return p.dtype == DType::kFloat32 && dense_nchw(p);
 }
 
 // The configurations the wgmma forward and the backward kernels are written for: the above with
