@@ -97,8 +97,7 @@ constexpr int kHeaderBytes = kSlotTableOffset + kMaxPositionUnits * 64;
 //     cannot hold.
 struct WgmmaLayout {
   bool streamed;        // the variant
-  int parts;            // operand parts the layout has room for: 2 (big, small) or 1 (TF32);
-                        // the resident kernel may run TF32 in a 2-part layout
+  int parts;            // operand parts: 2 (big, small: 3xTF32) or 1 (TF32)
   int out_blocks;       // ceil(out_channels / 64)
   int chunk_channels;   // input channels per stage: a multiple of 8 (all of them if resident)
   int chunks;           // stages per item: ceil(in_channels / chunk_channels)
@@ -1287,16 +1286,16 @@ bool make_streamed_layout(const ConvParams& p, bool three_tf32, const DeviceLimi
 }
 
 // The resident kernel where it applies (measured faster where both do), else the streamed one.
-// TF32 mode takes the resident kernel's 3xTF32 geometry (tile, stages) where that fits, and
-// leaves the room for the small parts unused: its own smaller layout chose other tiles and ran
-// v0.1 slower than 3xTF32 (0.285 vs 0.261 ms). float16 and bfloat16 run in TF32 mode.
+// TF32 mode (float16 and bfloat16 too) takes its own layout, whose smaller stages fit taller
+// items: H100, A/B against the 3xTF32 geometry it took before, 16x32x64k3n128 0.086 -> 0.067 ms,
+// 16x32x64k3n32 0.0295 -> 0.0238; v0.1 and the other resident sweep cases within 0.6%. (With
+// the earlier epilogue, this layout had run v0.1 slower, 0.285 vs 0.261 ms.)
 bool choose_wgmma_layout(const ConvParams& p, bool three_tf32, const DeviceLimits& limits,
                          WgmmaLayout& layout) {
   thread_local PlanMemo<WgmmaLayout> memo;
   const int64_t variant = (three_tf32 ? 1 : 0) + 2 * static_cast<int64_t>(p.dtype);
   return memo.get(plan_key(p, limits, variant), layout, [&](WgmmaLayout& chosen) {
-    return make_wgmma_layout(p, /*three_tf32=*/true, limits, chosen) ||
-           (!three_tf32 && make_wgmma_layout(p, /*three_tf32=*/false, limits, chosen)) ||
+    return make_wgmma_layout(p, three_tf32, limits, chosen) ||
            make_streamed_layout(p, three_tf32, limits, chosen);
   });
 }

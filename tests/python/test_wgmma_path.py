@@ -99,6 +99,22 @@ def test_wgmma_matches_mma_sync_kernel_and_float64(tmp_path):
         torch.testing.assert_close(wgmma.cpu(), mma_sync, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("shape", RESIDENT_SHAPES, ids=str)
+def test_resident_kernel_in_tf32_mode_against_float64(shape):
+    # TF32 mode plans its own (one-part) layout, with other tiles than 3xTF32's.
+    (x, w, b, padding), = _inputs(seed=19, shapes=[shape])
+    x, w, b = x.cuda(), w.cuda(), b.cuda()
+
+    def call():
+        return fusedconv.conv2d_hardswish_relu(x, w, b, padding=padding, allow_tf32=True)
+
+    names = cuda_kernel_names(call)
+    assert any("wgmma_kernel" in name for name in names), names
+    actual = poisoned_call(call, torch.float32, "cuda")
+    assert torch.isfinite(actual).all()
+    assert relative_l2_error(actual, reference_float64(x, w, b, padding=padding)) < 5e-4
+
+
 @pytest.mark.parametrize("shape", STREAMED_SHAPES, ids=str)
 def test_streamed_kernel_against_float64_in_both_modes(shape):
     # The kernel that runs is the streamed one (its prep kernel splits the weights into the
