@@ -316,6 +316,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_hardswish_relu_backward_cp
                           input);
 }
 
+// The forward operator's typed handle, called below the autograd key.
+const c10::TypedOperatorHandle<decltype(conv2d_hardswish_relu_cpu_op)>& forward_op() {
+  static const auto op = c10::Dispatcher::singleton()
+                             .findSchemaOrThrow("fusedconv::conv2d_hardswish_relu", "")
+                             .typed<decltype(conv2d_hardswish_relu_cpu_op)>();
+  return op;
+}
+
 // Autograd: saves x, W and y only; the backward recovers f'(z) from y (DESIGN.md) and asks the
 // backward op for exactly the gradients autograd needs. Under create_graph (double backward) it
 // takes the differentiable composite path instead, whose g depends on y through ATen ops, so the
@@ -327,13 +335,11 @@ class Conv2dHardSwishReLUFunction
                             const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
                             at::IntArrayRef stride, at::IntArrayRef padding,
                             at::IntArrayRef dilation, int64_t groups, bool allow_tf32) {
-    static auto op = c10::Dispatcher::singleton()
-                         .findSchemaOrThrow("fusedconv::conv2d_hardswish_relu", "")
-                         .typed<decltype(conv2d_hardswish_relu_cpu_op)>();
     at::Tensor output;
     {
       at::AutoDispatchBelowADInplaceOrView below_autograd;
-      output = op.call(input, weight, bias, stride, padding, dilation, groups, allow_tf32);
+      output = forward_op().call(input, weight, bias, stride, padding, dilation, groups,
+                                 allow_tf32);
     }
     ctx->save_for_backward({input, weight, output});
     ctx->saved_data["has_bias"] = bias.has_value() && bias->defined();
@@ -389,6 +395,17 @@ at::Tensor conv2d_hardswish_relu_autograd(const at::Tensor& input, const at::Ten
                                           at::IntArrayRef stride, at::IntArrayRef padding,
                                           at::IntArrayRef dilation, int64_t groups,
                                           bool allow_tf32) {
+  // Inference (grad mode off, or nothing that requires grad): the operator itself, as
+  // Function::apply would run it, without the node, saved tensors and saved_data it would build
+  // and drop; that host time shows on small problems.
+  const bool needs_grad =
+      at::GradMode::is_enabled() &&
+      (input.requires_grad() || weight.requires_grad() ||
+       (bias.has_value() && bias->defined() && bias->requires_grad()));
+  if (!needs_grad) {
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    return forward_op().call(input, weight, bias, stride, padding, dilation, groups, allow_tf32);
+  }
   return Conv2dHardSwishReLUFunction::apply(input, weight, bias, stride, padding, dilation,
                                             groups, allow_tf32);
 }

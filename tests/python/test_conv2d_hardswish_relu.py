@@ -126,6 +126,25 @@ def test_empty_batch_forward_and_backward(device):
 
 
 @pytest.mark.parametrize("device", DEVICES)
+def test_graph_recorded_only_when_a_gradient_is_needed(device):
+    # Inference skips the autograd node (and its saved tensors); training records it. Same values.
+    x, weight, b = _inputs(2, 3, 4, 8, 8, 3, 1, device)
+    weight.requires_grad_()
+    with torch.no_grad():
+        inference = fusedconv.conv2d_hardswish_relu(x, weight, b, padding=1)
+    assert inference.grad_fn is None and not inference.requires_grad
+    untracked = fusedconv.conv2d_hardswish_relu(x, weight.detach(), b, padding=1)
+    assert untracked.grad_fn is None and not untracked.requires_grad
+    training = fusedconv.conv2d_hardswish_relu(x, weight, b, padding=1)
+    assert training.grad_fn is not None and training.requires_grad
+    assert torch.equal(inference, training.detach()) and torch.equal(untracked, inference)
+    training.sum().backward()
+    assert weight.grad is not None and bool(weight.grad.abs().sum() > 0)
+    torch.testing.assert_close(inference.double(), reference_float64(x, weight, b, padding=1),
+                               rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("device", DEVICES)
 def test_unbatched_input(device):
     x, weight, b = _inputs(1, 3, 4, 8, 8, 3, 1, device)
     actual = fusedconv.conv2d_hardswish_relu(x[0], weight, b, padding=1)
