@@ -26,10 +26,11 @@ CASES = [
     (2, 12, 40, 17, 23, 3, {"stride": 2, "padding": 1, "forward_only": True}, torch.float32,
      1e-5),
     (2, 6, 6, 10, 9, 3, {"groups": 3, "stride": 2, "padding": 1}, torch.float16, 2e-3),
-    # float16 / bfloat16 through the resident Hopper kernel: an odd width whose rows are not
-    # 16-byte multiples (plain copies of 2-byte elements, scalar stores), and an even one (4-byte
-    # pair stores), several items per CTA.
+    # float16 / bfloat16 through the resident Hopper kernel: an odd width (plain copies of 2-byte
+    # elements, scalar stores), an even one that is no 16-byte multiple (4-byte copies of pairs),
+    # and a 16-byte multiple (16-byte copies, 4-byte pair stores, several items per CTA).
     (2, 5, 24, 9, 37, 3, {"padding": 1}, torch.float16, 2e-3),
+    (1, 8, 40, 7, 30, 3, {}, torch.float16, 2e-3),
     (3, 8, 64, 40, 64, 3, {}, torch.bfloat16, 1e-2),
     (1, 4, 4, 8, 8, 3, {"padding": 1}, torch.bfloat16, 1e-2),
     (1, 2, 3, 6, 5, 3, {}, torch.float64, 1e-12),

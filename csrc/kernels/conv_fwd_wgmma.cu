@@ -66,7 +66,8 @@ constexpr int kBlockChannels = 64;   // wgmma M
 constexpr int kStepBytes = kBlockChannels * 8 * 4;  // one k8 step of A: 2 KB
 constexpr int kMaxStages = 3;
 // Per consumer warp, 8 channels x a unit's (at most 128) outputs; 8 words of padding move each
-// row 8 banks on, so the fragment writes (8 rows x 4 pairs per instruction) don't conflict.
+// row 8 banks on, so the fragment writes (8 rows x 4 pairs per instruction) don't conflict, and
+// hold the 4 spare pairs of dropped columns (write_slot_table).
 constexpr int kEpilogueRows = 8;
 constexpr int kEpiloguePitch = kUnitPositions + 8;
 constexpr int epilogue_bytes(int consumers) {
@@ -355,9 +356,15 @@ __device__ __forceinline__ void copy_raw_rows(const ConvParams& p, const WgmmaLa
   // Quotients through float reciprocals (exact: indices stay below 2^21, make_wgmma_layout):
   // the integer division subroutine cost more than the copies.
   const float inverse_rows = __frcp_rn(static_cast<float>(rows));
-  constexpr int kPerCopy = 16 / static_cast<int>(sizeof(Storage));
-  const bool vectorized = width % kPerCopy == 0;  // rows of 16-byte multiples: 16-byte copies
-  const int line_items = vectorized ? width / kPerCopy : width;
+  // Elements per copy: 16 bytes where rows are 16-byte multiples, else 4 bytes (one float, or a
+  // pair of 2-byte elements where the width is even), else one 2-byte element by a plain copy
+  // (odd widths: below cp.async's 4-byte minimum; visible to the other producer threads after
+  // the producer's barrier, like the rest).
+  constexpr int kPer16Bytes = 16 / static_cast<int>(sizeof(Storage));
+  constexpr int kPer4Bytes = 4 / static_cast<int>(sizeof(Storage));
+  const int per_copy =
+      width % kPer16Bytes == 0 ? kPer16Bytes : (width % kPer4Bytes == 0 ? kPer4Bytes : 1);
+  const int line_items = width / per_copy;
   const float inverse_line_items = __frcp_rn(static_cast<float>(line_items));
   const int total = channels * rows * line_items;
   for (int index = thread; index < total; index += kGroupThreads) {
@@ -365,16 +372,14 @@ __device__ __forceinline__ void copy_raw_rows(const ConvParams& p, const WgmmaLa
     const int item_in_line = index - line * line_items;
     const int channel = __float2int_rz((line + 0.5f) * inverse_rows);
     const int row = row_begin + line - channel * rows;
-    const int col = vectorized ? kPerCopy * item_in_line : item_in_line;
+    const int col = per_copy * item_in_line;
     Storage* destination = raw + (channel * layout.staged_rows + row) * layout.raw_pitch + col;
     const Storage* from = source + (channel * height + first_row + row) * width + col;
-    if (vectorized) {
+    if (per_copy == kPer16Bytes) {
       copy_async_16(destination, from, 16);
-    } else if constexpr (sizeof(Storage) == 4) {
+    } else if (per_copy == kPer4Bytes) {
       copy_async_4(destination, from, 4);
     } else {
-      // 2-byte elements of an unaligned row: below cp.async's 4-byte minimum, a plain copy
-      // (visible to the other producer threads after the producer's barrier, like the rest).
       *destination = *from;
     }
   }
@@ -485,10 +490,11 @@ __device__ __forceinline__ void write_step_offsets(const WgmmaLayout& layout, in
 }
 
 // The epilogue's slot table, written once per CTA: byte ((u * 4 + t) * 16 + j) is the run index
-// (below) of position pair 8 j + 2 t of position unit u (staged positions u * 128 on), or
-// kUnitPositions, a spare slot past every run, for a dropped column. It is the same for every
-// item, and read once per unit it replaced ~7 instructions per pair (position -> row, column,
-// index, validity).
+// (below) of position pair 8 j + 2 t of position unit u (staged positions u * 128 on), or for a
+// dropped column kUnitPositions + 2 t, a spare pair past every run that only the threads of
+// pair column t write (one spare for all would be written by several threads at once, where a
+// unit spans rows: a benign race that racecheck reports). It is the same for every item, and read
+// once per unit it replaced ~7 instructions per pair (position -> row, column, index, validity).
 __device__ __forceinline__ void write_slot_table(const ConvParams& p, const WgmmaLayout& layout,
                                                  uint8_t* table, int thread, int threads) {
   const int out_width = static_cast<int>(p.out_width);
@@ -502,7 +508,8 @@ __device__ __forceinline__ void write_slot_table(const ConvParams& p, const Wgmm
     const int row = position / row_pitch;
     const int col = position - row * row_pitch;
     table[entry] = static_cast<uint8_t>(
-        col < out_width ? row * out_width + col - run_begin : kUnitPositions);
+        col < out_width ? row * out_width + col - run_begin
+                        : kUnitPositions + 2 * ((entry >> 4) & 3));
   }
 }
 
@@ -549,7 +556,7 @@ __device__ __forceinline__ void store_unit_runs(const ConvParams& p, const Wgmma
   const int run_length =
       min(first_output_from(first_position + kUnitPositions), rows_here * out_width) - run_begin;
   // Even widths: where this thread's pairs go in its buffer row (shared addresses, from the slot
-  // table; a dropped column goes to the spare slot). Positions past the item's last row land in
+  // table; a dropped column goes to a spare pair). Positions past the item's last row land in
   // slots at or past run_length, which are never stored.
   uint32_t slot_address[16];
   // Odd widths: run index of pair j (-1 for a dropped column; past the item's last row it is >=
@@ -1113,8 +1120,17 @@ __global__ void __launch_bounds__(threads_for(kStreamedConsumers), 1)
 #endif
 }
 
-// Bytes per element of the input's storage type: 4 (float32) or 2 (float16, bfloat16).
-int storage_bytes(const ConvParams& p) { return p.dtype == DType::kFloat32 ? 4 : 2; }
+// Bytes per element of the input's storage type.
+int storage_bytes(const ConvParams& p) {
+  switch (p.dtype) {
+    case DType::kFloat64:
+      return 8;
+    case DType::kFloat32:
+      return 4;
+    default:
+      return 2;  // float16, bfloat16
+  }
+}
 
 // Shapes, tile and pipeline depth for one call; false where the kernel does not apply.
 bool make_wgmma_layout(const ConvParams& p, bool three_tf32, const DeviceLimits& limits,

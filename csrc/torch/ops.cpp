@@ -395,14 +395,19 @@ at::Tensor conv2d_hardswish_relu_autograd(const at::Tensor& input, const at::Ten
                                           at::IntArrayRef stride, at::IntArrayRef padding,
                                           at::IntArrayRef dilation, int64_t groups,
                                           bool allow_tf32) {
-  // Inference (grad mode off, or nothing that requires grad): the operator itself, as
-  // Function::apply would run it, without the node, saved tensors and saved_data it would build
-  // and drop; that host time shows on small problems.
+  // Inference (grad mode off, or nothing that requires grad, and no forward-mode tangents): the
+  // operator itself, as Function::apply would run it, without the node, saved tensors and
+  // saved_data it would build and drop; that host time shows on small problems. Inputs with a
+  // forward-mode tangent (forward AD ignores grad mode) still go through Function::apply, which
+  // raises that C++ custom Functions have no jvp instead of dropping the tangent.
+  const bool has_bias = bias.has_value() && bias->defined();
   const bool needs_grad =
       at::GradMode::is_enabled() &&
-      (input.requires_grad() || weight.requires_grad() ||
-       (bias.has_value() && bias->defined() && bias->requires_grad()));
-  if (!needs_grad) {
+      (input.requires_grad() || weight.requires_grad() || (has_bias && bias->requires_grad()));
+  const bool has_tangent = input._fw_grad(/*level=*/0).defined() ||
+                           weight._fw_grad(/*level=*/0).defined() ||
+                           (has_bias && bias->_fw_grad(/*level=*/0).defined());
+  if (!needs_grad && !has_tangent) {
     at::AutoDispatchBelowADInplaceOrView below_autograd;
     return forward_op().call(input, weight, bias, stride, padding, dilation, groups, allow_tf32);
   }

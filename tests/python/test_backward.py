@@ -56,7 +56,15 @@ def test_fused_backward_matches_float64_and_composite(seed):
             continue
         assert actual.shape == reference.shape and actual.dtype == torch.float32, (name, case)
         assert torch.isfinite(actual).all(), (name, case)
-        assert relative_l2_error(actual, reference) < THREE_TF32_TOLERANCE, (name, case)
+        if name == "bias":
+            # A sum over every output: where it cancels (one channel summing to -0.0485 from
+            # ~3,000 terms, seen at 2.1e-5), float32 summation error relative to the result is
+            # unbounded; held to 1e-5 of the terms' magnitude (|g| <= 1.5 |grad_y|) instead.
+            magnitude = 1.5 * grad_out.double().abs().sum(dim=(0, 2, 3))
+            error = (actual.double() - reference).abs()
+            assert bool((error <= THREE_TF32_TOLERANCE * magnitude).all()), (name, case)
+        else:
+            assert relative_l2_error(actual, reference) < THREE_TF32_TOLERANCE, (name, case)
         # The composite path's weight gradient is cuDNN's, whose algorithm choice and atomic
         # accumulation vary from run to run (1.1e-5 seen on a 33-channel 5x5 case): a looser,
         # fixed bound for that cross-check; the fused kernels are held to 1e-5 above.
