@@ -674,10 +674,10 @@ __device__ __forceinline__ void store_unit(const ConvParams& p, const WgmmaLayou
   // one 8-byte (4-byte) word (the output is 16-byte aligned: dense_nchw).
   if ((p.out_width & 1) == 0) {
     store_unit_runs<true, Storage>(p, layout, acc, shared_bias, slot_table, epilogue, image,
-                          first_out_row, rows_here, block, first_position, warp, lane);
+                                   first_out_row, rows_here, block, first_position, warp, lane);
   } else {
     store_unit_runs<false, Storage>(p, layout, acc, shared_bias, slot_table, epilogue, image,
-                           first_out_row, rows_here, block, first_position, warp, lane);
+                                    first_out_row, rows_here, block, first_position, warp, lane);
   }
 }
 
@@ -1368,8 +1368,7 @@ cudaError_t wgmma_forward_applies(const ConvParams& params, bool allow_tf32, boo
   const bool storage_supported = params.dtype == DType::kFloat32 ||
                                  params.dtype == DType::kFloat16 ||
                                  params.dtype == DType::kBFloat16;
-  if (!storage_supported || params.stride_h != 1 || params.stride_w != 1 ||
-      params.dilation_h != 1 || params.dilation_w != 1 || !dense_nchw(params)) {
+  if (!storage_supported || !unit_stride_dense_nchw(params)) {
     return cudaSuccess;
   }
   DeviceLimits limits{};

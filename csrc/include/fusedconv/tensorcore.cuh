@@ -121,11 +121,16 @@ inline bool dense_float32_nchw(const ConvParams& p) {
   return p.dtype == DType::kFloat32 && dense_nchw(p);
 }
 
-// The configurations the wgmma forward and the backward kernels are written for: the above with
+// The configurations the wgmma forward is written for, whatever the storage type: dense_nchw with
 // stride 1 and dilation 1 (the mma.sync forward takes any stride and dilation).
-inline bool fast_path_shape_supported(const ConvParams& p) {
+inline bool unit_stride_dense_nchw(const ConvParams& p) {
   return p.stride_h == 1 && p.stride_w == 1 && p.dilation_h == 1 && p.dilation_w == 1 &&
-         dense_float32_nchw(p);
+         dense_nchw(p);
+}
+
+// The same in float32: the backward kernels' configurations.
+inline bool fast_path_shape_supported(const ConvParams& p) {
+  return p.dtype == DType::kFloat32 && unit_stride_dense_nchw(p);
 }
 
 // Words of a staged plane of `raw_words` words, padded to `residue` (mod 32) so the fragment
