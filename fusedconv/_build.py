@@ -1,74 +1,43 @@
-"""The one place that compiles fusedconv's C++/CUDA sources.
+"""The one place that compiles or loads fusedconv's C++/CUDA library at run time.
 
-The sources live in ``csrc/`` and are compiled with
-``torch.utils.cpp_extension.load_inline`` (JIT, cached by torch in ``TORCH_EXTENSIONS_DIR``), or
-were compiled ahead of time by ``pip install .`` into ``fusedconv/_C*.so``. Either way the
-library registers the ``torch.ops.fusedconv`` operators when it is loaded.
+What is built (sources, include paths, flags) is ``build_config``. A JIT build compiles each
+source in its own compiler job, in parallel (``torch.utils.cpp_extension.load`` with ninja), for
+the architectures of the GPUs present. Builds are cached under a key of the sources' contents,
+the flags, the architectures and the torch version: a cached load is one ``dlopen``, without
+torch's extension machinery. ``pip install .`` builds the same sources ahead of time into
+``fusedconv/_C*.so``, which is loaded instead when present. Either way loading registers the
+``torch.ops.fusedconv`` operators.
 """
 
 import contextlib
 import functools
 import glob
+import hashlib
 import logging
 import os
+import threading
 import time
 from pathlib import Path
 
 import torch
-from torch.utils import cpp_extension
+
+from fusedconv import build_config
 
 _LOG = logging.getLogger(__name__)
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 EXTENSION_NAME = "fusedconv_ext"
-
-# Host sources in the order load_inline concatenates them: ops.cpp defines the schema that the
-# CUDA registrations in ops_cuda.cpp implement.
-_CPU_SOURCES = ("torch/ops.cpp", "cpu/conv_cpu.cpp")
-_CUDA_HOST_SOURCES = ("torch/ops_cuda.cpp",)
-_CUDA_KERNEL_GLOB = "kernels/*.cu"
-
-# sm_80 machine code plus compute_80 PTX (newer GPUs JIT it), given to torch as
-# TORCH_CUDA_ARCH_LIST (unless the user set one): torch 2.1 adds its own -gencode flags for the
-# visible GPUs whatever the extra flags say, while the variable steers every torch version alike.
-# Hopper gets sm_90a machine code from NVCC_FLAGS in every build: the forward's wgmma kernel needs
-# the arch-specific target, and FUSEDCONV_HAS_SM90A tells the host code that it is there. Plain
-# sm_90 is left out so that a 9.0 device has exactly one cubin to pick.
-CUDA_ARCH_LIST = "8.0+PTX"
-CXX_FLAGS = ("-O3", "-fopenmp")
-NVCC_FLAGS = ("-O3", "-gencode=arch=compute_90a,code=sm_90a", "-DFUSEDCONV_HAS_SM90A=1")
-LD_FLAGS = ("-fopenmp",)
+_BUILD_LOCK = threading.Lock()
 
 
 def source_root():
-    """Directory holding include/, kernels/, cpu/ and torch/ (the repository's csrc/)."""
+    """Directory holding include/, cuda/, cpu/ and torch/ (the repository's csrc/)."""
     for candidate in (PACKAGE_DIR.parent / "csrc", PACKAGE_DIR / "csrc"):
-        if (candidate / "torch" / "ops.cpp").is_file():
+        if (candidate / build_config.CPU_SOURCES[0]).is_file():
             return candidate
     raise FileNotFoundError(
         "fusedconv: C++/CUDA sources not found next to the package (looked for csrc/ in %s and %s)"
         % (PACKAGE_DIR.parent, PACKAGE_DIR))
-
-
-def cuda_build_enabled():
-    """Build the CUDA sources when a GPU is usable and a CUDA toolkit is installed."""
-    return torch.cuda.is_available() and cpp_extension.CUDA_HOME is not None
-
-
-@contextlib.contextmanager
-def _cuda_arch_list():
-    previous = os.environ.get("TORCH_CUDA_ARCH_LIST")
-    if previous is None:
-        os.environ["TORCH_CUDA_ARCH_LIST"] = CUDA_ARCH_LIST
-    try:
-        yield
-    finally:
-        if previous is None:
-            os.environ.pop("TORCH_CUDA_ARCH_LIST", None)
-
-
-def _read_sources(root, relative_paths):
-    return [(root / path).read_text() for path in relative_paths]
 
 
 def _prebuilt_library():
@@ -77,9 +46,92 @@ def _prebuilt_library():
     return matches[0] if matches else None
 
 
+def _device_capabilities():
+    return sorted({torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count())})
+
+
+def _extensions_root():
+    # torch's own default parent (TORCH_EXTENSIONS_DIR, else the user cache), one folder per build.
+    configured = os.environ.get("TORCH_EXTENSIONS_DIR")
+    if configured:
+        return Path(configured)
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(cache) / "torch_extensions"
+
+
+class _BuildPlan:
+    """One build: its sources, flags and the cache folder named by their hash."""
+
+    def __init__(self, root, with_cuda):
+        self.root = root
+        self.with_cuda = with_cuda
+        sources = build_config.CPU_SOURCES
+        self.nvcc_flags = []
+        if with_cuda:
+            sources = sources + build_config.CUDA_HOST_SOURCES + build_config.CUDA_KERNEL_SOURCES
+            self.nvcc_flags = (list(build_config.NVCC_FLAGS)
+                               + build_config.cuda_arch_flags(_device_capabilities()))
+        self.sources = [str(root / path) for path in sources]
+        self.include_dirs = [str(root / path) for path in build_config.INCLUDE_DIRS]
+        self.name = EXTENSION_NAME + ("_cuda" if with_cuda else "_cpu")
+        self.directory = _extensions_root() / ("%s_%s" % (self.name, self._key()))
+        self.library = self.directory / (self.name + ".so")
+
+    def _key(self):
+        digest = hashlib.sha256()
+        for value in (torch.__version__, str(torch.version.cuda), self.nvcc_flags,
+                      build_config.CXX_FLAGS, build_config.LD_FLAGS, self.sources):
+            digest.update(repr(value).encode())
+        # Every file of the tree, headers included: a header change must rebuild.
+        for path in sorted(self.root.rglob("*")):
+            if path.is_file():
+                digest.update(path.relative_to(self.root).as_posix().encode())
+                digest.update(path.read_bytes())
+        return digest.hexdigest()[:16]
+
+
+@contextlib.contextmanager
+def _only_our_arch_flags(cpp_extension):
+    # torch's JIT adds -gencode flags for TORCH_CUDA_ARCH_LIST (or every visible GPU) to ours;
+    # the plan's flags already name the architectures, and torch 2.1 cannot name sm_90a.
+    original = getattr(cpp_extension, "_get_cuda_arch_flags", None)
+    if original is not None:
+        cpp_extension._get_cuda_arch_flags = lambda cflags=None: []
+    try:
+        yield
+    finally:
+        if original is not None:
+            cpp_extension._get_cuda_arch_flags = original
+
+
+def _compile(plan):
+    from torch.utils import cpp_extension  # the build machinery, only when building
+
+    plan.directory.mkdir(parents=True, exist_ok=True)
+    with _only_our_arch_flags(cpp_extension):
+        cpp_extension.load(
+            name=plan.name,
+            sources=plan.sources,
+            extra_include_paths=plan.include_dirs,
+            extra_cflags=list(build_config.CXX_FLAGS),
+            extra_cuda_cflags=plan.nvcc_flags if plan.with_cuda else None,
+            extra_ldflags=list(build_config.LD_FLAGS),
+            build_directory=str(plan.directory),
+            with_cuda=plan.with_cuda,
+            is_python_module=False,
+            verbose=False,
+        )
+
+
+def _cuda_toolkit_found():
+    from torch.utils import cpp_extension
+
+    return cpp_extension.CUDA_HOME is not None
+
+
 @functools.lru_cache(maxsize=None)
 def load_extension():
-    """Compile (first call) or load (cached) the extension; registers torch.ops.fusedconv.*."""
+    """Compile (first call) or load (cached) the library; registers torch.ops.fusedconv.*."""
     started = time.perf_counter()
     prebuilt = _prebuilt_library()
     if prebuilt is not None:
@@ -88,26 +140,15 @@ def load_extension():
         return prebuilt
 
     root = source_root()
-    with_cuda = cuda_build_enabled()
-    cpp_sources = _read_sources(root, _CPU_SOURCES)
-    cuda_sources = []
-    if with_cuda:
-        cpp_sources += _read_sources(root, _CUDA_HOST_SOURCES)
-        cuda_sources = [path.read_text() for path in sorted(root.glob(_CUDA_KERNEL_GLOB))]
-    _LOG.info("fusedconv: building the %s extension, or loading it from torch's extension cache "
-              "(a first build takes about a minute)", "CUDA + CPU" if with_cuda else "CPU-only")
-    with _cuda_arch_list():
-        path = cpp_extension.load_inline(
-            name=EXTENSION_NAME + ("_cuda" if with_cuda else "_cpu"),
-            cpp_sources=cpp_sources,
-            cuda_sources=cuda_sources or None,
-            extra_include_paths=[str(root / "include"), str(root / "torch")],
-            extra_cflags=list(CXX_FLAGS),
-            extra_cuda_cflags=list(NVCC_FLAGS) if with_cuda else None,
-            extra_ldflags=list(LD_FLAGS),
-            with_cuda=with_cuda,
-            is_python_module=False,
-            verbose=False,
-        )
+    plan = _BuildPlan(root, with_cuda=torch.cuda.is_available())
+    with _BUILD_LOCK:
+        if not plan.library.is_file() and plan.with_cuda and not _cuda_toolkit_found():
+            plan = _BuildPlan(root, with_cuda=False)  # a GPU but no nvcc: the CPU operators
+        if plan.library.is_file():
+            torch.ops.load_library(str(plan.library))
+        else:
+            _LOG.info("fusedconv: building the %s extension in %s",
+                      "CUDA + CPU" if plan.with_cuda else "CPU-only", plan.directory)
+            _compile(plan)  # loads it too
     _LOG.info("fusedconv: extension ready after %.1f s", time.perf_counter() - started)
-    return path
+    return str(plan.library)

@@ -1,4 +1,4 @@
-"""The backward: the fused CUDA kernels (csrc/kernels/conv_bwd_tensorcore.cu) against float64
+"""The backward: the fused CUDA kernels (csrc/cuda/backward/) against float64
 autograd and against the composite path, only the requested gradients, determinism, the backward
 operator itself, and double backward."""
 
@@ -12,7 +12,7 @@ import fusedconv
 from fusedconv.reference import reference_gradients_float64, relative_l2_error
 
 from conftest import DEVICES, poisoned_call
-from test_tensorcore_path import _random_case, _tensors
+from test_mma_sync_path import _random_case, _tensors
 
 THREE_TF32_TOLERANCE = 1e-5
 TF32_TOLERANCE = 5e-4

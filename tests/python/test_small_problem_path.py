@@ -1,5 +1,5 @@
-"""The small-problem forward (conv_fwd_direct.cu: up to 16 output channels and at most 32 inputs
-per position, KernelBench's v0): that v0 takes it in one launch, and that both of its kernels
+"""The small-problem forward (csrc/cuda/forward/small_problem.cu: up to 16 output channels and
+at most 32 inputs per position, KernelBench's v0): that v0 takes it in one launch, and that both of its kernels
 (FP64 tensor-core DMMA on compute capability 8.0 / 9.0, float32 FFMA elsewhere or with
 FUSEDCONV_DISABLE_DMMA=1, run in a subprocess: the switch is read once per process) agree with
 float64 and the generic kernel on random strided, dilated and padded shapes, on planes of odd
@@ -26,9 +26,9 @@ FFMA_TOLERANCE = 1e-6
 
 
 def _expected_kernel():
-    """The direct kernel this device runs (the dispatch rule in conv_fwd_direct.cu)."""
+    """The direct kernel this device runs (small_problem.cu)."""
     full_rate_float64 = torch.cuda.get_device_capability() in ((8, 0), (9, 0))
-    switch = os.environ.get("FUSEDCONV_DISABLE_DMMA", "")  # read as tensorcore.cuh does
+    switch = os.environ.get("FUSEDCONV_DISABLE_DMMA", "")  # read as common/plan_memo.h does
     disabled = switch != "" and not switch.startswith("0")
     return "direct_dmma_kernel" if full_rate_float64 and not disabled else "direct_ffma_kernel"
 

@@ -32,29 +32,33 @@
 
 #include <cstdint>
 
+#include "common/configuration.h"
+#include "common/device_limits.h"
+#include "common/plan_memo.h"
+#include "common/ptx.cuh"
+#include "forward/families.h"
 #include "fusedconv/activation.h"
 #include "fusedconv/fast_divisor.h"
-#include "fusedconv/launch.h"
 #include "fusedconv/params.h"
-#include "fusedconv/tensorcore.cuh"
 
 namespace fusedconv {
+namespace small_problem {
 namespace {
 
-constexpr int kDirectThreads = 256;
-constexpr int kDirectMaxOutChannels = 16;
-constexpr int kDirectMaxK = 32;  // in_channels x kernel_h x kernel_w
+constexpr int kThreads = 256;
+constexpr int kMaxOutChannels = 16;
+constexpr int kMaxK = 32;  // in_channels x kernel_h x kernel_w
 
 // The kernel size as template arguments for the common 3x3 (kKernelH = kKernelW = 0: read at
 // run time). Known sizes unroll the tap loop into straight-line loads with static indices; the
 // run-time walk costs a counter and branches per tap, about a third of the kernel's
 // instructions on v0.
 template <int kKernelH, int kKernelW>
-__global__ void __launch_bounds__(kDirectThreads)
+__global__ void __launch_bounds__(kThreads)
     conv_hardswish_relu_direct_ffma_kernel(const ConvParams p) {
   // weights[k][out channel], k = (channel * kernel_h + r) * kernel_w + s; zero past the problem.
-  __shared__ float4 weights[kDirectMaxK][kDirectMaxOutChannels / 4];
-  __shared__ float bias_values[kDirectMaxOutChannels];
+  __shared__ float4 weights[kMaxK][kMaxOutChannels / 4];
+  __shared__ float bias_values[kMaxOutChannels];
 
   const int kernel_h = kKernelH > 0 ? kKernelH : static_cast<int>(p.kernel_h);
   const int kernel_w = kKernelW > 0 ? kKernelW : static_cast<int>(p.kernel_w);
@@ -67,7 +71,7 @@ __global__ void __launch_bounds__(kDirectThreads)
   const int out_channels = static_cast<int>(p.out_channels);
 
   // This thread's position: launch_direct keeps batch x plane below 2^31.
-  const int position = static_cast<int>(blockIdx.x) * kDirectThreads + threadIdx.x;
+  const int position = static_cast<int>(blockIdx.x) * kThreads + threadIdx.x;
   const bool active = position < static_cast<int>(p.batch) * plane;
   const int n = active ? position / plane : 0;
   const int local = active ? position - n * plane : 0;
@@ -83,7 +87,7 @@ __global__ void __launch_bounds__(kDirectThreads)
 
   // Inputs first, so their latency overlaps the weight staging below. Taps in the zero padding
   // read as 0; k past k_total stays 0 and is skipped below.
-  float inputs[kDirectMaxK];
+  float inputs[kMaxK];
   if constexpr (kKernelH > 0 && kKernelW > 0) {
     constexpr int kTaps = kKernelH * kKernelW;
     bool row_inside[kKernelH], col_inside[kKernelW];
@@ -101,7 +105,7 @@ __global__ void __launch_bounds__(kDirectThreads)
       col_offset[s] = col;
     }
 #pragma unroll
-    for (int k = 0; k < kDirectMaxK; ++k) {
+    for (int k = 0; k < kMaxK; ++k) {
       inputs[k] = 0.0f;
       const int channel = k / kTaps;  // compile-time constants once unrolled
       const int r = (k % kTaps) / kKernelW;
@@ -113,7 +117,7 @@ __global__ void __launch_bounds__(kDirectThreads)
   } else {
     int channel = 0, r = 0, s = 0;
 #pragma unroll
-    for (int k = 0; k < kDirectMaxK; ++k) {
+    for (int k = 0; k < kMaxK; ++k) {
       inputs[k] = 0.0f;
       const int row = first_row + r * dilation_h;
       const int col = first_col + s * dilation_w;
@@ -133,10 +137,10 @@ __global__ void __launch_bounds__(kDirectThreads)
 
   const float* __restrict__ weight = static_cast<const float*>(p.weight);
   float* weight_words = reinterpret_cast<float*>(weights);
-  for (int index = threadIdx.x; index < kDirectMaxK * kDirectMaxOutChannels;
-       index += kDirectThreads) {
-    const int k = index / kDirectMaxOutChannels;
-    const int out_channel = index % kDirectMaxOutChannels;
+  for (int index = threadIdx.x; index < kMaxK * kMaxOutChannels;
+       index += kThreads) {
+    const int k = index / kMaxOutChannels;
+    const int out_channel = index % kMaxOutChannels;
     float value = 0.0f;
     if (k < k_total && out_channel < out_channels) {
       const int channel = k / taps;
@@ -147,7 +151,7 @@ __global__ void __launch_bounds__(kDirectThreads)
     }
     weight_words[index] = value;
   }
-  if (threadIdx.x < kDirectMaxOutChannels) {
+  if (threadIdx.x < kMaxOutChannels) {
     const float* bias = static_cast<const float*>(p.bias);
     bias_values[threadIdx.x] =
         (bias != nullptr && static_cast<int>(threadIdx.x) < out_channels) ? bias[threadIdx.x]
@@ -158,16 +162,16 @@ __global__ void __launch_bounds__(kDirectThreads)
     return;
   }
 
-  float acc[kDirectMaxOutChannels];
+  float acc[kMaxOutChannels];
 #pragma unroll
-  for (int out_channel = 0; out_channel < kDirectMaxOutChannels; ++out_channel) {
+  for (int out_channel = 0; out_channel < kMaxOutChannels; ++out_channel) {
     acc[out_channel] = bias_values[out_channel];
   }
 #pragma unroll
-  for (int k = 0; k < kDirectMaxK; ++k) {
+  for (int k = 0; k < kMaxK; ++k) {
     if (k < k_total) {
 #pragma unroll
-      for (int quad = 0; quad < kDirectMaxOutChannels / 4; ++quad) {
+      for (int quad = 0; quad < kMaxOutChannels / 4; ++quad) {
         const float4 w = weights[k][quad];
         acc[4 * quad + 0] = fmaf(inputs[k], w.x, acc[4 * quad + 0]);
         acc[4 * quad + 1] = fmaf(inputs[k], w.y, acc[4 * quad + 1]);
@@ -180,7 +184,7 @@ __global__ void __launch_bounds__(kDirectThreads)
   float* __restrict__ output =
       static_cast<float*>(p.output) + int64_t{n} * p.output_strides.n + local;
 #pragma unroll
-  for (int out_channel = 0; out_channel < kDirectMaxOutChannels; ++out_channel) {
+  for (int out_channel = 0; out_channel < kMaxOutChannels; ++out_channel) {
     if (out_channel < out_channels) {
       output[out_channel * plane] = HardSwishReLU<float>::value(acc[out_channel]);
     }
@@ -192,26 +196,18 @@ __global__ void __launch_bounds__(kDirectThreads)
 
 constexpr int kDmmaThreads = 256;
 constexpr int kDmmaWarps = kDmmaThreads / 32;
-constexpr int kDmmaSteps = kDirectMaxK / 4;  // k4 steps
+constexpr int kDmmaSteps = kMaxK / 4;  // k4 steps
 constexpr int kDmmaGroups = 4;               // 8-position groups a warp takes per pass
 
 // What the launcher derives once per call: the divisions of the position walk.
 struct DmmaGeometry {
   FastDivisor plane;      // output positions per image
   FastDivisor out_width;
-  int positions;          // batch x plane, < 2^31 (direct_forward_applies)
+  int positions;          // batch x plane, < 2^31 (applies)
   int groups;             // ceil(positions / 8)
   int k_steps;            // ceil(in_channels x taps / 4)
   bool paired_stores;     // an even plane and an 8-byte aligned output: float2 stores
 };
-
-// D = A * B + C on the FP64 tensor cores, A 8x4 (row), B 4x8 (col). Lane l holds A[l / 4][l % 4],
-// B[l % 4][l / 4] and D[l / 4][2 (l % 4) + {0, 1}] (PTX ISA, "mma.m8n8k4 with .f64").
-__device__ __forceinline__ void dmma_m8n8k4(double (&d)[2], double a, double b) {
-  asm volatile("mma.sync.aligned.m8n8k4.row.col.f64.f64.f64.f64 {%0, %1}, {%2}, {%3}, {%0, %1};\n"
-               : "+d"(d[0]), "+d"(d[1])
-               : "d"(a), "d"(b));
-}
 
 // Each warp takes 8-position groups w, w + W, w + 2W, ... (W = warps in the grid), kDmmaGroups
 // per pass: first every group's input loads (32 per pass in flight), then the MMAs, then the
@@ -221,9 +217,9 @@ __global__ void __launch_bounds__(kDmmaThreads, 2)
     conv_hardswish_relu_direct_dmma_kernel(const ConvParams p, const DmmaGeometry geometry) {
   // Per k = channel x tap: the input's offset from a position's first input (row * stride_h,
   // col * stride_w) and the tap's row and column shift (padding bounds).
-  __shared__ int tap_input_offset[kDirectMaxK];
-  __shared__ int tap_row_shift[kDirectMaxK];
-  __shared__ int tap_col_shift[kDirectMaxK];
+  __shared__ int tap_input_offset[kMaxK];
+  __shared__ int tap_row_shift[kMaxK];
+  __shared__ int tap_col_shift[kMaxK];
   // Weights as A fragments, [step][m tile][lane]: conflict-free 8-byte loads.
   __shared__ double weight_fragments[kDmmaSteps][2][32];
 
@@ -232,7 +228,7 @@ __global__ void __launch_bounds__(kDmmaThreads, 2)
   const int k_total = static_cast<int>(p.in_channels) * taps;
   const int in_height = static_cast<int>(p.in_height);
   const int in_width = static_cast<int>(p.in_width);
-  if (threadIdx.x < kDirectMaxK) {
+  if (threadIdx.x < kMaxK) {
     const int k = threadIdx.x;
     const int channel = k / taps;
     const int r = (k - channel * taps) / kernel_w;
@@ -406,12 +402,12 @@ __global__ void __launch_bounds__(kDmmaThreads, 2)
 // Compute capability 8.0 (A100) and 9.0 (H100, H200): FP64 tensor cores at full rate. Other
 // devices run float64 at 1/32-1/64 of the float32 rate; FUSEDCONV_DISABLE_DMMA=1 (read once)
 // forces the FFMA kernel, for A/B timing and its tests on those devices.
-bool use_dmma(const tensorcore::DeviceLimits& limits) {
-  static const bool disabled = tensorcore::environment_flag("FUSEDCONV_DISABLE_DMMA");
+bool use_dmma(const DeviceLimits& limits) {
+  static const bool disabled = environment_flag("FUSEDCONV_DISABLE_DMMA");
   return !disabled && (limits.cc_major == 8 || limits.cc_major == 9) && limits.cc_minor == 0;
 }
 
-cudaError_t launch_dmma(const ConvParams& params, const tensorcore::DeviceLimits& limits,
+cudaError_t launch_dmma(const ConvParams& params, const DeviceLimits& limits,
                         cudaStream_t stream) {
   DmmaGeometry geometry{};
   const int64_t plane = params.out_height * params.out_width;
@@ -453,34 +449,35 @@ cudaError_t launch_dmma(const ConvParams& params, const tensorcore::DeviceLimits
 
 }  // namespace
 
-bool direct_forward_applies(const ConvParams& params) {
-  return tensorcore::dense_float32_nchw(params) &&
-         params.out_channels <= kDirectMaxOutChannels &&
-         params.in_channels * params.kernel_h * params.kernel_w <= kDirectMaxK &&
+bool applies(const ConvParams& params) {
+  return dense_float32_nchw(params) &&
+         params.out_channels <= kMaxOutChannels &&
+         params.in_channels * params.kernel_h * params.kernel_w <= kMaxK &&
          params.batch * params.out_height * params.out_width <
-             (int64_t{1} << 31) - kDirectThreads;
+             (int64_t{1} << 31) - kThreads;
 }
 
-cudaError_t launch_conv_hardswish_relu_direct(const ConvParams& params, cudaStream_t stream) {
+cudaError_t launch(const ConvParams& params, cudaStream_t stream) {
   const int64_t positions = params.batch * params.out_height * params.out_width;
   if (positions * params.out_channels == 0) {
     return cudaSuccess;
   }
-  tensorcore::DeviceLimits limits{};
-  const cudaError_t status = tensorcore::device_limits(limits);
+  DeviceLimits limits{};
+  const cudaError_t status = device_limits(limits);
   if (status != cudaSuccess) {
     return status;
   }
   if (use_dmma(limits)) {
     return launch_dmma(params, limits, stream);
   }
-  const dim3 grid(static_cast<unsigned int>((positions + kDirectThreads - 1) / kDirectThreads));
+  const dim3 grid(static_cast<unsigned int>((positions + kThreads - 1) / kThreads));
   if (params.kernel_h == 3 && params.kernel_w == 3) {
-    conv_hardswish_relu_direct_ffma_kernel<3, 3><<<grid, kDirectThreads, 0, stream>>>(params);
+    conv_hardswish_relu_direct_ffma_kernel<3, 3><<<grid, kThreads, 0, stream>>>(params);
   } else {
-    conv_hardswish_relu_direct_ffma_kernel<0, 0><<<grid, kDirectThreads, 0, stream>>>(params);
+    conv_hardswish_relu_direct_ffma_kernel<0, 0><<<grid, kThreads, 0, stream>>>(params);
   }
   return cudaGetLastError();
 }
 
+}  // namespace small_problem
 }  // namespace fusedconv

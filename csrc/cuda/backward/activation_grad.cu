@@ -1,20 +1,21 @@
 // Backward of the activation alone: grad_z = grad_y * f'(y), f' recovered from the output y
-// (DESIGN.md's table), so the pre-activation is never stored. The convolution's own backward runs
-// after this on grad_z.
+// (docs/DESIGN.md's table), so the pre-activation is never stored. The convolution's own
+// backward runs after this on grad_z.
 #include <cuda_runtime.h>
 
-#include "fusedconv/dtype.cuh"
 #include "fusedconv/activation.h"
+#include "fusedconv/dtype.cuh"
 #include "fusedconv/launch.h"
 #include "fusedconv/params.h"
 
 namespace fusedconv {
+namespace activation_grad {
 namespace {
 
-constexpr int kActivationGradThreads = 256;
+constexpr int kThreads = 256;
 
 template <typename Storage>
-__global__ void __launch_bounds__(kActivationGradThreads)
+__global__ void __launch_bounds__(kThreads)
     hardswish_relu_grad_kernel(const ActivationGradParams p) {
   using Traits = StorageTraits<Storage>;
   using Acc = typename Traits::Acc;
@@ -29,15 +30,17 @@ __global__ void __launch_bounds__(kActivationGradThreads)
 }
 
 }  // namespace
+}  // namespace activation_grad
 
 cudaError_t launch_hardswish_relu_grad(const ActivationGradParams& params, cudaStream_t stream) {
   if (params.numel == 0) {
     return cudaSuccess;
   }
-  const unsigned int blocks = grid_stride_blocks(params.numel, kActivationGradThreads);
+  constexpr int kThreads = activation_grad::kThreads;
+  const unsigned int blocks = grid_stride_blocks(params.numel, kThreads);
   return dispatch_dtype(params.dtype, [&](auto storage_tag) {
     using Storage = decltype(storage_tag);
-    hardswish_relu_grad_kernel<Storage><<<blocks, kActivationGradThreads, 0, stream>>>(params);
+    activation_grad::hardswish_relu_grad_kernel<Storage><<<blocks, kThreads, 0, stream>>>(params);
     return cudaGetLastError();
   });
 }

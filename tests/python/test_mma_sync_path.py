@@ -84,7 +84,7 @@ def test_kernelbench_shapes_default_and_tf32_modes(problem):
         assert default_error < THREE_TF32_TOLERANCE
         assert tf32_error < TF32_TOLERANCE
         if problem is KERNELBENCH_V0:
-            # The small-problem kernel (conv_fwd_direct.cu): exact float32 or better in both modes.
+            # The small-problem kernel (small_problem.cu): exact float32 or better in both modes.
             assert torch.equal(default, fast)
             assert default_error < 1e-6
         else:
@@ -115,7 +115,7 @@ def test_strided_and_dilated_calls_run_on_tensor_cores(stride, dilation):
                                                dilation=dilation)
 
     names = cuda_kernel_names(call)
-    assert any("tensorcore_kernel" in name for name in names), names
+    assert any("mma_sync_kernel" in name for name in names), names
     assert not any("generic_kernel" in name for name in names), names
     actual = poisoned_call(call, torch.float32, "cuda")
     expected = reference_float64(x, weight, bias, stride=stride, padding=1, dilation=dilation)
@@ -137,7 +137,7 @@ def test_small_weights_take_one_launch(allow_tf32):
 
     call()
     names = cuda_kernel_names(call)
-    assert sum("tensorcore_kernel" in name for name in names) == 1, names
+    assert sum("mma_sync_kernel" in name for name in names) == 1, names
     assert not any("split_weights" in name for name in names), names
     tolerance = TF32_TOLERANCE if allow_tf32 else THREE_TF32_TOLERANCE
     assert relative_l2_error(poisoned_call(call, torch.float32, "cuda"),
@@ -153,7 +153,7 @@ def test_small_weights_take_one_launch(allow_tf32):
     (45, 20, 2, 2),  # 16-channel chunks of 2x2 taps
 ])
 def test_small_kernels_take_wide_channel_chunks(in_channels, out_channels, kernel, stride):
-    # Kernels of 1-4 taps stage 16-64 input channels per chunk (conv_fwd_tensorcore.cu,
+    # Kernels of 1-4 taps stage 16-64 input channels per chunk (csrc/cuda/forward/mma_sync/,
     # preferred_chunk_channels); correct against float64 on poisoned outputs, in both modes.
     # Strided cases keep the Hopper kernel (stride 1 only) out; on an H100 the 1x1 / 128 case
     # runs the streamed wgmma kernel instead (test_wgmma_path.py covers it there).
@@ -168,7 +168,7 @@ def test_small_kernels_take_wide_channel_chunks(in_channels, out_channels, kerne
             return fusedconv.conv2d_hardswish_relu(x, weight, bias, stride=stride, padding=1,
                                                    allow_tf32=allow_tf32)
         names = cuda_kernel_names(call)
-        assert any("tensorcore_kernel" in name or "wgmma" in name for name in names), names
+        assert any("mma_sync_kernel" in name or "wgmma" in name for name in names), names
         assert not any("generic_kernel" in name for name in names), names
         actual = poisoned_call(call, torch.float32, "cuda")
         assert relative_l2_error(actual, expected) < tolerance, allow_tf32
@@ -184,8 +184,8 @@ ALTERNATING_SHAPES = [
     (2, 8, 64, 23, 128, 3, 0, 1, "wgmma_kernel"),        # height only
     (1, 64, 64, 20, 20, 3, 1, 1, "wgmma_streamed_kernel"),
     (1, 64, 96, 20, 20, 3, 1, 1, "wgmma_streamed_kernel"),  # output channels only
-    (2, 8, 40, 17, 23, 3, 1, 2, "tensorcore_kernel"),    # strided: mma.sync everywhere
-    (3, 8, 40, 17, 23, 3, 1, 2, "tensorcore_kernel"),    # batch only
+    (2, 8, 40, 17, 23, 3, 1, 2, "mma_sync_kernel"),    # strided: mma.sync everywhere
+    (3, 8, 40, 17, 23, 3, 1, 2, "mma_sync_kernel"),    # batch only
 ]
 
 
@@ -201,7 +201,7 @@ def test_plans_follow_the_shape_when_shapes_alternate():
         bias = torch.randn(cout, generator=generator).cuda()
         expected = reference_float64(x, weight, bias, stride=stride, padding=padding)
         cases.append((x, weight, bias, stride, padding, expected,
-                      family if hopper else "tensorcore_kernel"))
+                      family if hopper else "mma_sync_kernel"))
     calls = 0
     for order in (cases, cases[::-1], cases[::2] + cases[1::2], cases):
         for x, weight, bias, stride, padding, expected, family in order:

@@ -4,18 +4,19 @@
 // correctness baseline the fast paths are tested against: slower, never wrong.
 #include <cuda_runtime.h>
 
-#include "fusedconv/dtype.cuh"
+#include "forward/families.h"
 #include "fusedconv/activation.h"
-#include "fusedconv/launch.h"
+#include "fusedconv/dtype.cuh"
 #include "fusedconv/params.h"
 
 namespace fusedconv {
+namespace generic {
 namespace {
 
-constexpr int kGenericConvThreads = 256;
+constexpr int kThreads = 256;
 
 template <typename Storage>
-__global__ void __launch_bounds__(kGenericConvThreads)
+__global__ void __launch_bounds__(kThreads)
     conv_hardswish_relu_generic_kernel(const ConvParams p) {
   using Traits = StorageTraits<Storage>;
   using Acc = typename Traits::Acc;
@@ -82,17 +83,18 @@ __global__ void __launch_bounds__(kGenericConvThreads)
 
 }  // namespace
 
-cudaError_t launch_conv_hardswish_relu_generic(const ConvParams& params, cudaStream_t stream) {
+cudaError_t launch(const ConvParams& params, cudaStream_t stream) {
   const int64_t total = params.batch * params.out_channels * params.out_height * params.out_width;
   if (total == 0) {
     return cudaSuccess;
   }
-  const unsigned int blocks = grid_stride_blocks(total, kGenericConvThreads);
+  const unsigned int blocks = grid_stride_blocks(total, kThreads);
   return dispatch_dtype(params.dtype, [&](auto storage_tag) {
     using Storage = decltype(storage_tag);
-    conv_hardswish_relu_generic_kernel<Storage><<<blocks, kGenericConvThreads, 0, stream>>>(params);
+    conv_hardswish_relu_generic_kernel<Storage><<<blocks, kThreads, 0, stream>>>(params);
     return cudaGetLastError();
   });
 }
 
+}  // namespace generic
 }  // namespace fusedconv

@@ -1,7 +1,8 @@
-// Fast fused forward for float32 NCHW, groups 1, any stride and dilation: implicit GEMM on tensor
-// cores (DESIGN.md, "Kernels"). M = output channels (weights), N = output pixels, K = input
-// channels x taps, walked in chunks of up to 8 input channels; inside a chunk K runs tap-major,
-// channel-minor, so for Cin = 8 each k8 step is one tap (CUTLASS's "FixedChannels" idea, NCHW).
+// The mma.sync forward (sm_80 and later): float32 NCHW, groups 1, any stride and dilation, an
+// implicit GEMM on tensor cores (docs/DESIGN.md, "Kernels"). M = output channels (weights), N =
+// output pixels, K = input channels x taps, walked in chunks of up to 8 input channels; inside a
+// chunk K runs tap-major, channel-minor, so for Cin = 8 each k8 step is one tap (CUTLASS's
+// "FixedChannels" idea, NCHW).
 //
 // Precision: 3xTF32 by default. Each float32 operand is split into a TF32 big part and a TF32
 // small part (x - big) and the product taken as small*big + big*small + big*big (small*small is
@@ -24,78 +25,20 @@
 // col) reads staged column col * stride_w of staged row row * stride_h, and tap (r, s) adds (r *
 // dilation_h, s * dilation_w), so a strided tile stages every input row and column between the ones
 // it reads (at most stride - 1 unused rows per output row, cheap next to a generic kernel).
+#pragma once
+
 #include <cuda_runtime.h>
 
 #include <cstdint>
-#include <cstdlib>
 
+#include "common/ptx.cuh"
+#include "common/three_tf32.cuh"
+#include "forward/mma_sync/layout.h"
 #include "fusedconv/activation.h"
-#include "fusedconv/launch.h"
 #include "fusedconv/params.h"
-#include "fusedconv/tensorcore.cuh"
 
 namespace fusedconv {
-namespace {
-
-using namespace tensorcore;
-
-constexpr int kTcWarps = 8;
-constexpr int kTcThreads = kTcWarps * 32;
-constexpr int kTcPixelsPerWarp = 32;  // four n8 tiles
-constexpr int kTcTilePixels = kTcWarps * kTcPixelsPerWarp;
-// Input channels staged per chunk: 8 for kernels of 5 taps or more (v0.1: 3x3 x 8 channels, one
-// tap per k8 step), more for small kernels, whose chunk of 8 channels is only one or two k8 steps
-// of MMAs behind a whole stage-split-synchronise round: 1x1 with 128 input channels measured
-// 0.46 ms in 16 such rounds per tile (eager: 0.27 ms). Halved while two CTAs would not fit.
-int preferred_chunk_channels(int64_t taps) {
-  return taps >= 5 ? 8 : (taps >= 3 ? 16 : (taps == 2 ? 32 : 64));
-}
-// Chunk totals (float32 sums of each chunk's MMA results, see the kernel) only past this many k8
-// steps in all: up to 24 steps (72 MMAs per accumulator in 3xTF32; v0.1 has 27 at 7e-7 error)
-// the tensor core's truncating accumulation stays far below the 1e-5 bound, and the totals' 64 KB
-// of shared memory would halve the CTAs per SM of the 1x1 / 128-channel case.
-constexpr int kMaxKStepsWithoutTotals = 24;
-// CTAs of 8 warps per SM: two (registers capped at 128 per thread) with 32 or 64 channels per
-// CTA; four (64 registers) with 16, whose accumulators are a quarter of the size, so small
-// problems like KernelBench's v0 (512 tiles) run every tile at once instead of in two waves.
-template <int kMTiles>
-constexpr int max_ctas_per_sm() {
-  return kMTiles == 1 ? 4 : 2;
-}
-constexpr int kPrepThreads = 256;
-
-// Geometry of one launch, computed on the host.
-struct TensorCoreLayout {
-  int channel_tiles;     // kMTiles: 16-channel m16 tiles per CTA
-  int channel_blocks;    // ceil(out_channels / (16 * channel_tiles)): gridDim.y
-  int chunk_channels;    // input channels staged at a time (preferred_chunk_channels)
-  int chunks;            // ceil(in_channels / chunk_channels)
-  int chunk_k_steps;     // ceil(taps * chunk_channels / 8)
-  int tile_rows;         // input rows staged per pixel tile: (output rows it spans - 1) *
-                         // stride_h + (kernel_h - 1) * dilation_h + 1
-  int tile_cols;         // (out_width - 1) * stride_w + (kernel_w - 1) * dilation_w + 1: the
-                         // padded input row's columns any output reads
-  int plane_pitch;       // words per staged channel, = 8 (mod 32) for conflict-free B loads;
-                         // a chunk holds chunk_channels + 1 planes (the last all zero), once as
-                         // raw float32 split in place to TF32 big parts, once as small parts
-  int tiles_per_image;   // ceil(out_height * out_width / kTcTilePixels)
-  int64_t fragment_words;  // words of big parts, all channel blocks (small parts follow)
-  bool chunk_totals;       // several chunks, summed in float32 totals (kMaxKStepsWithoutTotals)
-  bool shared_weights;     // each CTA splits its channel block's fragments into shared memory
-                           // (no prep kernel, no workspace)
-  int64_t shared_bytes;    // dynamic shared memory one CTA needs
-};
-
-// Up to this many bytes of split fragments per CTA (big and small parts), with one m16 tile per
-// CTA, go to shared memory when the CTA's shared memory stays within the second bound: small
-// problems only, whose four CTAs per SM must still fit (and every device's default 48 KB).
-constexpr int64_t kMaxSharedWeightBytes = 16 * 1024;
-constexpr int64_t kMaxSharedBytesWithWeights = 48 * 1024;
-
-// Fragment words of one channel block (the layout's fragment_words / channel_blocks).
-__host__ __device__ inline int64_t block_fragment_words(const TensorCoreLayout& layout) {
-  return int64_t{layout.chunks} * layout.chunk_k_steps * layout.channel_tiles * 32 * 4;
-}
+namespace mma_sync {
 
 // Split weights in m16n8k8 A-fragment order: word
 // ((((block * chunks + chunk) * chunk_k_steps + step) * kMTiles + tile) * 32 + lane) * 4 + e
@@ -106,7 +49,7 @@ __host__ __device__ inline int64_t block_fragment_words(const TensorCoreLayout& 
 // instructions, which showed on v0, where every CTA splits its own words.
 template <int kMTiles, bool kThreeTf32>
 __device__ __forceinline__ void split_weight_word(const ConvParams& p,
-                                                  const TensorCoreLayout& layout, uint32_t index,
+                                                  const Layout& layout, uint32_t index,
                                                   uint32_t& big, uint32_t& small) {
   const float* __restrict__ weight = static_cast<const float*>(p.weight);
   const uint32_t element = index & 3u;
@@ -133,18 +76,13 @@ __device__ __forceinline__ void split_weight_word(const ConvParams& p,
     value = weight[channel * p.weight_strides.n + in_channel * p.weight_strides.c +
                    tap_row * p.weight_strides.h + (tap - tap_row * kernel_w) * p.weight_strides.w];
   }
-  small = 0u;
-  if (kThreeTf32) {
-    split_weight(value, big, small);
-  } else {
-    big = to_tf32(value);
-  }
+  split_weight_operand<kThreeTf32>(value, big, small);
 }
 
 // Weights -> workspace: every channel block's fragments, big parts then small parts.
 template <int kMTiles, bool kThreeTf32>
 __global__ void __launch_bounds__(kPrepThreads)
-    split_weights_kernel(const ConvParams p, const TensorCoreLayout layout) {
+    split_weights_kernel(const ConvParams p, const Layout layout) {
   uint32_t* __restrict__ big_parts = static_cast<uint32_t*>(p.workspace);
   uint32_t* __restrict__ small_parts = big_parts + layout.fragment_words;
   const uint32_t words = static_cast<uint32_t>(layout.fragment_words);
@@ -161,8 +99,8 @@ __device__ __forceinline__ uint4 load_fragment(const uint4* address) {
 }
 
 template <int kMTiles, bool kThreeTf32, bool kSharedWeights>
-__global__ void __launch_bounds__(kTcThreads, max_ctas_per_sm<kMTiles>())
-    conv_hardswish_relu_tensorcore_kernel(const ConvParams p, const TensorCoreLayout layout) {
+__global__ void __launch_bounds__(kThreads, max_ctas_per_sm<kMTiles>())
+    conv_hardswish_relu_mma_sync_kernel(const ConvParams p, const Layout layout) {
   extern __shared__ uint4 shared_raw[];
   // With kSharedWeights, this CTA's channel block's fragments come first (big, then small).
   const int64_t shared_fragment_words = kSharedWeights ? block_fragment_words(layout) : 0;
@@ -201,7 +139,7 @@ __global__ void __launch_bounds__(kTcThreads, max_ctas_per_sm<kMTiles>())
   // Offset of each k of a chunk inside the staged tile, relative to the pixel's own offset.
   // Padding k (tap >= taps) reads the extra all-zero plane, so a NaN in the input cannot leak
   // through 0 * NaN; channels past in_channels in the last chunk are staged as zeros.
-  for (int k = threadIdx.x; k < layout.chunk_k_steps * 8; k += kTcThreads) {
+  for (int k = threadIdx.x; k < layout.chunk_k_steps * 8; k += kThreads) {
     const int tap = k / chunk_channels;
     tap_offset[k] = tap < taps ? (k % chunk_channels) * layout.plane_pitch +
                                      (tap / kernel_w) * static_cast<int>(p.dilation_h) *
@@ -209,7 +147,7 @@ __global__ void __launch_bounds__(kTcThreads, max_ctas_per_sm<kMTiles>())
                                      (tap % kernel_w) * static_cast<int>(p.dilation_w)
                                : chunk_channels * layout.plane_pitch;
   }
-  for (int index = threadIdx.x; index < layout.plane_pitch; index += kTcThreads) {
+  for (int index = threadIdx.x; index < layout.plane_pitch; index += kThreads) {
     tile_big[chunk_channels * layout.plane_pitch + index] = 0u;
     tile_small[chunk_channels * layout.plane_pitch + index] = 0u;
   }
@@ -224,14 +162,14 @@ __global__ void __launch_bounds__(kTcThreads, max_ctas_per_sm<kMTiles>())
 
   for (int64_t tile_index = blockIdx.x; tile_index < total_tiles; tile_index += gridDim.x) {
     const int64_t n = tile_index / layout.tiles_per_image;
-    const int64_t first_pixel = (tile_index % layout.tiles_per_image) * kTcTilePixels;
+    const int64_t first_pixel = (tile_index % layout.tiles_per_image) * kTilePixels;
     const int first_row = static_cast<int>(first_pixel / out_width);
 
     // This thread's B-fragment columns: pixel warp * 32 + j * 8 + group of the tile.
     int pixel_offset[4];
 #pragma unroll
     for (int j = 0; j < 4; ++j) {
-      const int64_t pixel = first_pixel + warp * kTcPixelsPerWarp + j * 8 + group;
+      const int64_t pixel = first_pixel + warp * kPixelsPerWarp + j * 8 + group;
       const int local =
           pixel < plane_size ? static_cast<int>(pixel - int64_t{first_row} * out_width) : 0;
       const int row = local / out_width;
@@ -259,7 +197,7 @@ __global__ void __launch_bounds__(kTcThreads, max_ctas_per_sm<kMTiles>())
       // past in_channels: all of it in flight at once. A warp copies one (channel, row) at a
       // time, lanes along the row.
       for (int channel_row = warp; channel_row < chunk_channels * layout.tile_rows;
-           channel_row += kTcWarps) {
+           channel_row += kWarps) {
         const int channel = channel_row / layout.tile_rows;
         const int row = channel_row - channel * layout.tile_rows;
         const int in_channel = chunk * chunk_channels + channel;
@@ -282,7 +220,7 @@ __global__ void __launch_bounds__(kTcThreads, max_ctas_per_sm<kMTiles>())
         uint32_t* shared_big = reinterpret_cast<uint32_t*>(shared_raw);
         uint32_t* shared_small = shared_big + shared_fragment_words;
         const uint32_t first_word = blockIdx.y * static_cast<uint32_t>(shared_fragment_words);
-        for (int index = threadIdx.x; index < shared_fragment_words; index += kTcThreads) {
+        for (int index = threadIdx.x; index < shared_fragment_words; index += kThreads) {
           split_weight_word<kMTiles, kThreeTf32>(p, layout, first_word + index,
                                                  shared_big[index], shared_small[index]);
         }
@@ -292,7 +230,7 @@ __global__ void __launch_bounds__(kTcThreads, max_ctas_per_sm<kMTiles>())
       __syncthreads();
       // Split every staged element once here rather than once per tap in the MMA loop.
       for (int index = threadIdx.x; index < chunk_channels * layout.plane_pitch;
-           index += kTcThreads) {
+           index += kThreads) {
         uint32_t big, small;
         split_input(tile[index], big, small);
         tile_big[index] = big;
@@ -318,18 +256,14 @@ __global__ void __launch_bounds__(kTcThreads, max_ctas_per_sm<kMTiles>())
 #pragma unroll
         for (int i = 0; i < kMTiles; ++i) {
           const int64_t fragment = chunk_fragments + (k_step * kMTiles + i) * 32 + lane;
-          const uint4 a_hi = load_fragment<kSharedWeights>(big_fragments + fragment);
-          if (kThreeTf32) {
-            const uint4 a_lo = load_fragment<kSharedWeights>(small_fragments + fragment);
-#pragma unroll
-            for (int j = 0; j < 4; ++j) {
-              mma_tf32(acc[i][j], a_lo, b_big[j][0], b_big[j][1]);
-              mma_tf32(acc[i][j], a_hi, b_small[j][0], b_small[j][1]);
-            }
-          }
+          const uint4 a_big = load_fragment<kSharedWeights>(big_fragments + fragment);
+          const uint4 a_small = kThreeTf32
+                                    ? load_fragment<kSharedWeights>(small_fragments + fragment)
+                                    : a_big;
 #pragma unroll
           for (int j = 0; j < 4; ++j) {
-            mma_tf32(acc[i][j], a_hi, b_big[j][0], b_big[j][1]);
+            mma_three_tf32<kThreeTf32>(acc[i][j], a_big, a_small, b_big[j][0], b_big[j][1],
+                                       b_small[j][0], b_small[j][1]);
           }
         }
       }
@@ -340,7 +274,7 @@ __global__ void __launch_bounds__(kTcThreads, max_ctas_per_sm<kMTiles>())
           for (int j = 0; j < 4; ++j) {
 #pragma unroll
             for (int e = 0; e < 4; ++e) {
-              float& slot = chunk_totals[((i * 4 + j) * 4 + e) * kTcThreads + threadIdx.x];
+              float& slot = chunk_totals[((i * 4 + j) * 4 + e) * kThreads + threadIdx.x];
               slot = chunk == 0 ? acc[i][j][e] : slot + acc[i][j][e];
               acc[i][j][e] = 0.0f;
             }
@@ -355,7 +289,7 @@ __global__ void __launch_bounds__(kTcThreads, max_ctas_per_sm<kMTiles>())
         for (int j = 0; j < 4; ++j) {
 #pragma unroll
           for (int e = 0; e < 4; ++e) {
-            acc[i][j][e] += chunk_totals[((i * 4 + j) * 4 + e) * kTcThreads + threadIdx.x];
+            acc[i][j][e] += chunk_totals[((i * 4 + j) * 4 + e) * kThreads + threadIdx.x];
           }
         }
       }
@@ -377,7 +311,7 @@ __global__ void __launch_bounds__(kTcThreads, max_ctas_per_sm<kMTiles>())
 #pragma unroll
         for (int j = 0; j < 4; ++j) {
           const int64_t pixel =
-              first_pixel + warp * kTcPixelsPerWarp + j * 8 + 2 * thread_in_group;
+              first_pixel + warp * kPixelsPerWarp + j * 8 + 2 * thread_in_group;
           const float first = HardSwishReLU<float>::value(acc[i][j][2 * half]);
           const float second = HardSwishReLU<float>::value(acc[i][j][2 * half + 1]);
           if (paired_stores && pixel + 1 < plane_size) {
@@ -396,210 +330,5 @@ __global__ void __launch_bounds__(kTcThreads, max_ctas_per_sm<kMTiles>())
   }
 }
 
-int channel_tiles_for(int64_t out_channels) {
-  return out_channels <= 16 ? 1 : (out_channels <= 32 ? 2 : 4);
-}
-
-TensorCoreLayout make_layout_with_chunk(const ConvParams& p, int chunk_channels) {
-  TensorCoreLayout layout{};
-  layout.channel_tiles = channel_tiles_for(p.out_channels);
-  layout.channel_blocks = static_cast<int>((p.out_channels + layout.channel_tiles * 16 - 1) /
-                                           (layout.channel_tiles * 16));
-  layout.chunk_channels =
-      static_cast<int>(p.in_channels < chunk_channels ? p.in_channels : chunk_channels);
-  layout.chunks =
-      static_cast<int>((p.in_channels + layout.chunk_channels - 1) / layout.chunk_channels);
-  layout.chunk_k_steps =
-      static_cast<int>((p.kernel_h * p.kernel_w * layout.chunk_channels + 7) / 8);
-  const int64_t tile_rows = (spanned_rows(p.out_width, kTcTilePixels) - 1) * p.stride_h +
-                            (p.kernel_h - 1) * p.dilation_h + 1;
-  const int64_t tile_cols = (p.out_width - 1) * p.stride_w + (p.kernel_w - 1) * p.dilation_w + 1;
-  if (tile_rows * tile_cols > (int64_t{1} << 24)) {
-    layout.shared_bytes = INT64_MAX;  // far beyond any shared memory; keeps the ints below safe
-    return layout;
-  }
-  layout.tile_rows = static_cast<int>(tile_rows);
-  layout.tile_cols = static_cast<int>(tile_cols);
-  layout.plane_pitch = padded_pitch(int64_t{layout.tile_rows} * layout.tile_cols, 8);
-  layout.tiles_per_image =
-      static_cast<int>((p.out_height * p.out_width + kTcTilePixels - 1) / kTcTilePixels);
-  layout.fragment_words = int64_t{layout.channel_blocks} * layout.chunks * layout.chunk_k_steps *
-                          layout.channel_tiles * 32 * 4;
-  layout.shared_bytes = int64_t{layout.chunk_k_steps} * 8 * 4 +
-                        int64_t{2} * (layout.chunk_channels + 1) * layout.plane_pitch * 4;
-  layout.chunk_totals = layout.chunks > 1 &&
-                        int64_t{layout.chunks} * layout.chunk_k_steps > kMaxKStepsWithoutTotals;
-  if (layout.chunk_totals) {
-    layout.shared_bytes += int64_t{kTcThreads} * layout.channel_tiles * 16 * 4;
-  }
-  const int64_t shared_weight_bytes = 2 * block_fragment_words(layout) * 4;
-  layout.shared_weights =
-      layout.channel_tiles == 1 && shared_weight_bytes <= kMaxSharedWeightBytes &&
-      layout.shared_bytes + shared_weight_bytes <= kMaxSharedBytesWithWeights;
-  if (layout.shared_weights) {
-    layout.shared_bytes += shared_weight_bytes;
-  }
-  return layout;
-}
-
-TensorCoreLayout make_layout(const ConvParams& p, const DeviceLimits& limits) {
-  TensorCoreLayout layout =
-      make_layout_with_chunk(p, preferred_chunk_channels(p.kernel_h * p.kernel_w));
-  while (layout.chunk_channels > 8 && ctas_per_sm(limits, layout.shared_bytes, 2) < 2) {
-    // Half the chunk, rounded up to whole k8 steps of channels.
-    layout = make_layout_with_chunk(p, (layout.chunk_channels / 2 + 7) / 8 * 8);
-  }
-  return layout;
-}
-
-// Dispatch rule: the tensor-core kernel wherever its shape rule holds and one chunk's staged
-// tile fits the device's shared memory; the generic direct convolution (exact float32, every
-// configuration) everywhere else.
-cudaError_t choose_tensorcore(const ConvParams& params, bool& use, TensorCoreLayout& layout,
-                              DeviceLimits& limits) {
-  use = false;
-  if (!dense_float32_nchw(params)) {
-    return cudaSuccess;
-  }
-  const cudaError_t status = device_limits(limits);
-  if (status != cudaSuccess) {
-    return status;
-  }
-  thread_local PlanMemo<TensorCoreLayout> memo;
-  use = memo.get(plan_key(params, limits, 0), layout, [&](TensorCoreLayout& planned) {
-    planned = make_layout(params, limits);
-    // fragment_words < 2^31: the weight split's 32-bit index math (and a workspace below 16 GB).
-    return planned.shared_bytes <= limits.max_shared_bytes &&
-           planned.fragment_words < (int64_t{1} << 31);
-  });
-  return cudaSuccess;
-}
-
-template <int kMTiles, bool kThreeTf32, bool kSharedWeights>
-cudaError_t launch_with(const ConvParams& p, const TensorCoreLayout& layout,
-                        const DeviceLimits& limits, cudaStream_t stream) {
-  constexpr auto kernel =
-      conv_hardswish_relu_tensorcore_kernel<kMTiles, kThreeTf32, kSharedWeights>;
-  cudaError_t status = opt_in_shared_memory<kernel>(limits);
-  if (status != cudaSuccess) {
-    return status;
-  }
-  if (!kSharedWeights) {
-    if (p.workspace == nullptr) {
-      return cudaErrorInvalidValue;
-    }
-    const int64_t prep_blocks = (layout.fragment_words + kPrepThreads - 1) / kPrepThreads;
-    split_weights_kernel<kMTiles, kThreeTf32>
-        <<<static_cast<unsigned int>(prep_blocks < 1024 ? prep_blocks : 1024), kPrepThreads, 0,
-           stream>>>(p, layout);
-    status = cudaGetLastError();
-    if (status != cudaSuccess) {
-      return status;
-    }
-  }
-  // Persistent grid: as many CTAs as fit on every SM at once, shared among the channel blocks,
-  // never more CTAs than tiles.
-  const int64_t total_tiles = p.batch * layout.tiles_per_image;
-  const int64_t per_sm = ctas_per_sm(limits, layout.shared_bytes, max_ctas_per_sm<kMTiles>());
-  int64_t blocks = (limits.sm_count * per_sm + layout.channel_blocks - 1) / layout.channel_blocks;
-  if (blocks > total_tiles) {
-    blocks = total_tiles;
-  }
-  const dim3 grid(static_cast<unsigned int>(blocks),
-                  static_cast<unsigned int>(layout.channel_blocks));
-  kernel<<<grid, kTcThreads, static_cast<size_t>(layout.shared_bytes), stream>>>(p, layout);
-  return cudaGetLastError();
-}
-
-cudaError_t launch_tensorcore(const ConvParams& params, const TensorCoreLayout& layout,
-                              const DeviceLimits& limits, bool three_tf32, cudaStream_t stream) {
-  switch (layout.channel_tiles) {
-    case 1:
-      if (layout.shared_weights) {
-        return three_tf32 ? launch_with<1, true, true>(params, layout, limits, stream)
-                          : launch_with<1, false, true>(params, layout, limits, stream);
-      }
-      return three_tf32 ? launch_with<1, true, false>(params, layout, limits, stream)
-                        : launch_with<1, false, false>(params, layout, limits, stream);
-    case 2:
-      return three_tf32 ? launch_with<2, true, false>(params, layout, limits, stream)
-                        : launch_with<2, false, false>(params, layout, limits, stream);
-    default:
-      return three_tf32 ? launch_with<4, true, false>(params, layout, limits, stream)
-                        : launch_with<4, false, false>(params, layout, limits, stream);
-  }
-}
-
-// Process-wide opt-out of the Hopper kernel (FUSEDCONV_DISABLE_WGMMA=1, read once): for A/B
-// timing against the mma.sync kernel, and a way around it should it misbehave on some setup.
-bool wgmma_disabled() {
-  static const bool disabled = environment_flag("FUSEDCONV_DISABLE_WGMMA");
-  return disabled;
-}
-
-cudaError_t use_wgmma(const ConvParams& params, bool allow_tf32, bool& use,
-                      int64_t& workspace_bytes) {
-  use = false;
-  workspace_bytes = 0;
-  if (wgmma_disabled()) {
-    return cudaSuccess;
-  }
-  return wgmma_forward_applies(params, allow_tf32, use, workspace_bytes);
-}
-
-}  // namespace
-
-cudaError_t forward_workspace_bytes(const ConvParams& params, bool allow_tf32, int64_t& bytes) {
-  bytes = 0;
-  if (direct_forward_applies(params)) {
-    return cudaSuccess;
-  }
-  bool wgmma = false;
-  cudaError_t status = use_wgmma(params, allow_tf32, wgmma, bytes);
-  if (status != cudaSuccess || wgmma) {
-    return status;
-  }
-  bool use = false;
-  TensorCoreLayout layout{};
-  DeviceLimits limits{};
-  status = choose_tensorcore(params, use, layout, limits);
-  if (status == cudaSuccess && use && !layout.shared_weights) {
-    bytes = 2 * layout.fragment_words * 4;  // big parts, then small parts
-  }
-  return status;
-}
-
-// Dispatch rule (launch.h): the small-problem kernels, else the Hopper wgmma kernel, else
-// the mma.sync tensor-core kernel where its shape rule holds and its tile fits, else the generic
-// kernel.
-cudaError_t launch_conv_hardswish_relu(const ConvParams& params, bool allow_tf32,
-                                       cudaStream_t stream) {
-  if (params.batch * params.out_channels * params.out_height * params.out_width == 0) {
-    return cudaSuccess;
-  }
-  if (direct_forward_applies(params)) {
-    return launch_conv_hardswish_relu_direct(params, stream);
-  }
-  bool wgmma = false;
-  int64_t wgmma_workspace_bytes = 0;
-  cudaError_t status = use_wgmma(params, allow_tf32, wgmma, wgmma_workspace_bytes);
-  if (status != cudaSuccess) {
-    return status;
-  }
-  if (wgmma) {
-    return launch_conv_hardswish_relu_wgmma(params, allow_tf32, stream);
-  }
-  bool use = false;
-  TensorCoreLayout layout{};
-  DeviceLimits limits{};
-  status = choose_tensorcore(params, use, layout, limits);
-  if (status != cudaSuccess) {
-    return status;
-  }
-  if (!use) {
-    return launch_conv_hardswish_relu_generic(params, stream);
-  }
-  return launch_tensorcore(params, layout, limits, !allow_tf32, stream);
-}
-
+}  // namespace mma_sync
 }  // namespace fusedconv

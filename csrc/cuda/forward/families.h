@@ -1,0 +1,49 @@
+// The forward kernel families' entry points, called by forward_plan.cu (the dispatch rule)
+// and nowhere else. Each `applies` reads the current device; launchers never throw and return the
+// launch's cudaError_t. params.workspace must hold the bytes the family asked for.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+#include "fusedconv/params.h"
+
+namespace fusedconv {
+
+// Exact direct convolution for any configuration ConvParams can describe (generic.cu).
+namespace generic {
+cudaError_t launch(const ConvParams& params, cudaStream_t stream);
+}  // namespace generic
+
+// Small problems (small_problem.cu): FP64 tensor-core MMAs on compute capability 8.0 and 9.0
+// (unless FUSEDCONV_DISABLE_DMMA=1), float32 FFMA elsewhere. Float32 dense NCHW, groups 1, any
+// stride and dilation, at most 16 output channels, in_channels x kernel_h x kernel_w <= 32 and
+// batch x output plane below 2^31. Float32 accuracy or better in either precision mode; no
+// workspace.
+namespace small_problem {
+bool applies(const ConvParams& params);
+cudaError_t launch(const ConvParams& params, cudaStream_t stream);
+}  // namespace small_problem
+
+// Hopper (wgmma/): `applies` on compute capability 9.0 with the sm_90a code built, stride 1 and
+// dilation 1 on dense NCHW, more than 16 output channels, and a tile within shared memory for
+// one of its variants: resident weights, up to 32 k steps of 8 input channels x one tap,
+// float32, float16 or bfloat16 (those two in TF32 mode, which is exact for them); or streamed
+// weights, up to 128 output channels, float32. `workspace_bytes`: 0 for the resident variant,
+// the split weights for the streamed one.
+namespace wgmma {
+cudaError_t forward_applies(const ConvParams& params, bool allow_tf32, bool& applies,
+                            int64_t& workspace_bytes);
+cudaError_t launch(const ConvParams& params, bool allow_tf32, cudaStream_t stream);
+}  // namespace wgmma
+
+// mma.sync tensor cores (mma_sync/): float32 dense NCHW, groups 1, any stride and dilation,
+// where one chunk's staged tile fits shared memory. `workspace_bytes`: the split weights, 0
+// where each CTA splits its own into shared memory.
+namespace mma_sync {
+cudaError_t forward_applies(const ConvParams& params, bool& applies, int64_t& workspace_bytes);
+cudaError_t launch(const ConvParams& params, bool allow_tf32, cudaStream_t stream);
+}  // namespace mma_sync
+
+}  // namespace fusedconv
