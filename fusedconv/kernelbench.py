@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from fusedconv import _build
+from fusedconv import _build, build_config
 
 __all__ = ["ExportError", "export_source", "export", "evaluate", "format_report",
            "REFERENCE_V0_1_SOURCE", "EXPORT_NAMESPACE", "EXPORT_LINE_LENGTH"]
@@ -121,8 +121,8 @@ import torch
 from torch.utils.cpp_extension import CUDA_HOME, load_inline
 
 EXTENSION_NAME = "@NAMESPACE@"
-# sm_80 and sm_90 machine code plus compute_90 PTX for newer GPUs, given to torch as
-# TORCH_CUDA_ARCH_LIST (unless the user set one), which steers every torch version alike.
+# sm_80 machine code plus compute_80 PTX, given to torch as TORCH_CUDA_ARCH_LIST (unless the user
+# set one), which steers every torch version alike; sm_90a (the Hopper kernels) from NVCC_FLAGS.
 CUDA_ARCH_LIST = "@ARCH_LIST@"
 CXX_FLAGS = @CXX_FLAGS@
 NVCC_FLAGS = @NVCC_FLAGS@
@@ -231,9 +231,9 @@ class ModelNew(torch.nn.Module):
 
 
 def _resolve_include(name, including_dir, root):
-    # The compiler's order for quoted includes: the including file's directory, then the include
-    # paths _build.py gives (csrc/include, csrc/torch).
-    for directory in (including_dir, root / "include", root / "torch"):
+    # The compiler's order for quoted includes: the including file's directory, then the build
+    # description's include paths.
+    for directory in (including_dir,) + tuple(root / d for d in build_config.INCLUDE_DIRS):
         candidate = directory / name
         if candidate.is_file():
             return candidate.resolve()
@@ -336,6 +336,17 @@ def _as_raw_string_body(source, what):
     return source
 
 
+# The export's targets are build_config's portable ones. load_inline adds -gencode flags for
+# TORCH_CUDA_ARCH_LIST itself, so the file sets that to sm_80 + PTX and passes the rest (sm_90a,
+# which torch 2.1 cannot name, and its define) explicitly.
+EXPORT_ARCH_LIST = "8.0+PTX"
+
+
+def _explicit_arch_flags():
+    flags = build_config.cuda_arch_flags()
+    return [f for f in flags if "compute_80" not in f]
+
+
 def export_source(namespace=EXPORT_NAMESPACE):
     """The single-file KernelBench ``ModelNew`` module, generated from csrc/ now, as text."""
     root = _build.source_root()
@@ -343,15 +354,15 @@ def export_source(namespace=EXPORT_NAMESPACE):
     # (the CUDA host part after the CPU part) and cuda_sources into another.
     host_inlined = set()
     cpu_lines = []
-    for relative in _build._CPU_SOURCES:
+    for relative in build_config.CPU_SOURCES:
         cpu_lines += _inline_source(root / relative, root, namespace, host_inlined)
     cuda_host_lines = []
-    for relative in _build._CUDA_HOST_SOURCES:
+    for relative in build_config.CUDA_HOST_SOURCES:
         cuda_host_lines += _inline_source(root / relative, root, namespace, host_inlined)
     kernel_inlined = set()
     kernel_lines = []
-    for path in sorted(root.glob(_build._CUDA_KERNEL_GLOB)):
-        kernel_lines += _inline_source(path, root, namespace, kernel_inlined)
+    for relative in build_config.CUDA_KERNEL_SOURCES:
+        kernel_lines += _inline_source(root / relative, root, namespace, kernel_inlined)
     if not kernel_lines:
         raise ExportError("export: no CUDA kernels found under %s" % root)
 
@@ -364,10 +375,10 @@ def export_source(namespace=EXPORT_NAMESPACE):
     settings = {
         "@VERSION@": _package_version(),
         "@NAMESPACE@": namespace,
-        "@ARCH_LIST@": _build.CUDA_ARCH_LIST,
-        "@CXX_FLAGS@": repr(list(_build.CXX_FLAGS)),
-        "@NVCC_FLAGS@": repr(list(_build.NVCC_FLAGS)),
-        "@LD_FLAGS@": repr(list(_build.LD_FLAGS)),
+        "@ARCH_LIST@": EXPORT_ARCH_LIST,
+        "@CXX_FLAGS@": repr(list(build_config.CXX_FLAGS)),
+        "@NVCC_FLAGS@": repr(list(build_config.NVCC_FLAGS) + _explicit_arch_flags()),
+        "@LD_FLAGS@": repr(list(build_config.LD_FLAGS)),
     }
     for placeholder, value in settings.items():
         text = text.replace(placeholder, value)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fusedconv import _build, kernelbench
+from fusedconv import _build, build_config, kernelbench
 from fusedconv.__main__ import main as cli_main
 from fusedconv.reference import KERNELBENCH_V0, KERNELBENCH_V0_1, Model
 
@@ -226,10 +226,10 @@ def test_export_python_rules(exported_source):
 
 def test_export_inlines_every_source_and_header_from_csrc(exported_source):
     root = _build.source_root()
-    sources = [root / p for p in _build._CPU_SOURCES + _build._CUDA_HOST_SOURCES]
-    sources += sorted(root.glob(_build._CUDA_KERNEL_GLOB))
-    headers = list((root / "include").rglob("*.h")) + list((root / "include").rglob("*.cuh"))
-    headers += list((root / "torch").glob("*.h"))
+    sources = [root / p for p in build_config.CPU_SOURCES + build_config.CUDA_HOST_SOURCES
+               + build_config.CUDA_KERNEL_SOURCES]
+    headers = [path for directory in build_config.INCLUDE_DIRS
+               for pattern in ("*.h", "*.cuh") for path in (root / directory).rglob(pattern)]
     for path in sources + headers:
         assert "// ---- csrc/%s ----" % path.relative_to(root).as_posix() in exported_source, path
     # No header is left to find on disk, and none is pasted twice into one translation unit.
@@ -239,10 +239,12 @@ def test_export_inlines_every_source_and_header_from_csrc(exported_source):
         body = exported_source.split('%s = r"""' % unit)[1].split('"""')[0]
         banners = re.findall(r"^// ---- (csrc/\S+) ----$", body, re.MULTILINE)
         assert len(banners) == len(set(banners)), unit
-    # Every kernel of csrc/kernels is in the export.
+    # Every kernel under csrc/cuda is in the export.
     kernel_names = set()
-    for path in sorted(root.glob(_build._CUDA_KERNEL_GLOB)):
-        kernel_names.update(re.findall(r"__global__[^(]*?(\w+)\s*\(", path.read_text(), re.S))
+    for pattern in ("*.cu", "*.cuh"):
+        for path in sorted((root / "cuda").rglob(pattern)):
+            kernel_names.update(
+                re.findall(r"__global__[^(]*?(\w+)\s*\(", path.read_text(), re.S))
     assert kernel_names
     for name in kernel_names:
         assert re.search(r"\b%s\b" % name, exported_source), name
@@ -261,7 +263,7 @@ def test_export_uses_its_own_operator_namespace(exported_source):
 def test_export_is_generated_from_csrc_at_export_time(tmp_path, monkeypatch):
     copy = tmp_path / "csrc"
     shutil.copytree(_build.source_root(), copy)
-    kernel = sorted(copy.glob(_build._CUDA_KERNEL_GLOB))[0]
+    kernel = copy / build_config.CUDA_KERNEL_SOURCES[0]
     kernel.write_text(kernel.read_text() + "\n// marker-only-in-this-copy\n")
     monkeypatch.setattr(_build, "source_root", lambda: copy)
     assert "// marker-only-in-this-copy" in kernelbench.export_source()
