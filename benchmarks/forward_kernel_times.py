@@ -1,11 +1,11 @@
-"""Forward kernel times for the kernel notes (bench/NOTES.md): GPU time of the fused forward
+"""Forward kernel times for the kernel notes (benchmarks/NOTES.md): GPU time of the fused forward
 alone, as the median over replays of a CUDA graph of 20 calls (no Python or launch gaps), and
 its relative L2 error against float64 on rand and randn inputs. Prints one line per case and
 mode; with --json PATH also writes them. FUSEDCONV_DISABLE_WGMMA=1 in the environment times the
 mma.sync kernel instead of the Hopper one, FUSEDCONV_DISABLE_DMMA=1 the small-problem FFMA kernel
 instead of the DMMA one.
 
-Usage: python tools/forward_kernel_times.py [--cases v0.1,v0,...] [--json PATH]
+Usage: python benchmarks/forward_kernel_times.py [--cases v0.1,v0,...] [--json PATH]
 """
 
 import argparse
@@ -59,7 +59,7 @@ def kernels_run(fn):
                                          ("direct-ffma", "direct_ffma_kernel"),
                                          ("wgmma", "wgmma_kernel"),
                                          ("wgmma-streamed", "wgmma_streamed_kernel"),
-                                         ("mma.sync", "tensorcore_kernel"),
+                                         ("mma.sync", "mma_sync_kernel"),
                                          ("generic", "generic_kernel")) if marker in names]
     return "+".join(found) or "none"
 

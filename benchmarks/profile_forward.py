@@ -1,4 +1,4 @@
-"""Two forward calls of one benchmark case for ncu (tools/profile_round.sh profiles the second):
+"""Two forward calls of one benchmark case for ncu (scripts/profile_round.sh profiles the second):
 v0.1 by default, or the case FUSEDCONV_PROFILE_PROBLEM names (v0, 64x64x56k3p1n128, ... as in
 python -m fusedconv bench --cases)."""
 import os

@@ -1,13 +1,14 @@
 // Standalone timing of the forward launchers, without PyTorch: for A/B builds of one kernel file
 // (a change, or an ablation that switches a piece of work off) compiled here and run many to a
 // device call, all on one machine. Not part of the package; the package's own timing tool is
-// tools/forward_kernel_times.py.
+// benchmarks/forward_kernel_times.py.
 //
-// Build (the kernel file given on the command line may be a patched copy):
+// Question: is a kernel change faster, measured A/B on one machine in one device call? Answer:
+// per change, in benchmarks/NOTES.md. Build (a kernel file on the command line may be a patched
+// copy; the forward sources are those of fusedconv/build_config.py under csrc/cuda/forward):
 //   nvcc -O3 -std=c++17 -gencode=arch=compute_90a,code=sm_90a -gencode=arch=compute_80,code=sm_80 \
-//        -DFUSEDCONV_HAS_SM90A=1 -Icsrc/include tools/forward_bench.cu \
-//        csrc/kernels/conv_fwd_wgmma.cu csrc/kernels/conv_fwd_direct.cu \
-//        csrc/kernels/conv_fwd_tensorcore.cu csrc/kernels/conv_fwd_generic.cu -o forward_bench
+//        -DFUSEDCONV_HAS_SM90A=1 -Icsrc/include -Icsrc/cuda experiments/forward_bench.cu \
+//        $(find csrc/cuda/forward -name '*.cu') -o forward_bench
 // Run: forward_bench CASE [tf32] [label], CASE one of v0.1, v0, a sweep case
 // (CinxCoutxHWkK[pP]nN, as `fusedconv bench` names them), or fill
 // (cudaMemsetAsync of v0.1's output: the write bandwidth on hand). Prints one line:

@@ -1,4 +1,5 @@
-// Microbenchmark for bench/NOTES.md's open question: why a m64n128k8 TF32 wgmma of the forward
+// Question and answer: benchmarks/NOTES.md ("wgmma probe"; results in
+// benchmarks/results/h100_wgmma_probe.txt). Microbenchmark for the question: why a m64n128k8 TF32 wgmma of the forward
 // kernel costs ~194 cycles instead of the tensor core's 64. Times back-to-back wgmmas (9 k steps
 // per commit, like a 3x3 unit) on every SM, for the operand layouts the kernel uses and the
 // alternatives:
@@ -6,10 +7,10 @@
 //   B start 128-byte aligned on every step, or shifted by 16 bytes per tap (the kernel's
 //   position shift s = step % 3),
 //   1 or 2 warpgroups per SM issuing (the kernel has 2 consumer warpgroups).
-// No swizzle throughout, K-major core matrices as in conv_fwd_wgmma.cu. Prints cycles per wgmma
+// No swizzle throughout, K-major core matrices as in csrc/cuda/forward/wgmma/. Prints cycles per wgmma
 // per SM. Build and run on an H100:
 //   nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a -o /tmp/wgmma_probe \
-//        tools/wgmma_probe.cu && /tmp/wgmma_probe
+//        experiments/wgmma_probe.cu && /tmp/wgmma_probe
 #include <cuda_runtime.h>
 
 #include <cstdint>

@@ -38,7 +38,7 @@ class ExportError(RuntimeError):
 
 
 # KernelBench level 2, problem 69 as of KernelBench v0.1 (the shapes DESIGN.md's targets use).
-# bench/kernelbench/ holds this file and the v0 one; a test keeps the two copies of v0.1 equal.
+# benchmarks/kernelbench/ holds this file and the v0 one; a test keeps the two copies of v0.1 equal.
 REFERENCE_V0_1_SOURCE = '''\
 import torch
 import torch.nn as nn

@@ -4,7 +4,7 @@
 # error), the benchmark (--bench: python -m fusedconv bench, JSON + PNG) and compute-sanitizer
 # memcheck/racecheck/initcheck/synccheck on small cases (--sanitize). --no-tests skips pytest
 # and the main job. Logs and JSON go under $OUT.
-# Usage (on the device machine): tools/gpu_round.sh [--times] [--bench] [--sanitize] [--no-tests]
+# Usage (on the device machine): scripts/gpu_round.sh [--times] [--bench] [--sanitize] [--no-tests]
 #                                                   [pytest args]
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -56,12 +56,12 @@ PY
 
 if [ "$times" = 1 ]; then
   echo "== forward kernel times"
-  timeout 240 python3 tools/forward_kernel_times.py --cases "${FUSEDCONV_TIME_CASES:-v0.1,v0}" \
+  timeout 240 python3 benchmarks/forward_kernel_times.py --cases "${FUSEDCONV_TIME_CASES:-v0.1,v0}" \
     --json "$OUT/times.json" 2>&1 | tee "$OUT/times.log"
   [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
   # The fallback kernels of the same cases: mma.sync for wgmma, FFMA for DMMA.
   FUSEDCONV_DISABLE_WGMMA=1 FUSEDCONV_DISABLE_DMMA=1 timeout 240 \
-    python3 tools/forward_kernel_times.py \
+    python3 benchmarks/forward_kernel_times.py \
     --cases "${FUSEDCONV_TIME_CASES:-v0.1,v0}" 2>&1 | tee -a "$OUT/times.log"
 fi
 
@@ -90,7 +90,7 @@ if [ "$sanitize" = 1 ]; then
     # Every kernel of the process: filtering to ours (--kernel-name) blinds initcheck to the
     # writes of torch's own kernels and reported 95k false "uninitialized" reads of randn data.
     compute-sanitizer --tool "$tool" --error-exitcode 9 \
-      python3 tools/sanitize_cases.py >"$OUT/sanitizer-$tool.log" 2>&1
+      python3 tests/sanitizer/sanitize_cases.py >"$OUT/sanitizer-$tool.log" 2>&1
     rc=$?
     echo "$tool: exit $rc; $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/sanitizer-$tool.log" | tail -n 1)"
     [ "$rc" -eq 0 ] || status=1

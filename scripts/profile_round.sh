@@ -2,7 +2,7 @@
 # Profiling round for the forward kernel (kernel notes): ncu sections and per-instruction stall
 # samples of one v0.1 call (another benchmark case with FUSEDCONV_PROFILE_PROBLEM=<case name>;
 # pick the kernel with FUSEDCONV_PROFILE_KERNEL, a regex, default wgmma_kernel), and the SASS of
-# the Hopper kernels. Expects the extension built (run after tools/gpu_round.sh in the same
+# the Hopper kernels. Expects the extension built (run after scripts/gpu_round.sh in the same
 # device call). Output under $OUT.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -16,7 +16,7 @@ fi
 timeout 300 ncu --kernel-name "regex:${FUSEDCONV_PROFILE_KERNEL:-wgmma_kernel}" --launch-skip 1 \
   --launch-count 1 --section SpeedOfLight --section WarpStateStats --section SchedulerStats \
   --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis --section SourceCounters \
-  -o "$OUT/profile" -f python3 tools/profile_forward.py >"$OUT/ncu-run.log" 2>&1
+  -o "$OUT/profile" -f python3 benchmarks/profile_forward.py >"$OUT/ncu-run.log" 2>&1
 echo "ncu exit $?"
 ncu --import "$OUT/profile.ncu-rep" --page details >"$OUT/ncu.txt" 2>&1
 ncu --import "$OUT/profile.ncu-rep" --page source --csv --print-source sass \

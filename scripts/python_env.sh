@@ -1,4 +1,4 @@
-# Sourced by tools/run.sh and .ci/run: sets PYTHON to an interpreter that has torch, pytest and
+# Sourced by scripts/run.sh and .ci/run: sets PYTHON to an interpreter that has torch, pytest and
 # ninja. FUSEDCONV_ENV picks it:
 #   auto (default)  the system python3 if it already has all three (the GPU machine: no network,
 #                   torch preinstalled), otherwise the cached virtualenv below

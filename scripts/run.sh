@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # The two commands of the README:
-#   tools/run.sh main [args]   build, verify against the PyTorch reference, print a result table
-#   tools/run.sh test [args]   the C++ (GoogleTest) and Python (pytest) suites
-# Each sets up what it needs on a fresh machine first (tools/python_env.sh).
+#   scripts/run.sh main [args]   build, verify against the PyTorch reference, print a result table
+#   scripts/run.sh test [args]   the C++ (GoogleTest) and Python (pytest) suites
+# Each sets up what it needs on a fresh machine first (scripts/python_env.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# shellcheck source=tools/python_env.sh
-source tools/python_env.sh
+# shellcheck source=scripts/python_env.sh
+source scripts/python_env.sh
 
 run_cpp_tests() {
   local build_dir=build/cpp
@@ -35,7 +35,7 @@ case "$command" in
     "$PYTHON" -m pytest -q -rs "$@"
     ;;
   *)
-    echo "usage: tools/run.sh main [--problem NAME] | test [pytest args]" >&2
+    echo "usage: scripts/run.sh main [--problem NAME] | test [pytest args]" >&2
     exit 2
     ;;
 esac

@@ -1,7 +1,7 @@
 """The small-problem forward (csrc/cuda/forward/small_problem.cu: up to 16 output channels and
-at most 32 inputs per position, KernelBench's v0): that v0 takes it in one launch, and that both of its kernels
-(FP64 tensor-core DMMA on compute capability 8.0 / 9.0, float32 FFMA elsewhere or with
-FUSEDCONV_DISABLE_DMMA=1, run in a subprocess: the switch is read once per process) agree with
+at most 32 inputs per position, KernelBench's v0): that v0 takes it in one launch, and that both
+of its kernels (FP64 tensor-core DMMA on compute capability 8.0 / 9.0, float32 FFMA elsewhere or
+with FUSEDCONV_DISABLE_DMMA=1, run in a subprocess: the switch is read once per process) agree with
 float64 and the generic kernel on random strided, dilated and padded shapes, on planes of odd
 size, and across the persistent grid's passes."""
 

@@ -1,5 +1,5 @@
 """Small cases for compute-sanitizer: every kernel and dtype once, odd shapes, forward and
-backward. Run by tools/gpu_round.sh --sanitize; exits non-zero on a wrong result."""
+backward. Run by scripts/gpu_round.sh --sanitize; exits non-zero on a wrong result."""
 
 import sys
 
