@@ -20,8 +20,8 @@ from conftest import HAS_CUDA
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 REFERENCE_FILES = {
-    "v0.1": REPOSITORY / "bench" / "kernelbench" / "69_Conv2d_HardSwish_ReLU_v0_1.py",
-    "v0": REPOSITORY / "bench" / "kernelbench" / "69_Conv2d_HardSwish_ReLU_v0.py",
+    "v0.1": REPOSITORY / "benchmarks" / "kernelbench" / "69_Conv2d_HardSwish_ReLU_v0_1.py",
+    "v0": REPOSITORY / "benchmarks" / "kernelbench" / "69_Conv2d_HardSwish_ReLU_v0.py",
 }
 
 # ------------------------------------------------------------------------------------------------
