@@ -24,7 +24,7 @@ from fusedconv.reference import (CPU_DEFAULT, KERNELBENCH_V0, KERNELBENCH_V0_1, 
                                  reference_gradients_float64, relative_l2_error)
 
 PROBLEMS = {p.name: p for p in (KERNELBENCH_V0_1, KERNELBENCH_V0, CPU_DEFAULT)}
-# fp32 default path: relative L2 error vs float64 (DESIGN.md, "The numbers").
+# fp32 default path: relative L2 error vs float64 (benchmarks/NOTES.md).
 FORWARD_TOLERANCE = 1e-5
 GRADIENT_TOLERANCE = 1e-5
 

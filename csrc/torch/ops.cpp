@@ -324,7 +324,7 @@ const c10::TypedOperatorHandle<decltype(conv2d_hardswish_relu_cpu_op)>& forward_
   return op;
 }
 
-// Autograd: saves x, W and y only; the backward recovers f'(z) from y (DESIGN.md) and asks the
+// Autograd: saves x, W and y only; the backward recovers f'(z) from y (docs/DESIGN.md) and asks the
 // backward op for exactly the gradients autograd needs. Under create_graph (double backward) it
 // takes the differentiable composite path instead, whose g depends on y through ATen ops, so the
 // second derivative (f''(z) from y included) is PyTorch's own.

@@ -327,7 +327,7 @@ __global__ void __launch_bounds__(kDmmaThreads, 2)
         } else {
           // k past the problem reads the window's first input (offset 0) and masks it to +0:
           // its weight is 0, but 0 * inf would be NaN. (Skipping the loads of unused k steps
-          // behind a warp-uniform branch measured slower: v0 0.011 -> 0.015 ms.)
+          // behind a warp-uniform branch measured slower on v0: benchmarks/NOTES.md.)
           const float value = __ldg(window + input_offset[step]);
           inputs[group][step] = __uint_as_float(__float_as_uint(value) & k_mask[step]);
         }

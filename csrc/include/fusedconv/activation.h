@@ -33,7 +33,7 @@ struct HardSwishReLU {
     return max_keep_nan(z * shifted * (T(1) / T(6)), T(0));
   }
 
-  // f'(z) from y = f(z) (DESIGN.md, "What it computes"):
+  // f'(z) from y = f(z) (docs/DESIGN.md, "What it computes"):
   //   y <= 0      -> 0   (relu passes no gradient where its output is not positive)
   //   0 < y <= 3  -> (2z + 3) / 6 with z = (sqrt(9 + 24y) - 3) / 2, i.e. sqrt(9 + 24y) / 6;
   //                  y == 3 gives 1.5 (exactly on the host), PyTorch's hardswish slope at z == 3

@@ -12,19 +12,19 @@
 // Two launches: a small prep kernel splits the weights once per call into a workspace, in mma
 // A-fragment order, so the main kernel reads each fragment with one 16-byte load (L1-resident: all
 // warps of an SM read the same fragments). Up to 16 output channels with small weights (16 x 8 x 3
-// x 3, say; KernelBench's v0 itself takes the FFMA kernel) take one launch instead (DESIGN.md: "one
-// launch, weights in shared memory"): each CTA splits its few fragments (9 KB for 16 x 8 x 3 x 3)
-// into shared memory itself, which saves the prep kernel, its launch gap and the workspace
-// allocation. The main kernel is a persistent grid; a CTA of 8 warps owns 16 * kMTiles output
-// channels (blockIdx.y) and loops over (image, 256-pixel tile) pairs. Pixels are the flattened
-// (row, col) index of the output plane, so a tile's outputs are contiguous in NCHW memory and
-// narrow images waste no lanes. Per tile and channel chunk the input rows the tile needs (with the
-// kernel's halo and zero padding) are staged in shared memory by cp.async and split once per
-// element; each warp computes the CTA's channels x 32 pixels, accumulating over chunks, then
-// applies bias + activation and stores. Stride and dilation only change offsets: output pixel (row,
-// col) reads staged column col * stride_w of staged row row * stride_h, and tap (r, s) adds (r *
-// dilation_h, s * dilation_w), so a strided tile stages every input row and column between the ones
-// it reads (at most stride - 1 unused rows per output row, cheap next to a generic kernel).
+// x 3, say; KernelBench's v0 itself takes the FFMA kernel) take one launch instead: each CTA splits
+// its few fragments (9 KB for 16 x 8 x 3 x 3) into shared memory itself, which saves the prep
+// kernel, its launch gap and the workspace allocation. The main kernel is a persistent grid; a CTA
+// of 8 warps owns 16 * kMTiles output channels (blockIdx.y) and loops over (image, 256-pixel tile)
+// pairs. Pixels are the flattened (row, col) index of the output plane, so a tile's outputs are
+// contiguous in NCHW memory and narrow images waste no lanes. Per tile and channel chunk the input
+// rows the tile needs (with the kernel's halo and zero padding) are staged in shared memory by
+// cp.async and split once per element; each warp computes the CTA's channels x 32 pixels,
+// accumulating over chunks, then applies bias + activation and stores. Stride and dilation only
+// change offsets: output pixel (row, col) reads staged column col * stride_w of staged row row *
+// stride_h, and tap (r, s) adds (r * dilation_h, s * dilation_w), so a strided tile stages every
+// input row and column between the ones it reads (at most stride - 1 unused rows per output row,
+// cheap next to a generic kernel).
 #pragma once
 
 #include <cuda_runtime.h>

@@ -137,7 +137,7 @@ __global__ void __launch_bounds__(threads_for(kResidentConsumers), 1)
   if (thread < kGroupThreads) {
     // Producer. Items round robin over the CTAs (b, b + grid, ...), so that the SMs write
     // about three images' outputs at any moment: a contiguous range of items per CTA made v0.1's
-    // write stream 10% slower (0.259 -> 0.286 ms; bench/NOTES.md, sixth session).
+    // write stream 10% slower (benchmarks/NOTES.md, sixth session).
     // Two raw buffers: item k + 1's rows are loading while item k is split into its
     // stage. With one buffer (loads issued after the split, awaited before the next) the
     // producer paid the full load latency per item, under the output stream's write traffic
