@@ -1,14 +1,21 @@
-// Standalone timing of the forward launchers, without PyTorch: for A/B builds of one kernel file
-// (a change, or an ablation that switches a piece of work off) compiled here and run many to a
-// device call, all on one machine. Not part of the package; the package's own timing tool is
-// benchmarks/forward_kernel_times.py.
+// Question: what does each piece of the v0.1 wgmma forward cost, and is a kernel change faster?
+// Measured A/B on one machine in one device call, with builds of patched copies of a kernel file.
+// Answer (H100, 3xTF32 / TF32 ms, benchmarks/NOTES.md "v0.1 is store-bound"): the global stores.
+// The kernel as it then shipped took 0.278-0.282 / 0.284-0.285; with its stores predicated off
+// 0.199 / 0.147, without input loads 0.251 / 0.248, without the producer's split 0.289 / 0.285.
+// Later A/B runs (epilogue runs from 128- or 256-byte boundaries, contiguous item ranges per
+// CTA) are in the same notes.
 //
-// Question: is a kernel change faster, measured A/B on one machine in one device call? Answer:
-// per change, in benchmarks/NOTES.md. Build (a kernel file on the command line may be a patched
-// copy; the forward sources are those of fusedconv/build_config.py under csrc/cuda/forward):
+// Standalone timing of the forward launchers, without PyTorch. Not part of the package; the
+// package's own timing tool is benchmarks/forward_kernel_times.py. Build (the sources are
+// CUDA_KERNEL_SOURCES of fusedconv/build_config.py; any of them may be a patched copy):
 //   nvcc -O3 -std=c++17 -gencode=arch=compute_90a,code=sm_90a -gencode=arch=compute_80,code=sm_80 \
 //        -DFUSEDCONV_HAS_SM90A=1 -Icsrc/include -Icsrc/cuda experiments/forward_bench.cu \
-//        $(find csrc/cuda/forward -name '*.cu') -o forward_bench
+//        csrc/cuda/forward/forward_plan.cu csrc/cuda/forward/generic.cu \
+//        csrc/cuda/forward/small_problem.cu csrc/cuda/forward/mma_sync/mma_sync_launch.cu \
+//        csrc/cuda/forward/wgmma/wgmma_plan.cu csrc/cuda/forward/wgmma/wgmma_launch.cu \
+//        csrc/cuda/backward/backward_plan.cu csrc/cuda/backward/dgrad.cu \
+//        csrc/cuda/backward/wgrad.cu csrc/cuda/backward/activation_grad.cu -o forward_bench
 // Run: forward_bench CASE [tf32] [label], CASE one of v0.1, v0, a sweep case
 // (CinxCoutxHWkK[pP]nN, as `fusedconv bench` names them), or fill
 // (cudaMemsetAsync of v0.1's output: the write bandwidth on hand). Prints one line:

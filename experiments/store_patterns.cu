@@ -1,11 +1,13 @@
 // Question: what bounds the wgmma forward on v0.1, its arithmetic or its memory access pattern?
-// Answer: the access pattern. Its stores plus input loads alone take 0.242-0.245 ms against the
-// kernel's 0.259 (H100), and stores must cover whole 32-byte sectors.
+// Answer: the access pattern. Its stores plus input loads alone take 0.242-0.246 ms against the
+// kernel's 0.259-0.263 (H100, benchmarks/NOTES.md "The kernel's own access pattern sets v0.1's
+// pace"), and stores must cover whole 32-byte sectors.
+//
 // Store-pattern microbenchmark: v0.1's output (128 x 64 x 126 x 126 float32, 520 MB) written
 // with no convolution, in the patterns the wgmma kernel's epilogue could use. It is why the
-// epilogue stores whole sectors (csrc/cuda/forward/wgmma/epilogue.cuh), and it measures the floor of the
-// kernel's own access pattern. H100, ms (fifth and sixth sessions; the same pattern moves 5-10%
-// between machines):
+// epilogue stores whole sectors (csrc/cuda/forward/wgmma/epilogue.cuh), and it measures the floor
+// of the kernel's own access pattern. H100, ms (fifth and sixth sessions; the same pattern moves
+// 5-10% between machines):
 //   memset                                              0.165  3.14 TB/s
 //   float2, aligned                                     0.170  3.05 TB/s
 //   float2, shifted by 8 bytes                          0.250  2.08 TB/s

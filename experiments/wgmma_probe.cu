@@ -1,14 +1,18 @@
-// Question and answer: benchmarks/NOTES.md ("wgmma probe"; results in
-// benchmarks/results/h100_wgmma_probe.txt). Microbenchmark for the question: why a m64n128k8 TF32 wgmma of the forward
-// kernel costs ~194 cycles instead of the tensor core's 64. Times back-to-back wgmmas (9 k steps
-// per commit, like a 3x3 unit) on every SM, for the operand layouts the kernel uses and the
-// alternatives:
+// Question: why does one m64n128k8 TF32 wgmma of the forward kernel cost ~194 cycles where the
+// tensor core's rate is 64: is it the operand layout (no swizzle, B shifted 16 bytes per tap)?
+// Answer: not the layout. Alone on every SM of an H100 it took 74.1 cycles with one warpgroup
+// and 64.4 with two (A from shared memory), the same with B shifted 16 bytes per tap, and
+// 69.7 / 64.0 with A from registers (benchmarks/results/h100_wgmma_probe.txt). The kernel loses
+// the rate to the work beside its MMAs (benchmarks/NOTES.md, "Hopper forward: wgmma kernel").
+//
+// Times back-to-back wgmmas (9 k steps per commit, like a 3x3 unit) on every SM, for the operand
+// layouts the kernel uses and the alternatives:
 //   A from shared memory (descriptor) or from registers,
 //   B start 128-byte aligned on every step, or shifted by 16 bytes per tap (the kernel's
 //   position shift s = step % 3),
 //   1 or 2 warpgroups per SM issuing (the kernel has 2 consumer warpgroups).
-// No swizzle throughout, K-major core matrices as in csrc/cuda/forward/wgmma/. Prints cycles per wgmma
-// per SM. Build and run on an H100:
+// No swizzle throughout, K-major core matrices as in csrc/cuda/forward/wgmma/. Prints cycles per
+// wgmma per SM. Build and run on an H100:
 //   nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a -o /tmp/wgmma_probe \
 //        experiments/wgmma_probe.cu && /tmp/wgmma_probe
 #include <cuda_runtime.h>

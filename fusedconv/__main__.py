@@ -20,8 +20,9 @@ import torch
 
 import fusedconv
 from fusedconv import bench, kernelbench
-from fusedconv.reference import (CPU_DEFAULT, KERNELBENCH_V0, KERNELBENCH_V0_1, Model,
-                                 reference_gradients_float64, relative_l2_error)
+from fusedconv.kernelbench.problems import KERNELBENCH_V0, KERNELBENCH_V0_1
+from fusedconv.reference import (CPU_DEFAULT, Model, reference_gradients_float64,
+                                 relative_l2_error)
 
 PROBLEMS = {p.name: p for p in (KERNELBENCH_V0_1, KERNELBENCH_V0, CPU_DEFAULT)}
 # fp32 default path: relative L2 error vs float64 (benchmarks/NOTES.md).

@@ -18,8 +18,9 @@ import torch
 import torch.nn.functional as F
 
 import fusedconv
-from fusedconv.reference import KERNELBENCH_V0, KERNELBENCH_V0_1, Problem, relative_l2_error
-from fusedconv.reference import reference_float64, reference_gradients_float64
+from fusedconv.kernelbench.problems import KERNELBENCH_V0, KERNELBENCH_V0_1, Problem
+from fusedconv.reference import (reference_float64, reference_gradients_float64,
+                                 relative_l2_error)
 
 __all__ = ["sweep_cases", "median_event_ms", "run", "format_table", "plot", "main"]
 

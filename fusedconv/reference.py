@@ -1,12 +1,14 @@
-"""The PyTorch reference, shared by the tests, the main job and the benchmarks."""
+"""The PyTorch reference, shared by the tests, the main job and the benchmarks. KernelBench's
+problem shapes are defined in ``fusedconv.kernelbench.problems``."""
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fusedconv.kernelbench.problems import Problem
+
 __all__ = ["Model", "reference_forward", "reference_float64", "reference_gradients_float64",
-           "relative_l2_error", "Problem",
-           "KERNELBENCH_V0_1", "KERNELBENCH_V0", "CPU_DEFAULT"]
+           "relative_l2_error", "CPU_DEFAULT"]
 
 
 class Model(nn.Module):
@@ -72,31 +74,5 @@ def relative_l2_error(actual, expected):
     return ((actual - expected).norm() / denominator).item()
 
 
-class Problem:
-    """One problem size as KernelBench states it: x of (batch, in, height, width), kernel k."""
-
-    def __init__(self, name, batch, in_channels, out_channels, height, width, kernel_size,
-                 distribution):
-        self.name = name
-        self.batch = batch
-        self.in_channels = in_channels
-        self.out_channels = out_channels
-        self.height = height
-        self.width = width
-        self.kernel_size = kernel_size
-        self.distribution = distribution  # 'rand' (uniform [0, 1)) or 'randn', as KernelBench
-
-    def make_input(self, device, dtype=torch.float32, generator=None):
-        draw = torch.rand if self.distribution == "rand" else torch.randn
-        return draw(self.batch, self.in_channels, self.height, self.width, device=device,
-                    dtype=dtype, generator=generator)
-
-    def describe(self):
-        return "x %dx%dx%dx%d, W %dx%dx%dx%d" % (
-            self.batch, self.in_channels, self.height, self.width, self.out_channels,
-            self.in_channels, self.kernel_size, self.kernel_size)
-
-
-KERNELBENCH_V0_1 = Problem("v0.1", 128, 8, 64, 128, 128, 3, "rand")
-KERNELBENCH_V0 = Problem("v0", 128, 3, 16, 32, 32, 3, "randn")
+# The main job's problem without a GPU: KernelBench v0.1's channels on smaller images.
 CPU_DEFAULT = Problem("cpu-small", 8, 8, 64, 64, 64, 3, "rand")

@@ -14,15 +14,16 @@ import torch
 
 from fusedconv import _build, build_config, kernelbench
 from fusedconv.__main__ import main as cli_main
-from fusedconv.reference import KERNELBENCH_V0, KERNELBENCH_V0_1, Model
+from fusedconv.kernelbench import problems
+from fusedconv.kernelbench.exporter import _fold_long_lines
+from fusedconv.reference import Model
 
 from conftest import HAS_CUDA
 
 REPOSITORY = Path(__file__).resolve().parents[2]
-REFERENCE_FILES = {
-    "v0.1": REPOSITORY / "benchmarks" / "kernelbench" / "69_Conv2d_HardSwish_ReLU_v0_1.py",
-    "v0": REPOSITORY / "benchmarks" / "kernelbench" / "69_Conv2d_HardSwish_ReLU_v0.py",
-}
+PROBLEM_DIRECTORY = REPOSITORY / "benchmarks" / "kernelbench"
+REFERENCE_FILES = {p.name: PROBLEM_DIRECTORY / problems.problem_file_name(p)
+                   for p in problems.KERNELBENCH_PROBLEMS}
 
 # ------------------------------------------------------------------------------------------------
 # KernelBench's static checker, mirrored pattern for pattern from ScalingIntelligence/KernelBench
@@ -260,6 +261,21 @@ def test_export_uses_its_own_operator_namespace(exported_source):
     assert "torch.ops.%s.conv2d_hardswish_relu" % namespace in code
 
 
+def test_export_takes_flags_and_source_order_from_build_config(exported_source):
+    settings = {node.targets[0].id: node.value for node in ast.parse(exported_source).body
+                if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name)}
+    assert ast.literal_eval(settings["CXX_FLAGS"]) == list(build_config.CXX_FLAGS)
+    assert ast.literal_eval(settings["LD_FLAGS"]) == list(build_config.LD_FLAGS)
+    # sm_80 + compute_80 PTX through TORCH_CUDA_ARCH_LIST, sm_90a and its define explicitly.
+    assert ast.literal_eval(settings["CUDA_ARCH_LIST"]) == "8.0+PTX"
+    assert ast.literal_eval(settings["NVCC_FLAGS"]) == list(build_config.NVCC_FLAGS) + [
+        "-gencode=arch=compute_90a,code=sm_90a", build_config.SM90A_DEFINE]
+    kernel_unit = ast.literal_eval(settings["CUDA_KERNEL_SOURCE"])
+    banners = re.findall(r"^// ---- csrc/(\S+) ----$", kernel_unit, re.MULTILINE)
+    assert [b for b in banners if b in build_config.CUDA_KERNEL_SOURCES] == list(
+        build_config.CUDA_KERNEL_SOURCES)
+
+
 def test_export_is_generated_from_csrc_at_export_time(tmp_path, monkeypatch):
     copy = tmp_path / "csrc"
     shutil.copytree(_build.source_root(), copy)
@@ -279,7 +295,7 @@ def test_export_is_pep8_clean(exported_path):
 def test_export_long_line_folding_keeps_code_and_comments_intact():
     long_comment = "  // " + " ".join(["word"] * 30)
     long_code = "  int value = first_term + second_term + " + " + ".join(["term"] * 20) + ";"
-    folded = kernelbench._fold_long_lines("\n".join([long_comment, "  // next", long_code]), 100)
+    folded = _fold_long_lines("\n".join([long_comment, "  // next", long_code]), 100)
     lines = folded.splitlines()
     assert all(len(line) <= 100 for line in lines)
     comment_words = " ".join(line.strip()[3:] for line in lines if line.lstrip().startswith("//"))
@@ -354,13 +370,17 @@ def _load(path):
     return module
 
 
-def test_embedded_reference_is_the_v0_1_file():
-    assert REFERENCE_FILES["v0.1"].read_text() == kernelbench.REFERENCE_V0_1_SOURCE
+def test_problem_files_are_generated_from_problems(tmp_path):
+    # On a failure, regenerate them: problems.write_problem_files("benchmarks/kernelbench").
+    written = problems.write_problem_files(tmp_path)
+    assert ({path.name: path.read_text() for path in written}
+            == {path.name: path.read_text() for path in PROBLEM_DIRECTORY.glob("*.py")})
+    assert kernelbench.REFERENCE_V0_1_SOURCE == REFERENCE_FILES["v0.1"].read_text()
 
 
-@pytest.mark.parametrize("version,problem", [("v0.1", KERNELBENCH_V0_1), ("v0", KERNELBENCH_V0)])
-def test_reference_files_state_kernelbench_problem_69(version, problem):
-    module = _load(REFERENCE_FILES[version])
+@pytest.mark.parametrize("problem", problems.KERNELBENCH_PROBLEMS, ids=lambda p: p.name)
+def test_reference_files_state_kernelbench_problem_69(problem):
+    module = _load(REFERENCE_FILES[problem.name])
     assert module.get_init_inputs() == [problem.in_channels, problem.out_channels,
                                         problem.kernel_size]
     (x,) = module.get_inputs()

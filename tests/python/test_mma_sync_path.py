@@ -9,7 +9,8 @@ import pytest
 import torch
 
 import fusedconv
-from fusedconv.reference import KERNELBENCH_V0, KERNELBENCH_V0_1, reference_float64
+from fusedconv.kernelbench.problems import KERNELBENCH_V0, KERNELBENCH_V0_1
+from fusedconv.reference import reference_float64
 from fusedconv.reference import relative_l2_error
 
 from conftest import assert_close_with_nonfinite, cuda_kernel_names, poisoned_call

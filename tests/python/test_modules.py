@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import fusedconv
+from fusedconv.kernelbench.problems import KERNELBENCH_V0_1
 from fusedconv.reference import Model, reference_float64, relative_l2_error
 
 from conftest import DEVICES
@@ -108,13 +109,15 @@ def test_training_steps_track_the_reference(device):
 
 @pytest.mark.cuda
 def test_kernelbench_v0_1_shape_on_gpu():
+    problem = KERNELBENCH_V0_1
+    init_inputs = (problem.in_channels, problem.out_channels, problem.kernel_size)
     torch.manual_seed(0)
-    model = fusedconv.ModelNew(8, 64, 3).cuda()
-    x = torch.rand(128, 8, 128, 128, device="cuda")
+    model = fusedconv.ModelNew(*init_inputs).cuda()
+    x = problem.make_input("cuda")
     out = model(x)
     expected = reference_float64(x, model.conv.weight, model.conv.bias)
     assert relative_l2_error(out, expected) < 1e-5
-    reference = Model(8, 64, 3).cuda()
+    reference = Model(*init_inputs).cuda()
     reference.load_state_dict(model.state_dict())
     # KernelBench's own criterion, on top of the float64 check above.
     assert torch.allclose(out, reference(x), atol=1e-2, rtol=1e-2)

@@ -43,7 +43,7 @@ __device__ __forceinline__ void copy_raw_rows(const ConvParams& p, const Layout&
   }
   const Storage* source = static_cast<const Storage*>(p.input) +
                           (image * p.in_channels + first_channel) * height * width;
-  // Quotients through float reciprocals (exact: indices stay below 2^21, make_wgmma_layout):
+  // Quotients through float reciprocals (exact: indices stay below 2^21, wgmma_plan.cu):
   // the integer division subroutine cost more than the copies.
   const float inverse_rows = __frcp_rn(static_cast<float>(rows));
   // Elements per copy: 16 bytes where rows are 16-byte multiples, else 4 bytes (one float, or a
