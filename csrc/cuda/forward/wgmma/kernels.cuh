@@ -66,8 +66,8 @@ __device__ __forceinline__ void init_shared(const ConvParams& p, const Layout& l
   }
   if (thread == 0) {
     for (int stage = 0; stage < layout.stages; ++stage) {
-      barrier_init(shared.full_barriers() + 8 * stage, full_arrivals);
-      barrier_init(shared.empty_barriers() + 8 * stage, kConsumers * 4);
+      barrier_init(shared.full_barrier(stage), full_arrivals);
+      barrier_init(shared.empty_barrier(stage), kConsumers * 4);
     }
   }
   fence_proxy_async();
@@ -92,9 +92,6 @@ __global__ void __launch_bounds__(threads_for(kResidentConsumers), 1)
   constexpr int kConsumers = kResidentConsumers;
   constexpr int kThreads = threads_for(kConsumers);
   const SharedStorage shared;
-  const uint32_t full_barriers = shared.full_barriers();
-  const uint32_t empty_barriers = shared.empty_barriers();
-  const int* step_offsets = shared.step_offsets();
   float* weights = shared.weights(layout);
   Storage* raw = shared.raw<Storage>(layout);
   const int thread = threadIdx.x;
@@ -156,7 +153,7 @@ __global__ void __launch_bounds__(threads_for(kResidentConsumers), 1)
       producer_sync();
       const int stage = k % layout.stages;
       if (k >= layout.stages) {
-        barrier_wait(empty_barriers + 8 * stage, ((k / layout.stages) - 1) & 1);
+        barrier_wait(shared.empty_barrier(stage), ((k / layout.stages) - 1) & 1);
       }
       float* planes = reinterpret_cast<float*>(shared.stage(layout, stage));
       const Storage* item_raw = raw + (k & 1) * layout.raw_words;
@@ -166,7 +163,7 @@ __global__ void __launch_bounds__(threads_for(kResidentConsumers), 1)
         stage_planes<kThreeTf32, 0, 4>(p, layout, item, channels, item_raw, planes, thread);
       }
       fence_proxy_async();
-      barrier_arrive(full_barriers + 8 * stage);
+      barrier_arrive(shared.full_barrier(stage));
       producer_sync();  // every thread is done reading raw[k & 1] before it is refilled
     }
     return;
@@ -204,7 +201,7 @@ __global__ void __launch_bounds__(threads_for(kResidentConsumers), 1)
         ((rows_here - 1) * layout.row_pitch + out_width + kUnitPositions - 1) / kUnitPositions;
     const int units = position_units * layout.out_blocks;
     const uint32_t stage_address = shared.stage_address(layout, stage);
-    barrier_wait(full_barriers + 8 * stage, (k / layout.stages) & 1);
+    barrier_wait(shared.full_barrier(stage), (k / layout.stages) & 1);
     bool released = false;
     const int phase = static_cast<int>(units_before % kConsumers);
     for (int unit = (consumer - phase + kConsumers) % kConsumers; unit < units;
@@ -216,7 +213,7 @@ __global__ void __launch_bounds__(threads_for(kResidentConsumers), 1)
       const uint64_t a_block = a_descriptor + ((block * layout.k_steps * kStepBytes) >> 4);
       const uint64_t b_unit = b_descriptor + ((stage_address + first_position * 16) >> 4);
       wait_for_turn<kConsumers>(consumer);  // one turn per unit
-      issue_unit_chain<kThreeTf32>(acc, a_block, b_unit, step_offsets, layout.k_steps,
+      issue_unit_chain<kThreeTf32>(acc, a_block, b_unit, shared.step_offsets(), layout.k_steps,
                                    small_plane_offset, small_weight_offset);
       pass_turn<kConsumers>(consumer);
       wgmma_wait_all();
@@ -225,7 +222,7 @@ __global__ void __launch_bounds__(threads_for(kResidentConsumers), 1)
         // This group's last MMA of the stage has read its operands: hand the stage back before
         // the epilogue so the producer refills it meanwhile.
         if (lane == 0) {
-          barrier_arrive(empty_barriers + 8 * stage);
+          barrier_arrive(shared.empty_barrier(stage));
         }
         released = true;
       }
@@ -234,7 +231,7 @@ __global__ void __launch_bounds__(threads_for(kResidentConsumers), 1)
                           EpilogueUnit{image, first_out_row, rows_here, block, first_position});
     }
     if (!released && lane == 0) {
-      barrier_arrive(empty_barriers + 8 * stage);
+      barrier_arrive(shared.empty_barrier(stage));
     }
     units_before += units;
   }
@@ -296,9 +293,6 @@ __global__ void __launch_bounds__(threads_for(kStreamedConsumers), 1)
   constexpr int kConsumers = kStreamedConsumers;
   constexpr int kThreads = threads_for(kConsumers);
   const SharedStorage shared;
-  const uint32_t full_barriers = shared.full_barriers();
-  const uint32_t empty_barriers = shared.empty_barriers();
-  const int* step_offsets = shared.step_offsets();
   float* raw = shared.raw<float>(layout);
   const int thread = threadIdx.x;
   const int kernel_w = static_cast<int>(p.kernel_w);
@@ -333,11 +327,11 @@ __global__ void __launch_bounds__(threads_for(kStreamedConsumers), 1)
       producer_sync();
       const int stage = static_cast<int>(sequence % layout.stages);
       if (sequence >= layout.stages) {
-        barrier_wait(empty_barriers + 8 * stage, ((sequence / layout.stages) - 1) & 1);
+        barrier_wait(shared.empty_barrier(stage), ((sequence / layout.stages) - 1) & 1);
       }
       const uint32_t stage_address = shared.stage_address(layout, stage);
       if (thread == 0) {
-        const uint32_t full = full_barriers + 8 * stage;
+        const uint32_t full = shared.full_barrier(stage);
         barrier_arrive_expect_bytes(full, layout.a_stage_bytes);
         bulk_copy_to_shared(stage_address, split_weights + int64_t{chunk} * layout.a_stage_bytes,
                             layout.a_stage_bytes, full);
@@ -358,7 +352,7 @@ __global__ void __launch_bounds__(threads_for(kStreamedConsumers), 1)
         stage_planes<kThreeTf32, 0, 4>(p, layout, item, channels, chunk_raw, planes, thread);
       }
       fence_proxy_async();
-      barrier_arrive(full_barriers + 8 * stage);
+      barrier_arrive(shared.full_barrier(stage));
       producer_sync();  // every thread is done reading this raw buffer before it is refilled
       item = next_item;
       chunk = next_chunk;
@@ -394,7 +388,7 @@ __global__ void __launch_bounds__(threads_for(kStreamedConsumers), 1)
     for (int chunk = 0; chunk < chunks; ++chunk, ++sequence) {
       const int stage = static_cast<int>(sequence % layout.stages);
       const uint32_t stage_address = shared.stage_address(layout, stage);
-      barrier_wait(full_barriers + 8 * stage, (sequence / layout.stages) & 1);
+      barrier_wait(shared.full_barrier(stage), (sequence / layout.stages) & 1);
       wait_for_turn<kConsumers>(consumer);  // every chunk is one turn of each group, active or not
       if (active) {
         float acc[64];
@@ -402,7 +396,7 @@ __global__ void __launch_bounds__(threads_for(kStreamedConsumers), 1)
             a_descriptor + ((stage_address + block * layout.k_steps * kStepBytes) >> 4);
         const uint64_t b_unit = b_descriptor + ((stage_address + layout.a_stage_bytes +
                                                  first_position * 16) >> 4);
-        issue_unit_chain<kThreeTf32>(acc, a_block, b_unit, step_offsets, layout.k_steps,
+        issue_unit_chain<kThreeTf32>(acc, a_block, b_unit, shared.step_offsets(), layout.k_steps,
                                      small_plane_offset, small_weight_offset);
         pass_turn<kConsumers>(consumer);
         wgmma_wait_all();
@@ -412,7 +406,7 @@ __global__ void __launch_bounds__(threads_for(kStreamedConsumers), 1)
         pass_turn<kConsumers>(consumer);
       }
       if (lane == 0) {
-        barrier_arrive(empty_barriers + 8 * stage);  // this warp is done with the stage
+        barrier_arrive(shared.empty_barrier(stage));  // this warp is done with the stage
       }
     }
     if (active) {

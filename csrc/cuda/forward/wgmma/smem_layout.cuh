@@ -25,9 +25,12 @@ struct SharedStorage {
   __device__ __forceinline__ uint32_t base_address() const {
     return shared_address(dynamic_shared);
   }
-  __device__ __forceinline__ uint32_t full_barriers() const { return base_address(); }
-  __device__ __forceinline__ uint32_t empty_barriers() const {
-    return base_address() + kMaxStages * 8;
+  // Stage `stage`'s mbarriers: full (the producer's stage is ready), empty (consumed).
+  __device__ __forceinline__ uint32_t full_barrier(int stage) const {
+    return base_address() + 8 * stage;
+  }
+  __device__ __forceinline__ uint32_t empty_barrier(int stage) const {
+    return base_address() + kMaxStages * 8 + 8 * stage;
   }
   __device__ __forceinline__ int* step_offsets() const {
     return reinterpret_cast<int*>(dynamic_shared + kTapTableOffset);
