@@ -24,6 +24,7 @@ CUDA_HOST_SOURCES = ("torch/ops_cuda.cpp",)
 CUDA_KERNEL_SOURCES = (
     "cuda/forward/forward_plan.cu",
     "cuda/forward/generic.cu",
+    "cuda/forward/activation_inplace.cu",
     "cuda/forward/small_problem.cu",
     "cuda/forward/mma_sync/mma_sync_launch.cu",
     "cuda/forward/wgmma/wgmma_plan.cu",

@@ -48,7 +48,7 @@ def test_output_past_two_to_the_31_elements():
 def test_tensors_not_16_byte_aligned(shape, offset_tensor):
     # A dense view one float into its storage: contiguous, but 4 bytes past a 16-byte boundary.
     # The tensor-core kernels' 16-byte copies and float4 loads would fault on it (a sticky CUDA
-    # error); such calls take the generic kernel and the composite backward, with the same values.
+    # error); such calls take the floor path and the composite backward, with the same values.
     batch, in_channels, size, out_channels, kernel = shape
 
     def offset_randn(*dims):

@@ -1,5 +1,5 @@
 """The CUDA tensor-core fast path (float32, dense NCHW, groups 1; any stride and dilation on the
-mma.sync kernel) against the generic kernel and the float64 reference, on shapes around its tile
+mma.sync kernel) against the floor path and the float64 reference, on shapes around its tile
 edges."""
 
 import os
@@ -50,7 +50,7 @@ def _tensors(case, device="cuda"):
 
 @pytest.mark.parametrize("strided", [False, True], ids=["stride1", "strided-dilated"])
 @pytest.mark.parametrize("seed", range(40))
-def test_fast_path_matches_generic_and_float64(seed, strided):
+def test_fast_path_matches_floor_and_float64(seed, strided):
     case = _random_case(random.Random(seed), strided)
     x, weight, bias = _tensors(case)
     geometry = dict(stride=case["stride"], padding=case["padding"], dilation=case["dilation"])
@@ -58,13 +58,13 @@ def test_fast_path_matches_generic_and_float64(seed, strided):
     fast = poisoned_call(
         lambda: fusedconv.conv2d_hardswish_relu(x, weight, bias, **geometry),
         torch.float32, "cuda")
-    # channels_last input is not dense NCHW, so the same call runs the generic kernel.
-    generic = fusedconv.conv2d_hardswish_relu(x.contiguous(memory_format=torch.channels_last),
-                                              weight, bias, **geometry)
+    # channels_last input is not dense NCHW, so the same call runs the floor path.
+    floor = fusedconv.conv2d_hardswish_relu(x.contiguous(memory_format=torch.channels_last),
+                                            weight, bias, **geometry)
     assert torch.isfinite(fast).all(), case
     assert relative_l2_error(fast, expected) < THREE_TF32_TOLERANCE, case
-    assert relative_l2_error(generic, expected) < THREE_TF32_TOLERANCE, case
-    torch.testing.assert_close(fast, generic.contiguous(), rtol=1e-4, atol=1e-5)
+    assert relative_l2_error(floor, expected) < THREE_TF32_TOLERANCE, case
+    torch.testing.assert_close(fast, floor.contiguous(), rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("problem", [KERNELBENCH_V0_1, KERNELBENCH_V0], ids=lambda p: p.name)

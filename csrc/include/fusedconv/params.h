@@ -44,6 +44,13 @@ struct ConvParams {
   void* workspace;
 };
 
+// Element-wise activation in place: data = relu(hardswish(data)), `numel` elements.
+struct ActivationParams {
+  int64_t numel;
+  DType dtype;
+  void* data;
+};
+
 // Element-wise backward of the activation: grad_input = grad_output * f'(output), all three tensors
 // of `numel` elements, contiguous in the same memory order.
 struct ActivationGradParams {
