@@ -52,8 +52,12 @@ def output_size(size, pad_begin, pad_end, kernel, stride, dilation):
 
 
 def _output_memory_format(input, weight):
-    # The C++ side's rule (ops.cpp, output_memory_format): channels_last when either operand
-    # suggests it, as torch.nn.functional.conv2d does.
+    # The C++ side's rule (ops.cpp, output_memory_format), as torch.nn.functional.conv2d does:
+    # contiguous for an empty batch or channel dimension and for float64 on CUDA, else
+    # channels_last when either operand suggests it.
+    if input.shape[0] == 0 or input.shape[1] == 0 or (input.device.type == "cuda"
+                                                       and input.dtype == torch.float64):
+        return torch.contiguous_format
     if torch.channels_last in (_suggest_memory_format(input), _suggest_memory_format(weight)):
         return torch.channels_last
     return torch.contiguous_format

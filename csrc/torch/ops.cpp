@@ -67,8 +67,14 @@ void check_pair(at::IntArrayRef values, size_t count, const char* name, bool all
 }
 
 // torch.nn.functional.conv2d picks channels_last output when the input or the weight suggests it
-// (cudnn_conv_suggest_memory_format / mkldnn_conv_use_channels_last), contiguous otherwise.
+// (cudnn_conv_suggest_memory_format / mkldnn_conv_use_channels_last), contiguous otherwise; and
+// contiguous for an empty batch or channel dimension (its "Empty" backend) and for float64 on
+// CUDA (cuDNN's suggestion excludes double). fusedconv/ops.py's meta kernel has the same rule.
 at::MemoryFormat output_memory_format(const at::Tensor& input, const at::Tensor& weight) {
+  if (input.size(0) == 0 || input.size(1) == 0 ||
+      (input.is_cuda() && input.scalar_type() == at::kDouble)) {
+    return at::MemoryFormat::Contiguous;
+  }
   if (input.suggest_memory_format() == at::MemoryFormat::ChannelsLast ||
       weight.suggest_memory_format() == at::MemoryFormat::ChannelsLast) {
     return at::MemoryFormat::ChannelsLast;

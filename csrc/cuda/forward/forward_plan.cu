@@ -28,6 +28,13 @@ bool wgmma_disabled() {
   return disabled;
 }
 
+// Process-wide opt-out of the mma.sync kernel (FUSEDCONV_DISABLE_MMA_SYNC=1, read once): its
+// calls take the floor path instead, for A/B timing of the crossover between the two.
+bool mma_sync_disabled() {
+  static const bool disabled = environment_flag("FUSEDCONV_DISABLE_MMA_SYNC");
+  return disabled;
+}
+
 // Up to 16 output channels the mma.sync kernel's 16-channel tiles win: one wgmma block pads
 // them to 64 (measured crossover: 32 output channels run faster on wgmma; benchmarks/NOTES.md).
 constexpr int64_t kMinWgmmaOutChannels = 17;
@@ -52,6 +59,10 @@ cudaError_t plan_forward(const ConvParams& params, bool allow_tf32, ForwardPlan&
       plan.kernel = ForwardKernel::kWgmma;
       return status;
     }
+  }
+  if (mma_sync_disabled()) {
+    plan.kernel = ForwardKernel::kFloor;
+    return cudaSuccess;
   }
   const cudaError_t status = mma_sync::forward_applies(params, applies, plan.workspace_bytes);
   plan.kernel = applies ? ForwardKernel::kMmaSync : ForwardKernel::kFloor;
