@@ -55,8 +55,8 @@ def _output_memory_format(input, weight):
     # The C++ side's rule (ops.cpp, output_memory_format), as torch.nn.functional.conv2d does:
     # contiguous for an empty batch or channel dimension and for float64 on CUDA, else
     # channels_last when either operand suggests it.
-    if input.shape[0] == 0 or input.shape[1] == 0 or (input.device.type == "cuda"
-                                                       and input.dtype == torch.float64):
+    empty = input.shape[0] == 0 or input.shape[1] == 0
+    if empty or (input.device.type == "cuda" and input.dtype == torch.float64):
         return torch.contiguous_format
     if torch.channels_last in (_suggest_memory_format(input), _suggest_memory_format(weight)):
         return torch.channels_last
