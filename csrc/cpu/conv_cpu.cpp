@@ -99,32 +99,48 @@ void hardswish_relu_grad_typed(const ActivationGradParams& p) {
   }
 }
 
-}  // namespace
-
-bool conv_hardswish_relu_cpu(const ConvParams& params) {
-  switch (params.dtype) {
+// Calls body(T{}) for float32 / float64 and returns true; false for any other dtype.
+template <typename Body>
+bool dispatch_float_dtype(DType dtype, Body&& body) {
+  switch (dtype) {
     case DType::kFloat32:
-      conv_hardswish_relu_typed<float>(params);
+      body(float{});
       return true;
     case DType::kFloat64:
-      conv_hardswish_relu_typed<double>(params);
+      body(double{});
       return true;
     default:
       return false;
   }
 }
 
-bool hardswish_relu_grad_cpu(const ActivationGradParams& params) {
-  switch (params.dtype) {
-    case DType::kFloat32:
-      hardswish_relu_grad_typed<float>(params);
-      return true;
-    case DType::kFloat64:
-      hardswish_relu_grad_typed<double>(params);
-      return true;
-    default:
-      return false;
+template <typename T>
+void hardswish_relu_inplace_typed(const ActivationParams& p) {
+  T* data = static_cast<T*>(p.data);
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < p.numel; ++i) {
+    data[i] = HardSwishReLU<T>::value(data[i]);
   }
+}
+
+}  // namespace
+
+bool conv_hardswish_relu_cpu(const ConvParams& params) {
+  return dispatch_float_dtype(params.dtype, [&](auto tag) {
+    conv_hardswish_relu_typed<decltype(tag)>(params);
+  });
+}
+
+bool hardswish_relu_inplace_cpu(const ActivationParams& params) {
+  return dispatch_float_dtype(params.dtype, [&](auto tag) {
+    hardswish_relu_inplace_typed<decltype(tag)>(params);
+  });
+}
+
+bool hardswish_relu_grad_cpu(const ActivationGradParams& params) {
+  return dispatch_float_dtype(params.dtype, [&](auto tag) {
+    hardswish_relu_grad_typed<decltype(tag)>(params);
+  });
 }
 
 }  // namespace fusedconv

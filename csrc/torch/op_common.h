@@ -43,6 +43,14 @@ ForwardCall prepare_forward(const at::Tensor& input, const at::Tensor& weight,
                             const c10::optional<at::Tensor>& bias, at::IntArrayRef stride,
                             at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups);
 
+// The floor path's convolution, where no fused kernel applies: PyTorch's own (at::_convolution:
+// cuDNN / oneDNN, with `allow_tf32` and PyTorch's benchmark / determinism / enable flags, the bias
+// inside the call; asymmetric padding padded explicitly), returned with call.output's strides
+// (the fake kernel's) and dense, ready for the in-place activation pass.
+at::Tensor floor_convolution(const ForwardCall& call, at::IntArrayRef stride,
+                             at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
+                             bool allow_tf32);
+
 // Checks fusedconv::conv2d_hardswish_relu_backward's arguments: the forward's, plus output and
 // grad_output of the forward output's shape, device and dtype.
 void validate_backward(const at::Tensor& grad_output, const at::Tensor& input,

@@ -5,7 +5,9 @@
 #include <torch/autograd.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <array>
+#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -191,6 +193,32 @@ ForwardCall prepare_forward(const at::Tensor& input, const at::Tensor& weight,
   return call;
 }
 
+at::Tensor floor_convolution(const ForwardCall& call, at::IntArrayRef stride,
+                             at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
+                             bool allow_tf32) {
+  at::Tensor input = call.input;
+  std::array<int64_t, 2> symmetric = {padding[0], padding[2]};
+  if (padding[0] != padding[1] || padding[2] != padding[3]) {
+    // Asymmetric ('same' with an even kernel): the convolution takes one padding per side
+    // pair, so the extra rows and columns are padded explicitly.
+    symmetric = {std::min(padding[0], padding[1]), std::min(padding[2], padding[3])};
+    input = at::constant_pad_nd(input, {padding[2] - symmetric[1], padding[3] - symmetric[1],
+                                        padding[0] - symmetric[0], padding[1] - symmetric[0]},
+                                0);
+  }
+  at::Context& context = at::globalContext();
+  at::Tensor z = at::_convolution(
+      input, call.weight, call.bias.defined() ? c10::optional<at::Tensor>(call.bias) : c10::nullopt,
+      stride, symmetric, dilation, /*transposed=*/false, /*output_padding=*/{0, 0}, groups,
+      context.benchmarkCuDNN(), context.deterministicCuDNN() || context.deterministicAlgorithms(),
+      context.userEnabledCuDNN(), allow_tf32);
+  if (z.strides() != call.output.strides() || !z.is_non_overlapping_and_dense()) {
+    call.output.copy_(z);
+    return call.output;
+  }
+  return z;
+}
+
 void validate_backward(const at::Tensor& grad_output, const at::Tensor& input,
                        const at::Tensor& weight, const at::Tensor& output,
                        at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
@@ -292,15 +320,38 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fill_unrequested(
 
 namespace {
 
+// FUSEDCONV_CPU_DIRECT=1 (read once per process) runs the fused OpenMP direct convolution
+// instead of the floor path, for A/B timing and as its test switch.
+bool cpu_direct_forced() {
+  static const bool forced = [] {
+    const char* value = std::getenv("FUSEDCONV_CPU_DIRECT");
+    return value != nullptr && value[0] != '\0' && value[0] != '0';
+  }();
+  return forced;
+}
+
+// The CPU forward: the floor path (PyTorch's oneDNN / native convolution and one in-place
+// activation pass), measured faster than the OpenMP direct kernel on every CPU case
+// (benchmarks/NOTES.md).
 at::Tensor conv2d_hardswish_relu_cpu_op(const at::Tensor& input, const at::Tensor& weight,
                                         const c10::optional<at::Tensor>& bias,
                                         at::IntArrayRef stride, at::IntArrayRef padding,
                                         at::IntArrayRef dilation, int64_t groups,
-                                        bool /*allow_tf32: the CPU path is exact float32*/) {
+                                        bool allow_tf32) {
   ForwardCall call = prepare_forward(input, weight, bias, stride, padding, dilation, groups);
-  TORCH_CHECK(conv_hardswish_relu_cpu(call.params), kOpName, ": no CPU kernel for dtype ",
+  if (cpu_direct_forced()) {
+    TORCH_CHECK(conv_hardswish_relu_cpu(call.params), kOpName, ": no CPU kernel for dtype ",
+                input.scalar_type());
+    return call.output;
+  }
+  if (call.output.numel() == 0) {
+    return call.output;
+  }
+  at::Tensor z = floor_convolution(call, stride, padding, dilation, groups, allow_tf32);
+  const ActivationParams params{z.numel(), call.params.dtype, z.data_ptr()};
+  TORCH_CHECK(hardswish_relu_inplace_cpu(params), kOpName, ": no CPU kernel for dtype ",
               input.scalar_type());
-  return call.output;
+  return z;
 }
 
 at::Tensor hardswish_relu_grad_cpu_op(const at::Tensor& grad_output, const at::Tensor& output) {

@@ -7,44 +7,18 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
-#include <algorithm>
-#include <array>
-
 #include "fusedconv/launch.h"
 #include "op_common.h"
 
 namespace fusedconv {
 namespace {
 
-// The floor path, where no fused kernel applies: PyTorch's own convolution (cuDNN, with the
-// caller's TF32 choice and PyTorch's benchmark / determinism / enable flags; the bias inside the
-// convolution call) and one in-place activation pass. Eager makes two more passes.
-at::Tensor floor_forward(const ForwardCall& call, at::IntArrayRef stride, at::IntArrayRef padding,
-                         at::IntArrayRef dilation, int64_t groups, bool allow_tf32,
-                         cudaStream_t stream) {
-  at::Tensor input = call.input;
-  std::array<int64_t, 2> symmetric = {padding[0], padding[2]};
-  if (padding[0] != padding[1] || padding[2] != padding[3]) {
-    // Asymmetric ('same' with an even kernel): the convolution takes one padding per side
-    // pair, so the extra rows and columns are padded explicitly.
-    symmetric = {std::min(padding[0], padding[1]), std::min(padding[2], padding[3])};
-    input = at::constant_pad_nd(input, {padding[2] - symmetric[1], padding[3] - symmetric[1],
-                                        padding[0] - symmetric[0], padding[1] - symmetric[0]},
-                                0);
-  }
-  at::Context& context = at::globalContext();
-  at::Tensor z = at::_convolution(
-      input, call.weight, call.bias.defined() ? c10::optional<at::Tensor>(call.bias) : c10::nullopt,
-      stride, symmetric, dilation, /*transposed=*/false, /*output_padding=*/{0, 0}, groups,
-      context.benchmarkCuDNN(), context.deterministicCuDNN() || context.deterministicAlgorithms(),
-      context.userEnabledCuDNN(), allow_tf32);
-  // The result must have the strides the fake kernel reports (call.output's), and the
-  // activation pass needs dense storage.
-  if (z.strides() != call.output.strides() || !z.is_non_overlapping_and_dense()) {
-    call.output.copy_(z);
-    z = call.output;
-  }
-  ActivationParams params{z.numel(), call.params.dtype, z.data_ptr()};
+// The floor path: PyTorch's convolution (floor_convolution) and the in-place activation pass.
+at::Tensor floor_forward_cuda(const ForwardCall& call, at::IntArrayRef stride,
+                              at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
+                              bool allow_tf32, cudaStream_t stream) {
+  at::Tensor z = floor_convolution(call, stride, padding, dilation, groups, allow_tf32);
+  const ActivationParams params{z.numel(), call.params.dtype, z.data_ptr()};
   C10_CUDA_CHECK(launch_hardswish_relu_inplace(params, stream));
   return z;
 }
@@ -59,7 +33,7 @@ at::Tensor conv2d_hardswish_relu_cuda(const at::Tensor& input, const at::Tensor&
   ForwardPlan plan;
   C10_CUDA_CHECK(plan_forward(call.params, allow_tf32, plan));
   if (plan.kernel == ForwardKernel::kFloor) {
-    return floor_forward(call, stride, padding, dilation, groups, allow_tf32, stream);
+    return floor_forward_cuda(call, stride, padding, dilation, groups, allow_tf32, stream);
   }
   at::Tensor workspace;  // freed on return: stream-ordered reuse by the caching allocator
   if (plan.workspace_bytes > 0) {

@@ -10,6 +10,10 @@ namespace fusedconv {
 // float32 / float64; the torch layer validates dtypes first.
 bool conv_hardswish_relu_cpu(const ConvParams& params);
 
+// data = relu(hardswish(data)) in place, `numel` contiguous elements (the floor path's pass after
+// PyTorch's convolution). Same dtype rule.
+bool hardswish_relu_inplace_cpu(const ActivationParams& params);
+
 // grad_input = grad_output * f'(output). Same dtype rule.
 bool hardswish_relu_grad_cpu(const ActivationGradParams& params);
 
