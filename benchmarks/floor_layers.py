@@ -8,7 +8,6 @@ import torch
 import torch.nn.functional as F
 import fusedconv
 
-torch.backends.cudnn.allow_tf32 = False
 CASES = [  # name, N, Cin, Cout, H, k, stride, pad, groups, layout, dtype
     ("1x1 112->672 14", 64, 112, 672, 14, 1, 1, 0, 1, "nchw", torch.float32),
     ("1x1 112->672 14", 64, 112, 672, 14, 1, 1, 0, 1, "cl", torch.bfloat16),
@@ -36,14 +35,20 @@ def median_ms(fn):
     return statistics.median(times)
 
 
-for name, n, cin, cout, h, k, s, p, g, layout, dtype in CASES:
-    x = torch.randn(n, cin, h, h, device="cuda", dtype=dtype)
-    w = torch.randn(cout, cin // g, k, k, device="cuda", dtype=dtype) * 0.1
-    b = torch.randn(cout, device="cuda", dtype=dtype)
-    if layout == "cl":
-        x = x.contiguous(memory_format=torch.channels_last)
-        w = w.contiguous(memory_format=torch.channels_last)
-    eager = median_ms(lambda: torch.relu(F.hardswish(F.conv2d(x, w, b, s, p, 1, g))))
-    ours = median_ms(lambda: fusedconv.conv2d_hardswish_relu(x, w, b, s, p, 1, g))
-    print("%-20s %-5s %-9s eager %.4f ms  fusedconv %.4f ms  %.2fx"
-          % (name, layout, str(dtype)[6:], eager, ours, eager / ours))
+def main():
+    torch.backends.cudnn.allow_tf32 = False
+    for name, n, cin, cout, h, k, s, p, g, layout, dtype in CASES:
+        x = torch.randn(n, cin, h, h, device="cuda", dtype=dtype)
+        w = torch.randn(cout, cin // g, k, k, device="cuda", dtype=dtype) * 0.1
+        b = torch.randn(cout, device="cuda", dtype=dtype)
+        if layout == "cl":
+            x = x.contiguous(memory_format=torch.channels_last)
+            w = w.contiguous(memory_format=torch.channels_last)
+        eager = median_ms(lambda: torch.relu(F.hardswish(F.conv2d(x, w, b, s, p, 1, g))))
+        ours = median_ms(lambda: fusedconv.conv2d_hardswish_relu(x, w, b, s, p, 1, g))
+        print("%-20s %-5s %-9s eager %.4f ms  fusedconv %.4f ms  %.2fx"
+              % (name, layout, str(dtype)[6:], eager, ours, eager / ours))
+
+
+if __name__ == "__main__":
+    main()

@@ -3,11 +3,13 @@ eager. Run twice for the crossover against the floor path:
     python benchmarks/mma_sync_crossover.py
     FUSEDCONV_DISABLE_MMA_SYNC=1 python benchmarks/mma_sync_crossover.py
 """
+
 import os
-import statistics
 
 import torch
 import torch.nn.functional as F
+from floor_layers import median_ms  # same folder: run as a script
+
 import fusedconv
 
 torch.backends.cudnn.allow_tf32 = False
@@ -17,21 +19,6 @@ CASES = [  # N, Cin, Cout, H, k, stride, pad
     (64, 64, 128, 56, 3, 2, 1), (64, 128, 256, 28, 3, 2, 1), (64, 256, 512, 14, 1, 2, 0),
     (64, 24, 72, 56, 1, 1, 0),
 ]
-
-
-def median_ms(fn):
-    for _ in range(5):
-        fn()
-    times = []
-    for _ in range(30):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
-
 
 label = "floor" if os.environ.get("FUSEDCONV_DISABLE_MMA_SYNC") else "default"
 for n, cin, cout, h, k, s, p in CASES:

@@ -7,11 +7,11 @@
 
 #include <algorithm>
 #include <array>
-#include <cstdlib>
 #include <string>
 #include <vector>
 
 #include "fusedconv/cpu.h"
+#include "fusedconv/environment.h"
 #include "fusedconv/params.h"
 #include "fusedconv/shape.h"
 #include "op_common.h"
@@ -323,10 +323,7 @@ namespace {
 // FUSEDCONV_CPU_DIRECT=1 (read once per process) runs the fused OpenMP direct convolution
 // instead of the floor path, for A/B timing and as its test switch.
 bool cpu_direct_forced() {
-  static const bool forced = [] {
-    const char* value = std::getenv("FUSEDCONV_CPU_DIRECT");
-    return value != nullptr && value[0] != '\0' && value[0] != '0';
-  }();
+  static const bool forced = environment_flag("FUSEDCONV_CPU_DIRECT");
   return forced;
 }
 

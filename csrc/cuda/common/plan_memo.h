@@ -1,11 +1,12 @@
-// The host-side plan memo of the kernel families and their process-wide environment switches.
+// The host-side plan memo of the kernel families (their environment switches:
+// fusedconv/environment.h).
 #pragma once
 
 #include <cstdint>
-#include <cstdlib>
 #include <cstring>
 
 #include "common/device_limits.h"
+#include "fusedconv/environment.h"
 #include "fusedconv/params.h"
 
 namespace fusedconv {
@@ -50,13 +51,5 @@ struct PlanMemo {
     return applies;
   }
 };
-
-// A process-wide opt-out read from the environment: on when set to anything that does not start
-// with '0' ("1", "yes"; also "false", so README documents =1). Callers read it once into a
-// function-local static, so the hot path never calls getenv.
-inline bool environment_flag(const char* name) {
-  const char* value = std::getenv(name);
-  return value != nullptr && value[0] != '\0' && value[0] != '0';
-}
 
 }  // namespace fusedconv
