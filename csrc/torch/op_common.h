@@ -45,9 +45,10 @@ ForwardCall prepare_forward(const at::Tensor& input, const at::Tensor& weight,
 
 // The floor path's convolution, where no fused kernel applies: PyTorch's own (at::_convolution:
 // cuDNN / oneDNN, with `allow_tf32` and PyTorch's benchmark / determinism / enable flags, the bias
-// inside the call; asymmetric padding padded explicitly), returned with call.output's strides
-// (the fake kernel's) and dense, ready for the in-place activation pass.
-at::Tensor floor_convolution(const ForwardCall& call, at::IntArrayRef stride,
+// (validated, or undefined) inside the call; asymmetric padding padded explicitly), returned
+// dense with the strides the fake kernel reports, ready for the in-place activation pass.
+at::Tensor floor_convolution(const at::Tensor& input, const at::Tensor& weight,
+                             const at::Tensor& bias, at::IntArrayRef stride,
                              at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
                              bool allow_tf32);
 

@@ -193,30 +193,40 @@ ForwardCall prepare_forward(const at::Tensor& input, const at::Tensor& weight,
   return call;
 }
 
-at::Tensor floor_convolution(const ForwardCall& call, at::IntArrayRef stride,
+at::Tensor floor_convolution(const at::Tensor& input, const at::Tensor& weight,
+                             const at::Tensor& bias, at::IntArrayRef stride,
                              at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
                              bool allow_tf32) {
-  at::Tensor input = call.input;
+  at::Tensor padded = input;
   std::array<int64_t, 2> symmetric = {padding[0], padding[2]};
   if (padding[0] != padding[1] || padding[2] != padding[3]) {
     // Asymmetric ('same' with an even kernel): the convolution takes one padding per side
     // pair, so the extra rows and columns are padded explicitly.
     symmetric = {std::min(padding[0], padding[1]), std::min(padding[2], padding[3])};
-    input = at::constant_pad_nd(input, {padding[2] - symmetric[1], padding[3] - symmetric[1],
-                                        padding[0] - symmetric[0], padding[1] - symmetric[0]},
-                                0);
+    padded = at::constant_pad_nd(input, {padding[2] - symmetric[1], padding[3] - symmetric[1],
+                                         padding[0] - symmetric[0], padding[1] - symmetric[0]},
+                                 0);
   }
   at::Context& context = at::globalContext();
   at::Tensor z = at::_convolution(
-      input, call.weight, call.bias.defined() ? c10::optional<at::Tensor>(call.bias) : c10::nullopt,
-      stride, symmetric, dilation, /*transposed=*/false, /*output_padding=*/{0, 0}, groups,
+      padded, weight, bias.defined() ? c10::optional<at::Tensor>(bias) : c10::nullopt, stride,
+      symmetric, dilation, /*transposed=*/false, /*output_padding=*/{0, 0}, groups,
       context.benchmarkCuDNN(), context.deterministicCuDNN() || context.deterministicAlgorithms(),
       context.userEnabledCuDNN(), allow_tf32);
-  if (z.strides() != call.output.strides() || !z.is_non_overlapping_and_dense()) {
-    call.output.copy_(z);
-    return call.output;
+  // The strides an at::empty in output_memory_format would have: the fake kernel's.
+  const at::MemoryFormat format = output_memory_format(input, weight);
+  const std::vector<int64_t> expected =
+      format == at::MemoryFormat::ChannelsLast
+          ? c10::get_channels_last_strides_2d(z.sizes())
+          : std::vector<int64_t>{std::max<int64_t>(z.size(1) * z.size(2) * z.size(3), 1),
+                                 std::max<int64_t>(z.size(2) * z.size(3), 1),
+                                 std::max<int64_t>(z.size(3), 1), 1};
+  if (z.strides() == at::IntArrayRef(expected)) {
+    return z;
   }
-  return z;
+  at::Tensor dense = at::empty_strided(z.sizes(), expected, z.options());
+  dense.copy_(z);
+  return dense;
 }
 
 void validate_backward(const at::Tensor& grad_output, const at::Tensor& input,
@@ -335,17 +345,20 @@ at::Tensor conv2d_hardswish_relu_cpu_op(const at::Tensor& input, const at::Tenso
                                         at::IntArrayRef stride, at::IntArrayRef padding,
                                         at::IntArrayRef dilation, int64_t groups,
                                         bool allow_tf32) {
-  ForwardCall call = prepare_forward(input, weight, bias, stride, padding, dilation, groups);
   if (cpu_direct_forced()) {
+    ForwardCall call = prepare_forward(input, weight, bias, stride, padding, dilation, groups);
     TORCH_CHECK(conv_hardswish_relu_cpu(call.params), kOpName, ": no CPU kernel for dtype ",
                 input.scalar_type());
     return call.output;
   }
-  if (call.output.numel() == 0) {
-    return call.output;
+  const ValidatedConv conv = validate_conv(input, weight, bias, stride, padding, dilation, groups);
+  if (input.size(0) * weight.size(0) * conv.out_height * conv.out_width == 0) {
+    return at::empty({input.size(0), weight.size(0), conv.out_height, conv.out_width},
+                     input.options().memory_format(output_memory_format(input, weight)));
   }
-  at::Tensor z = floor_convolution(call, stride, padding, dilation, groups, allow_tf32);
-  const ActivationParams params{z.numel(), call.params.dtype, z.data_ptr()};
+  at::Tensor z = floor_convolution(input, weight, conv.bias, stride, padding, dilation, groups,
+                                   allow_tf32);
+  const ActivationParams params{z.numel(), to_dtype(input.scalar_type()), z.data_ptr()};
   TORCH_CHECK(hardswish_relu_inplace_cpu(params), kOpName, ": no CPU kernel for dtype ",
               input.scalar_type());
   return z;

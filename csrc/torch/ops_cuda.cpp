@@ -17,7 +17,8 @@ namespace {
 at::Tensor floor_forward_cuda(const ForwardCall& call, at::IntArrayRef stride,
                               at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
                               bool allow_tf32, cudaStream_t stream) {
-  at::Tensor z = floor_convolution(call, stride, padding, dilation, groups, allow_tf32);
+  at::Tensor z = floor_convolution(call.input, call.weight, call.bias, stride, padding, dilation,
+                                   groups, allow_tf32);
   const ActivationParams params{z.numel(), call.params.dtype, z.data_ptr()};
   C10_CUDA_CHECK(launch_hardswish_relu_inplace(params, stream));
   return z;
