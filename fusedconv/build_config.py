@@ -22,8 +22,8 @@ CUDA_HOST_SOURCES = ("torch/ops_cuda.cpp",)
 # base names are unique. The KernelBench export concatenates them into one unit, so names at
 # namespace scope must not clash across files either (each family has its own namespace).
 CUDA_KERNEL_SOURCES = (
+    "cuda/common/plan_policy.cu",
     "cuda/forward/forward_plan.cu",
-    "cuda/forward/generic.cu",
     "cuda/forward/activation_inplace.cu",
     "cuda/forward/small_problem.cu",
     "cuda/forward/mma_sync/mma_sync_launch.cu",

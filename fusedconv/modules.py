@@ -16,11 +16,11 @@ class Conv2dHardSwishReLU(nn.Conv2d):
     ``F.hardswish`` and ``torch.relu`` without any conversion. Padding modes other than 'zeros'
     pad the input first (as ``nn.Conv2d`` does), then run the fused convolution unpadded.
 
-    Set ``module.allow_tf32 = True`` to opt into the faster single-TF32 tensor-core mode (see
-    ``conv2d_hardswish_relu``); the default is float32 accuracy.
+    ``module.allow_tf32``: ``None`` (the default) follows PyTorch's convolution precision flags
+    as ``nn.Conv2d`` does; ``True`` / ``False`` override them (see ``conv2d_hardswish_relu``).
     """
 
-    allow_tf32 = False
+    allow_tf32 = None
 
     def forward(self, input):
         padding = self.padding
@@ -36,10 +36,11 @@ class ModelNew(nn.Module):
 
     Keeps ``self.conv = nn.Conv2d(...)`` exactly as the reference ``Model`` does, so the
     state_dict keys (``conv.weight``, ``conv.bias``) and the weights drawn under a given
-    ``torch.manual_seed`` are the same. ``allow_tf32`` as for ``Conv2dHardSwishReLU``.
+    ``torch.manual_seed`` are the same. ``allow_tf32`` as for ``Conv2dHardSwishReLU``: by default
+    as precise as the reference ``Model`` under the same flags.
     """
 
-    allow_tf32 = False
+    allow_tf32 = None
 
     def __init__(self, in_channels, out_channels, kernel_size):
         super().__init__()

@@ -64,7 +64,7 @@ def _output_memory_format(input, weight):
 
 
 def _conv2d_hardswish_relu_meta(input, weight, bias, stride, padding, dilation, groups,
-                                allow_tf32=False):
+                                allow_tf32=None):
     out_height = output_size(input.shape[2], padding[0], padding[1], weight.shape[2], stride[0],
                              dilation[0])
     out_width = output_size(input.shape[3], padding[2], padding[3], weight.shape[3], stride[1],
@@ -79,7 +79,7 @@ def _hardswish_relu_grad_meta(grad_output, output):
 
 
 def _conv2d_hardswish_relu_backward_meta(grad_output, input, weight, output, stride, padding,
-                                         dilation, groups, output_mask, allow_tf32=False):
+                                         dilation, groups, output_mask, allow_tf32=None):
     # Gradients not asked for come back empty (the schema has no optional outputs).
     def grad_like(wanted, shape, memory_format=torch.contiguous_format):
         if not wanted:
@@ -132,14 +132,18 @@ def resolve_padding(padding, weight_shape, stride, dilation):
 
 
 def conv2d_hardswish_relu(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
-                          allow_tf32=False):
+                          allow_tf32=None):
     """``relu(hardswish(conv2d(input, weight, bias, stride, padding, dilation, groups)))``.
 
     Arguments mean what they mean for ``torch.nn.functional.conv2d``; ``input`` may be batched
     (N, C, H, W) or unbatched (C, H, W). Differentiable with respect to input, weight and bias.
-    ``allow_tf32=True`` lets the CUDA tensor-core path use one TF32 product per multiply (faster,
-    ~3e-4 relative error) instead of the float32-accurate 3xTF32 default; it changes nothing on
-    other paths.
+    Inside ``torch.autocast`` it runs in autocast's lower-precision type, as ``conv2d`` does.
+
+    ``allow_tf32`` (float32 on CUDA): ``None`` (the default) follows PyTorch's own convolution
+    precision flag (``torch.backends.cudnn.allow_tf32``, or ``torch.backends.cudnn.conv.
+    fp32_precision`` on torch >= 2.9), so the result is as precise as ``nn.Conv2d``'s; ``True``
+    allows TF32 (one TF32 product on the fused tensor-core kernels, cuDNN's TF32 elsewhere; ~3e-4
+    relative error); ``False`` keeps float32 accuracy (3xTF32 on the fused kernels).
     """
     if not isinstance(input, torch.Tensor):
         raise TypeError("conv2d_hardswish_relu: expected input to be a torch.Tensor, got %s"
@@ -153,8 +157,8 @@ def conv2d_hardswish_relu(input, weight, bias=None, stride=1, padding=0, dilatio
     if type(groups) is not int and (
             isinstance(groups, bool) or not isinstance(groups, numbers.Integral)):
         raise TypeError("conv2d_hardswish_relu: expected groups to be an int, got %r" % (groups,))
-    if type(allow_tf32) is not bool:
-        raise TypeError("conv2d_hardswish_relu: expected allow_tf32 to be a bool, got %r"
+    if allow_tf32 is not None and type(allow_tf32) is not bool:
+        raise TypeError("conv2d_hardswish_relu: expected allow_tf32 to be None or a bool, got %r"
                         % (allow_tf32,))
     if weight.dim() != 4:
         raise ValueError("conv2d_hardswish_relu: expected weight to be a 4-D tensor "

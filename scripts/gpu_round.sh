@@ -4,7 +4,9 @@
 # error), the benchmark (--bench: python -m fusedconv bench, JSON + PNG) and compute-sanitizer
 # memcheck/racecheck/initcheck/synccheck on small cases (--sanitize). --no-tests skips pytest
 # and the main job. Logs and JSON go under $OUT.
+# --crossover sweeps each fused kernel against the floor path (benchmarks/crossover.py).
 # Usage (on the device machine): scripts/gpu_round.sh [--times] [--bench] [--sanitize] [--no-tests]
+#                                                   [--crossover]
 #                                                   [pytest args]
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -21,6 +23,7 @@ if [ -x /usr/bin/g++ ]; then
   export CXX=/usr/bin/g++ CC=/usr/bin/gcc
 fi
 sanitize=0
+crossover=0
 times=0
 bench=0
 tests=1
@@ -28,6 +31,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --sanitize) sanitize=1 ;;
     --times) times=1 ;;
+    --crossover) crossover=1 ;;
     --bench) bench=1 ;;
     --no-tests) tests=0 ;;
     *) break ;;
@@ -60,9 +64,16 @@ if [ "$times" = 1 ]; then
     --json "$OUT/times.json" 2>&1 | tee "$OUT/times.log"
   [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
   # The fallback kernels of the same cases: mma.sync for wgmma, FFMA for DMMA.
-  FUSEDCONV_DISABLE_WGMMA=1 FUSEDCONV_DISABLE_DMMA=1 timeout 240 \
+  FUSEDCONV_PLAN=fused FUSEDCONV_DISABLE_WGMMA=1 FUSEDCONV_DISABLE_DMMA=1 timeout 240 \
     python3 benchmarks/forward_kernel_times.py \
     --cases "${FUSEDCONV_TIME_CASES:-v0.1,v0}" 2>&1 | tee -a "$OUT/times.log"
+fi
+
+if [ "$crossover" = 1 ]; then
+  echo "== crossover sweep (fused vs floor)"
+  timeout "${FUSEDCONV_CROSSOVER_TIMEOUT:-300}" python3 benchmarks/crossover.py \
+    --json "$OUT/crossover.json" ${FUSEDCONV_CROSSOVER_ARGS:-} >"$OUT/crossover.log" 2>&1
+  echo "crossover: exit $?; $(tail -n 1 "$OUT/crossover.log")"
 fi
 
 if [ "$tests" = 1 ]; then
@@ -89,7 +100,8 @@ if [ "$sanitize" = 1 ]; then
   for tool in memcheck racecheck initcheck synccheck; do
     # Every kernel of the process: filtering to ours (--kernel-name) blinds initcheck to the
     # writes of torch's own kernels and reported 95k false "uninitialized" reads of randn data.
-    compute-sanitizer --tool "$tool" --error-exitcode 9 \
+    # The fused kernels wherever they apply (FUSEDCONV_PLAN=fused), the sanitizers' subject.
+    FUSEDCONV_PLAN=fused compute-sanitizer --tool "$tool" --error-exitcode 9 \
       python3 tests/sanitizer/sanitize_cases.py >"$OUT/sanitizer-$tool.log" 2>&1
     rc=$?
     echo "$tool: exit $rc; $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/sanitizer-$tool.log" | tail -n 1)"

@@ -12,6 +12,10 @@
 
 namespace fusedconv {
 
+// allow_tf32 as the operators take it: True / False, or None for what PyTorch's own convolution
+// does under the current flags (torch.backends.cudnn.allow_tf32 / cudnn.conv.fp32_precision).
+bool resolve_allow_tf32(c10::optional<bool> allow_tf32);
+
 // What validate_conv learned: the bias made contiguous (undefined when there is none) and the
 // output's spatial size.
 struct ValidatedConv {

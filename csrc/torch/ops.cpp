@@ -1,15 +1,20 @@
 // The fusedconv operator library: schema (defined once, here), validation, the CPU kernels'
 // registration and the autograd kernel. CUDA kernels register in ops_cuda.cpp.
 #include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <ATen/autocast_mode.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/autograd.h>
 #include <torch/library.h>
+#include <torch/version.h>
 
 #include <algorithm>
 #include <array>
 #include <string>
 #include <vector>
 
+#include "fusedconv/activation.h"
 #include "fusedconv/cpu.h"
 #include "fusedconv/environment.h"
 #include "fusedconv/params.h"
@@ -46,8 +51,10 @@ void check_dtype_supported(const at::Tensor& t, const char* name) {
                      kOpName, ": expected ", name,
                      " to be float32, float16, bfloat16 or float64 on CUDA, got ", type);
   } else {
-    TORCH_CHECK_TYPE(type == at::kFloat || type == at::kDouble, kOpName, ": expected ", name,
-                     " to be float32 or float64 on the CPU, got ", type);
+    TORCH_CHECK_TYPE(type == at::kFloat || type == at::kDouble || type == at::kBFloat16 ||
+                         type == at::kHalf,
+                     kOpName, ": expected ", name,
+                     " to be float32, float64, bfloat16 or float16 on the CPU, got ", type);
   }
 }
 
@@ -85,6 +92,19 @@ at::MemoryFormat output_memory_format(const at::Tensor& input, const at::Tensor&
 }
 
 }  // namespace
+
+bool resolve_allow_tf32(c10::optional<bool> allow_tf32) {
+  if (allow_tf32.has_value()) {
+    return *allow_tf32;
+  }
+  // What PyTorch's own convolution reads: from 2.9 the per-operation setting
+  // (torch.backends.cudnn.conv.fp32_precision), before it torch.backends.cudnn.allow_tf32.
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 9)
+  return at::globalContext().allowTF32CuDNN(at::Float32Op::CONV);
+#else
+  return at::globalContext().allowTF32CuDNN();
+#endif
+}
 
 ValidatedConv validate_conv(const at::Tensor& input, const at::Tensor& weight,
                             const c10::optional<at::Tensor>& bias, at::IntArrayRef stride,
@@ -337,18 +357,49 @@ bool cpu_direct_forced() {
   return forced;
 }
 
+// bfloat16 / float16 on the CPU (autocast's CPU types; the torch-free CPU kernels are float32 /
+// float64): the same functor evaluated in float32 and rounded once, as PyTorch's CPU
+// hardswish does, in one parallel pass.
+void hardswish_relu_inplace_reduced_cpu(const at::Tensor& data) {
+  AT_DISPATCH_REDUCED_FLOATING_TYPES(data.scalar_type(), "hardswish_relu_inplace", [&] {
+    scalar_t* values = data.data_ptr<scalar_t>();
+    at::parallel_for(0, data.numel(), at::internal::GRAIN_SIZE, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        values[i] = static_cast<scalar_t>(
+            HardSwishReLU<float>::value(static_cast<float>(values[i])));
+      }
+    });
+  });
+}
+
+void hardswish_relu_grad_reduced_cpu(const ActivationGradCall& call) {
+  AT_DISPATCH_REDUCED_FLOATING_TYPES(call.output.scalar_type(), "hardswish_relu_grad", [&] {
+    const scalar_t* grad_output = call.grad_output.data_ptr<scalar_t>();
+    const scalar_t* output = call.output.data_ptr<scalar_t>();
+    scalar_t* grad_input = call.grad_input.data_ptr<scalar_t>();
+    at::parallel_for(0, call.output.numel(), at::internal::GRAIN_SIZE,
+                     [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        grad_input[i] = static_cast<scalar_t>(HardSwishReLU<float>::backward(
+            static_cast<float>(grad_output[i]), static_cast<float>(output[i])));
+      }
+    });
+  });
+}
+
 // The CPU forward: the floor path (PyTorch's oneDNN / native convolution and one in-place
 // activation pass), measured faster than the OpenMP direct kernel on every CPU case
-// (benchmarks/NOTES.md).
+// (benchmarks/NOTES.md). allow_tf32 does not apply on the CPU.
 at::Tensor conv2d_hardswish_relu_cpu_op(const at::Tensor& input, const at::Tensor& weight,
                                         const c10::optional<at::Tensor>& bias,
                                         at::IntArrayRef stride, at::IntArrayRef padding,
                                         at::IntArrayRef dilation, int64_t groups,
-                                        bool allow_tf32) {
+                                        c10::optional<bool> /*allow_tf32*/) {
   if (cpu_direct_forced()) {
     ForwardCall call = prepare_forward(input, weight, bias, stride, padding, dilation, groups);
-    TORCH_CHECK(conv_hardswish_relu_cpu(call.params), kOpName, ": no CPU kernel for dtype ",
-                input.scalar_type());
+    TORCH_CHECK_TYPE(conv_hardswish_relu_cpu(call.params), kOpName,
+                     ": FUSEDCONV_CPU_DIRECT=1 runs float32 and float64 only, got ",
+                     input.scalar_type());
     return call.output;
   }
   const ValidatedConv conv = validate_conv(input, weight, bias, stride, padding, dilation, groups);
@@ -357,17 +408,19 @@ at::Tensor conv2d_hardswish_relu_cpu_op(const at::Tensor& input, const at::Tenso
                      input.options().memory_format(output_memory_format(input, weight)));
   }
   at::Tensor z = floor_convolution(input, weight, conv.bias, stride, padding, dilation, groups,
-                                   allow_tf32);
+                                   /*allow_tf32=*/false);
   const ActivationParams params{z.numel(), to_dtype(input.scalar_type()), z.data_ptr()};
-  TORCH_CHECK(hardswish_relu_inplace_cpu(params), kOpName, ": no CPU kernel for dtype ",
-              input.scalar_type());
+  if (!hardswish_relu_inplace_cpu(params)) {
+    hardswish_relu_inplace_reduced_cpu(z);
+  }
   return z;
 }
 
 at::Tensor hardswish_relu_grad_cpu_op(const at::Tensor& grad_output, const at::Tensor& output) {
   ActivationGradCall call = prepare_activation_grad(grad_output, output);
-  TORCH_CHECK(hardswish_relu_grad_cpu(call.params), "hardswish_relu_grad: no CPU kernel for dtype ",
-              output.scalar_type());
+  if (!hardswish_relu_grad_cpu(call.params)) {
+    hardswish_relu_grad_reduced_cpu(call);
+  }
   return call.grad_input;
 }
 
@@ -375,7 +428,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_hardswish_relu_backward_cp
     const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& weight,
     const at::Tensor& output, at::IntArrayRef stride, at::IntArrayRef padding,
     at::IntArrayRef dilation, int64_t groups, std::array<bool, 3> output_mask,
-    bool /*allow_tf32: the CPU path is exact*/) {
+    c10::optional<bool> /*allow_tf32: does not apply on the CPU*/) {
   validate_backward(grad_output, input, weight, output, stride, padding, dilation, groups);
   return fill_unrequested(backward_composite(grad_output, input, weight, output, stride, padding,
                                              dilation, groups, output_mask,
@@ -401,7 +454,8 @@ class Conv2dHardSwishReLUFunction
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& input,
                             const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
                             at::IntArrayRef stride, at::IntArrayRef padding,
-                            at::IntArrayRef dilation, int64_t groups, bool allow_tf32) {
+                            at::IntArrayRef dilation, int64_t groups,
+                            c10::optional<bool> allow_tf32) {
     at::Tensor output;
     {
       at::AutoDispatchBelowADInplaceOrView below_autograd;
@@ -414,6 +468,8 @@ class Conv2dHardSwishReLUFunction
     ctx->saved_data["padding"] = padding;
     ctx->saved_data["dilation"] = dilation;
     ctx->saved_data["groups"] = groups;
+    // The choice, not its resolution: with None the backward follows PyTorch's flags when it
+    // runs, as nn.Conv2d's backward does.
     ctx->saved_data["allow_tf32"] = allow_tf32;
     return output;
   }
@@ -447,7 +503,7 @@ class Conv2dHardSwishReLUFunction
     }
     std::tie(grads[0], grads[1], grads[2]) =
         backward_op.call(grad_outputs[0], input, weight, output, stride, padding, dilation,
-                         groups, mask, ctx->saved_data["allow_tf32"].toBool());
+                         groups, mask, ctx->saved_data["allow_tf32"].toOptional<bool>());
     for (size_t i = 0; i < mask.size(); ++i) {
       if (!mask[i]) {
         grads[i] = at::Tensor();
@@ -461,7 +517,7 @@ at::Tensor conv2d_hardswish_relu_autograd(const at::Tensor& input, const at::Ten
                                           const c10::optional<at::Tensor>& bias,
                                           at::IntArrayRef stride, at::IntArrayRef padding,
                                           at::IntArrayRef dilation, int64_t groups,
-                                          bool allow_tf32) {
+                                          c10::optional<bool> allow_tf32) {
   // Inference (grad mode off, or nothing that requires grad, and no forward-mode tangents): the
   // operator itself, as Function::apply would run it, without the node, saved tensors and
   // saved_data it would build and drop; that host time shows on small problems. Inputs with a
@@ -482,16 +538,37 @@ at::Tensor conv2d_hardswish_relu_autograd(const at::Tensor& input, const at::Ten
                                             groups, allow_tf32);
 }
 
+// Autocast (CUDA and CPU): as torch.nn.functional.conv2d, which autocast runs in its lower
+// precision type (float16 / bfloat16 by default): input, weight and bias are cast to it (float64
+// and other devices' tensors stay as they are) and the output comes back in it, as
+// relu(hardswish(conv2d(...))) does under the same autocast.
+template <c10::DeviceType kDevice>
+at::Tensor conv2d_hardswish_relu_autocast(const at::Tensor& input, const at::Tensor& weight,
+                                          const c10::optional<at::Tensor>& bias,
+                                          at::IntArrayRef stride, at::IntArrayRef padding,
+                                          at::IntArrayRef dilation, int64_t groups,
+                                          c10::optional<bool> allow_tf32) {
+  const c10::impl::ExcludeDispatchKeyGuard no_autocast(
+      at::autocast::get_autocast_dispatch_key_from_device_type(kDevice));
+  const at::ScalarType type = at::autocast::get_lower_precision_fp_from_device_type(kDevice);
+  return forward_op().call(at::autocast::cached_cast(type, input, kDevice),
+                           at::autocast::cached_cast(type, weight, kDevice),
+                           at::autocast::cached_cast(type, bias, kDevice), stride, padding,
+                           dilation, groups, allow_tf32);
+}
+
 }  // namespace
 }  // namespace fusedconv
 
 TORCH_LIBRARY(fusedconv, m) {
   // padding = (top, bottom, left, right): asymmetric so that 'same' works for even kernels.
-  // allow_tf32: on CUDA's tensor-core path, one TF32 product instead of float32-accurate 3xTF32
-  // (faster, ~3e-4 relative error); ignored elsewhere.
+  // allow_tf32 (float32 on CUDA): True allows TF32 products (one TF32 product on the fused
+  // tensor-core kernels, cuDNN's TF32 on the floor path; ~3e-4 relative error), False keeps
+  // float32 accuracy (3xTF32); None (the default) does what PyTorch's convolution does under
+  // the current flags (torch.backends.cudnn.allow_tf32, or cudnn.conv.fp32_precision).
   m.def(
       "conv2d_hardswish_relu(Tensor input, Tensor weight, Tensor? bias, int[2] stride, "
-      "int[4] padding, int[2] dilation, int groups, bool allow_tf32=False) -> Tensor");
+      "int[4] padding, int[2] dilation, int groups, bool? allow_tf32=None) -> Tensor");
   // grad_output * f'(output) for f = relu o hardswish: the activation's backward from its output.
   m.def("hardswish_relu_grad(Tensor grad_output, Tensor output) -> Tensor");
   // (grad_input, grad_weight, grad_bias) of one call from its saved input, weight and output;
@@ -499,7 +576,7 @@ TORCH_LIBRARY(fusedconv, m) {
   m.def(
       "conv2d_hardswish_relu_backward(Tensor grad_output, Tensor input, Tensor weight, "
       "Tensor output, int[2] stride, int[4] padding, int[2] dilation, int groups, "
-      "bool[3] output_mask, bool allow_tf32=False) -> (Tensor, Tensor, Tensor)");
+      "bool[3] output_mask, bool? allow_tf32=None) -> (Tensor, Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(fusedconv, CPU, m) {
@@ -510,4 +587,13 @@ TORCH_LIBRARY_IMPL(fusedconv, CPU, m) {
 
 TORCH_LIBRARY_IMPL(fusedconv, Autograd, m) {
   m.impl("conv2d_hardswish_relu", &fusedconv::conv2d_hardswish_relu_autograd);
+}
+
+TORCH_LIBRARY_IMPL(fusedconv, Autocast, m) {
+  m.impl("conv2d_hardswish_relu",
+         &fusedconv::conv2d_hardswish_relu_autocast<c10::DeviceType::CUDA>);
+}
+
+TORCH_LIBRARY_IMPL(fusedconv, AutocastCPU, m) {
+  m.impl("conv2d_hardswish_relu", &fusedconv::conv2d_hardswish_relu_autocast<c10::DeviceType::CPU>);
 }

@@ -7,6 +7,8 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
+#include <string>
+
 #include "fusedconv/launch.h"
 #include "op_common.h"
 
@@ -27,8 +29,10 @@ at::Tensor floor_forward_cuda(const ForwardCall& call, at::IntArrayRef stride,
 at::Tensor conv2d_hardswish_relu_cuda(const at::Tensor& input, const at::Tensor& weight,
                                       const c10::optional<at::Tensor>& bias,
                                       at::IntArrayRef stride, at::IntArrayRef padding,
-                                      at::IntArrayRef dilation, int64_t groups, bool allow_tf32) {
+                                      at::IntArrayRef dilation, int64_t groups,
+                                      c10::optional<bool> allow_tf32_choice) {
   const c10::cuda::CUDAGuard device_guard(input.device());
+  const bool allow_tf32 = resolve_allow_tf32(allow_tf32_choice);
   ForwardCall call = prepare_forward(input, weight, bias, stride, padding, dilation, groups);
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream(input.get_device()).stream();
   ForwardPlan plan;
@@ -45,32 +49,46 @@ at::Tensor conv2d_hardswish_relu_cuda(const at::Tensor& input, const at::Tensor&
   return call.output;
 }
 
-// The fused backward kernels where they apply (launch.h), the composite path elsewhere and for
-// empty outputs. grad_output arrives in whatever layout autograd produced; the fused kernels read
-// it in y's dense NCHW layout.
-std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_hardswish_relu_backward_cuda(
-    const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& weight,
-    const at::Tensor& output, at::IntArrayRef stride, at::IntArrayRef padding,
-    at::IntArrayRef dilation, int64_t groups, std::array<bool, 3> output_mask, bool allow_tf32) {
-  const c10::cuda::CUDAGuard device_guard(input.device());
+// A backward call's description for the planner: shapes, the saved tensors' pointers and the
+// dense grad_output the fused kernels would read (kept alive in `dense_grad_output`).
+ConvBackwardParams backward_params(const at::Tensor& grad_output, const at::Tensor& input,
+                                   const at::Tensor& weight, const at::Tensor& output,
+                                   at::IntArrayRef stride, at::IntArrayRef padding,
+                                   at::IntArrayRef dilation, int64_t groups,
+                                   at::Tensor& dense_grad_output) {
   validate_backward(grad_output, input, weight, output, stride, padding, dilation, groups);
   ConvBackwardParams params{};
   params.conv = conv_params(input, weight, at::Tensor(), output, stride, padding, dilation, groups);
-  // The plan sees the grad_output the kernels would read: a dense view with a storage offset
-  // may not be 16-byte aligned, and then the composite path runs.
-  const at::Tensor dense_grad_output = grad_output.contiguous();
+  // The fused kernels read grad_output in y's dense NCHW layout; a dense view with a storage
+  // offset may not be 16-byte aligned, and then the plan says floor.
+  dense_grad_output = grad_output.contiguous();
   params.grad_output = dense_grad_output.data_ptr();
-  // Non-null placeholders for the plan; the real pointers are set once the tensors exist.
-  static char wanted;
-  params.grad_input = output_mask[0] ? &wanted : nullptr;
-  params.grad_weight = output_mask[1] ? &wanted : nullptr;
-  params.grad_bias = output_mask[2] ? &wanted : nullptr;
-  bool fast = false;
-  int64_t workspace_bytes = 0;
-  if (output.numel() > 0) {
-    C10_CUDA_CHECK(backward_workspace_bytes(params, fast, workspace_bytes));
-  }
-  if (!fast) {
+  return params;
+}
+
+BackwardMask backward_mask(std::array<bool, 3> output_mask) {
+  BackwardMask mask;
+  mask.grad_input = output_mask[0];
+  mask.grad_weight = output_mask[1];
+  mask.grad_bias = output_mask[2];
+  return mask;
+}
+
+// The fused backward kernels where the plan says so (launch.h), the floor path (composite)
+// elsewhere and for empty outputs.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_hardswish_relu_backward_cuda(
+    const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& weight,
+    const at::Tensor& output, at::IntArrayRef stride, at::IntArrayRef padding,
+    at::IntArrayRef dilation, int64_t groups, std::array<bool, 3> output_mask,
+    c10::optional<bool> allow_tf32_choice) {
+  const c10::cuda::CUDAGuard device_guard(input.device());
+  const bool allow_tf32 = resolve_allow_tf32(allow_tf32_choice);
+  at::Tensor dense_grad_output;
+  ConvBackwardParams params = backward_params(grad_output, input, weight, output, stride,
+                                              padding, dilation, groups, dense_grad_output);
+  BackwardPlan plan;
+  C10_CUDA_CHECK(plan_backward(params, backward_mask(output_mask), allow_tf32, plan));
+  if (plan.kernel != BackwardKernel::kFused) {
     return fill_unrequested(backward_composite(grad_output, input, weight, output, stride,
                                                padding, dilation, groups, output_mask,
                                                /*differentiable=*/false),
@@ -79,18 +97,18 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_hardswish_relu_backward_cu
   at::Tensor grad_input = output_mask[0] ? at::empty_like(input) : at::empty({0}, input.options());
   at::Tensor grad_weight = output_mask[1] ? at::empty(weight.sizes(), weight.options())
                                           : at::empty({0}, input.options());
-  at::Tensor grad_bias =
-      output_mask[2] ? at::empty({weight.size(0)}, input.options()) : at::empty({0}, input.options());
+  at::Tensor grad_bias = output_mask[2] ? at::empty({weight.size(0)}, input.options())
+                                        : at::empty({0}, input.options());
   at::Tensor workspace;  // freed on return: stream-ordered reuse by the caching allocator
-  if (workspace_bytes > 0) {
-    workspace = at::empty({workspace_bytes}, input.options().dtype(at::kByte));
+  if (plan.workspace_bytes > 0) {
+    workspace = at::empty({plan.workspace_bytes}, input.options().dtype(at::kByte));
   }
   params.grad_input = output_mask[0] ? grad_input.data_ptr() : nullptr;
   params.grad_weight = output_mask[1] ? grad_weight.data_ptr() : nullptr;
   params.grad_bias = output_mask[2] ? grad_bias.data_ptr() : nullptr;
   params.workspace = workspace.defined() ? workspace.data_ptr() : nullptr;
-  C10_CUDA_CHECK(launch_conv_hardswish_relu_backward(
-      params, allow_tf32, at::cuda::getCurrentCUDAStream(input.get_device()).stream()));
+  C10_CUDA_CHECK(launch_planned_backward(
+      params, plan, allow_tf32, at::cuda::getCurrentCUDAStream(input.get_device()).stream()));
   return std::make_tuple(grad_input, grad_weight, grad_bias);
 }
 
@@ -102,10 +120,91 @@ at::Tensor hardswish_relu_grad_cuda(const at::Tensor& grad_output, const at::Ten
   return call.grad_input;
 }
 
+// Test and benchmark hooks (the leading underscore: not API). The plan a call would get, by
+// name, without running it.
+std::string forward_kernel_name(ForwardKernel kernel) {
+  switch (kernel) {
+    case ForwardKernel::kNone:
+      return "none";
+    case ForwardKernel::kSmallProblem:
+      return "small_problem";
+    case ForwardKernel::kWgmma:
+      return "wgmma";
+    case ForwardKernel::kMmaSync:
+      return "mma_sync";
+    default:
+      return "floor";
+  }
+}
+
+std::string plan_forward_cuda(const at::Tensor& input, const at::Tensor& weight,
+                              const c10::optional<at::Tensor>& bias, at::IntArrayRef stride,
+                              at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
+                              c10::optional<bool> allow_tf32_choice) {
+  const c10::cuda::CUDAGuard device_guard(input.device());
+  const ForwardCall call = prepare_forward(input, weight, bias, stride, padding, dilation, groups);
+  ForwardPlan plan;
+  C10_CUDA_CHECK(plan_forward(call.params, resolve_allow_tf32(allow_tf32_choice), plan));
+  return forward_kernel_name(plan.kernel);
+}
+
+std::string plan_backward_cuda(const at::Tensor& grad_output, const at::Tensor& input,
+                               const at::Tensor& weight, const at::Tensor& output,
+                               at::IntArrayRef stride, at::IntArrayRef padding,
+                               at::IntArrayRef dilation, int64_t groups,
+                               std::array<bool, 3> output_mask,
+                               c10::optional<bool> allow_tf32_choice) {
+  const c10::cuda::CUDAGuard device_guard(input.device());
+  at::Tensor dense_grad_output;
+  const ConvBackwardParams params = backward_params(grad_output, input, weight, output, stride,
+                                                    padding, dilation, groups, dense_grad_output);
+  BackwardPlan plan;
+  C10_CUDA_CHECK(plan_backward(params, backward_mask(output_mask),
+                               resolve_allow_tf32(allow_tf32_choice), plan));
+  return plan.kernel == BackwardKernel::kFused ? "fused"
+                                               : plan.kernel == BackwardKernel::kNone ? "none"
+                                                                                      : "floor";
+}
+
+// Sets the planners' policy ("measured", "fused" or "floor"; launch.h) and returns the previous
+// one; with no argument only returns the current one.
+std::string plan_policy_op(c10::optional<c10::string_view> policy) {
+  static const char* const kNames[] = {"measured", "fused", "floor"};
+  if (!policy.has_value()) {
+    return kNames[static_cast<int>(plan_policy())];
+  }
+  for (int i = 0; i < 3; ++i) {
+    if (*policy == kNames[i]) {
+      return kNames[static_cast<int>(set_plan_policy(static_cast<PlanPolicy>(i)))];
+    }
+  }
+  TORCH_CHECK_VALUE(false,
+                    "_plan_policy: expected policy to be 'measured', 'fused' or 'floor', got '",
+                    std::string(*policy), "'");
+}
+
+int64_t plan_count_op() { return plan_count(); }
+
 }  // namespace
 }  // namespace fusedconv
 
+TORCH_LIBRARY_FRAGMENT(fusedconv, m) {
+  // Test and benchmark hooks of the CUDA planners (not API): the kernel a forward or backward
+  // call would run, the planners' policy, and how many plans this process has made.
+  m.def(
+      "_plan(Tensor input, Tensor weight, Tensor? bias, int[2] stride, int[4] padding, "
+      "int[2] dilation, int groups, bool? allow_tf32=None) -> str");
+  m.def(
+      "_plan_backward(Tensor grad_output, Tensor input, Tensor weight, Tensor output, "
+      "int[2] stride, int[4] padding, int[2] dilation, int groups, bool[3] output_mask, "
+      "bool? allow_tf32=None) -> str");
+  m.def("_plan_policy(str? policy=None) -> str", &fusedconv::plan_policy_op);
+  m.def("_plan_count() -> int", &fusedconv::plan_count_op);
+}
+
 TORCH_LIBRARY_IMPL(fusedconv, CUDA, m) {
+  m.impl("_plan", &fusedconv::plan_forward_cuda);
+  m.impl("_plan_backward", &fusedconv::plan_backward_cuda);
   m.impl("conv2d_hardswish_relu", &fusedconv::conv2d_hardswish_relu_cuda);
   m.impl("hardswish_relu_grad", &fusedconv::hardswish_relu_grad_cuda);
   m.impl("conv2d_hardswish_relu_backward", &fusedconv::conv2d_hardswish_relu_backward_cuda);

@@ -39,6 +39,19 @@ def _exact_fp32_references():
     torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = previous
 
 
+@pytest.fixture
+def fused_kernels():
+    """Plans a fused kernel wherever one applies, not only inside its measured crossover (the
+    planners' "fused" policy, csrc/include/fusedconv/launch.h): the kernel tests' subject is the
+    kernel, whichever way the dispatch rule's crossovers fall. Restores the policy after."""
+    if not HAS_CUDA:
+        yield
+        return
+    previous = torch.ops.fusedconv._plan_policy("fused")
+    yield
+    torch.ops.fusedconv._plan_policy(previous)
+
+
 def poisoned_call(fn, dtype, device):
     """Run `fn()` with every fresh allocation NaN-filled, so unwritten output elements show.
 

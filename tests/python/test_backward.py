@@ -14,6 +14,9 @@ from fusedconv.reference import reference_gradients_float64, relative_l2_error
 from conftest import DEVICES, poisoned_call
 from test_mma_sync_path import _random_case, _tensors
 
+# The fused backward wherever it applies, not only inside its measured crossover (conftest).
+pytestmark = pytest.mark.usefixtures("fused_kernels")
+
 THREE_TF32_TOLERANCE = 1e-5
 TF32_TOLERANCE = 5e-4
 

@@ -48,7 +48,7 @@ def _raises(exception, pattern, **overrides):
     ({"stride": 1.5}, TypeError, r"expected stride to be an int or a pair of ints"),
     ({"groups": 0}, ValueError, r"expected groups >= 1, got 0"),
     ({"groups": 2.0}, TypeError, r"expected groups to be an int"),
-    ({"allow_tf32": 1}, TypeError, r"expected allow_tf32 to be a bool, got 1"),
+    ({"allow_tf32": 1}, TypeError, r"expected allow_tf32 to be None or a bool, got 1"),
     ({"input": torch.randint(0, 5, (2, 4, 8, 8))}, TypeError, r"expected input to be float32"),
     ({"weight": torch.randn(6, 4, 3, 3, dtype=torch.float64)}, TypeError,
      r"expected weight to have the input's dtype"),
@@ -67,11 +67,27 @@ def test_bad_argument_raises(device, case, exception, pattern):
     _raises(exception, pattern, device=device, **overrides)
 
 
-def test_half_precision_on_cpu_is_rejected_clearly():
-    x, weight, b = _valid(dtype=torch.float16)
-    with pytest.raises(TypeError, match=r"expected input to be float32 or float64 on the CPU, "
-                                        r"got Half"):
-        fusedconv.conv2d_hardswish_relu(x, weight, b)
+def test_half_precision_on_cpu_behaves_like_conv2d():
+    # float16 on the CPU runs PyTorch's own convolution (the floor path): it works exactly where
+    # F.conv2d does on this torch, and raises PyTorch's error where it does not.
+    x, weight, b = (t.half() for t in _valid())
+    try:
+        expected = torch.relu(torch.nn.functional.hardswish(
+            torch.nn.functional.conv2d(x, weight, b)))
+    except RuntimeError:
+        with pytest.raises(RuntimeError):
+            fusedconv.conv2d_hardswish_relu(x, weight, b)
+        return
+    actual = fusedconv.conv2d_hardswish_relu(x, weight, b)
+    assert actual.dtype == torch.float16
+    torch.testing.assert_close(actual, expected, rtol=2e-3, atol=2e-3)
+
+
+def test_integer_input_on_cpu_is_rejected_clearly():
+    x, weight, b = _valid(dtype=torch.float32)
+    with pytest.raises(TypeError, match=r"expected input to be float32, float64, bfloat16 or "
+                                        r"float16 on the CPU, got Int"):
+        fusedconv.conv2d_hardswish_relu(x.int(), weight, b)
 
 
 @pytest.mark.cuda

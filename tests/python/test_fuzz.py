@@ -138,6 +138,7 @@ def test_fuzz_cpu(index):
 
 
 @pytest.mark.cuda
+@pytest.mark.usefixtures("fused_kernels")  # the fused kernels on random shapes (conftest)
 @pytest.mark.parametrize("index", range(CUDA_CASES), ids=lambda i: "case_%d" % i)
 def test_fuzz_cuda(index):
     check_case(index, "cuda")

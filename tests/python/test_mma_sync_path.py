@@ -15,7 +15,8 @@ from fusedconv.reference import relative_l2_error
 
 from conftest import assert_close_with_nonfinite, cuda_kernel_names, poisoned_call
 
-pytestmark = pytest.mark.cuda
+# The kernels themselves, wherever they apply (conftest.fused_kernels).
+pytestmark = [pytest.mark.cuda, pytest.mark.usefixtures("fused_kernels")]
 
 # 3xTF32 (the default) vs float64; the opt-in single-TF32 mode's bound (issue 3's targets).
 THREE_TF32_TOLERANCE = 1e-5

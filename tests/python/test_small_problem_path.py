@@ -18,7 +18,8 @@ from fusedconv.reference import reference_float64, relative_l2_error
 
 from conftest import assert_close_with_nonfinite, cuda_kernel_names, poisoned_call
 
-pytestmark = pytest.mark.cuda
+# The kernels themselves, wherever they apply (conftest.fused_kernels).
+pytestmark = [pytest.mark.cuda, pytest.mark.usefixtures("fused_kernels")]
 
 # Exact float32 accumulation (FFMA) or exact products and a float64 sum (DMMA): far below the
 # 3xTF32 bound of 1e-5.
@@ -186,7 +187,7 @@ def test_ffma_kernel_when_dmma_is_disabled(tmp_path):
                       torch.randn(out_channels, in_channels, kernel, kernel),
                       torch.randn(out_channels), dict(padding=padding)))
     torch.save(cases, tmp_path / "cases.pt")
-    environment = dict(os.environ, FUSEDCONV_DISABLE_DMMA="1")
+    environment = dict(os.environ, FUSEDCONV_DISABLE_DMMA="1", FUSEDCONV_PLAN="fused")
     environment["PYTHONPATH"] = os.pathsep.join(
         [os.path.dirname(__file__), environment.get("PYTHONPATH", "")])
     subprocess.run([sys.executable, "-c", FFMA_SCRIPT, str(tmp_path / "cases.pt"),

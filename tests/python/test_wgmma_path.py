@@ -16,6 +16,7 @@ from conftest import cuda_kernel_names, poisoned_call
 
 pytestmark = [
     pytest.mark.cuda,
+    pytest.mark.usefixtures("fused_kernels"),  # the kernel wherever it applies (conftest)
     pytest.mark.skipif(not torch.cuda.is_available()
                        or torch.cuda.get_device_capability() != (9, 0),
                        reason="the wgmma kernel runs on compute capability 9.0 only"),
@@ -85,7 +86,7 @@ def test_kernelbench_v01_runs_the_wgmma_kernel(allow_tf32):
 def test_wgmma_matches_mma_sync_kernel_and_float64(tmp_path):
     inputs = _inputs(seed=7)
     torch.save(inputs, tmp_path / "inputs.pt")
-    environment = dict(os.environ, FUSEDCONV_DISABLE_WGMMA="1")
+    environment = dict(os.environ, FUSEDCONV_DISABLE_WGMMA="1", FUSEDCONV_PLAN="fused")
     subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path / "inputs.pt"),
                     str(tmp_path / "outputs.pt")], check=True, env=environment, timeout=600)
     mma_sync_outputs = torch.load(tmp_path / "outputs.pt")

@@ -13,8 +13,9 @@
 //   order, so the result is bitwise identical from run to run. grad_bias is summed from the staged
 //   g in the same pass.
 //
-// This file plans a call (whether the fused kernels take it, and their workspace) and launches
-// dgrad.cu's and wgrad.cu's kernels for the gradients asked for.
+// This file is the backward's dispatch rule (whether the fused kernels take a call: where they
+// apply and, under the default policy, measured faster than the floor), plans their workspace and
+// launches dgrad.cu's and wgrad.cu's kernels for the gradients asked for.
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -22,6 +23,8 @@
 #include "backward/backward_plan.h"
 #include "common/configuration.h"
 #include "common/device_limits.h"
+#include "common/plan_memo.h"
+#include "common/plan_policy.h"
 #include "fusedconv/launch.h"
 #include "fusedconv/params.h"
 
@@ -29,61 +32,114 @@ namespace fusedconv {
 namespace backward {
 namespace {
 
-cudaError_t plan(const ConvBackwardParams& bp, BackwardPlan& plan) {
-  plan = BackwardPlan{};
-  // grad_output is read as float4 rows like y: the caller's tensor, possibly an offset view.
-  if (!fast_path_shape_supported(bp.conv) || !aligned_16(bp.grad_output)) {
-    return cudaSuccess;
+// Where the fused backward measured faster than the floor's g pass plus PyTorch's convolution
+// backward (cuDNN): nowhere reliably. On an H200 (benchmarks/crossover.py, batch 32, 216 float32
+// NCHW stride-1 shapes per precision mode; benchmarks/NOTES.md "Crossovers") it won on 18
+// (3xTF32) and 34 (TF32) shapes, by at most 1.3-1.5x, scattered among losses of the same
+// channel counts, and lost down to 0.07x from 32 input channels on. So the default plan takes
+// the floor; PlanPolicy::kFused still reaches the kernels (their tests, issue 21's work).
+bool fused_beats_floor(const ConvParams& /*p*/, bool /*allow_tf32*/) { return false; }
+
+// The layouts and workspace of a call the fused kernels can take; false where they cannot (shape,
+// or a tile beyond shared memory).
+bool make_plan(const ConvParams& p, const DeviceLimits& limits, BackwardMask mask,
+               FusedPlan& plan) {
+  plan = FusedPlan{};
+  plan.limits = limits;
+  plan.dgrad = make_dgrad_layout(p);
+  plan.wgrad = make_wgrad_layout(p, limits);
+  const bool want_params = mask.grad_weight || mask.grad_bias;
+  if ((mask.grad_input && plan.dgrad.shared_bytes > limits.max_shared_bytes) ||
+      (want_params && plan.wgrad.shared_bytes > limits.max_shared_bytes)) {
+    return false;
   }
-  const cudaError_t status = device_limits(plan.limits);
-  if (status != cudaSuccess) {
-    return status;
-  }
-  plan.dgrad = make_dgrad_layout(bp.conv);
-  plan.wgrad = make_wgrad_layout(bp.conv, plan.limits);
-  const bool want_input = bp.grad_input != nullptr;
-  const bool want_params = bp.grad_weight != nullptr || bp.grad_bias != nullptr;
-  if ((want_input && plan.dgrad.shared_bytes > plan.limits.max_shared_bytes) ||
-      (want_params && plan.wgrad.shared_bytes > plan.limits.max_shared_bytes)) {
-    return cudaSuccess;
-  }
-  if (want_input) {
+  if (mask.grad_input) {
     plan.dgrad_workspace_bytes = (plan.dgrad.fragment_words * 4 + 15) / 16 * 16;
   }
   if (want_params) {
-    plan.wgrad_workspace_bytes =
-        (plan.wgrad.partial_slots * plan.wgrad.weight_size +
-         int64_t{plan.wgrad.grid_x} * bp.conv.out_channels) * 4;
+    plan.wgrad_workspace_bytes = (plan.wgrad.partial_slots * plan.wgrad.weight_size +
+                                  int64_t{plan.wgrad.grid_x} * p.out_channels) *
+                                 4;
   }
   plan.use = true;
+  return true;
+}
+
+// The fused plan of a call, memoized per thread on (shape, device, gradients asked for): the
+// launch after plan_backward finds it without recomputing the layouts.
+cudaError_t fused_plan(const ConvParams& p, BackwardMask mask, bool& applies,
+                       FusedPlan& plan) {
+  DeviceLimits limits{};
+  const cudaError_t status = device_limits(limits);
+  if (status != cudaSuccess) {
+    return status;
+  }
+  thread_local PlanMemo<FusedPlan> memo;
+  const int64_t variant = (mask.grad_input ? 1 : 0) | (mask.grad_weight ? 2 : 0) |
+                          (mask.grad_bias ? 4 : 0);
+  applies = memo.get(plan_key(p, limits, variant), plan, [&](FusedPlan& made) {
+    return make_plan(p, limits, mask, made);
+  });
   return cudaSuccess;
+}
+
+BackwardMask mask_of(const ConvBackwardParams& bp) {
+  BackwardMask mask;
+  mask.grad_input = bp.grad_input != nullptr;
+  mask.grad_weight = bp.grad_weight != nullptr;
+  mask.grad_bias = bp.grad_bias != nullptr;
+  return mask;
 }
 
 }  // namespace
 }  // namespace backward
 
-cudaError_t backward_workspace_bytes(const ConvBackwardParams& params, bool& fast,
-                                     int64_t& bytes) {
-  backward::BackwardPlan plan;
-  const cudaError_t status = backward::plan(params, plan);
-  fast = plan.use;  // false: the caller takes its composite path
-  bytes = plan.dgrad_workspace_bytes + plan.wgrad_workspace_bytes;
+cudaError_t plan_backward(const ConvBackwardParams& params, BackwardMask mask, bool allow_tf32,
+                          BackwardPlan& plan) {
+  plan = BackwardPlan{};
+  const PlanPolicy policy = begin_plan();
+  const ConvParams& p = params.conv;
+  if (p.batch * p.out_channels * p.out_height * p.out_width == 0 ||
+      !(mask.grad_input || mask.grad_weight || mask.grad_bias)) {
+    plan.kernel = BackwardKernel::kNone;
+    return cudaSuccess;
+  }
+  plan.kernel = BackwardKernel::kFloor;
+  // grad_output is read as float4 rows like y: the caller's tensor, possibly an offset view.
+  if (policy == PlanPolicy::kFloor || !fast_path_shape_supported(p) ||
+      !aligned_16(params.grad_output) ||
+      (policy == PlanPolicy::kMeasured && !backward::fused_beats_floor(p, allow_tf32))) {
+    return cudaSuccess;
+  }
+  bool applies = false;
+  backward::FusedPlan fused;
+  const cudaError_t status = backward::fused_plan(p, mask, applies, fused);
+  if (status == cudaSuccess && applies) {
+    plan.kernel = BackwardKernel::kFused;
+    plan.workspace_bytes = fused.dgrad_workspace_bytes + fused.wgrad_workspace_bytes;
+  }
   return status;
 }
 
-cudaError_t launch_conv_hardswish_relu_backward(const ConvBackwardParams& params,
-                                                bool allow_tf32, cudaStream_t stream) {
-  backward::BackwardPlan plan;
-  cudaError_t status = backward::plan(params, plan);
+cudaError_t launch_planned_backward(const ConvBackwardParams& params, const BackwardPlan& plan,
+                                    bool allow_tf32, cudaStream_t stream) {
+  if (plan.kernel == BackwardKernel::kNone) {
+    return cudaSuccess;
+  }
+  if (plan.kernel != BackwardKernel::kFused) {
+    return cudaErrorNotSupported;  // the floor: the caller's convolution library runs it
+  }
+  bool applies = false;
+  backward::FusedPlan fused;
+  cudaError_t status = backward::fused_plan(params.conv, backward::mask_of(params), applies, fused);
   if (status != cudaSuccess) {
     return status;
   }
-  if (!plan.use || (params.workspace == nullptr &&
-                    plan.dgrad_workspace_bytes + plan.wgrad_workspace_bytes > 0)) {
+  if (!applies || (params.workspace == nullptr && plan.workspace_bytes > 0)) {
     return cudaErrorInvalidValue;
   }
   if (params.grad_input != nullptr) {
-    status = backward::launch_dgrad(params, plan, !allow_tf32, stream);
+    status = backward::launch_dgrad(params, fused, !allow_tf32, stream);
     if (status != cudaSuccess) {
       return status;
     }
@@ -91,8 +147,8 @@ cudaError_t launch_conv_hardswish_relu_backward(const ConvBackwardParams& params
   if (params.grad_weight != nullptr || params.grad_bias != nullptr) {
     ConvBackwardParams wgrad = params;
     wgrad.grad_input = nullptr;
-    wgrad.workspace = static_cast<char*>(params.workspace) + plan.dgrad_workspace_bytes;
-    status = backward::launch_wgrad(wgrad, plan, !allow_tf32, stream);
+    wgrad.workspace = static_cast<char*>(params.workspace) + fused.dgrad_workspace_bytes;
+    status = backward::launch_wgrad(wgrad, fused, !allow_tf32, stream);
   }
   return status;
 }

@@ -48,7 +48,7 @@ struct WgradLayout {
   int64_t shared_bytes;
 };
 
-struct BackwardPlan {
+struct FusedPlan {
   bool use = false;
   DgradLayout dgrad{};
   WgradLayout wgrad{};
@@ -63,9 +63,9 @@ WgradLayout make_wgrad_layout(const ConvParams& p, const DeviceLimits& limits);
 
 // grad_input (bp.grad_input) and grad_weight / grad_bias (bp.grad_weight, bp.grad_bias) of a
 // planned call; bp.workspace holds that launcher's part of the plan's workspace.
-cudaError_t launch_dgrad(const ConvBackwardParams& bp, const BackwardPlan& plan, bool three_tf32,
+cudaError_t launch_dgrad(const ConvBackwardParams& bp, const FusedPlan& plan, bool three_tf32,
                          cudaStream_t stream);
-cudaError_t launch_wgrad(const ConvBackwardParams& bp, const BackwardPlan& plan, bool three_tf32,
+cudaError_t launch_wgrad(const ConvBackwardParams& bp, const FusedPlan& plan, bool three_tf32,
                          cudaStream_t stream);
 
 }  // namespace backward

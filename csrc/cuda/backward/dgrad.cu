@@ -285,7 +285,7 @@ DgradLayout make_dgrad_layout(const ConvParams& p) {
 namespace {
 
 template <int kNTiles, bool kThreeTf32>
-cudaError_t launch_dgrad_with(const ConvBackwardParams& bp, const BackwardPlan& plan,
+cudaError_t launch_dgrad_with(const ConvBackwardParams& bp, const FusedPlan& plan,
                               cudaStream_t stream) {
   constexpr auto kernel = conv_hardswish_relu_dgrad_kernel<kNTiles, kThreeTf32>;
   cudaError_t status = opt_in_shared_memory<kernel>(plan.limits);
@@ -314,7 +314,7 @@ cudaError_t launch_dgrad_with(const ConvBackwardParams& bp, const BackwardPlan& 
 }
 
 template <bool kThreeTf32>
-cudaError_t launch_dgrad_tiles(const ConvBackwardParams& bp, const BackwardPlan& plan,
+cudaError_t launch_dgrad_tiles(const ConvBackwardParams& bp, const FusedPlan& plan,
                                cudaStream_t stream) {
   switch (plan.dgrad.channel_tiles) {
     case 1:
@@ -328,7 +328,7 @@ cudaError_t launch_dgrad_tiles(const ConvBackwardParams& bp, const BackwardPlan&
 
 }  // namespace
 
-cudaError_t launch_dgrad(const ConvBackwardParams& bp, const BackwardPlan& plan, bool three_tf32,
+cudaError_t launch_dgrad(const ConvBackwardParams& bp, const FusedPlan& plan, bool three_tf32,
                          cudaStream_t stream) {
   return three_tf32 ? launch_dgrad_tiles<true>(bp, plan, stream)
                     : launch_dgrad_tiles<false>(bp, plan, stream);

@@ -378,7 +378,7 @@ WgradLayout make_wgrad_layout(const ConvParams& p, const DeviceLimits& limits) {
 namespace {
 
 template <bool kThreeTf32>
-cudaError_t launch_wgrad_with(const ConvBackwardParams& bp, const BackwardPlan& plan,
+cudaError_t launch_wgrad_with(const ConvBackwardParams& bp, const FusedPlan& plan,
                               cudaStream_t stream) {
   constexpr auto kernel = conv_hardswish_relu_wgrad_kernel<kThreeTf32>;
   cudaError_t status = opt_in_shared_memory<kernel>(plan.limits);
@@ -403,7 +403,7 @@ cudaError_t launch_wgrad_with(const ConvBackwardParams& bp, const BackwardPlan& 
 
 }  // namespace
 
-cudaError_t launch_wgrad(const ConvBackwardParams& bp, const BackwardPlan& plan, bool three_tf32,
+cudaError_t launch_wgrad(const ConvBackwardParams& bp, const FusedPlan& plan, bool three_tf32,
                          cudaStream_t stream) {
   return three_tf32 ? launch_wgrad_with<true>(bp, plan, stream)
                     : launch_wgrad_with<false>(bp, plan, stream);

@@ -11,11 +11,6 @@
 
 namespace fusedconv {
 
-// Exact direct convolution for any configuration ConvParams can describe (generic.cu).
-namespace generic {
-cudaError_t launch(const ConvParams& params, cudaStream_t stream);
-}  // namespace generic
-
 // Small problems (small_problem.cu): FP64 tensor-core MMAs on compute capability 8.0 and 9.0
 // (unless FUSEDCONV_DISABLE_DMMA=1), float32 FFMA elsewhere. Float32 dense NCHW, groups 1, any
 // stride and dilation, at most 16 output channels, in_channels x kernel_h x kernel_w <= 32 and

@@ -1,19 +1,22 @@
 // The forward's dispatch rule, its one home: which kernel runs a call, and the workspace it
-// needs. In order:
+// needs. Under the default (measured) policy, in order:
 //   1. small problems (at most 16 output channels and 32 inputs per output position): the
 //      small-problem kernels (DMMA / FFMA), one launch, no workspace;
-//   2. on Hopper, more than 16 output channels: the wgmma kernels, where their tile fits;
+//   2. on Hopper, more than 16 output channels: the wgmma kernels, where their tile fits and
+//      they measured faster than the floor;
 //   3. the mma.sync tensor-core kernel (float32 dense NCHW, any stride and dilation), where its
-//      tile fits;
-//   4. otherwise the floor: the operator library runs PyTorch's own convolution plus one fused
-//      activation pass (csrc/torch/ops_cuda.cpp). Callers without PyTorch launch the generic
-//      direct convolution instead (exact, slow).
-// Each family's own `applies` says what it can run; the order and the crossovers are here.
+//      tile fits and it measured faster than the floor;
+//   4. otherwise the floor: the operator library runs PyTorch's convolution plus one fused
+//      activation pass (csrc/torch/ops_cuda.cpp).
+// Each family's own `applies` says what it can run; the order and the crossovers (measured on an
+// H200 against the floor, benchmarks/NOTES.md "Crossovers") are here. PlanPolicy::kFused drops
+// the crossovers, kFloor takes the floor everywhere.
 #include <cuda_runtime.h>
 
 #include <cstdint>
 
 #include "common/plan_memo.h"
+#include "common/plan_policy.h"
 #include "forward/families.h"
 #include "fusedconv/launch.h"
 #include "fusedconv/params.h"
@@ -28,44 +31,73 @@ bool wgmma_disabled() {
   return disabled;
 }
 
-// Process-wide opt-out of the mma.sync kernel (FUSEDCONV_DISABLE_MMA_SYNC=1, read once): its
-// calls take the floor path instead, for A/B timing of the crossover between the two.
-bool mma_sync_disabled() {
-  static const bool disabled = environment_flag("FUSEDCONV_DISABLE_MMA_SYNC");
-  return disabled;
-}
-
 // Up to 16 output channels the mma.sync kernel's 16-channel tiles win: one wgmma block pads
 // them to 64 (measured crossover: 32 output channels run faster on wgmma; benchmarks/NOTES.md).
 constexpr int64_t kMinWgmmaOutChannels = 17;
+
+// The crossovers below come from benchmarks/crossover.py on an H200 (batch 32, float32 NCHW,
+// both precision modes; benchmarks/results/h200_crossover.json, benchmarks/NOTES.md
+// "Crossovers"): Python-call time of the fused kernel against the floor path. Applied on every
+// architecture: the kernels and cuDNN's relative strengths are measured there only.
+
+// wgmma beat the floor on 219 of 228 shapes it takes; it lost clearly on 1x1 convolutions that
+// reduce channels by 4x or more (cuDNN's GEMM: 0.57-0.83x), which go to the floor.
+bool wgmma_beats_floor(const ConvParams& p, bool /*allow_tf32*/) {
+  const bool reducing_1x1 =
+      p.kernel_h * p.kernel_w == 1 && p.in_channels >= 4 * p.out_channels;
+  return !reducing_1x1;
+}
+
+// mma.sync beat the floor where the input has few channels (up to 8: 1.03-3.8x on all 124
+// such shapes it took), and lost from 64 input channels on (down to 0.12x); in between it won
+// or lost by shape. 3xTF32 with a strided kernel larger than 3x3 lost from 8 channels (0.79x).
+bool mma_sync_beats_floor(const ConvParams& p, bool allow_tf32) {
+  if (p.in_channels > 8) {
+    return false;
+  }
+  const bool strided_large_kernel =
+      (p.stride_h > 1 || p.stride_w > 1) && p.kernel_h * p.kernel_w > 9;
+  return allow_tf32 || p.in_channels <= 3 || !strided_large_kernel;
+}
 
 }  // namespace
 
 cudaError_t plan_forward(const ConvParams& params, bool allow_tf32, ForwardPlan& plan) {
   plan = ForwardPlan{};
+  const PlanPolicy policy = begin_plan();
   if (params.batch * params.out_channels * params.out_height * params.out_width == 0) {
     plan.kernel = ForwardKernel::kNone;
     return cudaSuccess;
   }
+  plan.kernel = ForwardKernel::kFloor;
+  if (policy == PlanPolicy::kFloor) {
+    return cudaSuccess;
+  }
+  const bool measured = policy == PlanPolicy::kMeasured;
   if (small_problem::applies(params)) {
     plan.kernel = ForwardKernel::kSmallProblem;
     return cudaSuccess;
   }
   bool applies = false;
+  int64_t workspace_bytes = 0;
   if (!wgmma_disabled() && params.out_channels >= kMinWgmmaOutChannels) {
     const cudaError_t status =
-        wgmma::forward_applies(params, allow_tf32, applies, plan.workspace_bytes);
-    if (status != cudaSuccess || applies) {
-      plan.kernel = ForwardKernel::kWgmma;
+        wgmma::forward_applies(params, allow_tf32, applies, workspace_bytes);
+    if (status != cudaSuccess) {
       return status;
     }
+    if (applies && (!measured || wgmma_beats_floor(params, allow_tf32))) {
+      plan = ForwardPlan{ForwardKernel::kWgmma, workspace_bytes};
+      return cudaSuccess;
+    }
   }
-  if (mma_sync_disabled()) {
-    plan.kernel = ForwardKernel::kFloor;
+  if (measured && !mma_sync_beats_floor(params, allow_tf32)) {
     return cudaSuccess;
   }
-  const cudaError_t status = mma_sync::forward_applies(params, applies, plan.workspace_bytes);
-  plan.kernel = applies ? ForwardKernel::kMmaSync : ForwardKernel::kFloor;
+  const cudaError_t status = mma_sync::forward_applies(params, applies, workspace_bytes);
+  if (status == cudaSuccess && applies) {
+    plan = ForwardPlan{ForwardKernel::kMmaSync, workspace_bytes};
+  }
   return status;
 }
 
@@ -81,22 +113,8 @@ cudaError_t launch_planned(const ConvParams& params, const ForwardPlan& plan, bo
     case ForwardKernel::kMmaSync:
       return mma_sync::launch(params, allow_tf32, stream);
     default:
-      return generic::launch(params, stream);
+      return cudaErrorNotSupported;  // the floor: the caller's convolution library runs it
   }
-}
-
-cudaError_t forward_workspace_bytes(const ConvParams& params, bool allow_tf32, int64_t& bytes) {
-  ForwardPlan plan;
-  const cudaError_t status = plan_forward(params, allow_tf32, plan);
-  bytes = plan.workspace_bytes;
-  return status;
-}
-
-cudaError_t launch_conv_hardswish_relu(const ConvParams& params, bool allow_tf32,
-                                       cudaStream_t stream) {
-  ForwardPlan plan;
-  const cudaError_t status = plan_forward(params, allow_tf32, plan);
-  return status != cudaSuccess ? status : launch_planned(params, plan, allow_tf32, stream);
 }
 
 }  // namespace fusedconv

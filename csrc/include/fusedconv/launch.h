@@ -1,18 +1,33 @@
-// The CUDA library's entry points, torch-free: workspace queries and launchers of the forward,
-// the fused backward and the activation gradient. Launchers never throw; they return the
+// The CUDA library's entry points, torch-free: the planners and launchers of the forward, the
+// fused backward and the activation passes. Launchers never throw; they return the
 // launch's cudaError_t and the caller (csrc/torch/) turns it into a Python exception.
 #pragma once
 
 #include <cuda_runtime_api.h>
 
+#include <cstdint>
+
 #include "fusedconv/params.h"
 
 namespace fusedconv {
 
+// How the planners choose (process-wide; FUSEDCONV_PLAN in the environment sets the start value,
+// torch.ops.fusedconv._plan_policy changes it for tests and benchmarks):
+//   kMeasured: a fused kernel only inside its measured crossover, where it beat the floor
+//              (docs/DESIGN.md, "The dispatch rule"); the default.
+//   kFused:    a fused kernel wherever one applies (the kernels' own tests, crossover sweeps).
+//   kFloor:    never a fused kernel (A/B timing against the floor).
+enum class PlanPolicy : int { kMeasured, kFused, kFloor };
+PlanPolicy plan_policy();
+PlanPolicy set_plan_policy(PlanPolicy policy);  // returns the previous policy
+// How many plans (forward and backward) this process has made: the test that each op call plans
+// exactly once reads it before and after a call.
+int64_t plan_count();
+
 // Which kernel a forward call runs (csrc/cuda/forward/forward_plan.cu, the dispatch rule):
-// a fused family, kNone for an empty output, or kFloor where no fused kernel applies (the
-// operator library then runs PyTorch's convolution plus hardswish_relu_inplace; launch_planned
-// runs the exact but slow generic kernel there, for callers without PyTorch).
+// a fused family, kNone for an empty output, or kFloor where the floor runs instead (the
+// operator library's PyTorch convolution plus hardswish_relu_inplace; this torch-free library has
+// no convolution of its own there, and launch_planned returns cudaErrorNotSupported).
 enum class ForwardKernel : int { kNone, kSmallProblem, kWgmma, kMmaSync, kFloor };
 
 struct ForwardPlan {
@@ -28,23 +43,33 @@ cudaError_t plan_forward(const ConvParams& params, bool allow_tf32, ForwardPlan&
 cudaError_t launch_planned(const ConvParams& params, const ForwardPlan& plan, bool allow_tf32,
                            cudaStream_t stream);
 
-// Both steps for callers that plan and launch separately (each plans again).
-cudaError_t forward_workspace_bytes(const ConvParams& params, bool allow_tf32, int64_t& bytes);
-cudaError_t launch_conv_hardswish_relu(const ConvParams& params, bool allow_tf32,
-                                       cudaStream_t stream);
-
 // y = relu(hardswish(y)) in place over `numel` contiguous elements of params.dtype (the floor
 // path's one pass after PyTorch's convolution; any dense memory format).
 cudaError_t launch_hardswish_relu_inplace(const ActivationParams& params, cudaStream_t stream);
 
-// The fused backward (csrc/cuda/backward/) for the forward's tensor-core configurations with a
-// non-empty output: `fast` says whether it takes `params`; where it does not, the caller computes
-// the gradients another way. params.workspace must point to `bytes` bytes of device memory.
-// Computes exactly the gradients whose pointers are non-null; deterministic run to run.
-cudaError_t backward_workspace_bytes(const ConvBackwardParams& params, bool& fast,
-                                     int64_t& bytes);
-cudaError_t launch_conv_hardswish_relu_backward(const ConvBackwardParams& params,
-                                                bool allow_tf32, cudaStream_t stream);
+// Which gradients a backward call computes.
+struct BackwardMask {
+  bool grad_input = false, grad_weight = false, grad_bias = false;
+};
+
+// Which kernels a backward call runs (csrc/cuda/backward/backward_plan.cu): the fused backward,
+// kNone for an empty output or no gradient asked for, or kFloor (the operator library's
+// g = grad_output * f'(y) pass and PyTorch's convolution backward).
+enum class BackwardKernel : int { kNone, kFused, kFloor };
+
+struct BackwardPlan {
+  BackwardKernel kernel = BackwardKernel::kNone;
+  int64_t workspace_bytes = 0;  // device scratch the fused kernels need in params.workspace
+};
+
+// Plans a backward call on the current device once, from its shapes, grad_output's pointer (the
+// fused kernels read it as 16-byte rows) and the gradients asked for. launch_planned_backward
+// computes exactly the gradients whose pointers are non-null, deterministically run to run; it
+// reuses the plan's layouts from a per-thread memo of the last shape planned.
+cudaError_t plan_backward(const ConvBackwardParams& params, BackwardMask mask, bool allow_tf32,
+                          BackwardPlan& plan);
+cudaError_t launch_planned_backward(const ConvBackwardParams& params, const BackwardPlan& plan,
+                                    bool allow_tf32, cudaStream_t stream);
 
 // grad_input = grad_output * f'(output).
 cudaError_t launch_hardswish_relu_grad(const ActivationGradParams& params, cudaStream_t stream);

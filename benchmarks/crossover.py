@@ -1,0 +1,143 @@
+"""Crossover sweep: each fused kernel against the floor path, on the shapes it applies to.
+
+For a grid of float32 NCHW shapes (and bfloat16 where the wgmma kernel takes it), in both
+precision modes (TF32 allowed / disallowed by torch.backends.cudnn.allow_tf32, the op following
+it), times in one process the forward with the planners' policy set to "fused" (a fused kernel
+wherever one applies) and to "floor", and likewise the backward op (all three gradients).
+Python-call medians with CUDA events. Writes one JSON record per (shape, precision, direction)
+with the kernel the fused policy chose; docs/DESIGN.md's dispatch rule is read off these records
+(benchmarks/NOTES.md, "Crossovers"). Usage (GPU): python benchmarks/crossover.py --json out.json
+"""
+
+import argparse
+import itertools
+import json
+import statistics
+import time
+
+import torch
+
+import fusedconv
+
+BATCH = 32
+
+
+def median_ms(fn, repeats):
+    for _ in range(3):
+        fn()
+    torch.cuda.synchronize()
+    samples = []
+    for _ in range(repeats):
+        start = torch.cuda.Event(enable_timing=True)
+        end = torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        samples.append(start.elapsed_time(end))
+    return statistics.median(samples)
+
+
+def forward_shapes():
+    """(Cin, Cout, H, k, stride, dtype): the fused kernels' float32 NCHW domain, bf16 too."""
+    shapes = []
+    for cin, cout, k, stride, size in itertools.product(
+            (3, 8, 16, 32, 64, 128, 256), (16, 32, 64, 128, 256), (1, 3, 5), (1, 2), (28, 56)):
+        if k == 5 and cin > 64:
+            continue
+        shapes.append((cin, cout, size, k, stride, torch.float32))
+    for cin, cout in ((8, 64), (16, 64), (32, 128), (64, 64)):
+        shapes.append((cin, cout, 56, 3, 1, torch.bfloat16))
+    return shapes
+
+
+def backward_shapes():
+    """(Cin, Cout, H, k): the fused backward's domain (float32 NCHW, stride 1)."""
+    return list(itertools.product((3, 8, 16, 32, 64, 128), (16, 32, 64, 128), (28, 56, 112),
+                                  (1, 3, 5)))
+
+
+def sweep(repeats, directions):
+    ops = fusedconv.load_extension()
+    records = []
+    for tf32 in (True, False):
+        torch.backends.cudnn.allow_tf32 = tf32
+        precision = "tf32" if tf32 else "fp32"
+        if "fwd" in directions:
+            for cin, cout, size, k, stride, dtype in forward_shapes():
+                records.append(time_forward(ops, cin, cout, size, k, stride, dtype, precision,
+                                            repeats))
+        if "bwd" in directions:
+            for cin, cout, size, k in backward_shapes():
+                records.append(time_backward(ops, cin, cout, size, k, precision, repeats))
+    return [r for r in records if r is not None]
+
+
+def _tensors(cin, cout, size, k, dtype):
+    x = torch.randn(BATCH, cin, size, size, device="cuda", dtype=dtype)
+    w = torch.randn(cout, cin, k, k, device="cuda", dtype=dtype) / (cin * k * k) ** 0.5
+    b = torch.randn(cout, device="cuda", dtype=dtype)
+    return x, w, b
+
+
+def _with_policy(ops, policy, fn):
+    previous = ops._plan_policy(policy)
+    try:
+        return fn()
+    finally:
+        ops._plan_policy(previous)
+
+
+def time_forward(ops, cin, cout, size, k, stride, dtype, precision, repeats):
+    x, w, b = _tensors(cin, cout, size, k, dtype)
+    pad = k // 2
+    args = (x, w, b, [stride, stride], [pad] * 4, [1, 1], 1)
+    kernel = _with_policy(ops, "fused", lambda: ops._plan(*args))
+    if kernel == "floor":
+        return None
+    call = ops.conv2d_hardswish_relu
+    fused = _with_policy(ops, "fused", lambda: median_ms(lambda: call(*args), repeats))
+    floor = _with_policy(ops, "floor", lambda: median_ms(lambda: call(*args), repeats))
+    return {"direction": "fwd", "cin": cin, "cout": cout, "size": size, "k": k,
+            "stride": stride, "dtype": str(dtype)[6:], "precision": precision,
+            "kernel": kernel, "fused_ms": fused, "floor_ms": floor, "batch": BATCH}
+
+
+def time_backward(ops, cin, cout, size, k, precision, repeats):
+    x, w, b = _tensors(cin, cout, size, k, torch.float32)
+    pad = k // 2
+    geometry = ([1, 1], [pad] * 4, [1, 1], 1)
+    y = ops.conv2d_hardswish_relu(x, w, b, *geometry)
+    grad_y = torch.randn_like(y)
+    args = (grad_y, x, w, y) + geometry + ([True, True, True],)
+    kernel = _with_policy(ops, "fused", lambda: ops._plan_backward(*args))
+    if kernel != "fused":
+        return None
+    call = ops.conv2d_hardswish_relu_backward
+    fused = _with_policy(ops, "fused", lambda: median_ms(lambda: call(*args), repeats))
+    floor = _with_policy(ops, "floor", lambda: median_ms(lambda: call(*args), repeats))
+    return {"direction": "bwd", "cin": cin, "cout": cout, "size": size, "k": k, "stride": 1,
+            "dtype": "float32", "precision": precision, "kernel": kernel, "fused_ms": fused,
+            "floor_ms": floor, "batch": BATCH}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--json", required=True)
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--directions", default="fwd,bwd")
+    args = parser.parse_args()
+    started = time.perf_counter()
+    records = sweep(args.repeats, args.directions.split(","))
+    with open(args.json, "w") as handle:
+        json.dump(records, handle, indent=0)
+    for r in records:
+        print("%s %-8s %-9s %3d->%-3d %3d k%d s%d %-13s fused %.4f floor %.4f  %.2fx"
+              % (r["direction"], r["precision"], r["dtype"], r["cin"], r["cout"], r["size"],
+                 r["k"], r["stride"], r["kernel"], r["fused_ms"], r["floor_ms"],
+                 r["floor_ms"] / r["fused_ms"]))
+    print("%d records in %.0f s" % (len(records), time.perf_counter() - started))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,51 @@
+// The planners' process-wide policy and plan counter (fusedconv/launch.h). Relaxed atomics: the
+// policy is a test and benchmark switch, not a synchronisation point, and a plan reads it once.
+#include <atomic>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+
+#include "common/plan_policy.h"
+#include "fusedconv/launch.h"
+
+namespace fusedconv {
+namespace {
+
+// FUSEDCONV_PLAN=fused|floor|measured; unset or anything else is measured, the default.
+PlanPolicy policy_from_environment() {
+  const char* value = std::getenv("FUSEDCONV_PLAN");
+  if (value != nullptr && std::strcmp(value, "fused") == 0) {
+    return PlanPolicy::kFused;
+  }
+  if (value != nullptr && std::strcmp(value, "floor") == 0) {
+    return PlanPolicy::kFloor;
+  }
+  return PlanPolicy::kMeasured;
+}
+
+std::atomic<int>& policy_storage() {
+  static std::atomic<int> policy{static_cast<int>(policy_from_environment())};
+  return policy;
+}
+
+std::atomic<int64_t> plans_made{0};
+
+}  // namespace
+
+PlanPolicy plan_policy() {
+  return static_cast<PlanPolicy>(policy_storage().load(std::memory_order_relaxed));
+}
+
+PlanPolicy begin_plan() {
+  plans_made.fetch_add(1, std::memory_order_relaxed);
+  return plan_policy();
+}
+
+PlanPolicy set_plan_policy(PlanPolicy policy) {
+  return static_cast<PlanPolicy>(
+      policy_storage().exchange(static_cast<int>(policy), std::memory_order_relaxed));
+}
+
+int64_t plan_count() { return plans_made.load(std::memory_order_relaxed); }
+
+}  // namespace fusedconv

@@ -1,0 +1,123 @@
+"""The CUDA planners (csrc/cuda/forward/forward_plan.cu, csrc/cuda/backward/backward_plan.cu):
+which kernel a call gets under the default (measured) policy, that the private hook
+torch.ops.fusedconv._plan names the kernels the call then launches, that every op call plans
+exactly once, and the policy switch the kernel tests and crossover sweeps use."""
+
+import pytest
+import torch
+
+import fusedconv
+
+from conftest import cuda_kernel_names
+
+pytestmark = pytest.mark.cuda
+
+HOPPER = torch.cuda.is_available() and torch.cuda.get_device_capability() == (9, 0)
+
+# Names of the kernels each plan launches (a fragment of the CUDA kernel's name); the floor
+# launches cuDNN's convolution and our in-place activation pass.
+FUSED_KERNEL_NAMES = {"small_problem": "conv_hardswish_relu_direct_",
+                      "wgmma": "conv_hardswish_relu_wgmma",
+                      "mma_sync": "conv_hardswish_relu_mma_sync_kernel"}
+
+
+def _args(n, cin, cout, size, kernel, stride=1, padding=0, groups=1, dtype=torch.float32,
+          channels_last=False):
+    x = torch.randn(n, cin, size, size, device="cuda", dtype=dtype)
+    weight = torch.randn(cout, cin // groups, kernel, kernel, device="cuda", dtype=dtype) * 0.2
+    bias = torch.randn(cout, device="cuda", dtype=dtype)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return (x, weight, bias, [stride, stride], [padding] * 4, [1, 1], groups)
+
+
+def _plan(args, allow_tf32=None):
+    return torch.ops.fusedconv._plan(*args, allow_tf32)
+
+
+@pytest.fixture
+def policy():
+    """Sets the planners' policy for one test; restores the previous one after."""
+    previous = torch.ops.fusedconv._plan_policy()
+    yield lambda name: torch.ops.fusedconv._plan_policy(name)
+    torch.ops.fusedconv._plan_policy(previous)
+
+
+# (case, _args' arguments, forward kernel under the default policy on Hopper); tensors are made
+# in the tests, so that collection needs no GPU.
+CASES = [
+    ("kernelbench_v0", dict(n=16, cin=3, cout=16, size=32, kernel=3), "small_problem"),
+    ("kernelbench_v0.1_fp32", dict(n=8, cin=8, cout=64, size=64, kernel=3), "wgmma"),
+    ("channels_last", dict(n=2, cin=16, cout=32, size=20, kernel=3, channels_last=True), "floor"),
+    ("depthwise", dict(n=2, cin=32, cout=32, size=20, kernel=3, padding=1, groups=32), "floor"),
+    ("grouped", dict(n=2, cin=32, cout=64, size=20, kernel=3, padding=1, groups=4), "floor"),
+    ("float64", dict(n=2, cin=8, cout=64, size=20, kernel=3, dtype=torch.float64), "floor"),
+    ("bf16_strided", dict(n=2, cin=16, cout=32, size=20, kernel=3, stride=2,
+                          dtype=torch.bfloat16), "floor"),
+    ("fp32_1x1_wide", dict(n=4, cin=256, cout=512, size=14, kernel=1, stride=2), "floor"),
+]
+FUSED_CASE, FLOOR_CASE = CASES[1][1], CASES[2][1]
+
+
+@pytest.mark.parametrize("case,args,expected", CASES, ids=[c[0] for c in CASES])
+def test_default_plan_and_the_kernels_it_launches(case, args, expected):
+    args = _args(**args)
+    kernel = _plan(args)
+    if HOPPER:
+        assert kernel == expected, case
+    names = cuda_kernel_names(lambda: torch.ops.fusedconv.conv2d_hardswish_relu(*args))
+    for plan, fragment in FUSED_KERNEL_NAMES.items():
+        launched = any(fragment in name for name in names)
+        assert launched == (kernel == plan), (case, kernel, names)
+    if kernel == "floor":
+        assert any("hardswish_relu_inplace" in name for name in names), names
+
+
+def test_each_call_plans_once():
+    ops = fusedconv.load_extension()
+    for args in (_args(**FUSED_CASE), _args(**FLOOR_CASE)):
+        before = ops._plan_count()
+        ops.conv2d_hardswish_relu(*args)
+        assert ops._plan_count() - before == 1
+        leaves = [t.clone().requires_grad_() for t in args[:3]]
+        before = ops._plan_count()
+        y = ops.conv2d_hardswish_relu(*leaves, *args[3:])
+        torch.autograd.grad(y.sum(), leaves)
+        assert ops._plan_count() - before == 2  # one forward plan, one backward plan
+
+
+def test_floor_policy_takes_the_floor_everywhere(policy):
+    args = _args(**FUSED_CASE)
+    x, weight, bias = args[:3]
+    y = torch.ops.fusedconv.conv2d_hardswish_relu(*args)
+    grad_args = (torch.randn_like(y), x, weight, y) + args[3:] + ([True] * 3,)
+    policy("floor")
+    assert _plan(args) == "floor"
+    assert torch.ops.fusedconv._plan_backward(*grad_args) == "floor"
+    names = cuda_kernel_names(lambda: torch.ops.fusedconv.conv2d_hardswish_relu(*args))
+    assert not any(f in name for name in names for f in FUSED_KERNEL_NAMES.values()), names
+
+
+def test_fused_policy_runs_a_fused_kernel_wherever_one_applies(policy):
+    policy("fused")
+    strided = _args(2, 3, 32, 40, 3, stride=2, padding=1)  # mma.sync's domain, not wgmma's
+    assert _plan(strided) == "mma_sync"
+    assert _plan(_args(**FLOOR_CASE)) == "floor"  # channels_last: no fused kernel applies
+    args = _args(**FUSED_CASE)
+    y = torch.ops.fusedconv.conv2d_hardswish_relu(*args)
+    grad_args = (torch.randn_like(y),) + args[:2] + (y,) + args[3:] + ([True] * 3,)
+    assert torch.ops.fusedconv._plan_backward(*grad_args) == "fused"
+    assert torch.ops.fusedconv._plan_backward(*grad_args[:-1], [False] * 3) == "none"
+
+
+def test_backward_plan_of_layouts_the_fused_kernels_do_not_take():
+    args = _args(**FLOOR_CASE)  # channels_last
+    y = torch.ops.fusedconv.conv2d_hardswish_relu(*args)
+    grad_args = (torch.randn_like(y),) + args[:2] + (y,) + args[3:] + ([True] * 3,)
+    assert torch.ops.fusedconv._plan_backward(*grad_args) == "floor"
+
+
+def test_plan_policy_rejects_unknown_names(policy):
+    with pytest.raises(ValueError, match="expected policy to be 'measured', 'fused' or 'floor'"):
+        policy("fastest")
+    assert torch.ops.fusedconv._plan_policy() in ("measured", "fused", "floor")
