@@ -19,7 +19,7 @@ import time
 import torch
 
 import fusedconv
-from fusedconv import bench, kernelbench
+from fusedconv import bench, bench_networks, kernelbench
 from fusedconv.kernelbench.problems import KERNELBENCH_V0, KERNELBENCH_V0_1
 from fusedconv.reference import (CPU_DEFAULT, Model, reference_gradients_float64,
                                  relative_l2_error)
@@ -148,12 +148,39 @@ def main(argv=None):
     verify_parser.add_argument("--device", help="default: cuda if available, else cpu")
     verify_parser.add_argument("--repeats", type=int, default=20)
     bench_parser = commands.add_parser("bench", help="time against eager and torch.compile")
-    bench_parser.add_argument("--cases", help="comma-separated case names (default: all)")
-    bench_parser.add_argument("--repeats", type=int, default=100)
+    bench_parser.add_argument("--suite", choices=("kernelbench", "networks"),
+                              default="kernelbench",
+                              help="kernelbench (default): KernelBench's shapes and a sweep; "
+                              "networks: real-network layers in four modes (bench_networks.py)")
+    bench_parser.add_argument("--cases", help="kernelbench: comma-separated case names "
+                              "(default: all)")
+    bench_parser.add_argument("--repeats", type=int,
+                              help="timed calls per measurement (default: kernelbench 100, "
+                              "networks 30)")
     bench_parser.add_argument("--backward", action="store_true",
-                              help="time forward + backward (a training step) instead")
-    bench_parser.add_argument("--json", help="write the records to this JSON file")
+                              help="kernelbench: time forward + backward (a training step) "
+                              "instead")
+    bench_parser.add_argument("--json", help="write the records to this JSON file (networks: "
+                              "appended to the records already there)")
     bench_parser.add_argument("--plot", help="write a PNG plot here (needs matplotlib)")
+    networks_group = bench_parser.add_argument_group("networks suite")
+    networks_group.add_argument("--device", choices=("cuda", "cpu"),
+                                help="default: cuda if available, else cpu")
+    networks_group.add_argument("--layers", help="comma list of layer names or substrings of "
+                                "them, e.g. mnv3,r50 (default: all)")
+    networks_group.add_argument("--modes", help="comma list of fp32, fp32_cl, bf16, bf16_cl "
+                                "(default: all)")
+    networks_group.add_argument("--directions", help="comma list of fwd, fwdbwd (default: both)")
+    networks_group.add_argument("--systems", help="comma list of eager, compile, fusedconv "
+                                "(default: all)")
+    networks_group.add_argument("--batch", type=int, help="default: 64 on cuda, 4 on cpu")
+    networks_group.add_argument("--image-size", type=int,
+                                help="scale the layers' spatial sizes from a 224x224 image to "
+                                "this one (default 224)")
+    networks_group.add_argument("--precision", choices=("default", "fp32"),
+                                help="default: PyTorch's current TF32 flags; fp32: TF32 off")
+    networks_group.add_argument("--cudnn-benchmark", action="store_true",
+                                help="set torch.backends.cudnn.benchmark for the run")
     export_parser = commands.add_parser(
         "export-kernelbench", help="write the single-file KernelBench ModelNew (from csrc/)")
     export_parser.add_argument("-o", "--output", default="model_new.py",
@@ -179,6 +206,21 @@ def main(argv=None):
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.command == "bench":
+        if args.suite == "networks":
+            if args.cases or args.backward:
+                parser.error("bench: --cases and --backward are for --suite kernelbench")
+            print(bench_networks.main(args))
+            return 0
+        networks_only = [option for option, value in (
+            ("--device", args.device), ("--layers", args.layers), ("--modes", args.modes),
+            ("--directions", args.directions), ("--systems", args.systems),
+            ("--batch", args.batch), ("--image-size", args.image_size),
+            ("--precision", args.precision), ("--cudnn-benchmark", args.cudnn_benchmark))
+            if value]
+        if networks_only:
+            parser.error("bench: %s need --suite networks" % ", ".join(networks_only))
+        if args.repeats is None:
+            args.repeats = 100
         print(bench.main(args))
         return 0
     if args.command == "export-kernelbench":

@@ -157,6 +157,7 @@ FFMA_SCRIPT = """
 import sys
 import torch
 import fusedconv
+torch.backends.cudnn.allow_tf32 = False  # float32 accuracy, as the parent test's
 from conftest import cuda_kernel_names, poisoned_call
 cases = torch.load(sys.argv[1])
 outputs, names = [], []

@@ -8,6 +8,10 @@ import torch
 import fusedconv
 from fusedconv.reference import reference_float64, relative_l2_error
 
+# The tolerances are float32 accuracy: TF32 off for the op (allow_tf32=None follows this flag)
+# and for cuDNN's part of the backward.
+torch.backends.cudnn.allow_tf32 = False
+
 CASES = [
     # (N, Cin, Cout, H, W, kernel, kwargs, dtype, tolerance); backward too unless kwargs says
     # "forward_only"
