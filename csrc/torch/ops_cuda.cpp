@@ -49,20 +49,19 @@ at::Tensor conv2d_hardswish_relu_cuda(const at::Tensor& input, const at::Tensor&
   return call.output;
 }
 
-// A backward call's description for the planner: shapes, the saved tensors' pointers and the
-// dense grad_output the fused kernels would read (kept alive in `dense_grad_output`).
+// A backward call's description for the planner: shapes and the saved tensors' pointers. The
+// fused kernels read grad_output in y's dense NCHW layout: the tensor itself where it is one (its
+// pointer: a view with a storage offset may not be 16-byte aligned, and then the plan says
+// floor), else a dense copy made only once the plan is fused (a fresh allocation, aligned:
+// planned as null). The floor reads grad_output as it comes: no copy.
 ConvBackwardParams backward_params(const at::Tensor& grad_output, const at::Tensor& input,
                                    const at::Tensor& weight, const at::Tensor& output,
                                    at::IntArrayRef stride, at::IntArrayRef padding,
-                                   at::IntArrayRef dilation, int64_t groups,
-                                   at::Tensor& dense_grad_output) {
+                                   at::IntArrayRef dilation, int64_t groups) {
   validate_backward(grad_output, input, weight, output, stride, padding, dilation, groups);
   ConvBackwardParams params{};
   params.conv = conv_params(input, weight, at::Tensor(), output, stride, padding, dilation, groups);
-  // The fused kernels read grad_output in y's dense NCHW layout; a dense view with a storage
-  // offset may not be 16-byte aligned, and then the plan says floor.
-  dense_grad_output = grad_output.contiguous();
-  params.grad_output = dense_grad_output.data_ptr();
+  params.grad_output = grad_output.is_contiguous() ? grad_output.data_ptr() : nullptr;
   return params;
 }
 
@@ -83,9 +82,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_hardswish_relu_backward_cu
     c10::optional<bool> allow_tf32_choice) {
   const c10::cuda::CUDAGuard device_guard(input.device());
   const bool allow_tf32 = resolve_allow_tf32(allow_tf32_choice);
-  at::Tensor dense_grad_output;
-  ConvBackwardParams params = backward_params(grad_output, input, weight, output, stride,
-                                              padding, dilation, groups, dense_grad_output);
+  ConvBackwardParams params =
+      backward_params(grad_output, input, weight, output, stride, padding, dilation, groups);
   BackwardPlan plan;
   C10_CUDA_CHECK(plan_backward(params, backward_mask(output_mask), allow_tf32, plan));
   if (plan.kernel != BackwardKernel::kFused) {
@@ -103,6 +101,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_hardswish_relu_backward_cu
   if (plan.workspace_bytes > 0) {
     workspace = at::empty({plan.workspace_bytes}, input.options().dtype(at::kByte));
   }
+  const at::Tensor dense_grad_output = grad_output.contiguous();  // no copy where it is dense
+  params.grad_output = dense_grad_output.data_ptr();
   params.grad_input = output_mask[0] ? grad_input.data_ptr() : nullptr;
   params.grad_weight = output_mask[1] ? grad_weight.data_ptr() : nullptr;
   params.grad_bias = output_mask[2] ? grad_bias.data_ptr() : nullptr;
@@ -155,9 +155,8 @@ std::string plan_backward_cuda(const at::Tensor& grad_output, const at::Tensor& 
                                std::array<bool, 3> output_mask,
                                c10::optional<bool> allow_tf32_choice) {
   const c10::cuda::CUDAGuard device_guard(input.device());
-  at::Tensor dense_grad_output;
-  const ConvBackwardParams params = backward_params(grad_output, input, weight, output, stride,
-                                                    padding, dilation, groups, dense_grad_output);
+  const ConvBackwardParams params =
+      backward_params(grad_output, input, weight, output, stride, padding, dilation, groups);
   BackwardPlan plan;
   C10_CUDA_CHECK(plan_backward(params, backward_mask(output_mask),
                                resolve_allow_tf32(allow_tf32_choice), plan));

@@ -63,7 +63,8 @@ struct BackwardPlan {
 };
 
 // Plans a backward call on the current device once, from its shapes, grad_output's pointer (the
-// fused kernels read it as 16-byte rows) and the gradients asked for. launch_planned_backward
+// fused kernels read it as 16-byte rows; null for a dense copy yet to be made, which any fresh
+// allocation aligns) and the gradients asked for. launch_planned_backward
 // computes exactly the gradients whose pointers are non-null, deterministically run to run; it
 // reuses the plan's layouts from a per-thread memo of the last shape planned.
 cudaError_t plan_backward(const ConvBackwardParams& params, BackwardMask mask, bool allow_tf32,
