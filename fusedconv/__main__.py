@@ -156,7 +156,7 @@ def main(argv=None):
                               "(default: all)")
     bench_parser.add_argument("--repeats", type=int,
                               help="timed calls per measurement (default: kernelbench 100, "
-                              "networks 30)")
+                              "networks 50)")
     bench_parser.add_argument("--backward", action="store_true",
                               help="kernelbench: time forward + backward (a training step) "
                               "instead")

@@ -103,7 +103,7 @@ SYSTEMS = ("eager", "compile", "fusedconv")
 # the largest layers (the ResNet-50 3x3s and stem) then takes tens of ms on a few cores rather
 # than seconds, and the layer shapes stay those of the networks.
 DEFAULT_BATCH = {"cuda": 64, "cpu": 4}
-DEFAULT_REPEATS = 30
+DEFAULT_REPEATS = 50
 # Untimed calls after the first (checked) call: the compiled callable is compiled by that first
 # call, so one more is enough; eager and fusedconv get a few, as bench.py's timings do.
 _WARMUP = {"eager": 3, "compile": 1, "fusedconv": 3}
@@ -365,6 +365,18 @@ def _bench_layer_mode(layer, mode, directions, systems, device, batch, size, rep
             _LOG.info("%-22s %-7s %-6s %-9s %9.4f ms  rel. err %.1e%s", layer.name, mode,
                       direction, system, ms, error,
                       "  compile %.1f s" % first_s if system == "compile" else "")
+        # Eager and fusedconv once more, in reverse order, keeping each one's lower median: these
+        # layers are host-bound at tens of microseconds, where drift between back-to-back timings
+        # (clocks, the host) would otherwise favour whichever system ran second.
+        for record in reversed(records[-len(systems):]):
+            if record["system"] == "compile":
+                continue
+            module = fused if record["system"] == "fusedconv" else eager
+            parameters = fused if record["system"] == "fusedconv" else conv
+            again = _measure(record["system"], module, parameters.weight, parameters.bias,
+                             direction, mode, device, case_inputs, grad_base, reference,
+                             repeats)[0]
+            record["ms"] = min(record["ms"], again)
     return records
 
 
