@@ -88,12 +88,16 @@ void conv_hardswish_relu_typed(const ConvParams& p) {
   }
 }
 
+// Element-wise passes wake the OpenMP team only above this many elements: waking it costs
+// microseconds, more than a small layer's whole pass (at::internal::GRAIN_SIZE's role in ATen).
+constexpr int64_t kParallelElements = 32768;
+
 template <typename T>
 void hardswish_relu_grad_typed(const ActivationGradParams& p) {
   const T* grad_output = static_cast<const T*>(p.grad_output);
   const T* output = static_cast<const T*>(p.output);
   T* grad_input = static_cast<T*>(p.grad_input);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (p.numel > kParallelElements)
   for (int64_t i = 0; i < p.numel; ++i) {
     grad_input[i] = HardSwishReLU<T>::backward(grad_output[i], output[i]);
   }
@@ -117,7 +121,7 @@ bool dispatch_float_dtype(DType dtype, Body&& body) {
 template <typename T>
 void hardswish_relu_inplace_typed(const ActivationParams& p) {
   T* data = static_cast<T*>(p.data);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (p.numel > kParallelElements)
   for (int64_t i = 0; i < p.numel; ++i) {
     data[i] = HardSwishReLU<T>::value(data[i]);
   }
