@@ -46,6 +46,23 @@ def load_extension():
     return torch.ops.fusedconv
 
 
+def _extension_loaded():
+    """Loads the library on the first call; True.
+
+    The first call of a program may be inside torch.compile, fullgraph included. Marked as
+    torch._dynamo.assume_constant_result marks (without importing dynamo, a second of import
+    time): dynamo runs it at trace time and treats the result as a constant instead of tracing
+    into the loader (lru_cache, file system, compiler), and the op global read after it already
+    holds the loaded operator.
+    """
+    if _FORWARD_OP is None:
+        load_extension()
+    return True
+
+
+_extension_loaded._dynamo_marked_constant = True
+
+
 def output_size(size, pad_begin, pad_end, kernel, stride, dilation):
     """Output length of a convolution along one axis (csrc/include/fusedconv/shape.h's rule)."""
     return (size + pad_begin + pad_end - dilation * (kernel - 1) - 1) // stride + 1
@@ -170,7 +187,6 @@ def conv2d_hardswish_relu(input, weight, bias=None, stride=1, padding=0, dilatio
     unbatched = input.dim() == 3
     if unbatched:
         input = input.unsqueeze(0)
-    if _FORWARD_OP is None:
-        load_extension()
+    _extension_loaded()
     output = _FORWARD_OP(input, weight, bias, stride, padding, dilation, int(groups), allow_tf32)
     return output.squeeze(0) if unbatched else output

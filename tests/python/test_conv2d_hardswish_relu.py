@@ -1,6 +1,9 @@
 """fusedconv.conv2d_hardswish_relu against the float64 PyTorch reference: forward, backward,
 layouts, dtypes, empty batches, the fake kernels and torch.compile."""
 
+import subprocess
+import sys
+
 import pytest
 import torch
 import torch.autograd.forward_ad as forward_ad
@@ -301,6 +304,30 @@ def test_opcheck(device):
 def _compile_model(backend, dynamic):
     module = fusedconv.Conv2dHardSwishReLU(4, 6, 3, padding=1)
     return module, torch.compile(module, backend=backend, dynamic=dynamic, fullgraph=True)
+
+
+FIRST_CALL_COMPILED = """
+import sys, torch, fusedconv
+from fusedconv import ops
+assert ops._FORWARD_OP is None  # nothing loaded yet in this process
+module = fusedconv.Conv2dHardSwishReLU(3, 8, 3, padding=1).to(sys.argv[1])
+x = torch.randn(2, 3, 10, 10, device=sys.argv[1])
+compiled = torch.compile(module, fullgraph=True, backend="aot_eager")
+y = compiled(x)
+torch.testing.assert_close(y, module(x), rtol=1e-6, atol=1e-6)
+y.sum().backward()
+assert module.weight.grad is not None and bool(module.weight.grad.isfinite().all())
+print("ok")
+"""
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_first_call_inside_fullgraph_compile_in_a_fresh_process(device):
+    # A program's first call may be inside torch.compile(fullgraph=True): the library loads at
+    # trace time (the build cache this session made is reused: a load, not a build).
+    result = subprocess.run([sys.executable, "-c", FIRST_CALL_COMPILED, device],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-3000:]
 
 
 @pytest.mark.parametrize("device", DEVICES)
