@@ -80,8 +80,19 @@ def _output_memory_format(input, weight):
     return torch.contiguous_format
 
 
+def _check_same_device(input, **tensors):
+    # The meta kernel also runs when one operand is on the meta device and the input is not
+    # (meta outranks CPU and CUDA in dispatch): raise the device error the real kernels raise
+    # instead of returning an uninitialised tensor on the input's device.
+    for name, tensor in tensors.items():
+        if tensor is not None and tensor.device != input.device:
+            raise ValueError("conv2d_hardswish_relu: expected %s on the input's device %s, got %s"
+                             % (name, input.device, tensor.device))
+
+
 def _conv2d_hardswish_relu_meta(input, weight, bias, stride, padding, dilation, groups,
                                 allow_tf32=None):
+    _check_same_device(input, weight=weight, bias=bias)
     out_height = output_size(input.shape[2], padding[0], padding[1], weight.shape[2], stride[0],
                              dilation[0])
     out_width = output_size(input.shape[3], padding[2], padding[3], weight.shape[3], stride[1],
@@ -97,6 +108,7 @@ def _hardswish_relu_grad_meta(grad_output, output):
 
 def _conv2d_hardswish_relu_backward_meta(grad_output, input, weight, output, stride, padding,
                                          dilation, groups, output_mask, allow_tf32=None):
+    _check_same_device(input, grad_output=grad_output, weight=weight, output=output)
     # Gradients not asked for come back empty (the schema has no optional outputs).
     def grad_like(wanted, shape, memory_format=torch.contiguous_format):
         if not wanted:

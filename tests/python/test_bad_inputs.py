@@ -110,3 +110,14 @@ def test_module_rejects_bad_configuration():
     module = fusedconv.Conv2dHardSwishReLU(4, 6, 3)
     with pytest.raises(ValueError, match=r"expected input to have 4 channels"):
         module(torch.randn(1, 3, 8, 8))
+
+
+@pytest.mark.parametrize("moved", ["input", "weight", "bias"])
+def test_meta_operand_beside_a_cpu_one_raises_the_device_error(moved):
+    # Meta outranks CPU in dispatch, so the shape-only kernel runs: it must not hand back an
+    # uninitialised CPU tensor.
+    x, weight, b = _valid()
+    args = {"input": x, "weight": weight, "bias": b}
+    args[moved] = args[moved].to("meta")
+    with pytest.raises(ValueError, match=r"on the input's device"):
+        fusedconv.conv2d_hardswish_relu(**args)
