@@ -115,8 +115,10 @@ def _conv2d_hardswish_relu_backward_meta(grad_output, input, weight, output, str
             return torch.empty((0,), dtype=input.dtype, device=input.device)
         return torch.empty(shape, dtype=input.dtype, device=input.device,
                            memory_format=memory_format)
-    return (grad_like(output_mask[0], input.shape, _suggest_memory_format(input)),
-            grad_like(output_mask[1], weight.shape),
+    # The real kernels' rule (ops.cpp, backward_outputs): the forward output's memory format.
+    memory_format = _output_memory_format(input, weight)
+    return (grad_like(output_mask[0], input.shape, memory_format),
+            grad_like(output_mask[1], weight.shape, memory_format),
             grad_like(output_mask[2], (weight.shape[0],)))
 
 

@@ -72,10 +72,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_composite(
     const at::Tensor& output, at::IntArrayRef stride, at::IntArrayRef padding,
     at::IntArrayRef dilation, int64_t groups, std::array<bool, 3> mask, bool differentiable);
 
-// The backward op returns defined tensors only (its schema has no optional outputs): an entry not
-// asked for is an empty tensor, which the autograd kernel turns back into "no gradient".
-std::tuple<at::Tensor, at::Tensor, at::Tensor> fill_unrequested(
-    std::tuple<at::Tensor, at::Tensor, at::Tensor> grads, const at::Tensor& like);
+// The backward op's results as the fake kernel (fusedconv/ops.py) reports them: defined tensors
+// only (the schema has no optional outputs: an entry not asked for is an empty tensor, which the
+// autograd kernel turns back into "no gradient"), and grad_input / grad_weight in the forward
+// output's memory format rule (channels_last where input or weight suggests it), whichever
+// backend computed them.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_outputs(
+    std::tuple<at::Tensor, at::Tensor, at::Tensor> grads, const at::Tensor& input,
+    const at::Tensor& weight);
 
 struct ActivationGradCall {
   at::Tensor grad_output, output, grad_input;

@@ -338,11 +338,18 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_composite(
   return grads;
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> fill_unrequested(
-    std::tuple<at::Tensor, at::Tensor, at::Tensor> grads, const at::Tensor& like) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_outputs(
+    std::tuple<at::Tensor, at::Tensor, at::Tensor> grads, const at::Tensor& input,
+    const at::Tensor& weight) {
+  const at::MemoryFormat format = output_memory_format(input, weight);
   for (at::Tensor* grad : {&std::get<0>(grads), &std::get<1>(grads), &std::get<2>(grads)}) {
     if (!grad->defined()) {
-      *grad = at::empty({0}, like.options());
+      *grad = at::empty({0}, input.options());
+    } else if (grad->dim() == 4 && grad->numel() == 0) {
+      // contiguous() keeps any strides of an empty tensor: allocate the rule's ones.
+      *grad = at::empty(grad->sizes(), grad->options().memory_format(format));
+    } else if (grad->dim() == 4) {
+      *grad = grad->contiguous(format);  // no copy where the backend already chose it
     }
   }
   return grads;
@@ -430,10 +437,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_hardswish_relu_backward_cp
     at::IntArrayRef dilation, int64_t groups, std::array<bool, 3> output_mask,
     c10::optional<bool> /*allow_tf32: does not apply on the CPU*/) {
   validate_backward(grad_output, input, weight, output, stride, padding, dilation, groups);
-  return fill_unrequested(backward_composite(grad_output, input, weight, output, stride, padding,
+  return backward_outputs(backward_composite(grad_output, input, weight, output, stride, padding,
                                              dilation, groups, output_mask,
                                              /*differentiable=*/false),
-                          input);
+                          input, weight);
 }
 
 // The forward operator's typed handle, called below the autograd key.

@@ -87,10 +87,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_hardswish_relu_backward_cu
   BackwardPlan plan;
   C10_CUDA_CHECK(plan_backward(params, backward_mask(output_mask), allow_tf32, plan));
   if (plan.kernel != BackwardKernel::kFused) {
-    return fill_unrequested(backward_composite(grad_output, input, weight, output, stride,
+    return backward_outputs(backward_composite(grad_output, input, weight, output, stride,
                                                padding, dilation, groups, output_mask,
                                                /*differentiable=*/false),
-                            input);
+                            input, weight);
   }
   at::Tensor grad_input = output_mask[0] ? at::empty_like(input) : at::empty({0}, input.options());
   at::Tensor grad_weight = output_mask[1] ? at::empty(weight.sizes(), weight.options())
@@ -109,7 +109,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_hardswish_relu_backward_cu
   params.workspace = workspace.defined() ? workspace.data_ptr() : nullptr;
   C10_CUDA_CHECK(launch_planned_backward(
       params, plan, allow_tf32, at::cuda::getCurrentCUDAStream(input.get_device()).stream()));
-  return std::make_tuple(grad_input, grad_weight, grad_bias);
+  return backward_outputs(std::make_tuple(grad_input, grad_weight, grad_bias), input, weight);
 }
 
 at::Tensor hardswish_relu_grad_cuda(const at::Tensor& grad_output, const at::Tensor& output) {

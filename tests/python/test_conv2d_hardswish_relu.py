@@ -299,6 +299,8 @@ def test_opcheck(device):
     y = torch.ops.fusedconv.conv2d_hardswish_relu(*args)
     torch.library.opcheck(torch.ops.fusedconv.hardswish_relu_grad.default,
                           (torch.randn_like(y), y))
+    torch.library.opcheck(torch.ops.fusedconv.conv2d_hardswish_relu_backward.default,
+                          (torch.randn_like(y), x, weight, y) + args[3:7] + ([True] * 3,))
 
 
 def _compile_model(backend, dynamic):

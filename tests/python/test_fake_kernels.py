@@ -1,0 +1,93 @@
+"""The fake (meta) kernels (fusedconv/ops.py) agree with the real ones on the sizes and strides of
+every output of every operator, for every memory-format combination of input and weight, on
+the CPU and CUDA: torch.compile (inductor's assert_size_stride) relies on it, and inductor
+switches ordinary CNN graphs to channels_last by itself."""
+
+import itertools
+
+import pytest
+import torch
+from torch import nn
+from torch._subclasses.fake_tensor import FakeTensorMode
+
+import fusedconv
+
+from conftest import DEVICES
+
+FORMATS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
+MASKS = [[True, True, True], [True, False, False], [False, True, True]]
+
+
+def _tensors(device, dtype, x_format, w_format, batch=2, groups=1):
+    x = torch.randn(batch, 4, 9, 11, device=device, dtype=dtype)
+    weight = torch.randn(6, 4 // groups, 3, 3, device=device, dtype=dtype) * 0.3
+    bias = torch.randn(6, device=device, dtype=dtype)
+    return (x.contiguous(memory_format=FORMATS[x_format]),
+            weight.contiguous(memory_format=FORMATS[w_format]), bias)
+
+
+def _fake_call(op, args):
+    """op(*args) under a FakeTensorMode, tensors converted from the real ones (same strides)."""
+    with FakeTensorMode(allow_non_fake_inputs=False) as mode:
+        fake_args = [mode.from_tensor(a) if isinstance(a, torch.Tensor) else a for a in args]
+        return op(*fake_args)
+
+
+def _layouts(result):
+    results = result if isinstance(result, (tuple, list)) else (result,)
+    return [(tuple(r.shape), r.stride(), r.dtype) for r in results]
+
+
+CASES = list(itertools.product(FORMATS, FORMATS, [torch.float32, torch.float64]))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("x_format,w_format,dtype", CASES,
+                         ids=["x_%s-w_%s-%s" % (a, b, str(c)[6:]) for a, b, c in CASES])
+@pytest.mark.parametrize("batch,groups", [(2, 1), (2, 2), (0, 1)], ids=["dense", "grouped",
+                                                                      "empty"])
+def test_real_and_fake_agree_on_every_output(device, x_format, w_format, dtype, batch, groups):
+    ops = fusedconv.load_extension()
+    x, weight, bias = _tensors(device, dtype, x_format, w_format, batch, groups)
+    geometry = ([1, 1], [1, 1, 1, 1], [1, 1], groups)
+    forward_args = (x, weight, bias) + geometry
+    y = ops.conv2d_hardswish_relu(*forward_args)
+    assert _layouts(_fake_call(ops.conv2d_hardswish_relu.default, forward_args)) == _layouts(y)
+    grad_y = torch.randn_like(y)
+    grad_args = (grad_y, y)
+    assert _layouts(_fake_call(ops.hardswish_relu_grad.default, grad_args)) == \
+        _layouts(ops.hardswish_relu_grad(*grad_args))
+    for mask in MASKS:
+        backward_args = (grad_y, x, weight, y) + geometry + (mask,)
+        real = ops.conv2d_hardswish_relu_backward(*backward_args)
+        fake = _fake_call(ops.conv2d_hardswish_relu_backward.default, backward_args)
+        assert _layouts(fake) == _layouts(real), mask
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_compiled_training_step_with_a_plain_nchw_model(device):
+    # The reported failure: inductor turns this ordinary NCHW graph channels_last by itself, and
+    # the backward's fake strides (grad_weight contiguous) disagreed with the real ones.
+    torch.manual_seed(0)
+    net = nn.Sequential(fusedconv.Conv2dHardSwishReLU(3, 16, 3, padding=1),
+                        nn.Conv2d(16, 4, 1)).to(device)
+    x = torch.randn(4, 3, 20, 20, device=device)
+    net(x).sum().backward()
+    expected = [p.grad.clone() for p in net.parameters()]
+    net.zero_grad()
+    torch.compile(net)(x).sum().backward()
+    for actual, wanted in zip((p.grad for p in net.parameters()), expected):
+        torch.testing.assert_close(actual, wanted, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_compiled_training_step_of_a_channels_last_module(device):
+    torch.manual_seed(0)
+    module = fusedconv.Conv2dHardSwishReLU(3, 8, 3, padding=1).to(device).to(
+        memory_format=torch.channels_last)
+    x = torch.randn(2, 3, 12, 12, device=device).contiguous(memory_format=torch.channels_last)
+    module(x).sum().backward()
+    expected = module.weight.grad.clone()
+    module.weight.grad = None
+    torch.compile(module)(x).sum().backward()
+    torch.testing.assert_close(module.weight.grad, expected, rtol=1e-4, atol=1e-5)
