@@ -38,7 +38,7 @@ CUDA_KERNEL_SOURCES = (
 CPP_TEST_LIBRARY_SOURCES = ("cpu/conv_cpu.cpp",)
 
 CXX_STANDARD = "c++17"
-CXX_FLAGS = ("-O3", "-fopenmp")
+CXX_FLAGS = ("-O3", "-fopenmp", "-fno-math-errno", "-fno-trapping-math")
 # Architecture flags come from cuda_arch_flags(), never from here.
 NVCC_FLAGS = ("-O3",)
 LD_FLAGS = ("-fopenmp",)

@@ -99,7 +99,7 @@ void hardswish_relu_grad_typed(const ActivationGradParams& p) {
   T* grad_input = static_cast<T*>(p.grad_input);
 #pragma omp parallel for schedule(static) if (p.numel > kParallelElements)
   for (int64_t i = 0; i < p.numel; ++i) {
-    grad_input[i] = HardSwishReLU<T>::backward(grad_output[i], output[i]);
+    grad_input[i] = HardSwishReLU<T>::backward_cpu(grad_output[i], output[i]);
   }
 }
 

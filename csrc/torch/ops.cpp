@@ -305,9 +305,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_composite(
   if (differentiable) {
     // activation.h's table in ATen ops. The clamp keeps sqrt's argument >= 9 on every branch, so
     // the unselected branches' derivatives stay finite (no 0 * NaN through where).
-    const at::Tensor slope = at::where(
-        output > 3, at::ones_like(output), at::sqrt(output.clamp(0, 3) * 24 + 9) / 6);
-    grad_z = at::where(output > 0, grad_output * slope, at::zeros_like(output));
+    // A NaN output selects as the first-order kernels do: the root branch (NaN) on the CPU,
+    // the pass-through branch (1) on CUDA (HardSwishReLU::backward_cpu / backward).
+    const at::Tensor root = at::sqrt(output.clamp(0, 3) * 24 + 9) / 6;
+    const at::Tensor slope = output.is_cuda()
+                                 ? at::where(output <= 3, root, at::ones_like(output))
+                                 : at::where(output > 3, at::ones_like(output), root);
+    grad_z = at::where(output <= 0, at::zeros_like(output), grad_output * slope);
   } else {
     grad_z = grad_op.call(grad_output, output);
   }
@@ -387,7 +391,7 @@ void hardswish_relu_grad_reduced_cpu(const ActivationGradCall& call) {
     at::parallel_for(0, call.output.numel(), at::internal::GRAIN_SIZE,
                      [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) {
-        grad_input[i] = static_cast<scalar_t>(HardSwishReLU<float>::backward(
+        grad_input[i] = static_cast<scalar_t>(HardSwishReLU<float>::backward_cpu(
             static_cast<float>(grad_output[i]), static_cast<float>(output[i])));
       }
     });

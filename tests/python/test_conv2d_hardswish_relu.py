@@ -182,6 +182,50 @@ def test_nan_and_inf_propagate_like_pytorch(device):
     torch.testing.assert_close(actual[finite], expected[finite], rtol=1e-4, atol=1e-5)
 
 
+def _nan_patterns(fn, leaves, grad_out, create_graph=False):
+    leaves = [t.detach().clone().requires_grad_() for t in leaves]
+    grads = torch.autograd.grad(fn(*leaves), leaves, grad_out, create_graph=create_graph)
+    return [g.isnan() for g in grads]
+
+
+NAN_CASES = [("nchw", torch.float32, "measured"), ("channels_last", torch.float32, "measured"),
+             ("nchw", torch.float32, "fused"), ("nchw", torch.float64, "measured")]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("layout,dtype,policy", NAN_CASES,
+                         ids=["%s-%s-%s" % (a, str(b)[6:], c) for a, b, c in NAN_CASES])
+@pytest.mark.parametrize("create_graph", [False, True], ids=["backward", "double_backward"])
+def test_nan_in_the_input_reaches_the_gradients_as_in_pytorch(device, layout, dtype, policy,
+                                                              create_graph):
+    # Gradient NaN checks (anomaly detection, skip-step logic) rely on propagation: element for
+    # element, the NaN pattern of every gradient is eager PyTorch's on the same device (on the
+    # CPU its hardswish backward turns a NaN into NaN; on CUDA it passes the gradient through).
+    if policy == "fused" and device == "cpu":
+        pytest.skip("the planners' policy is a CUDA switch")
+    torch.manual_seed(0)
+    x = torch.randn(2, 4, 10, 10, dtype=dtype, device=device)
+    weight = torch.randn(6, 4, 3, 3, dtype=dtype, device=device)
+    bias = torch.randn(6, dtype=dtype, device=device)
+    # NaN only: a pre-activation of -inf also gives y = NaN, where eager's gradient is 0; from y
+    # alone the two cannot be told apart, and the backward sees y only.
+    x[0, 1, 4, 4] = float("nan")
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    grad_out = torch.randn(2, 6, 8, 8, dtype=dtype, device=device)
+    previous = torch.ops.fusedconv._plan_policy(policy) if device == "cuda" else None
+    try:
+        actual = _nan_patterns(fusedconv.conv2d_hardswish_relu, (x, weight, bias), grad_out,
+                               create_graph)
+    finally:
+        if previous is not None:
+            torch.ops.fusedconv._plan_policy(previous)
+    expected = _nan_patterns(reference_forward, (x, weight, bias), grad_out, create_graph)
+    assert any(bool(e.any()) for e in expected)  # the case does reach the gradients
+    for name, a, e in zip(("input", "weight", "bias"), actual, expected):
+        assert torch.equal(a, e), "grad %s: %d NaN, eager %d" % (name, a.sum(), e.sum())
+
+
 @pytest.mark.parametrize("device", DEVICES)
 def test_weights_are_read_on_every_call(device):
     # An optimizer step updates the weight in place; the next call must see it.

@@ -53,6 +53,19 @@ struct HardSwishReLU {
     return y <= T(0) ? T(0) : grad_y * grad_from_output(y);  // a select, as above
   }
 
+  // backward as PyTorch's CPU kernels give it: their vectorised hardswish backward returns NaN
+  // at a NaN input (CUDA's passes grad_y through, as `backward` does), so a NaN output, from a
+  // NaN pre-activation, gives a NaN gradient that spreads through the convolution's backward.
+  // Every branch is computed and then selected, so that the CPU loops vectorise (with
+  // -fno-math-errno, sqrt is one instruction); the root of a negative argument is never selected.
+  static T backward_cpu(T grad_y, T y) {
+    using std::sqrt;
+    const T root = sqrt(T(9) + T(24) * y) / T(6);  // NaN for a NaN y: kept below
+    const T slope = y > T(3) ? T(1) : root;
+    const T grad = grad_y * slope;
+    return y <= T(0) ? T(0) : grad;
+  }
+
  private:
   // max(a, b) and min(a, b) for a bound b that is never NaN; a NaN `a` comes back. On the GPU
   // in float32 one NaN-propagating FMNMX each (PTX max.NaN / min.NaN) where the comparison
