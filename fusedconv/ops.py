@@ -109,6 +109,7 @@ def _hardswish_relu_grad_meta(grad_output, output):
 def _conv2d_hardswish_relu_backward_meta(grad_output, input, weight, output, stride, padding,
                                          dilation, groups, output_mask, allow_tf32=None):
     _check_same_device(input, grad_output=grad_output, weight=weight, output=output)
+
     # Gradients not asked for come back empty (the schema has no optional outputs).
     def grad_like(wanted, shape, memory_format=torch.contiguous_format):
         if not wanted:

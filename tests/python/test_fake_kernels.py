@@ -44,8 +44,8 @@ CASES = list(itertools.product(FORMATS, FORMATS, [torch.float32, torch.float64])
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("x_format,w_format,dtype", CASES,
                          ids=["x_%s-w_%s-%s" % (a, b, str(c)[6:]) for a, b, c in CASES])
-@pytest.mark.parametrize("batch,groups", [(2, 1), (2, 2), (0, 1)], ids=["dense", "grouped",
-                                                                      "empty"])
+@pytest.mark.parametrize("batch,groups", [(2, 1), (2, 2), (0, 1)],
+                         ids=["dense", "grouped", "empty"])
 def test_real_and_fake_agree_on_every_output(device, x_format, w_format, dtype, batch, groups):
     ops = fusedconv.load_extension()
     x, weight, bias = _tensors(device, dtype, x_format, w_format, batch, groups)
