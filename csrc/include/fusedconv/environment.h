@@ -1,6 +1,7 @@
 // Process-wide opt-outs read from the environment (FUSEDCONV_DISABLE_WGMMA, _DISABLE_DMMA,
-// _DISABLE_MMA_SYNC, FUSEDCONV_CPU_DIRECT): A/B timing switches and ways around a path should it
-// misbehave on some setup. Plain C++, shared by the CUDA planners and the CPU operator.
+// FUSEDCONV_CPU_DIRECT): A/B timing switches and ways around a path should it misbehave on some
+// setup. Plain C++, shared by the CUDA planners and the CPU operator. FUSEDCONV_PLAN, the
+// planners' policy (a word, not a flag), is read in csrc/cuda/common/plan_policy.cu.
 #pragma once
 
 #include <cstdlib>
