@@ -1,0 +1,95 @@
+"""Eager vs fusedconv on four host-bound cases of the networks suite (batch 64): Python-call
+medians of 200 calls (forward, and a training step) and the CUDA kernels each launches
+(torch.profiler), to tell GPU work from host time. Usage (GPU):
+python benchmarks/profile_floor_cases.py"""
+
+import statistics
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import fusedconv
+
+# (in, out, kernel, stride, groups, size, mode)
+CASES = [(64, 64, 3, 1, 1, 56, "bf16_cl"), (128, 128, 3, 2, 1, 56, "bf16_cl"),
+         (144, 40, 1, 1, 1, 28, "fp32_cl"), (480, 112, 1, 1, 1, 14, "bf16")]
+
+
+def median_ms(fn, calls=200):
+    for _ in range(10):
+        fn()
+    torch.cuda.synchronize()
+    samples = []
+    for _ in range(calls):
+        start = torch.cuda.Event(enable_timing=True)
+        end = torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        samples.append(start.elapsed_time(end))
+    return statistics.median(samples)
+
+
+def kernels(fn):
+    """(name, GPU us) of each CUDA kernel one call launches."""
+    activities = [torch.profiler.ProfilerActivity.CUDA, torch.profiler.ProfilerActivity.CPU]
+    with torch.profiler.profile(activities=activities) as profile:
+        fn()
+        torch.cuda.synchronize()
+    return [(event.name[:70], round(getattr(event, "device_time", None) or event.cuda_time, 1))
+            for event in profile.events()
+            if event.device_type == torch.autograd.DeviceType.CUDA]
+
+
+def main():
+    fusedconv.load_extension()
+    for cin, cout, kernel, stride, groups, size, mode in CASES:
+        torch.manual_seed(0)
+        conv = nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups).cuda()
+        fused = fusedconv.Conv2dHardSwishReLU(cin, cout, kernel, stride, kernel // 2,
+                                              groups=groups).cuda()
+        fused.load_state_dict(conv.state_dict())
+        memory_format = torch.channels_last if mode.endswith("_cl") else torch.contiguous_format
+        conv = conv.to(memory_format=memory_format)
+        fused = fused.to(memory_format=memory_format)
+        x = torch.randn(64, cin, size, size, device="cuda").contiguous(
+            memory_format=memory_format)
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16,
+                                  enabled=mode.startswith("bf16"))
+
+        def eager_forward():
+            with torch.no_grad(), autocast:
+                return torch.relu(F.hardswish(conv(x)))
+
+        def fused_forward():
+            with torch.no_grad(), autocast:
+                return fused(x)
+
+        grad_output = torch.randn_like(eager_forward())
+
+        def step(module, forward):
+            leaf = x.detach().requires_grad_()
+            with autocast:
+                y = forward(leaf)
+            return torch.autograd.grad(y, [leaf, module.weight, module.bias],
+                                       grad_output.to(y.dtype))
+
+        def eager_step():
+            return step(conv, lambda t: torch.relu(F.hardswish(conv(t))))
+
+        def fused_step():
+            return step(fused, fused)
+
+        print("%s %d->%d k%d s%d: fwd eager %.4f fused %.4f | fwd+bwd eager %.4f fused %.4f ms"
+              % (mode, cin, cout, kernel, stride, median_ms(eager_forward),
+                 median_ms(fused_forward), median_ms(eager_step), median_ms(fused_step)))
+        print("  eager fwd", kernels(eager_forward))
+        print("  fused fwd", kernels(fused_forward))
+        print("  eager fwd+bwd", kernels(eager_step))
+        print("  fused fwd+bwd", kernels(fused_step))
+
+
+if __name__ == "__main__":
+    main()
