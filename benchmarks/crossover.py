@@ -12,30 +12,19 @@ with the kernel the fused policy chose; docs/DESIGN.md's dispatch rule is read o
 import argparse
 import itertools
 import json
-import statistics
 import time
 
 import torch
 
 import fusedconv
+from fusedconv.bench import median_event_ms
 
 BATCH = 32
 
 
 def median_ms(fn, repeats):
-    for _ in range(3):
-        fn()
-    torch.cuda.synchronize()
-    samples = []
-    for _ in range(repeats):
-        start = torch.cuda.Event(enable_timing=True)
-        end = torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        samples.append(start.elapsed_time(end))
-    return statistics.median(samples)
+    """Median ms of fn() over the calls (fusedconv.bench's CUDA-event timer)."""
+    return median_event_ms(lambda _: fn(), [None], repeats, warmup=3)
 
 
 def forward_shapes():

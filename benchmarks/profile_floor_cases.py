@@ -3,13 +3,13 @@ medians of 200 calls (forward, and a training step) and the CUDA kernels each la
 (torch.profiler), to tell GPU work from host time. Usage (GPU):
 python benchmarks/profile_floor_cases.py"""
 
-import statistics
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 import fusedconv
+from fusedconv.bench import median_event_ms
 
 # (in, out, kernel, stride, groups, size, mode)
 CASES = [(64, 64, 3, 1, 1, 56, "bf16_cl"), (128, 128, 3, 2, 1, 56, "bf16_cl"),
@@ -17,19 +17,8 @@ CASES = [(64, 64, 3, 1, 1, 56, "bf16_cl"), (128, 128, 3, 2, 1, 56, "bf16_cl"),
 
 
 def median_ms(fn, calls=200):
-    for _ in range(10):
-        fn()
-    torch.cuda.synchronize()
-    samples = []
-    for _ in range(calls):
-        start = torch.cuda.Event(enable_timing=True)
-        end = torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        samples.append(start.elapsed_time(end))
-    return statistics.median(samples)
+    """Median ms of fn() over the calls (fusedconv.bench's CUDA-event timer)."""
+    return median_event_ms(lambda _: fn(), [None], calls, warmup=10)
 
 
 def kernels(fn):
