@@ -72,8 +72,10 @@ def _output_memory_format(input, weight):
     # The C++ side's rule (ops.cpp, output_memory_format), as torch.nn.functional.conv2d does:
     # contiguous for an empty batch or channel dimension and for float64 on CUDA, else
     # channels_last when either operand suggests it.
+    # Under FakeTensorMode a meta kernel sees device "meta"; the fake tensor keeps the real one.
+    device = getattr(input, "fake_device", input.device)
     empty = input.shape[0] == 0 or input.shape[1] == 0
-    if empty or (input.device.type == "cuda" and input.dtype == torch.float64):
+    if empty or (device.type == "cuda" and input.dtype == torch.float64):
         return torch.contiguous_format
     if torch.channels_last in (_suggest_memory_format(input), _suggest_memory_format(weight)):
         return torch.channels_last
@@ -161,6 +163,24 @@ def resolve_padding(padding, weight_shape, stride, dilation):
                          "'same' or 'valid', got %r" % (padding,))
     pad_h, pad_w = _int_pair(padding, "padding")
     return (pad_h, pad_h, pad_w, pad_w)
+
+
+def _module_forward(input, weight, bias, stride, padding, dilation, groups, allow_tf32):
+    """conv2d_hardswish_relu for an ``nn.Conv2d``'s own attributes (stride and dilation pairs of
+    ints, padding a pair or a string, groups an int, as its constructor leaves them).
+
+    A 4-D tensor input with pair padding goes to the operator directly: the arguments need no
+    normalisation and the checks below cost a few microseconds of every call, which is what a
+    host-bound layer's call costs beyond its launches. Anything else takes the general path.
+    """
+    if type(input) is torch.Tensor and type(padding) is tuple \
+            and (allow_tf32 is None or type(allow_tf32) is bool) and input.dim() == 4:
+        _extension_loaded()
+        pad_h, pad_w = padding
+        return _FORWARD_OP(input, weight, bias, stride, (pad_h, pad_h, pad_w, pad_w), dilation,
+                           groups, allow_tf32)
+    return conv2d_hardswish_relu(input, weight, bias, stride, padding, dilation, groups,
+                                 allow_tf32)
 
 
 def conv2d_hardswish_relu(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,

@@ -34,18 +34,27 @@ ConvParams conv_params(const at::Tensor& input, const at::Tensor& weight, const 
                        at::IntArrayRef dilation, int64_t groups);
 
 // A validated forward call: the tensors the kernel reads and writes (kept alive here) and their
-// description for the kernel.
+// description for the kernel. The output is described (sizes, the memory format
+// torch.nn.functional.conv2d would pick, its strides in params) before it is allocated.
 struct ForwardCall {
   at::Tensor input, weight, bias, output;
+  std::array<int64_t, 4> output_sizes;
+  at::MemoryFormat output_format;
   ConvParams params;
 };
 
-// Validates the arguments of fusedconv::conv2d_hardswish_relu, allocates the output in the memory
-// format torch.nn.functional.conv2d would pick, and fills in the params. `padding` holds
-// (top, bottom, left, right).
+// Validates the arguments of fusedconv::conv2d_hardswish_relu and fills in the params, with
+// params.output null until allocate_output. `padding` holds (top, bottom, left, right).
 ForwardCall prepare_forward(const at::Tensor& input, const at::Tensor& weight,
                             const c10::optional<at::Tensor>& bias, at::IntArrayRef stride,
                             at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups);
+
+// Allocates call.output as described and points params.output at it (for the fused kernels; the
+// floor path's convolution returns its own).
+const at::Tensor& allocate_output(ForwardCall& call);
+
+// The strides at::empty gives a (N, C, H, W) tensor in `format` (contiguous or channels_last).
+std::array<int64_t, 4> dense_strides(at::IntArrayRef sizes, at::MemoryFormat format);
 
 // The floor path's convolution, where no fused kernel applies: PyTorch's own (at::_convolution:
 // cuDNN / oneDNN, with `allow_tf32` and PyTorch's benchmark / determinism / enable flags, the bias

@@ -197,6 +197,16 @@ ConvParams conv_params(const at::Tensor& input, const at::Tensor& weight, const 
   return p;
 }
 
+std::array<int64_t, 4> dense_strides(at::IntArrayRef sizes, at::MemoryFormat format) {
+  if (format == at::MemoryFormat::ChannelsLast) {
+    const std::vector<int64_t> strides = c10::get_channels_last_strides_2d(sizes);
+    return {strides[0], strides[1], strides[2], strides[3]};
+  }
+  const int64_t w = std::max<int64_t>(sizes[3], 1);
+  const int64_t hw = std::max<int64_t>(sizes[2], 1) * w;
+  return {std::max<int64_t>(sizes[1], 1) * hw, hw, w, 1};
+}
+
 ForwardCall prepare_forward(const at::Tensor& input, const at::Tensor& weight,
                             const c10::optional<at::Tensor>& bias, at::IntArrayRef stride,
                             at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
@@ -206,11 +216,22 @@ ForwardCall prepare_forward(const at::Tensor& input, const at::Tensor& weight,
   call.input = input;
   call.weight = weight;
   call.bias = conv.bias;
-  call.output = at::empty({input.size(0), weight.size(0), conv.out_height, conv.out_width},
-                          input.options().memory_format(output_memory_format(input, weight)));
-  call.params = conv_params(input, weight, conv.bias, call.output, stride, padding, dilation,
-                            groups);
+  call.output_sizes = {input.size(0), weight.size(0), conv.out_height, conv.out_width};
+  call.output_format = output_memory_format(input, weight);
+  // Described before it exists: the floor path never allocates it (its convolution returns z).
+  call.params = conv_params(input, weight, conv.bias, input, stride, padding, dilation, groups);
+  call.params.out_height = conv.out_height;
+  call.params.out_width = conv.out_width;
+  const std::array<int64_t, 4> strides = dense_strides(call.output_sizes, call.output_format);
+  call.params.output_strides = Strides4{strides[0], strides[1], strides[2], strides[3]};
+  call.params.output = nullptr;  // a fresh allocation: 16-byte aligned, as planned
   return call;
+}
+
+const at::Tensor& allocate_output(ForwardCall& call) {
+  call.output = at::empty(call.output_sizes, call.input.options().memory_format(call.output_format));
+  call.params.output = call.output.data_ptr();
+  return call.output;
 }
 
 at::Tensor floor_convolution(const at::Tensor& input, const at::Tensor& weight,
@@ -234,13 +255,8 @@ at::Tensor floor_convolution(const at::Tensor& input, const at::Tensor& weight,
       context.benchmarkCuDNN(), context.deterministicCuDNN() || context.deterministicAlgorithms(),
       context.userEnabledCuDNN(), allow_tf32);
   // The strides an at::empty in output_memory_format would have: the fake kernel's.
-  const at::MemoryFormat format = output_memory_format(input, weight);
-  const std::vector<int64_t> expected =
-      format == at::MemoryFormat::ChannelsLast
-          ? c10::get_channels_last_strides_2d(z.sizes())
-          : std::vector<int64_t>{std::max<int64_t>(z.size(1) * z.size(2) * z.size(3), 1),
-                                 std::max<int64_t>(z.size(2) * z.size(3), 1),
-                                 std::max<int64_t>(z.size(3), 1), 1};
+  const std::array<int64_t, 4> expected =
+      dense_strides(z.sizes(), output_memory_format(input, weight));
   if (z.strides() == at::IntArrayRef(expected)) {
     return z;
   }
@@ -408,6 +424,7 @@ at::Tensor conv2d_hardswish_relu_cpu_op(const at::Tensor& input, const at::Tenso
                                         c10::optional<bool> /*allow_tf32*/) {
   if (cpu_direct_forced()) {
     ForwardCall call = prepare_forward(input, weight, bias, stride, padding, dilation, groups);
+    allocate_output(call);
     TORCH_CHECK_TYPE(conv_hardswish_relu_cpu(call.params), kOpName,
                      ": FUSEDCONV_CPU_DIRECT=1 runs float32 and float64 only, got ",
                      input.scalar_type());

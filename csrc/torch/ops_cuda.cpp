@@ -15,13 +15,25 @@
 namespace fusedconv {
 namespace {
 
-// The floor path: PyTorch's convolution (floor_convolution) and the in-place activation pass.
+// The floor path: PyTorch's convolution (floor_convolution) and the in-place activation pass,
+// which adds the bias too: ATen's cuDNN path adds it in a separate pass of its own, so the
+// convolution runs without it (up to 2^31 output elements: the pass's channel index is 32-bit).
 at::Tensor floor_forward_cuda(const ForwardCall& call, at::IntArrayRef stride,
                               at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
                               bool allow_tf32, cudaStream_t stream) {
-  at::Tensor z = floor_convolution(call.input, call.weight, call.bias, stride, padding, dilation,
-                                   groups, allow_tf32);
-  const ActivationParams params{z.numel(), call.params.dtype, z.data_ptr()};
+  const ConvParams& conv = call.params;
+  const bool bias_in_pass = call.bias.defined() && conv.batch * conv.out_channels *
+                                                           conv.out_height * conv.out_width <
+                                                       (int64_t{1} << 31);
+  at::Tensor z = floor_convolution(call.input, call.weight, bias_in_pass ? at::Tensor() : call.bias,
+                                   stride, padding, dilation, groups, allow_tf32);
+  ActivationParams params{z.numel(), conv.dtype, z.data_ptr()};
+  if (bias_in_pass) {
+    params.bias = call.bias.data_ptr();
+    params.channels = z.size(1);
+    // floor_convolution returns z dense: NCHW, or else channels_last.
+    params.channel_stride = z.is_contiguous() ? z.size(2) * z.size(3) : 1;
+  }
   C10_CUDA_CHECK(launch_hardswish_relu_inplace(params, stream));
   return z;
 }
@@ -40,6 +52,7 @@ at::Tensor conv2d_hardswish_relu_cuda(const at::Tensor& input, const at::Tensor&
   if (plan.kernel == ForwardKernel::kFloor) {
     return floor_forward_cuda(call, stride, padding, dilation, groups, allow_tf32, stream);
   }
+  allocate_output(call);
   at::Tensor workspace;  // freed on return: stream-ordered reuse by the caching allocator
   if (plan.workspace_bytes > 0) {
     workspace = at::empty({plan.workspace_bytes}, input.options().dtype(at::kByte));

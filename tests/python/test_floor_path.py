@@ -84,6 +84,16 @@ def test_floor_launches_no_generic_kernel():
     assert not any("generic_kernel" in name for name in names), names
 
 
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_floor_adds_the_bias_in_its_activation_pass(layout):
+    # cuDNN's path in ATen adds the bias in a separate pass; the floor passes the bias to its
+    # own activation pass instead: the convolution and one pass, no add kernel.
+    x, weight, bias, kwargs = _inputs(CONFIGS[0], torch.float32, layout)
+    names = cuda_kernel_names(lambda: fusedconv.conv2d_hardswish_relu(x, weight, bias, **kwargs))
+    assert sum("hardswish_relu_inplace_kernel" in name for name in names) == 1, names
+    assert not any("functor_add" in name.lower() for name in names), names
+
+
 def test_floor_tf32_mode_is_within_tf32_error():
     torch.manual_seed(2)
     x, weight, bias, kwargs = _inputs(CONFIGS[0], torch.float32, "channels_last")

@@ -121,3 +121,25 @@ def test_kernelbench_v0_1_shape_on_gpu():
     reference.load_state_dict(model.state_dict())
     # KernelBench's own criterion, on top of the float64 check above.
     assert torch.allclose(out, reference(x), atol=1e-2, rtol=1e-2)
+
+
+class _Doubled(nn.Module):
+    def forward(self, weight):
+        return 2 * weight
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_reparametrized_weights_reach_the_operator(device):
+    # The modules read weight and bias from _parameters where they are registered; a
+    # parametrization (or weight_norm) moves them, and the module must then use what the
+    # attribute computes.
+    torch.manual_seed(5)
+    module = fusedconv.Conv2dHardSwishReLU(3, 5, 3, padding=1).to(device)
+    model = fusedconv.ModelNew(3, 5, 3).to(device)
+    x = torch.randn(2, 3, 8, 8, device=device)
+    expected = reference_float64(x, 2 * module.weight, module.bias, padding=1)
+    expected_model = reference_float64(x, 2 * model.conv.weight, model.conv.bias)
+    torch.nn.utils.parametrize.register_parametrization(module, "weight", _Doubled())
+    torch.nn.utils.parametrize.register_parametrization(model.conv, "weight", _Doubled())
+    for actual, wanted in ((module(x), expected), (model(x), expected_model)):
+        assert relative_l2_error(actual, wanted) <= 1e-5

@@ -43,8 +43,9 @@ cudaError_t plan_forward(const ConvParams& params, bool allow_tf32, ForwardPlan&
 cudaError_t launch_planned(const ConvParams& params, const ForwardPlan& plan, bool allow_tf32,
                            cudaStream_t stream);
 
-// y = relu(hardswish(y)) in place over `numel` contiguous elements of params.dtype (the floor
-// path's one pass after PyTorch's convolution; any dense memory format).
+// y = relu(hardswish(y + bias)) in place over `numel` contiguous elements of params.dtype (the
+// floor path's one pass after PyTorch's convolution; any dense memory format). A bias needs
+// numel < 2^31 (cudaErrorInvalidValue otherwise): the channel index uses 32-bit division.
 cudaError_t launch_hardswish_relu_inplace(const ActivationParams& params, cudaStream_t stream);
 
 // Which gradients a backward call computes.

@@ -44,11 +44,16 @@ struct ConvParams {
   void* workspace;
 };
 
-// Element-wise activation in place: data = relu(hardswish(data)), `numel` elements.
+// Element-wise activation in place: data = relu(hardswish(data + bias[channel])), `numel`
+// elements. The bias is optional (nullptr: none; CUDA only): element i's channel is
+// (i / channel_stride) % channels, so channel_stride is H*W for NCHW and 1 for channels_last.
 struct ActivationParams {
   int64_t numel;
   DType dtype;
   void* data;
+  const void* bias = nullptr;
+  int64_t channels = 1;
+  int64_t channel_stride = 1;
 };
 
 // Element-wise backward of the activation: grad_input = grad_output * f'(output), all three tensors
