@@ -17,11 +17,17 @@ as mixed-precision training and inference run them). Directions: ``fwd`` (under 
 ``fwdbwd`` (forward, then the gradients of input, weight and bias for a fixed upstream gradient;
 autocast covers the forward only, as PyTorch recommends).
 
-Timing follows ``fusedconv.bench``: on CUDA, events around each Python call and the median of
-``repeats`` calls, rotating over enough input sets that about ``bench.L2_FLUSH_BYTES`` lie
-between two uses of one set (at most 16 sets, so memory stays bounded); on the CPU, the
-perf_counter median. ``floor_ms`` is the memory floor (the bytes that must move, in the mode's
-element size, over the measured copy bandwidth; None on the CPU).
+Timing: each system's first call is checked (and, for compile, compiles) and ``repeats`` more are
+timed on their own; then the systems are called in turn, call by call, ``_INTERLEAVED_ROUNDS`` x
+``repeats`` calls each, and each system's median over those is its time. On CUDA each call is
+timed with events around the Python call, on the CPU with perf_counter. The calls rotate over
+enough input sets that about ``bench.L2_FLUSH_BYTES`` lie between two uses of one set (at most 16
+sets, so memory stays bounded). These layers are host-bound, and the host's per-call time drifts
+by up to 1.5x between back-to-back timings of one system (the H200's host): interleaving puts the
+drift on every system alike instead of on whichever system a slow stretch fell on.
+
+``floor_ms`` is the memory floor (the bytes that must move, in the mode's element size, over the
+measured copy bandwidth; None on the CPU).
 
 Precision: by default the run keeps PyTorch's TF32 flags (cuDNN may use TF32 for float32
 convolutions unless told otherwise, and fusedconv's default ``allow_tf32=None`` follows the same
@@ -107,8 +113,8 @@ DEFAULT_REPEATS = 50
 # Untimed calls after the first (checked) call: the compiled callable is compiled by that first
 # call, so one more is enough; eager and fusedconv get a few, as bench.py's timings do.
 _WARMUP = {"eager": 3, "compile": 1, "fusedconv": 3}
-# Further timings of eager and fusedconv after the first (see _bench_layer_mode).
-_RETIMINGS = 4
+# The interleaved timing's length, in multiples of `repeats` calls per system (module docstring).
+_INTERLEAVED_ROUNDS = 4
 
 
 class EagerConvHardSwishReLU(nn.Module):
@@ -226,6 +232,31 @@ def median_wall_ms(fn, inputs, repeats, warmup=1):
     return statistics.median(samples)
 
 
+def _interleaved_medians(fns, inputs, calls, device):
+    """Median ms of each of `fns` over `calls` calls each, the functions called in turn (their
+    order reversed every other turn), every call on the next input set."""
+    samples = [[] for _ in fns]
+    position = 0
+    for turn in range(calls):
+        order = list(enumerate(fns))
+        for index, fn in (order if turn % 2 == 0 else reversed(order)):
+            x = inputs[position % len(inputs)]
+            position += 1
+            if device.type == "cuda":
+                start = torch.cuda.Event(enable_timing=True)
+                end = torch.cuda.Event(enable_timing=True)
+                start.record()
+                fn(x)
+                end.record()
+                end.synchronize()
+                samples[index].append(start.elapsed_time(end))
+            else:
+                began = time.perf_counter()
+                fn(x)
+                samples[index].append((time.perf_counter() - began) * 1e3)
+    return [statistics.median(s) for s in samples]
+
+
 def _synchronize(device):
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -253,9 +284,9 @@ def _build_modules(layer, device, memory_format):
 def _measure(system, fn, weight, bias, direction, mode, device, inputs, grad_base, reference,
              repeats, check=True):
     """Time one system on one (layer, mode, direction); returns (ms, rel_err, out_dtype,
-    seconds of the first, checked call, which for "compile" is the compilation). Without
-    `check` (a repeat timing of a system already checked) it skips the float64 references and
-    returns None for rel_err."""
+    seconds of the first, checked call, which for "compile" is the compilation, and the timed
+    callable of one input). Without `check` it skips the float64 references and returns None
+    for rel_err."""
     timer = median_event_ms if device.type == "cuda" else median_wall_ms
     warmup = _WARMUP[system] if device.type == "cuda" else 1
     forward = fn
@@ -278,6 +309,10 @@ def _measure(system, fn, weight, bias, direction, mode, device, inputs, grad_bas
             first_s = time.perf_counter() - began
             errors = [relative_l2_error(y, reference["y"])] if check else [None]
             ms = timer(forward, inputs, repeats, warmup)
+
+        def timed(x):
+            with torch.no_grad():
+                return forward(x)
     else:
         y = forward(x)
         # The upstream gradient in the output's dtype and layout, as a network would pass it.
@@ -299,8 +334,9 @@ def _measure(system, fn, weight, bias, direction, mode, device, inputs, grad_bas
             return torch.autograd.grad(forward(x), [x, weight, bias], grad_output)
 
         ms = timer(step, inputs, repeats, warmup)
+        timed = step
     out_dtype = str(y.dtype).replace("torch.", "")
-    return ms, (max(errors) if check else None), out_dtype, first_s
+    return ms, (max(errors) if check else None), out_dtype, first_s, timed
 
 
 def _floor_ms(layer, batch, size, mode, direction, bandwidth):
@@ -350,13 +386,14 @@ def _bench_layer_mode(layer, mode, directions, systems, device, batch, size, rep
         case_inputs = inputs if direction == "fwd" else [
             x.detach().requires_grad_() for x in inputs]
         floor_ms = _floor_ms(layer, batch, size, mode, direction, bandwidth)
+        timed = []
         for system in systems:
             module = fused if system == "fusedconv" else eager
             fn = module
             if system == "compile":
                 _dynamo().reset()  # one cache entry per timing; see _settings
                 fn = torch.compile(eager, dynamic=False)
-            ms, error, out_dtype, first_s = _measure(
+            ms, error, out_dtype, first_s, timed_fn = _measure(
                 system, fn, module.weight if system == "fusedconv" else conv.weight,
                 module.bias if system == "fusedconv" else conv.bias, direction, mode, device,
                 case_inputs, grad_base, reference, repeats)
@@ -367,24 +404,15 @@ def _bench_layer_mode(layer, mode, directions, systems, device, batch, size, rep
                       "out_dtype": out_dtype}
             if system == "compile":
                 record["compile_s"] = first_s
-                del fn
+            timed.append(timed_fn)
             records.append(record)
             _LOG.info("%-22s %-7s %-6s %-9s %9.4f ms  rel. err %.1e%s", layer.name, mode,
                       direction, system, ms, error,
                       "  compile %.1f s" % first_s if system == "compile" else "")
-        # Eager and fusedconv _RETIMINGS more times, alternating which goes first, keeping each
-        # one's lowest median: these layers are host-bound, and the host's per-call time drifts
-        # by up to 1.5x between back-to-back timings of one system (measured on the H200's host),
-        # which would otherwise decide cases that differ by less.
-        retimed = [r for r in records[-len(systems):] if r["system"] != "compile"]
-        for round_index in range(_RETIMINGS):
-            for record in (retimed if round_index % 2 else reversed(retimed)):
-                module = fused if record["system"] == "fusedconv" else eager
-                parameters = fused if record["system"] == "fusedconv" else conv
-                again = _measure(record["system"], module, parameters.weight, parameters.bias,
-                                 direction, mode, device, case_inputs, grad_base, reference,
-                                 repeats, check=False)[0]
-                record["ms"] = min(record["ms"], again)
+        medians = _interleaved_medians(timed, case_inputs, _INTERLEAVED_ROUNDS * repeats, device)
+        for record, ms in zip(records[-len(systems):], medians):
+            record["ms"] = ms
+        del timed
     return records
 
 
