@@ -229,7 +229,8 @@ ForwardCall prepare_forward(const at::Tensor& input, const at::Tensor& weight,
 }
 
 const at::Tensor& allocate_output(ForwardCall& call) {
-  call.output = at::empty(call.output_sizes, call.input.options().memory_format(call.output_format));
+  call.output =
+      at::empty(call.output_sizes, call.input.options().memory_format(call.output_format));
   call.params.output = call.output.data_ptr();
   return call.output;
 }

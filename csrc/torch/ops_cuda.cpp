@@ -25,8 +25,9 @@ at::Tensor floor_forward_cuda(const ForwardCall& call, at::IntArrayRef stride,
   const bool bias_in_pass = call.bias.defined() && conv.batch * conv.out_channels *
                                                            conv.out_height * conv.out_width <
                                                        (int64_t{1} << 31);
-  at::Tensor z = floor_convolution(call.input, call.weight, bias_in_pass ? at::Tensor() : call.bias,
-                                   stride, padding, dilation, groups, allow_tf32);
+  at::Tensor z =
+      floor_convolution(call.input, call.weight, bias_in_pass ? at::Tensor() : call.bias, stride,
+                        padding, dilation, groups, allow_tf32);
   ActivationParams params{z.numel(), conv.dtype, z.data_ptr()};
   if (bias_in_pass) {
     params.bias = call.bias.data_ptr();
