@@ -88,17 +88,16 @@ void conv_hardswish_relu_typed(const ConvParams& p) {
   }
 }
 
-// Element-wise passes wake the OpenMP team only above this many elements: waking it costs
-// microseconds, more than a small layer's whole pass (at::internal::GRAIN_SIZE's role in ATen).
-constexpr int64_t kParallelElements = 32768;
-
+// The element-wise passes run serially over the range they are given: the torch layer spreads
+// ranges over PyTorch's own thread pool (at::parallel_for). An OpenMP loop here ran on a second
+// OpenMP runtime (the system's libgomp beside the one PyTorch's wheel bundles), whose spinning
+// threads competed with the convolution's on the next call, and ignored torch.set_num_threads.
 template <typename T>
-void hardswish_relu_grad_typed(const ActivationGradParams& p) {
+void hardswish_relu_grad_typed(const ActivationGradParams& p, int64_t begin, int64_t end) {
   const T* grad_output = static_cast<const T*>(p.grad_output);
   const T* output = static_cast<const T*>(p.output);
   T* grad_input = static_cast<T*>(p.grad_input);
-#pragma omp parallel for schedule(static) if (p.numel > kParallelElements)
-  for (int64_t i = 0; i < p.numel; ++i) {
+  for (int64_t i = begin; i < end; ++i) {
     grad_input[i] = HardSwishReLU<T>::backward_cpu(grad_output[i], output[i]);
   }
 }
@@ -119,10 +118,9 @@ bool dispatch_float_dtype(DType dtype, Body&& body) {
 }
 
 template <typename T>
-void hardswish_relu_inplace_typed(const ActivationParams& p) {
+void hardswish_relu_inplace_typed(const ActivationParams& p, int64_t begin, int64_t end) {
   T* data = static_cast<T*>(p.data);
-#pragma omp parallel for schedule(static) if (p.numel > kParallelElements)
-  for (int64_t i = 0; i < p.numel; ++i) {
+  for (int64_t i = begin; i < end; ++i) {
     data[i] = HardSwishReLU<T>::value(data[i]);
   }
 }
@@ -135,15 +133,15 @@ bool conv_hardswish_relu_cpu(const ConvParams& params) {
   });
 }
 
-bool hardswish_relu_inplace_cpu(const ActivationParams& params) {
+bool hardswish_relu_inplace_cpu(const ActivationParams& params, int64_t begin, int64_t end) {
   return dispatch_float_dtype(params.dtype, [&](auto tag) {
-    hardswish_relu_inplace_typed<decltype(tag)>(params);
+    hardswish_relu_inplace_typed<decltype(tag)>(params, begin, end);
   });
 }
 
-bool hardswish_relu_grad_cpu(const ActivationGradParams& params) {
+bool hardswish_relu_grad_cpu(const ActivationGradParams& params, int64_t begin, int64_t end) {
   return dispatch_float_dtype(params.dtype, [&](auto tag) {
-    hardswish_relu_grad_typed<decltype(tag)>(params);
+    hardswish_relu_grad_typed<decltype(tag)>(params, begin, end);
   });
 }
 
