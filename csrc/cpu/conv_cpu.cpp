@@ -89,9 +89,9 @@ void conv_hardswish_relu_typed(const ConvParams& p) {
 }
 
 // The element-wise passes run serially over the range they are given: the torch layer spreads
-// ranges over PyTorch's own thread pool (at::parallel_for). An OpenMP loop here ran on a second
-// OpenMP runtime (the system's libgomp beside the one PyTorch's wheel bundles), whose spinning
-// threads competed with the convolution's on the next call, and ignored torch.set_num_threads.
+// ranges over PyTorch's own thread pool (at::parallel_for), the pool and grain its convolution
+// uses whatever PyTorch's threading backend (OpenMP, or its native pool, where an OpenMP loop
+// here would start a second team).
 template <typename T>
 void hardswish_relu_grad_typed(const ActivationGradParams& p, int64_t begin, int64_t end) {
   const T* grad_output = static_cast<const T*>(p.grad_output);

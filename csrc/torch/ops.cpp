@@ -389,12 +389,13 @@ bool cpu_direct_forced() {
 // (the pool the convolution runs on, sized by torch.set_num_threads); false, running nothing,
 // for other dtypes. Ranges below at::internal::GRAIN_SIZE run on the calling thread.
 template <typename Params>
-bool parallel_float_pass(const Params& params, bool (*pass)(const Params&, int64_t, int64_t)) {
+bool parallel_float_pass(const Params& params,
+                         bool (*range_pass)(const Params&, int64_t, int64_t)) {
   if (params.dtype != DType::kFloat32 && params.dtype != DType::kFloat64) {
     return false;
   }
   at::parallel_for(0, params.numel, at::internal::GRAIN_SIZE,
-                   [&](int64_t begin, int64_t end) { pass(params, begin, end); });
+                   [&](int64_t begin, int64_t end) { range_pass(params, begin, end); });
   return true;
 }
 
