@@ -88,16 +88,17 @@ void conv_hardswish_relu_typed(const ConvParams& p) {
   }
 }
 
-// The element-wise passes run serially over the range they are given: the torch layer spreads
-// ranges over PyTorch's own thread pool (at::parallel_for), the pool and grain its convolution
-// uses whatever PyTorch's threading backend (OpenMP, or its native pool, where an OpenMP loop
-// here would start a second team).
+// Element-wise passes wake the OpenMP team only above this many elements: waking it costs
+// microseconds, more than a small layer's whole pass (at::internal::GRAIN_SIZE's role in ATen).
+constexpr int64_t kParallelElements = 32768;
+
 template <typename T>
-void hardswish_relu_grad_typed(const ActivationGradParams& p, int64_t begin, int64_t end) {
+void hardswish_relu_grad_typed(const ActivationGradParams& p) {
   const T* grad_output = static_cast<const T*>(p.grad_output);
   const T* output = static_cast<const T*>(p.output);
   T* grad_input = static_cast<T*>(p.grad_input);
-  for (int64_t i = begin; i < end; ++i) {
+#pragma omp parallel for schedule(static) if (p.numel > kParallelElements)
+  for (int64_t i = 0; i < p.numel; ++i) {
     grad_input[i] = HardSwishReLU<T>::backward_cpu(grad_output[i], output[i]);
   }
 }
@@ -118,9 +119,10 @@ bool dispatch_float_dtype(DType dtype, Body&& body) {
 }
 
 template <typename T>
-void hardswish_relu_inplace_typed(const ActivationParams& p, int64_t begin, int64_t end) {
+void hardswish_relu_inplace_typed(const ActivationParams& p) {
   T* data = static_cast<T*>(p.data);
-  for (int64_t i = begin; i < end; ++i) {
+#pragma omp parallel for schedule(static) if (p.numel > kParallelElements)
+  for (int64_t i = 0; i < p.numel; ++i) {
     data[i] = HardSwishReLU<T>::value(data[i]);
   }
 }
@@ -133,15 +135,15 @@ bool conv_hardswish_relu_cpu(const ConvParams& params) {
   });
 }
 
-bool hardswish_relu_inplace_cpu(const ActivationParams& params, int64_t begin, int64_t end) {
+bool hardswish_relu_inplace_cpu(const ActivationParams& params) {
   return dispatch_float_dtype(params.dtype, [&](auto tag) {
-    hardswish_relu_inplace_typed<decltype(tag)>(params, begin, end);
+    hardswish_relu_inplace_typed<decltype(tag)>(params);
   });
 }
 
-bool hardswish_relu_grad_cpu(const ActivationGradParams& params, int64_t begin, int64_t end) {
+bool hardswish_relu_grad_cpu(const ActivationGradParams& params) {
   return dispatch_float_dtype(params.dtype, [&](auto tag) {
-    hardswish_relu_grad_typed<decltype(tag)>(params, begin, end);
+    hardswish_relu_grad_typed<decltype(tag)>(params);
   });
 }
 

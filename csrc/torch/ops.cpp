@@ -385,20 +385,6 @@ bool cpu_direct_forced() {
   return forced;
 }
 
-// A float32 / float64 element-wise pass of the torch-free CPU core over PyTorch's thread pool
-// (the pool the convolution runs on, sized by torch.set_num_threads); false, running nothing,
-// for other dtypes. Ranges below at::internal::GRAIN_SIZE run on the calling thread.
-template <typename Params>
-bool parallel_float_pass(const Params& params,
-                         bool (*range_pass)(const Params&, int64_t, int64_t)) {
-  if (params.dtype != DType::kFloat32 && params.dtype != DType::kFloat64) {
-    return false;
-  }
-  at::parallel_for(0, params.numel, at::internal::GRAIN_SIZE,
-                   [&](int64_t begin, int64_t end) { range_pass(params, begin, end); });
-  return true;
-}
-
 // bfloat16 / float16 on the CPU (autocast's CPU types; the torch-free CPU kernels are float32 /
 // float64): the same functor evaluated in float32 and rounded once, as PyTorch's CPU
 // hardswish does, in one parallel pass.
@@ -453,7 +439,7 @@ at::Tensor conv2d_hardswish_relu_cpu_op(const at::Tensor& input, const at::Tenso
   at::Tensor z = floor_convolution(input, weight, conv.bias, stride, padding, dilation, groups,
                                    /*allow_tf32=*/false);
   const ActivationParams params{z.numel(), to_dtype(input.scalar_type()), z.data_ptr()};
-  if (!parallel_float_pass(params, hardswish_relu_inplace_cpu)) {
+  if (!hardswish_relu_inplace_cpu(params)) {
     hardswish_relu_inplace_reduced_cpu(z);
   }
   return z;
@@ -461,7 +447,7 @@ at::Tensor conv2d_hardswish_relu_cpu_op(const at::Tensor& input, const at::Tenso
 
 at::Tensor hardswish_relu_grad_cpu_op(const at::Tensor& grad_output, const at::Tensor& output) {
   ActivationGradCall call = prepare_activation_grad(grad_output, output);
-  if (!parallel_float_pass(call.params, hardswish_relu_grad_cpu)) {
+  if (!hardswish_relu_grad_cpu(call.params)) {
     hardswish_relu_grad_reduced_cpu(call);
   }
   return call.grad_input;

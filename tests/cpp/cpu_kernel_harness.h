@@ -391,7 +391,7 @@ void check_activation_grad(const ConvCase& c) {
   p.grad_output = grad_output.data();
   p.output = output.data();
   p.grad_input = grad_input.data();
-  ASSERT_TRUE(fusedconv::hardswish_relu_grad_cpu(p, 0, p.numel));
+  ASSERT_TRUE(fusedconv::hardswish_relu_grad_cpu(p));
 
   MismatchReport report(c.output_shape());
   int64_t compared = 0;

@@ -353,7 +353,7 @@ void check_grad_matches_functor() {
   p.grad_output = grad_output.data();
   p.output = output.data();
   p.grad_input = grad_input.data();
-  ASSERT_TRUE(fusedconv::hardswish_relu_grad_cpu(p, 0, p.numel));
+  ASSERT_TRUE(fusedconv::hardswish_relu_grad_cpu(p));
 
   for (size_t i = 0; i < output.size(); ++i) {
     if (std::isnan(output[i])) {
@@ -377,7 +377,7 @@ TEST(HardSwishReLUGradCpu, EmptyIsANoOp) {
   ActivationGradParams p{};
   p.numel = 0;
   p.dtype = DType::kFloat32;
-  EXPECT_TRUE(fusedconv::hardswish_relu_grad_cpu(p, 0, p.numel));
+  EXPECT_TRUE(fusedconv::hardswish_relu_grad_cpu(p));
 }
 
 // The CPU path is float32/float64 only; other dtypes must be refused before anything is written.
@@ -406,7 +406,7 @@ TEST_P(CpuUnsupportedDType, GradReturnsFalseAndWritesNothing) {
   p.grad_output = grad_output.data();
   p.output = output.data();
   p.grad_input = grad_input.data();
-  EXPECT_FALSE(fusedconv::hardswish_relu_grad_cpu(p, 0, p.numel));
+  EXPECT_FALSE(fusedconv::hardswish_relu_grad_cpu(p));
   for (const float value : grad_input) {
     ASSERT_TRUE(std::isnan(value));
   }

@@ -56,4 +56,3 @@ def test_cpu_floor_and_direct_kernel_match_float64(tmp_path):
         # Both in the memory format F.conv2d gives.
         assert floor.stride() == reference_forward(x, weight, bias, **kwargs).stride()
         assert from_direct.stride() == floor.stride()
-

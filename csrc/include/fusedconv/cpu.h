@@ -2,8 +2,6 @@
 // (float64 so that torch.autograd.gradcheck can run on the CPU).
 #pragma once
 
-#include <cstdint>
-
 #include "fusedconv/params.h"
 
 namespace fusedconv {
@@ -12,13 +10,11 @@ namespace fusedconv {
 // float32 / float64; the torch layer validates dtypes first.
 bool conv_hardswish_relu_cpu(const ConvParams& params);
 
-// data = relu(hardswish(data)) in place over elements [begin, end) of the `numel` contiguous ones
-// (the floor path's pass after PyTorch's convolution; params.bias is not read: oneDNN adds the
-// bias inside the convolution). Serial: the caller splits [0, numel) over its thread pool (the
-// torch layer: at::parallel_for). Same dtype rule.
-bool hardswish_relu_inplace_cpu(const ActivationParams& params, int64_t begin, int64_t end);
+// data = relu(hardswish(data)) in place, `numel` contiguous elements (the floor path's pass after
+// PyTorch's convolution). Same dtype rule.
+bool hardswish_relu_inplace_cpu(const ActivationParams& params);
 
-// grad_input = grad_output * f'(output) over elements [begin, end). Serial, same dtype rule.
-bool hardswish_relu_grad_cpu(const ActivationGradParams& params, int64_t begin, int64_t end);
+// grad_input = grad_output * f'(output). Same dtype rule.
+bool hardswish_relu_grad_cpu(const ActivationGradParams& params);
 
 }  // namespace fusedconv
