@@ -72,10 +72,19 @@ void validate_backward(const at::Tensor& grad_output, const at::Tensor& input,
                        at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
                        int64_t groups);
 
-// Gradients any backend can compute: g = grad_output * f'(output) by the element-wise op, then
-// ATen's convolution backward. With `differentiable`, g is formed from differentiable ATen ops
-// instead, so the result supports double backward. Entries not asked for by `mask` (input,
-// weight, bias) are undefined.
+// g = grad_output * f'(output): the element-wise op, or with `differentiable` differentiable
+// ATen ops (double backward).
+at::Tensor activation_grad(const at::Tensor& grad_output, const at::Tensor& output,
+                           bool differentiable);
+
+// ATen's convolution backward of g (any padding: asymmetric padding padded explicitly); entries
+// not asked for by `mask` (input, weight, bias) are undefined.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> convolution_backward_of(
+    const at::Tensor& grad_z, const at::Tensor& input, const at::Tensor& weight,
+    at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
+    std::array<bool, 3> mask);
+
+// Gradients any backend can compute: activation_grad, then convolution_backward_of.
 std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_composite(
     const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& weight,
     const at::Tensor& output, at::IntArrayRef stride, at::IntArrayRef padding,

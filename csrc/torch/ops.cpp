@@ -311,52 +311,60 @@ ActivationGradCall prepare_activation_grad(const at::Tensor& grad_output,
   return call;
 }
 
+at::Tensor activation_grad(const at::Tensor& grad_output, const at::Tensor& output,
+                           bool differentiable) {
+  static auto grad_op = c10::Dispatcher::singleton()
+                            .findSchemaOrThrow("fusedconv::hardswish_relu_grad", "")
+                            .typed<at::Tensor(const at::Tensor&, const at::Tensor&)>();
+  if (!differentiable) {
+    return grad_op.call(grad_output, output);
+  }
+  // activation.h's table in ATen ops. The clamp keeps sqrt's argument >= 9 on every branch, so
+  // the unselected branches' derivatives stay finite (no 0 * NaN through where).
+  // A NaN output selects as the first-order kernels do: the root branch (NaN) on the CPU,
+  // the pass-through branch (1) on CUDA (HardSwishReLU::backward_cpu / backward).
+  const at::Tensor root = at::sqrt(output.clamp(0, 3) * 24 + 9) / 6;
+  const at::Tensor slope = output.is_cuda()
+                               ? at::where(output <= 3, root, at::ones_like(output))
+                               : at::where(output > 3, at::ones_like(output), root);
+  return at::where(output <= 0, at::zeros_like(output), grad_output * slope);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> convolution_backward_of(
+    const at::Tensor& grad_z, const at::Tensor& input, const at::Tensor& weight,
+    at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
+    std::array<bool, 3> mask) {
+  const std::array<int64_t, 1> bias_sizes = {weight.size(0)};
+  const std::array<int64_t, 2> no_output_padding = {0, 0};
+  if (padding[0] == padding[1] && padding[2] == padding[3]) {
+    const std::array<int64_t, 2> pad = {padding[0], padding[2]};
+    return at::convolution_backward(grad_z, input, weight, at::IntArrayRef(bias_sizes), stride,
+                                    pad, dilation, /*transposed=*/false, no_output_padding,
+                                    groups, mask);
+  }
+  // ATen's backward takes symmetric padding only ('same' with an even dilated kernel is not):
+  // pad explicitly, differentiate the unpadded convolution, then crop grad_input back.
+  const at::Tensor padded =
+      at::constant_pad_nd(input, {padding[2], padding[3], padding[0], padding[1]}, 0);
+  const std::array<int64_t, 2> no_pad = {0, 0};
+  auto grads = at::convolution_backward(grad_z, padded, weight, at::IntArrayRef(bias_sizes),
+                                        stride, no_pad, dilation, /*transposed=*/false,
+                                        no_output_padding, groups, mask);
+  at::Tensor& grad_input = std::get<0>(grads);
+  if (grad_input.defined()) {
+    grad_input = grad_input.narrow(2, padding[0], input.size(2))
+                     .narrow(3, padding[2], input.size(3))
+                     .contiguous(input.suggest_memory_format());
+  }
+  return grads;
+}
+
 std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_composite(
     const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& weight,
     const at::Tensor& output, at::IntArrayRef stride, at::IntArrayRef padding,
     at::IntArrayRef dilation, int64_t groups, std::array<bool, 3> mask, bool differentiable) {
-  static auto grad_op = c10::Dispatcher::singleton()
-                            .findSchemaOrThrow("fusedconv::hardswish_relu_grad", "")
-                            .typed<at::Tensor(const at::Tensor&, const at::Tensor&)>();
-  at::Tensor grad_z;
-  if (differentiable) {
-    // activation.h's table in ATen ops. The clamp keeps sqrt's argument >= 9 on every branch, so
-    // the unselected branches' derivatives stay finite (no 0 * NaN through where).
-    // A NaN output selects as the first-order kernels do: the root branch (NaN) on the CPU,
-    // the pass-through branch (1) on CUDA (HardSwishReLU::backward_cpu / backward).
-    const at::Tensor root = at::sqrt(output.clamp(0, 3) * 24 + 9) / 6;
-    const at::Tensor slope = output.is_cuda()
-                                 ? at::where(output <= 3, root, at::ones_like(output))
-                                 : at::where(output > 3, at::ones_like(output), root);
-    grad_z = at::where(output <= 0, at::zeros_like(output), grad_output * slope);
-  } else {
-    grad_z = grad_op.call(grad_output, output);
-  }
-  const std::array<int64_t, 1> bias_sizes = {weight.size(0)};
-  const std::array<int64_t, 2> no_output_padding = {0, 0};
-  std::tuple<at::Tensor, at::Tensor, at::Tensor> grads;
-  if (padding[0] == padding[1] && padding[2] == padding[3]) {
-    const std::array<int64_t, 2> pad = {padding[0], padding[2]};
-    grads = at::convolution_backward(grad_z, input, weight, at::IntArrayRef(bias_sizes), stride,
-                                     pad, dilation, /*transposed=*/false, no_output_padding,
-                                     groups, mask);
-  } else {
-    // ATen's backward takes symmetric padding only ('same' with an even dilated kernel is not):
-    // pad explicitly, differentiate the unpadded convolution, then crop grad_input back.
-    const at::Tensor padded =
-        at::constant_pad_nd(input, {padding[2], padding[3], padding[0], padding[1]}, 0);
-    const std::array<int64_t, 2> no_pad = {0, 0};
-    grads = at::convolution_backward(grad_z, padded, weight, at::IntArrayRef(bias_sizes), stride,
-                                     no_pad, dilation, /*transposed=*/false, no_output_padding,
-                                     groups, mask);
-    at::Tensor& grad_input = std::get<0>(grads);
-    if (grad_input.defined()) {
-      grad_input = grad_input.narrow(2, padding[0], input.size(2))
-                       .narrow(3, padding[2], input.size(3))
-                       .contiguous(input.suggest_memory_format());
-    }
-  }
-  return grads;
+  return convolution_backward_of(activation_grad(grad_output, output, differentiable), input,
+                                 weight, stride, padding, dilation, groups, mask);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_outputs(
@@ -453,12 +461,42 @@ at::Tensor hardswish_relu_grad_cpu_op(const at::Tensor& grad_output, const at::T
   return call.grad_input;
 }
 
+// The CPU backward's one layout rule. On torch 2.1 (oneDNN 3.1) the channels_last backward of
+// grouped convolutions (depthwise included) ran 2-15x slower than the same backward on NCHW
+// copies, copies included; on torch 2.4 and 2.9 it ran 1.1-5x faster than the copies (the
+// networks suite's layers; benchmarks/NOTES.md). So on 2.1, measured slow, those run on NCHW
+// copies, and backward_outputs hands the gradients back in channels_last.
+bool cpu_backward_via_nchw(const at::Tensor& input, const at::Tensor& weight, int64_t groups) {
+#if TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR <= 1
+  return groups > 1 && output_memory_format(input, weight) == at::MemoryFormat::ChannelsLast;
+#else
+  (void)input, (void)weight, (void)groups;
+  return false;
+#endif
+}
+
+// `t` with NCHW strides. Not contiguous(): a depthwise weight (C_in / groups == 1) in
+// channels_last strides counts as contiguous too, and oneDNN, seeing channels_last, runs the
+// whole backward in channels_last again.
+at::Tensor nchw_copy(const at::Tensor& t) {
+  return t.suggest_memory_format() == at::MemoryFormat::Contiguous && t.is_contiguous()
+             ? t
+             : t.clone(at::MemoryFormat::Contiguous);
+}
+
 std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_hardswish_relu_backward_cpu_op(
     const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& weight,
     const at::Tensor& output, at::IntArrayRef stride, at::IntArrayRef padding,
     at::IntArrayRef dilation, int64_t groups, std::array<bool, 3> output_mask,
     c10::optional<bool> /*allow_tf32: does not apply on the CPU*/) {
   validate_backward(grad_output, input, weight, output, stride, padding, dilation, groups);
+  if (cpu_backward_via_nchw(input, weight, groups)) {
+    return backward_outputs(
+        convolution_backward_of(nchw_copy(activation_grad(grad_output, output, false)),
+                                nchw_copy(input), nchw_copy(weight), stride, padding, dilation,
+                                groups, output_mask),
+        input, weight);
+  }
   return backward_outputs(backward_composite(grad_output, input, weight, output, stride, padding,
                                              dilation, groups, output_mask,
                                              /*differentiable=*/false),

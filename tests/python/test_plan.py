@@ -73,6 +73,31 @@ def test_default_plan_and_the_kernels_it_launches(case, args, expected):
         assert any("hardswish_relu_inplace" in name for name in names), names
 
 
+# (case, _args' arguments, forward kernel on Hopper with TF32 allowed, and with it disallowed):
+# the crossovers of forward_plan.cu, measured against the floor (benchmarks/NOTES.md).
+CROSSOVER_CASES = [
+    ("1x1_expanding", dict(n=4, cin=24, cout=144, size=28, kernel=1), "wgmma", "wgmma"),
+    ("1x1_equal_channels", dict(n=4, cin=128, cout=128, size=28, kernel=1), "wgmma", "wgmma"),
+    ("1x1_non_expanding", dict(n=4, cin=144, cout=40, size=28, kernel=1), "floor", "floor"),
+    ("1x1_narrow_reducing", dict(n=4, cin=48, cout=32, size=28, kernel=1), "wgmma", "wgmma"),
+    ("3x3_8ch_strided", dict(n=4, cin=8, cout=64, size=28, kernel=3, stride=2),
+     "mma_sync", "floor"),
+    ("3x3_3ch_strided", dict(n=4, cin=3, cout=32, size=28, kernel=3, stride=2),
+     "mma_sync", "mma_sync"),
+    ("3x3_16ch_strided", dict(n=4, cin=16, cout=32, size=28, kernel=3, stride=2),
+     "floor", "floor"),
+]
+
+
+@pytest.mark.skipif(not HOPPER, reason="the crossovers were measured on Hopper (sm_90)")
+@pytest.mark.parametrize("case,args,with_tf32,without_tf32", CROSSOVER_CASES,
+                         ids=[c[0] for c in CROSSOVER_CASES])
+def test_measured_crossovers(case, args, with_tf32, without_tf32):
+    args = _args(**args)
+    assert _plan(args, True) == with_tf32, case
+    assert _plan(args, False) == without_tf32, case
+
+
 def test_each_call_plans_once():
     ops = fusedconv.load_extension()
     for args in (_args(**FUSED_CASE), _args(**FLOOR_CASE)):

@@ -34,9 +34,9 @@ namespace {
 
 // Where the fused backward measured faster than the floor's g pass plus PyTorch's convolution
 // backward (cuDNN): nowhere reliably. On an H200 (benchmarks/crossover.py, batch 32, 216 float32
-// NCHW stride-1 shapes per precision mode; benchmarks/NOTES.md "Crossovers") it won on 18
-// (3xTF32) and 34 (TF32) shapes, by at most 1.3-1.5x, scattered among losses of the same
-// channel counts, and lost down to 0.07x from 32 input channels on. So the default plan takes
+// NCHW stride-1 shapes per precision mode; benchmarks/NOTES.md "Crossovers") it won on 19
+// (3xTF32) and 30 (TF32) shapes, by at most 1.3-1.5x, scattered among losses of the same
+// channel counts, and lost down to 0.05x from 32 input channels on. So the default plan takes
 // the floor; PlanPolicy::kFused still reaches the kernels (their tests, issue 21's work).
 bool fused_beats_floor(const ConvParams& /*p*/, bool /*allow_tf32*/) { return false; }
 

@@ -40,24 +40,24 @@ constexpr int64_t kMinWgmmaOutChannels = 17;
 // "Crossovers"): Python-call time of the fused kernel against the floor path. Applied on every
 // architecture: the kernels and cuDNN's relative strengths are measured there only.
 
-// wgmma beat the floor on 219 of 228 shapes it takes; it lost clearly on 1x1 convolutions that
-// reduce channels by 4x or more (cuDNN's GEMM: 0.57-0.83x), which go to the floor.
+// wgmma beat the floor on 196 of the other 204 shapes it takes; it lost on 16 of the 24 1x1 convs
+// that do not expand the channels from 64 input channels on (down to 0.49x against cuDNN's GEMM
+// and the one-pass floor), which go to the floor.
 bool wgmma_beats_floor(const ConvParams& p, bool /*allow_tf32*/) {
-  const bool reducing_1x1 =
-      p.kernel_h * p.kernel_w == 1 && p.in_channels >= 4 * p.out_channels;
-  return !reducing_1x1;
+  const bool non_expanding_1x1 = p.kernel_h * p.kernel_w == 1 && p.in_channels >= 64 &&
+                                 p.out_channels < p.in_channels;
+  return !non_expanding_1x1;
 }
 
-// mma.sync beat the floor where the input has few channels (up to 8: 1.03-3.8x on all 124
-// such shapes it took), and lost from 64 input channels on (down to 0.12x); in between it won
-// or lost by shape. 3xTF32 with a strided kernel larger than 3x3 lost from 8 channels (0.79x).
+// mma.sync beat the floor where the input has few channels (up to 8), and lost from 64 input
+// channels on (down to 0.10x); in between it won or lost by shape. With 3xTF32, strided
+// convolutions of 4-8 input channels were a toss-up (12 of 28 lost, 0.67-1.59x): the floor.
 bool mma_sync_beats_floor(const ConvParams& p, bool allow_tf32) {
   if (p.in_channels > 8) {
     return false;
   }
-  const bool strided_large_kernel =
-      (p.stride_h > 1 || p.stride_w > 1) && p.kernel_h * p.kernel_w > 9;
-  return allow_tf32 || p.in_channels <= 3 || !strided_large_kernel;
+  const bool strided = p.stride_h > 1 || p.stride_w > 1;
+  return allow_tf32 || p.in_channels <= 3 || !strided;
 }
 
 }  // namespace
