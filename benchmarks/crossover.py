@@ -6,7 +6,9 @@ it), times in one process the forward with the planners' policy set to "fused" (
 wherever one applies) and to "floor", and likewise the backward op (all three gradients).
 Python-call medians with CUDA events. Writes one JSON record per (shape, precision, direction)
 with the kernel the fused policy chose; docs/DESIGN.md's dispatch rule is read off these records
-(benchmarks/NOTES.md, "Crossovers"). Usage (GPU): python benchmarks/crossover.py --json out.json
+(benchmarks/NOTES.md, "Crossovers"). `--directions depthwise` sweeps the depthwise kernel
+(both layouts, float32 and bfloat16) the same way. Usage (GPU): python benchmarks/crossover.py
+--json out.json
 """
 
 import argparse
@@ -56,10 +58,42 @@ def sweep(repeats, directions):
             for cin, cout, size, k, stride, dtype in forward_shapes():
                 records.append(time_forward(ops, cin, cout, size, k, stride, dtype, precision,
                                             repeats))
+        if "depthwise" in directions:
+            for shape in depthwise_shapes():
+                records.append(time_depthwise(ops, *shape, precision, repeats))
         if "bwd" in directions:
             for cin, cout, size, k in backward_shapes():
                 records.append(time_backward(ops, cin, cout, size, k, precision, repeats))
     return [r for r in records if r is not None]
+
+
+def depthwise_shapes():
+    """(channels, size, k, stride, dtype, channels_last): the depthwise kernel's domain at the
+    sizes networks run it (MobileNetV3 / EfficientNet channel counts and their planes)."""
+    pairs = ((32, 112), (64, 56), (96, 112), (120, 28), (144, 56), (240, 28), (672, 14))
+    return [(channels, size, k, stride, dtype, channels_last)
+            for (channels, size), k, stride, dtype, channels_last in itertools.product(
+                pairs, (3, 5), (1, 2), (torch.float32, torch.bfloat16), (False, True))]
+
+
+def time_depthwise(ops, channels, size, k, stride, dtype, channels_last, precision, repeats):
+    x = torch.randn(BATCH, channels, size, size, device="cuda", dtype=dtype)
+    w = torch.randn(channels, 1, k, k, device="cuda", dtype=dtype) / k
+    b = torch.randn(channels, device="cuda", dtype=dtype)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+        w = w.contiguous(memory_format=torch.channels_last)
+    args = (x, w, b, [stride, stride], [k // 2] * 4, [1, 1], channels)
+    kernel = _with_policy(ops, "fused", lambda: ops._plan(*args))
+    if kernel == "floor":
+        return None
+    call = ops.conv2d_hardswish_relu
+    fused = _with_policy(ops, "fused", lambda: median_ms(lambda: call(*args), repeats))
+    floor = _with_policy(ops, "floor", lambda: median_ms(lambda: call(*args), repeats))
+    return {"direction": "fwd", "cin": channels, "cout": channels, "size": size, "k": k,
+            "stride": stride, "dtype": str(dtype)[6:], "precision": precision,
+            "kernel": kernel, "fused_ms": fused, "floor_ms": floor, "batch": BATCH,
+            "groups": channels, "layout": "channels_last" if channels_last else "nchw"}
 
 
 def _tensors(cin, cout, size, k, dtype):
@@ -114,16 +148,18 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--json", required=True)
     parser.add_argument("--repeats", type=int, default=15)
-    parser.add_argument("--directions", default="fwd,bwd")
+    parser.add_argument("--directions", default="fwd,bwd",
+                        help="comma list of fwd, bwd (dense sweeps) and depthwise")
     args = parser.parse_args()
     started = time.perf_counter()
     records = sweep(args.repeats, args.directions.split(","))
     with open(args.json, "w") as handle:
         json.dump(records, handle, indent=0)
     for r in records:
-        print("%s %-8s %-9s %3d->%-3d %3d k%d s%d %-13s fused %.4f floor %.4f  %.2fx"
+        print("%s %-8s %-9s %3d->%-3d %3d k%d s%d %-13s %-13s fused %.4f floor %.4f  %.2fx"
               % (r["direction"], r["precision"], r["dtype"], r["cin"], r["cout"], r["size"],
-                 r["k"], r["stride"], r["kernel"], r["fused_ms"], r["floor_ms"],
+                 r["k"], r["stride"], r["kernel"], r.get("layout", "nchw"), r["fused_ms"],
+                 r["floor_ms"],
                  r["floor_ms"] / r["fused_ms"]))
     print("%d records in %.0f s" % (len(records), time.perf_counter() - started))
 

@@ -140,6 +140,8 @@ std::string forward_kernel_name(ForwardKernel kernel) {
   switch (kernel) {
     case ForwardKernel::kNone:
       return "none";
+    case ForwardKernel::kDepthwise:
+      return "depthwise";
     case ForwardKernel::kSmallProblem:
       return "small_problem";
     case ForwardKernel::kWgmma:

@@ -15,6 +15,15 @@ from conftest import assert_close_with_nonfinite, cuda_kernel_names
 
 pytestmark = pytest.mark.cuda
 
+
+@pytest.fixture(autouse=True)
+def _floor_policy():
+    # The floor wherever it could run (a depthwise call would take the depthwise kernel).
+    previous = torch.ops.fusedconv._plan_policy("floor")
+    yield
+    torch.ops.fusedconv._plan_policy(previous)
+
+
 # Relative L2 error against float64: float32 with TF32 disallowed as for every other path;
 # float16 / bfloat16 within twice eager PyTorch's own error in that dtype (checked separately).
 TOLERANCE = {torch.float64: 1e-12, torch.float32: 1e-5}

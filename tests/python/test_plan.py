@@ -16,7 +16,8 @@ HOPPER = torch.cuda.is_available() and torch.cuda.get_device_capability() == (9,
 
 # Names of the kernels each plan launches (a fragment of the CUDA kernel's name); the floor
 # launches cuDNN's convolution and our in-place activation pass.
-FUSED_KERNEL_NAMES = {"small_problem": "conv_hardswish_relu_direct_",
+FUSED_KERNEL_NAMES = {"depthwise": "conv_hardswish_relu_depthwise_kernel",
+                      "small_problem": "conv_hardswish_relu_direct_",
                       "wgmma": "conv_hardswish_relu_wgmma",
                       "mma_sync": "conv_hardswish_relu_mma_sync_kernel"}
 
@@ -49,7 +50,11 @@ CASES = [
     ("kernelbench_v0", dict(n=16, cin=3, cout=16, size=32, kernel=3), "small_problem"),
     ("kernelbench_v0.1_fp32", dict(n=8, cin=8, cout=64, size=64, kernel=3), "wgmma"),
     ("channels_last", dict(n=2, cin=16, cout=32, size=20, kernel=3, channels_last=True), "floor"),
-    ("depthwise", dict(n=2, cin=32, cout=32, size=20, kernel=3, padding=1, groups=32), "floor"),
+    ("depthwise", dict(n=2, cin=32, cout=32, size=20, kernel=3, padding=1, groups=32),
+     "depthwise"),
+    ("depthwise_channels_last", dict(n=2, cin=32, cout=64, size=20, kernel=5, stride=2,
+                                     groups=32, dtype=torch.bfloat16, channels_last=True),
+     "depthwise"),
     ("grouped", dict(n=2, cin=32, cout=64, size=20, kernel=3, padding=1, groups=4), "floor"),
     ("float64", dict(n=2, cin=8, cout=64, size=20, kernel=3, dtype=torch.float64), "floor"),
     ("bf16_strided", dict(n=2, cin=16, cout=32, size=20, kernel=3, stride=2,

@@ -30,6 +30,11 @@ CASES = [
     (2, 12, 40, 17, 23, 3, {"stride": 2, "padding": 1, "forward_only": True}, torch.float32,
      1e-5),
     (2, 6, 6, 10, 9, 3, {"groups": 3, "stride": 2, "padding": 1}, torch.float16, 2e-3),
+    # The depthwise kernel (both layouts below): the unrolled 3x3 / 5x5 variants at stride 1
+    # and 2 with partial strips, and the run-time one (dilated, non-square, multiplier 2).
+    (2, 7, 7, 11, 13, 3, {"groups": 7, "padding": 1}, torch.float32, 1e-5),
+    (2, 5, 5, 12, 9, 5, {"groups": 5, "stride": 2, "padding": 2}, torch.bfloat16, 1e-2),
+    (1, 3, 6, 9, 10, (3, 2), {"groups": 3, "dilation": 2, "padding": 1}, torch.float64, 1e-12),
     # float16 / bfloat16 through the resident Hopper kernel: an odd width (plain copies of 2-byte
     # elements, scalar stores), an even one that is no 16-byte multiple (4-byte copies of pairs),
     # and a 16-byte multiple (16-byte copies, 4-byte pair stores, several items per CTA).

@@ -21,6 +21,15 @@ bool applies(const ConvParams& params);
 cudaError_t launch(const ConvParams& params, cudaStream_t stream);
 }  // namespace small_problem
 
+// Depthwise (depthwise.cu): groups == in_channels > 1 (any channel multiplier), dense NCHW or
+// dense channels_last input and output in the same layout, any kernel, stride, padding and
+// dilation, every dtype, input and batch x output channels x output rows x column strips below
+// 2^31. Float32 accuracy (float64 for float64) in either precision mode; no workspace.
+namespace depthwise {
+bool applies(const ConvParams& params);
+cudaError_t launch(const ConvParams& params, cudaStream_t stream);
+}  // namespace depthwise
+
 // Hopper (wgmma/): `applies` on compute capability 9.0 with the sm_90a code built, stride 1 and
 // dilation 1 on dense NCHW, more than 16 output channels, and a tile within shared memory for
 // one of its variants: resident weights, up to 32 k steps of 8 input channels x one tap,

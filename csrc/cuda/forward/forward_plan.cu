@@ -1,5 +1,7 @@
 // The forward's dispatch rule, its one home: which kernel runs a call, and the workspace it
 // needs. Under the default (measured) policy, in order:
+//   0. depthwise convolutions (groups == in_channels > 1) in dense NCHW or channels_last, any
+//      dtype: the depthwise kernel, one launch, no workspace;
 //   1. small problems (at most 16 output channels and 32 inputs per output position): the
 //      small-problem kernels (DMMA / FFMA), one launch, no workspace;
 //   2. on Hopper, more than 16 output channels: the wgmma kernels, where their tile fits and
@@ -74,6 +76,10 @@ cudaError_t plan_forward(const ConvParams& params, bool allow_tf32, ForwardPlan&
     return cudaSuccess;
   }
   const bool measured = policy == PlanPolicy::kMeasured;
+  if (depthwise::applies(params)) {
+    plan.kernel = ForwardKernel::kDepthwise;
+    return cudaSuccess;
+  }
   if (small_problem::applies(params)) {
     plan.kernel = ForwardKernel::kSmallProblem;
     return cudaSuccess;
@@ -106,6 +112,8 @@ cudaError_t launch_planned(const ConvParams& params, const ForwardPlan& plan, bo
   switch (plan.kernel) {
     case ForwardKernel::kNone:
       return cudaSuccess;  // an empty output
+    case ForwardKernel::kDepthwise:
+      return depthwise::launch(params, stream);
     case ForwardKernel::kSmallProblem:
       return small_problem::launch(params, stream);
     case ForwardKernel::kWgmma:

@@ -1,0 +1,243 @@
+// Depthwise forward (groups == in_channels > 1, out_channels = multiplier x in_channels):
+// convolution, bias, hardswish and relu in one launch, no workspace, every dtype. Memory-bound
+// (k x k products per output), so a direct convolution on CUDA cores: float32 in float32 FMAs
+// (float32 accuracy in either precision mode, as PyTorch's own depthwise kernel), float64 in
+// float64, float16 / bfloat16 accumulated in float32 and rounded once at the store.
+//
+// Each thread computes kStrip consecutive output columns of one (image, output channel, output
+// row). It walks the kernel's rows; for each one it loads the input span its strip covers once
+// into registers ((kStrip - 1) x stride + kernel columns), so neighbouring outputs share loads.
+// Mapping: in NCHW the threads of a warp take consecutive strips of a row (each loads a
+// contiguous span); in channels_last consecutive output channels at one position (each load
+// instruction of the warp reads one contiguous run of channels). The kernel size and stride are
+// template arguments for 3x3 / 5x5 at stride 1 / 2 without dilation (unrolled spans in
+// registers); every other geometry takes the run-time variant, which loads per tap.
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "forward/families.h"
+#include "fusedconv/activation.h"
+#include "fusedconv/dtype.cuh"
+#include "fusedconv/fast_divisor.h"
+#include "fusedconv/params.h"
+
+namespace fusedconv {
+namespace depthwise {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int kStrip = 4;  // output columns per thread
+
+// The index walk's divisions, fixed per launch.
+struct Geometry {
+  FastDivisor out_channels, out_height, strips, multiplier;
+  uint32_t threads;  // batch x out_channels x out_height x strips, < 2^31 (applies)
+};
+
+__device__ __forceinline__ float multiply_add(float a, float b, float c) { return fmaf(a, b, c); }
+__device__ __forceinline__ double multiply_add(double a, double b, double c) {
+  return fma(a, b, c);
+}
+
+// Splits a thread's index into (image, output channel, output row, strip) in the layout's order.
+template <bool kChannelsLast>
+__device__ __forceinline__ void locate(uint32_t index, const Geometry& g, uint32_t& n,
+                                       uint32_t& channel, uint32_t& row, uint32_t& strip) {
+  if (kChannelsLast) {  // index = ((n * H + row) * strips + strip) * C + channel
+    uint32_t rest = g.out_channels.quotient(index);
+    channel = index - rest * g.out_channels.divisor;
+    const uint32_t rows = g.strips.quotient(rest);
+    strip = rest - rows * g.strips.divisor;
+    n = g.out_height.quotient(rows);
+    row = rows - n * g.out_height.divisor;
+  } else {  // index = ((n * C + channel) * H + row) * strips + strip
+    uint32_t rest = g.strips.quotient(index);
+    strip = index - rest * g.strips.divisor;
+    const uint32_t planes = g.out_height.quotient(rest);
+    row = rest - planes * g.out_height.divisor;
+    n = g.out_channels.quotient(planes);
+    channel = planes - n * g.out_channels.divisor;
+  }
+}
+
+// kKernel / kStride > 0: square kernel and stride known at compile time, dilation 1. 0: read at
+// run time (any kernel, stride and dilation).
+template <typename Storage, bool kChannelsLast, int kKernel, int kStride>
+__global__ void __launch_bounds__(kThreads)
+    conv_hardswish_relu_depthwise_kernel(const ConvParams p, const Geometry g) {
+  using Traits = StorageTraits<Storage>;
+  using Acc = typename Traits::Acc;
+  const uint32_t index = blockIdx.x * kThreads + threadIdx.x;
+  if (index >= g.threads) {
+    return;
+  }
+  uint32_t n, channel, row, strip;
+  locate<kChannelsLast>(index, g, n, channel, row, strip);
+  const uint32_t in_channel = g.multiplier.quotient(channel);
+  const int kernel_h = kKernel > 0 ? kKernel : static_cast<int>(p.kernel_h);
+  const int kernel_w = kKernel > 0 ? kKernel : static_cast<int>(p.kernel_w);
+  const int stride_h = kStride > 0 ? kStride : static_cast<int>(p.stride_h);
+  const int stride_w = kStride > 0 ? kStride : static_cast<int>(p.stride_w);
+  const int in_height = static_cast<int>(p.in_height);
+  const int in_width = static_cast<int>(p.in_width);
+  const int first_out_col = static_cast<int>(strip) * kStrip;
+  const int first_row = static_cast<int>(row) * stride_h - static_cast<int>(p.pad_top);
+  const int first_col = first_out_col * stride_w - static_cast<int>(p.pad_left);
+
+  const Storage* __restrict__ plane = static_cast<const Storage*>(p.input) +
+                                      int64_t{n} * p.input_strides.n +
+                                      int64_t{in_channel} * p.input_strides.c;
+  const Storage* __restrict__ weight =
+      static_cast<const Storage*>(p.weight) + int64_t{channel} * p.weight_strides.n;
+  const Storage* __restrict__ bias = static_cast<const Storage*>(p.bias);
+  const Acc bias_value = bias != nullptr ? Traits::load(bias[channel]) : Acc(0);
+  Acc acc[kStrip];
+#pragma unroll
+  for (int o = 0; o < kStrip; ++o) {
+    acc[o] = bias_value;
+  }
+
+  if constexpr (kKernel > 0) {
+    constexpr int kSpan = (kStrip - 1) * kStride + kKernel;
+#pragma unroll
+    for (int r = 0; r < kKernel; ++r) {
+      const int in_row = first_row + r;
+      if (static_cast<unsigned>(in_row) >= static_cast<unsigned>(in_height)) {
+        continue;
+      }
+      const Storage* __restrict__ line = plane + int64_t{in_row} * p.input_strides.h;
+      Acc span[kSpan];
+#pragma unroll
+      for (int j = 0; j < kSpan; ++j) {
+        const int col = first_col + j;
+        span[j] = static_cast<unsigned>(col) < static_cast<unsigned>(in_width)
+                      ? Traits::load(line[int64_t{col} * p.input_strides.w])
+                      : Acc(0);
+      }
+#pragma unroll
+      for (int s = 0; s < kKernel; ++s) {
+        const Acc w = Traits::load(
+            weight[int64_t{r} * p.weight_strides.h + int64_t{s} * p.weight_strides.w]);
+#pragma unroll
+        for (int o = 0; o < kStrip; ++o) {
+          acc[o] = multiply_add(span[o * kStride + s], w, acc[o]);
+        }
+      }
+    }
+  } else {
+    const int dilation_h = static_cast<int>(p.dilation_h);
+    const int dilation_w = static_cast<int>(p.dilation_w);
+    for (int r = 0; r < kernel_h; ++r) {
+      const int in_row = first_row + r * dilation_h;
+      if (static_cast<unsigned>(in_row) >= static_cast<unsigned>(in_height)) {
+        continue;
+      }
+      const Storage* __restrict__ line = plane + int64_t{in_row} * p.input_strides.h;
+      for (int s = 0; s < kernel_w; ++s) {
+        const Acc w = Traits::load(
+            weight[int64_t{r} * p.weight_strides.h + int64_t{s} * p.weight_strides.w]);
+#pragma unroll
+        for (int o = 0; o < kStrip; ++o) {
+          const int col = first_col + o * stride_w + s * dilation_w;
+          if (static_cast<unsigned>(col) < static_cast<unsigned>(in_width)) {
+            acc[o] = multiply_add(Traits::load(line[int64_t{col} * p.input_strides.w]), w,
+                                  acc[o]);
+          }
+        }
+      }
+    }
+  }
+
+  Storage* __restrict__ out = static_cast<Storage*>(p.output) + int64_t{n} * p.output_strides.n +
+                              int64_t{channel} * p.output_strides.c +
+                              int64_t{row} * p.output_strides.h;
+  const int out_width = static_cast<int>(p.out_width);
+#pragma unroll
+  for (int o = 0; o < kStrip; ++o) {
+    if (first_out_col + o < out_width) {
+      out[int64_t{first_out_col + o} * p.output_strides.w] =
+          Traits::store(HardSwishReLU<Acc>::value(acc[o]));
+    }
+  }
+}
+
+// Dense NCHW (channels_last = false) or dense channels_last (true); false for other strides.
+bool dense_layout(const Strides4& s, int64_t channels, int64_t height, int64_t width,
+                  bool& channels_last) {
+  if (s.w == 1 && s.h == width && s.c == height * width && s.n == channels * height * width) {
+    channels_last = false;
+    return true;
+  }
+  if (s.c == 1 && s.w == channels && s.h == width * channels &&
+      s.n == height * width * channels) {
+    channels_last = true;
+    return true;
+  }
+  return false;
+}
+
+template <typename Storage, bool kChannelsLast>
+cudaError_t launch_layout(const ConvParams& p, const Geometry& g, cudaStream_t stream) {
+  const dim3 grid((g.threads + kThreads - 1) / kThreads);
+  const bool unit_dilation = p.dilation_h == 1 && p.dilation_w == 1;
+  const bool square = p.kernel_h == p.kernel_w && p.stride_h == p.stride_w;
+  const int kernel = square && unit_dilation ? static_cast<int>(p.kernel_h) : 0;
+  const int stride = static_cast<int>(p.stride_h);
+  if (kernel == 3 && stride == 1) {
+    conv_hardswish_relu_depthwise_kernel<Storage, kChannelsLast, 3, 1>
+        <<<grid, kThreads, 0, stream>>>(p, g);
+  } else if (kernel == 3 && stride == 2) {
+    conv_hardswish_relu_depthwise_kernel<Storage, kChannelsLast, 3, 2>
+        <<<grid, kThreads, 0, stream>>>(p, g);
+  } else if (kernel == 5 && stride == 1) {
+    conv_hardswish_relu_depthwise_kernel<Storage, kChannelsLast, 5, 1>
+        <<<grid, kThreads, 0, stream>>>(p, g);
+  } else if (kernel == 5 && stride == 2) {
+    conv_hardswish_relu_depthwise_kernel<Storage, kChannelsLast, 5, 2>
+        <<<grid, kThreads, 0, stream>>>(p, g);
+  } else {
+    conv_hardswish_relu_depthwise_kernel<Storage, kChannelsLast, 0, 0>
+        <<<grid, kThreads, 0, stream>>>(p, g);
+  }
+  return cudaGetLastError();
+}
+
+}  // namespace
+
+bool applies(const ConvParams& p) {
+  bool input_channels_last = false, output_channels_last = false;
+  const int64_t strips = (p.out_width + kStrip - 1) / kStrip;
+  return p.groups > 1 && p.groups == p.in_channels &&
+         dense_layout(p.input_strides, p.in_channels, p.in_height, p.in_width,
+                      input_channels_last) &&
+         dense_layout(p.output_strides, p.out_channels, p.out_height, p.out_width,
+                      output_channels_last) &&
+         input_channels_last == output_channels_last &&
+         p.batch * p.in_channels * p.in_height * p.in_width < (int64_t{1} << 31) &&
+         p.batch * p.out_channels * p.out_height * strips < (int64_t{1} << 31) - kThreads;
+}
+
+cudaError_t launch(const ConvParams& p, cudaStream_t stream) {
+  const int64_t strips = (p.out_width + kStrip - 1) / kStrip;
+  const int64_t threads = p.batch * p.out_channels * p.out_height * strips;
+  if (threads == 0) {
+    return cudaSuccess;
+  }
+  bool channels_last = false;
+  dense_layout(p.input_strides, p.in_channels, p.in_height, p.in_width, channels_last);
+  Geometry g{};
+  g.out_channels = FastDivisor::make(static_cast<uint32_t>(p.out_channels));
+  g.out_height = FastDivisor::make(static_cast<uint32_t>(p.out_height));
+  g.strips = FastDivisor::make(static_cast<uint32_t>(strips));
+  g.multiplier = FastDivisor::make(static_cast<uint32_t>(p.out_channels / p.in_channels));
+  g.threads = static_cast<uint32_t>(threads);
+  return dispatch_dtype(p.dtype, [&](auto zero) {
+    using Storage = decltype(zero);
+    return channels_last ? launch_layout<Storage, true>(p, g, stream)
+                         : launch_layout<Storage, false>(p, g, stream);
+  });
+}
+
+}  // namespace depthwise
+}  // namespace fusedconv

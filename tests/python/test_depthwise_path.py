@@ -1,0 +1,107 @@
+"""The depthwise forward kernel (csrc/cuda/forward/depthwise.cu: groups == in_channels > 1, any
+channel multiplier, kernel, stride, padding and dilation, NCHW and channels_last, every dtype):
+that it is the kernel that runs, against float64 on poisoned outputs, in the output memory
+format F.conv2d gives, NaN / inf propagation, and float16 / bfloat16 no worse than eager."""
+
+import random
+
+import pytest
+import torch
+
+import fusedconv
+from fusedconv.reference import reference_float64, reference_forward, relative_l2_error
+
+from conftest import assert_close_with_nonfinite, cuda_kernel_names, poisoned_call
+
+pytestmark = [pytest.mark.cuda, pytest.mark.usefixtures("fused_kernels")]
+
+KERNEL_NAME = "conv_hardswish_relu_depthwise_kernel"
+# float32 products and sums on CUDA cores (no TF32 in either mode), float64 for float64.
+TOLERANCE = {torch.float32: 1e-6, torch.float64: 1e-12}
+
+
+def _random_case(rng):
+    kernel = rng.choice([(3, 3), (3, 3), (5, 5), (5, 5), (7, 7), (1, 1), (3, 2), (1, 5)])
+    stride = rng.choice([1, 1, 2, 2, 3])
+    dilation = rng.choice([1, 1, 1, 2])
+    padding = rng.randint(0, kernel[0] // 2 * dilation + 1)
+    span = dilation * (max(kernel) - 1) + 1
+    return dict(batch=rng.randint(1, 3), channels=rng.choice([2, 3, 8, 13, 32, 40]),
+                multiplier=rng.choice([1, 1, 1, 2, 3]),
+                height=rng.randint(max(1, span - 2 * padding), 30),
+                width=rng.randint(max(1, span - 2 * padding), 37),
+                kernel=kernel, stride=stride, dilation=dilation, padding=padding,
+                bias=rng.random() < 0.8, channels_last=rng.random() < 0.5)
+
+
+def _tensors(case, dtype):
+    channels = case["channels"]
+    x = torch.randn(case["batch"], channels, case["height"], case["width"], device="cuda",
+                    dtype=dtype)
+    weight = torch.randn(channels * case["multiplier"], 1, *case["kernel"], device="cuda",
+                         dtype=dtype) * 0.4
+    bias = (torch.randn(channels * case["multiplier"], device="cuda", dtype=dtype)
+            if case["bias"] else None)
+    if case["channels_last"]:
+        x = x.contiguous(memory_format=torch.channels_last)
+        weight = weight.contiguous(memory_format=torch.channels_last)
+    geometry = dict(stride=case["stride"], padding=case["padding"], dilation=case["dilation"],
+                    groups=channels)
+    return x, weight, bias, geometry
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("seed", range(24))
+def test_depthwise_kernel_matches_float64(seed, dtype):
+    case = _random_case(random.Random(seed))
+    x, weight, bias, geometry = _tensors(case, dtype)
+
+    def call():
+        return fusedconv.conv2d_hardswish_relu(x, weight, bias, **geometry)
+
+    assert any(KERNEL_NAME in name for name in cuda_kernel_names(call)), case
+    actual = poisoned_call(call, dtype, "cuda")
+    expected = reference_float64(x, weight, bias, **geometry)
+    assert actual.dtype == dtype and actual.shape == expected.shape
+    assert actual.stride() == reference_forward(x, weight, bias, **geometry).stride(), case
+    assert relative_l2_error(actual, expected) <= TOLERANCE[dtype], case
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("seed", range(8))
+def test_depthwise_half_precision_no_worse_than_eager(seed, dtype):
+    # Accumulated in float32 and rounded once; eager rounds the convolution, then the activation.
+    case = _random_case(random.Random(100 + seed))
+    x, weight, bias, geometry = _tensors(case, dtype)
+    actual = poisoned_call(lambda: fusedconv.conv2d_hardswish_relu(x, weight, bias, **geometry),
+                           dtype, "cuda")
+    expected = reference_float64(x, weight, bias, **geometry)
+    assert actual.dtype == dtype and not actual.isnan().any(), case
+    ours = relative_l2_error(actual, expected)
+    eager = relative_l2_error(reference_forward(x, weight, bias, **geometry), expected)
+    assert ours <= 1.2 * eager + 1e-4, (case, ours, eager)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_depthwise_kernel_propagates_nan_and_inf(channels_last):
+    case = dict(batch=2, channels=16, multiplier=1, height=14, width=15, kernel=(3, 3), stride=1,
+                dilation=1, padding=1, bias=True, channels_last=channels_last)
+    x, weight, bias, geometry = _tensors(case, torch.float32)
+    x[0, 3, 4, 5] = float("nan")
+    x[1, 7, 0, 0] = float("inf")
+    x[1, 9, 13, 14] = float("-inf")
+    actual = fusedconv.conv2d_hardswish_relu(x, weight, bias, **geometry)
+    expected = reference_float64(x, weight, bias, **geometry)
+    assert_close_with_nonfinite(actual, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_depthwise_default_plan_and_empty_batch():
+    # The measured policy takes the kernel too; an empty batch launches nothing.
+    torch.ops.fusedconv._plan_policy("measured")
+    x = torch.randn(2, 24, 20, 20, device="cuda").contiguous(memory_format=torch.channels_last)
+    weight = torch.randn(24, 1, 3, 3, device="cuda")
+    bias = torch.randn(24, device="cuda")
+    args = (x, weight, bias, [2, 2], [1, 1, 1, 1], [1, 1], 24)
+    assert torch.ops.fusedconv._plan(*args) == "depthwise"
+    empty = fusedconv.conv2d_hardswish_relu(x[:0], weight, bias, stride=2, padding=1, groups=24)
+    assert empty.shape == (0, 24, 10, 10)
