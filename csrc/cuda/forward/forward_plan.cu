@@ -1,7 +1,7 @@
 // The forward's dispatch rule, its one home: which kernel runs a call, and the workspace it
 // needs. Under the default (measured) policy, in order:
-//   0. depthwise convolutions (groups == in_channels > 1) in dense NCHW or channels_last, any
-//      dtype: the depthwise kernel, one launch, no workspace;
+//   0. depthwise convolutions (groups == in_channels > 1) in dense NCHW, float32 or bfloat16:
+//      the depthwise kernel, one launch, no workspace, where it measured faster than the floor;
 //   1. small problems (at most 16 output channels and 32 inputs per output position): the
 //      small-problem kernels (DMMA / FFMA), one launch, no workspace;
 //   2. on Hopper, more than 16 output channels: the wgmma kernels, where their tile fits and
@@ -42,6 +42,16 @@ constexpr int64_t kMinWgmmaOutChannels = 17;
 // "Crossovers"): Python-call time of the fused kernel against the floor path. Applied on every
 // architecture: the kernels and cuDNN's relative strengths are measured there only.
 
+// The depthwise kernel beat the floor on all 112 NCHW shapes of its sweep (float32 and
+// bfloat16, 1.11-2.21x: MobileNetV3 / EfficientNet channel counts at batch 32, k 3 and 5,
+// stride 1 and 2), but in channels_last, where cuDNN's NHWC kernels read channel vectors, it
+// lost 7 of 56 float32 shapes (to 0.93x) and 29 of 56 bfloat16 ones (to 0.50x). float16 and
+// float64 were not measured. So: NCHW float32 and bfloat16.
+bool depthwise_beats_floor(const ConvParams& p) {
+  const bool nchw = p.input_strides.w == 1;  // channels_last has stride in_channels > 1 there
+  return nchw && (p.dtype == DType::kFloat32 || p.dtype == DType::kBFloat16);
+}
+
 // wgmma beat the floor on 196 of the other 204 shapes it takes; it lost on 16 of the 24 1x1 convs
 // that do not expand the channels from 64 input channels on (down to 0.49x against cuDNN's GEMM
 // and the one-pass floor), which go to the floor.
@@ -76,7 +86,7 @@ cudaError_t plan_forward(const ConvParams& params, bool allow_tf32, ForwardPlan&
     return cudaSuccess;
   }
   const bool measured = policy == PlanPolicy::kMeasured;
-  if (depthwise::applies(params)) {
+  if (depthwise::applies(params) && (!measured || depthwise_beats_floor(params))) {
     plan.kernel = ForwardKernel::kDepthwise;
     return cudaSuccess;
   }
