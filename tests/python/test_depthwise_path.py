@@ -116,3 +116,72 @@ def test_depthwise_default_plan_and_empty_batch():
     assert torch.ops.fusedconv._plan(*args) == "depthwise"
     empty = fusedconv.conv2d_hardswish_relu(x[:0], weight, bias, stride=2, padding=1, groups=24)
     assert empty.shape == (0, 24, 10, 10)
+
+
+# The default plan's domain (NCHW float32 / bfloat16) through each unrolled instance (3x3 / 5x5
+# at stride 1 / 2) and the run-time one (7x7, asymmetric 'same' padding, multiplier 2).
+GEOMETRIES = [
+    dict(kernel=(3, 3), stride=1, padding=1), dict(kernel=(3, 3), stride=2, padding=1),
+    dict(kernel=(5, 5), stride=1, padding=2), dict(kernel=(5, 5), stride=2, padding=2),
+    dict(kernel=(7, 7), stride=1, padding=3), dict(kernel=(4, 4), stride=1, padding="same"),
+    dict(kernel=(3, 3), stride=1, padding=1, multiplier=2),
+]
+
+
+def _geometry_case(geometry, channels_last=False):
+    case = dict(batch=2, channels=12, multiplier=1, height=15, width=18, dilation=1, bias=True,
+                channels_last=channels_last)
+    case.update(geometry)
+    return case
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("geometry", GEOMETRIES, ids=str)
+def test_depthwise_instances_in_nchw(geometry, dtype):
+    case = _geometry_case(geometry)
+    x, weight, bias, kwargs = _tensors(case, dtype)
+
+    def call():
+        return fusedconv.conv2d_hardswish_relu(x, weight, bias, **kwargs)
+
+    assert any(KERNEL_NAME in name for name in cuda_kernel_names(call)), case
+    actual = poisoned_call(call, dtype, "cuda")
+    expected = reference_float64(x, weight, bias, **kwargs)
+    assert actual.shape == expected.shape and actual.is_contiguous()
+    error = relative_l2_error(actual, expected)
+    if dtype == torch.float32:
+        assert error <= TOLERANCE[dtype], case
+    else:
+        eager = relative_l2_error(reference_forward(x, weight, bias, **kwargs), expected)
+        assert error <= 1.2 * eager + 1e-4, (case, error, eager)
+
+
+SYMMETRIC = [g for g in GEOMETRIES if g["padding"] != "same"]
+
+
+@pytest.mark.parametrize("geometry", SYMMETRIC, ids=str)
+def test_depthwise_non_finite_weights_as_eager(geometry):
+    # An infinite or NaN weight whose tap falls in the zero padding at the borders: PyTorch's
+    # depthwise kernel (eager and the floor path in NCHW) skips padded taps, so those outputs
+    # stay finite; every NaN and inf position must match eager's. (Asymmetric 'same' padding
+    # is left out: eager pads the extra row and column explicitly, as real zeros that an
+    # infinite weight turns into NaN, where the kernel skips them like the rest.)
+    case = _geometry_case(geometry)
+    x, weight, bias, kwargs = _tensors(case, torch.float32)
+    weight[0, 0, 0, 0] = float("inf")
+    weight[3, 0, -1, 0] = float("nan")
+    weight[5, 0, 1, -1] = float("-inf")
+    actual = fusedconv.conv2d_hardswish_relu(x, weight, bias, **kwargs)
+    eager = reference_forward(x, weight, bias, **kwargs)
+    assert torch.equal(actual.isnan(), eager.isnan()), case
+    assert torch.equal(actual.isinf(), eager.isinf()), case
+    finite = eager.isfinite()
+    torch.testing.assert_close(actual[finite], eager[finite], rtol=1e-4, atol=1e-5)
+
+
+def test_depthwise_geometry_beyond_32_bits_takes_the_floor():
+    x = torch.randn(1, 2, 1, 1, device="cuda")
+    weight = torch.randn(2, 1, 1, 1, device="cuda")
+    huge = 2 ** 32
+    args = (x, weight, None, [huge, 1], [huge, huge, 0, 0], [1, 1], 2)
+    assert torch.ops.fusedconv._plan(*args) == "floor"

@@ -107,13 +107,15 @@ __global__ void __launch_bounds__(kThreads)
         continue;
       }
       const Storage* __restrict__ line = plane + int64_t{in_row} * p.input_strides.h;
+      // Taps in the zero padding are skipped, not multiplied by 0, as PyTorch's depthwise
+      // kernel does: an infinite or NaN weight there must not turn an output into NaN.
       Acc span[kSpan];
+      bool inside[kSpan];
 #pragma unroll
       for (int j = 0; j < kSpan; ++j) {
         const int col = first_col + j;
-        span[j] = static_cast<unsigned>(col) < static_cast<unsigned>(in_width)
-                      ? Traits::load(line[int64_t{col} * p.input_strides.w])
-                      : Acc(0);
+        inside[j] = static_cast<unsigned>(col) < static_cast<unsigned>(in_width);
+        span[j] = inside[j] ? Traits::load(line[int64_t{col} * p.input_strides.w]) : Acc(0);
       }
 #pragma unroll
       for (int s = 0; s < kKernel; ++s) {
@@ -121,7 +123,9 @@ __global__ void __launch_bounds__(kThreads)
             weight[int64_t{r} * p.weight_strides.h + int64_t{s} * p.weight_strides.w]);
 #pragma unroll
         for (int o = 0; o < kStrip; ++o) {
-          acc[o] = multiply_add(span[o * kStride + s], w, acc[o]);
+          if (inside[o * kStride + s]) {
+            acc[o] = multiply_add(span[o * kStride + s], w, acc[o]);
+          }
         }
       }
     }
@@ -208,7 +212,20 @@ cudaError_t launch_layout(const ConvParams& p, const Geometry& g, cudaStream_t s
 bool applies(const ConvParams& p) {
   bool input_channels_last = false, output_channels_last = false;
   const int64_t strips = (p.out_width + kStrip - 1) / kStrip;
-  return p.groups > 1 && p.groups == p.in_channels &&
+  // The kernel's row and column arithmetic is 32-bit: every input position a tap can reach,
+  // padding included, must fit (validation bounds stride, padding and dilation only below).
+  constexpr int64_t kIntLimit = int64_t{1} << 31;
+  if (p.stride_h >= kIntLimit || p.stride_w >= kIntLimit || p.dilation_h >= kIntLimit ||
+      p.dilation_w >= kIntLimit || p.kernel_h >= kIntLimit || p.kernel_w >= kIntLimit ||
+      p.pad_top >= kIntLimit || p.pad_left >= kIntLimit || p.out_height >= kIntLimit ||
+      strips >= kIntLimit) {
+    return false;
+  }
+  const int64_t row_reach = p.pad_top + p.out_height * p.stride_h + p.kernel_h * p.dilation_h;
+  const int64_t col_reach =
+      p.pad_left + strips * kStrip * p.stride_w + p.kernel_w * p.dilation_w;
+  return row_reach < kIntLimit && col_reach < kIntLimit && p.groups > 1 &&
+         p.groups == p.in_channels &&
          dense_layout(p.input_strides, p.in_channels, p.in_height, p.in_width,
                       input_channels_last) &&
          dense_layout(p.output_strides, p.out_channels, p.out_height, p.out_width,
