@@ -15,7 +15,9 @@ from conftest import assert_close_with_nonfinite, cuda_kernel_names, poisoned_ca
 
 pytestmark = [pytest.mark.cuda, pytest.mark.usefixtures("fused_kernels")]
 
-KERNEL_NAME = "conv_hardswish_relu_depthwise_kernel"
+# Both the scalar kernel and the channels_last vector kernel.
+KERNEL_NAME = "conv_hardswish_relu_depthwise_"
+VECTOR_KERNEL_NAME = "conv_hardswish_relu_depthwise_vector_kernel"
 # float32 products and sums on CUDA cores (no TF32 in either mode), float64 for float64.
 TOLERANCE = {torch.float32: 1e-6, torch.float64: 1e-12}
 
@@ -185,3 +187,31 @@ def test_depthwise_geometry_beyond_32_bits_takes_the_floor():
     huge = 2 ** 32
     args = (x, weight, None, [huge, 1], [huge, huge, 0, 0], [1, 1], 2)
     assert torch.ops.fusedconv._plan(*args) == "floor"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.float64])
+@pytest.mark.parametrize("channels", [16, 12])
+@pytest.mark.parametrize("geometry", GEOMETRIES, ids=str)
+def test_depthwise_instances_in_channels_last(geometry, channels, dtype):
+    # 16 channels: whole 16-byte vectors for every dtype, so the vector kernel takes the
+    # unrolled geometries with multiplier 1; 12: whole vectors for float32 / float64 only.
+    case = _geometry_case(geometry, channels_last=True)
+    case["channels"] = channels
+    x, weight, bias, kwargs = _tensors(case, dtype)
+
+    def call():
+        return fusedconv.conv2d_hardswish_relu(x, weight, bias, **kwargs)
+
+    names = cuda_kernel_names(call)
+    vector = 16 // x.element_size()
+    unrolled = geometry["kernel"] in ((3, 3), (5, 5)) and "multiplier" not in geometry
+    takes_vector = dtype != torch.float64 and unrolled and channels % vector == 0
+    assert any(VECTOR_KERNEL_NAME in name for name in names) == takes_vector, (case, names)
+    actual = poisoned_call(call, dtype, "cuda")
+    expected = reference_float64(x, weight, bias, **kwargs)
+    error = relative_l2_error(actual, expected)
+    if dtype in TOLERANCE:
+        assert error <= TOLERANCE[dtype], case
+    else:
+        eager = relative_l2_error(reference_forward(x, weight, bias, **kwargs), expected)
+        assert error <= 1.2 * eager + 1e-4, (case, error, eager)

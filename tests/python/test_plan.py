@@ -16,7 +16,7 @@ HOPPER = torch.cuda.is_available() and torch.cuda.get_device_capability() == (9,
 
 # Names of the kernels each plan launches (a fragment of the CUDA kernel's name); the floor
 # launches cuDNN's convolution and our in-place activation pass.
-FUSED_KERNEL_NAMES = {"depthwise": "conv_hardswish_relu_depthwise_kernel",
+FUSED_KERNEL_NAMES = {"depthwise": "conv_hardswish_relu_depthwise_",
                       "small_problem": "conv_hardswish_relu_direct_",
                       "wgmma": "conv_hardswish_relu_wgmma",
                       "mma_sync": "conv_hardswish_relu_mma_sync_kernel"}

@@ -12,6 +12,8 @@
 // instruction of the warp reads one contiguous run of channels). The kernel size and stride are
 // template arguments for 3x3 / 5x5 at stride 1 / 2 without dilation (unrolled spans in
 // registers); every other geometry takes the run-time variant, which loads per tap.
+// channels_last with multiplier 1, whole 16-byte channel vectors and an unrolled geometry takes
+// the vector kernel instead: a thread per kStrip columns x one 16-byte vector of channels.
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -166,6 +168,93 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+// channels_last with 16-byte channel vectors: each thread computes kStrip output columns of
+// kVector consecutive channels (multiplier 1), loading one 16-byte vector of channels per tap
+// and column, as cuDNN's NHWC kernels read them. Taps walk column by column (no register span:
+// kVector x span accumulators would not fit); the repeated loads of a span hit L1.
+template <typename Storage, int kKernel, int kStride>
+__global__ void __launch_bounds__(kThreads)
+    conv_hardswish_relu_depthwise_vector_kernel(const ConvParams p, const Geometry g) {
+  using Traits = StorageTraits<Storage>;
+  using Acc = typename Traits::Acc;
+  constexpr int kVector = 16 / static_cast<int>(sizeof(Storage));
+  union Vector {
+    uint4 bits;
+    Storage values[kVector];
+  };
+  const uint32_t index = blockIdx.x * kThreads + threadIdx.x;
+  if (index >= g.threads) {
+    return;
+  }
+  uint32_t n, group, row, strip;
+  locate<true>(index, g, n, group, row, strip);  // g.out_channels counts channel vectors here
+  const int64_t channel = int64_t{group} * kVector;
+  const int in_height = static_cast<int>(p.in_height);
+  const int in_width = static_cast<int>(p.in_width);
+  const int first_out_col = static_cast<int>(strip) * kStrip;
+  const int first_row = static_cast<int>(row) * kStride - static_cast<int>(p.pad_top);
+  const int first_col = first_out_col * kStride - static_cast<int>(p.pad_left);
+  const Storage* __restrict__ image =
+      static_cast<const Storage*>(p.input) + int64_t{n} * p.input_strides.n + channel;
+  const Storage* __restrict__ weight = static_cast<const Storage*>(p.weight);
+  const Storage* __restrict__ bias = static_cast<const Storage*>(p.bias);
+
+  Acc acc[kStrip][kVector];
+#pragma unroll
+  for (int v = 0; v < kVector; ++v) {
+    const Acc b = bias != nullptr ? Traits::load(bias[channel + v]) : Acc(0);
+#pragma unroll
+    for (int o = 0; o < kStrip; ++o) {
+      acc[o][v] = b;
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < kKernel; ++r) {
+    const int in_row = first_row + r;
+    if (static_cast<unsigned>(in_row) >= static_cast<unsigned>(in_height)) {
+      continue;  // padded rows skipped, as PyTorch's depthwise kernel does
+    }
+    const Storage* __restrict__ line = image + int64_t{in_row} * p.input_strides.h;
+#pragma unroll
+    for (int s = 0; s < kKernel; ++s) {
+      Acc w[kVector];
+#pragma unroll
+      for (int v = 0; v < kVector; ++v) {
+        w[v] = Traits::load(weight[(channel + v) * p.weight_strides.n +
+                                   int64_t{r} * p.weight_strides.h +
+                                   int64_t{s} * p.weight_strides.w]);
+      }
+#pragma unroll
+      for (int o = 0; o < kStrip; ++o) {
+        const int col = first_col + o * kStride + s;
+        if (static_cast<unsigned>(col) < static_cast<unsigned>(in_width)) {
+          Vector x;
+          x.bits = __ldg(reinterpret_cast<const uint4*>(line + int64_t{col} * p.input_strides.w));
+#pragma unroll
+          for (int v = 0; v < kVector; ++v) {
+            acc[o][v] = multiply_add(Traits::load(x.values[v]), w[v], acc[o][v]);
+          }
+        }
+      }
+    }
+  }
+
+  Storage* __restrict__ out = static_cast<Storage*>(p.output) + int64_t{n} * p.output_strides.n +
+                              channel + int64_t{row} * p.output_strides.h;
+  const int out_width = static_cast<int>(p.out_width);
+#pragma unroll
+  for (int o = 0; o < kStrip; ++o) {
+    if (first_out_col + o < out_width) {
+      Vector y;
+#pragma unroll
+      for (int v = 0; v < kVector; ++v) {
+        y.values[v] = Traits::store(HardSwishReLU<Acc>::value(acc[o][v]));
+      }
+      *reinterpret_cast<uint4*>(out + int64_t{first_out_col + o} * p.output_strides.w) = y.bits;
+    }
+  }
+}
+
 // Dense NCHW (channels_last = false) or dense channels_last (true); false for other strides.
 bool dense_layout(const Strides4& s, int64_t channels, int64_t height, int64_t width,
                   bool& channels_last) {
@@ -181,13 +270,58 @@ bool dense_layout(const Strides4& s, int64_t channels, int64_t height, int64_t w
   return false;
 }
 
-template <typename Storage, bool kChannelsLast>
-cudaError_t launch_layout(const ConvParams& p, const Geometry& g, cudaStream_t stream) {
-  const dim3 grid((g.threads + kThreads - 1) / kThreads);
+// The compile-time kernel size and stride of a call: 3 or 5, 1 or 2, square, no dilation; 0
+// where the run-time instance takes it.
+void unrolled_geometry(const ConvParams& p, int& kernel, int& stride) {
   const bool unit_dilation = p.dilation_h == 1 && p.dilation_w == 1;
   const bool square = p.kernel_h == p.kernel_w && p.stride_h == p.stride_w;
-  const int kernel = square && unit_dilation ? static_cast<int>(p.kernel_h) : 0;
-  const int stride = static_cast<int>(p.stride_h);
+  kernel = square && unit_dilation && (p.kernel_h == 3 || p.kernel_h == 5)
+               ? static_cast<int>(p.kernel_h)
+               : 0;
+  stride = kernel > 0 && (p.stride_h == 1 || p.stride_h == 2) ? static_cast<int>(p.stride_h) : 0;
+  kernel = stride > 0 ? kernel : 0;
+}
+
+// The vector kernel's domain: channels_last, multiplier 1, whole 16-byte channel vectors at
+// 16-byte aligned input and output, an unrolled geometry.
+bool vector_kernel_applies(const ConvParams& p, bool channels_last, int element_bytes) {
+  int kernel = 0, stride = 0;
+  unrolled_geometry(p, kernel, stride);
+  const int vector = 16 / element_bytes;
+  return channels_last && kernel > 0 && p.out_channels == p.in_channels &&
+         p.in_channels % vector == 0 && reinterpret_cast<uintptr_t>(p.input) % 16 == 0 &&
+         reinterpret_cast<uintptr_t>(p.output) % 16 == 0;
+}
+
+template <typename Storage>
+cudaError_t launch_vector(const ConvParams& p, Geometry g, cudaStream_t stream) {
+  constexpr int kVector = 16 / static_cast<int>(sizeof(Storage));
+  const uint32_t groups = static_cast<uint32_t>(p.out_channels / kVector);
+  g.out_channels = FastDivisor::make(groups);
+  g.threads = g.threads / static_cast<uint32_t>(kVector);  // out_channels is a multiple
+  const dim3 grid((g.threads + kThreads - 1) / kThreads);
+  int kernel = 0, stride = 0;
+  unrolled_geometry(p, kernel, stride);
+  if (kernel == 3 && stride == 1) {
+    conv_hardswish_relu_depthwise_vector_kernel<Storage, 3, 1><<<grid, kThreads, 0, stream>>>(p, g);
+  } else if (kernel == 3 && stride == 2) {
+    conv_hardswish_relu_depthwise_vector_kernel<Storage, 3, 2><<<grid, kThreads, 0, stream>>>(p, g);
+  } else if (kernel == 5 && stride == 1) {
+    conv_hardswish_relu_depthwise_vector_kernel<Storage, 5, 1><<<grid, kThreads, 0, stream>>>(p, g);
+  } else {
+    conv_hardswish_relu_depthwise_vector_kernel<Storage, 5, 2><<<grid, kThreads, 0, stream>>>(p, g);
+  }
+  return cudaGetLastError();
+}
+
+template <typename Storage, bool kChannelsLast>
+cudaError_t launch_layout(const ConvParams& p, const Geometry& g, cudaStream_t stream) {
+  if (kChannelsLast && vector_kernel_applies(p, true, sizeof(Storage))) {
+    return launch_vector<Storage>(p, g, stream);
+  }
+  const dim3 grid((g.threads + kThreads - 1) / kThreads);
+  int kernel = 0, stride = 0;
+  unrolled_geometry(p, kernel, stride);
   if (kernel == 3 && stride == 1) {
     conv_hardswish_relu_depthwise_kernel<Storage, kChannelsLast, 3, 1>
         <<<grid, kThreads, 0, stream>>>(p, g);
