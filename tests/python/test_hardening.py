@@ -77,10 +77,11 @@ def test_tensors_not_16_byte_aligned(shape, offset_tensor):
 
 
 @pytest.mark.cuda
-def test_cuda_graph_of_forward_and_backward():
+@pytest.mark.parametrize("in_channels,groups", [(8, 1), (16, 16)], ids=["dense", "depthwise"])
+def test_cuda_graph_of_forward_and_backward(in_channels, groups):
     torch.manual_seed(0)
-    layer = fusedconv.Conv2dHardSwishReLU(8, 16, 3, padding=1).cuda()
-    static_x = torch.randn(4, 8, 20, 20, device="cuda", requires_grad=True)
+    layer = fusedconv.Conv2dHardSwishReLU(in_channels, 16, 3, padding=1, groups=groups).cuda()
+    static_x = torch.randn(4, in_channels, 20, 20, device="cuda", requires_grad=True)
     static_grad = torch.randn(4, 16, 20, 20, device="cuda")
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
@@ -104,7 +105,7 @@ def test_cuda_graph_of_forward_and_backward():
         torch.cuda.synchronize()
         leaves = [x.clone().requires_grad_(), layer.weight.detach().clone().requires_grad_(),
                   layer.bias.detach().clone().requires_grad_()]
-        eager = fusedconv.conv2d_hardswish_relu(*leaves, padding=1)
+        eager = fusedconv.conv2d_hardswish_relu(*leaves, padding=1, groups=groups)
         expected = torch.autograd.grad(eager, leaves, grad)
         torch.testing.assert_close(static_y, eager)
         # .grad was None at capture, so the captured backward assigns it: each replay rewrites
@@ -112,7 +113,8 @@ def test_cuda_graph_of_forward_and_backward():
         for replayed, eager_grad in zip((static_x.grad, layer.weight.grad, layer.bias.grad),
                                         expected):
             assert relative_l2_error(replayed, eager_grad) < 1e-6
-    reference = reference_gradients_float64(x, layer.weight, layer.bias, grad, static_y, padding=1)
+    reference = reference_gradients_float64(x, layer.weight, layer.bias, grad, static_y, padding=1,
+                                            groups=groups)
     assert relative_l2_error(static_x.grad, reference[0]) < 1e-5
 
 
