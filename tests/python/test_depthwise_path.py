@@ -207,6 +207,9 @@ def test_depthwise_instances_in_channels_last(geometry, channels, dtype):
     unrolled = geometry["kernel"] in ((3, 3), (5, 5)) and "multiplier" not in geometry
     takes_vector = dtype != torch.float64 and unrolled and channels % vector == 0
     assert any(VECTOR_KERNEL_NAME in name for name in names) == takes_vector, (case, names)
+    # float64 takes the floor (F.conv2d's float64 CUDA output is contiguous); every other
+    # call one of the two depthwise kernels.
+    assert any(KERNEL_NAME in name for name in names) == (dtype != torch.float64), names
     actual = poisoned_call(call, dtype, "cuda")
     expected = reference_float64(x, weight, bias, **kwargs)
     error = relative_l2_error(actual, expected)
@@ -215,3 +218,40 @@ def test_depthwise_instances_in_channels_last(geometry, channels, dtype):
     else:
         eager = relative_l2_error(reference_forward(x, weight, bias, **kwargs), expected)
         assert error <= 1.2 * eager + 1e-4, (case, error, eager)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("channels", [4, 8, 24])
+def test_depthwise_vector_kernel_bias_and_single_vector(channels, bias):
+    # 4 float32 channels: one 16-byte vector per position (a single channel group).
+    case = dict(batch=2, channels=channels, multiplier=1, height=13, width=11, kernel=(3, 3),
+                stride=1, dilation=1, padding=1, bias=bias, channels_last=True)
+    x, weight, bias_tensor, kwargs = _tensors(case, torch.float32)
+
+    def call():
+        return fusedconv.conv2d_hardswish_relu(x, weight, bias_tensor, **kwargs)
+
+    assert any(VECTOR_KERNEL_NAME in name for name in cuda_kernel_names(call))
+    actual = poisoned_call(call, torch.float32, "cuda")
+    expected = reference_float64(x, weight, bias_tensor, **kwargs)
+    assert relative_l2_error(actual, expected) <= TOLERANCE[torch.float32]
+
+
+def test_depthwise_misaligned_channels_last_input_takes_the_scalar_kernel():
+    # A dense channels_last view one element into its storage: 4 bytes past a 16-byte boundary.
+    n, c, h, w = 2, 16, 12, 10
+    storage = torch.randn(n * h * w * c + 1, device="cuda")
+    x = storage[1:].view(n, h, w, c).permute(0, 3, 1, 2)
+    assert x.is_contiguous(memory_format=torch.channels_last) and x.data_ptr() % 16 != 0
+    weight = torch.randn(c, 1, 3, 3, device="cuda").contiguous(memory_format=torch.channels_last)
+    bias = torch.randn(c, device="cuda")
+
+    def call():
+        return fusedconv.conv2d_hardswish_relu(x, weight, bias, padding=1, groups=c)
+
+    names = cuda_kernel_names(call)
+    assert any(KERNEL_NAME in name for name in names), names
+    assert not any(VECTOR_KERNEL_NAME in name for name in names), names
+    actual = poisoned_call(call, torch.float32, "cuda")
+    expected = reference_float64(x, weight, bias, padding=1, groups=c)
+    assert relative_l2_error(actual, expected) <= TOLERANCE[torch.float32]

@@ -282,13 +282,13 @@ void unrolled_geometry(const ConvParams& p, int& kernel, int& stride) {
   kernel = stride > 0 ? kernel : 0;
 }
 
-// The vector kernel's domain: channels_last, multiplier 1, whole 16-byte channel vectors at
+// The vector kernel's domain (in channels_last): multiplier 1, whole 16-byte channel vectors at
 // 16-byte aligned input and output, an unrolled geometry.
-bool vector_kernel_applies(const ConvParams& p, bool channels_last, int element_bytes) {
+bool vector_kernel_applies(const ConvParams& p, int element_bytes) {
   int kernel = 0, stride = 0;
   unrolled_geometry(p, kernel, stride);
   const int vector = 16 / element_bytes;
-  return channels_last && kernel > 0 && p.out_channels == p.in_channels &&
+  return kernel > 0 && p.out_channels == p.in_channels &&
          p.in_channels % vector == 0 && reinterpret_cast<uintptr_t>(p.input) % 16 == 0 &&
          reinterpret_cast<uintptr_t>(p.output) % 16 == 0;
 }
@@ -316,7 +316,7 @@ cudaError_t launch_vector(const ConvParams& p, Geometry g, cudaStream_t stream) 
 
 template <typename Storage, bool kChannelsLast>
 cudaError_t launch_layout(const ConvParams& p, const Geometry& g, cudaStream_t stream) {
-  if (kChannelsLast && vector_kernel_applies(p, true, sizeof(Storage))) {
+  if (kChannelsLast && vector_kernel_applies(p, sizeof(Storage))) {
     return launch_vector<Storage>(p, g, stream);
   }
   const dim3 grid((g.threads + kThreads - 1) / kThreads);
