@@ -91,3 +91,29 @@ def test_compiled_training_step_of_a_channels_last_module(device):
     module.weight.grad = None
     torch.compile(module)(x).sum().backward()
     torch.testing.assert_close(module.weight.grad, expected, rtol=1e-4, atol=1e-5)
+
+
+# Depthwise: on CUDA the depthwise kernel writes an output it allocates itself (NCHW), or the
+# floor's (channels_last); a 1x1 output plane is where channels_last strides are ambiguous.
+DEPTHWISE = [(2, 8, 1, 9, 11, 3, 1), (3, 13, 3, 3, 1, 5, 3)]  # N, C, multiplier, H, W, k, stride
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("layout", FORMATS)
+@pytest.mark.parametrize("shape", DEPTHWISE, ids=["plane", "one_by_one_output"])
+def test_real_and_fake_agree_on_depthwise(device, layout, shape):
+    ops = fusedconv.load_extension()
+    n, channels, multiplier, h, w, kernel, stride = shape
+    x = torch.randn(n, channels, h, w, device=device).contiguous(memory_format=FORMATS[layout])
+    weight = torch.randn(channels * multiplier, 1, kernel, kernel, device=device).contiguous(
+        memory_format=FORMATS[layout])
+    bias = torch.randn(channels * multiplier, device=device)
+    pad = kernel // 2
+    geometry = ([stride, stride], [pad] * 4, [1, 1], channels)
+    forward_args = (x, weight, bias) + geometry
+    y = ops.conv2d_hardswish_relu(*forward_args)
+    assert _layouts(_fake_call(ops.conv2d_hardswish_relu.default, forward_args)) == _layouts(y)
+    backward_args = (torch.randn_like(y), x, weight, y) + geometry + ([True] * 3,)
+    real = ops.conv2d_hardswish_relu_backward(*backward_args)
+    fake = _fake_call(ops.conv2d_hardswish_relu_backward.default, backward_args)
+    assert _layouts(fake) == _layouts(real)
