@@ -4,6 +4,7 @@ the CPU and CUDA: torch.compile (inductor's assert_size_stride) relies on it, an
 switches ordinary CNN graphs to channels_last by itself."""
 
 import itertools
+import random
 
 import pytest
 import torch
@@ -117,3 +118,36 @@ def test_real_and_fake_agree_on_depthwise(device, layout, shape):
     real = ops.conv2d_hardswish_relu_backward(*backward_args)
     fake = _fake_call(ops.conv2d_hardswish_relu_backward.default, backward_args)
     assert _layouts(fake) == _layouts(real)
+
+
+def _random_small_case(rng, device):
+    """A convolution with size-1 dimensions drawn often (channels, kernel, plane), where more
+    than one set of strides satisfies a memory format."""
+    while True:
+        groups = rng.choice([1, 1, 2, 3])
+        cin, cout = groups * rng.choice([1, 1, 2, 3]), groups * rng.choice([1, 2, 3])
+        kernel, pad = rng.choice([1, 1, 2, 3]), rng.choice([0, 1])
+        h, w = rng.choice([1, 1, 2, 5]), rng.choice([1, 1, 3, 6])
+        if h + 2 * pad >= kernel and w + 2 * pad >= kernel:
+            break
+    x = torch.randn(rng.choice([1, 2]), cin, h, w, device=device).contiguous(
+        memory_format=FORMATS[rng.choice(list(FORMATS))])
+    weight = torch.randn(cout, cin // groups, kernel, kernel, device=device).contiguous(
+        memory_format=FORMATS[rng.choice(list(FORMATS))])
+    return (x, weight, torch.randn(cout, device=device)), ([1, 1], [pad] * 4, [1, 1], groups)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_real_and_fake_agree_on_random_small_shapes(device):
+    ops = fusedconv.load_extension()
+    rng = random.Random(0)
+    for _ in range(40):
+        tensors, geometry = _random_small_case(rng, device)
+        y = ops.conv2d_hardswish_relu(*tensors, *geometry)
+        fake = _fake_call(ops.conv2d_hardswish_relu.default, tensors + geometry)
+        assert _layouts(fake) == _layouts(y), (tensors[0].stride(), tensors[1].stride())
+        for mask in MASKS:
+            args = (torch.randn_like(y), tensors[0], tensors[1], y) + geometry + (mask,)
+            real = ops.conv2d_hardswish_relu_backward(*args)
+            fake = _fake_call(ops.conv2d_hardswish_relu_backward.default, args)
+            assert _layouts(fake) == _layouts(real), (mask, tensors[0].shape, tensors[1].shape)
