@@ -56,6 +56,11 @@ const at::Tensor& allocate_output(ForwardCall& call);
 // The strides at::empty gives a (N, C, H, W) tensor in `format` (contiguous or channels_last).
 std::array<int64_t, 4> dense_strides(at::IntArrayRef sizes, at::MemoryFormat format);
 
+// `t`, or a copy of it, with exactly dense_strides(t.sizes(), format): the fake kernels'
+// strides. Not contiguous(format): where a size is 1 (a depthwise weight's one input channel, a
+// 1x1 plane) other strides satisfy the format too, and torch.compile checks the exact ones.
+at::Tensor with_dense_strides(const at::Tensor& t, at::MemoryFormat format);
+
 // The floor path's convolution, where no fused kernel applies: PyTorch's own (at::_convolution:
 // cuDNN / oneDNN, with `allow_tf32` and PyTorch's benchmark / determinism / enable flags, the bias
 // (validated, or undefined) inside the call; asymmetric padding padded explicitly), returned

@@ -207,6 +207,16 @@ std::array<int64_t, 4> dense_strides(at::IntArrayRef sizes, at::MemoryFormat for
   return {std::max<int64_t>(sizes[1], 1) * hw, hw, w, 1};
 }
 
+at::Tensor with_dense_strides(const at::Tensor& t, at::MemoryFormat format) {
+  const std::array<int64_t, 4> expected = dense_strides(t.sizes(), format);
+  if (t.strides() == at::IntArrayRef(expected)) {
+    return t;
+  }
+  at::Tensor dense = at::empty_strided(t.sizes(), expected, t.options());
+  dense.copy_(t);
+  return dense;
+}
+
 ForwardCall prepare_forward(const at::Tensor& input, const at::Tensor& weight,
                             const c10::optional<at::Tensor>& bias, at::IntArrayRef stride,
                             at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
@@ -255,15 +265,7 @@ at::Tensor floor_convolution(const at::Tensor& input, const at::Tensor& weight,
       symmetric, dilation, /*transposed=*/false, /*output_padding=*/{0, 0}, groups,
       context.benchmarkCuDNN(), context.deterministicCuDNN() || context.deterministicAlgorithms(),
       context.userEnabledCuDNN(), allow_tf32);
-  // The strides an at::empty in output_memory_format would have: the fake kernel's.
-  const std::array<int64_t, 4> expected =
-      dense_strides(z.sizes(), output_memory_format(input, weight));
-  if (z.strides() == at::IntArrayRef(expected)) {
-    return z;
-  }
-  at::Tensor dense = at::empty_strided(z.sizes(), expected, z.options());
-  dense.copy_(z);
-  return dense;
+  return with_dense_strides(z, output_memory_format(input, weight));
 }
 
 void validate_backward(const at::Tensor& grad_output, const at::Tensor& input,
@@ -378,7 +380,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_outputs(
       // contiguous() keeps any strides of an empty tensor: allocate the rule's ones.
       *grad = at::empty(grad->sizes(), grad->options().memory_format(format));
     } else if (grad->dim() == 4) {
-      *grad = grad->contiguous(format);  // no copy where the backend already chose it
+      *grad = with_dense_strides(*grad, format);  // no copy where the backend already chose it
     }
   }
   return grads;

@@ -4,6 +4,7 @@ the CPU and CUDA: torch.compile (inductor's assert_size_stride) relies on it, an
 switches ordinary CNN graphs to channels_last by itself."""
 
 import itertools
+import random
 
 import pytest
 import torch
@@ -91,3 +92,62 @@ def test_compiled_training_step_of_a_channels_last_module(device):
     module.weight.grad = None
     torch.compile(module)(x).sum().backward()
     torch.testing.assert_close(module.weight.grad, expected, rtol=1e-4, atol=1e-5)
+
+
+# Depthwise: on CUDA the depthwise kernel writes an output it allocates itself (NCHW), or the
+# floor's (channels_last); a 1x1 output plane is where channels_last strides are ambiguous.
+DEPTHWISE = [(2, 8, 1, 9, 11, 3, 1), (3, 13, 3, 3, 1, 5, 3)]  # N, C, multiplier, H, W, k, stride
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("layout", FORMATS)
+@pytest.mark.parametrize("shape", DEPTHWISE, ids=["plane", "one_by_one_output"])
+def test_real_and_fake_agree_on_depthwise(device, layout, shape):
+    ops = fusedconv.load_extension()
+    n, channels, multiplier, h, w, kernel, stride = shape
+    x = torch.randn(n, channels, h, w, device=device).contiguous(memory_format=FORMATS[layout])
+    weight = torch.randn(channels * multiplier, 1, kernel, kernel, device=device).contiguous(
+        memory_format=FORMATS[layout])
+    bias = torch.randn(channels * multiplier, device=device)
+    pad = kernel // 2
+    geometry = ([stride, stride], [pad] * 4, [1, 1], channels)
+    forward_args = (x, weight, bias) + geometry
+    y = ops.conv2d_hardswish_relu(*forward_args)
+    assert _layouts(_fake_call(ops.conv2d_hardswish_relu.default, forward_args)) == _layouts(y)
+    backward_args = (torch.randn_like(y), x, weight, y) + geometry + ([True] * 3,)
+    real = ops.conv2d_hardswish_relu_backward(*backward_args)
+    fake = _fake_call(ops.conv2d_hardswish_relu_backward.default, backward_args)
+    assert _layouts(fake) == _layouts(real)
+
+
+def _random_small_case(rng, device):
+    """A convolution with size-1 dimensions drawn often (channels, kernel, plane), where more
+    than one set of strides satisfies a memory format."""
+    while True:
+        groups = rng.choice([1, 1, 2, 3])
+        cin, cout = groups * rng.choice([1, 1, 2, 3]), groups * rng.choice([1, 2, 3])
+        kernel, pad = rng.choice([1, 1, 2, 3]), rng.choice([0, 1])
+        h, w = rng.choice([1, 1, 2, 5]), rng.choice([1, 1, 3, 6])
+        if h + 2 * pad >= kernel and w + 2 * pad >= kernel:
+            break
+    x = torch.randn(rng.choice([1, 2]), cin, h, w, device=device).contiguous(
+        memory_format=FORMATS[rng.choice(list(FORMATS))])
+    weight = torch.randn(cout, cin // groups, kernel, kernel, device=device).contiguous(
+        memory_format=FORMATS[rng.choice(list(FORMATS))])
+    return (x, weight, torch.randn(cout, device=device)), ([1, 1], [pad] * 4, [1, 1], groups)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_real_and_fake_agree_on_random_small_shapes(device):
+    ops = fusedconv.load_extension()
+    rng = random.Random(0)
+    for _ in range(40):
+        tensors, geometry = _random_small_case(rng, device)
+        y = ops.conv2d_hardswish_relu(*tensors, *geometry)
+        fake = _fake_call(ops.conv2d_hardswish_relu.default, tensors + geometry)
+        assert _layouts(fake) == _layouts(y), (tensors[0].stride(), tensors[1].stride())
+        for mask in MASKS:
+            args = (torch.randn_like(y), tensors[0], tensors[1], y) + geometry + (mask,)
+            real = ops.conv2d_hardswish_relu_backward(*args)
+            fake = _fake_call(ops.conv2d_hardswish_relu_backward.default, args)
+            assert _layouts(fake) == _layouts(real), (mask, tensors[0].shape, tensors[1].shape)
