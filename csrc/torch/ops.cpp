@@ -332,6 +332,26 @@ at::Tensor activation_grad(const at::Tensor& grad_output, const at::Tensor& outp
   return at::where(output <= 0, at::zeros_like(output), grad_output * slope);
 }
 
+namespace {
+
+// ATen's CPU backward may compute entries it was not asked for (float32 / float64 return
+// grad_weight under a [*, false, true] mask): drop them, as the schema and fake kernel promise.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> masked(
+    std::tuple<at::Tensor, at::Tensor, at::Tensor> grads, std::array<bool, 3> mask) {
+  if (!mask[0]) {
+    std::get<0>(grads) = at::Tensor();
+  }
+  if (!mask[1]) {
+    std::get<1>(grads) = at::Tensor();
+  }
+  if (!mask[2]) {
+    std::get<2>(grads) = at::Tensor();
+  }
+  return grads;
+}
+
+}  // namespace
+
 std::tuple<at::Tensor, at::Tensor, at::Tensor> convolution_backward_of(
     const at::Tensor& grad_z, const at::Tensor& input, const at::Tensor& weight,
     at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
@@ -340,18 +360,21 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> convolution_backward_of(
   const std::array<int64_t, 2> no_output_padding = {0, 0};
   if (padding[0] == padding[1] && padding[2] == padding[3]) {
     const std::array<int64_t, 2> pad = {padding[0], padding[2]};
-    return at::convolution_backward(grad_z, input, weight, at::IntArrayRef(bias_sizes), stride,
-                                    pad, dilation, /*transposed=*/false, no_output_padding,
-                                    groups, mask);
+    return masked(at::convolution_backward(grad_z, input, weight, at::IntArrayRef(bias_sizes),
+                                           stride, pad, dilation, /*transposed=*/false,
+                                           no_output_padding, groups, mask),
+                  mask);
   }
   // ATen's backward takes symmetric padding only ('same' with an even dilated kernel is not):
   // pad explicitly, differentiate the unpadded convolution, then crop grad_input back.
   const at::Tensor padded =
       at::constant_pad_nd(input, {padding[2], padding[3], padding[0], padding[1]}, 0);
   const std::array<int64_t, 2> no_pad = {0, 0};
-  auto grads = at::convolution_backward(grad_z, padded, weight, at::IntArrayRef(bias_sizes),
-                                        stride, no_pad, dilation, /*transposed=*/false,
-                                        no_output_padding, groups, mask);
+  auto grads = masked(at::convolution_backward(grad_z, padded, weight,
+                                               at::IntArrayRef(bias_sizes), stride, no_pad,
+                                               dilation, /*transposed=*/false, no_output_padding,
+                                               groups, mask),
+                      mask);
   at::Tensor& grad_input = std::get<0>(grads);
   if (grad_input.defined()) {
     grad_input = grad_input.narrow(2, padding[0], input.size(2))

@@ -16,7 +16,7 @@ import fusedconv
 from conftest import DEVICES
 
 FORMATS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
-MASKS = [[True, True, True], [True, False, False], [False, True, True]]
+MASKS = [[True, True, True], [True, False, False], [False, True, True], [True, False, True]]
 
 
 def _tensors(device, dtype, x_format, w_format, batch=2, groups=1):
