@@ -84,16 +84,12 @@ def time_depthwise(ops, channels, size, k, stride, dtype, channels_last, precisi
         x = x.contiguous(memory_format=torch.channels_last)
         w = w.contiguous(memory_format=torch.channels_last)
     args = (x, w, b, [stride, stride], [k // 2] * 4, [1, 1], channels)
-    kernel = _with_policy(ops, "fused", lambda: ops._plan(*args))
-    if kernel == "floor":
-        return None
-    call = ops.conv2d_hardswish_relu
-    fused = _with_policy(ops, "fused", lambda: median_ms(lambda: call(*args), repeats))
-    floor = _with_policy(ops, "floor", lambda: median_ms(lambda: call(*args), repeats))
-    return {"direction": "fwd", "cin": channels, "cout": channels, "size": size, "k": k,
-            "stride": stride, "dtype": str(dtype)[6:], "precision": precision,
-            "kernel": kernel, "fused_ms": fused, "floor_ms": floor, "batch": BATCH,
-            "groups": channels, "layout": "channels_last" if channels_last else "nchw"}
+    record = _forward_record(ops, args, repeats)
+    if record is not None:
+        record.update(cin=channels, cout=channels, size=size, k=k, stride=stride,
+                      dtype=str(dtype)[6:], precision=precision, groups=channels,
+                      layout="channels_last" if channels_last else "nchw")
+    return record
 
 
 def _tensors(cin, cout, size, k, dtype):
@@ -111,19 +107,28 @@ def _with_policy(ops, policy, fn):
         ops._plan_policy(previous)
 
 
-def time_forward(ops, cin, cout, size, k, stride, dtype, precision, repeats):
-    x, w, b = _tensors(cin, cout, size, k, dtype)
-    pad = k // 2
-    args = (x, w, b, [stride, stride], [pad] * 4, [1, 1], 1)
+def _forward_record(ops, args, repeats):
+    """The forward op on `args` timed with the fused policy's kernel and with the floor; None
+    where no fused kernel applies."""
     kernel = _with_policy(ops, "fused", lambda: ops._plan(*args))
     if kernel == "floor":
         return None
     call = ops.conv2d_hardswish_relu
     fused = _with_policy(ops, "fused", lambda: median_ms(lambda: call(*args), repeats))
     floor = _with_policy(ops, "floor", lambda: median_ms(lambda: call(*args), repeats))
-    return {"direction": "fwd", "cin": cin, "cout": cout, "size": size, "k": k,
-            "stride": stride, "dtype": str(dtype)[6:], "precision": precision,
-            "kernel": kernel, "fused_ms": fused, "floor_ms": floor, "batch": BATCH}
+    return {"direction": "fwd", "kernel": kernel, "fused_ms": fused, "floor_ms": floor,
+            "batch": BATCH}
+
+
+def time_forward(ops, cin, cout, size, k, stride, dtype, precision, repeats):
+    x, w, b = _tensors(cin, cout, size, k, dtype)
+    pad = k // 2
+    args = (x, w, b, [stride, stride], [pad] * 4, [1, 1], 1)
+    record = _forward_record(ops, args, repeats)
+    if record is not None:
+        record.update(cin=cin, cout=cout, size=size, k=k, stride=stride, dtype=str(dtype)[6:],
+                      precision=precision)
+    return record
 
 
 def time_backward(ops, cin, cout, size, k, precision, repeats):

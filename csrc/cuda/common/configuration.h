@@ -12,6 +12,12 @@ inline bool is_dense_nchw(const Strides4& s, int64_t channels, int64_t height, i
   return s.w == 1 && s.h == width && s.c == height * width && s.n == channels * height * width;
 }
 
+inline bool is_dense_channels_last(const Strides4& s, int64_t channels, int64_t height,
+                                   int64_t width) {
+  return s.c == 1 && s.w == channels && s.h == width * channels &&
+         s.n == height * width * channels;
+}
+
 // Whether `pointer` is 16-byte aligned. The tensor-core kernels' vector accesses (16-byte
 // cp.async and float4 loads of rows, 8-byte pair stores) assume it of each tensor's start; a
 // dense view with a storage offset (x.flatten()[1:].view(...)) lacks it, and a misaligned vector

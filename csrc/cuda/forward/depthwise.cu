@@ -18,6 +18,7 @@
 
 #include <cstdint>
 
+#include "common/configuration.h"
 #include "forward/families.h"
 #include "fusedconv/activation.h"
 #include "fusedconv/dtype.cuh"
@@ -258,16 +259,8 @@ __global__ void __launch_bounds__(kThreads)
 // Dense NCHW (channels_last = false) or dense channels_last (true); false for other strides.
 bool dense_layout(const Strides4& s, int64_t channels, int64_t height, int64_t width,
                   bool& channels_last) {
-  if (s.w == 1 && s.h == width && s.c == height * width && s.n == channels * height * width) {
-    channels_last = false;
-    return true;
-  }
-  if (s.c == 1 && s.w == channels && s.h == width * channels &&
-      s.n == height * width * channels) {
-    channels_last = true;
-    return true;
-  }
-  return false;
+  channels_last = !is_dense_nchw(s, channels, height, width);
+  return !channels_last || is_dense_channels_last(s, channels, height, width);
 }
 
 // The compile-time kernel size and stride of a call: 3 or 5, 1 or 2, square, no dilation; 0
