@@ -275,14 +275,10 @@ void unrolled_geometry(const ConvParams& p, int& kernel, int& stride) {
   kernel = stride > 0 ? kernel : 0;
 }
 
-// The vector kernel's domain (in channels_last): multiplier 1, whole 16-byte channel vectors at
-// 16-byte aligned input and output, an unrolled geometry.
-bool vector_kernel_applies(const ConvParams& p, int element_bytes) {
-  int kernel = 0, stride = 0;
-  unrolled_geometry(p, kernel, stride);
-  const int vector = 16 / element_bytes;
-  return kernel > 0 && p.out_channels == p.in_channels &&
-         p.in_channels % vector == 0 && reinterpret_cast<uintptr_t>(p.input) % 16 == 0 &&
+// The vector kernel's domain (in channels_last): its shapes (vector_shape) at 16-byte aligned
+// input and output.
+bool vector_kernel_applies(const ConvParams& p) {
+  return vector_shape(p) && reinterpret_cast<uintptr_t>(p.input) % 16 == 0 &&
          reinterpret_cast<uintptr_t>(p.output) % 16 == 0;
 }
 
@@ -309,7 +305,7 @@ cudaError_t launch_vector(const ConvParams& p, Geometry g, cudaStream_t stream) 
 
 template <typename Storage, bool kChannelsLast>
 cudaError_t launch_layout(const ConvParams& p, const Geometry& g, cudaStream_t stream) {
-  if (kChannelsLast && vector_kernel_applies(p, sizeof(Storage))) {
+  if (kChannelsLast && vector_kernel_applies(p)) {
     return launch_vector<Storage>(p, g, stream);
   }
   const dim3 grid((g.threads + kThreads - 1) / kThreads);
@@ -335,6 +331,13 @@ cudaError_t launch_layout(const ConvParams& p, const Geometry& g, cudaStream_t s
 }
 
 }  // namespace
+
+bool vector_shape(const ConvParams& p) {
+  int kernel = 0, stride = 0;
+  unrolled_geometry(p, kernel, stride);
+  const int64_t vector = 16 / element_bytes(p.dtype);
+  return kernel > 0 && p.out_channels == p.in_channels && p.in_channels % vector == 0;
+}
 
 bool applies(const ConvParams& p) {
   bool input_channels_last = false, output_channels_last = false;

@@ -25,8 +25,12 @@ cudaError_t launch(const ConvParams& params, cudaStream_t stream);
 // dense channels_last input and output in the same layout, any kernel, stride, padding and
 // dilation, every dtype, input and batch x output channels x output rows x column strips below
 // 2^31. Float32 accuracy (float64 for float64) in either precision mode; no workspace.
+// `vector_shape`: the shapes its channels_last vector kernel takes (multiplier 1, whole
+// 16-byte channel vectors, 3x3 or 5x5 at stride 1 or 2, no dilation); a call of that shape whose
+// input or output is not 16-byte aligned runs the one-channel-per-lane kernel instead.
 namespace depthwise {
 bool applies(const ConvParams& params);
+bool vector_shape(const ConvParams& params);
 cudaError_t launch(const ConvParams& params, cudaStream_t stream);
 }  // namespace depthwise
 

@@ -1,7 +1,8 @@
 // The forward's dispatch rule, its one home: which kernel runs a call, and the workspace it
 // needs. Under the default (measured) policy, in order:
-//   0. depthwise convolutions (groups == in_channels > 1) in dense NCHW, float32 or bfloat16:
-//      the depthwise kernel, one launch, no workspace, where it measured faster than the floor;
+//   0. depthwise convolutions (groups == in_channels > 1): the depthwise kernel, one launch, no
+//      workspace, where it measured faster than the floor (NCHW float32 and bfloat16,
+//      channels_last float32 3x3);
 //   1. small problems (at most 16 output channels and 32 inputs per output position): the
 //      small-problem kernels (DMMA / FFMA), one launch, no workspace;
 //   2. on Hopper, more than 16 output channels: the wgmma kernels, where their tile fits and
@@ -44,12 +45,17 @@ constexpr int64_t kMinWgmmaOutChannels = 17;
 
 // The depthwise kernel beat the floor on all 112 NCHW shapes of its sweep (float32 and
 // bfloat16, 1.11-2.21x: MobileNetV3 / EfficientNet channel counts at batch 32, k 3 and 5,
-// stride 1 and 2), but in channels_last, where cuDNN's NHWC kernels read channel vectors, it
-// lost 7 of 56 float32 shapes (to 0.93x) and 29 of 56 bfloat16 ones (to 0.50x). float16 and
-// float64 were not measured. So: NCHW float32 and bfloat16.
+// stride 1 and 2). In channels_last, where cuDNN's NHWC kernels read channel vectors too, the
+// vector kernel won all 28 float32 3x3 shapes (1.06-1.90x) but lost 14 of the 28 float32 5x5
+// ones (to 0.76x) and 35 of the 56 bfloat16 ones (to 0.50x). float16 and float64 were not
+// measured. So: NCHW float32 and bfloat16, and channels_last float32 3x3 of the vector
+// kernel's shapes.
 bool depthwise_beats_floor(const ConvParams& p) {
   const bool nchw = p.input_strides.w == 1;  // channels_last has stride in_channels > 1 there
-  return nchw && (p.dtype == DType::kFloat32 || p.dtype == DType::kBFloat16);
+  if (nchw) {
+    return p.dtype == DType::kFloat32 || p.dtype == DType::kBFloat16;
+  }
+  return p.dtype == DType::kFloat32 && p.kernel_h == 3 && depthwise::vector_shape(p);
 }
 
 // wgmma beat the floor on 196 of the other 204 shapes it takes; it lost on 16 of the 24 1x1 convs

@@ -9,6 +9,10 @@ namespace fusedconv {
 
 enum class DType : int { kFloat32 = 0, kFloat64 = 1, kFloat16 = 2, kBFloat16 = 3 };
 
+constexpr int64_t element_bytes(DType dtype) {
+  return dtype == DType::kFloat64 ? 8 : dtype == DType::kFloat32 ? 4 : 2;
+}
+
 // Element strides of a 4-D tensor, in (N, C, H, W) order whatever the memory layout is, so one
 // kernel serves NCHW, channels_last and arbitrary non-contiguous views. 64-bit: a tensor may hold
 // more than 2^31 elements.
