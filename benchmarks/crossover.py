@@ -7,7 +7,8 @@ wherever one applies) and to "floor", and likewise the backward op (all three gr
 Python-call medians with CUDA events. Writes one JSON record per (shape, precision, direction)
 with the kernel the fused policy chose; docs/DESIGN.md's dispatch rule is read off these records
 (benchmarks/NOTES.md, "Crossovers"). `--directions depthwise` sweeps the depthwise kernel
-(both layouts, float32 and bfloat16) the same way. Usage (GPU): python benchmarks/crossover.py
+(both layouts, float32 and bfloat16) the same way, `--directions pointwise` the pointwise
+kernel (1x1, channels_last float16 / bfloat16). Usage (GPU): python benchmarks/crossover.py
 --json out.json
 """
 
@@ -61,6 +62,9 @@ def sweep(repeats, directions):
         if "depthwise" in directions:
             for shape in depthwise_shapes():
                 records.append(time_depthwise(ops, *shape, precision, repeats))
+        if "pointwise" in directions:
+            for shape in pointwise_shapes():
+                records.append(time_pointwise(ops, *shape, precision, repeats))
         if "bwd" in directions:
             for cin, cout, size, k in backward_shapes():
                 records.append(time_backward(ops, cin, cout, size, k, precision, repeats))
@@ -89,6 +93,28 @@ def time_depthwise(ops, channels, size, k, stride, dtype, channels_last, precisi
         record.update(cin=channels, cout=channels, size=size, k=k, stride=stride,
                       dtype=str(dtype)[6:], precision=precision, groups=channels,
                       layout="channels_last" if channels_last else "nchw")
+    return record
+
+
+def pointwise_shapes():
+    """(in_channels, out_channels, size, dtype): 1x1 layers of MobileNetV3 / EfficientNet-B0 /
+    ResNet-50 (expanding and projecting) at their planes, channels_last float16 / bfloat16."""
+    layers = ((16, 64, 112), (64, 16, 112), (24, 144, 56), (144, 24, 56), (40, 240, 28),
+              (240, 40, 28), (80, 480, 14), (480, 112, 14), (112, 672, 14), (672, 160, 7),
+              (160, 960, 7), (960, 160, 7), (64, 256, 56), (256, 64, 56), (512, 128, 28),
+              (1024, 256, 14))
+    return [(cin, cout, size, dtype) for (cin, cout, size), dtype in itertools.product(
+        layers, (torch.bfloat16, torch.float16))]
+
+
+def time_pointwise(ops, cin, cout, size, dtype, precision, repeats):
+    x, w, b = _tensors(cin, cout, size, 1, dtype)
+    x = x.contiguous(memory_format=torch.channels_last)
+    args = (x, w, b, [1, 1], [0] * 4, [1, 1], 1)
+    record = _forward_record(ops, args, repeats)
+    if record is not None:
+        record.update(cin=cin, cout=cout, size=size, k=1, stride=1, dtype=str(dtype)[6:],
+                      precision=precision, layout="channels_last")
     return record
 
 
@@ -154,7 +180,7 @@ def main():
     parser.add_argument("--json", required=True)
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--directions", default="fwd,bwd",
-                        help="comma list of fwd, bwd (dense sweeps) and depthwise")
+                        help="comma list of fwd, bwd (dense sweeps), depthwise and pointwise")
     args = parser.parse_args()
     started = time.perf_counter()
     records = sweep(args.repeats, args.directions.split(","))

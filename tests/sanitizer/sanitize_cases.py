@@ -39,6 +39,10 @@ CASES = [
     # vectors with partial strips, two bfloat16 vectors at stride 2.
     (2, 12, 12, 11, 13, 3, {"groups": 12, "padding": 1}, torch.float32, 1e-5),
     (2, 16, 16, 12, 9, 5, {"groups": 16, "stride": 2, "padding": 2}, torch.bfloat16, 1e-2),
+    # The pointwise kernel (channels_last below): partial position and channel tiles, and a
+    # strided, padded one.
+    (2, 40, 72, 9, 11, 1, {}, torch.bfloat16, 1e-2),
+    (1, 16, 24, 7, 9, 1, {"stride": 2, "padding": 1}, torch.float16, 2e-3),
     # float16 / bfloat16 through the resident Hopper kernel: an odd width (plain copies of 2-byte
     # elements, scalar stores), an even one that is no 16-byte multiple (4-byte copies of pairs),
     # and a 16-byte multiple (16-byte copies, 4-byte pair stores, several items per CTA).

@@ -1,7 +1,7 @@
-// PTX wrappers every kernel family shares: asynchronous copies (cp.async), the m16n8k8 TF32
-// mma.sync, and, on the sm_90a device pass only, mbarriers, the async-proxy fence, bulk copies
-// and warpgroup MMAs (wgmma). One wrapper per instruction; the kernels' own synchronisation
-// (named-barrier numbering, turn order) stays with the kernels.
+// PTX wrappers every kernel family shares: asynchronous copies (cp.async), the m16n8k8 TF32 and
+// m16n8k16 16-bit mma.sync, ldmatrix, and, on the sm_90a device pass only, mbarriers, the
+// async-proxy fence, bulk copies and warpgroup MMAs (wgmma). One wrapper per instruction; the
+// kernels' own synchronisation (named-barrier numbering, turn order) stays with the kernels.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -72,6 +72,35 @@ __device__ __forceinline__ void dmma_m8n8k4(double (&d)[2], double a, double b) 
 
 __device__ __forceinline__ uint32_t shared_address(const void* pointer) {
   return static_cast<uint32_t>(__cvta_generic_to_shared(pointer));
+}
+
+// Four 8x8 matrices of 16-bit elements from shared memory, one 16-byte row address per lane
+// (lanes 8j..8j+7 give matrix j's rows); lane l receives row l / 4, elements 2 (l % 4) + {0, 1}
+// of each matrix, the m16n8k16 fragment order.
+__device__ __forceinline__ void load_matrix_x4(uint32_t (&fragment)[4], uint32_t address) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(fragment[0]), "=r"(fragment[1]), "=r"(fragment[2]), "=r"(fragment[3])
+               : "r"(address));
+}
+
+// acc += A * B for one m16n8k16 tile of bfloat16 (kBFloat16) or float16 operands, float32
+// accumulation; a and b in the PTX fragment order.
+template <bool kBFloat16>
+__device__ __forceinline__ void mma_16bit(float (&acc)[4], const uint32_t (&a)[4], uint32_t b0,
+                                          uint32_t b1) {
+  if constexpr (kBFloat16) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+        "{%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(acc[0]), "+f"(acc[1]), "+f"(acc[2]), "+f"(acc[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  } else {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+        "{%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(acc[0]), "+f"(acc[1]), "+f"(acc[2]), "+f"(acc[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  }
 }
 
 }  // namespace fusedconv

@@ -34,6 +34,16 @@ bool vector_shape(const ConvParams& params);
 cudaError_t launch(const ConvParams& params, cudaStream_t stream);
 }  // namespace depthwise
 
+// Pointwise (pointwise.cu): 1x1 convolutions in float16 / bfloat16, groups 1, any stride and
+// padding, dense channels_last input and output and a dense [out_channels, in_channels] weight,
+// all three 16-byte aligned, channel counts multiples of 8, batch x output plane below 2^31.
+// float32 accumulation, one rounding at the store; no workspace. Compute capability 8.0 or newer
+// (the library's minimum).
+namespace pointwise {
+bool applies(const ConvParams& params);
+cudaError_t launch(const ConvParams& params, cudaStream_t stream);
+}  // namespace pointwise
+
 // Hopper (wgmma/): `applies` on compute capability 9.0 with the sm_90a code built, stride 1 and
 // dilation 1 on dense NCHW, more than 16 output channels, and a tile within shared memory for
 // one of its variants: resident weights, up to 32 k steps of 8 input channels x one tap,

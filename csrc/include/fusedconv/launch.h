@@ -28,7 +28,15 @@ int64_t plan_count();
 // a fused family, kNone for an empty output, or kFloor where the floor runs instead (the
 // operator library's PyTorch convolution plus hardswish_relu_inplace; this torch-free library has
 // no convolution of its own there, and launch_planned returns cudaErrorNotSupported).
-enum class ForwardKernel : int { kNone, kDepthwise, kSmallProblem, kWgmma, kMmaSync, kFloor };
+enum class ForwardKernel : int {
+  kNone,
+  kDepthwise,
+  kPointwise,
+  kSmallProblem,
+  kWgmma,
+  kMmaSync,
+  kFloor
+};
 
 struct ForwardPlan {
   ForwardKernel kernel = ForwardKernel::kNone;

@@ -1,0 +1,274 @@
+// Pointwise (1x1) forward in channels_last, float16 / bfloat16: convolution, bias, hardswish and
+// relu in one launch, no workspace. In channels_last a 1x1 convolution is one GEMM, output
+// positions x input channels times input channels x output channels, both operands with the
+// input channels innermost: the layout mma.sync's row x col fragments want. Memory-bound at the
+// channel counts networks run (16-960), so the aim is one read of x and one write of y.
+//
+// Each CTA computes kTileM output positions x kTileN output channels; four warps of 64 x 32. The
+// input-channel loop stages kTileK channels of x and W per step through a kStages-deep cp.async
+// ring (zero-filled past the channels, the positions and the output channels), loads fragments
+// with ldmatrix from XOR-swizzled rows, and accumulates m16n8k16 MMAs in float32. The epilogue
+// adds the bias, applies relu(hardswish) in float32, rounds once and stores channel pairs.
+// Strided and zero-padded 1x1 convolutions take the same path: each staged row's source pixel
+// is found once per thread (a padded one is a zero row).
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <type_traits>
+
+#include "common/configuration.h"
+#include "common/ptx.cuh"
+#include "forward/families.h"
+#include "fusedconv/activation.h"
+#include "fusedconv/dtype.cuh"
+#include "fusedconv/fast_divisor.h"
+#include "fusedconv/params.h"
+
+namespace fusedconv {
+namespace pointwise {
+namespace {
+
+constexpr int kTileM = 128;  // output positions per CTA
+constexpr int kTileN = 64;   // output channels per CTA
+constexpr int kTileK = 32;   // input channels per stage
+constexpr int kStages = 3;
+constexpr int kThreads = 128;  // 4 warps, 2 x 2
+constexpr int kWarpM = 64;
+constexpr int kWarpN = 32;
+constexpr int kChunks = kTileK / 8;  // 16-byte chunks per staged row
+constexpr int kACopies = kTileM * kChunks / kThreads;
+constexpr int kBCopies = kTileN * kChunks / kThreads;
+static_assert(kThreads % kChunks == 0, "a thread copies one chunk column");
+
+struct Geometry {
+  FastDivisor out_plane, out_width, n_tiles;
+  int32_t positions;  // batch x out_height x out_width, < 2^31 (applies)
+  int32_t k_tiles;
+};
+
+// Where logical 16-byte chunk `chunk` of staged row `row` lies: the XOR puts the eight rows an
+// ldmatrix reads (64 bytes apart) on eight distinct bank groups.
+__device__ __forceinline__ int swizzled(int row, int chunk) {
+  return row * kTileK + ((chunk ^ ((row >> 1) & 3)) << 3);
+}
+
+template <typename Storage>
+__device__ __forceinline__ uint32_t pack_pair(float a, float b) {
+  if constexpr (std::is_same<Storage, __nv_bfloat16>::value) {
+    const __nv_bfloat162 pair = __floats2bfloat162_rn(a, b);
+    return *reinterpret_cast<const uint32_t*>(&pair);
+  } else {
+    const __half2 pair = __floats2half2_rn(a, b);
+    return *reinterpret_cast<const uint32_t*>(&pair);
+  }
+}
+
+template <typename Storage>
+__global__ void __launch_bounds__(kThreads)
+    conv_hardswish_relu_pointwise_kernel(const ConvParams p, const Geometry g) {
+  constexpr bool kBFloat16 = std::is_same<Storage, __nv_bfloat16>::value;
+  __shared__ __align__(128) Storage a_tile[kStages][kTileM * kTileK];
+  __shared__ __align__(128) Storage b_tile[kStages][kTileN * kTileK];
+
+  const int m_tile = static_cast<int>(g.n_tiles.quotient(blockIdx.x));
+  const int n_tile = static_cast<int>(blockIdx.x - m_tile * g.n_tiles.divisor);
+  const int m0 = m_tile * kTileM;
+  const int n0 = n_tile * kTileN;
+  const int thread = static_cast<int>(threadIdx.x);
+  const Storage* __restrict__ input = static_cast<const Storage*>(p.input);
+  const Storage* __restrict__ weight = static_cast<const Storage*>(p.weight);
+  const int in_channels = static_cast<int>(p.in_channels);
+  const int out_channels = static_cast<int>(p.out_channels);
+
+  // The rows this thread stages never change: find their sources once.
+  const int chunk = thread % kChunks;
+  const Storage* a_source[kACopies];
+  bool a_valid[kACopies];
+#pragma unroll
+  for (int i = 0; i < kACopies; ++i) {
+    const int m = m0 + thread / kChunks + i * (kThreads / kChunks);
+    a_valid[i] = false;
+    a_source[i] = input;
+    if (m < g.positions) {
+      const uint32_t image = g.out_plane.quotient(static_cast<uint32_t>(m));
+      const uint32_t rest = static_cast<uint32_t>(m) - image * g.out_plane.divisor;
+      const uint32_t out_row = g.out_width.quotient(rest);
+      const uint32_t out_col = rest - out_row * g.out_width.divisor;
+      const int64_t in_row = int64_t{out_row} * p.stride_h - p.pad_top;
+      const int64_t in_col = int64_t{out_col} * p.stride_w - p.pad_left;
+      if (in_row >= 0 && in_row < p.in_height && in_col >= 0 && in_col < p.in_width) {
+        a_valid[i] = true;
+        a_source[i] = input + int64_t{image} * p.input_strides.n + in_row * p.input_strides.h +
+                      in_col * p.input_strides.w + chunk * 8;
+      }
+    }
+  }
+  const Storage* b_source[kBCopies];
+  bool b_valid[kBCopies];
+#pragma unroll
+  for (int i = 0; i < kBCopies; ++i) {
+    const int n = n0 + thread / kChunks + i * (kThreads / kChunks);
+    b_valid[i] = n < out_channels;
+    b_source[i] = b_valid[i] ? weight + int64_t{n} * p.weight_strides.n + chunk * 8 : weight;
+  }
+
+  auto stage_tiles = [&](int stage, int k_tile) {
+    const int k = k_tile * kTileK;
+    const bool k_valid = k + chunk * 8 < in_channels;  // in_channels is a multiple of 8
+#pragma unroll
+    for (int i = 0; i < kACopies; ++i) {
+      const int row = thread / kChunks + i * (kThreads / kChunks);
+      const bool valid = a_valid[i] && k_valid;
+      copy_async_16(&a_tile[stage][swizzled(row, chunk)], valid ? a_source[i] + k : input,
+                    valid ? 16 : 0);
+    }
+#pragma unroll
+    for (int i = 0; i < kBCopies; ++i) {
+      const int row = thread / kChunks + i * (kThreads / kChunks);
+      const bool valid = b_valid[i] && k_valid;
+      copy_async_16(&b_tile[stage][swizzled(row, chunk)], valid ? b_source[i] + k : weight,
+                    valid ? 16 : 0);
+    }
+  };
+
+  const int warp = thread / 32;
+  const int lane = thread % 32;
+  const int warp_m = (warp / 2) * kWarpM;
+  const int warp_n = (warp % 2) * kWarpN;
+  float acc[kWarpM / 16][kWarpN / 8][4];
+#pragma unroll
+  for (int i = 0; i < kWarpM / 16; ++i) {
+#pragma unroll
+    for (int j = 0; j < kWarpN / 8; ++j) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        acc[i][j][e] = 0.0f;
+      }
+    }
+  }
+
+#pragma unroll
+  for (int s = 0; s < kStages - 1; ++s) {
+    if (s < g.k_tiles) {
+      stage_tiles(s, s);
+    }
+    copy_async_commit();
+  }
+  for (int k_tile = 0; k_tile < g.k_tiles; ++k_tile) {
+    copy_async_wait_group<kStages - 2>();
+    __syncthreads();  // this stage landed for every thread; the one refilled below is consumed
+    const int next = k_tile + kStages - 1;
+    if (next < g.k_tiles) {
+      stage_tiles(next % kStages, next);
+    }
+    copy_async_commit();
+    const Storage* a_stage = a_tile[k_tile % kStages];
+    const Storage* b_stage = b_tile[k_tile % kStages];
+#pragma unroll
+    for (int kk = 0; kk < kTileK / 16; ++kk) {
+      // ldmatrix x4: lanes 8j..8j+7 address matrix j. A: matrices (rows 0-7 | 8-15) x (k 0-7 |
+      // 8-15) in a0..a3 order; B: (k 0-7, k 8-15) of channels 0-7, then of channels 8-15.
+      uint32_t a[kWarpM / 16][4];
+      uint32_t b[kWarpN / 16][4];
+#pragma unroll
+      for (int i = 0; i < kWarpM / 16; ++i) {
+        const int row = warp_m + i * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;
+        load_matrix_x4(a[i], shared_address(a_stage + swizzled(row, kk * 2 + (lane >> 4))));
+      }
+#pragma unroll
+      for (int j = 0; j < kWarpN / 16; ++j) {
+        const int row = warp_n + j * 16 + (lane & 7) + (lane >> 4) * 8;
+        load_matrix_x4(b[j],
+                       shared_address(b_stage + swizzled(row, kk * 2 + ((lane >> 3) & 1))));
+      }
+#pragma unroll
+      for (int i = 0; i < kWarpM / 16; ++i) {
+#pragma unroll
+        for (int j = 0; j < kWarpN / 8; ++j) {
+          mma_16bit<kBFloat16>(acc[i][j], a[i], b[j / 2][(j % 2) * 2], b[j / 2][(j % 2) * 2 + 1]);
+        }
+      }
+    }
+  }
+  copy_async_wait_group<0>();  // no copy outlives the CTA (the trailing groups are empty)
+
+  // Lane l holds rows l / 4 and l / 4 + 8 of each 16 x 8 tile, channels 2 (l % 4) + {0, 1}.
+  const Storage* __restrict__ bias = static_cast<const Storage*>(p.bias);
+  Storage* __restrict__ output = static_cast<Storage*>(p.output);
+  using Traits = StorageTraits<Storage>;
+#pragma unroll
+  for (int j = 0; j < kWarpN / 8; ++j) {
+    const int n = n0 + warp_n + j * 8 + 2 * (lane & 3);
+    if (n >= out_channels) {
+      continue;  // out_channels is even: a pair is whole or absent
+    }
+    const float bias0 = bias != nullptr ? Traits::load(bias[n]) : 0.0f;
+    const float bias1 = bias != nullptr ? Traits::load(bias[n + 1]) : 0.0f;
+#pragma unroll
+    for (int i = 0; i < kWarpM / 16; ++i) {
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {
+        const int m = m0 + warp_m + i * 16 + (lane >> 2) + half * 8;
+        if (m < g.positions) {
+          const float y0 = HardSwishReLU<float>::value(acc[i][j][2 * half] + bias0);
+          const float y1 = HardSwishReLU<float>::value(acc[i][j][2 * half + 1] + bias1);
+          *reinterpret_cast<uint32_t*>(output + int64_t{m} * out_channels + n) =
+              pack_pair<Storage>(y0, y1);
+        }
+      }
+    }
+  }
+}
+
+template <typename Storage>
+cudaError_t launch_typed(const ConvParams& p, const Geometry& g, uint32_t tiles,
+                         cudaStream_t stream) {
+  conv_hardswish_relu_pointwise_kernel<Storage><<<tiles, kThreads, 0, stream>>>(p, g);
+  return cudaGetLastError();
+}
+
+}  // namespace
+
+bool applies(const ConvParams& p) {
+  const bool half = p.dtype == DType::kFloat16 || p.dtype == DType::kBFloat16;
+  if (!half || p.kernel_h != 1 || p.kernel_w != 1 || p.groups != 1 ||
+      p.in_channels % 8 != 0 || p.out_channels % 8 != 0) {
+    return false;
+  }
+  if (!is_dense_channels_last(p.input_strides, p.in_channels, p.in_height, p.in_width) ||
+      !is_dense_channels_last(p.output_strides, p.out_channels, p.out_height, p.out_width) ||
+      p.weight_strides.c != 1 || p.weight_strides.n != p.in_channels) {
+    return false;  // the weight: dense [out_channels, in_channels] rows
+  }
+  if (!aligned_16(p.input) || !aligned_16(p.output) || !aligned_16(p.weight)) {
+    return false;
+  }
+  constexpr int64_t kIntLimit = int64_t{1} << 31;
+  const int64_t positions = p.batch * p.out_height * p.out_width;
+  const int64_t tiles =
+      (positions + kTileM - 1) / kTileM * ((p.out_channels + kTileN - 1) / kTileN);
+  return positions < kIntLimit && tiles < kIntLimit && p.in_channels < kIntLimit &&
+         p.out_channels < kIntLimit;
+}
+
+cudaError_t launch(const ConvParams& p, cudaStream_t stream) {
+  const int64_t positions = p.batch * p.out_height * p.out_width;
+  if (positions == 0 || p.out_channels == 0) {
+    return cudaSuccess;
+  }
+  Geometry g{};
+  g.out_plane = FastDivisor::make(static_cast<uint32_t>(p.out_height * p.out_width));
+  g.out_width = FastDivisor::make(static_cast<uint32_t>(p.out_width));
+  const int64_t n_tiles = (p.out_channels + kTileN - 1) / kTileN;
+  g.n_tiles = FastDivisor::make(static_cast<uint32_t>(n_tiles));
+  g.positions = static_cast<int32_t>(positions);
+  g.k_tiles = static_cast<int32_t>((p.in_channels + kTileK - 1) / kTileK);
+  const uint32_t tiles = static_cast<uint32_t>((positions + kTileM - 1) / kTileM * n_tiles);
+  return p.dtype == DType::kBFloat16 ? launch_typed<__nv_bfloat16>(p, g, tiles, stream)
+                                     : launch_typed<__half>(p, g, tiles, stream);
+}
+
+}  // namespace pointwise
+}  // namespace fusedconv
