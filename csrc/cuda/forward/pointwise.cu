@@ -19,6 +19,7 @@
 #include <type_traits>
 
 #include "common/configuration.h"
+#include "common/device_limits.h"
 #include "common/ptx.cuh"
 #include "forward/families.h"
 #include "fusedconv/activation.h"
@@ -35,17 +36,22 @@ constexpr int kTileN = 64;   // output channels per CTA
 constexpr int kTileK = 32;   // input channels per stage
 constexpr int kStages = 3;
 constexpr int kThreads = 128;  // 4 warps, 2 x 2
+constexpr int kCtasPerSm = 3;  // what 128 threads of up to 168 registers leave room for
 constexpr int kWarpM = 64;
 constexpr int kWarpN = 32;
 constexpr int kChunks = kTileK / 8;  // 16-byte chunks per staged row
 constexpr int kACopies = kTileM * kChunks / kThreads;
 constexpr int kBCopies = kTileN * kChunks / kThreads;
+constexpr int kStagedPitch = kTileN + 8;  // output staging row, in elements (144 bytes)
+constexpr int kSharedBytes =
+    (kStages * (kTileM + kTileN) * kTileK + kTileM * kStagedPitch) * 2;
 static_assert(kThreads % kChunks == 0, "a thread copies one chunk column");
 
 struct Geometry {
   FastDivisor out_plane, out_width, n_tiles;
   int32_t positions;  // batch x out_height x out_width, < 2^31 (applies)
   int32_t k_tiles;
+  int32_t tiles;  // position tiles x channel tiles, < 2^31 (applies)
 };
 
 // Where logical 16-byte chunk `chunk` of staged row `row` lies: the XOR puts the eight rows an
@@ -65,70 +71,118 @@ __device__ __forceinline__ uint32_t pack_pair(float a, float b) {
   }
 }
 
+using Fragments = float[kWarpM / 16][kWarpN / 8][4];
+
+// The epilogue of one tile: bias, relu(hardswish) and one rounding per fragment element into a
+// staged tile (row pitch kStagedPitch: a warp's fragment writes hit 32 distinct banks), then
+// 16-byte stores of whole runs of channels, consecutive threads on consecutive chunks of a row.
+// Lane l holds rows l / 4 and l / 4 + 8 of each 16 x 8 fragment, channels 2 (l % 4) + {0, 1}.
 template <typename Storage>
-__global__ void __launch_bounds__(kThreads)
+__device__ __forceinline__ void store_tile(const ConvParams& p, const Geometry& g,
+                                           const Fragments& acc, Storage* staged, int m0, int n0,
+                                           int warp_m, int warp_n, int lane, int thread) {
+  using Traits = StorageTraits<Storage>;
+  const Storage* __restrict__ bias = static_cast<const Storage*>(p.bias);
+  const int out_channels = static_cast<int>(p.out_channels);
+#pragma unroll
+  for (int j = 0; j < kWarpN / 8; ++j) {
+    const int column = warp_n + j * 8 + 2 * (lane & 3);
+    const bool present = bias != nullptr && n0 + column < out_channels;  // whole pairs: even
+    const float bias0 = present ? Traits::load(bias[n0 + column]) : 0.0f;
+    const float bias1 = present ? Traits::load(bias[n0 + column + 1]) : 0.0f;
+#pragma unroll
+    for (int i = 0; i < kWarpM / 16; ++i) {
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {
+        const int row = warp_m + i * 16 + (lane >> 2) + half * 8;
+        const float y0 = HardSwishReLU<float>::value(acc[i][j][2 * half] + bias0);
+        const float y1 = HardSwishReLU<float>::value(acc[i][j][2 * half + 1] + bias1);
+        *reinterpret_cast<uint32_t*>(staged + row * kStagedPitch + column) =
+            pack_pair<Storage>(y0, y1);
+      }
+    }
+  }
+  __syncthreads();
+  constexpr int kRowChunks = kTileN / 8;
+  Storage* __restrict__ output = static_cast<Storage*>(p.output);
+#pragma unroll
+  for (int i = 0; i < kTileM * kRowChunks / kThreads; ++i) {
+    const int index = thread + i * kThreads;
+    const int row = index / kRowChunks;
+    const int column = (index % kRowChunks) * 8;
+    const int m = m0 + row;
+    if (m < g.positions && n0 + column < out_channels) {  // out_channels: a multiple of 8
+      *reinterpret_cast<uint4*>(output + int64_t{m} * out_channels + n0 + column) =
+          *reinterpret_cast<const uint4*>(staged + row * kStagedPitch + column);
+    }
+  }
+  // The next writes of `staged` come after the main loop's next __syncthreads.
+}
+
+// A persistent grid: CTA b takes tiles b, b + gridDim.x, ...; the cp.async ring runs over the
+// CTA's (tile, input-channel step) pairs, so the next tile's loads are in flight while this
+// one's epilogue runs.
+template <typename Storage>
+__global__ void __launch_bounds__(kThreads, kCtasPerSm)
     conv_hardswish_relu_pointwise_kernel(const ConvParams p, const Geometry g) {
   constexpr bool kBFloat16 = std::is_same<Storage, __nv_bfloat16>::value;
-  __shared__ __align__(128) Storage a_tile[kStages][kTileM * kTileK];
-  __shared__ __align__(128) Storage b_tile[kStages][kTileN * kTileK];
+  extern __shared__ __align__(128) unsigned char shared[];
+  Storage* const a_ring = reinterpret_cast<Storage*>(shared);
+  Storage* const b_ring = a_ring + kStages * kTileM * kTileK;
+  Storage* const staged_out = b_ring + kStages * kTileN * kTileK;
 
-  const int m_tile = static_cast<int>(g.n_tiles.quotient(blockIdx.x));
-  const int n_tile = static_cast<int>(blockIdx.x - m_tile * g.n_tiles.divisor);
-  const int m0 = m_tile * kTileM;
-  const int n0 = n_tile * kTileN;
   const int thread = static_cast<int>(threadIdx.x);
   const Storage* __restrict__ input = static_cast<const Storage*>(p.input);
   const Storage* __restrict__ weight = static_cast<const Storage*>(p.weight);
   const int in_channels = static_cast<int>(p.in_channels);
   const int out_channels = static_cast<int>(p.out_channels);
-
-  // The rows this thread stages never change: find their sources once.
+  const int my_tiles = (g.tiles - static_cast<int>(blockIdx.x) +
+                        static_cast<int>(gridDim.x) - 1) / static_cast<int>(gridDim.x);
+  const int steps = my_tiles * g.k_tiles;  // < 2^31: tiles x k steps is checked by applies
   const int chunk = thread % kChunks;
-  const Storage* a_source[kACopies];
-  bool a_valid[kACopies];
-#pragma unroll
-  for (int i = 0; i < kACopies; ++i) {
-    const int m = m0 + thread / kChunks + i * (kThreads / kChunks);
-    a_valid[i] = false;
-    a_source[i] = input;
-    if (m < g.positions) {
-      const uint32_t image = g.out_plane.quotient(static_cast<uint32_t>(m));
-      const uint32_t rest = static_cast<uint32_t>(m) - image * g.out_plane.divisor;
-      const uint32_t out_row = g.out_width.quotient(rest);
-      const uint32_t out_col = rest - out_row * g.out_width.divisor;
-      const int64_t in_row = int64_t{out_row} * p.stride_h - p.pad_top;
-      const int64_t in_col = int64_t{out_col} * p.stride_w - p.pad_left;
-      if (in_row >= 0 && in_row < p.in_height && in_col >= 0 && in_col < p.in_width) {
-        a_valid[i] = true;
-        a_source[i] = input + int64_t{image} * p.input_strides.n + in_row * p.input_strides.h +
-                      in_col * p.input_strides.w + chunk * 8;
-      }
-    }
-  }
-  const Storage* b_source[kBCopies];
-  bool b_valid[kBCopies];
-#pragma unroll
-  for (int i = 0; i < kBCopies; ++i) {
-    const int n = n0 + thread / kChunks + i * (kThreads / kChunks);
-    b_valid[i] = n < out_channels;
-    b_source[i] = b_valid[i] ? weight + int64_t{n} * p.weight_strides.n + chunk * 8 : weight;
-  }
 
-  auto stage_tiles = [&](int stage, int k_tile) {
-    const int k = k_tile * kTileK;
-    const bool k_valid = k + chunk * 8 < in_channels;  // in_channels is a multiple of 8
+  auto tile_origin = [&](int local_tile, int& m0, int& n0) {
+    const uint32_t tile = blockIdx.x + static_cast<uint32_t>(local_tile) * gridDim.x;
+    const uint32_t m_tile = g.n_tiles.quotient(tile);
+    m0 = static_cast<int>(m_tile) * kTileM;
+    n0 = static_cast<int>(tile - m_tile * g.n_tiles.divisor) * kTileN;
+  };
+
+  auto stage_tiles = [&](int step) {
+    const int local_tile = step / g.k_tiles;
+    const int k = (step - local_tile * g.k_tiles) * kTileK + chunk * 8;
+    int m0, n0;
+    tile_origin(local_tile, m0, n0);
+    Storage* const a_stage = a_ring + (step % kStages) * kTileM * kTileK;
+    Storage* const b_stage = b_ring + (step % kStages) * kTileN * kTileK;
+    const bool k_valid = k < in_channels;  // in_channels is a multiple of 8
 #pragma unroll
     for (int i = 0; i < kACopies; ++i) {
       const int row = thread / kChunks + i * (kThreads / kChunks);
-      const bool valid = a_valid[i] && k_valid;
-      copy_async_16(&a_tile[stage][swizzled(row, chunk)], valid ? a_source[i] + k : input,
-                    valid ? 16 : 0);
+      const int m = m0 + row;
+      const Storage* source = input;
+      int bytes = 0;  // a position past the end or a padded pixel stays a zero row
+      if (k_valid && m < g.positions) {
+        const uint32_t image = g.out_plane.quotient(static_cast<uint32_t>(m));
+        const uint32_t rest = static_cast<uint32_t>(m) - image * g.out_plane.divisor;
+        const uint32_t out_row = g.out_width.quotient(rest);
+        const uint32_t out_col = rest - out_row * g.out_width.divisor;
+        const int64_t in_row = int64_t{out_row} * p.stride_h - p.pad_top;
+        const int64_t in_col = int64_t{out_col} * p.stride_w - p.pad_left;
+        if (in_row >= 0 && in_row < p.in_height && in_col >= 0 && in_col < p.in_width) {
+          source = input + int64_t{image} * p.input_strides.n + in_row * p.input_strides.h +
+                   in_col * p.input_strides.w + k;
+          bytes = 16;
+        }
+      }
+      copy_async_16(a_stage + swizzled(row, chunk), source, bytes);
     }
 #pragma unroll
     for (int i = 0; i < kBCopies; ++i) {
       const int row = thread / kChunks + i * (kThreads / kChunks);
-      const bool valid = b_valid[i] && k_valid;
-      copy_async_16(&b_tile[stage][swizzled(row, chunk)], valid ? b_source[i] + k : weight,
+      const bool valid = k_valid && n0 + row < out_channels;
+      copy_async_16(b_stage + swizzled(row, chunk),
+                    valid ? weight + int64_t{n0 + row} * p.weight_strides.n + k : weight,
                     valid ? 16 : 0);
     }
   };
@@ -137,35 +191,37 @@ __global__ void __launch_bounds__(kThreads)
   const int lane = thread % 32;
   const int warp_m = (warp / 2) * kWarpM;
   const int warp_n = (warp % 2) * kWarpN;
-  float acc[kWarpM / 16][kWarpN / 8][4];
+  Fragments acc;
+  auto clear = [&]() {
 #pragma unroll
-  for (int i = 0; i < kWarpM / 16; ++i) {
+    for (int i = 0; i < kWarpM / 16; ++i) {
 #pragma unroll
-    for (int j = 0; j < kWarpN / 8; ++j) {
+      for (int j = 0; j < kWarpN / 8; ++j) {
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        acc[i][j][e] = 0.0f;
+        for (int e = 0; e < 4; ++e) {
+          acc[i][j][e] = 0.0f;
+        }
       }
     }
-  }
+  };
+  clear();
 
 #pragma unroll
   for (int s = 0; s < kStages - 1; ++s) {
-    if (s < g.k_tiles) {
-      stage_tiles(s, s);
+    if (s < steps) {
+      stage_tiles(s);
     }
     copy_async_commit();
   }
-  for (int k_tile = 0; k_tile < g.k_tiles; ++k_tile) {
+  for (int step = 0; step < steps; ++step) {
     copy_async_wait_group<kStages - 2>();
     __syncthreads();  // this stage landed for every thread; the one refilled below is consumed
-    const int next = k_tile + kStages - 1;
-    if (next < g.k_tiles) {
-      stage_tiles(next % kStages, next);
+    if (step + kStages - 1 < steps) {
+      stage_tiles(step + kStages - 1);
     }
     copy_async_commit();
-    const Storage* a_stage = a_tile[k_tile % kStages];
-    const Storage* b_stage = b_tile[k_tile % kStages];
+    const Storage* a_stage = a_ring + (step % kStages) * kTileM * kTileK;
+    const Storage* b_stage = b_ring + (step % kStages) * kTileN * kTileK;
 #pragma unroll
     for (int kk = 0; kk < kTileK / 16; ++kk) {
       // ldmatrix x4: lanes 8j..8j+7 address matrix j. A: matrices (rows 0-7 | 8-15) x (k 0-7 |
@@ -191,41 +247,30 @@ __global__ void __launch_bounds__(kThreads)
         }
       }
     }
+    const int local_tile = step / g.k_tiles;
+    if (step - local_tile * g.k_tiles == g.k_tiles - 1) {
+      int m0, n0;
+      tile_origin(local_tile, m0, n0);
+      store_tile<Storage>(p, g, acc, staged_out, m0, n0, warp_m, warp_n, lane, thread);
+      clear();
+    }
   }
   copy_async_wait_group<0>();  // no copy outlives the CTA (the trailing groups are empty)
-
-  // Lane l holds rows l / 4 and l / 4 + 8 of each 16 x 8 tile, channels 2 (l % 4) + {0, 1}.
-  const Storage* __restrict__ bias = static_cast<const Storage*>(p.bias);
-  Storage* __restrict__ output = static_cast<Storage*>(p.output);
-  using Traits = StorageTraits<Storage>;
-#pragma unroll
-  for (int j = 0; j < kWarpN / 8; ++j) {
-    const int n = n0 + warp_n + j * 8 + 2 * (lane & 3);
-    if (n >= out_channels) {
-      continue;  // out_channels is even: a pair is whole or absent
-    }
-    const float bias0 = bias != nullptr ? Traits::load(bias[n]) : 0.0f;
-    const float bias1 = bias != nullptr ? Traits::load(bias[n + 1]) : 0.0f;
-#pragma unroll
-    for (int i = 0; i < kWarpM / 16; ++i) {
-#pragma unroll
-      for (int half = 0; half < 2; ++half) {
-        const int m = m0 + warp_m + i * 16 + (lane >> 2) + half * 8;
-        if (m < g.positions) {
-          const float y0 = HardSwishReLU<float>::value(acc[i][j][2 * half] + bias0);
-          const float y1 = HardSwishReLU<float>::value(acc[i][j][2 * half + 1] + bias1);
-          *reinterpret_cast<uint32_t*>(output + int64_t{m} * out_channels + n) =
-              pack_pair<Storage>(y0, y1);
-        }
-      }
-    }
-  }
 }
 
 template <typename Storage>
-cudaError_t launch_typed(const ConvParams& p, const Geometry& g, uint32_t tiles,
-                         cudaStream_t stream) {
-  conv_hardswish_relu_pointwise_kernel<Storage><<<tiles, kThreads, 0, stream>>>(p, g);
+cudaError_t launch_typed(const ConvParams& p, const Geometry& g, cudaStream_t stream) {
+  DeviceLimits limits{};
+  cudaError_t status = device_limits(limits);
+  if (status == cudaSuccess) {
+    status = opt_in_shared_memory<conv_hardswish_relu_pointwise_kernel<Storage>>(limits);
+  }
+  if (status != cudaSuccess) {
+    return status;
+  }
+  const int64_t resident = int64_t{limits.sm_count} * kCtasPerSm;
+  const uint32_t grid = static_cast<uint32_t>(g.tiles < resident ? g.tiles : resident);
+  conv_hardswish_relu_pointwise_kernel<Storage><<<grid, kThreads, kSharedBytes, stream>>>(p, g);
   return cudaGetLastError();
 }
 
@@ -249,8 +294,8 @@ bool applies(const ConvParams& p) {
   const int64_t positions = p.batch * p.out_height * p.out_width;
   const int64_t tiles =
       (positions + kTileM - 1) / kTileM * ((p.out_channels + kTileN - 1) / kTileN);
-  return positions < kIntLimit && tiles < kIntLimit && p.in_channels < kIntLimit &&
-         p.out_channels < kIntLimit;
+  const int64_t k_steps = (p.in_channels + kTileK - 1) / kTileK;
+  return positions < kIntLimit && tiles * k_steps < kIntLimit && p.out_channels < kIntLimit;
 }
 
 cudaError_t launch(const ConvParams& p, cudaStream_t stream) {
@@ -265,9 +310,9 @@ cudaError_t launch(const ConvParams& p, cudaStream_t stream) {
   g.n_tiles = FastDivisor::make(static_cast<uint32_t>(n_tiles));
   g.positions = static_cast<int32_t>(positions);
   g.k_tiles = static_cast<int32_t>((p.in_channels + kTileK - 1) / kTileK);
-  const uint32_t tiles = static_cast<uint32_t>((positions + kTileM - 1) / kTileM * n_tiles);
-  return p.dtype == DType::kBFloat16 ? launch_typed<__nv_bfloat16>(p, g, tiles, stream)
-                                     : launch_typed<__half>(p, g, tiles, stream);
+  g.tiles = static_cast<int32_t>((positions + kTileM - 1) / kTileM * n_tiles);
+  return p.dtype == DType::kBFloat16 ? launch_typed<__nv_bfloat16>(p, g, stream)
+                                     : launch_typed<__half>(p, g, stream);
 }
 
 }  // namespace pointwise
