@@ -148,21 +148,20 @@ __global__ void __launch_bounds__(kThreads, kCtasPerSm)
     n0 = static_cast<int>(tile - m_tile * g.n_tiles.divisor) * kTileN;
   };
 
-  auto stage_tiles = [&](int step) {
-    const int local_tile = step / g.k_tiles;
-    const int k = (step - local_tile * g.k_tiles) * kTileK + chunk * 8;
+  // The loader's place in the ring's (tile, k step) sequence and the sources of the rows this
+  // thread stages for that tile, found once per tile (a position past the end or a padded pixel
+  // has none: a zero row).
+  int load_tile = 0, load_k = 0;
+  const Storage* a_source[kACopies];
+  const Storage* b_source[kBCopies];
+  auto find_sources = [&]() {
     int m0, n0;
-    tile_origin(local_tile, m0, n0);
-    Storage* const a_stage = a_ring + (step % kStages) * kTileM * kTileK;
-    Storage* const b_stage = b_ring + (step % kStages) * kTileN * kTileK;
-    const bool k_valid = k < in_channels;  // in_channels is a multiple of 8
+    tile_origin(load_tile, m0, n0);
 #pragma unroll
     for (int i = 0; i < kACopies; ++i) {
-      const int row = thread / kChunks + i * (kThreads / kChunks);
-      const int m = m0 + row;
-      const Storage* source = input;
-      int bytes = 0;  // a position past the end or a padded pixel stays a zero row
-      if (k_valid && m < g.positions) {
+      const int m = m0 + thread / kChunks + i * (kThreads / kChunks);
+      a_source[i] = nullptr;
+      if (m < g.positions) {
         const uint32_t image = g.out_plane.quotient(static_cast<uint32_t>(m));
         const uint32_t rest = static_cast<uint32_t>(m) - image * g.out_plane.divisor;
         const uint32_t out_row = g.out_width.quotient(rest);
@@ -170,20 +169,45 @@ __global__ void __launch_bounds__(kThreads, kCtasPerSm)
         const int64_t in_row = int64_t{out_row} * p.stride_h - p.pad_top;
         const int64_t in_col = int64_t{out_col} * p.stride_w - p.pad_left;
         if (in_row >= 0 && in_row < p.in_height && in_col >= 0 && in_col < p.in_width) {
-          source = input + int64_t{image} * p.input_strides.n + in_row * p.input_strides.h +
-                   in_col * p.input_strides.w + k;
-          bytes = 16;
+          a_source[i] = input + int64_t{image} * p.input_strides.n +
+                        in_row * p.input_strides.h + in_col * p.input_strides.w + chunk * 8;
         }
       }
-      copy_async_16(a_stage + swizzled(row, chunk), source, bytes);
+    }
+#pragma unroll
+    for (int i = 0; i < kBCopies; ++i) {
+      const int n = n0 + thread / kChunks + i * (kThreads / kChunks);
+      b_source[i] = n < out_channels ? weight + int64_t{n} * p.weight_strides.n + chunk * 8
+                                     : nullptr;
+    }
+  };
+  find_sources();
+
+  // Stages the loader's next step into ring slot `slot`, then advances the loader.
+  auto stage_next = [&](int slot) {
+    const int k = load_k * kTileK;
+    const bool k_valid = k + chunk * 8 < in_channels;  // in_channels is a multiple of 8
+    Storage* const a_stage = a_ring + slot * kTileM * kTileK;
+    Storage* const b_stage = b_ring + slot * kTileN * kTileK;
+#pragma unroll
+    for (int i = 0; i < kACopies; ++i) {
+      const int row = thread / kChunks + i * (kThreads / kChunks);
+      const bool valid = k_valid && a_source[i] != nullptr;
+      copy_async_16(a_stage + swizzled(row, chunk), valid ? a_source[i] + k : input,
+                    valid ? 16 : 0);
     }
 #pragma unroll
     for (int i = 0; i < kBCopies; ++i) {
       const int row = thread / kChunks + i * (kThreads / kChunks);
-      const bool valid = k_valid && n0 + row < out_channels;
-      copy_async_16(b_stage + swizzled(row, chunk),
-                    valid ? weight + int64_t{n0 + row} * p.weight_strides.n + k : weight,
+      const bool valid = k_valid && b_source[i] != nullptr;
+      copy_async_16(b_stage + swizzled(row, chunk), valid ? b_source[i] + k : weight,
                     valid ? 16 : 0);
+    }
+    if (++load_k == g.k_tiles) {
+      load_k = 0;
+      if (++load_tile < my_tiles) {
+        find_sources();
+      }
     }
   };
 
@@ -209,19 +233,21 @@ __global__ void __launch_bounds__(kThreads, kCtasPerSm)
 #pragma unroll
   for (int s = 0; s < kStages - 1; ++s) {
     if (s < steps) {
-      stage_tiles(s);
+      stage_next(s);
     }
     copy_async_commit();
   }
+  int tile = 0, k_step = 0;  // the consumer's place in the sequence
   for (int step = 0; step < steps; ++step) {
     copy_async_wait_group<kStages - 2>();
     __syncthreads();  // this stage landed for every thread; the one refilled below is consumed
+    const int slot = step % kStages;
     if (step + kStages - 1 < steps) {
-      stage_tiles(step + kStages - 1);
+      stage_next(slot == 0 ? kStages - 1 : slot - 1);
     }
     copy_async_commit();
-    const Storage* a_stage = a_ring + (step % kStages) * kTileM * kTileK;
-    const Storage* b_stage = b_ring + (step % kStages) * kTileN * kTileK;
+    const Storage* a_stage = a_ring + slot * kTileM * kTileK;
+    const Storage* b_stage = b_ring + slot * kTileN * kTileK;
 #pragma unroll
     for (int kk = 0; kk < kTileK / 16; ++kk) {
       // ldmatrix x4: lanes 8j..8j+7 address matrix j. A: matrices (rows 0-7 | 8-15) x (k 0-7 |
@@ -247,12 +273,13 @@ __global__ void __launch_bounds__(kThreads, kCtasPerSm)
         }
       }
     }
-    const int local_tile = step / g.k_tiles;
-    if (step - local_tile * g.k_tiles == g.k_tiles - 1) {
+    if (++k_step == g.k_tiles) {
       int m0, n0;
-      tile_origin(local_tile, m0, n0);
+      tile_origin(tile, m0, n0);
       store_tile<Storage>(p, g, acc, staged_out, m0, n0, warp_m, warp_n, lane, thread);
       clear();
+      k_step = 0;
+      ++tile;
     }
   }
   copy_async_wait_group<0>();  // no copy outlives the CTA (the trailing groups are empty)
