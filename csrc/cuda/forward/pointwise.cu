@@ -11,12 +11,9 @@
 // adds the bias, applies relu(hardswish) in float32, rounds once and stores channel pairs.
 // Strided and zero-padded 1x1 convolutions take the same path: each staged row's source pixel
 // is found once per thread (a padded one is a zero row).
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
-#include <type_traits>
 
 #include "common/configuration.h"
 #include "common/device_limits.h"
@@ -60,17 +57,6 @@ __device__ __forceinline__ int swizzled(int row, int chunk) {
   return row * kTileK + ((chunk ^ ((row >> 1) & 3)) << 3);
 }
 
-template <typename Storage>
-__device__ __forceinline__ uint32_t pack_pair(float a, float b) {
-  if constexpr (std::is_same<Storage, __nv_bfloat16>::value) {
-    const __nv_bfloat162 pair = __floats2bfloat162_rn(a, b);
-    return *reinterpret_cast<const uint32_t*>(&pair);
-  } else {
-    const __half2 pair = __floats2half2_rn(a, b);
-    return *reinterpret_cast<const uint32_t*>(&pair);
-  }
-}
-
 using Fragments = float[kWarpM / 16][kWarpN / 8][4];
 
 // The epilogue of one tile: bias, relu(hardswish) and one rounding per fragment element into a
@@ -98,7 +84,7 @@ __device__ __forceinline__ void store_tile(const ConvParams& p, const Geometry& 
         const float y0 = HardSwishReLU<float>::value(acc[i][j][2 * half] + bias0);
         const float y1 = HardSwishReLU<float>::value(acc[i][j][2 * half + 1] + bias1);
         *reinterpret_cast<uint32_t*>(staged + row * kStagedPitch + column) =
-            pack_pair<Storage>(y0, y1);
+            Traits::store_pair(y0, y1);
       }
     }
   }
@@ -125,7 +111,7 @@ __device__ __forceinline__ void store_tile(const ConvParams& p, const Geometry& 
 template <typename Storage>
 __global__ void __launch_bounds__(kThreads, kCtasPerSm)
     conv_hardswish_relu_pointwise_kernel(const ConvParams p, const Geometry g) {
-  constexpr bool kBFloat16 = std::is_same<Storage, __nv_bfloat16>::value;
+  constexpr bool kBFloat16 = StorageTraits<Storage>::kBFloat16;
   extern __shared__ __align__(128) unsigned char shared[];
   Storage* const a_ring = reinterpret_cast<Storage*>(shared);
   Storage* const b_ring = a_ring + kStages * kTileM * kTileK;
@@ -338,8 +324,14 @@ cudaError_t launch(const ConvParams& p, cudaStream_t stream) {
   g.positions = static_cast<int32_t>(positions);
   g.k_tiles = static_cast<int32_t>((p.in_channels + kTileK - 1) / kTileK);
   g.tiles = static_cast<int32_t>((positions + kTileM - 1) / kTileM * n_tiles);
-  return p.dtype == DType::kBFloat16 ? launch_typed<__nv_bfloat16>(p, g, stream)
-                                     : launch_typed<__half>(p, g, stream);
+  return dispatch_dtype(p.dtype, [&](auto zero) {
+    using Storage = decltype(zero);
+    if constexpr (sizeof(Storage) == 2) {
+      return launch_typed<Storage>(p, g, stream);
+    } else {
+      return cudaErrorInvalidValue;  // applies admits float16 / bfloat16 only
+    }
+  });
 }
 
 }  // namespace pointwise

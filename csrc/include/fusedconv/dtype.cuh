@@ -33,15 +33,26 @@ struct StorageTraits<double> {
 template <>
 struct StorageTraits<__half> {
   using Acc = float;
+  static constexpr bool kBFloat16 = false;  // the tensor-core kernels' operand type
   static __device__ __forceinline__ float load(__half v) { return __half2float(v); }
   static __device__ __forceinline__ __half store(float v) { return __float2half_rn(v); }
+  // Two values rounded into the 4 bytes of a pair of elements (a at the lower address).
+  static __device__ __forceinline__ uint32_t store_pair(float a, float b) {
+    const __half2 pair = __floats2half2_rn(a, b);
+    return *reinterpret_cast<const uint32_t*>(&pair);
+  }
 };
 
 template <>
 struct StorageTraits<__nv_bfloat16> {
   using Acc = float;
+  static constexpr bool kBFloat16 = true;
   static __device__ __forceinline__ float load(__nv_bfloat16 v) { return __bfloat162float(v); }
   static __device__ __forceinline__ __nv_bfloat16 store(float v) { return __float2bfloat16_rn(v); }
+  static __device__ __forceinline__ uint32_t store_pair(float a, float b) {
+    const __nv_bfloat162 pair = __floats2bfloat162_rn(a, b);
+    return *reinterpret_cast<const uint32_t*>(&pair);
+  }
 };
 
 // Calls `body.template operator()<Storage>()` for the storage type that `dtype` names; returns
