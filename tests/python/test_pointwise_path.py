@@ -77,6 +77,25 @@ def test_pointwise_kernel_long_channel_loop_and_partial_tiles(dtype):
     _check(x, weight, None)
 
 
+# (batch, in, out channels, plane): each tile shape of the launch, with more tiles than the
+# H200's resident grid (132 SMs x 3 CTAs) where it says so, so CTAs walk several tiles and the
+# cp.async ring crosses tile boundaries; 16 input channels: one k step per tile.
+PERSISTENT_CASES = [
+    (8, 96, 136, 56),  # 128 x 64 tiles, 588 of them
+    (8, 16, 136, 56),  # the same with one k step per tile
+    (17, 64, 16, 56),  # 128 x 32 tiles, 417
+    (2, 64, 16, 20),  # 64 x 32 tiles
+    (2, 96, 72, 20),  # 64 x 64 tiles
+]
+
+
+@pytest.mark.parametrize("case", PERSISTENT_CASES, ids=str)
+def test_pointwise_kernel_tile_shapes_and_persistent_grid(case):
+    batch, cin, cout, size = case
+    x, weight, bias = _tensors(batch, cin, cout, size, size, torch.bfloat16)
+    _check(x, weight, bias)
+
+
 def test_pointwise_kernel_propagates_nan_and_inf():
     x, weight, bias = _tensors(2, 32, 48, 9, 10, torch.bfloat16)
     x[0, 3, 4, 5] = float("nan")

@@ -43,6 +43,9 @@ CASES = [
     # strided, padded one.
     (2, 40, 72, 9, 11, 1, {}, torch.bfloat16, 1e-2),
     (1, 16, 24, 7, 9, 1, {"stride": 2, "padding": 1}, torch.float16, 2e-3),
+    # More tiles than an H200's resident grid: CTAs walk several tiles (128 x 64 and 128 x 32).
+    (8, 16, 136, 56, 56, 1, {"forward_only": True}, torch.bfloat16, 1e-2),
+    (17, 32, 16, 56, 56, 1, {"forward_only": True}, torch.float16, 2e-3),
     # float16 / bfloat16 through the resident Hopper kernel: an odd width (plain copies of 2-byte
     # elements, scalar stores), an even one that is no 16-byte multiple (4-byte copies of pairs),
     # and a 16-byte multiple (16-byte copies, 4-byte pair stores, several items per CTA).

@@ -4,13 +4,16 @@
 // input channels innermost: the layout mma.sync's row x col fragments want. Memory-bound at the
 // channel counts networks run (16-960), so the aim is one read of x and one write of y.
 //
-// Each CTA computes kTileM output positions x kTileN output channels; four warps of 64 x 32. The
-// input-channel loop stages kTileK channels of x and W per step through a kStages-deep cp.async
-// ring (zero-filled past the channels, the positions and the output channels), loads fragments
-// with ldmatrix from XOR-swizzled rows, and accumulates m16n8k16 MMAs in float32. The epilogue
-// adds the bias, applies relu(hardswish) in float32, rounds once and stores channel pairs.
-// Strided and zero-padded 1x1 convolutions take the same path: each staged row's source pixel
-// is found once per thread (a padded one is a zero row).
+// Each CTA computes tiles of output positions x output channels (Tile: 128 x 64, or 32 channels
+// for narrow outputs, 64 positions where the tiles would not fill the machine) with four warps.
+// The grid is persistent: CTA b takes tiles b, b + gridDim.x, ..., and a kStages-deep cp.async
+// ring runs over its (tile, kTileK-channel step) pairs, so the next tile's loads are in flight
+// while this one's epilogue runs (zero-filled past the channels, the positions and the output
+// channels). Fragments come from XOR-swizzled rows through ldmatrix; m16n8k16 MMAs accumulate
+// in float32. The epilogue adds the bias, applies relu(hardswish) in float32, rounds once into
+// a staged tile in shared memory and stores it in 16-byte row chunks. Strided and zero-padded
+// 1x1 convolutions take the same path: each staged row's source pixel is found once per tile (a
+// padded one is a zero row).
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -28,27 +31,40 @@ namespace fusedconv {
 namespace pointwise {
 namespace {
 
-constexpr int kTileM = 128;  // output positions per CTA
-constexpr int kTileN = 64;   // output channels per CTA
 constexpr int kTileK = 32;   // input channels per stage
 constexpr int kStages = 3;
-constexpr int kThreads = 128;  // 4 warps, 2 x 2
+constexpr int kThreads = 128;  // 4 warps
 constexpr int kCtasPerSm = 3;  // what 128 threads of up to 168 registers leave room for
-constexpr int kWarpM = 64;
-constexpr int kWarpN = 32;
 constexpr int kChunks = kTileK / 8;  // 16-byte chunks per staged row
-constexpr int kACopies = kTileM * kChunks / kThreads;
-constexpr int kBCopies = kTileN * kChunks / kThreads;
-constexpr int kStagedPitch = kTileN + 8;  // output staging row, in elements (144 bytes)
-constexpr int kSharedBytes =
-    (kStages * (kTileM + kTileN) * kTileK + kTileM * kStagedPitch) * 2;
 static_assert(kThreads % kChunks == 0, "a thread copies one chunk column");
+
+// A CTA's tile: kM output positions x kN output channels, its four warps kWarpsM x kWarpsN, each
+// kWarpM x 32. 128 x 64 by default; 32 channels where out_channels <= 32 (no MMAs and staging on
+// channels that are not there), 64 positions where 128-position tiles would not fill the
+// machine.
+template <int kM, int kN>
+struct Tile {
+  static constexpr int kTileM = kM;
+  static constexpr int kTileN = kN;
+  static constexpr int kWarpN = 32;
+  static constexpr int kWarpsN = kN / kWarpN;
+  static constexpr int kWarpsM = kThreads / 32 / kWarpsN;
+  static constexpr int kWarpM = kM / kWarpsM;
+  static constexpr int kACopies = kM * kChunks / kThreads;
+  static constexpr int kBCopies = kN * kChunks / kThreads;
+  // Output staging row, in elements: 144 or 80 bytes, so a warp's fragment writes hit 32
+  // distinct banks and each row starts 16-byte aligned.
+  static constexpr int kStagedPitch = kN + 8;
+  static constexpr int kSharedBytes = (kStages * (kM + kN) * kTileK + kM * kStagedPitch) * 2;
+  static_assert(kWarpsN * kWarpsM * 32 == kThreads && kWarpM % 16 == 0 && kBCopies >= 1,
+                "four warps of whole m16 x 32 fragments");
+};
 
 struct Geometry {
   FastDivisor out_plane, out_width, n_tiles;
   int32_t positions;  // batch x out_height x out_width, < 2^31 (applies)
   int32_t k_tiles;
-  int32_t tiles;  // position tiles x channel tiles, < 2^31 (applies)
+  int32_t tiles;  // position tiles x channel tiles of the launch's tile, < 2^31 (applies)
 };
 
 // Where logical 16-byte chunk `chunk` of staged row `row` lies: the XOR puts the eight rows an
@@ -57,65 +73,63 @@ __device__ __forceinline__ int swizzled(int row, int chunk) {
   return row * kTileK + ((chunk ^ ((row >> 1) & 3)) << 3);
 }
 
-using Fragments = float[kWarpM / 16][kWarpN / 8][4];
+template <typename T>
+using Fragments = float[T::kWarpM / 16][T::kWarpN / 8][4];
 
 // The epilogue of one tile: bias, relu(hardswish) and one rounding per fragment element into a
-// staged tile (row pitch kStagedPitch: a warp's fragment writes hit 32 distinct banks), then
+// staged tile (row pitch T::kStagedPitch: a warp's fragment writes hit 32 distinct banks), then
 // 16-byte stores of whole runs of channels, consecutive threads on consecutive chunks of a row.
 // Lane l holds rows l / 4 and l / 4 + 8 of each 16 x 8 fragment, channels 2 (l % 4) + {0, 1}.
-template <typename Storage>
+template <typename Storage, typename T>
 __device__ __forceinline__ void store_tile(const ConvParams& p, const Geometry& g,
-                                           const Fragments& acc, Storage* staged, int m0, int n0,
-                                           int warp_m, int warp_n, int lane, int thread) {
+                                           const Fragments<T>& acc, Storage* staged, int m0,
+                                           int n0, int warp_m, int warp_n, int lane, int thread) {
   using Traits = StorageTraits<Storage>;
   const Storage* __restrict__ bias = static_cast<const Storage*>(p.bias);
   const int out_channels = static_cast<int>(p.out_channels);
 #pragma unroll
-  for (int j = 0; j < kWarpN / 8; ++j) {
+  for (int j = 0; j < T::kWarpN / 8; ++j) {
     const int column = warp_n + j * 8 + 2 * (lane & 3);
     const bool present = bias != nullptr && n0 + column < out_channels;  // whole pairs: even
     const float bias0 = present ? Traits::load(bias[n0 + column]) : 0.0f;
     const float bias1 = present ? Traits::load(bias[n0 + column + 1]) : 0.0f;
 #pragma unroll
-    for (int i = 0; i < kWarpM / 16; ++i) {
+    for (int i = 0; i < T::kWarpM / 16; ++i) {
 #pragma unroll
       for (int half = 0; half < 2; ++half) {
         const int row = warp_m + i * 16 + (lane >> 2) + half * 8;
         const float y0 = HardSwishReLU<float>::value(acc[i][j][2 * half] + bias0);
         const float y1 = HardSwishReLU<float>::value(acc[i][j][2 * half + 1] + bias1);
-        *reinterpret_cast<uint32_t*>(staged + row * kStagedPitch + column) =
+        *reinterpret_cast<uint32_t*>(staged + row * T::kStagedPitch + column) =
             Traits::store_pair(y0, y1);
       }
     }
   }
   __syncthreads();
-  constexpr int kRowChunks = kTileN / 8;
+  constexpr int kRowChunks = T::kTileN / 8;
   Storage* __restrict__ output = static_cast<Storage*>(p.output);
 #pragma unroll
-  for (int i = 0; i < kTileM * kRowChunks / kThreads; ++i) {
+  for (int i = 0; i < T::kTileM * kRowChunks / kThreads; ++i) {
     const int index = thread + i * kThreads;
     const int row = index / kRowChunks;
     const int column = (index % kRowChunks) * 8;
     const int m = m0 + row;
     if (m < g.positions && n0 + column < out_channels) {  // out_channels: a multiple of 8
       *reinterpret_cast<uint4*>(output + int64_t{m} * out_channels + n0 + column) =
-          *reinterpret_cast<const uint4*>(staged + row * kStagedPitch + column);
+          *reinterpret_cast<const uint4*>(staged + row * T::kStagedPitch + column);
     }
   }
   // The next writes of `staged` come after the main loop's next __syncthreads.
 }
 
-// A persistent grid: CTA b takes tiles b, b + gridDim.x, ...; the cp.async ring runs over the
-// CTA's (tile, input-channel step) pairs, so the next tile's loads are in flight while this
-// one's epilogue runs.
-template <typename Storage>
+template <typename Storage, typename T>
 __global__ void __launch_bounds__(kThreads, kCtasPerSm)
     conv_hardswish_relu_pointwise_kernel(const ConvParams p, const Geometry g) {
   constexpr bool kBFloat16 = StorageTraits<Storage>::kBFloat16;
   extern __shared__ __align__(128) unsigned char shared[];
   Storage* const a_ring = reinterpret_cast<Storage*>(shared);
-  Storage* const b_ring = a_ring + kStages * kTileM * kTileK;
-  Storage* const staged_out = b_ring + kStages * kTileN * kTileK;
+  Storage* const b_ring = a_ring + kStages * T::kTileM * kTileK;
+  Storage* const staged_out = b_ring + kStages * T::kTileN * kTileK;
 
   const int thread = static_cast<int>(threadIdx.x);
   const Storage* __restrict__ input = static_cast<const Storage*>(p.input);
@@ -130,21 +144,21 @@ __global__ void __launch_bounds__(kThreads, kCtasPerSm)
   auto tile_origin = [&](int local_tile, int& m0, int& n0) {
     const uint32_t tile = blockIdx.x + static_cast<uint32_t>(local_tile) * gridDim.x;
     const uint32_t m_tile = g.n_tiles.quotient(tile);
-    m0 = static_cast<int>(m_tile) * kTileM;
-    n0 = static_cast<int>(tile - m_tile * g.n_tiles.divisor) * kTileN;
+    m0 = static_cast<int>(m_tile) * T::kTileM;
+    n0 = static_cast<int>(tile - m_tile * g.n_tiles.divisor) * T::kTileN;
   };
 
   // The loader's place in the ring's (tile, k step) sequence and the sources of the rows this
   // thread stages for that tile, found once per tile (a position past the end or a padded pixel
   // has none: a zero row).
   int load_tile = 0, load_k = 0;
-  const Storage* a_source[kACopies];
-  const Storage* b_source[kBCopies];
+  const Storage* a_source[T::kACopies];
+  const Storage* b_source[T::kBCopies];
   auto find_sources = [&]() {
     int m0, n0;
     tile_origin(load_tile, m0, n0);
 #pragma unroll
-    for (int i = 0; i < kACopies; ++i) {
+    for (int i = 0; i < T::kACopies; ++i) {
       const int m = m0 + thread / kChunks + i * (kThreads / kChunks);
       a_source[i] = nullptr;
       if (m < g.positions) {
@@ -161,7 +175,7 @@ __global__ void __launch_bounds__(kThreads, kCtasPerSm)
       }
     }
 #pragma unroll
-    for (int i = 0; i < kBCopies; ++i) {
+    for (int i = 0; i < T::kBCopies; ++i) {
       const int n = n0 + thread / kChunks + i * (kThreads / kChunks);
       b_source[i] = n < out_channels ? weight + int64_t{n} * p.weight_strides.n + chunk * 8
                                      : nullptr;
@@ -173,17 +187,17 @@ __global__ void __launch_bounds__(kThreads, kCtasPerSm)
   auto stage_next = [&](int slot) {
     const int k = load_k * kTileK;
     const bool k_valid = k + chunk * 8 < in_channels;  // in_channels is a multiple of 8
-    Storage* const a_stage = a_ring + slot * kTileM * kTileK;
-    Storage* const b_stage = b_ring + slot * kTileN * kTileK;
+    Storage* const a_stage = a_ring + slot * T::kTileM * kTileK;
+    Storage* const b_stage = b_ring + slot * T::kTileN * kTileK;
 #pragma unroll
-    for (int i = 0; i < kACopies; ++i) {
+    for (int i = 0; i < T::kACopies; ++i) {
       const int row = thread / kChunks + i * (kThreads / kChunks);
       const bool valid = k_valid && a_source[i] != nullptr;
       copy_async_16(a_stage + swizzled(row, chunk), valid ? a_source[i] + k : input,
                     valid ? 16 : 0);
     }
 #pragma unroll
-    for (int i = 0; i < kBCopies; ++i) {
+    for (int i = 0; i < T::kBCopies; ++i) {
       const int row = thread / kChunks + i * (kThreads / kChunks);
       const bool valid = k_valid && b_source[i] != nullptr;
       copy_async_16(b_stage + swizzled(row, chunk), valid ? b_source[i] + k : weight,
@@ -199,14 +213,14 @@ __global__ void __launch_bounds__(kThreads, kCtasPerSm)
 
   const int warp = thread / 32;
   const int lane = thread % 32;
-  const int warp_m = (warp / 2) * kWarpM;
-  const int warp_n = (warp % 2) * kWarpN;
-  Fragments acc;
+  const int warp_m = (warp / T::kWarpsN) * T::kWarpM;
+  const int warp_n = (warp % T::kWarpsN) * T::kWarpN;
+  Fragments<T> acc;
   auto clear = [&]() {
 #pragma unroll
-    for (int i = 0; i < kWarpM / 16; ++i) {
+    for (int i = 0; i < T::kWarpM / 16; ++i) {
 #pragma unroll
-      for (int j = 0; j < kWarpN / 8; ++j) {
+      for (int j = 0; j < T::kWarpN / 8; ++j) {
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
           acc[i][j][e] = 0.0f;
@@ -232,29 +246,29 @@ __global__ void __launch_bounds__(kThreads, kCtasPerSm)
       stage_next(slot == 0 ? kStages - 1 : slot - 1);
     }
     copy_async_commit();
-    const Storage* a_stage = a_ring + slot * kTileM * kTileK;
-    const Storage* b_stage = b_ring + slot * kTileN * kTileK;
+    const Storage* a_stage = a_ring + slot * T::kTileM * kTileK;
+    const Storage* b_stage = b_ring + slot * T::kTileN * kTileK;
 #pragma unroll
     for (int kk = 0; kk < kTileK / 16; ++kk) {
       // ldmatrix x4: lanes 8j..8j+7 address matrix j. A: matrices (rows 0-7 | 8-15) x (k 0-7 |
       // 8-15) in a0..a3 order; B: (k 0-7, k 8-15) of channels 0-7, then of channels 8-15.
-      uint32_t a[kWarpM / 16][4];
-      uint32_t b[kWarpN / 16][4];
+      uint32_t a[T::kWarpM / 16][4];
+      uint32_t b[T::kWarpN / 16][4];
 #pragma unroll
-      for (int i = 0; i < kWarpM / 16; ++i) {
+      for (int i = 0; i < T::kWarpM / 16; ++i) {
         const int row = warp_m + i * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;
         load_matrix_x4(a[i], shared_address(a_stage + swizzled(row, kk * 2 + (lane >> 4))));
       }
 #pragma unroll
-      for (int j = 0; j < kWarpN / 16; ++j) {
+      for (int j = 0; j < T::kWarpN / 16; ++j) {
         const int row = warp_n + j * 16 + (lane & 7) + (lane >> 4) * 8;
         load_matrix_x4(b[j],
                        shared_address(b_stage + swizzled(row, kk * 2 + ((lane >> 3) & 1))));
       }
 #pragma unroll
-      for (int i = 0; i < kWarpM / 16; ++i) {
+      for (int i = 0; i < T::kWarpM / 16; ++i) {
 #pragma unroll
-        for (int j = 0; j < kWarpN / 8; ++j) {
+        for (int j = 0; j < T::kWarpN / 8; ++j) {
           mma_16bit<kBFloat16>(acc[i][j], a[i], b[j / 2][(j % 2) * 2], b[j / 2][(j % 2) * 2 + 1]);
         }
       }
@@ -262,7 +276,7 @@ __global__ void __launch_bounds__(kThreads, kCtasPerSm)
     if (++k_step == g.k_tiles) {
       int m0, n0;
       tile_origin(tile, m0, n0);
-      store_tile<Storage>(p, g, acc, staged_out, m0, n0, warp_m, warp_n, lane, thread);
+      store_tile<Storage, T>(p, g, acc, staged_out, m0, n0, warp_m, warp_n, lane, thread);
       clear();
       k_step = 0;
       ++tile;
@@ -271,20 +285,45 @@ __global__ void __launch_bounds__(kThreads, kCtasPerSm)
   copy_async_wait_group<0>();  // no copy outlives the CTA (the trailing groups are empty)
 }
 
-template <typename Storage>
-cudaError_t launch_typed(const ConvParams& p, const Geometry& g, cudaStream_t stream) {
-  DeviceLimits limits{};
-  cudaError_t status = device_limits(limits);
-  if (status == cudaSuccess) {
-    status = opt_in_shared_memory<conv_hardswish_relu_pointwise_kernel<Storage>>(limits);
-  }
+template <typename Storage, typename T>
+cudaError_t launch_tile(const ConvParams& p, Geometry g, int64_t positions,
+                        const DeviceLimits& limits, cudaStream_t stream) {
+  constexpr auto kernel = conv_hardswish_relu_pointwise_kernel<Storage, T>;
+  const cudaError_t status = opt_in_shared_memory<kernel>(limits);
   if (status != cudaSuccess) {
     return status;
   }
-  const int64_t resident = int64_t{limits.sm_count} * kCtasPerSm;
+  const int64_t n_tiles = (p.out_channels + T::kTileN - 1) / T::kTileN;
+  g.n_tiles = FastDivisor::make(static_cast<uint32_t>(n_tiles));
+  g.tiles = static_cast<int32_t>((positions + T::kTileM - 1) / T::kTileM * n_tiles);
+  // As many CTAs as stay resident at once (registers and shared memory), at most one per tile.
+  const int64_t resident =
+      int64_t{limits.sm_count} * ctas_per_sm(limits, T::kSharedBytes, kCtasPerSm);
   const uint32_t grid = static_cast<uint32_t>(g.tiles < resident ? g.tiles : resident);
-  conv_hardswish_relu_pointwise_kernel<Storage><<<grid, kThreads, kSharedBytes, stream>>>(p, g);
+  kernel<<<grid, kThreads, T::kSharedBytes, stream>>>(p, g);
   return cudaGetLastError();
+}
+
+// 32-channel tiles where out_channels <= 32; 64-position tiles where 128-position ones would
+// leave part of the resident grid idle.
+template <typename Storage>
+cudaError_t launch_typed(const ConvParams& p, const Geometry& g, int64_t positions,
+                         cudaStream_t stream) {
+  DeviceLimits limits{};
+  const cudaError_t status = device_limits(limits);
+  if (status != cudaSuccess) {
+    return status;
+  }
+  const bool narrow = p.out_channels <= 32;
+  const int64_t channel_tiles = narrow ? 1 : (p.out_channels + 63) / 64;
+  const int64_t resident = int64_t{limits.sm_count} * kCtasPerSm;
+  const bool short_tiles = (positions + 127) / 128 * channel_tiles < resident;
+  if (narrow) {
+    return short_tiles ? launch_tile<Storage, Tile<64, 32>>(p, g, positions, limits, stream)
+                       : launch_tile<Storage, Tile<128, 32>>(p, g, positions, limits, stream);
+  }
+  return short_tiles ? launch_tile<Storage, Tile<64, 64>>(p, g, positions, limits, stream)
+                     : launch_tile<Storage, Tile<128, 64>>(p, g, positions, limits, stream);
 }
 
 }  // namespace
@@ -292,7 +331,7 @@ cudaError_t launch_typed(const ConvParams& p, const Geometry& g, cudaStream_t st
 bool applies(const ConvParams& p) {
   const bool half = p.dtype == DType::kFloat16 || p.dtype == DType::kBFloat16;
   if (!half || p.kernel_h != 1 || p.kernel_w != 1 || p.groups != 1 ||
-      p.in_channels % 8 != 0 || p.out_channels % 8 != 0) {
+      p.in_channels <= 0 || p.in_channels % 8 != 0 || p.out_channels % 8 != 0) {
     return false;
   }
   if (!is_dense_channels_last(p.input_strides, p.in_channels, p.in_height, p.in_width) ||
@@ -305,10 +344,10 @@ bool applies(const ConvParams& p) {
   }
   constexpr int64_t kIntLimit = int64_t{1} << 31;
   const int64_t positions = p.batch * p.out_height * p.out_width;
-  const int64_t tiles =
-      (positions + kTileM - 1) / kTileM * ((p.out_channels + kTileN - 1) / kTileN);
+  const int64_t most_tiles = (positions + 63) / 64 * ((p.out_channels + 31) / 32);
   const int64_t k_steps = (p.in_channels + kTileK - 1) / kTileK;
-  return positions < kIntLimit && tiles * k_steps < kIntLimit && p.out_channels < kIntLimit;
+  return positions < kIntLimit && most_tiles * k_steps < kIntLimit &&
+         p.in_channels < kIntLimit && p.out_channels < kIntLimit;
 }
 
 cudaError_t launch(const ConvParams& p, cudaStream_t stream) {
@@ -319,15 +358,12 @@ cudaError_t launch(const ConvParams& p, cudaStream_t stream) {
   Geometry g{};
   g.out_plane = FastDivisor::make(static_cast<uint32_t>(p.out_height * p.out_width));
   g.out_width = FastDivisor::make(static_cast<uint32_t>(p.out_width));
-  const int64_t n_tiles = (p.out_channels + kTileN - 1) / kTileN;
-  g.n_tiles = FastDivisor::make(static_cast<uint32_t>(n_tiles));
   g.positions = static_cast<int32_t>(positions);
   g.k_tiles = static_cast<int32_t>((p.in_channels + kTileK - 1) / kTileK);
-  g.tiles = static_cast<int32_t>((positions + kTileM - 1) / kTileM * n_tiles);
   return dispatch_dtype(p.dtype, [&](auto zero) {
     using Storage = decltype(zero);
     if constexpr (sizeof(Storage) == 2) {
-      return launch_typed<Storage>(p, g, stream);
+      return launch_typed<Storage>(p, g, positions, stream);
     } else {
       return cudaErrorInvalidValue;  // applies admits float16 / bfloat16 only
     }
