@@ -14,14 +14,25 @@ from fusedconv import _build
 
 __all__ = ["conv2d_hardswish_relu", "load_extension", "output_size"]
 
-try:
-    from torch._prims_common import suggest_memory_format as _suggest_memory_format
-except ImportError:  # pragma: no cover - only if a future torch drops the helper
-    def _suggest_memory_format(tensor):
-        if tensor.dim() == 4 and tensor.is_contiguous(memory_format=torch.channels_last) \
-                and not tensor.is_contiguous():
-            return torch.channels_last
+
+def _suggest_memory_format(tensor):
+    """c10's ``TensorBase::suggest_memory_format()``, which the C++ kernels call, for 4-D strided
+    tensors: channels_last when the strides order the dimensions C, W, H, N
+    (``is_channels_last_strides_2d``). ``torch._prims_common.suggest_memory_format`` differs on
+    size-1 dimensions (it grows its bound by the size only where the stride exceeds 1), and a
+    meta kernel that disagreed with the real one broke torch.compile on such views."""
+    if tensor.layout != torch.strided or tensor.dim() != 4:
         return torch.contiguous_format
+    sizes, strides = tensor.shape, tensor.stride()
+    if strides[1] == 0:
+        return torch.contiguous_format
+    bound = 0
+    for d in (1, 3, 2, 0):
+        if sizes[d] == 0 or strides[d] < bound or (d == 0 and bound == strides[1]):
+            return torch.contiguous_format
+        bound = strides[d] * sizes[d] if sizes[d] > 1 else strides[d]
+    return torch.channels_last
+
 
 # The Python-side registrations; None until the compiled library is loaded. A plain global
 # (not a cached function) so torch.compile reads it as a constant instead of breaking the graph.
