@@ -137,7 +137,7 @@ def _conv2d_hardswish_relu_backward_meta(grad_output, input, weight, output, str
 
 
 def _int_pair(value, name):
-    """An int or a sequence of two ints -> a tuple of two Python ints."""
+    """An int or a sequence of one or two ints -> a tuple of two Python ints."""
     # Exact-type checks first: the common case (nn.Conv2d's tuples of ints) then costs no
     # abstract-base-class isinstance, which shows on small problems' per-call host time.
     if type(value) is tuple and len(value) == 2 and type(value[0]) is int \
@@ -147,9 +147,9 @@ def _int_pair(value, name):
         return (value, value)
     if isinstance(value, numbers.Integral) and not isinstance(value, bool):
         return (int(value), int(value))
-    if isinstance(value, (tuple, list, torch.Size)) and len(value) == 2 and all(
+    if isinstance(value, (tuple, list, torch.Size)) and len(value) in (1, 2) and all(
             isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in value):
-        return (int(value[0]), int(value[1]))
+        return (int(value[0]), int(value[-1]))  # one element stands for both, as in F.conv2d
     raise TypeError("conv2d_hardswish_relu: expected %s to be an int or a pair of ints, got %r"
                     % (name, value))
 
@@ -177,14 +177,16 @@ def resolve_padding(padding, weight_shape, stride, dilation):
 
 
 def _module_forward(input, weight, bias, stride, padding, dilation, groups, allow_tf32):
-    """conv2d_hardswish_relu for an ``nn.Conv2d``'s own attributes (stride and dilation pairs of
-    ints, padding a pair or a string, groups an int, as its constructor leaves them).
+    """conv2d_hardswish_relu for an ``nn.Conv2d``'s own attributes (stride and dilation tuples of
+    ints, padding a tuple or a string, groups an int, as its constructor leaves them; a tuple of
+    one element, which nn.Conv2d keeps as given, takes the general path).
 
     A 4-D tensor input with pair padding goes to the operator directly: the arguments need no
     normalisation and the checks below cost a few microseconds of every call, which is what a
     host-bound layer's call costs beyond its launches. Anything else takes the general path.
     """
-    if type(input) is torch.Tensor and type(padding) is tuple \
+    if type(input) is torch.Tensor and type(padding) is tuple and len(padding) == 2 \
+            and len(stride) == 2 and len(dilation) == 2 \
             and (allow_tf32 is None or type(allow_tf32) is bool) and input.dim() == 4:
         _extension_loaded()
         pad_h, pad_w = padding
