@@ -14,14 +14,25 @@ from fusedconv import _build
 
 __all__ = ["conv2d_hardswish_relu", "load_extension", "output_size"]
 
-try:
-    from torch._prims_common import suggest_memory_format as _suggest_memory_format
-except ImportError:  # pragma: no cover - only if a future torch drops the helper
-    def _suggest_memory_format(tensor):
-        if tensor.dim() == 4 and tensor.is_contiguous(memory_format=torch.channels_last) \
-                and not tensor.is_contiguous():
-            return torch.channels_last
+
+def _suggest_memory_format(tensor):
+    """c10's ``TensorBase::suggest_memory_format()``, which the C++ kernels call, for 4-D strided
+    tensors: channels_last when the strides order the dimensions C, W, H, N
+    (``is_channels_last_strides_2d``). ``torch._prims_common.suggest_memory_format`` differs on
+    size-1 dimensions (it grows its bound by the size only where the stride exceeds 1), and a
+    meta kernel that disagreed with the real one broke torch.compile on such views."""
+    if tensor.layout != torch.strided or tensor.dim() != 4:
         return torch.contiguous_format
+    sizes, strides = tensor.shape, tensor.stride()
+    if strides[1] == 0:
+        return torch.contiguous_format
+    bound = 0
+    for d in (1, 3, 2, 0):
+        if sizes[d] == 0 or strides[d] < bound or (d == 0 and bound == strides[1]):
+            return torch.contiguous_format
+        bound = strides[d] * sizes[d] if sizes[d] > 1 else strides[d]
+    return torch.channels_last
+
 
 # The Python-side registrations; None until the compiled library is loaded. A plain global
 # (not a cached function) so torch.compile reads it as a constant instead of breaking the graph.
@@ -126,7 +137,7 @@ def _conv2d_hardswish_relu_backward_meta(grad_output, input, weight, output, str
 
 
 def _int_pair(value, name):
-    """An int or a sequence of two ints -> a tuple of two Python ints."""
+    """An int or a sequence of one or two ints -> a tuple of two Python ints."""
     # Exact-type checks first: the common case (nn.Conv2d's tuples of ints) then costs no
     # abstract-base-class isinstance, which shows on small problems' per-call host time.
     if type(value) is tuple and len(value) == 2 and type(value[0]) is int \
@@ -136,9 +147,9 @@ def _int_pair(value, name):
         return (value, value)
     if isinstance(value, numbers.Integral) and not isinstance(value, bool):
         return (int(value), int(value))
-    if isinstance(value, (tuple, list, torch.Size)) and len(value) == 2 and all(
+    if isinstance(value, (tuple, list, torch.Size)) and len(value) in (1, 2) and all(
             isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in value):
-        return (int(value[0]), int(value[1]))
+        return (int(value[0]), int(value[-1]))  # one element stands for both, as in F.conv2d
     raise TypeError("conv2d_hardswish_relu: expected %s to be an int or a pair of ints, got %r"
                     % (name, value))
 
@@ -166,14 +177,16 @@ def resolve_padding(padding, weight_shape, stride, dilation):
 
 
 def _module_forward(input, weight, bias, stride, padding, dilation, groups, allow_tf32):
-    """conv2d_hardswish_relu for an ``nn.Conv2d``'s own attributes (stride and dilation pairs of
-    ints, padding a pair or a string, groups an int, as its constructor leaves them).
+    """conv2d_hardswish_relu for an ``nn.Conv2d``'s own attributes (stride and dilation tuples of
+    ints, padding a tuple or a string, groups an int, as its constructor leaves them; a tuple of
+    one element, which nn.Conv2d keeps as given, takes the general path).
 
     A 4-D tensor input with pair padding goes to the operator directly: the arguments need no
     normalisation and the checks below cost a few microseconds of every call, which is what a
     host-bound layer's call costs beyond its launches. Anything else takes the general path.
     """
-    if type(input) is torch.Tensor and type(padding) is tuple \
+    if type(input) is torch.Tensor and type(padding) is tuple and len(padding) == 2 \
+            and len(stride) == 2 and len(dilation) == 2 \
             and (allow_tf32 is None or type(allow_tf32) is bool) and input.dim() == 4:
         _extension_loaded()
         pad_h, pad_w = padding

@@ -98,9 +98,12 @@ bool resolve_allow_tf32(c10::optional<bool> allow_tf32) {
     return *allow_tf32;
   }
   // What PyTorch's own convolution reads: from 2.9 the per-operation setting
-  // (torch.backends.cudnn.conv.fp32_precision), before it torch.backends.cudnn.allow_tf32.
-#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 9)
+  // (torch.backends.cudnn.conv.fp32_precision; named by a string in 2.9, by an enum from 2.10),
+  // before it torch.backends.cudnn.allow_tf32.
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 10)
   return at::globalContext().allowTF32CuDNN(at::Float32Op::CONV);
+#elif TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR == 9
+  return at::globalContext().allowTF32CuDNN("conv");
 #else
   return at::globalContext().allowTF32CuDNN();
 #endif

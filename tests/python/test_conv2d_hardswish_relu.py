@@ -161,6 +161,17 @@ def test_forward_mode_ad_is_refused_not_dropped(device):
 
 
 @pytest.mark.parametrize("device", DEVICES)
+def test_one_element_sequences_stand_for_both_axes(device):
+    # F.conv2d takes stride=[2], padding=(1,) and dilation=[1] for both axes.
+    x, weight, b = _inputs(2, 3, 4, 9, 8, 3, 1, device)
+    geometry = dict(stride=[2], padding=(1,), dilation=[2])
+    actual = fusedconv.conv2d_hardswish_relu(x, weight, b, **geometry)
+    expected = reference_float64(x, weight, b, stride=2, padding=1, dilation=2)
+    assert actual.shape == expected.shape
+    torch.testing.assert_close(actual.double(), expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("device", DEVICES)
 def test_unbatched_input(device):
     x, weight, b = _inputs(1, 3, 4, 8, 8, 3, 1, device)
     actual = fusedconv.conv2d_hardswish_relu(x[0], weight, b, padding=1)

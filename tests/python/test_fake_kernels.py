@@ -151,3 +151,46 @@ def test_real_and_fake_agree_on_random_small_shapes(device):
             real = ops.conv2d_hardswish_relu_backward(*args)
             fake = _fake_call(ops.conv2d_hardswish_relu_backward.default, args)
             assert _layouts(fake) == _layouts(real), (mask, tensors[0].shape, tensors[1].shape)
+
+
+def _permuted_views(device):
+    """4-D views of one buffer in every dimension order, sizes with 1s: the layouts whose memory
+    format depends on how size-1 dimensions are read (a conv1d run as conv2d, (N, L, C) data
+    transposed)."""
+    for order in itertools.permutations(range(4)):
+        for shape in ((2, 4, 5, 1), (1, 4, 1, 3), (2, 1, 3, 3)):
+            base = torch.randn([shape[i] for i in order], device=device)
+            yield base.permute([order.index(i) for i in range(4)])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_real_and_fake_agree_on_permuted_views(device):
+    ops = fusedconv.load_extension()
+    for x in _permuted_views(device):
+        weight = torch.randn(6, x.shape[1], 1, 1, device=device)
+        args = (x, weight, torch.randn(6, device=device), [1, 1], [0] * 4, [1, 1], 1)
+        y = ops.conv2d_hardswish_relu(*args)
+        fake = _fake_call(ops.conv2d_hardswish_relu.default, args)
+        assert _layouts(fake) == _layouts(y), (x.shape, x.stride())
+        backward_args = (torch.randn_like(y), x, weight, y) + args[3:] + ([True] * 3,)
+        real = ops.conv2d_hardswish_relu_backward(*backward_args)
+        fake = _fake_call(ops.conv2d_hardswish_relu_backward.default, backward_args)
+        assert _layouts(fake) == _layouts(real), (x.shape, x.stride())
+    for output in _permuted_views(device):
+        grad_args = (torch.randn(output.shape, device=device), output.relu())
+        assert _layouts(_fake_call(ops.hardswish_relu_grad.default, grad_args)) == \
+            _layouts(ops.hardswish_relu_grad(*grad_args)), (output.shape, output.stride())
+
+
+def test_compiled_call_on_a_transposed_sequence():
+    # (N, L, C) data run as a (N, C, L, 1) convolution: its strides suggest a different memory
+    # format to PyTorch's Python helper than to c10, which the real kernels follow.
+    x = torch.randn(2, 5, 4).transpose(1, 2).unsqueeze(-1)
+    weight, bias = torch.randn(6, 4, 3, 1), torch.randn(6)
+
+    def step(x, weight, bias):
+        return fusedconv.conv2d_hardswish_relu(x, weight, bias, padding=(1, 0)) * 2 + 1
+
+    expected = step(x, weight, bias)
+    actual = torch.compile(step, fullgraph=True)(x, weight, bias)
+    torch.testing.assert_close(actual, expected)

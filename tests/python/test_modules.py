@@ -60,6 +60,8 @@ MODULE_CONFIGS = [
     dict(in_channels=4, out_channels=5, kernel_size=3, padding=(1, 2), padding_mode="circular"),
     dict(in_channels=4, out_channels=5, kernel_size=4, padding="same",
          padding_mode="replicate"),
+    # One-element sequences, which nn.Conv2d keeps as given and F.conv2d applies to both axes.
+    dict(in_channels=4, out_channels=5, kernel_size=3, stride=[2], padding=(1,), dilation=[2]),
 ]
 
 
