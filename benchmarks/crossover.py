@@ -7,9 +7,9 @@ wherever one applies) and to "floor", and likewise the backward op (all three gr
 Python-call medians with CUDA events. Writes one JSON record per (shape, precision, direction)
 with the kernel the fused policy chose; docs/DESIGN.md's dispatch rule is read off these records
 (benchmarks/NOTES.md, "Crossovers"). `--directions depthwise` sweeps the depthwise kernel
-(both layouts, float32 and bfloat16) the same way, `--directions pointwise` the pointwise
-kernel (1x1, channels_last float16 / bfloat16). Usage (GPU): python benchmarks/crossover.py
---json out.json
+(both layouts, float32 and bfloat16) the same way, `--directions channels_last_gemm` the
+channels_last GEMM (1x1 and 3x3 layers, float16 / bfloat16). Usage (GPU):
+python benchmarks/crossover.py --json out.json
 """
 
 import argparse
@@ -62,9 +62,9 @@ def sweep(repeats, directions):
         if "depthwise" in directions:
             for shape in depthwise_shapes():
                 records.append(time_depthwise(ops, *shape, precision, repeats))
-        if "pointwise" in directions:
-            for shape in pointwise_shapes():
-                records.append(time_pointwise(ops, *shape, precision, repeats))
+        if "channels_last_gemm" in directions:
+            for shape in channels_last_gemm_shapes():
+                records.append(time_channels_last_gemm(ops, *shape, precision, repeats))
         if "bwd" in directions:
             for cin, cout, size, k in backward_shapes():
                 records.append(time_backward(ops, cin, cout, size, k, precision, repeats))
@@ -96,24 +96,29 @@ def time_depthwise(ops, channels, size, k, stride, dtype, channels_last, precisi
     return record
 
 
-def pointwise_shapes():
-    """(in_channels, out_channels, size, dtype): 1x1 layers of MobileNetV3 / EfficientNet-B0 /
-    ResNet-50 (expanding and projecting) at their planes, channels_last float16 / bfloat16."""
-    layers = ((16, 64, 112), (64, 16, 112), (24, 144, 56), (144, 24, 56), (40, 240, 28),
-              (240, 40, 28), (80, 480, 14), (480, 112, 14), (112, 672, 14), (672, 160, 7),
-              (160, 960, 7), (960, 160, 7), (64, 256, 56), (256, 64, 56), (512, 128, 28),
-              (1024, 256, 14))
-    return [(cin, cout, size, dtype) for (cin, cout, size), dtype in itertools.product(
+def channels_last_gemm_shapes():
+    """(in_channels, out_channels, size, k, stride, dtype): the 1x1 layers of MobileNetV3 /
+    EfficientNet-B0 / ResNet-50 (expanding and projecting) and ResNet-50's 3x3 layers (stride 1
+    and 2) at their input planes, channels_last float16 / bfloat16."""
+    layers = ((16, 64, 112, 1, 1), (64, 16, 112, 1, 1), (24, 144, 56, 1, 1),
+              (144, 24, 56, 1, 1), (40, 240, 28, 1, 1), (240, 40, 28, 1, 1), (80, 480, 14, 1, 1),
+              (480, 112, 14, 1, 1), (112, 672, 14, 1, 1), (672, 160, 7, 1, 1),
+              (160, 960, 7, 1, 1), (960, 160, 7, 1, 1), (64, 256, 56, 1, 1), (256, 64, 56, 1, 1),
+              (512, 128, 28, 1, 1), (1024, 256, 14, 1, 1), (64, 64, 56, 3, 1),
+              (128, 128, 28, 3, 1), (256, 256, 14, 3, 1), (512, 512, 7, 3, 1),
+              (128, 128, 56, 3, 2), (256, 256, 28, 3, 2), (512, 512, 14, 3, 2))
+    return [layer + (dtype,) for layer, dtype in itertools.product(
         layers, (torch.bfloat16, torch.float16))]
 
 
-def time_pointwise(ops, cin, cout, size, dtype, precision, repeats):
-    x, w, b = _tensors(cin, cout, size, 1, dtype)
+def time_channels_last_gemm(ops, cin, cout, size, k, stride, dtype, precision, repeats):
+    x, w, b = _tensors(cin, cout, size, k, dtype)
     x = x.contiguous(memory_format=torch.channels_last)
-    args = (x, w, b, [1, 1], [0] * 4, [1, 1], 1)
+    w = w.contiguous(memory_format=torch.channels_last)
+    args = (x, w, b, [stride, stride], [k // 2] * 4, [1, 1], 1)
     record = _forward_record(ops, args, repeats)
     if record is not None:
-        record.update(cin=cin, cout=cout, size=size, k=1, stride=1, dtype=str(dtype)[6:],
+        record.update(cin=cin, cout=cout, size=size, k=k, stride=stride, dtype=str(dtype)[6:],
                       precision=precision, layout="channels_last")
     return record
 
@@ -180,7 +185,8 @@ def main():
     parser.add_argument("--json", required=True)
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--directions", default="fwd,bwd",
-                        help="comma list of fwd, bwd (dense sweeps), depthwise and pointwise")
+                        help="comma list of fwd, bwd (dense sweeps), depthwise and "
+                        "channels_last_gemm")
     args = parser.parse_args()
     started = time.perf_counter()
     records = sweep(args.repeats, args.directions.split(","))

@@ -142,8 +142,8 @@ std::string forward_kernel_name(ForwardKernel kernel) {
       return "none";
     case ForwardKernel::kDepthwise:
       return "depthwise";
-    case ForwardKernel::kPointwise:
-      return "pointwise";
+    case ForwardKernel::kChannelsLastGemm:
+      return "channels_last_gemm";
     case ForwardKernel::kSmallProblem:
       return "small_problem";
     case ForwardKernel::kWgmma:

@@ -17,7 +17,7 @@ HOPPER = torch.cuda.is_available() and torch.cuda.get_device_capability() == (9,
 # Names of the kernels each plan launches (a fragment of the CUDA kernel's name); the floor
 # launches cuDNN's convolution and our in-place activation pass.
 FUSED_KERNEL_NAMES = {"depthwise": "conv_hardswish_relu_depthwise_",
-                      "pointwise": "conv_hardswish_relu_pointwise_kernel",
+                      "channels_last_gemm": "conv_hardswish_relu_channels_last_gemm_kernel",
                       "small_problem": "conv_hardswish_relu_direct_",
                       "wgmma": "conv_hardswish_relu_wgmma",
                       "mma_sync": "conv_hardswish_relu_mma_sync_kernel"}
@@ -67,6 +67,8 @@ CASES = [
                                dtype=torch.float64), "floor"),
     ("pointwise_bf16_channels_last", dict(n=2, cin=16, cout=32, size=20, kernel=1,
                                           dtype=torch.bfloat16, channels_last=True), "floor"),
+    ("3x3_fp16_channels_last", dict(n=2, cin=16, cout=32, size=20, kernel=3, padding=1,
+                                    dtype=torch.float16, channels_last=True), "floor"),
     ("grouped", dict(n=2, cin=32, cout=64, size=20, kernel=3, padding=1, groups=4), "floor"),
     ("float64", dict(n=2, cin=8, cout=64, size=20, kernel=3, dtype=torch.float64), "floor"),
     ("bf16_strided", dict(n=2, cin=16, cout=32, size=20, kernel=3, stride=2,

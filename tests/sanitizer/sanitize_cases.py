@@ -39,13 +39,19 @@ CASES = [
     # vectors with partial strips, two bfloat16 vectors at stride 2.
     (2, 12, 12, 11, 13, 3, {"groups": 12, "padding": 1}, torch.float32, 1e-5),
     (2, 16, 16, 12, 9, 5, {"groups": 16, "stride": 2, "padding": 2}, torch.bfloat16, 1e-2),
-    # The pointwise kernel (channels_last below): partial position and channel tiles, and a
-    # strided, padded one.
+    # The channels_last GEMM (channels_last below): 1x1 with partial position and channel
+    # tiles, and a strided, padded one; 3x3 / 5x3 with the weight in channels_last too (padded
+    # taps, stride, dilation).
     (2, 40, 72, 9, 11, 1, {}, torch.bfloat16, 1e-2),
     (1, 16, 24, 7, 9, 1, {"stride": 2, "padding": 1}, torch.float16, 2e-3),
+    (2, 24, 40, 9, 11, 3, {"padding": 1, "weight_channels_last": True}, torch.bfloat16, 1e-2),
+    (1, 16, 24, 13, 9, (5, 3), {"stride": 2, "padding": 2, "dilation": (1, 2),
+                                "weight_channels_last": True}, torch.float16, 2e-3),
     # More tiles than an H200's resident grid: CTAs walk several tiles (128 x 64 and 128 x 32).
     (8, 16, 136, 56, 56, 1, {"forward_only": True}, torch.bfloat16, 1e-2),
     (17, 32, 16, 56, 56, 1, {"forward_only": True}, torch.float16, 2e-3),
+    (8, 16, 72, 30, 30, 3, {"padding": 1, "forward_only": True, "weight_channels_last": True},
+     torch.bfloat16, 1e-2),
     # float16 / bfloat16 through the resident Hopper kernel: an odd width (plain copies of 2-byte
     # elements, scalar stores), an even one that is no 16-byte multiple (4-byte copies of pairs),
     # and a 16-byte multiple (16-byte copies, 4-byte pair stores, several items per CTA).
@@ -64,6 +70,7 @@ def main():
     for n, cin, cout, h, w, kernel, kwargs, dtype, tolerance in CASES:
         kwargs = dict(kwargs)
         backward = not kwargs.pop("forward_only", False)
+        weight_channels_last = kwargs.pop("weight_channels_last", False)
         kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
         groups = kwargs.get("groups", 1)
         x = torch.randn(n, cin, h, w, device="cuda", dtype=dtype, requires_grad=True)
@@ -72,10 +79,13 @@ def main():
         bias = torch.randn(cout, device="cuda", dtype=dtype, requires_grad=True)
         for layout in (torch.contiguous_format, torch.channels_last):
             xl = x.detach().contiguous(memory_format=layout).requires_grad_()
-            y = fusedconv.conv2d_hardswish_relu(xl, weight, bias, **kwargs)
+            wl = weight
+            if weight_channels_last and layout == torch.channels_last:
+                wl = weight.detach().contiguous(memory_format=layout).requires_grad_()
+            y = fusedconv.conv2d_hardswish_relu(xl, wl, bias, **kwargs)
             if backward:
                 y.backward(torch.randn_like(y))
-            error = relative_l2_error(y, reference_float64(xl, weight, bias, **kwargs))
+            error = relative_l2_error(y, reference_float64(xl, wl, bias, **kwargs))
             if not error < tolerance:
                 failures += 1
                 print("FAILED", (n, cin, cout, h, w, kernel, kwargs, dtype, layout), error)

@@ -34,15 +34,16 @@ bool vector_shape(const ConvParams& params);
 cudaError_t launch(const ConvParams& params, cudaStream_t stream);
 }  // namespace depthwise
 
-// Pointwise (pointwise.cu): 1x1 convolutions in float16 / bfloat16, groups 1, any stride and
-// padding, dense channels_last input and output and a dense [out_channels, in_channels] weight,
-// all three 16-byte aligned, channel counts multiples of 8, batch x output plane below 2^31.
-// float32 accumulation, one rounding at the store; no workspace. Compute capability 8.0 or newer
-// (the library's minimum).
-namespace pointwise {
+// Channels_last GEMM (channels_last_gemm.cu): float16 / bfloat16, groups 1, any kernel size,
+// stride, padding and dilation, dense channels_last input and output, a weight with its input
+// channels innermost (channels_last, or any 1x1), all three 16-byte aligned, channel counts
+// multiples of 8, batch x output plane below 2^31, rows and columns below 2^30. float32
+// accumulation, one rounding at the store; no workspace. Compute capability 8.0 or newer (the
+// library's minimum).
+namespace channels_last_gemm {
 bool applies(const ConvParams& params);
 cudaError_t launch(const ConvParams& params, cudaStream_t stream);
-}  // namespace pointwise
+}  // namespace channels_last_gemm
 
 // Hopper (wgmma/): `applies` on compute capability 9.0 with the sm_90a code built, stride 1 and
 // dilation 1 on dense NCHW, more than 16 output channels, and a tile within shared memory for

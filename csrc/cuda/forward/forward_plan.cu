@@ -58,8 +58,8 @@ bool depthwise_beats_floor(const ConvParams& p) {
   return p.dtype == DType::kFloat32 && p.kernel_h == 3 && depthwise::vector_shape(p);
 }
 
-// Not measured yet: the pointwise kernel runs under the fused policy only.
-bool pointwise_beats_floor(const ConvParams& /*p*/) { return false; }
+// Not measured yet: the channels_last GEMM runs under the fused policy only.
+bool channels_last_gemm_beats_floor(const ConvParams& /*p*/) { return false; }
 
 // wgmma beat the floor on 196 of the other 204 shapes it takes; it lost on 16 of the 24 1x1 convs
 // that do not expand the channels from 64 input channels on (down to 0.49x against cuDNN's GEMM
@@ -99,8 +99,9 @@ cudaError_t plan_forward(const ConvParams& params, bool allow_tf32, ForwardPlan&
     plan.kernel = ForwardKernel::kDepthwise;
     return cudaSuccess;
   }
-  if (pointwise::applies(params) && (!measured || pointwise_beats_floor(params))) {
-    plan.kernel = ForwardKernel::kPointwise;
+  if (channels_last_gemm::applies(params) &&
+      (!measured || channels_last_gemm_beats_floor(params))) {
+    plan.kernel = ForwardKernel::kChannelsLastGemm;
     return cudaSuccess;
   }
   if (small_problem::applies(params)) {
@@ -137,8 +138,8 @@ cudaError_t launch_planned(const ConvParams& params, const ForwardPlan& plan, bo
       return cudaSuccess;  // an empty output
     case ForwardKernel::kDepthwise:
       return depthwise::launch(params, stream);
-    case ForwardKernel::kPointwise:
-      return pointwise::launch(params, stream);
+    case ForwardKernel::kChannelsLastGemm:
+      return channels_last_gemm::launch(params, stream);
     case ForwardKernel::kSmallProblem:
       return small_problem::launch(params, stream);
     case ForwardKernel::kWgmma:

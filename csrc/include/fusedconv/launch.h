@@ -31,7 +31,7 @@ int64_t plan_count();
 enum class ForwardKernel : int {
   kNone,
   kDepthwise,
-  kPointwise,
+  kChannelsLastGemm,
   kSmallProblem,
   kWgmma,
   kMmaSync,

@@ -1,19 +1,21 @@
-// Pointwise (1x1) forward in channels_last, float16 / bfloat16: convolution, bias, hardswish and
-// relu in one launch, no workspace. In channels_last a 1x1 convolution is one GEMM, output
-// positions x input channels times input channels x output channels, both operands with the
-// input channels innermost: the layout mma.sync's row x col fragments want. Memory-bound at the
-// channel counts networks run (16-960), so the aim is one read of x and one write of y.
+// Channels_last forward in float16 / bfloat16: convolution, bias, hardswish and relu in one
+// launch, no workspace. In channels_last a convolution is an implicit GEMM, output positions x
+// (taps x input channels) times (taps x input channels) x output channels, both operands with
+// the input channels innermost: the layout mma.sync's row x col fragments want. A 1x1
+// convolution is the one-tap case, memory-bound at the channel counts networks run (16-960): the
+// aim there is one read of x and one write of y.
 //
 // Each CTA computes tiles of output positions x output channels (Tile: 128 x 64, or 32 channels
 // for narrow outputs, 64 positions where the tiles would not fill the machine) with four warps.
 // The grid is persistent: CTA b takes tiles b, b + gridDim.x, ..., and a kStages-deep cp.async
-// ring runs over its (tile, kTileK-channel step) pairs, so the next tile's loads are in flight
-// while this one's epilogue runs (zero-filled past the channels, the positions and the output
-// channels). Fragments come from XOR-swizzled rows through ldmatrix; m16n8k16 MMAs accumulate
-// in float32. The epilogue adds the bias, applies relu(hardswish) in float32, rounds once into
-// a staged tile in shared memory and stores it in 16-byte row chunks. Strided and zero-padded
-// 1x1 convolutions take the same path: each staged row's source pixel is found once per tile (a
-// padded one is a zero row).
+// ring runs over its (tile, tap, kTileK-channel step) triples, so the next tile's loads are in
+// flight while this one's epilogue runs (zero-filled past the channels, the positions, the
+// output channels and wherever a tap falls on the zero padding). Fragments come from
+// XOR-swizzled rows through ldmatrix; m16n8k16 MMAs accumulate in float32. The epilogue adds
+// the bias, applies relu(hardswish) in float32, rounds once into a staged tile in shared memory
+// and stores it in 16-byte row chunks. Each staged row's source pixel (stride and padding
+// applied) is found once per tile; a tap moves all of a tile's rows by one offset (dilation
+// applied), so the per-step work is one add and two bound checks per row.
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -28,7 +30,7 @@
 #include "fusedconv/params.h"
 
 namespace fusedconv {
-namespace pointwise {
+namespace channels_last_gemm {
 namespace {
 
 constexpr int kTileK = 32;   // input channels per stage
@@ -63,9 +65,14 @@ struct Tile {
 struct Geometry {
   FastDivisor out_plane, out_width, n_tiles;
   int32_t positions;  // batch x out_height x out_width, < 2^31 (applies)
-  int32_t k_tiles;
+  int32_t k_chunks;   // kTileK-channel steps per tap
+  int32_t k_steps;    // taps x k_chunks: the steps of one tile
   int32_t tiles;  // position tiles x channel tiles of the launch's tile, < 2^31 (applies)
 };
+
+// A padded pixel's or a missing position's row origin: below -2^30, so no tap (reach < 2^30,
+// applies) brings it into the image.
+constexpr int32_t kNoRow = -(int32_t{1} << 30) - 1;
 
 // Where logical 16-byte chunk `chunk` of staged row `row` lies: the XOR puts the eight rows an
 // ldmatrix reads (64 bytes apart) on eight distinct bank groups.
@@ -124,7 +131,7 @@ __device__ __forceinline__ void store_tile(const ConvParams& p, const Geometry& 
 
 template <typename Storage, typename T>
 __global__ void __launch_bounds__(kThreads, kCtasPerSm)
-    conv_hardswish_relu_pointwise_kernel(const ConvParams p, const Geometry g) {
+    conv_hardswish_relu_channels_last_gemm_kernel(const ConvParams p, const Geometry g) {
   constexpr bool kBFloat16 = StorageTraits<Storage>::kBFloat16;
   extern __shared__ __align__(128) unsigned char shared[];
   Storage* const a_ring = reinterpret_cast<Storage*>(shared);
@@ -136,9 +143,13 @@ __global__ void __launch_bounds__(kThreads, kCtasPerSm)
   const Storage* __restrict__ weight = static_cast<const Storage*>(p.weight);
   const int in_channels = static_cast<int>(p.in_channels);
   const int out_channels = static_cast<int>(p.out_channels);
+  const uint32_t in_height = static_cast<uint32_t>(p.in_height);
+  const uint32_t in_width = static_cast<uint32_t>(p.in_width);
+  const int dilation_h = static_cast<int>(p.dilation_h);
+  const int dilation_w = static_cast<int>(p.dilation_w);
   const int my_tiles = (g.tiles - static_cast<int>(blockIdx.x) +
                         static_cast<int>(gridDim.x) - 1) / static_cast<int>(gridDim.x);
-  const int steps = my_tiles * g.k_tiles;  // < 2^31: tiles x k steps is checked by applies
+  const int steps = my_tiles * g.k_steps;  // < 2^31: tiles x k steps is checked by applies
   const int chunk = thread % kChunks;
 
   auto tile_origin = [&](int local_tile, int& m0, int& n0) {
@@ -148,67 +159,87 @@ __global__ void __launch_bounds__(kThreads, kCtasPerSm)
     n0 = static_cast<int>(tile - m_tile * g.n_tiles.divisor) * T::kTileN;
   };
 
-  // The loader's place in the ring's (tile, k step) sequence and the sources of the rows this
-  // thread stages for that tile, found once per tile (a position past the end or a padded pixel
-  // has none: a zero row).
-  int load_tile = 0, load_k = 0;
-  const Storage* a_source[T::kACopies];
-  const Storage* b_source[T::kBCopies];
-  auto find_sources = [&]() {
+  // The loader's place in the ring's (tile, tap, channel step) sequence, and the origins of the
+  // rows this thread stages for that tile, found once per tile: the image's pixel the first tap
+  // reads (stride and padding applied; kNoRow past the last position) and the weight row.
+  int load_tile = 0, load_chunk = 0, load_tap_col = 0, load_tap_row = 0;
+  int tap_row = 0, tap_col = 0;  // the tap's offset in input rows / columns (dilation applied)
+  int64_t a_tap_offset = 0, b_tap_offset = 0;  // and in elements of x and of W
+  const Storage* a_origin[T::kACopies];
+  int32_t a_row[T::kACopies], a_col[T::kACopies];
+  const Storage* b_origin[T::kBCopies];
+  auto find_origins = [&]() {
     int m0, n0;
     tile_origin(load_tile, m0, n0);
 #pragma unroll
     for (int i = 0; i < T::kACopies; ++i) {
       const int m = m0 + thread / kChunks + i * (kThreads / kChunks);
-      a_source[i] = nullptr;
+      a_origin[i] = input;
+      a_row[i] = kNoRow;
+      a_col[i] = kNoRow;
       if (m < g.positions) {
         const uint32_t image = g.out_plane.quotient(static_cast<uint32_t>(m));
         const uint32_t rest = static_cast<uint32_t>(m) - image * g.out_plane.divisor;
         const uint32_t out_row = g.out_width.quotient(rest);
         const uint32_t out_col = rest - out_row * g.out_width.divisor;
-        const int64_t in_row = int64_t{out_row} * p.stride_h - p.pad_top;
-        const int64_t in_col = int64_t{out_col} * p.stride_w - p.pad_left;
-        if (in_row >= 0 && in_row < p.in_height && in_col >= 0 && in_col < p.in_width) {
-          a_source[i] = input + int64_t{image} * p.input_strides.n +
-                        in_row * p.input_strides.h + in_col * p.input_strides.w + chunk * 8;
-        }
+        a_row[i] = static_cast<int32_t>(out_row * p.stride_h - p.pad_top);
+        a_col[i] = static_cast<int32_t>(out_col * p.stride_w - p.pad_left);
+        // The first tap's pixel, which may lie in the padding (a_row / a_col say whether each
+        // tap's does): the address is formed, never read, outside the image.
+        a_origin[i] = input + int64_t{image} * p.input_strides.n +
+                      int64_t{a_row[i]} * p.input_strides.h +
+                      int64_t{a_col[i]} * p.input_strides.w + chunk * 8;
       }
     }
 #pragma unroll
     for (int i = 0; i < T::kBCopies; ++i) {
       const int n = n0 + thread / kChunks + i * (kThreads / kChunks);
-      b_source[i] = n < out_channels ? weight + int64_t{n} * p.weight_strides.n + chunk * 8
+      b_origin[i] = n < out_channels ? weight + int64_t{n} * p.weight_strides.n + chunk * 8
                                      : nullptr;
     }
   };
-  find_sources();
+  find_origins();
 
   // Stages the loader's next step into ring slot `slot`, then advances the loader.
   auto stage_next = [&](int slot) {
-    const int k = load_k * kTileK;
+    const int k = load_chunk * kTileK;
     const bool k_valid = k + chunk * 8 < in_channels;  // in_channels is a multiple of 8
     Storage* const a_stage = a_ring + slot * T::kTileM * kTileK;
     Storage* const b_stage = b_ring + slot * T::kTileN * kTileK;
 #pragma unroll
     for (int i = 0; i < T::kACopies; ++i) {
       const int row = thread / kChunks + i * (kThreads / kChunks);
-      const bool valid = k_valid && a_source[i] != nullptr;
-      copy_async_16(a_stage + swizzled(row, chunk), valid ? a_source[i] + k : input,
+      const int in_row = a_row[i] + tap_row;
+      const int in_col = a_col[i] + tap_col;
+      const bool valid = k_valid && static_cast<uint32_t>(in_row) < in_height &&
+                         static_cast<uint32_t>(in_col) < in_width;
+      copy_async_16(a_stage + swizzled(row, chunk), valid ? a_origin[i] + a_tap_offset + k : input,
                     valid ? 16 : 0);
     }
 #pragma unroll
     for (int i = 0; i < T::kBCopies; ++i) {
       const int row = thread / kChunks + i * (kThreads / kChunks);
-      const bool valid = k_valid && b_source[i] != nullptr;
-      copy_async_16(b_stage + swizzled(row, chunk), valid ? b_source[i] + k : weight,
-                    valid ? 16 : 0);
+      const bool valid = k_valid && b_origin[i] != nullptr;
+      copy_async_16(b_stage + swizzled(row, chunk),
+                    valid ? b_origin[i] + b_tap_offset + k : weight, valid ? 16 : 0);
     }
-    if (++load_k == g.k_tiles) {
-      load_k = 0;
-      if (++load_tile < my_tiles) {
-        find_sources();
+    if (++load_chunk < g.k_chunks) {
+      return;
+    }
+    load_chunk = 0;
+    if (++load_tap_col == p.kernel_w) {
+      load_tap_col = 0;
+      if (++load_tap_row == p.kernel_h) {
+        load_tap_row = 0;
+        if (++load_tile < my_tiles) {
+          find_origins();
+        }
       }
     }
+    tap_row = load_tap_row * dilation_h;
+    tap_col = load_tap_col * dilation_w;
+    a_tap_offset = tap_row * p.input_strides.h + tap_col * p.input_strides.w;
+    b_tap_offset = load_tap_row * p.weight_strides.h + load_tap_col * p.weight_strides.w;
   };
 
   const int warp = thread / 32;
@@ -273,7 +304,7 @@ __global__ void __launch_bounds__(kThreads, kCtasPerSm)
         }
       }
     }
-    if (++k_step == g.k_tiles) {
+    if (++k_step == g.k_steps) {
       int m0, n0;
       tile_origin(tile, m0, n0);
       store_tile<Storage, T>(p, g, acc, staged_out, m0, n0, warp_m, warp_n, lane, thread);
@@ -288,7 +319,7 @@ __global__ void __launch_bounds__(kThreads, kCtasPerSm)
 template <typename Storage, typename T>
 cudaError_t launch_tile(const ConvParams& p, Geometry g, int64_t positions,
                         const DeviceLimits& limits, cudaStream_t stream) {
-  constexpr auto kernel = conv_hardswish_relu_pointwise_kernel<Storage, T>;
+  constexpr auto kernel = conv_hardswish_relu_channels_last_gemm_kernel<Storage, T>;
   const cudaError_t status = opt_in_shared_memory<kernel>(limits);
   if (status != cudaSuccess) {
     return status;
@@ -330,24 +361,41 @@ cudaError_t launch_typed(const ConvParams& p, const Geometry& g, int64_t positio
 
 bool applies(const ConvParams& p) {
   const bool half = p.dtype == DType::kFloat16 || p.dtype == DType::kBFloat16;
-  if (!half || p.kernel_h != 1 || p.kernel_w != 1 || p.groups != 1 ||
-      p.in_channels <= 0 || p.in_channels % 8 != 0 || p.out_channels % 8 != 0) {
+  if (!half || p.groups != 1 || p.in_channels <= 0 || p.in_channels % 8 != 0 ||
+      p.out_channels % 8 != 0) {
     return false;
   }
   if (!is_dense_channels_last(p.input_strides, p.in_channels, p.in_height, p.in_width) ||
-      !is_dense_channels_last(p.output_strides, p.out_channels, p.out_height, p.out_width) ||
-      p.weight_strides.c != 1 || p.weight_strides.n != p.in_channels) {
-    return false;  // the weight: dense [out_channels, in_channels] rows
+      !is_dense_channels_last(p.output_strides, p.out_channels, p.out_height, p.out_width)) {
+    return false;
+  }
+  // The weight's 8-channel runs of each tap are 16-byte chunks: channels innermost, and each
+  // stride a tap steps along a multiple of 8 (a 1x1 weight's size-1 dimensions take none).
+  const Strides4& w = p.weight_strides;
+  if (w.c != 1 || w.n % 8 != 0 || (p.kernel_h > 1 && w.h % 8 != 0) ||
+      (p.kernel_w > 1 && w.w % 8 != 0)) {
+    return false;
   }
   if (!aligned_16(p.input) || !aligned_16(p.output) || !aligned_16(p.weight)) {
     return false;
   }
+  // 32-bit rows and columns: a position's first pixel, moved by any tap, stays within
+  // (kNoRow, 2^31); batch and tap offsets are 64-bit.
+  constexpr int64_t kReachLimit = int64_t{1} << 30;
+  const bool rows_fit = p.in_height < kReachLimit && p.pad_top < kReachLimit &&
+                        (p.out_height - 1) * p.stride_h < kReachLimit &&
+                        (p.kernel_h - 1) * p.dilation_h < kReachLimit;
+  const bool cols_fit = p.in_width < kReachLimit && p.pad_left < kReachLimit &&
+                        (p.out_width - 1) * p.stride_w < kReachLimit &&
+                        (p.kernel_w - 1) * p.dilation_w < kReachLimit;
   constexpr int64_t kIntLimit = int64_t{1} << 31;
   const int64_t positions = p.batch * p.out_height * p.out_width;
   const int64_t most_tiles = (positions + 63) / 64 * ((p.out_channels + 31) / 32);
-  const int64_t k_steps = (p.in_channels + kTileK - 1) / kTileK;
-  return positions < kIntLimit && most_tiles * k_steps < kIntLimit &&
-         p.in_channels < kIntLimit && p.out_channels < kIntLimit;
+  const int64_t taps = p.kernel_h * p.kernel_w;
+  const int64_t k_steps = taps * ((p.in_channels + kTileK - 1) / kTileK);
+  return rows_fit && cols_fit && positions < kIntLimit && taps < kIntLimit &&
+         k_steps < kIntLimit && most_tiles * k_steps < kIntLimit && p.in_channels < kIntLimit &&
+         p.out_channels < kIntLimit;
 }
 
 cudaError_t launch(const ConvParams& p, cudaStream_t stream) {
@@ -359,7 +407,8 @@ cudaError_t launch(const ConvParams& p, cudaStream_t stream) {
   g.out_plane = FastDivisor::make(static_cast<uint32_t>(p.out_height * p.out_width));
   g.out_width = FastDivisor::make(static_cast<uint32_t>(p.out_width));
   g.positions = static_cast<int32_t>(positions);
-  g.k_tiles = static_cast<int32_t>((p.in_channels + kTileK - 1) / kTileK);
+  g.k_chunks = static_cast<int32_t>((p.in_channels + kTileK - 1) / kTileK);
+  g.k_steps = static_cast<int32_t>(p.kernel_h * p.kernel_w) * g.k_chunks;
   return dispatch_dtype(p.dtype, [&](auto zero) {
     using Storage = decltype(zero);
     if constexpr (sizeof(Storage) == 2) {
@@ -370,5 +419,5 @@ cudaError_t launch(const ConvParams& p, cudaStream_t stream) {
   });
 }
 
-}  // namespace pointwise
+}  // namespace channels_last_gemm
 }  // namespace fusedconv

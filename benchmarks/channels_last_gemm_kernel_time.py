@@ -1,0 +1,83 @@
+"""GPU time per call of the channels_last GEMM against the floor path, with the memory floor.
+
+Each system's call is captured 20 times into a CUDA graph and replayed (median of 15 replays), so
+the time is the GPU's, without the host's launch work; the floor is PyTorch's convolution
+(cuDNN) plus our in-place bias + activation pass. "mem" is x + W + y bytes over the measured copy
+bandwidth. Layers: crossover.py's (the 1x1 convolutions of MobileNetV3 / EfficientNet-B0 /
+ResNet-50 and ResNet-50's 3x3 ones) in channels_last float16 and bfloat16. Usage (GPU):
+python benchmarks/channels_last_gemm_kernel_time.py [--batch 64]
+"""
+
+import argparse
+
+import torch
+
+import fusedconv
+from fusedconv.bench import measure_copy_bandwidth
+
+from crossover import channels_last_gemm_shapes
+
+
+def graph_us(fn, calls=20, replays=15):
+    """Median GPU microseconds per fn() over replays of a graph of `calls` calls."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            fn()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(calls):
+            fn()
+    graph.replay()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(replays):
+        start = torch.cuda.Event(enable_timing=True)
+        end = torch.cuda.Event(enable_timing=True)
+        start.record()
+        graph.replay()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) * 1e3 / calls)
+    return sorted(times)[len(times) // 2]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--batch", type=int, default=64)
+    batch = parser.parse_args().batch
+    ops = fusedconv.load_extension()
+    bandwidth = measure_copy_bandwidth()
+    print("copy bandwidth %.0f GB/s" % (bandwidth / 1e9))
+    header = ("layer", "dtype", "fused_us", "floor_us", "mem_us", "gain", "%mem", "TFLOP/s")
+    print("%-20s %-9s %9s %9s %9s %7s %6s %8s" % header)
+    previous = ops._plan_policy()
+    try:
+        for cin, cout, size, k, stride, dtype in channels_last_gemm_shapes():
+            x = torch.randn(batch, cin, size, size, device="cuda", dtype=dtype)
+            x = x.contiguous(memory_format=torch.channels_last)
+            w = torch.randn(cout, cin, k, k, device="cuda", dtype=dtype) / (cin * k * k) ** 0.5
+            w = w.contiguous(memory_format=torch.channels_last)
+            b = torch.randn(cout, device="cuda", dtype=dtype)
+            args = (x, w, b, [stride, stride], [k // 2] * 4, [1, 1], 1)
+            ops._plan_policy("fused")
+            if ops._plan(*args) != "channels_last_gemm":
+                continue
+            fused = graph_us(lambda: ops.conv2d_hardswish_relu(*args))
+            ops._plan_policy("floor")
+            floor = graph_us(lambda: ops.conv2d_hardswish_relu(*args))
+            out_size = (size + 2 * (k // 2) - k) // stride + 1
+            outputs = batch * cout * out_size * out_size
+            memory = (x.numel() + w.numel() + outputs) * 2 / bandwidth
+            tflops = 2.0 * outputs * cin * k * k / (fused * 1e-6) / 1e12
+            print("%-20s %-9s %9.2f %9.2f %9.2f %6.2fx %5.0f%% %8.1f" % (
+                "%d-%d %d k%d s%d" % (cin, cout, size, k, stride), str(dtype)[6:], fused, floor,
+                memory * 1e6, floor / fused, 100 * memory * 1e6 / fused, tflops))
+    finally:
+        ops._plan_policy(previous)
+
+
+if __name__ == "__main__":
+    main()

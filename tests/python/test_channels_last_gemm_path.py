@@ -1,0 +1,186 @@
+"""The channels_last GEMM forward kernel (csrc/cuda/forward/channels_last_gemm.cu: float16 /
+bfloat16, dense channels_last, channel counts multiples of 8, any kernel size, stride, padding and
+dilation): that it is the kernel that runs, against float64 on poisoned outputs (no worse than
+eager, which rounds the convolution before the activation), with the floor path's output
+strides, NaN / inf propagation, and the configurations it leaves to others."""
+
+import random
+
+import pytest
+import torch
+
+import fusedconv
+from fusedconv.reference import reference_float64, reference_forward, relative_l2_error
+
+from conftest import assert_close_with_nonfinite, cuda_kernel_names, poisoned_call
+
+pytestmark = [pytest.mark.cuda, pytest.mark.usefixtures("fused_kernels")]
+
+KERNEL_NAME = "conv_hardswish_relu_channels_last_gemm_kernel"
+HALF_TYPES = [torch.float16, torch.bfloat16]
+
+
+def _tensors(batch, cin, cout, height, width, dtype, kernel=(1, 1), bias=True,
+             weight_channels_last=True):
+    x = torch.randn(batch, cin, height, width, device="cuda", dtype=dtype)
+    x = x.contiguous(memory_format=torch.channels_last)
+    weight = torch.randn(cout, cin, *kernel, device="cuda", dtype=dtype)
+    weight = weight / (cin * kernel[0] * kernel[1]) ** 0.5
+    if weight_channels_last:
+        weight = weight.contiguous(memory_format=torch.channels_last)
+    b = torch.randn(cout, device="cuda", dtype=dtype) if bias else None
+    return x, weight, b
+
+
+def _check(x, weight, bias, **geometry):
+    """Runs the op on poisoned memory; asserts the kernel ran, the error is no worse than eager's
+    and the strides are the floor path's."""
+
+    def call():
+        return fusedconv.conv2d_hardswish_relu(x, weight, bias, **geometry)
+
+    names = cuda_kernel_names(call)
+    assert any(KERNEL_NAME in name for name in names), names
+    actual = poisoned_call(call, x.dtype, "cuda")
+    expected = reference_float64(x, weight, bias, **geometry)
+    assert actual.dtype == x.dtype and actual.shape == expected.shape
+    assert not actual.isnan().any()
+    ours = relative_l2_error(actual, expected)
+    eager = relative_l2_error(reference_forward(x, weight, bias, **geometry), expected)
+    assert ours <= 1.2 * eager + 1e-4, (ours, eager)
+    torch.ops.fusedconv._plan_policy("floor")
+    try:
+        floor = fusedconv.conv2d_hardswish_relu(x, weight, bias, **geometry)
+    finally:
+        torch.ops.fusedconv._plan_policy("fused")
+    assert actual.stride() == floor.stride()
+    return actual
+
+
+@pytest.mark.parametrize("dtype", HALF_TYPES)
+@pytest.mark.parametrize("seed", range(16))
+def test_pointwise_convolutions_match_float64(seed, dtype):
+    rng = random.Random(seed)
+    cin = rng.choice([8, 16, 24, 40, 72, 136])
+    cout = rng.choice([8, 16, 40, 64, 72, 136])
+    stride, padding = rng.choice([(1, 0), (1, 0), (2, 0), (1, 1), (2, 1)])
+    x, weight, bias = _tensors(rng.randint(1, 3), cin, cout, rng.randint(1, 21),
+                               rng.randint(1, 23), dtype, bias=rng.random() < 0.8,
+                               weight_channels_last=rng.random() < 0.5)
+    _check(x, weight, bias, stride=stride, padding=padding)
+
+
+@pytest.mark.parametrize("dtype", HALF_TYPES)
+@pytest.mark.parametrize("seed", range(24))
+def test_spatial_convolutions_match_float64(seed, dtype):
+    # Kernel sizes, stride, padding (up to past the kernel's reach) and dilation drawn per axis:
+    # taps that fall on the padding for some rows and not others, whole tap rows in the padding.
+    rng = random.Random(1000 + seed)
+    cin = rng.choice([8, 16, 24, 40, 64, 72])
+    cout = rng.choice([8, 16, 32, 40, 64, 72])
+    kernel = (rng.choice([2, 3, 3, 5, 7]), rng.choice([1, 3, 3, 5]))
+    stride = (rng.choice([1, 1, 2, 3]), rng.choice([1, 2]))
+    dilation = (rng.choice([1, 1, 2]), rng.choice([1, 2]))
+    padding = tuple(rng.randint(0, (k - 1) * d + 1) for k, d in zip(kernel, dilation))
+    height = rng.randint((kernel[0] - 1) * dilation[0] + 1, 24)
+    width = rng.randint((kernel[1] - 1) * dilation[1] + 1, 26)
+    x, weight, bias = _tensors(rng.randint(1, 3), cin, cout, height, width, dtype, kernel,
+                               bias=rng.random() < 0.8)
+    _check(x, weight, bias, stride=stride, padding=padding, dilation=dilation)
+
+
+@pytest.mark.parametrize("dtype", HALF_TYPES)
+def test_same_padding_with_an_even_kernel(dtype):
+    # 'same' with a 4-wide kernel pads 1 before and 2 after: only the leading pad moves sources.
+    x, weight, bias = _tensors(2, 16, 24, 13, 11, dtype, (4, 4))
+    _check(x, weight, bias, padding="same")
+
+
+@pytest.mark.parametrize("dtype", HALF_TYPES)
+def test_long_channel_loop_and_partial_tiles(dtype):
+    # 1000 input channels: 32 stages through the 3-deep ring, the last one partial; 969
+    # positions and 72 output channels: partial tiles in both output dimensions.
+    x, weight, bias = _tensors(3, 1000, 72, 17, 19, dtype)
+    _check(x, weight, bias)
+    _check(x, weight, None)
+    # With taps: 9 x 4 steps per tile, the last channel step of each tap partial.
+    x, weight, bias = _tensors(2, 104, 72, 11, 9, dtype, (3, 3))
+    _check(x, weight, bias, padding=1)
+
+
+# (batch, in, out channels, plane, kernel): each tile shape of the launch, with more tiles than
+# the H200's resident grid (132 SMs x 3 CTAs) where it says so, so CTAs walk several tiles and the
+# cp.async ring crosses tile (and tap) boundaries; 16 input channels: one step per tap.
+PERSISTENT_CASES = [
+    (8, 96, 136, 56, 1),  # 128 x 64 tiles, 588 of them
+    (8, 16, 136, 56, 1),  # the same with one k step per tile
+    (17, 64, 16, 56, 1),  # 128 x 32 tiles, 417
+    (2, 64, 16, 20, 1),  # 64 x 32 tiles
+    (2, 96, 72, 20, 1),  # 64 x 64 tiles
+    (8, 16, 72, 56, 3),  # 128 x 64 tiles, 9 steps each
+    (17, 32, 16, 56, 3),  # 128 x 32 tiles, 9 steps each
+]
+
+
+@pytest.mark.parametrize("case", PERSISTENT_CASES, ids=str)
+def test_tile_shapes_and_persistent_grid(case):
+    batch, cin, cout, size, k = case
+    x, weight, bias = _tensors(batch, cin, cout, size, size, torch.bfloat16, (k, k))
+    _check(x, weight, bias, padding=k // 2)
+
+
+def test_propagates_nan_and_inf():
+    x, weight, bias = _tensors(2, 32, 48, 9, 10, torch.bfloat16, (3, 3))
+    x[0, 3, 4, 5] = float("nan")
+    x[1, 7, 0, 0] = float("inf")
+    x[1, 9, 8, 9] = float("-inf")
+
+    def call():
+        return fusedconv.conv2d_hardswish_relu(x, weight, bias, padding=1)
+
+    assert any(KERNEL_NAME in name for name in cuda_kernel_names(call))
+    expected = reference_float64(x, weight, bias, padding=1)
+    assert_close_with_nonfinite(call().double(), expected, rtol=2e-2, atol=2e-2)
+
+
+def _misaligned_channels_last(batch, cin, height, width, dtype):
+    storage = torch.randn(batch * height * width * cin + 1, device="cuda", dtype=dtype)
+    return storage[1:].view(batch, height, width, cin).permute(0, 3, 1, 2)
+
+
+@pytest.mark.parametrize("case", ["cin_not_multiple_of_8", "cout_not_multiple_of_8", "nchw",
+                                  "float32", "misaligned", "grouped", "nchw_weight_3x3"])
+def test_configurations_the_kernel_leaves_to_others(case):
+    dtype = torch.float32 if case == "float32" else torch.bfloat16
+    cin, cout, groups, kernel = 16, 32, 1, 1
+    cin = 12 if case == "cin_not_multiple_of_8" else cin
+    cout = 36 if case == "cout_not_multiple_of_8" else cout
+    groups = 2 if case == "grouped" else groups
+    kernel = 3 if case == "nchw_weight_3x3" else kernel
+    x, _, bias = _tensors(2, cin, cout, 10, 12, dtype)
+    if case == "nchw":
+        x = x.contiguous()
+    if case == "misaligned":
+        x = _misaligned_channels_last(2, cin, 10, 12, dtype)
+        assert x.is_contiguous(memory_format=torch.channels_last) and x.data_ptr() % 16 != 0
+    # An NCHW 3x3 weight: its input channels are not innermost.
+    weight = torch.randn(cout, cin // groups, kernel, kernel, device="cuda", dtype=dtype) * 0.2
+
+    def call():
+        return fusedconv.conv2d_hardswish_relu(x, weight, bias, groups=groups)
+
+    assert not any(KERNEL_NAME in name for name in cuda_kernel_names(call))
+    actual = poisoned_call(call, dtype, "cuda")
+    expected = reference_float64(x, weight, bias, groups=groups)
+    eager = relative_l2_error(reference_forward(x, weight, bias, groups=groups), expected)
+    assert relative_l2_error(actual, expected) <= 1.2 * eager + 1e-4
+
+
+@pytest.mark.parametrize("kernel", [1, 3])
+def test_empty_batch(kernel):
+    x, weight, bias = _tensors(2, 16, 32, 5, 6, torch.float16, (kernel, kernel))
+    padding = [kernel // 2] * 4
+    assert torch.ops.fusedconv._plan(x, weight, bias, [1, 1], padding, [1, 1], 1,
+                                     None) == "channels_last_gemm"
+    empty = fusedconv.conv2d_hardswish_relu(x[:0], weight, bias, padding=kernel // 2)
+    assert empty.shape == (0, 32, 5, 6)
