@@ -22,20 +22,21 @@ MASKS = [[True, True, True], [True, False, False], [False, True, False], [False,
 
 
 def _case(rng, dtype, channels_last=False):
+    """A random depthwise layer; stride, dilation and padding drawn per axis."""
     kernel = rng.choice([3, 3, 5, 7])
-    stride, dilation = rng.choice([1, 1, 2]), rng.choice([1, 1, 2])
-    padding = rng.randint(0, kernel // 2 * dilation)
-    span = dilation * (kernel - 1) + 1
+    stride = [rng.choice([1, 1, 2]) for _ in range(2)]
+    dilation = [rng.choice([1, 1, 2]) for _ in range(2)]
+    padding = [rng.randint(0, kernel // 2 * d) for d in dilation]
+    plane = [rng.randint(max(1, d * (kernel - 1) + 1 - 2 * p), limit)
+             for d, p, limit in zip(dilation, padding, (21, 26))]
     channels = rng.choice([2, 3, 8, 16, 24])
-    height = rng.randint(max(1, span - 2 * padding), 21)
-    width = rng.randint(max(1, span - 2 * padding), 26)
-    x = torch.randn(rng.randint(1, 3), channels, height, width, device="cuda", dtype=dtype)
+    x = torch.randn(rng.randint(1, 3), channels, *plane, device="cuda", dtype=dtype)
     weight = torch.randn(channels, 1, kernel, kernel, device="cuda", dtype=dtype) * 0.3
     bias = torch.randn(channels, device="cuda", dtype=dtype)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
-    geometry = ([stride, stride], [padding] * 4, [dilation, dilation], channels)
-    return x, weight, bias, geometry
+    pads = [padding[0], padding[0], padding[1], padding[1]]
+    return x, weight, bias, (stride, pads, dilation, channels)
 
 
 def _forward(x, weight, bias, geometry):
@@ -57,8 +58,8 @@ def _with_floor(fn):
 
 def _expected(x, weight, bias, grad_y, y, geometry):
     stride, padding, dilation, groups = geometry
-    return reference_gradients_float64(x, weight, bias, grad_y, y, stride, padding[0], dilation,
-                                       groups)
+    return reference_gradients_float64(x, weight, bias, grad_y, y, stride,
+                                       (padding[0], padding[2]), dilation, groups)
 
 
 @pytest.mark.parametrize("seed", range(24))
@@ -108,7 +109,9 @@ def test_depthwise_backward_gradients_not_asked_for(mask):
             assert actual.numel() == 0
 
 
-def test_depthwise_backward_is_bitwise_deterministic():
+def test_depthwise_backward_is_bitwise_deterministic_and_correct_across_slices():
+    # 4 x 56 output rows of 56 positions: the weight pass splits each channel into several
+    # slices (at least 2048 positions each), whose partials the reduce kernel sums.
     x = torch.randn(4, 32, 56, 56, device="cuda")
     weight = torch.randn(32, 1, 5, 5, device="cuda") * 0.2
     bias = torch.randn(32, device="cuda")
@@ -116,6 +119,8 @@ def test_depthwise_backward_is_bitwise_deterministic():
     y = _forward(x, weight, bias, geometry)
     grad_y = torch.randn_like(y)
     first = _backward(grad_y, x, weight, y, geometry, [True] * 3)
+    for actual, wanted in zip(first, _expected(x, weight, bias, grad_y, y, geometry)):
+        assert relative_l2_error(actual, wanted) <= 1e-5
     for _ in range(3):
         again = _backward(grad_y, x, weight, y, geometry, [True] * 3)
         assert all(torch.equal(a, b) for a, b in zip(first, again))

@@ -8,7 +8,7 @@
 //   grad_y and y at each output they reach (no atomics: each element has one owner).
 // grad_weight, grad_bias: a CTA per (channel, slice of output rows) walks its positions once,
 //   forming g once per position and accumulating k x k + 1 products in registers; a fixed-order
-//   block reduction writes one partial per CTA to the workspace, and a second kernel sums the
+//   reduction (warp shuffles, one barrier) writes one partial per CTA to the workspace, and a second kernel sums the
 //   partials of each channel in order. Bitwise identical from run to run.
 #include <cuda_runtime.h>
 
@@ -91,34 +91,13 @@ __global__ void __launch_bounds__(kThreads)
   static_cast<Storage*>(bp.grad_input)[index] = Traits::store(acc);  // dense NCHW, as x
 }
 
-// Sums `value` over the CTA in a fixed order; the total in warp 0's lane 0 (others: partial).
-__device__ __forceinline__ float block_sum(float value, float* shared) {
-#pragma unroll
-  for (int offset = 16; offset > 0; offset >>= 1) {
-    value += __shfl_down_sync(0xffffffffu, value, offset);
-  }
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  __syncthreads();  // `shared` free again after the previous call's reads
-  if (lane == 0) {
-    shared[warp] = value;
-  }
-  __syncthreads();
-  float total = 0.0f;
-  if (threadIdx.x == 0) {
-    for (int w = 0; w < kThreads / 32; ++w) {
-      total += shared[w];
-    }
-  }
-  return total;
-}
-
 // grad_weight / grad_bias partials: CTA (slice, channel) over output rows
 // [slice * rows_per_slice, ...) of batch x out_height.
 template <typename Storage, int kKernel>
 __global__ void __launch_bounds__(kThreads)
     depthwise_wgrad_kernel(const ConvBackwardParams bp, const Geometry g, float* partials) {
   constexpr int kTaps = kKernel * kKernel;
-  __shared__ float shared[kThreads / 32];
+  __shared__ float warp_sums[kThreads / 32][kTaps + 1];
   const ConvParams& p = bp.conv;
   const int c = static_cast<int>(blockIdx.y);
   const int slice = static_cast<int>(blockIdx.x);
@@ -164,13 +143,28 @@ __global__ void __launch_bounds__(kThreads)
       }
     }
   }
-  float* out = partials + (int64_t{c} * g.slices + slice) * (kTaps + 1);
+  // Fixed-order reduction: each warp's shuffle tree per sum, then one barrier, then thread t
+  // adds sum t over the warps in order.
+  const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
 #pragma unroll
   for (int t = 0; t <= kTaps; ++t) {
-    const float total = block_sum(acc[t], shared);
-    if (threadIdx.x == 0) {
-      out[t] = total;
+    float value = acc[t];
+#pragma unroll
+    for (int offset = 16; offset > 0; offset >>= 1) {
+      value += __shfl_down_sync(0xffffffffu, value, offset);
     }
+    if (lane == 0) {
+      warp_sums[warp][t] = value;
+    }
+  }
+  __syncthreads();
+  if (threadIdx.x <= kTaps) {
+    float total = 0.0f;
+#pragma unroll
+    for (int w = 0; w < kThreads / 32; ++w) {
+      total += warp_sums[w][threadIdx.x];
+    }
+    partials[(int64_t{c} * g.slices + slice) * (kTaps + 1) + threadIdx.x] = total;
   }
 }
 
