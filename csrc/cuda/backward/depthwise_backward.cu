@@ -45,7 +45,9 @@ __device__ __forceinline__ float gradient_at(const Storage* grad_y, const Storag
 }
 
 // grad_input: input element (n, c, ih, iw) in NCHW order per thread.
-template <typename Storage, int kKernel>
+// kStride: 1 or 2 on both axes as a compile-time constant (the divisibility tests become masks
+// and shifts), 0 for any other stride read at run time.
+template <typename Storage, int kKernel, int kStride>
 __global__ void __launch_bounds__(kThreads)
     depthwise_dgrad_kernel(const ConvBackwardParams bp, const Geometry g) {
   const uint32_t index = blockIdx.x * kThreads + threadIdx.x;
@@ -61,7 +63,8 @@ __global__ void __launch_bounds__(kThreads)
   const uint32_t c = planes - n * g.channels.divisor;
   const int out_height = static_cast<int>(p.out_height);
   const int out_width = static_cast<int>(p.out_width);
-  const int stride_h = static_cast<int>(p.stride_h), stride_w = static_cast<int>(p.stride_w);
+  const int stride_h = kStride > 0 ? kStride : static_cast<int>(p.stride_h);
+  const int stride_w = kStride > 0 ? kStride : static_cast<int>(p.stride_w);
   const int64_t plane = (int64_t{n} * p.out_channels + c) * p.out_height * p.out_width;
   const Storage* __restrict__ grad_y = static_cast<const Storage*>(bp.grad_output) + plane;
   const Storage* __restrict__ y = static_cast<const Storage*>(p.output) + plane;
@@ -214,7 +217,14 @@ cudaError_t launch_typed(const ConvBackwardParams& bp, Geometry g, const DeviceL
   const ConvParams& p = bp.conv;
   if (bp.grad_input != nullptr) {
     const uint32_t blocks = (g.elements + kThreads - 1) / kThreads;
-    depthwise_dgrad_kernel<Storage, kKernel><<<blocks, kThreads, 0, stream>>>(bp, g);
+    const bool square = p.stride_h == p.stride_w;
+    if (square && p.stride_h == 1) {
+      depthwise_dgrad_kernel<Storage, kKernel, 1><<<blocks, kThreads, 0, stream>>>(bp, g);
+    } else if (square && p.stride_h == 2) {
+      depthwise_dgrad_kernel<Storage, kKernel, 2><<<blocks, kThreads, 0, stream>>>(bp, g);
+    } else {
+      depthwise_dgrad_kernel<Storage, kKernel, 0><<<blocks, kThreads, 0, stream>>>(bp, g);
+    }
     const cudaError_t status = cudaGetLastError();
     if (status != cudaSuccess) {
       return status;
