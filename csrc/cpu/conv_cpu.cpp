@@ -3,8 +3,6 @@
 // tap) the inner loop over output columns is a strided axpy with no bounds test, because the range
 // of columns whose input column lies inside the image is computed once per tap. That inner loop
 // vectorises for stride 1, the common case.
-#include <omp.h>
-
 #include <algorithm>
 #include <cstdint>
 #include <vector>
@@ -12,6 +10,10 @@
 #include "fusedconv/activation.h"
 #include "fusedconv/cpu.h"
 #include "fusedconv/params.h"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 namespace fusedconv {
 namespace {
@@ -154,6 +156,7 @@ FUSEDCONV_CPU_CLONES void activation_grad_span(const double* grad_output, const 
 // (64-element aligned boundaries), in parallel above kParallelElements.
 template <typename Body>
 void for_each_span(int64_t numel, Body&& body) {
+#ifdef _OPENMP
 #pragma omp parallel if (numel > kParallelElements)
   {
     const int64_t threads = omp_get_num_threads();
@@ -161,6 +164,9 @@ void for_each_span(int64_t numel, Body&& body) {
     const int64_t begin = std::min(numel, omp_get_thread_num() * chunk);
     body(begin, std::min(numel, begin + chunk));
   }
+#else
+  body(int64_t{0}, numel);
+#endif
 }
 
 template <typename T>
