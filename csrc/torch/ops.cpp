@@ -503,13 +503,11 @@ bool cpu_backward_via_nchw(const at::Tensor& input, const at::Tensor& weight, in
 #endif
 }
 
-// `t` with NCHW strides. Not contiguous(): a depthwise weight (C_in / groups == 1) in
-// channels_last strides counts as contiguous too, and oneDNN, seeing channels_last, runs the
-// whole backward in channels_last again.
+// `t` with NCHW strides (with_dense_strides). Not contiguous(): a depthwise weight
+// (C_in / groups == 1) in channels_last strides counts as contiguous too, and oneDNN, seeing
+// channels_last, runs the whole backward in channels_last again.
 at::Tensor nchw_copy(const at::Tensor& t) {
-  return t.suggest_memory_format() == at::MemoryFormat::Contiguous && t.is_contiguous()
-             ? t
-             : t.clone(at::MemoryFormat::Contiguous);
+  return with_dense_strides(t, at::MemoryFormat::Contiguous);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_hardswish_relu_backward_cpu_op(

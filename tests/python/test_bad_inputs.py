@@ -46,6 +46,8 @@ def _raises(exception, pattern, **overrides):
     ({"padding": "same", "stride": 2}, ValueError, r"padding='same' is not supported for strided"),
     ({"stride": (1, 2, 3)}, TypeError, r"expected stride to be an int or a pair of ints"),
     ({"stride": 1.5}, TypeError, r"expected stride to be an int or a pair of ints"),
+    ({"stride": []}, TypeError, r"expected stride to be an int or a pair of ints"),
+    ({"dilation": [-1]}, ValueError, r"expected every dilation value to be >= 1"),
     ({"groups": 0}, ValueError, r"expected groups >= 1, got 0"),
     ({"groups": 2.0}, TypeError, r"expected groups to be an int"),
     ({"allow_tf32": 1}, TypeError, r"expected allow_tf32 to be None or a bool, got 1"),

@@ -23,11 +23,8 @@ __global__ void __launch_bounds__(kThreads)
     hardswish_relu_grad_kernel(const ActivationGradParams p, int64_t vectors) {
   using Traits = StorageTraits<Storage>;
   using Acc = typename Traits::Acc;
-  constexpr int kPerVector = 16 / static_cast<int>(sizeof(Storage));
-  union Chunk {
-    uint4 bits;
-    Storage values[kPerVector];
-  };
+  using Chunk = Vector16<Storage>;
+  constexpr int kPerVector = Chunk::kCount;
   const Storage* __restrict__ grad_output = static_cast<const Storage*>(p.grad_output);
   const Storage* __restrict__ output = static_cast<const Storage*>(p.output);
   Storage* __restrict__ grad_input = static_cast<Storage*>(p.grad_input);

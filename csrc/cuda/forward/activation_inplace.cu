@@ -50,16 +50,13 @@ __global__ void __launch_bounds__(kThreads)
                                   int64_t vectors) {
   using Traits = StorageTraits<Storage>;
   using Acc = typename Traits::Acc;
-  constexpr int kPerVector = 16 / static_cast<int>(sizeof(Storage));
+  constexpr int kPerVector = Vector16<Storage>::kCount;
   Storage* __restrict__ data = static_cast<Storage*>(p.data);
   const Storage* __restrict__ bias = static_cast<const Storage*>(p.bias);
   const int64_t stride = int64_t{blockDim.x} * gridDim.x;
   const int64_t first = blockIdx.x * int64_t{blockDim.x} + threadIdx.x;
   for (int64_t v = first; v < vectors; v += stride) {
-    union {
-      uint4 bits;
-      Storage values[kPerVector];
-    } chunk;
+    Vector16<Storage> chunk;
     chunk.bits = reinterpret_cast<const uint4*>(data)[v];
     BiasChannel::Cursor cursor{};
     if (kHasBias) {

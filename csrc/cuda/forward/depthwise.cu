@@ -48,19 +48,11 @@ template <bool kChannelsLast>
 __device__ __forceinline__ void locate(uint32_t index, const Geometry& g, uint32_t& n,
                                        uint32_t& channel, uint32_t& row, uint32_t& strip) {
   if (kChannelsLast) {  // index = ((n * H + row) * strips + strip) * C + channel
-    uint32_t rest = g.out_channels.quotient(index);
-    channel = index - rest * g.out_channels.divisor;
-    const uint32_t rows = g.strips.quotient(rest);
-    strip = rest - rows * g.strips.divisor;
-    n = g.out_height.quotient(rows);
-    row = rows - n * g.out_height.divisor;
+    const uint32_t rows = g.strips.divide(g.out_channels.divide(index, channel), strip);
+    n = g.out_height.divide(rows, row);
   } else {  // index = ((n * C + channel) * H + row) * strips + strip
-    uint32_t rest = g.strips.quotient(index);
-    strip = index - rest * g.strips.divisor;
-    const uint32_t planes = g.out_height.quotient(rest);
-    row = rest - planes * g.out_height.divisor;
-    n = g.out_channels.quotient(planes);
-    channel = planes - n * g.out_channels.divisor;
+    const uint32_t planes = g.out_height.divide(g.strips.divide(index, strip), row);
+    n = g.out_channels.divide(planes, channel);
   }
 }
 
@@ -178,11 +170,8 @@ __global__ void __launch_bounds__(kThreads)
     conv_hardswish_relu_depthwise_vector_kernel(const ConvParams p, const Geometry g) {
   using Traits = StorageTraits<Storage>;
   using Acc = typename Traits::Acc;
-  constexpr int kVector = 16 / static_cast<int>(sizeof(Storage));
-  union Vector {
-    uint4 bits;
-    Storage values[kVector];
-  };
+  using Vector = Vector16<Storage>;
+  constexpr int kVector = Vector::kCount;
   const uint32_t index = blockIdx.x * kThreads + threadIdx.x;
   if (index >= g.threads) {
     return;

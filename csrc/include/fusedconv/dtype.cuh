@@ -44,6 +44,15 @@ struct StorageTraits<__nv_bfloat16> {
   static __device__ __forceinline__ __nv_bfloat16 store(float v) { return __float2bfloat16_rn(v); }
 };
 
+// 16 bytes of a storage type, moved as one uint4: the vectorised element-wise passes' and the
+// depthwise vector kernel's loads and stores.
+template <typename Storage>
+union Vector16 {
+  static constexpr int kCount = 16 / static_cast<int>(sizeof(Storage));
+  uint4 bits;
+  Storage values[kCount];
+};
+
 // Calls `body.template operator()<Storage>()` for the storage type that `dtype` names; returns
 // cudaErrorInvalidValue for a dtype no kernel is built for (callers validate first, so this is a
 // second line of defence, not an error path users see).

@@ -39,6 +39,13 @@ struct FastDivisor {
 #endif
     return divisor == 1 ? dividend : high >> shift;
   }
+
+  // The quotient; `remainder` = dividend - quotient x divisor. dividend in [0, 2^31).
+  FUSEDCONV_HOST_DEVICE uint32_t divide(uint32_t dividend, uint32_t& remainder) const {
+    const uint32_t result = quotient(dividend);
+    remainder = dividend - result * divisor;
+    return result;
+  }
 };
 
 }  // namespace fusedconv
