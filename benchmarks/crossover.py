@@ -7,9 +7,9 @@ wherever one applies) and to "floor", and likewise the backward op (all three gr
 Python-call medians with CUDA events. Writes one JSON record per (shape, precision, direction)
 with the kernel the fused policy chose; docs/DESIGN.md's dispatch rule is read off these records
 (benchmarks/NOTES.md, "Crossovers"). `--directions depthwise` sweeps the depthwise kernel
-(both layouts, float32 and bfloat16) the same way, `--directions channels_last_gemm` the
-channels_last GEMM (1x1 and 3x3 layers, float16 / bfloat16). Usage (GPU):
-python benchmarks/crossover.py --json out.json
+(both layouts, float32 and bfloat16) the same way, `--directions depthwise_bwd` the depthwise
+backward (NCHW), `--directions channels_last_gemm` the channels_last GEMM (1x1 and 3x3 layers,
+float16 / bfloat16). Usage (GPU): python benchmarks/crossover.py --json out.json
 """
 
 import argparse
@@ -65,6 +65,9 @@ def sweep(repeats, directions):
         if "channels_last_gemm" in directions:
             for shape in channels_last_gemm_shapes():
                 records.append(time_channels_last_gemm(ops, *shape, precision, repeats))
+        if "depthwise_bwd" in directions:
+            for shape in depthwise_shapes():
+                records.append(time_depthwise_backward(ops, *shape, precision, repeats))
         if "bwd" in directions:
             for cin, cout, size, k in backward_shapes():
                 records.append(time_backward(ops, cin, cout, size, k, precision, repeats))
@@ -121,6 +124,30 @@ def time_channels_last_gemm(ops, cin, cout, size, k, stride, dtype, precision, r
         record.update(cin=cin, cout=cout, size=size, k=k, stride=stride, dtype=str(dtype)[6:],
                       precision=precision, layout="channels_last")
     return record
+
+
+def time_depthwise_backward(ops, channels, size, k, stride, dtype, channels_last, precision,
+                            repeats):
+    """The backward op (all three gradients) of a depthwise layer, fused policy against floor;
+    None where the depthwise backward does not apply (channels_last)."""
+    x = torch.randn(BATCH, channels, size, size, device="cuda", dtype=dtype)
+    w = torch.randn(channels, 1, k, k, device="cuda", dtype=dtype) / k
+    b = torch.randn(channels, device="cuda", dtype=dtype)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    geometry = ([stride, stride], [k // 2] * 4, [1, 1], channels)
+    y = ops.conv2d_hardswish_relu(x, w, b, *geometry)
+    args = (torch.randn_like(y), x, w, y) + geometry + ([True, True, True],)
+    kernel = _with_policy(ops, "fused", lambda: ops._plan_backward(*args))
+    if kernel != "depthwise":
+        return None
+    call = ops.conv2d_hardswish_relu_backward
+    fused = _with_policy(ops, "fused", lambda: median_ms(lambda: call(*args), repeats))
+    floor = _with_policy(ops, "floor", lambda: median_ms(lambda: call(*args), repeats))
+    return {"direction": "bwd", "cin": channels, "cout": channels, "size": size, "k": k,
+            "stride": stride, "dtype": str(dtype)[6:], "precision": precision, "groups": channels,
+            "layout": "nchw", "kernel": kernel, "fused_ms": fused, "floor_ms": floor,
+            "batch": BATCH}
 
 
 def _tensors(cin, cout, size, k, dtype):
@@ -185,8 +212,8 @@ def main():
     parser.add_argument("--json", required=True)
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--directions", default="fwd,bwd",
-                        help="comma list of fwd, bwd (dense sweeps), depthwise and "
-                        "channels_last_gemm")
+                        help="comma list of fwd, bwd (dense sweeps), depthwise, depthwise_bwd "
+                        "and channels_last_gemm")
     args = parser.parse_args()
     started = time.perf_counter()
     records = sweep(args.repeats, args.directions.split(","))

@@ -100,7 +100,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_hardswish_relu_backward_cu
       backward_params(grad_output, input, weight, output, stride, padding, dilation, groups);
   BackwardPlan plan;
   C10_CUDA_CHECK(plan_backward(params, backward_mask(output_mask), allow_tf32, plan));
-  if (plan.kernel != BackwardKernel::kFused) {
+  if (plan.kernel != BackwardKernel::kFused && plan.kernel != BackwardKernel::kDepthwise) {
     return backward_outputs(backward_composite(grad_output, input, weight, output, stride,
                                                padding, dilation, groups, output_mask,
                                                /*differentiable=*/false),
@@ -178,9 +178,16 @@ std::string plan_backward_cuda(const at::Tensor& grad_output, const at::Tensor& 
   BackwardPlan plan;
   C10_CUDA_CHECK(plan_backward(params, backward_mask(output_mask),
                                resolve_allow_tf32(allow_tf32_choice), plan));
-  return plan.kernel == BackwardKernel::kFused ? "fused"
-                                               : plan.kernel == BackwardKernel::kNone ? "none"
-                                                                                      : "floor";
+  switch (plan.kernel) {
+    case BackwardKernel::kNone:
+      return "none";
+    case BackwardKernel::kFused:
+      return "fused";
+    case BackwardKernel::kDepthwise:
+      return "depthwise";
+    default:
+      return "floor";
+  }
 }
 
 // Sets the planners' policy ("measured", "fused" or "floor"; launch.h) and returns the previous

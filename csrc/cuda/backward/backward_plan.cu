@@ -21,6 +21,7 @@
 #include <cstdint>
 
 #include "backward/backward_plan.h"
+#include "backward/depthwise_backward.h"
 #include "common/configuration.h"
 #include "common/device_limits.h"
 #include "common/plan_memo.h"
@@ -39,6 +40,9 @@ namespace {
 // channel counts, and lost down to 0.05x from 32 input channels on. So the default plan takes
 // the floor; PlanPolicy::kFused still reaches the kernels (their tests, issue 21's work).
 bool fused_beats_floor(const ConvParams& /*p*/, bool /*allow_tf32*/) { return false; }
+
+// The depthwise backward has not been measured against the floor yet: the fused policy only.
+bool depthwise_beats_floor(const ConvParams& /*p*/) { return false; }
 
 // The layouts and workspace of a call the fused kernels can take; false where they cannot (shape,
 // or a tile beyond shared memory).
@@ -105,6 +109,17 @@ cudaError_t plan_backward(const ConvBackwardParams& params, BackwardMask mask, b
     return cudaSuccess;
   }
   plan.kernel = BackwardKernel::kFloor;
+  if (policy != PlanPolicy::kFloor && depthwise_backward::applies(p) &&
+      (policy == PlanPolicy::kFused || backward::depthwise_beats_floor(p))) {
+    int64_t bytes = 0;
+    const cudaError_t status =
+        depthwise_backward::workspace_bytes(p, mask.grad_weight || mask.grad_bias, bytes);
+    if (status == cudaSuccess) {
+      plan.kernel = BackwardKernel::kDepthwise;
+      plan.workspace_bytes = bytes;
+    }
+    return status;
+  }
   // grad_output is read as float4 rows like y: the caller's tensor, possibly an offset view.
   if (policy == PlanPolicy::kFloor || !fast_path_shape_supported(p) ||
       !aligned_16(params.grad_output) ||
@@ -125,6 +140,12 @@ cudaError_t launch_planned_backward(const ConvBackwardParams& params, const Back
                                     bool allow_tf32, cudaStream_t stream) {
   if (plan.kernel == BackwardKernel::kNone) {
     return cudaSuccess;
+  }
+  if (plan.kernel == BackwardKernel::kDepthwise) {
+    if (params.workspace == nullptr && plan.workspace_bytes > 0) {
+      return cudaErrorInvalidValue;
+    }
+    return depthwise_backward::launch(params, stream);
   }
   if (plan.kernel != BackwardKernel::kFused) {
     return cudaErrorNotSupported;  // the floor: the caller's convolution library runs it

@@ -1,0 +1,319 @@
+// Depthwise backward (groups == in_channels == out_channels > 1, dense NCHW x, y and grad_y):
+// grad_input, grad_weight and grad_bias without writing g = dL/dz = grad_y * f'(y) to memory.
+// Memory-bound like the forward, so direct loops on CUDA cores, float32 accumulation (float16 /
+// bfloat16 rounded once at the store), any stride, padding and dilation, square 3x3, 5x5 and
+// 7x7 kernels.
+//
+// grad_input: a thread per input element gathers the taps that read it, g formed on the fly from
+//   grad_y and y at each output they reach (no atomics: each element has one owner).
+// grad_weight, grad_bias: a CTA per (channel, slice of output rows) walks its positions once,
+//   forming g once per position and accumulating k x k + 1 products in registers; a fixed-order
+//   reduction (warp shuffles, one barrier) writes one partial per CTA to the workspace, and a second kernel sums the
+//   partials of each channel in order. Bitwise identical from run to run.
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "backward/depthwise_backward.h"
+#include "common/configuration.h"
+#include "common/device_limits.h"
+#include "fusedconv/activation.h"
+#include "fusedconv/dtype.cuh"
+#include "fusedconv/fast_divisor.h"
+#include "fusedconv/params.h"
+
+namespace fusedconv {
+namespace depthwise_backward {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int kMinPositionsPerSlice = 2048;  // below it a slice's reduction outweighs its work
+constexpr int kSlicesPerSm = 8;              // CTAs per SM the weight pass aims at
+
+struct Geometry {
+  FastDivisor channels, in_height, in_width, out_height, out_width;
+  uint32_t elements;  // batch x channels x in_height x in_width (dgrad threads)
+  int32_t slices;     // CTAs per channel in the weight pass
+  int32_t rows_per_slice;  // output rows (of batch x out_height) per slice
+};
+
+template <typename Storage>
+__device__ __forceinline__ float gradient_at(const Storage* grad_y, const Storage* y,
+                                             int64_t offset) {
+  using Traits = StorageTraits<Storage>;
+  return HardSwishReLU<float>::backward(Traits::load(grad_y[offset]), Traits::load(y[offset]));
+}
+
+// grad_input: input element (n, c, ih, iw) in NCHW order per thread.
+// kStride: 1 or 2 on both axes as a compile-time constant (the divisibility tests become masks
+// and shifts), 0 for any other stride read at run time.
+template <typename Storage, int kKernel, int kStride>
+__global__ void __launch_bounds__(kThreads)
+    depthwise_dgrad_kernel(const ConvBackwardParams bp, const Geometry g) {
+  const uint32_t index = blockIdx.x * kThreads + threadIdx.x;
+  if (index >= g.elements) {
+    return;
+  }
+  const ConvParams& p = bp.conv;
+  const uint32_t rows = g.in_width.quotient(index);
+  const int in_col = static_cast<int>(index - rows * g.in_width.divisor);
+  const uint32_t planes = g.in_height.quotient(rows);
+  const int in_row = static_cast<int>(rows - planes * g.in_height.divisor);
+  const uint32_t n = g.channels.quotient(planes);
+  const uint32_t c = planes - n * g.channels.divisor;
+  const int out_height = static_cast<int>(p.out_height);
+  const int out_width = static_cast<int>(p.out_width);
+  const int stride_h = kStride > 0 ? kStride : static_cast<int>(p.stride_h);
+  const int stride_w = kStride > 0 ? kStride : static_cast<int>(p.stride_w);
+  const int64_t plane = (int64_t{n} * p.out_channels + c) * p.out_height * p.out_width;
+  const Storage* __restrict__ grad_y = static_cast<const Storage*>(bp.grad_output) + plane;
+  const Storage* __restrict__ y = static_cast<const Storage*>(p.output) + plane;
+  const Storage* __restrict__ weight =
+      static_cast<const Storage*>(p.weight) + int64_t{c} * p.weight_strides.n;
+  using Traits = StorageTraits<Storage>;
+  float acc = 0.0f;
+#pragma unroll
+  for (int r = 0; r < kKernel; ++r) {
+    const int row_span = in_row + static_cast<int>(p.pad_top) - r * static_cast<int>(p.dilation_h);
+    if (row_span < 0 || row_span % stride_h != 0 || row_span / stride_h >= out_height) {
+      continue;
+    }
+    const int out_row = row_span / stride_h;
+#pragma unroll
+    for (int s = 0; s < kKernel; ++s) {
+      const int col_span =
+          in_col + static_cast<int>(p.pad_left) - s * static_cast<int>(p.dilation_w);
+      if (col_span < 0 || col_span % stride_w != 0 || col_span / stride_w >= out_width) {
+        continue;
+      }
+      const int64_t offset = int64_t{out_row} * out_width + col_span / stride_w;
+      const float w = Traits::load(weight[r * p.weight_strides.h + s * p.weight_strides.w]);
+      acc = fmaf(gradient_at(grad_y, y, offset), w, acc);
+    }
+  }
+  static_cast<Storage*>(bp.grad_input)[index] = Traits::store(acc);  // dense NCHW, as x
+}
+
+// grad_weight / grad_bias partials: CTA (slice, channel) over output rows
+// [slice * rows_per_slice, ...) of batch x out_height.
+template <typename Storage, int kKernel>
+__global__ void __launch_bounds__(kThreads)
+    depthwise_wgrad_kernel(const ConvBackwardParams bp, const Geometry g, float* partials) {
+  constexpr int kTaps = kKernel * kKernel;
+  __shared__ float warp_sums[kThreads / 32][kTaps + 1];
+  const ConvParams& p = bp.conv;
+  const int c = static_cast<int>(blockIdx.y);
+  const int slice = static_cast<int>(blockIdx.x);
+  const int64_t total_rows = p.batch * p.out_height;
+  const int64_t first_row = int64_t{slice} * g.rows_per_slice;
+  const int64_t last_row =
+      first_row + g.rows_per_slice < total_rows ? first_row + g.rows_per_slice : total_rows;
+  const uint32_t positions = static_cast<uint32_t>((last_row - first_row) * p.out_width);
+  const int in_height = static_cast<int>(p.in_height), in_width = static_cast<int>(p.in_width);
+  using Traits = StorageTraits<Storage>;
+  float acc[kTaps + 1];  // the taps, then the bias
+#pragma unroll
+  for (int t = 0; t <= kTaps; ++t) {
+    acc[t] = 0.0f;
+  }
+  for (uint32_t i = threadIdx.x; i < positions; i += kThreads) {
+    const uint32_t local_row = g.out_width.quotient(i);
+    const int out_col = static_cast<int>(i - local_row * g.out_width.divisor);
+    const uint32_t row = static_cast<uint32_t>(first_row) + local_row;  // < 2^31 (applies)
+    const uint32_t n = g.out_height.quotient(row);
+    const int out_row = static_cast<int>(row - n * g.out_height.divisor);
+    const int64_t out_plane = (int64_t{n} * p.out_channels + c) * p.out_height * p.out_width;
+    const float gz = gradient_at(static_cast<const Storage*>(bp.grad_output),
+                                 static_cast<const Storage*>(p.output),
+                                 out_plane + int64_t{out_row} * p.out_width + out_col);
+    acc[kTaps] += gz;
+    const Storage* __restrict__ x = static_cast<const Storage*>(p.input) +
+                                    (int64_t{n} * p.in_channels + c) * in_height * in_width;
+    const int first_in_row = out_row * static_cast<int>(p.stride_h) - static_cast<int>(p.pad_top);
+    const int first_in_col =
+        out_col * static_cast<int>(p.stride_w) - static_cast<int>(p.pad_left);
+#pragma unroll
+    for (int r = 0; r < kKernel; ++r) {
+      const int in_row = first_in_row + r * static_cast<int>(p.dilation_h);
+#pragma unroll
+      for (int s = 0; s < kKernel; ++s) {
+        const int in_col = first_in_col + s * static_cast<int>(p.dilation_w);
+        if (static_cast<unsigned>(in_row) < static_cast<unsigned>(in_height) &&
+            static_cast<unsigned>(in_col) < static_cast<unsigned>(in_width)) {
+          acc[r * kKernel + s] =
+              fmaf(gz, Traits::load(x[int64_t{in_row} * in_width + in_col]), acc[r * kKernel + s]);
+        }
+      }
+    }
+  }
+  // Fixed-order reduction: each warp's shuffle tree per sum, then one barrier, then thread t
+  // adds sum t over the warps in order.
+  const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
+#pragma unroll
+  for (int t = 0; t <= kTaps; ++t) {
+    float value = acc[t];
+#pragma unroll
+    for (int offset = 16; offset > 0; offset >>= 1) {
+      value += __shfl_down_sync(0xffffffffu, value, offset);
+    }
+    if (lane == 0) {
+      warp_sums[warp][t] = value;
+    }
+  }
+  __syncthreads();
+  if (threadIdx.x <= kTaps) {
+    float total = 0.0f;
+#pragma unroll
+    for (int w = 0; w < kThreads / 32; ++w) {
+      total += warp_sums[w][threadIdx.x];
+    }
+    partials[(int64_t{c} * g.slices + slice) * (kTaps + 1) + threadIdx.x] = total;
+  }
+}
+
+// grad_weight[c, 0, r, s] and grad_bias[c]: the partials of channel c summed in slice order.
+template <typename Storage, int kKernel>
+__global__ void __launch_bounds__(kThreads)
+    depthwise_wgrad_reduce_kernel(const ConvBackwardParams bp, const Geometry g,
+                                  const float* partials) {
+  constexpr int kTaps = kKernel * kKernel;
+  const int64_t index = int64_t{blockIdx.x} * kThreads + threadIdx.x;
+  const int64_t channels = bp.conv.out_channels;
+  if (index >= channels * (kTaps + 1)) {
+    return;
+  }
+  const int64_t c = index / (kTaps + 1);
+  const int tap = static_cast<int>(index - c * (kTaps + 1));
+  const float* in = partials + c * g.slices * (kTaps + 1) + tap;
+  float total = 0.0f;
+  for (int slice = 0; slice < g.slices; ++slice) {
+    total += in[int64_t{slice} * (kTaps + 1)];
+  }
+  using Traits = StorageTraits<Storage>;
+  if (tap < kTaps && bp.grad_weight != nullptr) {
+    static_cast<Storage*>(bp.grad_weight)[c * kTaps + tap] = Traits::store(total);  // dense
+  } else if (tap == kTaps && bp.grad_bias != nullptr) {
+    static_cast<Storage*>(bp.grad_bias)[c] = Traits::store(total);
+  }
+}
+
+// Slices per channel for the weight pass: about kSlicesPerSm CTAs per SM in all, each at least
+// kMinPositionsPerSlice positions (whole output rows).
+void slice_rows(const ConvParams& p, const DeviceLimits& limits, int32_t& slices,
+                int32_t& rows_per_slice) {
+  const int64_t total_rows = p.batch * p.out_height;
+  const int64_t wanted = (int64_t{limits.sm_count} * kSlicesPerSm + p.out_channels - 1) /
+                         p.out_channels;
+  const int64_t min_rows = (kMinPositionsPerSlice + p.out_width - 1) / p.out_width;
+  const int64_t most = (total_rows + min_rows - 1) / min_rows;
+  const int64_t count = wanted < 1 ? 1 : (wanted > most ? most : wanted);
+  rows_per_slice = static_cast<int32_t>((total_rows + count - 1) / count);
+  slices = static_cast<int32_t>((total_rows + rows_per_slice - 1) / rows_per_slice);
+}
+
+template <typename Storage, int kKernel>
+cudaError_t launch_typed(const ConvBackwardParams& bp, Geometry g, const DeviceLimits& limits,
+                         cudaStream_t stream) {
+  const ConvParams& p = bp.conv;
+  if (bp.grad_input != nullptr) {
+    const uint32_t blocks = (g.elements + kThreads - 1) / kThreads;
+    const bool square = p.stride_h == p.stride_w;
+    if (square && p.stride_h == 1) {
+      depthwise_dgrad_kernel<Storage, kKernel, 1><<<blocks, kThreads, 0, stream>>>(bp, g);
+    } else if (square && p.stride_h == 2) {
+      depthwise_dgrad_kernel<Storage, kKernel, 2><<<blocks, kThreads, 0, stream>>>(bp, g);
+    } else {
+      depthwise_dgrad_kernel<Storage, kKernel, 0><<<blocks, kThreads, 0, stream>>>(bp, g);
+    }
+    const cudaError_t status = cudaGetLastError();
+    if (status != cudaSuccess) {
+      return status;
+    }
+  }
+  if (bp.grad_weight == nullptr && bp.grad_bias == nullptr) {
+    return cudaSuccess;
+  }
+  slice_rows(p, limits, g.slices, g.rows_per_slice);
+  float* partials = static_cast<float*>(bp.workspace);
+  const dim3 grid(static_cast<uint32_t>(g.slices), static_cast<uint32_t>(p.out_channels));
+  depthwise_wgrad_kernel<Storage, kKernel><<<grid, kThreads, 0, stream>>>(bp, g, partials);
+  cudaError_t status = cudaGetLastError();
+  if (status != cudaSuccess) {
+    return status;
+  }
+  const int64_t outputs = p.out_channels * (kKernel * kKernel + 1);
+  const uint32_t blocks = static_cast<uint32_t>((outputs + kThreads - 1) / kThreads);
+  depthwise_wgrad_reduce_kernel<Storage, kKernel><<<blocks, kThreads, 0, stream>>>(bp, g,
+                                                                                  partials);
+  return cudaGetLastError();
+}
+
+}  // namespace
+
+bool applies(const ConvParams& p) {
+  const bool square = p.kernel_h == p.kernel_w &&
+                      (p.kernel_h == 3 || p.kernel_h == 5 || p.kernel_h == 7);
+  if (!square || p.dtype == DType::kFloat64 || p.groups <= 1 || p.groups != p.in_channels ||
+      p.out_channels != p.in_channels || p.out_channels > 65535) {
+    return false;
+  }
+  if (!is_dense_nchw(p.input_strides, p.in_channels, p.in_height, p.in_width) ||
+      !is_dense_nchw(p.output_strides, p.out_channels, p.out_height, p.out_width)) {
+    return false;
+  }
+  // 32-bit row and column arithmetic: every reach, padding included, and the index spaces.
+  constexpr int64_t kIntLimit = int64_t{1} << 30;  // margins for the sums below
+  return p.batch * p.in_channels * p.in_height * p.in_width < kIntLimit &&
+         p.batch * p.out_height * p.out_width < kIntLimit && p.stride_h < kIntLimit &&
+         p.stride_w < kIntLimit && p.dilation_h * p.kernel_h < kIntLimit &&
+         p.dilation_w * p.kernel_w < kIntLimit && p.pad_top < kIntLimit &&
+         p.pad_left < kIntLimit && p.out_height * p.stride_h < kIntLimit &&
+         p.out_width * p.stride_w < kIntLimit;
+}
+
+cudaError_t workspace_bytes(const ConvParams& p, bool params_wanted, int64_t& bytes) {
+  bytes = 0;
+  if (!params_wanted) {
+    return cudaSuccess;
+  }
+  DeviceLimits limits{};
+  const cudaError_t status = device_limits(limits);
+  if (status != cudaSuccess) {
+    return status;
+  }
+  int32_t slices = 0, rows_per_slice = 0;
+  slice_rows(p, limits, slices, rows_per_slice);
+  bytes = p.out_channels * slices * (p.kernel_h * p.kernel_w + 1) * int64_t{sizeof(float)};
+  return cudaSuccess;
+}
+
+cudaError_t launch(const ConvBackwardParams& bp, cudaStream_t stream) {
+  const ConvParams& p = bp.conv;
+  DeviceLimits limits{};
+  const cudaError_t status = device_limits(limits);
+  if (status != cudaSuccess) {
+    return status;
+  }
+  Geometry g{};
+  g.channels = FastDivisor::make(static_cast<uint32_t>(p.in_channels));
+  g.in_height = FastDivisor::make(static_cast<uint32_t>(p.in_height));
+  g.in_width = FastDivisor::make(static_cast<uint32_t>(p.in_width));
+  g.out_height = FastDivisor::make(static_cast<uint32_t>(p.out_height));
+  g.out_width = FastDivisor::make(static_cast<uint32_t>(p.out_width));
+  g.elements = static_cast<uint32_t>(p.batch * p.in_channels * p.in_height * p.in_width);
+  return dispatch_dtype(p.dtype, [&](auto zero) {
+    using Storage = decltype(zero);
+    if constexpr (sizeof(Storage) == 8) {
+      return cudaErrorInvalidValue;  // applies leaves float64 to the floor
+    } else if (p.kernel_h == 3) {
+      return launch_typed<Storage, 3>(bp, g, limits, stream);
+    } else if (p.kernel_h == 5) {
+      return launch_typed<Storage, 5>(bp, g, limits, stream);
+    } else {
+      return launch_typed<Storage, 7>(bp, g, limits, stream);
+    }
+  });
+}
+
+}  // namespace depthwise_backward
+}  // namespace fusedconv

@@ -1,0 +1,23 @@
+// The depthwise backward's entry points (depthwise_backward.cu), called by backward_plan.cu only.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+#include "fusedconv/params.h"
+
+namespace fusedconv {
+namespace depthwise_backward {
+
+// groups == in_channels == out_channels > 1 (multiplier 1), square 3x3 / 5x5 / 7x7 kernels, any
+// stride, padding and dilation, dense NCHW x and y (grad_y read in y's layout), float32 /
+// float16 / bfloat16, index spaces below 2^30.
+bool applies(const ConvParams& params);
+// The weight pass's partials (float32), 0 where neither grad_weight nor grad_bias is wanted.
+cudaError_t workspace_bytes(const ConvParams& params, bool params_wanted, int64_t& bytes);
+// The gradients `bp` asks for (non-null pointers); bp.workspace holds workspace_bytes.
+cudaError_t launch(const ConvBackwardParams& bp, cudaStream_t stream);
+
+}  // namespace depthwise_backward
+}  // namespace fusedconv

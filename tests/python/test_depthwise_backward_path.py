@@ -1,0 +1,162 @@
+"""The depthwise backward kernels (csrc/cuda/backward/depthwise_backward.cu: groups ==
+in_channels == out_channels, square 3x3 / 5x5 / 7x7, any stride, padding and dilation, dense
+NCHW, float32 / float16 / bfloat16): that the plan takes them, every gradient against float64 on
+poisoned outputs (float16 / bfloat16 no worse than the floor path), the gradients not asked for,
+bitwise determinism, NaN positions as the floor path gives them (a NaN input; infinities are left
+out: over zero padding the floor's backend may multiply them by zero, this kernel skips padded
+taps as the forward does), and the configurations left to the floor."""
+
+import random
+
+import pytest
+import torch
+
+from fusedconv.reference import reference_gradients_float64, relative_l2_error
+
+from conftest import poisoned_call
+
+pytestmark = [pytest.mark.cuda, pytest.mark.usefixtures("fused_kernels")]
+
+MASKS = [[True, True, True], [True, False, False], [False, True, False], [False, False, True],
+         [False, True, True]]
+
+
+def _case(rng, dtype, channels_last=False):
+    """A random depthwise layer; stride, dilation and padding drawn per axis."""
+    kernel = rng.choice([3, 3, 5, 7])
+    stride = [rng.choice([1, 1, 2]) for _ in range(2)]
+    dilation = [rng.choice([1, 1, 2]) for _ in range(2)]
+    padding = [rng.randint(0, kernel // 2 * d) for d in dilation]
+    plane = [rng.randint(max(1, d * (kernel - 1) + 1 - 2 * p), limit)
+             for d, p, limit in zip(dilation, padding, (21, 26))]
+    channels = rng.choice([2, 3, 8, 16, 24])
+    x = torch.randn(rng.randint(1, 3), channels, *plane, device="cuda", dtype=dtype)
+    weight = torch.randn(channels, 1, kernel, kernel, device="cuda", dtype=dtype) * 0.3
+    bias = torch.randn(channels, device="cuda", dtype=dtype)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    pads = [padding[0], padding[0], padding[1], padding[1]]
+    return x, weight, bias, (stride, pads, dilation, channels)
+
+
+def _forward(x, weight, bias, geometry):
+    return torch.ops.fusedconv.conv2d_hardswish_relu(x, weight, bias, *geometry)
+
+
+def _backward(grad_y, x, weight, y, geometry, mask):
+    return torch.ops.fusedconv.conv2d_hardswish_relu_backward(grad_y, x, weight, y, *geometry,
+                                                              mask)
+
+
+def _with_floor(fn):
+    previous = torch.ops.fusedconv._plan_policy("floor")
+    try:
+        return fn()
+    finally:
+        torch.ops.fusedconv._plan_policy(previous)
+
+
+def _expected(x, weight, bias, grad_y, y, geometry):
+    stride, padding, dilation, groups = geometry
+    return reference_gradients_float64(x, weight, bias, grad_y, y, stride,
+                                       (padding[0], padding[2]), dilation, groups)
+
+
+@pytest.mark.parametrize("seed", range(24))
+def test_depthwise_backward_matches_float64(seed):
+    rng = random.Random(seed)
+    x, weight, bias, geometry = _case(rng, torch.float32)
+    y = _forward(x, weight, bias, geometry)
+    grad_y = torch.randn_like(y)
+    assert torch.ops.fusedconv._plan_backward(grad_y, x, weight, y, *geometry,
+                                              [True] * 3) == "depthwise"
+    grads = poisoned_call(lambda: _backward(grad_y, x, weight, y, geometry, [True] * 3),
+                          torch.float32, "cuda")
+    expected = _expected(x, weight, bias, grad_y, y, geometry)
+    for name, actual, wanted in zip(("input", "weight", "bias"), grads, expected):
+        assert actual.shape == wanted.shape, name
+        assert relative_l2_error(actual, wanted) <= 1e-5, (name, geometry)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("seed", range(8))
+def test_depthwise_backward_half_precision_no_worse_than_the_floor(seed, dtype):
+    rng = random.Random(100 + seed)
+    x, weight, bias, geometry = _case(rng, dtype)
+    y = _forward(x, weight, bias, geometry)
+    grad_y = torch.randn_like(y)
+    grads = poisoned_call(lambda: _backward(grad_y, x, weight, y, geometry, [True] * 3), dtype,
+                          "cuda")
+    floor = _with_floor(lambda: _backward(grad_y, x, weight, y, geometry, [True] * 3))
+    expected = _expected(x, weight, bias, grad_y, y, geometry)
+    for name, ours, theirs, wanted in zip(("input", "weight", "bias"), grads, floor, expected):
+        assert ours.dtype == dtype and not ours.isnan().any(), name
+        error, floor_error = relative_l2_error(ours, wanted), relative_l2_error(theirs, wanted)
+        assert error <= 1.2 * floor_error + 1e-3, (name, error, floor_error, geometry)
+
+
+@pytest.mark.parametrize("mask", MASKS, ids=str)
+def test_depthwise_backward_gradients_not_asked_for(mask):
+    x, weight, bias, geometry = _case(random.Random(7), torch.float32)
+    y = _forward(x, weight, bias, geometry)
+    grad_y = torch.randn_like(y)
+    grads = _backward(grad_y, x, weight, y, geometry, mask)
+    everything = _backward(grad_y, x, weight, y, geometry, [True] * 3)
+    for wanted, actual, full in zip(mask, grads, everything):
+        if wanted:
+            assert torch.equal(actual, full)
+        else:
+            assert actual.numel() == 0
+
+
+def test_depthwise_backward_is_bitwise_deterministic_and_correct_across_slices():
+    # 4 x 56 output rows of 56 positions: the weight pass splits each channel into several
+    # slices (at least 2048 positions each), whose partials the reduce kernel sums.
+    x = torch.randn(4, 32, 56, 56, device="cuda")
+    weight = torch.randn(32, 1, 5, 5, device="cuda") * 0.2
+    bias = torch.randn(32, device="cuda")
+    geometry = ([1, 1], [2] * 4, [1, 1], 32)
+    y = _forward(x, weight, bias, geometry)
+    grad_y = torch.randn_like(y)
+    first = _backward(grad_y, x, weight, y, geometry, [True] * 3)
+    for actual, wanted in zip(first, _expected(x, weight, bias, grad_y, y, geometry)):
+        assert relative_l2_error(actual, wanted) <= 1e-5
+    for _ in range(3):
+        again = _backward(grad_y, x, weight, y, geometry, [True] * 3)
+        assert all(torch.equal(a, b) for a, b in zip(first, again))
+
+
+def test_depthwise_backward_nan_positions_as_the_floor():
+    x, weight, bias, geometry = _case(random.Random(11), torch.float32)
+    x[0, 0, 0, 0] = float("nan")
+    y = _forward(x, weight, bias, geometry)
+    grad_y = torch.randn_like(y)
+    ours = _backward(grad_y, x, weight, y, geometry, [True] * 3)
+    floor = _with_floor(lambda: _backward(grad_y, x, weight, y, geometry, [True] * 3))
+    for a, b in zip(ours, floor):
+        assert torch.equal(a.isnan(), b.isnan()) and torch.equal(a.isinf(), b.isinf())
+
+
+@pytest.mark.parametrize("case", ["channels_last", "multiplier_2", "kernel_4", "float64",
+                                  "non_square"])
+def test_configurations_the_depthwise_backward_leaves_to_the_floor(case):
+    dtype = torch.float64 if case == "float64" else torch.float32
+    x, weight, bias, geometry = _case(random.Random(3), dtype, case == "channels_last")
+    channels = x.shape[1]
+    if case == "multiplier_2":
+        weight = torch.cat([weight, weight], 0)
+        bias = torch.cat([bias, bias])
+    if case == "kernel_4":
+        weight = torch.randn(channels, 1, 4, 4, device="cuda")
+    if case == "non_square":
+        weight = torch.randn(channels, 1, 3, 1, device="cuda")
+    geometry = ([1, 1], [1] * 4, [1, 1], channels)
+    y = _forward(x, weight, bias, geometry)
+    grad_y = torch.randn_like(y)
+    assert torch.ops.fusedconv._plan_backward(grad_y, x, weight, y, *geometry,
+                                              [True] * 3) == "floor"
+    grads = _backward(grad_y, x, weight, y, geometry, [True] * 3)
+    expected = _expected(x, weight, bias, grad_y, y, geometry)
+    tolerance = 1e-12 if dtype == torch.float64 else 5e-3  # the floor may use TF32
+    for actual, wanted in zip(grads, expected):
+        assert relative_l2_error(actual, wanted) <= tolerance
