@@ -4,7 +4,8 @@ Each system's call is captured 20 times into a CUDA graph and replayed (median o
 the time is the GPU's, without the host's launch work; the floor is PyTorch's convolution
 (cuDNN) plus our in-place bias + activation pass. "mem" is x + W + y bytes over the measured copy
 bandwidth. Layers: crossover.py's (the 1x1 convolutions of MobileNetV3 / EfficientNet-B0 /
-ResNet-50 and ResNet-50's 3x3 ones) in channels_last float16 and bfloat16. Usage (GPU):
+ResNet-50 and ResNet-50's 3x3 ones) in channels_last float16, bfloat16 and float32 (TF32, as
+PyTorch's default allows for convolutions). Usage (GPU):
 python benchmarks/channels_last_gemm_kernel_time.py [--batch 64]
 """
 
@@ -70,7 +71,7 @@ def main():
             floor = graph_us(lambda: ops.conv2d_hardswish_relu(*args))
             out_size = (size + 2 * (k // 2) - k) // stride + 1
             outputs = batch * cout * out_size * out_size
-            memory = (x.numel() + w.numel() + outputs) * 2 / bandwidth
+            memory = (x.numel() + w.numel() + outputs) * x.element_size() / bandwidth
             tflops = 2.0 * outputs * cin * k * k / (fused * 1e-6) / 1e12
             print("%-20s %-9s %9.2f %9.2f %9.2f %6.2fx %5.0f%% %8.1f" % (
                 "%d-%d %d k%d s%d" % (cin, cout, size, k, stride), str(dtype)[6:], fused, floor,

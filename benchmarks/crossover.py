@@ -9,7 +9,7 @@ with the kernel the fused policy chose; docs/DESIGN.md's dispatch rule is read o
 (benchmarks/NOTES.md, "Crossovers"). `--directions depthwise` sweeps the depthwise kernel
 (both layouts, float32 and bfloat16) the same way, `--directions depthwise_bwd` the depthwise
 backward (NCHW), `--directions channels_last_gemm` the channels_last GEMM (1x1 and 3x3 layers,
-float16 / bfloat16). Usage (GPU): python benchmarks/crossover.py --json out.json
+float16 / bfloat16 / float32). Usage (GPU): python benchmarks/crossover.py --json out.json
 """
 
 import argparse
@@ -102,7 +102,8 @@ def time_depthwise(ops, channels, size, k, stride, dtype, channels_last, precisi
 def channels_last_gemm_shapes():
     """(in_channels, out_channels, size, k, stride, dtype): the 1x1 layers of MobileNetV3 /
     EfficientNet-B0 / ResNet-50 (expanding and projecting) and ResNet-50's 3x3 layers (stride 1
-    and 2) at their input planes, channels_last float16 / bfloat16."""
+    and 2) at their input planes, channels_last float16 / bfloat16 / float32 (float32 takes
+    the kernel with TF32 allowed only)."""
     layers = ((16, 64, 112, 1, 1), (64, 16, 112, 1, 1), (24, 144, 56, 1, 1),
               (144, 24, 56, 1, 1), (40, 240, 28, 1, 1), (240, 40, 28, 1, 1), (80, 480, 14, 1, 1),
               (480, 112, 14, 1, 1), (112, 672, 14, 1, 1), (672, 160, 7, 1, 1),
@@ -111,7 +112,7 @@ def channels_last_gemm_shapes():
               (128, 128, 28, 3, 1), (256, 256, 14, 3, 1), (512, 512, 7, 3, 1),
               (128, 128, 56, 3, 2), (256, 256, 28, 3, 2), (512, 512, 14, 3, 2))
     return [layer + (dtype,) for layer, dtype in itertools.product(
-        layers, (torch.bfloat16, torch.float16))]
+        layers, (torch.bfloat16, torch.float16, torch.float32))]
 
 
 def time_channels_last_gemm(ops, cin, cout, size, k, stride, dtype, precision, repeats):

@@ -55,6 +55,9 @@ CASES = [
     (17, 32, 16, 56, 56, 1, {"forward_only": True}, torch.float16, 2e-3),
     (9, 16, 72, 56, 56, 3, {"padding": 1, "forward_only": True, "weight_channels_last": True},
      torch.bfloat16, 1e-2),
+    # float32 through it with TF32 allowed (16-channel steps, 4-channel chunks).
+    (2, 20, 12, 9, 10, 3, {"padding": 1, "weight_channels_last": True, "allow_tf32": True},
+     torch.float32, 3e-3),
     # float16 / bfloat16 through the resident Hopper kernel: an odd width (plain copies of 2-byte
     # elements, scalar stores), an even one that is no 16-byte multiple (4-byte copies of pairs),
     # and a 16-byte multiple (16-byte copies, 4-byte pair stores, several items per CTA).
@@ -74,6 +77,7 @@ def main():
         kwargs = dict(kwargs)
         backward = not kwargs.pop("forward_only", False)
         weight_channels_last = kwargs.pop("weight_channels_last", False)
+        allow_tf32 = kwargs.pop("allow_tf32", None)
         kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
         groups = kwargs.get("groups", 1)
         x = torch.randn(n, cin, h, w, device="cuda", dtype=dtype, requires_grad=True)
@@ -85,7 +89,7 @@ def main():
             wl = weight
             if weight_channels_last and layout == torch.channels_last:
                 wl = weight.detach().contiguous(memory_format=layout).requires_grad_()
-            y = fusedconv.conv2d_hardswish_relu(xl, wl, bias, **kwargs)
+            y = fusedconv.conv2d_hardswish_relu(xl, wl, bias, allow_tf32=allow_tf32, **kwargs)
             if backward:
                 y.backward(torch.randn_like(y))
             error = relative_l2_error(y, reference_float64(xl, wl, bias, **kwargs))

@@ -1,5 +1,5 @@
-// Channels_last forward in float16 / bfloat16: convolution, bias, hardswish and relu in one
-// launch, no workspace. In channels_last a convolution is an implicit GEMM, output positions x
+// Channels_last forward in float16 / bfloat16, and float32 where TF32 is allowed: convolution,
+// bias, hardswish and relu in one launch, no workspace. In channels_last a convolution is an implicit GEMM, output positions x
 // (taps x input channels) times (taps x input channels) x output channels, both operands with
 // the input channels innermost: the layout mma.sync's row x col fragments want. A 1x1
 // convolution is the one-tap case, memory-bound at the channel counts networks run (16-960): the
@@ -8,10 +8,11 @@
 // Each CTA computes tiles of output positions x output channels (Tile: 128 x 64, or 32 channels
 // for narrow outputs, 64 positions where the tiles would not fill the machine) with four warps.
 // The grid is persistent: CTA b takes tiles b, b + gridDim.x, ..., and a kStages-deep cp.async
-// ring runs over its (tile, tap, kTileK-channel step) triples, so the next tile's loads are in
+// ring runs over its (tile, tap, 64-byte channel step) triples, so the next tile's loads are in
 // flight while this one's epilogue runs (zero-filled past the channels, the positions, the
 // output channels and wherever a tap falls on the zero padding). Fragments come from
-// XOR-swizzled rows through ldmatrix; m16n8k16 MMAs accumulate in float32. The epilogue adds
+// XOR-swizzled rows through ldmatrix; m16n8k16 MMAs (m16n8k8 TF32 ones for float32, whose
+// fragments are the same bytes: ldmatrix moves 32-bit words) accumulate in float32. The epilogue adds
 // the bias, applies relu(hardswish) in float32, rounds once into a staged tile in shared memory
 // and stores it in 16-byte row chunks. Each staged row's source pixel (stride and padding
 // applied) is found once per tile; a tap moves all of a tile's rows by one offset (dilation
@@ -23,6 +24,7 @@
 #include "common/configuration.h"
 #include "common/device_limits.h"
 #include "common/ptx.cuh"
+#include "common/three_tf32.cuh"
 #include "forward/families.h"
 #include "fusedconv/activation.h"
 #include "fusedconv/dtype.cuh"
@@ -33,12 +35,18 @@ namespace fusedconv {
 namespace channels_last_gemm {
 namespace {
 
-constexpr int kTileK = 32;   // input channels per stage
+constexpr int kRowBytes = 64;  // a staged row: one k step of one position or output channel
 constexpr int kStages = 3;
 constexpr int kThreads = 128;  // 4 warps
 constexpr int kCtasPerSm = 3;  // what 128 threads of up to 168 registers leave room for
-constexpr int kChunks = kTileK / 8;  // 16-byte chunks per staged row
+constexpr int kChunks = kRowBytes / 16;  // 16-byte chunks per staged row
 static_assert(kThreads % kChunks == 0, "a thread copies one chunk column");
+
+// Elements per 16-byte chunk, and input channels per k step (32 of 16 bits, 16 of float32).
+template <typename Storage>
+constexpr int kVector = 16 / static_cast<int>(sizeof(Storage));
+template <typename Storage>
+constexpr int kTileK = kRowBytes / static_cast<int>(sizeof(Storage));
 
 // A CTA's tile: kM output positions x kN output channels, its four warps kWarpsM x kWarpsN, each
 // kWarpM x 32. 128 x 64 by default; 32 channels where out_channels <= 32 (no MMAs and staging on
@@ -54,10 +62,9 @@ struct Tile {
   static constexpr int kWarpM = kM / kWarpsM;
   static constexpr int kACopies = kM * kChunks / kThreads;
   static constexpr int kBCopies = kN * kChunks / kThreads;
-  // Output staging row, in elements: 144 or 80 bytes, so a warp's fragment writes hit 32
-  // distinct banks and each row starts 16-byte aligned.
+  // Output staging row, in elements (144 / 80 bytes of 16-bit, 288 / 160 of float32), so a
+  // warp's fragment writes hit distinct banks and each row starts 16-byte aligned.
   static constexpr int kStagedPitch = kN + 8;
-  static constexpr int kSharedBytes = (kStages * (kM + kN) * kTileK + kM * kStagedPitch) * 2;
   static_assert(kWarpsN * kWarpsM * 32 == kThreads && kWarpM % 16 == 0 && kBCopies >= 1,
                 "four warps of whole m16 x 32 fragments");
 };
@@ -65,7 +72,7 @@ struct Tile {
 struct Geometry {
   FastDivisor out_plane, out_width, n_tiles;
   int32_t positions;  // batch x out_height x out_width, < 2^31 (applies)
-  int32_t k_chunks;   // kTileK-channel steps per tap
+  int32_t k_chunks;   // kTileK-channel steps per tap (64 bytes of channels)
   int32_t k_steps;    // taps x k_chunks: the steps of one tile
   int32_t tiles;  // position tiles x channel tiles of the launch's tile, < 2^31 (applies)
 };
@@ -76,8 +83,40 @@ constexpr int32_t kNoRow = -(int32_t{1} << 30) - 1;
 
 // Where logical 16-byte chunk `chunk` of staged row `row` lies: the XOR puts the eight rows an
 // ldmatrix reads (64 bytes apart) on eight distinct bank groups.
+template <typename Storage>
 __device__ __forceinline__ int swizzled(int row, int chunk) {
-  return row * kTileK + ((chunk ^ ((row >> 1) & 3)) << 3);
+  return row * kTileK<Storage> + (chunk ^ ((row >> 1) & 3)) * kVector<Storage>;
+}
+
+// Two adjacent elements of the staged tile from two float32 values, rounded once.
+template <typename Storage>
+__device__ __forceinline__ void store_pair(Storage* destination, float a, float b) {
+  if constexpr (sizeof(Storage) == 4) {
+    *reinterpret_cast<float2*>(destination) = make_float2(a, b);
+  } else {
+    *reinterpret_cast<uint32_t*>(destination) = StorageTraits<Storage>::store_pair(a, b);
+  }
+}
+
+// acc += A * B for one 32-byte k slice of a fragment pair: one m16n8k16 MMA of 16-bit
+// operands, or one m16n8k8 TF32 MMA of float32 ones (rounded to TF32 to nearest, as cuDNN).
+template <typename Storage>
+__device__ __forceinline__ void mma_slice(float (&acc)[4], const uint32_t (&a)[4], uint32_t b0,
+                                          uint32_t b1) {
+  if constexpr (sizeof(Storage) == 4) {
+    mma_tf32(acc, to_tf32(__uint_as_float(a[0])), to_tf32(__uint_as_float(a[1])),
+             to_tf32(__uint_as_float(a[2])), to_tf32(__uint_as_float(a[3])),
+             to_tf32(__uint_as_float(b0)), to_tf32(__uint_as_float(b1)));
+  } else {
+    mma_16bit<StorageTraits<Storage>::kBFloat16>(acc, a, b0, b1);
+  }
+}
+
+// Shared memory of one CTA: the ring's rows, then the staged output tile.
+template <typename Storage, typename T>
+constexpr int shared_bytes() {
+  return kStages * (T::kTileM + T::kTileN) * kRowBytes +
+         T::kTileM * T::kStagedPitch * static_cast<int>(sizeof(Storage));
 }
 
 template <typename T>
@@ -107,21 +146,20 @@ __device__ __forceinline__ void store_tile(const ConvParams& p, const Geometry& 
         const int row = warp_m + i * 16 + (lane >> 2) + half * 8;
         const float y0 = HardSwishReLU<float>::value(acc[i][j][2 * half] + bias0);
         const float y1 = HardSwishReLU<float>::value(acc[i][j][2 * half + 1] + bias1);
-        *reinterpret_cast<uint32_t*>(staged + row * T::kStagedPitch + column) =
-            Traits::store_pair(y0, y1);
+        store_pair(staged + row * T::kStagedPitch + column, y0, y1);
       }
     }
   }
   __syncthreads();
-  constexpr int kRowChunks = T::kTileN / 8;
+  constexpr int kRowChunks = T::kTileN / kVector<Storage>;
   Storage* __restrict__ output = static_cast<Storage*>(p.output);
 #pragma unroll
   for (int i = 0; i < T::kTileM * kRowChunks / kThreads; ++i) {
     const int index = thread + i * kThreads;
     const int row = index / kRowChunks;
-    const int column = (index % kRowChunks) * 8;
+    const int column = (index % kRowChunks) * kVector<Storage>;
     const int m = m0 + row;
-    if (m < g.positions && n0 + column < out_channels) {  // out_channels: a multiple of 8
+    if (m < g.positions && n0 + column < out_channels) {  // out_channels: whole chunks
       *reinterpret_cast<uint4*>(output + int64_t{m} * out_channels + n0 + column) =
           *reinterpret_cast<const uint4*>(staged + row * T::kStagedPitch + column);
     }
@@ -132,11 +170,12 @@ __device__ __forceinline__ void store_tile(const ConvParams& p, const Geometry& 
 template <typename Storage, typename T>
 __global__ void __launch_bounds__(kThreads, kCtasPerSm)
     conv_hardswish_relu_channels_last_gemm_kernel(const ConvParams p, const Geometry g) {
-  constexpr bool kBFloat16 = StorageTraits<Storage>::kBFloat16;
+  constexpr int kStepK = kTileK<Storage>;
+  constexpr int kVec = kVector<Storage>;
   extern __shared__ __align__(128) unsigned char shared[];
   Storage* const a_ring = reinterpret_cast<Storage*>(shared);
-  Storage* const b_ring = a_ring + kStages * T::kTileM * kTileK;
-  Storage* const staged_out = b_ring + kStages * T::kTileN * kTileK;
+  Storage* const b_ring = a_ring + kStages * T::kTileM * kStepK;
+  Storage* const staged_out = b_ring + kStages * T::kTileN * kStepK;
 
   const int thread = static_cast<int>(threadIdx.x);
   const Storage* __restrict__ input = static_cast<const Storage*>(p.input);
@@ -188,13 +227,13 @@ __global__ void __launch_bounds__(kThreads, kCtasPerSm)
         // tap's does): the address is formed, never read, outside the image.
         a_origin[i] = input + int64_t{image} * p.input_strides.n +
                       int64_t{a_row[i]} * p.input_strides.h +
-                      int64_t{a_col[i]} * p.input_strides.w + chunk * 8;
+                      int64_t{a_col[i]} * p.input_strides.w + chunk * kVec;
       }
     }
 #pragma unroll
     for (int i = 0; i < T::kBCopies; ++i) {
       const int n = n0 + thread / kChunks + i * (kThreads / kChunks);
-      b_origin[i] = n < out_channels ? weight + int64_t{n} * p.weight_strides.n + chunk * 8
+      b_origin[i] = n < out_channels ? weight + int64_t{n} * p.weight_strides.n + chunk * kVec
                                      : nullptr;
     }
   };
@@ -202,10 +241,10 @@ __global__ void __launch_bounds__(kThreads, kCtasPerSm)
 
   // Stages the loader's next step into ring slot `slot`, then advances the loader.
   auto stage_next = [&](int slot) {
-    const int k = load_chunk * kTileK;
-    const bool k_valid = k + chunk * 8 < in_channels;  // in_channels is a multiple of 8
-    Storage* const a_stage = a_ring + slot * T::kTileM * kTileK;
-    Storage* const b_stage = b_ring + slot * T::kTileN * kTileK;
+    const int k = load_chunk * kStepK;
+    const bool k_valid = k + chunk * kVec < in_channels;  // in_channels: whole chunks
+    Storage* const a_stage = a_ring + slot * T::kTileM * kStepK;
+    Storage* const b_stage = b_ring + slot * T::kTileN * kStepK;
 #pragma unroll
     for (int i = 0; i < T::kACopies; ++i) {
       const int row = thread / kChunks + i * (kThreads / kChunks);
@@ -213,14 +252,14 @@ __global__ void __launch_bounds__(kThreads, kCtasPerSm)
       const int in_col = a_col[i] + tap_col;
       const bool valid = k_valid && static_cast<uint32_t>(in_row) < in_height &&
                          static_cast<uint32_t>(in_col) < in_width;
-      copy_async_16(a_stage + swizzled(row, chunk), valid ? a_origin[i] + a_tap_offset + k : input,
+      copy_async_16(a_stage + swizzled<Storage>(row, chunk), valid ? a_origin[i] + a_tap_offset + k : input,
                     valid ? 16 : 0);
     }
 #pragma unroll
     for (int i = 0; i < T::kBCopies; ++i) {
       const int row = thread / kChunks + i * (kThreads / kChunks);
       const bool valid = k_valid && b_origin[i] != nullptr;
-      copy_async_16(b_stage + swizzled(row, chunk),
+      copy_async_16(b_stage + swizzled<Storage>(row, chunk),
                     valid ? b_origin[i] + b_tap_offset + k : weight, valid ? 16 : 0);
     }
     if (++load_chunk < g.k_chunks) {
@@ -277,30 +316,32 @@ __global__ void __launch_bounds__(kThreads, kCtasPerSm)
       stage_next(slot == 0 ? kStages - 1 : slot - 1);
     }
     copy_async_commit();
-    const Storage* a_stage = a_ring + slot * T::kTileM * kTileK;
-    const Storage* b_stage = b_ring + slot * T::kTileN * kTileK;
+    const Storage* a_stage = a_ring + slot * T::kTileM * kStepK;
+    const Storage* b_stage = b_ring + slot * T::kTileN * kStepK;
 #pragma unroll
-    for (int kk = 0; kk < kTileK / 16; ++kk) {
-      // ldmatrix x4: lanes 8j..8j+7 address matrix j. A: matrices (rows 0-7 | 8-15) x (k 0-7 |
-      // 8-15) in a0..a3 order; B: (k 0-7, k 8-15) of channels 0-7, then of channels 8-15.
+    for (int kk = 0; kk < kRowBytes / 32; ++kk) {
+      // ldmatrix x4 of 32-byte k slices: lanes 8j..8j+7 address matrix j. A: matrices (rows 0-7
+      // | 8-15) x (bytes 0-15 | 16-31) in a0..a3 order; B: (bytes 0-15, 16-31) of channels 0-7,
+      // then of channels 8-15. In 16-bit elements a slice is k 0-15, in float32 k 0-7.
       uint32_t a[T::kWarpM / 16][4];
       uint32_t b[T::kWarpN / 16][4];
 #pragma unroll
       for (int i = 0; i < T::kWarpM / 16; ++i) {
         const int row = warp_m + i * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;
-        load_matrix_x4(a[i], shared_address(a_stage + swizzled(row, kk * 2 + (lane >> 4))));
+        load_matrix_x4(a[i],
+                       shared_address(a_stage + swizzled<Storage>(row, kk * 2 + (lane >> 4))));
       }
 #pragma unroll
       for (int j = 0; j < T::kWarpN / 16; ++j) {
         const int row = warp_n + j * 16 + (lane & 7) + (lane >> 4) * 8;
-        load_matrix_x4(b[j],
-                       shared_address(b_stage + swizzled(row, kk * 2 + ((lane >> 3) & 1))));
+        load_matrix_x4(b[j], shared_address(b_stage + swizzled<Storage>(
+                                 row, kk * 2 + ((lane >> 3) & 1))));
       }
 #pragma unroll
       for (int i = 0; i < T::kWarpM / 16; ++i) {
 #pragma unroll
         for (int j = 0; j < T::kWarpN / 8; ++j) {
-          mma_16bit<kBFloat16>(acc[i][j], a[i], b[j / 2][(j % 2) * 2], b[j / 2][(j % 2) * 2 + 1]);
+          mma_slice<Storage>(acc[i][j], a[i], b[j / 2][(j % 2) * 2], b[j / 2][(j % 2) * 2 + 1]);
         }
       }
     }
@@ -320,6 +361,7 @@ template <typename Storage, typename T>
 cudaError_t launch_tile(const ConvParams& p, Geometry g, int64_t positions,
                         const DeviceLimits& limits, cudaStream_t stream) {
   constexpr auto kernel = conv_hardswish_relu_channels_last_gemm_kernel<Storage, T>;
+  constexpr int kSharedBytes = shared_bytes<Storage, T>();
   const cudaError_t status = opt_in_shared_memory<kernel>(limits);
   if (status != cudaSuccess) {
     return status;
@@ -329,9 +371,9 @@ cudaError_t launch_tile(const ConvParams& p, Geometry g, int64_t positions,
   g.tiles = static_cast<int32_t>((positions + T::kTileM - 1) / T::kTileM * n_tiles);
   // As many CTAs as stay resident at once (registers and shared memory), at most one per tile.
   const int64_t resident =
-      int64_t{limits.sm_count} * ctas_per_sm(limits, T::kSharedBytes, kCtasPerSm);
+      int64_t{limits.sm_count} * ctas_per_sm(limits, kSharedBytes, kCtasPerSm);
   const uint32_t grid = static_cast<uint32_t>(g.tiles < resident ? g.tiles : resident);
-  kernel<<<grid, kThreads, T::kSharedBytes, stream>>>(p, g);
+  kernel<<<grid, kThreads, kSharedBytes, stream>>>(p, g);
   return cudaGetLastError();
 }
 
@@ -359,21 +401,26 @@ cudaError_t launch_typed(const ConvParams& p, const Geometry& g, int64_t positio
 
 }  // namespace
 
-bool applies(const ConvParams& p) {
+bool applies(const ConvParams& p, bool allow_tf32) {
   const bool half = p.dtype == DType::kFloat16 || p.dtype == DType::kBFloat16;
-  if (!half || p.groups != 1 || p.in_channels <= 0 || p.in_channels % 8 != 0 ||
-      p.out_channels % 8 != 0) {
+  if (!half && !(p.dtype == DType::kFloat32 && allow_tf32)) {
+    return false;  // float32 accuracy (TF32 disallowed) stays with cuDNN
+  }
+  // Whole 16-byte chunks of channels: 8 of 16 bits, 4 of float32.
+  const int64_t vector = 16 / element_bytes(p.dtype);
+  if (p.groups != 1 || p.in_channels <= 0 || p.in_channels % vector != 0 ||
+      p.out_channels % vector != 0) {
     return false;
   }
   if (!is_dense_channels_last(p.input_strides, p.in_channels, p.in_height, p.in_width) ||
       !is_dense_channels_last(p.output_strides, p.out_channels, p.out_height, p.out_width)) {
     return false;
   }
-  // The weight's 8-channel runs of each tap are 16-byte chunks: channels innermost, and each
-  // stride a tap steps along a multiple of 8 (a 1x1 weight's size-1 dimensions take none).
+  // The weight's channel chunks of each tap are 16 bytes: channels innermost, and each stride a
+  // tap steps along a whole number of chunks (a 1x1 weight's size-1 dimensions take none).
   const Strides4& w = p.weight_strides;
-  if (w.c != 1 || w.n % 8 != 0 || (p.kernel_h > 1 && w.h % 8 != 0) ||
-      (p.kernel_w > 1 && w.w % 8 != 0)) {
+  if (w.c != 1 || w.n % vector != 0 || (p.kernel_h > 1 && w.h % vector != 0) ||
+      (p.kernel_w > 1 && w.w % vector != 0)) {
     return false;
   }
   if (!aligned_16(p.input) || !aligned_16(p.output) || !aligned_16(p.weight)) {
@@ -397,7 +444,8 @@ bool applies(const ConvParams& p) {
   const int64_t positions = p.batch * p.out_height * p.out_width;
   const int64_t most_tiles = (positions + 63) / 64 * ((p.out_channels + 31) / 32);
   const int64_t taps = p.kernel_h * p.kernel_w;
-  const int64_t k_steps = taps * ((p.in_channels + kTileK - 1) / kTileK);
+  const int64_t step_k = kRowBytes / element_bytes(p.dtype);
+  const int64_t k_steps = taps * ((p.in_channels + step_k - 1) / step_k);
   return rows_fit && cols_fit && positions < kIntLimit && taps < kIntLimit &&
          k_steps < kIntLimit && most_tiles * k_steps < kIntLimit && p.in_channels < kIntLimit &&
          p.out_channels < kIntLimit;
@@ -412,14 +460,15 @@ cudaError_t launch(const ConvParams& p, cudaStream_t stream) {
   g.out_plane = FastDivisor::make(static_cast<uint32_t>(p.out_height * p.out_width));
   g.out_width = FastDivisor::make(static_cast<uint32_t>(p.out_width));
   g.positions = static_cast<int32_t>(positions);
-  g.k_chunks = static_cast<int32_t>((p.in_channels + kTileK - 1) / kTileK);
+  const int64_t step_k = kRowBytes / element_bytes(p.dtype);
+  g.k_chunks = static_cast<int32_t>((p.in_channels + step_k - 1) / step_k);
   g.k_steps = static_cast<int32_t>(p.kernel_h * p.kernel_w) * g.k_chunks;
   return dispatch_dtype(p.dtype, [&](auto zero) {
     using Storage = decltype(zero);
-    if constexpr (sizeof(Storage) == 2) {
+    if constexpr (sizeof(Storage) <= 4) {
       return launch_typed<Storage>(p, g, positions, stream);
     } else {
-      return cudaErrorInvalidValue;  // applies admits float16 / bfloat16 only
+      return cudaErrorInvalidValue;  // applies admits float16 / bfloat16 / float32 only
     }
   });
 }

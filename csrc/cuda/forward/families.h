@@ -34,14 +34,14 @@ bool vector_shape(const ConvParams& params);
 cudaError_t launch(const ConvParams& params, cudaStream_t stream);
 }  // namespace depthwise
 
-// Channels_last GEMM (channels_last_gemm.cu): float16 / bfloat16, groups 1, any kernel size,
-// stride, padding and dilation, dense channels_last input and output, a weight with its input
-// channels innermost (channels_last, or any 1x1), all three 16-byte aligned, channel counts
-// multiples of 8, batch x output plane below 2^31, rows and columns below 2^30. float32
-// accumulation, one rounding at the store; no workspace. Compute capability 8.0 or newer (the
-// library's minimum).
+// Channels_last GEMM (channels_last_gemm.cu): float16 / bfloat16, and float32 with TF32 allowed
+// (one TF32 product), groups 1, any kernel size, stride, padding and dilation, dense
+// channels_last input and output, a weight with its input channels innermost (channels_last, or
+// any 1x1), all three 16-byte aligned, channel counts whole 16-byte chunks, batch x output
+// plane below 2^31, rows and columns below 2^30. float32 accumulation, one rounding at the store;
+// no workspace. Compute capability 8.0 or newer (the library's minimum).
 namespace channels_last_gemm {
-bool applies(const ConvParams& params);
+bool applies(const ConvParams& params, bool allow_tf32);
 cudaError_t launch(const ConvParams& params, cudaStream_t stream);
 }  // namespace channels_last_gemm
 

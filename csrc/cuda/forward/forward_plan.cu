@@ -99,7 +99,7 @@ cudaError_t plan_forward(const ConvParams& params, bool allow_tf32, ForwardPlan&
     plan.kernel = ForwardKernel::kDepthwise;
     return cudaSuccess;
   }
-  if (channels_last_gemm::applies(params) &&
+  if (channels_last_gemm::applies(params, allow_tf32) &&
       (!measured || channels_last_gemm_beats_floor(params))) {
     plan.kernel = ForwardKernel::kChannelsLastGemm;
     return cudaSuccess;
