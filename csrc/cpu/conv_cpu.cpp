@@ -188,6 +188,9 @@ void hardswish_relu_grad_typed(const ActivationGradParams& p) {
 }  // namespace
 
 bool conv_hardswish_relu_cpu(const ConvParams& params) {
+  if (!valid_geometry(params)) {
+    return false;
+  }
   return dispatch_float_dtype(params.dtype, [&](auto tag) {
     conv_hardswish_relu_typed<decltype(tag)>(params);
   });

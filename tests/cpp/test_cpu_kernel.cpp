@@ -420,3 +420,30 @@ INSTANTIATE_TEST_SUITE_P(HalfPrecision, CpuUnsupportedDType,
                          });
 
 }  // namespace
+
+// Geometry the torch layer refuses with a message must not reach a kernel through the C API
+// either: a zero stride would divide by zero, a negative padding or dilation index out of bounds.
+TEST(CpuInvalidGeometry, ConvReturnsFalseAndWritesNothing) {
+  ConvCase c;
+  c.name = "invalid_geometry";
+  c.seed = 11;
+  ConvFixture<float> fixture(c);
+  const std::vector<void (*)(ConvParams&)> breakers = {
+      [](ConvParams& p) { p.stride_h = 0; },       [](ConvParams& p) { p.stride_w = -1; },
+      [](ConvParams& p) { p.dilation_h = 0; },     [](ConvParams& p) { p.dilation_w = -2; },
+      [](ConvParams& p) { p.pad_top = -1; },       [](ConvParams& p) { p.pad_left = -4; },
+      [](ConvParams& p) { p.kernel_h = 0; },       [](ConvParams& p) { p.groups = 0; },
+      [](ConvParams& p) { p.groups = 5; },         [](ConvParams& p) { p.batch = -1; },
+      [](ConvParams& p) { p.out_width = -3; },
+  };
+  for (size_t i = 0; i < breakers.size(); ++i) {
+    ConvParams p = fixture.params();
+    ASSERT_TRUE(fusedconv::valid_geometry(p));
+    breakers[i](p);
+    EXPECT_FALSE(fusedconv::valid_geometry(p)) << "breaker " << i;
+    EXPECT_FALSE(fusedconv::conv_hardswish_relu_cpu(p)) << "breaker " << i;
+  }
+  for (const float value : fixture.output_buffer) {
+    ASSERT_TRUE(std::isnan(value));
+  }
+}

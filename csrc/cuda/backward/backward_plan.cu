@@ -101,8 +101,11 @@ BackwardMask mask_of(const ConvBackwardParams& bp) {
 cudaError_t plan_backward(const ConvBackwardParams& params, BackwardMask mask, bool allow_tf32,
                           BackwardPlan& plan) {
   plan = BackwardPlan{};
-  const PlanPolicy policy = begin_plan();
   const ConvParams& p = params.conv;
+  if (!valid_geometry(p)) {
+    return cudaErrorInvalidValue;
+  }
+  const PlanPolicy policy = begin_plan();
   if (p.batch * p.out_channels * p.out_height * p.out_width == 0 ||
       !(mask.grad_input || mask.grad_weight || mask.grad_bias)) {
     plan.kernel = BackwardKernel::kNone;

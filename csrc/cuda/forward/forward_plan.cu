@@ -85,6 +85,9 @@ bool mma_sync_beats_floor(const ConvParams& p, bool allow_tf32) {
 
 cudaError_t plan_forward(const ConvParams& params, bool allow_tf32, ForwardPlan& plan) {
   plan = ForwardPlan{};
+  if (!valid_geometry(params)) {
+    return cudaErrorInvalidValue;
+  }
   const PlanPolicy policy = begin_plan();
   if (params.batch * params.out_channels * params.out_height * params.out_width == 0) {
     plan.kernel = ForwardKernel::kNone;

@@ -7,7 +7,8 @@
 namespace fusedconv {
 
 // y = relu(hardswish(conv2d(x, W, b))). Returns false, computing nothing, for a dtype other than
-// float32 / float64; the torch layer validates dtypes first.
+// float32 / float64 or a geometry valid_geometry (params.h) refuses; the torch layer validates
+// both first.
 bool conv_hardswish_relu_cpu(const ConvParams& params);
 
 // data = relu(hardswish(data)) in place, `numel` contiguous elements (the floor path's pass after

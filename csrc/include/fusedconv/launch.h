@@ -47,6 +47,7 @@ struct ForwardPlan {
 
 // Plans a call on the current device once; launch_planned then runs it (3xTF32 for float32, or
 // one TF32 product where allow_tf32) with params.workspace holding plan.workspace_bytes.
+// cudaErrorInvalidValue for a geometry valid_geometry (params.h) refuses; so for plan_backward.
 cudaError_t plan_forward(const ConvParams& params, bool allow_tf32, ForwardPlan& plan);
 cudaError_t launch_planned(const ConvParams& params, const ForwardPlan& plan, bool allow_tf32,
                            cudaStream_t stream);

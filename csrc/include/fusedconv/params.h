@@ -48,6 +48,20 @@ struct ConvParams {
   void* workspace;
 };
 
+// The geometry every entry point assumes (the torch layer checks it with messages first): no
+// negative size, kernel, stride and dilation at least 1, no negative leading padding, groups
+// dividing both channel counts. Without it the kernels' 32-bit casts wrap and the CPU path
+// divides by a zero stride; the planners and the CPU entry refuse such a call instead.
+inline bool valid_geometry(const ConvParams& p) {
+  const bool sizes = p.batch >= 0 && p.in_channels >= 0 && p.in_height >= 0 && p.in_width >= 0 &&
+                     p.out_channels >= 0 && p.out_height >= 0 && p.out_width >= 0;
+  const bool taps = p.kernel_h >= 1 && p.kernel_w >= 1 && p.stride_h >= 1 && p.stride_w >= 1 &&
+                    p.dilation_h >= 1 && p.dilation_w >= 1 && p.pad_top >= 0 && p.pad_left >= 0;
+  const bool grouped = p.groups >= 1 && p.in_channels % p.groups == 0 &&
+                       p.out_channels % p.groups == 0;
+  return sizes && taps && grouped;
+}
+
 // Element-wise activation in place: data = relu(hardswish(data + bias[channel])), `numel`
 // elements. The bias is optional (nullptr: none; CUDA only): element i's channel is
 // (i / channel_stride) % channels, so channel_stride is H*W for NCHW and 1 for channels_last.
