@@ -48,6 +48,11 @@ def _backward(grad_y, x, weight, y, geometry, mask):
                                                               mask)
 
 
+def _assert_planned(grad_y, x, weight, y, geometry, mask=(True, True, True)):
+    assert torch.ops.fusedconv._plan_backward(grad_y, x, weight, y, *geometry,
+                                              list(mask)) == "depthwise"
+
+
 def _with_floor(fn):
     previous = torch.ops.fusedconv._plan_policy("floor")
     try:
@@ -68,8 +73,7 @@ def test_depthwise_backward_matches_float64(seed):
     x, weight, bias, geometry = _case(rng, torch.float32)
     y = _forward(x, weight, bias, geometry)
     grad_y = torch.randn_like(y)
-    assert torch.ops.fusedconv._plan_backward(grad_y, x, weight, y, *geometry,
-                                              [True] * 3) == "depthwise"
+    _assert_planned(grad_y, x, weight, y, geometry)
     grads = poisoned_call(lambda: _backward(grad_y, x, weight, y, geometry, [True] * 3),
                           torch.float32, "cuda")
     expected = _expected(x, weight, bias, grad_y, y, geometry)
@@ -85,6 +89,7 @@ def test_depthwise_backward_half_precision_no_worse_than_the_floor(seed, dtype):
     x, weight, bias, geometry = _case(rng, dtype)
     y = _forward(x, weight, bias, geometry)
     grad_y = torch.randn_like(y)
+    _assert_planned(grad_y, x, weight, y, geometry)
     grads = poisoned_call(lambda: _backward(grad_y, x, weight, y, geometry, [True] * 3), dtype,
                           "cuda")
     floor = _with_floor(lambda: _backward(grad_y, x, weight, y, geometry, [True] * 3))
@@ -100,6 +105,7 @@ def test_depthwise_backward_gradients_not_asked_for(mask):
     x, weight, bias, geometry = _case(random.Random(7), torch.float32)
     y = _forward(x, weight, bias, geometry)
     grad_y = torch.randn_like(y)
+    _assert_planned(grad_y, x, weight, y, geometry, mask)
     grads = _backward(grad_y, x, weight, y, geometry, mask)
     everything = _backward(grad_y, x, weight, y, geometry, [True] * 3)
     for wanted, actual, full in zip(mask, grads, everything):
@@ -111,13 +117,14 @@ def test_depthwise_backward_gradients_not_asked_for(mask):
 
 def test_depthwise_backward_is_bitwise_deterministic_and_correct_across_slices():
     # 4 x 56 output rows of 56 positions: the weight pass splits each channel into several
-    # slices (at least 2048 positions each), whose partials the reduce kernel sums.
+    # slices (6 of 38 rows, the last 34, on an H200), whose partials the reduce kernel sums.
     x = torch.randn(4, 32, 56, 56, device="cuda")
     weight = torch.randn(32, 1, 5, 5, device="cuda") * 0.2
     bias = torch.randn(32, device="cuda")
     geometry = ([1, 1], [2] * 4, [1, 1], 32)
     y = _forward(x, weight, bias, geometry)
     grad_y = torch.randn_like(y)
+    _assert_planned(grad_y, x, weight, y, geometry)
     first = _backward(grad_y, x, weight, y, geometry, [True] * 3)
     for actual, wanted in zip(first, _expected(x, weight, bias, grad_y, y, geometry)):
         assert relative_l2_error(actual, wanted) <= 1e-5
@@ -131,6 +138,7 @@ def test_depthwise_backward_nan_positions_as_the_floor():
     x[0, 0, 0, 0] = float("nan")
     y = _forward(x, weight, bias, geometry)
     grad_y = torch.randn_like(y)
+    _assert_planned(grad_y, x, weight, y, geometry)
     ours = _backward(grad_y, x, weight, y, geometry, [True] * 3)
     floor = _with_floor(lambda: _backward(grad_y, x, weight, y, geometry, [True] * 3))
     for a, b in zip(ours, floor):

@@ -197,15 +197,15 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-// Slices per channel for the weight pass: about kSlicesPerSm CTAs per SM in all, each at least
-// kMinPositionsPerSlice positions (whole output rows).
+// Slices per channel for the weight pass: about kSlicesPerSm CTAs per SM in all, of whole output
+// rows, each but the last at least kMinPositionsPerSlice positions where there are that many.
 void slice_rows(const ConvParams& p, const DeviceLimits& limits, int32_t& slices,
                 int32_t& rows_per_slice) {
   const int64_t total_rows = p.batch * p.out_height;
   const int64_t wanted = (int64_t{limits.sm_count} * kSlicesPerSm + p.out_channels - 1) /
                          p.out_channels;
   const int64_t min_rows = (kMinPositionsPerSlice + p.out_width - 1) / p.out_width;
-  const int64_t most = (total_rows + min_rows - 1) / min_rows;
+  const int64_t most = total_rows / min_rows;  // rounded down: no slice below min_rows
   const int64_t count = wanted < 1 ? 1 : (wanted > most ? most : wanted);
   rows_per_slice = static_cast<int32_t>((total_rows + count - 1) / count);
   slices = static_cast<int32_t>((total_rows + rows_per_slice - 1) / rows_per_slice);
@@ -215,7 +215,7 @@ template <typename Storage, int kKernel>
 cudaError_t launch_typed(const ConvBackwardParams& bp, Geometry g, const DeviceLimits& limits,
                          cudaStream_t stream) {
   const ConvParams& p = bp.conv;
-  if (bp.grad_input != nullptr) {
+  if (bp.grad_input != nullptr && g.elements > 0) {  // an empty input plane: nothing to write
     const uint32_t blocks = (g.elements + kThreads - 1) / kThreads;
     const bool square = p.stride_h == p.stride_w;
     if (square && p.stride_h == 1) {
