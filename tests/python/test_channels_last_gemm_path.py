@@ -128,9 +128,10 @@ def test_same_padding_with_an_even_kernel(dtype):
     _check(x, weight, bias, padding="same")
 
 
-@pytest.mark.parametrize("dtype", HALF_TYPES)
+@pytest.mark.parametrize("dtype", HALF_TYPES + [torch.float32])
 def test_long_channel_loop_and_partial_tiles(dtype):
-    # 1000 input channels: 32 stages through the 3-deep ring, the last one partial; 969
+    # 1000 input channels: 32 stages (63 in float32) through the 3-deep ring, the last one
+    # partial; 969
     # positions and 72 output channels: partial tiles in both output dimensions.
     x, weight, bias = _tensors(3, 1000, 72, 17, 19, dtype)
     _check(x, weight, bias)
@@ -154,21 +155,23 @@ PERSISTENT_CASES = [
 ]
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
 @pytest.mark.parametrize("case", PERSISTENT_CASES, ids=str)
-def test_tile_shapes_and_persistent_grid(case):
+def test_tile_shapes_and_persistent_grid(case, dtype):
     batch, cin, cout, size, k = case
-    x, weight, bias = _tensors(batch, cin, cout, size, size, torch.bfloat16, (k, k))
+    x, weight, bias = _tensors(batch, cin, cout, size, size, dtype, (k, k))
     _check(x, weight, bias, padding=k // 2)
 
 
-def test_propagates_nan_and_inf():
-    x, weight, bias = _tensors(2, 32, 48, 9, 10, torch.bfloat16, (3, 3))
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_propagates_nan_and_inf(dtype):
+    x, weight, bias = _tensors(2, 32, 48, 9, 10, dtype, (3, 3))
     x[0, 3, 4, 5] = float("nan")
     x[1, 7, 0, 0] = float("inf")
     x[1, 9, 8, 9] = float("-inf")
 
     def call():
-        return fusedconv.conv2d_hardswish_relu(x, weight, bias, padding=1)
+        return fusedconv.conv2d_hardswish_relu(x, weight, bias, padding=1, allow_tf32=True)
 
     assert any(KERNEL_NAME in name for name in cuda_kernel_names(call))
     expected = reference_float64(x, weight, bias, padding=1)

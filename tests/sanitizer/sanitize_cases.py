@@ -57,9 +57,11 @@ CASES = [
     (17, 32, 16, 56, 56, 1, {"forward_only": True}, torch.float16, 2e-3),
     (9, 16, 72, 56, 56, 3, {"padding": 1, "forward_only": True, "weight_channels_last": True},
      torch.bfloat16, 1e-2),
-    # float32 through it with TF32 allowed (16-channel steps, 4-channel chunks).
+    # float32 through it with TF32 allowed (16-channel steps, 4-channel chunks), then 417 tiles
+    # of 128 x 32.
     (2, 20, 12, 9, 10, 3, {"padding": 1, "weight_channels_last": True, "allow_tf32": True},
      torch.float32, 3e-3),
+    (17, 64, 16, 56, 56, 1, {"forward_only": True, "allow_tf32": True}, torch.float32, 3e-3),
     # float16 / bfloat16 through the resident Hopper kernel: an odd width (plain copies of 2-byte
     # elements, scalar stores), an even one that is no 16-byte multiple (4-byte copies of pairs),
     # and a 16-byte multiple (16-byte copies, 4-byte pair stores, several items per CTA).

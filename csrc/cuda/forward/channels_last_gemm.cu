@@ -427,12 +427,8 @@ bool applies(const ConvParams& p, bool allow_tf32) {
     return false;
   }
   // 32-bit rows and columns: a position's first pixel, moved by any tap, stays within
-  // (kNoRow, 2^31); batch and tap offsets are 64-bit. The lower bounds are the op's own (the C
-  // API does not check them), without which the int32 casts would wrap.
-  if (p.pad_top < 0 || p.pad_left < 0 || p.stride_h < 1 || p.stride_w < 1 ||
-      p.dilation_h < 1 || p.dilation_w < 1) {
-    return false;
-  }
+  // (kNoRow, 2^31); batch and tap offsets are 64-bit. (Lower bounds: valid_geometry, checked by
+  // the planner before any family.)
   constexpr int64_t kReachLimit = int64_t{1} << 30;
   const bool rows_fit = p.in_height < kReachLimit && p.pad_top < kReachLimit &&
                         (p.out_height - 1) * p.stride_h < kReachLimit &&
