@@ -4,6 +4,7 @@ that it is the kernel that runs, against float64 on poisoned outputs, with the f
 strides, NaN / inf propagation, and float16 / bfloat16 no worse than eager."""
 
 import random
+import re
 
 import pytest
 import torch
@@ -255,3 +256,35 @@ def test_depthwise_misaligned_channels_last_input_takes_the_scalar_kernel():
     actual = poisoned_call(call, torch.float32, "cuda")
     expected = reference_float64(x, weight, bias, padding=1, groups=c)
     assert relative_l2_error(actual, expected) <= TOLERANCE[torch.float32]
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("weight_kind", ["dense", "strided", "misaligned"])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_depthwise_vector_kernel_resident_filters(stride, weight_kind, dtype):
+    # 16-bit 3x3 with dense, 16-byte aligned filters keeps them in registers (the instance whose
+    # last template argument is true); a strided or misaligned weight loads them per tap.
+    n, c, h, w = 2, 24, 13, 11
+    x = torch.randn(n, c, h, w, device="cuda", dtype=dtype)
+    x = x.contiguous(memory_format=torch.channels_last)
+    if weight_kind == "strided":  # filters 12 elements apart: w[:, :, :, :3] of a 3x4 weight
+        weight = torch.randn(c, 1, 3, 4, device="cuda", dtype=dtype)[:, :, :, :3] * 0.3
+    elif weight_kind == "misaligned":  # dense, one element into its storage
+        weight = torch.randn(c * 9 + 1, device="cuda", dtype=dtype)[1:].view(c, 1, 3, 3) * 0.3
+    else:
+        weight = torch.randn(c, 1, 3, 3, device="cuda", dtype=dtype) * 0.3
+    bias = torch.randn(c, device="cuda", dtype=dtype)
+    kwargs = dict(stride=stride, padding=1, groups=c)
+
+    def call():
+        return fusedconv.conv2d_hardswish_relu(x, weight, bias, **kwargs)
+
+    names = [name for name in cuda_kernel_names(call) if VECTOR_KERNEL_NAME in name]
+    assert len(names) == 1, names
+    # The instance's last template argument, demangled ("..., true>") or not ("Lb1E").
+    resident = re.search(r",\s*true>|Lb1E", names[0]) is not None
+    assert resident == (weight_kind == "dense"), names
+    actual = poisoned_call(call, dtype, "cuda")
+    expected = reference_float64(x, weight, bias, **kwargs)
+    eager = relative_l2_error(reference_forward(x, weight, bias, **kwargs), expected)
+    assert relative_l2_error(actual, expected) <= 1.2 * eager + 1e-4

@@ -44,6 +44,8 @@ CASES = [
     # vectors with partial strips, two bfloat16 vectors at stride 2.
     (2, 12, 12, 11, 13, 3, {"groups": 12, "padding": 1}, torch.float32, 1e-5),
     (2, 16, 16, 12, 9, 5, {"groups": 16, "stride": 2, "padding": 2}, torch.bfloat16, 1e-2),
+    # 16-bit 3x3 in channels_last with dense filters: the vector kernel's resident-filter instance.
+    (2, 16, 16, 11, 9, 3, {"groups": 16, "padding": 1}, torch.float16, 2e-3),
     # The channels_last GEMM (channels_last below): 1x1 with partial position and channel
     # tiles, and a strided, padded one; 3x3 / 5x3 with the weight in channels_last too (padded
     # taps, stride, dilation).

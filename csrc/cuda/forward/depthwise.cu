@@ -165,7 +165,11 @@ __global__ void __launch_bounds__(kThreads)
 // kVector consecutive channels (multiplier 1), loading one 16-byte vector of channels per tap
 // and column, as cuDNN's NHWC kernels read them. Taps walk column by column (no register span:
 // kVector x span accumulators would not fit); the repeated loads of a span hit L1.
-template <typename Storage, int kKernel, int kStride>
+// kResidentFilters: the kVector channels' whole filters are one contiguous, 16-byte aligned run
+// (a dense weight; 144 bytes for 3x3), loaded once as kTaps vectors and kept in registers,
+// instead of kVector scalar loads per tap (8 per tap of 16-bit types: the loads that made
+// bfloat16 lose to cuDNN).
+template <typename Storage, int kKernel, int kStride, bool kResidentFilters>
 __global__ void __launch_bounds__(kThreads)
     conv_hardswish_relu_depthwise_vector_kernel(const ConvParams p, const Geometry g) {
   using Traits = StorageTraits<Storage>;
@@ -189,6 +193,16 @@ __global__ void __launch_bounds__(kThreads)
   const Storage* __restrict__ weight = static_cast<const Storage*>(p.weight);
   const Storage* __restrict__ bias = static_cast<const Storage*>(p.bias);
 
+  constexpr int kTaps = kKernel * kKernel;
+  Vector filters[kResidentFilters ? kTaps : 1];  // channel v's tap t: element v * kTaps + t
+  if constexpr (kResidentFilters) {
+    const uint4* __restrict__ source = reinterpret_cast<const uint4*>(weight + channel * kTaps);
+#pragma unroll
+    for (int i = 0; i < kTaps; ++i) {
+      filters[i].bits = __ldg(source + i);
+    }
+  }
+
   Acc acc[kStrip][kVector];
 #pragma unroll
   for (int v = 0; v < kVector; ++v) {
@@ -210,9 +224,14 @@ __global__ void __launch_bounds__(kThreads)
       Acc w[kVector];
 #pragma unroll
       for (int v = 0; v < kVector; ++v) {
-        w[v] = Traits::load(weight[(channel + v) * p.weight_strides.n +
-                                   int64_t{r} * p.weight_strides.h +
-                                   int64_t{s} * p.weight_strides.w]);
+        if constexpr (kResidentFilters) {
+          const int e = v * kTaps + r * kKernel + s;  // a constant once unrolled
+          w[v] = Traits::load(filters[e / kVector].values[e % kVector]);
+        } else {
+          w[v] = Traits::load(weight[(channel + v) * p.weight_strides.n +
+                                     int64_t{r} * p.weight_strides.h +
+                                     int64_t{s} * p.weight_strides.w]);
+        }
       }
 #pragma unroll
       for (int o = 0; o < kStrip; ++o) {
@@ -271,23 +290,52 @@ bool vector_kernel_applies(const ConvParams& p) {
          reinterpret_cast<uintptr_t>(p.output) % 16 == 0;
 }
 
+// Whether the vector kernel keeps its channels' filters in registers: 16-bit types (8 scalar
+// weight loads per tap otherwise; float32's 4 already beat cuDNN, at 64 registers against 96
+// resident) with a 3x3 weight whose filters are dense (each channel's 9 taps in a row, channels
+// one after another) and 16-byte aligned. 5x5: 25 vectors of registers per thread, too many.
+// Resident 16-bit: 108-114 registers against 78-80 (two CTAs of 256 per SM instead of three;
+// bounding it to three spills), so not measured to pay yet (benchmarks/NOTES.md).
+bool resident_filters(const ConvParams& p) {
+  const Strides4& w = p.weight_strides;
+  return element_bytes(p.dtype) == 2 && p.kernel_h == 3 && w.n == 9 && w.h == 3 && w.w == 1 &&
+         reinterpret_cast<uintptr_t>(p.weight) % 16 == 0;
+}
+
+// One compile-time geometry of the vector kernel; the resident-filter instance exists for 16-bit
+// 3x3 only (resident_filters).
+template <typename Storage, int kKernel, int kStride>
+void launch_vector_instance(const ConvParams& p, const Geometry& g, bool resident,
+                            cudaStream_t stream) {
+  const dim3 grid((g.threads + kThreads - 1) / kThreads);
+  if constexpr (sizeof(Storage) == 2 && kKernel == 3) {
+    if (resident) {
+      conv_hardswish_relu_depthwise_vector_kernel<Storage, kKernel, kStride, true>
+          <<<grid, kThreads, 0, stream>>>(p, g);
+      return;
+    }
+  }
+  conv_hardswish_relu_depthwise_vector_kernel<Storage, kKernel, kStride, false>
+      <<<grid, kThreads, 0, stream>>>(p, g);
+}
+
 template <typename Storage>
 cudaError_t launch_vector(const ConvParams& p, Geometry g, cudaStream_t stream) {
   constexpr int kVector = 16 / static_cast<int>(sizeof(Storage));
   const uint32_t groups = static_cast<uint32_t>(p.out_channels / kVector);
   g.out_channels = FastDivisor::make(groups);
   g.threads = g.threads / static_cast<uint32_t>(kVector);  // out_channels is a multiple
-  const dim3 grid((g.threads + kThreads - 1) / kThreads);
   int kernel = 0, stride = 0;
   unrolled_geometry(p, kernel, stride);
+  const bool resident = resident_filters(p);
   if (kernel == 3 && stride == 1) {
-    conv_hardswish_relu_depthwise_vector_kernel<Storage, 3, 1><<<grid, kThreads, 0, stream>>>(p, g);
+    launch_vector_instance<Storage, 3, 1>(p, g, resident, stream);
   } else if (kernel == 3 && stride == 2) {
-    conv_hardswish_relu_depthwise_vector_kernel<Storage, 3, 2><<<grid, kThreads, 0, stream>>>(p, g);
+    launch_vector_instance<Storage, 3, 2>(p, g, resident, stream);
   } else if (kernel == 5 && stride == 1) {
-    conv_hardswish_relu_depthwise_vector_kernel<Storage, 5, 1><<<grid, kThreads, 0, stream>>>(p, g);
+    launch_vector_instance<Storage, 5, 1>(p, g, resident, stream);
   } else {
-    conv_hardswish_relu_depthwise_vector_kernel<Storage, 5, 2><<<grid, kThreads, 0, stream>>>(p, g);
+    launch_vector_instance<Storage, 5, 2>(p, g, resident, stream);
   }
   return cudaGetLastError();
 }
