@@ -1,8 +1,11 @@
-"""Eager vs fusedconv on four host-bound cases of the networks suite (batch 64): Python-call
-medians of 200 calls (forward, and a training step) and the CUDA kernels each launches
-(torch.profiler), to tell GPU work from host time. Usage (GPU):
-python benchmarks/profile_floor_cases.py"""
+"""Eager vs fusedconv on cases of the networks suite (batch 64): Python-call medians of 200
+calls (forward, and a training step) and the CUDA kernels each launches with their GPU times
+(torch.profiler), to tell GPU work from host time and see which kernel a step spends it in.
+Default: the four host-bound cases of the eighth session; --layers / --modes pick others by the
+networks suite's names. Usage (GPU): python benchmarks/profile_floor_cases.py
+[--layers "mnv3 pw 16-64,r50 3x3 64" --modes bf16_cl,fp32_cl]"""
 
+import argparse
 
 import torch
 import torch.nn.functional as F
@@ -10,6 +13,7 @@ from torch import nn
 
 import fusedconv
 from fusedconv.bench import median_event_ms
+from fusedconv.bench_networks import MODES, parse_choices, select_layers
 
 # (in, out, kernel, stride, groups, size, mode)
 CASES = [(64, 64, 3, 1, 1, 56, "bf16_cl"), (128, 128, 3, 2, 1, 56, "bf16_cl"),
@@ -32,9 +36,22 @@ def kernels(fn):
             if event.device_type == torch.autograd.DeviceType.CUDA]
 
 
+def cases(layers, modes):
+    """CASES, or the named networks-suite layers in each of `modes`."""
+    if not layers:
+        return CASES
+    return [(layer.in_channels, layer.out_channels, layer.kernel, layer.stride, layer.groups,
+             layer.size, mode)
+            for layer in select_layers(layers) for mode in parse_choices(modes, MODES, "mode")]
+
+
 def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--layers", default="", help="networks-suite layer names (comma list)")
+    parser.add_argument("--modes", default="", help="with --layers: modes (default: all four)")
+    args = parser.parse_args()
     fusedconv.load_extension()
-    for cin, cout, kernel, stride, groups, size, mode in CASES:
+    for cin, cout, kernel, stride, groups, size, mode in cases(args.layers, args.modes):
         torch.manual_seed(0)
         conv = nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups).cuda()
         fused = fusedconv.Conv2dHardSwishReLU(cin, cout, kernel, stride, kernel // 2,

@@ -19,6 +19,19 @@ def _weight_and_bias(conv):
     return conv.weight, conv.bias
 
 
+def _conv_forward(conv, input, allow_tf32):
+    """``relu(hardswish(conv(input)))`` for an ``nn.Conv2d`` ``conv`` with whatever attributes it
+    holds now: padding modes other than 'zeros' pad the input first, as ``nn.Conv2d`` does, and
+    the fused convolution then runs unpadded."""
+    padding = conv.padding
+    if conv.padding_mode != "zeros":
+        input = F.pad(input, conv._reversed_padding_repeated_twice, mode=conv.padding_mode)
+        padding = 0
+    weight, bias = _weight_and_bias(conv)
+    return _module_forward(input, weight, bias, conv.stride, padding, conv.dilation, conv.groups,
+                           allow_tf32)
+
+
 class Conv2dHardSwishReLU(nn.Conv2d):
     """``relu(hardswish(conv(x)))`` as one operator.
 
@@ -34,13 +47,7 @@ class Conv2dHardSwishReLU(nn.Conv2d):
     allow_tf32 = None
 
     def forward(self, input):
-        padding = self.padding
-        if self.padding_mode != "zeros":
-            input = F.pad(input, self._reversed_padding_repeated_twice, mode=self.padding_mode)
-            padding = 0
-        weight, bias = _weight_and_bias(self)
-        return _module_forward(input, weight, bias, self.stride, padding, self.dilation,
-                               self.groups, self.allow_tf32)
+        return _conv_forward(self, input, self.allow_tf32)
 
 
 class ModelNew(nn.Module):
@@ -60,6 +67,4 @@ class ModelNew(nn.Module):
 
     def forward(self, x):
         conv = self._modules["conv"] if "conv" in self._modules else self.conv
-        weight, bias = _weight_and_bias(conv)
-        return _module_forward(x, weight, bias, conv.stride, conv.padding, conv.dilation,
-                               conv.groups, self.allow_tf32)
+        return _conv_forward(conv, x, self.allow_tf32)

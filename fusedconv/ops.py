@@ -178,15 +178,17 @@ def resolve_padding(padding, weight_shape, stride, dilation):
 
 def _module_forward(input, weight, bias, stride, padding, dilation, groups, allow_tf32):
     """conv2d_hardswish_relu for an ``nn.Conv2d``'s own attributes (stride and dilation tuples of
-    ints, padding a tuple or a string, groups an int, as its constructor leaves them; a tuple of
-    one element, which nn.Conv2d keeps as given, takes the general path).
+    ints, padding a tuple or a string, groups an int, as its constructor leaves them; anything
+    else, such as a tuple of one element, which nn.Conv2d keeps as given, or an int set on the
+    module after construction, which nn.Conv2d accepts too, takes the general path).
 
     A 4-D tensor input with pair padding goes to the operator directly: the arguments need no
     normalisation and the checks below cost a few microseconds of every call, which is what a
     host-bound layer's call costs beyond its launches. Anything else takes the general path.
     """
     if type(input) is torch.Tensor and type(padding) is tuple and len(padding) == 2 \
-            and len(stride) == 2 and len(dilation) == 2 \
+            and type(stride) is tuple and len(stride) == 2 \
+            and type(dilation) is tuple and len(dilation) == 2 \
             and (allow_tf32 is None or type(allow_tf32) is bool) and input.dim() == 4:
         _extension_loaded()
         pad_h, pad_w = padding

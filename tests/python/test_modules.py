@@ -145,3 +145,37 @@ def test_reparametrized_weights_reach_the_operator(device):
     torch.nn.utils.parametrize.register_parametrization(model.conv, "weight", _Doubled())
     for actual, wanted in ((module(x), expected), (model(x), expected_model)):
         assert relative_l2_error(actual, wanted) <= 1e-5
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("attribute", ["stride", "dilation", "padding"])
+def test_attributes_set_as_ints_after_construction(device, attribute):
+    # nn.Conv2d accepts `conv.stride = 2` (F.conv2d takes an int); so must the fused modules.
+    torch.manual_seed(6)
+    conv = nn.Conv2d(4, 6, 3).to(device)
+    module = fusedconv.Conv2dHardSwishReLU(4, 6, 3).to(device)
+    module.load_state_dict(conv.state_dict())
+    model = fusedconv.ModelNew(4, 6, 3).to(device)
+    model.conv = conv
+    for target in (conv, module):
+        setattr(target, attribute, 2)
+    x = torch.randn(2, 4, 11, 10, device=device)
+    expected = torch.relu(F.hardswish(conv(x)))
+    for actual in (module(x), model(x)):
+        assert actual.shape == expected.shape
+        assert relative_l2_error(actual, expected) <= 1e-5
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("padding_mode", ["reflect", "replicate", "circular"])
+def test_model_new_follows_a_swapped_convs_padding_mode(device, padding_mode):
+    # ModelNew.conv is an nn.Conv2d; one swapped in with another padding mode pads as it would.
+    torch.manual_seed(7)
+    conv = nn.Conv2d(4, 6, 3, padding=1, padding_mode=padding_mode).to(device)
+    reference, model = Model(4, 6, 3).to(device), fusedconv.ModelNew(4, 6, 3).to(device)
+    reference.conv, model.conv = conv, conv
+    x = torch.randn(2, 4, 8, 9, device=device)
+    expected = reference(x)
+    actual = model(x)
+    assert actual.shape == expected.shape == (2, 6, 8, 9)
+    assert relative_l2_error(actual, expected) <= 1e-5

@@ -37,6 +37,7 @@ struct HardSwishReLU {
   //   y <= 0      -> 0   (relu passes no gradient where its output is not positive)
   //   0 < y <= 3  -> (2z + 3) / 6 with z = (sqrt(9 + 24y) - 3) / 2, i.e. sqrt(9 + 24y) / 6;
   //                  y == 3 gives 1.5 (exactly on the host), PyTorch's hardswish slope at z == 3
+  //                  on CUDA (its CPU kernel's vectorised elements give 1: docs/DESIGN.md)
   //   y > 3       -> 1
   // NaN fails every comparison and lands on 1, matching PyTorch, whose hardswish and relu backward
   // both pass the incoming gradient through at a NaN.
