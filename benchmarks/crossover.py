@@ -129,13 +129,15 @@ def time_channels_last_gemm(ops, cin, cout, size, k, stride, dtype, precision, r
 
 def time_depthwise_backward(ops, channels, size, k, stride, dtype, channels_last, precision,
                             repeats):
-    """The backward op (all three gradients) of a depthwise layer, fused policy against floor;
-    None where the depthwise backward does not apply (channels_last)."""
+    """The backward op (all three gradients) of a depthwise layer, fused policy against floor
+    (both layouts; the weight in the input's format, as a converted model has it); None where
+    the depthwise backward does not apply."""
     x = torch.randn(BATCH, channels, size, size, device="cuda", dtype=dtype)
     w = torch.randn(channels, 1, k, k, device="cuda", dtype=dtype) / k
     b = torch.randn(channels, device="cuda", dtype=dtype)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
+        w = w.contiguous(memory_format=torch.channels_last)
     geometry = ([stride, stride], [k // 2] * 4, [1, 1], channels)
     y = ops.conv2d_hardswish_relu(x, w, b, *geometry)
     args = (torch.randn_like(y), x, w, y) + geometry + ([True, True, True],)
@@ -147,7 +149,8 @@ def time_depthwise_backward(ops, channels, size, k, stride, dtype, channels_last
     floor = _with_policy(ops, "floor", lambda: median_ms(lambda: call(*args), repeats))
     return {"direction": "bwd", "cin": channels, "cout": channels, "size": size, "k": k,
             "stride": stride, "dtype": str(dtype)[6:], "precision": precision, "groups": channels,
-            "layout": "nchw", "kernel": kernel, "fused_ms": fused, "floor_ms": floor,
+            "layout": "channels_last" if channels_last else "nchw", "kernel": kernel,
+            "fused_ms": fused, "floor_ms": floor,
             "batch": BATCH}
 
 

@@ -36,6 +36,7 @@ CUDA_KERNEL_SOURCES = (
     "cuda/backward/wgrad.cu",
     "cuda/backward/activation_grad.cu",
     "cuda/backward/depthwise_backward.cu",
+    "cuda/backward/depthwise_backward_channels_last.cu",
 )
 # The sources CMake's C++ test build links (torch-free).
 CPP_TEST_LIBRARY_SOURCES = ("cpu/conv_cpu.cpp",)

@@ -64,10 +64,11 @@ at::Tensor conv2d_hardswish_relu_cuda(const at::Tensor& input, const at::Tensor&
 }
 
 // A backward call's description for the planner: shapes and the saved tensors' pointers. The
-// fused kernels read grad_output in y's dense NCHW layout: the tensor itself where it is one (its
-// pointer: a view with a storage offset may not be 16-byte aligned, and then the plan says
-// floor), else a dense copy made only once the plan is fused (a fresh allocation, aligned:
-// planned as null). The floor reads grad_output as it comes: no copy.
+// fused kernels read grad_output in y's dense layout (NCHW, or channels_last for the depthwise
+// ones): the tensor itself where it is one (its pointer: a view with a storage offset may not be
+// 16-byte aligned, and then the NCHW plan says floor), else a dense copy made only once the plan
+// is fused (a fresh allocation, aligned: planned as null). The floor reads grad_output as it
+// comes: no copy.
 ConvBackwardParams backward_params(const at::Tensor& grad_output, const at::Tensor& input,
                                    const at::Tensor& weight, const at::Tensor& output,
                                    at::IntArrayRef stride, at::IntArrayRef padding,
@@ -75,7 +76,9 @@ ConvBackwardParams backward_params(const at::Tensor& grad_output, const at::Tens
   validate_backward(grad_output, input, weight, output, stride, padding, dilation, groups);
   ConvBackwardParams params{};
   params.conv = conv_params(input, weight, at::Tensor(), output, stride, padding, dilation, groups);
-  params.grad_output = grad_output.is_contiguous() ? grad_output.data_ptr() : nullptr;
+  params.grad_output = grad_output.is_contiguous(output.suggest_memory_format())
+                           ? grad_output.data_ptr()
+                           : nullptr;
   return params;
 }
 
@@ -115,7 +118,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_hardswish_relu_backward_cu
   if (plan.workspace_bytes > 0) {
     workspace = at::empty({plan.workspace_bytes}, input.options().dtype(at::kByte));
   }
-  const at::Tensor dense_grad_output = grad_output.contiguous();  // no copy where it is dense
+  // In y's layout; no copy where it is dense already.
+  const at::Tensor dense_grad_output = grad_output.contiguous(output.suggest_memory_format());
   params.grad_output = dense_grad_output.data_ptr();
   params.grad_input = output_mask[0] ? grad_input.data_ptr() : nullptr;
   params.grad_weight = output_mask[1] ? grad_weight.data_ptr() : nullptr;

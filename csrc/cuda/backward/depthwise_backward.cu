@@ -1,4 +1,5 @@
-// Depthwise backward (groups == in_channels == out_channels > 1, dense NCHW x, y and grad_y):
+// Depthwise backward (groups == in_channels == out_channels > 1, dense NCHW x, y and grad_y;
+// channels_last in depthwise_backward_channels_last.cu, routed from here):
 // grad_input, grad_weight and grad_bias without writing g = dL/dz = grad_y * f'(y) to memory.
 // Memory-bound like the forward, so direct loops on CUDA cores, float32 accumulation (float16 /
 // bfloat16 rounded once at the store), any stride, padding and dilation, square 3x3, 5x5 and
@@ -248,6 +249,12 @@ cudaError_t launch_typed(const ConvBackwardParams& bp, Geometry g, const DeviceL
   return cudaGetLastError();
 }
 
+// Whether x and y are dense NCHW (this file's kernels) rather than channels_last.
+bool dense_nchw_tensors(const ConvParams& p) {
+  return is_dense_nchw(p.input_strides, p.in_channels, p.in_height, p.in_width) &&
+         is_dense_nchw(p.output_strides, p.out_channels, p.out_height, p.out_width);
+}
+
 }  // namespace
 
 bool applies(const ConvParams& p) {
@@ -257,8 +264,7 @@ bool applies(const ConvParams& p) {
       p.out_channels != p.in_channels || p.out_channels > 65535) {
     return false;
   }
-  if (!is_dense_nchw(p.input_strides, p.in_channels, p.in_height, p.in_width) ||
-      !is_dense_nchw(p.output_strides, p.out_channels, p.out_height, p.out_width)) {
+  if (!dense_nchw_tensors(p) && !channels_last::applies(p)) {
     return false;
   }
   // 32-bit row and column arithmetic: every reach, padding included, and the index spaces.
@@ -272,6 +278,9 @@ bool applies(const ConvParams& p) {
 }
 
 cudaError_t workspace_bytes(const ConvParams& p, bool params_wanted, int64_t& bytes) {
+  if (!dense_nchw_tensors(p)) {
+    return channels_last::workspace_bytes(p, params_wanted, bytes);
+  }
   bytes = 0;
   if (!params_wanted) {
     return cudaSuccess;
@@ -289,6 +298,9 @@ cudaError_t workspace_bytes(const ConvParams& p, bool params_wanted, int64_t& by
 
 cudaError_t launch(const ConvBackwardParams& bp, cudaStream_t stream) {
   const ConvParams& p = bp.conv;
+  if (!dense_nchw_tensors(p)) {
+    return channels_last::launch(bp, stream);
+  }
   DeviceLimits limits{};
   const cudaError_t status = device_limits(limits);
   if (status != cudaSuccess) {
