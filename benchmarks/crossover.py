@@ -229,7 +229,23 @@ def main():
                  r["k"], r["stride"], r["kernel"], r.get("layout", "nchw"), r["fused_ms"],
                  r["floor_ms"],
                  r["floor_ms"] / r["fused_ms"]))
+    for line in summary_lines(records):
+        print(line)
     print("%d records in %.0f s" % (len(records), time.perf_counter() - started))
+
+
+def summary_lines(records):
+    """One line per (direction, kernel, dtype, layout, kernel size, stride): how many shapes the
+    fused kernel won against the floor and the range of floor / fused, the dispatch rule's
+    evidence at a glance."""
+    groups = {}
+    for r in records:
+        key = (r["direction"], r["kernel"], r["dtype"], r.get("layout", "nchw"), r["k"],
+               r["stride"])
+        groups.setdefault(key, []).append(r["floor_ms"] / r["fused_ms"])
+    return ["summary %s %s %s %s k%d s%d: won %d of %d, %.2f-%.2fx"
+            % (key + (sum(g > 1.0 for g in gains), len(gains), min(gains), max(gains)))
+            for key, gains in sorted(groups.items())]
 
 
 if __name__ == "__main__":
