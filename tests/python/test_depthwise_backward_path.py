@@ -212,3 +212,20 @@ def test_depthwise_backward_channels_last_filters_per_tap_or_resident(weight_kin
         assert ours.stride() == theirs.stride(), name
         error, floor_error = relative_l2_error(ours, wanted), relative_l2_error(theirs, wanted)
         assert error <= (1e-5 if dtype == torch.float32 else 1.2 * floor_error + 1e-3), name
+
+
+def test_depthwise_backward_channels_last_lanes_and_slices_together():
+    # 8 float32 channels (2 vectors), 3x3: 2 vectors x 9 taps x 14 lanes per weight-pass CTA,
+    # and 270 output rows of 23 in 3 slices of 90 (on an H200): the in-CTA lane sum and the
+    # slice-order reduce checked together, against float64.
+    x = torch.randn(6, 8, 45, 45, device="cuda").contiguous(memory_format=torch.channels_last)
+    weight = torch.randn(8, 1, 3, 3, device="cuda") * 0.3
+    bias = torch.randn(8, device="cuda")
+    geometry = ([1, 2], [1] * 4, [1, 1], 8)
+    y = _forward(x, weight, bias, geometry)
+    grad_y = torch.randn_like(y)
+    _assert_planned(grad_y, x, weight, y, geometry)
+    grads = poisoned_call(lambda: _backward(grad_y, x, weight, y, geometry, [True] * 3),
+                          torch.float32, "cuda")
+    for actual, wanted in zip(grads, _expected(x, weight, bias, grad_y, y, geometry)):
+        assert relative_l2_error(actual, wanted) <= 1e-5

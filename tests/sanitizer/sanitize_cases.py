@@ -35,11 +35,14 @@ CASES = [
     (2, 7, 7, 11, 13, 3, {"groups": 7, "padding": 1}, torch.float32, 1e-5),
     (2, 5, 5, 12, 9, 5, {"groups": 5, "stride": 2, "padding": 2}, torch.bfloat16, 1e-2),
     (1, 3, 6, 9, 10, (3, 2), {"groups": 3, "dilation": 2, "padding": 1}, torch.float64, 1e-12),
-    # The depthwise backward (NCHW): 7x7, dilated, strided; then the run-time stride instance
-    # with the weight pass in several slices (270 output rows of 23, slices of at least 90 rows).
+    # The depthwise backward (both layouts below): 7x7, dilated, strided; then the run-time
+    # stride instance with the weight pass in several slices (270 output rows of 23, slices of at
+    # least 90 rows; in channels_last 2 vectors x 9 taps x 14 lanes); then 6 channel vectors in
+    # channels_last, one more than a weight-pass block holds at 7x7 (a second, partial block).
     (2, 4, 4, 15, 14, 7, {"groups": 4, "padding": 3, "dilation": 2, "stride": 2}, torch.float32,
      1e-5),
     (6, 8, 8, 45, 45, 3, {"groups": 8, "padding": 1, "stride": (1, 2)}, torch.float32, 1e-5),
+    (2, 24, 24, 15, 14, 7, {"groups": 24, "padding": 3}, torch.float32, 1e-5),
     # In channels_last, whole 16-byte channel vectors take the vector kernel: three float32
     # vectors with partial strips, two bfloat16 vectors at stride 2.
     (2, 12, 12, 11, 13, 3, {"groups": 12, "padding": 1}, torch.float32, 1e-5),

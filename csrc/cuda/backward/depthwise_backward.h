@@ -18,7 +18,8 @@ bool applies(const ConvParams& params);
 // The weight pass's partials (float32), 0 where neither grad_weight nor grad_bias is wanted;
 // in channels_last g's storage first.
 cudaError_t workspace_bytes(const ConvParams& params, bool params_wanted, int64_t& bytes);
-// The gradients `bp` asks for (non-null pointers); bp.workspace holds workspace_bytes.
+// The gradients `bp` asks for (non-null pointers); bp.workspace holds workspace_bytes (in
+// channels_last it and grad_input must be 16-byte aligned: cudaErrorInvalidValue otherwise).
 cudaError_t launch(const ConvBackwardParams& bp, cudaStream_t stream);
 
 // The channels_last kernels (depthwise_backward_channels_last.cu), reached through the three

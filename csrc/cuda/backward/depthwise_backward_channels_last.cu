@@ -383,6 +383,10 @@ cudaError_t workspace_bytes(const ConvParams& p, bool params_wanted, int64_t& by
 
 cudaError_t launch(const ConvBackwardParams& bp, cudaStream_t stream) {
   const ConvParams& p = bp.conv;
+  // 16-byte accesses of g (the workspace) and of grad_input: a misaligned one is a sticky error.
+  if (!aligned_16(bp.workspace) || (bp.grad_input != nullptr && !aligned_16(bp.grad_input))) {
+    return cudaErrorInvalidValue;
+  }
   DeviceLimits limits{};
   const cudaError_t status = device_limits(limits);
   if (status != cudaSuccess) {
