@@ -121,6 +121,49 @@ def test_float32_with_tf32_disallowed_stays_on_the_floor():
     assert torch.ops.fusedconv._plan(*args, None) == "floor"  # cudnn.allow_tf32 is off here
 
 
+@pytest.mark.parametrize("dtype", HALF_TYPES + [torch.float32])
+@pytest.mark.parametrize("seed", range(12))
+def test_stems_with_few_input_channels_match_float64(seed, dtype):
+    # Input channels that fill no 16-byte chunk (3, as image stems; 1, 5, 12 of 16 bits): K walks
+    # contiguous runs of kernel_w x C elements per kernel row, staged by plain loads.
+    rng = random.Random(3000 + seed)
+    cin = rng.choice([3, 3, 1, 5] + ([12] if dtype != torch.float32 else [6]))
+    cout = rng.choice([8, 16, 32, 64])
+    kernel = rng.choice([(3, 3), (7, 7), (5, 3), (3, 1), (1, 1)])
+    stride = (rng.choice([1, 2]), rng.choice([1, 2]))
+    dilation = (rng.choice([1, 2]), 1)  # runs need contiguous columns
+    padding = tuple(rng.randint(0, (k - 1) * d) for k, d in zip(kernel, dilation))
+    height = rng.randint((kernel[0] - 1) * dilation[0] + 1, 30)
+    width = rng.randint(kernel[1], 33)
+    x, weight, bias = _tensors(rng.randint(1, 3), cin, cout, height, width, dtype, kernel,
+                               bias=rng.random() < 0.8)
+    _check(x, weight, bias, stride=stride, padding=padding, dilation=dilation)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_resnet_stem_on_many_tiles(dtype):
+    # 7x7 stride 2 over 3 channels: one 32-element run step per kernel row (21 used), 417 tiles
+    # of 128 x 64 positions x channels, so CTAs walk several.
+    x, weight, bias = _tensors(17, 3, 64, 112, 112, dtype, (7, 7))
+    _check(x, weight, bias, stride=2, padding=3)
+
+
+@pytest.mark.parametrize("case", ["dilated_columns", "nchw_weight"])
+def test_stems_the_kernel_leaves_to_others(case):
+    x, weight, bias = _tensors(2, 3, 16, 12, 13, torch.bfloat16, (3, 3),
+                               weight_channels_last=case != "nchw_weight")
+    dilation = (1, 2) if case == "dilated_columns" else 1
+
+    def call():
+        return fusedconv.conv2d_hardswish_relu(x, weight, bias, padding=1, dilation=dilation)
+
+    assert not any(KERNEL_NAME in name for name in cuda_kernel_names(call))
+    expected = reference_float64(x, weight, bias, padding=1, dilation=dilation)
+    eager = relative_l2_error(reference_forward(x, weight, bias, padding=1, dilation=dilation),
+                              expected)
+    assert relative_l2_error(poisoned_call(call, x.dtype, "cuda"), expected) <= 1.2 * eager + 1e-4
+
+
 @pytest.mark.parametrize("dtype", HALF_TYPES)
 def test_same_padding_with_an_even_kernel(dtype):
     # 'same' with a 4-wide kernel pads 1 before and 2 after: only the leading pad moves sources.
@@ -183,14 +226,12 @@ def _misaligned_channels_last(batch, cin, height, width, dtype):
     return storage[1:].view(batch, height, width, cin).permute(0, 3, 1, 2)
 
 
-@pytest.mark.parametrize("case", ["cin_not_multiple_of_8", "cout_not_multiple_of_8", "nchw",
-                                  "float32_without_tf32", "float64", "misaligned", "grouped",
-                                  "nchw_weight_3x3"])
+@pytest.mark.parametrize("case", ["cout_not_multiple_of_8", "nchw", "float32_without_tf32",
+                                  "float64", "misaligned", "grouped", "nchw_weight_3x3"])
 def test_configurations_the_kernel_leaves_to_others(case):
     dtype = {"float32_without_tf32": torch.float32, "float64": torch.float64}.get(
         case, torch.bfloat16)
     cin, cout, groups, kernel = 16, 32, 1, 1
-    cin = 12 if case == "cin_not_multiple_of_8" else cin
     cout = 36 if case == "cout_not_multiple_of_8" else cout
     groups = 2 if case == "grouped" else groups
     kernel = 3 if case == "nchw_weight_3x3" else kernel

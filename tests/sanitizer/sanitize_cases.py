@@ -67,6 +67,11 @@ CASES = [
     (2, 20, 12, 9, 10, 3, {"padding": 1, "weight_channels_last": True, "allow_tf32": True},
      torch.float32, 3e-3),
     (17, 64, 16, 56, 56, 1, {"forward_only": True, "allow_tf32": True}, torch.float32, 3e-3),
+    # Stems (3 input channels: runs of kernel_w x 3 elements by plain loads), padded and strided.
+    (2, 3, 16, 15, 17, 3, {"stride": 2, "padding": 1, "weight_channels_last": True},
+     torch.bfloat16, 1e-2),
+    (1, 3, 8, 19, 16, 7, {"stride": 2, "padding": 3, "weight_channels_last": True,
+                          "allow_tf32": True}, torch.float32, 3e-3),
     # float16 / bfloat16 through the resident Hopper kernel: an odd width (plain copies of 2-byte
     # elements, scalar stores), an even one that is no 16-byte multiple (4-byte copies of pairs),
     # and a 16-byte multiple (16-byte copies, 4-byte pair stores, several items per CTA).

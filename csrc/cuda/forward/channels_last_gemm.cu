@@ -17,6 +17,13 @@
 // and stores it in 16-byte row chunks. Each staged row's source pixel (stride and padding
 // applied) is found once per tile; a tap moves all of a tile's rows by one offset (dilation
 // applied), so the per-step work is one add and two bound checks per row.
+//
+// Few input channels (stems: 3), which no 16-byte chunk of one pixel holds: kRuns. In
+// channels_last one kernel row's taps over C channels are one contiguous run of kernel_w x C
+// elements (stride-1 columns, dilation 1), so K walks (kernel row, 64-byte step of the run)
+// instead, and the run's elements are staged by plain loads (no 16-byte alignment), zero past the
+// run and on padded columns. The weight, channels_last, holds the same runs. K padding: 7 x 3 = 21
+// elements in one 32-element step (the ResNet stem), 9 in one (a 3x3 stem).
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -167,7 +174,19 @@ __device__ __forceinline__ void store_tile(const ConvParams& p, const Geometry& 
   // The next writes of `staged` come after the main loop's next __syncthreads.
 }
 
-template <typename Storage, typename T>
+// Loads kVector<Storage> consecutive elements from `source` into a 16-byte vector, element v only
+// where bit v of `mask` is set (zero elsewhere); no alignment needed.
+template <typename Storage>
+__device__ __forceinline__ uint4 load_run(const Storage* source, uint32_t mask) {
+  Vector16<Storage> vector;
+#pragma unroll
+  for (int v = 0; v < kVector<Storage>; ++v) {
+    vector.values[v] = (mask >> v) & 1u ? source[v] : StorageTraits<Storage>::store(0.0f);
+  }
+  return vector.bits;
+}
+
+template <typename Storage, typename T, bool kRuns>
 __global__ void __launch_bounds__(kThreads, kCtasPerSm)
     conv_hardswish_relu_channels_last_gemm_kernel(const ConvParams p, const Geometry g) {
   constexpr int kStepK = kTileK<Storage>;
@@ -239,34 +258,80 @@ __global__ void __launch_bounds__(kThreads, kCtasPerSm)
   };
   find_origins();
 
+  // kRuns: element e of a kernel row's run is channel e % C of column a_col + e / C; this
+  // thread's kVec elements of the step at k, their columns' offsets, and which are in the run.
+  auto run_columns = [&](int k, int (&column)[kVec], uint32_t& in_run) {
+    const int first = k + chunk * kVec;
+    int tap = first / in_channels;  // one division per step
+    int c = first - tap * in_channels;
+    in_run = 0;
+#pragma unroll
+    for (int v = 0; v < kVec; ++v) {
+      column[v] = tap;
+      in_run |= (tap < static_cast<int>(p.kernel_w) ? 1u : 0u) << v;
+      if (++c == in_channels) {
+        c = 0;
+        ++tap;
+      }
+    }
+  };
+
   // Stages the loader's next step into ring slot `slot`, then advances the loader.
   auto stage_next = [&](int slot) {
     const int k = load_chunk * kStepK;
-    const bool k_valid = k + chunk * kVec < in_channels;  // in_channels: whole chunks
     Storage* const a_stage = a_ring + slot * T::kTileM * kStepK;
     Storage* const b_stage = b_ring + slot * T::kTileN * kStepK;
+    if constexpr (kRuns) {
+      int column[kVec];
+      uint32_t in_run;
+      run_columns(k, column, in_run);
 #pragma unroll
-    for (int i = 0; i < T::kACopies; ++i) {
-      const int row = thread / kChunks + i * (kThreads / kChunks);
-      const int in_row = a_row[i] + tap_row;
-      const int in_col = a_col[i] + tap_col;
-      const bool valid = k_valid && static_cast<uint32_t>(in_row) < in_height &&
-                         static_cast<uint32_t>(in_col) < in_width;
-      copy_async_16(a_stage + swizzled<Storage>(row, chunk), valid ? a_origin[i] + a_tap_offset + k : input,
-                    valid ? 16 : 0);
-    }
+      for (int i = 0; i < T::kACopies; ++i) {
+        const int row = thread / kChunks + i * (kThreads / kChunks);
+        uint32_t mask = 0;
+        if (static_cast<uint32_t>(a_row[i] + tap_row) < in_height) {
 #pragma unroll
-    for (int i = 0; i < T::kBCopies; ++i) {
-      const int row = thread / kChunks + i * (kThreads / kChunks);
-      const bool valid = k_valid && b_origin[i] != nullptr;
-      copy_async_16(b_stage + swizzled<Storage>(row, chunk),
-                    valid ? b_origin[i] + b_tap_offset + k : weight, valid ? 16 : 0);
+          for (int v = 0; v < kVec; ++v) {
+            const bool inside = static_cast<uint32_t>(a_col[i] + column[v]) < in_width;
+            mask |= (inside ? 1u : 0u) << v;
+          }
+          mask &= in_run;
+        }
+        *reinterpret_cast<uint4*>(a_stage + swizzled<Storage>(row, chunk)) =
+            load_run(a_origin[i] + a_tap_offset + k, mask);
+      }
+#pragma unroll
+      for (int i = 0; i < T::kBCopies; ++i) {
+        const int row = thread / kChunks + i * (kThreads / kChunks);
+        const bool present = b_origin[i] != nullptr;
+        *reinterpret_cast<uint4*>(b_stage + swizzled<Storage>(row, chunk)) =
+            load_run(present ? b_origin[i] + b_tap_offset + k : weight, present ? in_run : 0u);
+      }
+    } else {
+      const bool k_valid = k + chunk * kVec < in_channels;  // in_channels: whole chunks
+#pragma unroll
+      for (int i = 0; i < T::kACopies; ++i) {
+        const int row = thread / kChunks + i * (kThreads / kChunks);
+        const int in_row = a_row[i] + tap_row;
+        const int in_col = a_col[i] + tap_col;
+        const bool valid = k_valid && static_cast<uint32_t>(in_row) < in_height &&
+                           static_cast<uint32_t>(in_col) < in_width;
+        copy_async_16(a_stage + swizzled<Storage>(row, chunk),
+                      valid ? a_origin[i] + a_tap_offset + k : input, valid ? 16 : 0);
+      }
+#pragma unroll
+      for (int i = 0; i < T::kBCopies; ++i) {
+        const int row = thread / kChunks + i * (kThreads / kChunks);
+        const bool valid = k_valid && b_origin[i] != nullptr;
+        copy_async_16(b_stage + swizzled<Storage>(row, chunk),
+                      valid ? b_origin[i] + b_tap_offset + k : weight, valid ? 16 : 0);
+      }
     }
     if (++load_chunk < g.k_chunks) {
       return;
     }
     load_chunk = 0;
-    if (++load_tap_col == p.kernel_w) {
+    if (kRuns || ++load_tap_col == p.kernel_w) {  // a run holds the kernel row's columns
       load_tap_col = 0;
       if (++load_tap_row == p.kernel_h) {
         load_tap_row = 0;
@@ -357,10 +422,10 @@ __global__ void __launch_bounds__(kThreads, kCtasPerSm)
   copy_async_wait_group<0>();  // no copy outlives the CTA (the trailing groups are empty)
 }
 
-template <typename Storage, typename T>
+template <typename Storage, typename T, bool kRuns>
 cudaError_t launch_tile(const ConvParams& p, Geometry g, int64_t positions,
                         const DeviceLimits& limits, cudaStream_t stream) {
-  constexpr auto kernel = conv_hardswish_relu_channels_last_gemm_kernel<Storage, T>;
+  constexpr auto kernel = conv_hardswish_relu_channels_last_gemm_kernel<Storage, T, kRuns>;
   constexpr int kSharedBytes = shared_bytes<Storage, T>();
   const cudaError_t status = opt_in_shared_memory<kernel>(limits);
   if (status != cudaSuccess) {
@@ -379,7 +444,7 @@ cudaError_t launch_tile(const ConvParams& p, Geometry g, int64_t positions,
 
 // 32-channel tiles where out_channels <= 32; 64-position tiles where 128-position ones would
 // leave part of the resident grid idle.
-template <typename Storage>
+template <typename Storage, bool kRuns>
 cudaError_t launch_typed(const ConvParams& p, const Geometry& g, int64_t positions,
                          cudaStream_t stream) {
   DeviceLimits limits{};
@@ -392,43 +457,21 @@ cudaError_t launch_typed(const ConvParams& p, const Geometry& g, int64_t positio
   const int64_t resident = int64_t{limits.sm_count} * kCtasPerSm;
   const bool short_tiles = (positions + 127) / 128 * channel_tiles < resident;
   if (narrow) {
-    return short_tiles ? launch_tile<Storage, Tile<64, 32>>(p, g, positions, limits, stream)
-                       : launch_tile<Storage, Tile<128, 32>>(p, g, positions, limits, stream);
+    return short_tiles
+               ? launch_tile<Storage, Tile<64, 32>, kRuns>(p, g, positions, limits, stream)
+               : launch_tile<Storage, Tile<128, 32>, kRuns>(p, g, positions, limits, stream);
   }
-  return short_tiles ? launch_tile<Storage, Tile<64, 64>>(p, g, positions, limits, stream)
-                     : launch_tile<Storage, Tile<128, 64>>(p, g, positions, limits, stream);
+  return short_tiles
+             ? launch_tile<Storage, Tile<64, 64>, kRuns>(p, g, positions, limits, stream)
+             : launch_tile<Storage, Tile<128, 64>, kRuns>(p, g, positions, limits, stream);
 }
 
-}  // namespace
-
-bool applies(const ConvParams& p, bool allow_tf32) {
-  const bool half = p.dtype == DType::kFloat16 || p.dtype == DType::kBFloat16;
-  if (!half && !(p.dtype == DType::kFloat32 && allow_tf32)) {
-    return false;  // float32 accuracy (TF32 disallowed) stays with cuDNN
-  }
-  // Whole 16-byte chunks of channels: 8 of 16 bits, 4 of float32.
-  const int64_t vector = 16 / element_bytes(p.dtype);
-  if (p.groups != 1 || p.in_channels <= 0 || p.in_channels % vector != 0 ||
-      p.out_channels % vector != 0) {
-    return false;
-  }
-  if (!is_dense_channels_last(p.input_strides, p.in_channels, p.in_height, p.in_width) ||
-      !is_dense_channels_last(p.output_strides, p.out_channels, p.out_height, p.out_width)) {
-    return false;
-  }
-  // The weight's channel chunks of each tap are 16 bytes: channels innermost, and each stride a
-  // tap steps along a whole number of chunks (a 1x1 weight's size-1 dimensions take none).
-  const Strides4& w = p.weight_strides;
-  if (w.c != 1 || w.n % vector != 0 || (p.kernel_h > 1 && w.h % vector != 0) ||
-      (p.kernel_w > 1 && w.w % vector != 0)) {
-    return false;
-  }
-  if (!aligned_16(p.input) || !aligned_16(p.output) || !aligned_16(p.weight)) {
-    return false;
-  }
-  // 32-bit rows and columns: a position's first pixel, moved by any tap, stays within
-  // (kNoRow, 2^31); batch and tap offsets are 64-bit. (Lower bounds: valid_geometry, checked by
-  // the planner before any family.)
+// 32-bit rows and columns: a position's first pixel, moved by any tap, stays within
+// (kNoRow, 2^31); batch and tap offsets are 64-bit. (Lower bounds: valid_geometry, checked by
+// the planner before any family.) And the step counts: K is kernel_h x `row_taps` taps of
+// `run_length` elements each (kernel_w taps of in_channels, or one run of kernel_w x
+// in_channels).
+bool within_32_bits(const ConvParams& p, int64_t row_taps, int64_t run_length) {
   constexpr int64_t kReachLimit = int64_t{1} << 30;
   const bool rows_fit = p.in_height < kReachLimit && p.pad_top < kReachLimit &&
                         (p.out_height - 1) * p.stride_h < kReachLimit &&
@@ -439,12 +482,48 @@ bool applies(const ConvParams& p, bool allow_tf32) {
   constexpr int64_t kIntLimit = int64_t{1} << 31;
   const int64_t positions = p.batch * p.out_height * p.out_width;
   const int64_t most_tiles = (positions + 63) / 64 * ((p.out_channels + 31) / 32);
-  const int64_t taps = p.kernel_h * p.kernel_w;
+  const int64_t taps = p.kernel_h * row_taps;
   const int64_t step_k = kRowBytes / element_bytes(p.dtype);
-  const int64_t k_steps = taps * ((p.in_channels + step_k - 1) / step_k);
+  const int64_t k_steps = taps * ((run_length + step_k - 1) / step_k);
   return rows_fit && cols_fit && positions < kIntLimit && taps < kIntLimit &&
-         k_steps < kIntLimit && most_tiles * k_steps < kIntLimit && p.in_channels < kIntLimit &&
+         run_length < kIntLimit && k_steps < kIntLimit && most_tiles * k_steps < kIntLimit &&
          p.out_channels < kIntLimit;
+}
+
+}  // namespace
+
+bool applies(const ConvParams& p, bool allow_tf32) {
+  const bool half = p.dtype == DType::kFloat16 || p.dtype == DType::kBFloat16;
+  if (!half && !(p.dtype == DType::kFloat32 && allow_tf32)) {
+    return false;  // float32 accuracy (TF32 disallowed) stays with cuDNN
+  }
+  // Output channels in whole 16-byte chunks: 8 of 16 bits, 4 of float32. Input channels too,
+  // or else runs (stems), whose kernel rows must be contiguous: dilation 1 across columns.
+  const int64_t vector = 16 / element_bytes(p.dtype);
+  if (p.groups != 1 || p.in_channels <= 0 || p.out_channels % vector != 0) {
+    return false;
+  }
+  if (!is_dense_channels_last(p.input_strides, p.in_channels, p.in_height, p.in_width) ||
+      !is_dense_channels_last(p.output_strides, p.out_channels, p.out_height, p.out_width)) {
+    return false;
+  }
+  const Strides4& w = p.weight_strides;
+  if (p.in_channels % vector != 0) {  // runs: plain loads, no alignment asked of x or W
+    const bool channels_innermost = p.in_channels == 1 || w.c == 1;
+    const bool runs = p.dilation_w == 1 && channels_innermost &&
+                      (p.kernel_w == 1 || w.w == p.in_channels);
+    return runs && aligned_16(p.output) && within_32_bits(p, 1, p.kernel_w * p.in_channels);
+  }
+  // The weight's channel chunks of each tap are 16 bytes: channels innermost, and each stride a
+  // tap steps along a whole number of chunks (a 1x1 weight's size-1 dimensions take none).
+  if (w.c != 1 || w.n % vector != 0 || (p.kernel_h > 1 && w.h % vector != 0) ||
+      (p.kernel_w > 1 && w.w % vector != 0)) {
+    return false;
+  }
+  if (!aligned_16(p.input) || !aligned_16(p.output) || !aligned_16(p.weight)) {
+    return false;
+  }
+  return within_32_bits(p, p.kernel_w, p.in_channels);
 }
 
 cudaError_t launch(const ConvParams& p, cudaStream_t stream) {
@@ -457,12 +536,17 @@ cudaError_t launch(const ConvParams& p, cudaStream_t stream) {
   g.out_width = FastDivisor::make(static_cast<uint32_t>(p.out_width));
   g.positions = static_cast<int32_t>(positions);
   const int64_t step_k = kRowBytes / element_bytes(p.dtype);
-  g.k_chunks = static_cast<int32_t>((p.in_channels + step_k - 1) / step_k);
-  g.k_steps = static_cast<int32_t>(p.kernel_h * p.kernel_w) * g.k_chunks;
+  const bool runs = p.in_channels % (16 / element_bytes(p.dtype)) != 0;  // as applies
+  // K per kernel row: kernel_w taps of in_channels, or one run of kernel_w x in_channels.
+  const int64_t row_taps = runs ? 1 : p.kernel_w;
+  const int64_t run_length = runs ? p.kernel_w * p.in_channels : p.in_channels;
+  g.k_chunks = static_cast<int32_t>((run_length + step_k - 1) / step_k);
+  g.k_steps = static_cast<int32_t>(p.kernel_h * row_taps) * g.k_chunks;
   return dispatch_dtype(p.dtype, [&](auto zero) {
     using Storage = decltype(zero);
     if constexpr (sizeof(Storage) <= 4) {
-      return launch_typed<Storage>(p, g, positions, stream);
+      return runs ? launch_typed<Storage, true>(p, g, positions, stream)
+                  : launch_typed<Storage, false>(p, g, positions, stream);
     } else {
       return cudaErrorInvalidValue;  // applies admits float16 / bfloat16 / float32 only
     }
