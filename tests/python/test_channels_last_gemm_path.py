@@ -124,10 +124,12 @@ def test_float32_with_tf32_disallowed_stays_on_the_floor():
 @pytest.mark.parametrize("dtype", HALF_TYPES + [torch.float32])
 @pytest.mark.parametrize("seed", range(12))
 def test_stems_with_few_input_channels_match_float64(seed, dtype):
-    # Input channels that fill no 16-byte chunk (3, as image stems; 1, 5, 12 of 16 bits): K walks
-    # contiguous runs of kernel_w x C elements per kernel row, staged by plain loads.
+    # Input channels that fill no 16-byte chunk (3, as image stems; 5, and 12 of 16 bits or 6 of
+    # float32): K walks contiguous runs of kernel_w x C elements per kernel row, staged by plain
+    # loads. (One channel is not drawn: PyTorch keeps a 1-channel tensor's NCHW strides under
+    # contiguous(channels_last), so it never arrives in channels_last.)
     rng = random.Random(3000 + seed)
-    cin = rng.choice([3, 3, 1, 5] + ([12] if dtype != torch.float32 else [6]))
+    cin = rng.choice([3, 3, 2, 5] + ([12] if dtype != torch.float32 else [6]))
     cout = rng.choice([8, 16, 32, 64])
     kernel = rng.choice([(3, 3), (7, 7), (5, 3), (3, 1), (1, 1)])
     stride = (rng.choice([1, 2]), rng.choice([1, 2]))
@@ -140,12 +142,15 @@ def test_stems_with_few_input_channels_match_float64(seed, dtype):
     _check(x, weight, bias, stride=stride, padding=padding, dilation=dilation)
 
 
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
-def test_resnet_stem_on_many_tiles(dtype):
-    # 7x7 stride 2 over 3 channels: one 32-element run step per kernel row (21 used), 417 tiles
-    # of 128 x 64 positions x channels, so CTAs walk several.
-    x, weight, bias = _tensors(17, 3, 64, 112, 112, dtype, (7, 7))
-    _check(x, weight, bias, stride=2, padding=3)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+@pytest.mark.parametrize("stem", [(64, 7), (32, 3)], ids=["resnet_7x7_64", "3x3_32"])
+def test_stems_on_many_tiles(stem, dtype):
+    # Stride-2 stems over 3 channels at batch 17: 417 tiles of 128 positions (128 x 64 for 64
+    # output channels, 128 x 32 for 32), so CTAs walk several. A 7x7 kernel row's run is 21
+    # elements: one 32-element step of 16 bits, two 16-element steps of float32.
+    cout, k = stem
+    x, weight, bias = _tensors(17, 3, cout, 112, 112, dtype, (k, k))
+    _check(x, weight, bias, stride=2, padding=k // 2)
 
 
 @pytest.mark.parametrize("case", ["dilated_columns", "nchw_weight"])
