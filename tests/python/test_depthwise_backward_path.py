@@ -195,8 +195,9 @@ def test_depthwise_backward_channels_last_filters_per_tap_or_resident(weight_kin
     channels = 16
     x = torch.randn(2, channels, 17, 15, device="cuda", dtype=dtype)
     x = x.contiguous(memory_format=torch.channels_last)
-    if weight_kind == "strided":
-        weight = torch.randn(channels, 1, 3, 4, device="cuda", dtype=dtype)[:, :, :, :3] * 0.3
+    if weight_kind == "strided":  # scaled before the view: a product would be dense again
+        weight = (torch.randn(channels, 1, 3, 4, device="cuda", dtype=dtype) * 0.3)[:, :, :, :3]
+        assert weight.stride() == (12, 12, 4, 1)
     else:
         weight = torch.randn(channels, 1, 3, 3, device="cuda", dtype=dtype) * 0.3
     bias = torch.randn(channels, device="cuda", dtype=dtype)

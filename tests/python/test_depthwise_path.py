@@ -267,10 +267,13 @@ def test_depthwise_vector_kernel_resident_filters(stride, weight_kind, dtype):
     n, c, h, w = 2, 24, 13, 11
     x = torch.randn(n, c, h, w, device="cuda", dtype=dtype)
     x = x.contiguous(memory_format=torch.channels_last)
+    # Scaled before the view is taken: an arithmetic result would be a fresh dense tensor.
     if weight_kind == "strided":  # filters 12 elements apart: w[:, :, :, :3] of a 3x4 weight
-        weight = torch.randn(c, 1, 3, 4, device="cuda", dtype=dtype)[:, :, :, :3] * 0.3
+        weight = (torch.randn(c, 1, 3, 4, device="cuda", dtype=dtype) * 0.3)[:, :, :, :3]
+        assert weight.stride() == (12, 12, 4, 1)
     elif weight_kind == "misaligned":  # dense, one element into its storage
-        weight = torch.randn(c * 9 + 1, device="cuda", dtype=dtype)[1:].view(c, 1, 3, 3) * 0.3
+        weight = (torch.randn(c * 9 + 1, device="cuda", dtype=dtype) * 0.3)[1:].view(c, 1, 3, 3)
+        assert weight.data_ptr() % 16 == 2
     else:
         weight = torch.randn(c, 1, 3, 3, device="cuda", dtype=dtype) * 0.3
     bias = torch.randn(c, device="cuda", dtype=dtype)
