@@ -28,8 +28,6 @@ namespace depthwise_backward {
 namespace {
 
 constexpr int kThreads = 256;
-constexpr int kMinPositionsPerSlice = 2048;  // below it a slice's reduction outweighs its work
-constexpr int kSlicesPerSm = 8;              // CTAs per SM the weight pass aims at
 
 struct Geometry {
   FastDivisor channels, in_height, in_width, out_height, out_width;
@@ -198,18 +196,12 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-// Slices per channel for the weight pass: about kSlicesPerSm CTAs per SM in all, of whole output
-// rows, each but the last at least kMinPositionsPerSlice positions where there are that many.
+// Slices per channel for the weight pass (a CTA per channel and slice).
 void slice_rows(const ConvParams& p, const DeviceLimits& limits, int32_t& slices,
                 int32_t& rows_per_slice) {
-  const int64_t total_rows = p.batch * p.out_height;
   const int64_t wanted = (int64_t{limits.sm_count} * kSlicesPerSm + p.out_channels - 1) /
                          p.out_channels;
-  const int64_t min_rows = (kMinPositionsPerSlice + p.out_width - 1) / p.out_width;
-  const int64_t most = total_rows / min_rows;  // rounded down: no slice below min_rows
-  const int64_t count = wanted < 1 ? 1 : (wanted > most ? most : wanted);
-  rows_per_slice = static_cast<int32_t>((total_rows + count - 1) / count);
-  slices = static_cast<int32_t>((total_rows + rows_per_slice - 1) / rows_per_slice);
+  split_rows(p.batch * p.out_height, p.out_width, wanted, slices, rows_per_slice);
 }
 
 template <typename Storage, int kKernel>

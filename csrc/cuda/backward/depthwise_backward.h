@@ -5,6 +5,7 @@
 
 #include <cstdint>
 
+#include "backward/depthwise_slices.h"
 #include "fusedconv/params.h"
 
 namespace fusedconv {

@@ -31,8 +31,6 @@ namespace channels_last {
 namespace {
 
 constexpr int kThreads = 256;
-constexpr int kMinPositionsPerSlice = 2048;  // below it a slice's reduction outweighs its work
-constexpr int kSlicesPerSm = 8;              // CTAs per SM the weight pass aims at
 
 struct Geometry {
   FastDivisor vectors, in_width, in_height, out_height;
@@ -259,9 +257,7 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 // The weight pass's CTA shape: up to kThreads / taps channel vectors per block, the rest of the
-// threads as lanes over each row's columns; and its slices: about kSlicesPerSm CTAs per SM in
-// all, each but the last at least kMinPositionsPerSlice positions (whole output rows) where
-// there are that many.
+// threads as lanes over each row's columns; and its slices (split_rows, per block of vectors).
 void weight_pass_shape(const ConvParams& p, int64_t vector_count, const DeviceLimits& limits,
                        Geometry& g) {
   const int64_t taps = p.kernel_h * p.kernel_w;
@@ -271,13 +267,8 @@ void weight_pass_shape(const ConvParams& p, int64_t vector_count, const DeviceLi
   g.lanes = static_cast<int32_t>(kThreads / (per_block * taps));
   g.active = g.vectors_per_block * static_cast<int32_t>(taps) * g.lanes;
   const int64_t blocks = (vector_count + per_block - 1) / per_block;
-  const int64_t total_rows = p.batch * p.out_height;
   const int64_t wanted = (int64_t{limits.sm_count} * kSlicesPerSm + blocks - 1) / blocks;
-  const int64_t min_rows = (kMinPositionsPerSlice + p.out_width - 1) / p.out_width;
-  const int64_t most = total_rows / min_rows;  // rounded down: no slice below min_rows
-  const int64_t count = wanted < 1 ? 1 : (wanted > most ? (most < 1 ? 1 : most) : wanted);
-  g.rows_per_slice = static_cast<int32_t>((total_rows + count - 1) / count);
-  g.slices = static_cast<int32_t>((total_rows + g.rows_per_slice - 1) / g.rows_per_slice);
+  split_rows(p.batch * p.out_height, p.out_width, wanted, g.slices, g.rows_per_slice);
 }
 
 template <typename Storage, int kKernel, int kStride>

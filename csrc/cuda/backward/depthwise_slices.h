@@ -1,0 +1,31 @@
+// The depthwise backward's weight-pass slicing (both layouts), host code without CUDA headers so
+// that the GoogleTest suite checks it (tests/cpp/test_depthwise_slices.cpp).
+#pragma once
+
+#include <cstdint>
+
+namespace fusedconv {
+namespace depthwise_backward {
+
+// The weight pass's split of batch x out_height output rows into slices, both layouts: about
+// kSlicesPerSm CTAs per SM (`wanted` slices per block of channels), of whole rows, each but the
+// last at least kMinPositionsPerSlice positions where there are that many, and at least one.
+constexpr int kMinPositionsPerSlice = 2048;  // below it a slice's reduction outweighs its work
+constexpr int kSlicesPerSm = 8;              // CTAs per SM the weight pass aims at
+inline void split_rows(int64_t total_rows, int64_t out_width, int64_t wanted, int32_t& slices,
+                       int32_t& rows_per_slice) {
+  if (total_rows < 1) {  // an empty output: no slice (the planner sends it nowhere)
+    slices = 0;
+    rows_per_slice = 1;
+    return;
+  }
+  const int64_t min_rows = (kMinPositionsPerSlice + out_width - 1) / out_width;
+  const int64_t most = total_rows / min_rows;  // rounded down: no slice below min_rows
+  const int64_t capped = wanted > most ? most : wanted;
+  const int64_t count = capped < 1 ? 1 : capped;  // fewer rows than one slice's minimum: one
+  rows_per_slice = static_cast<int32_t>((total_rows + count - 1) / count);
+  slices = static_cast<int32_t>((total_rows + rows_per_slice - 1) / rows_per_slice);
+}
+
+}  // namespace depthwise_backward
+}  // namespace fusedconv
