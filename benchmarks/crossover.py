@@ -15,6 +15,7 @@ float16 / bfloat16 / float32). Usage (GPU): python benchmarks/crossover.py --jso
 import argparse
 import itertools
 import json
+import signal
 import time
 
 import torch
@@ -49,29 +50,32 @@ def backward_shapes():
                                   (1, 3, 5)))
 
 
-def sweep(repeats, directions):
+def sweep(repeats, directions, records):
+    """Appends each measured record to `records` as it comes (a run cut short keeps them)."""
     ops = fusedconv.load_extension()
-    records = []
+
+    def add(record):
+        if record is not None:
+            records.append(record)
+
     for tf32 in (True, False):
         torch.backends.cudnn.allow_tf32 = tf32
         precision = "tf32" if tf32 else "fp32"
         if "fwd" in directions:
             for cin, cout, size, k, stride, dtype in forward_shapes():
-                records.append(time_forward(ops, cin, cout, size, k, stride, dtype, precision,
-                                            repeats))
+                add(time_forward(ops, cin, cout, size, k, stride, dtype, precision, repeats))
         if "depthwise" in directions:
             for shape in depthwise_shapes():
-                records.append(time_depthwise(ops, *shape, precision, repeats))
+                add(time_depthwise(ops, *shape, precision, repeats))
         if "channels_last_gemm" in directions:
             for shape in channels_last_gemm_shapes():
-                records.append(time_channels_last_gemm(ops, *shape, precision, repeats))
+                add(time_channels_last_gemm(ops, *shape, precision, repeats))
         if "depthwise_bwd" in directions:
             for shape in depthwise_shapes():
-                records.append(time_depthwise_backward(ops, *shape, precision, repeats))
+                add(time_depthwise_backward(ops, *shape, precision, repeats))
         if "bwd" in directions:
             for cin, cout, size, k in backward_shapes():
-                records.append(time_backward(ops, cin, cout, size, k, precision, repeats))
-    return [r for r in records if r is not None]
+                add(time_backward(ops, cin, cout, size, k, precision, repeats))
 
 
 def depthwise_shapes():
@@ -220,7 +224,13 @@ def main():
                         "and channels_last_gemm")
     args = parser.parse_args()
     started = time.perf_counter()
-    records = sweep(args.repeats, args.directions.split(","))
+    records = []
+    # A `timeout` (SIGTERM) ends the sweep, not the process: the records so far are still written.
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        sweep(args.repeats, args.directions.split(","), records)
+    except SystemExit:
+        print("stopped early: %d records" % len(records))
     with open(args.json, "w") as handle:
         json.dump(records, handle, indent=0)
     for r in records:
@@ -232,6 +242,10 @@ def main():
     for line in summary_lines(records):
         print(line)
     print("%d records in %.0f s" % (len(records), time.perf_counter() - started))
+
+
+def _stop(signum, _frame):
+    raise SystemExit(128 + signum)
 
 
 def summary_lines(records):
