@@ -194,3 +194,32 @@ def test_compiled_call_on_a_transposed_sequence():
     expected = step(x, weight, bias)
     actual = torch.compile(step, fullgraph=True)(x, weight, bias)
     torch.testing.assert_close(actual, expected)
+
+
+# The depthwise backward kernels (fused policy until measured) allocate their own gradients:
+# shapes they take in both layouts (multiplier 1, whole channel vectors), a 1x1 output plane
+# among them (stride 3 over a 3x3 input), where channels_last strides are ambiguous.
+DEPTHWISE_BACKWARD = [(2, 8, 9, 11, 3, 1), (1, 16, 3, 3, 3, 3), (2, 8, 5, 4, 5, 2)]
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("layout", FORMATS)
+@pytest.mark.parametrize("shape", DEPTHWISE_BACKWARD, ids=str)
+def test_real_and_fake_agree_on_the_depthwise_backward_kernels(layout, shape):
+    ops = fusedconv.load_extension()
+    n, channels, h, w, kernel, stride = shape
+    x = torch.randn(n, channels, h, w, device="cuda").contiguous(memory_format=FORMATS[layout])
+    weight = torch.randn(channels, 1, kernel, kernel, device="cuda").contiguous(
+        memory_format=FORMATS[layout])
+    bias = torch.randn(channels, device="cuda")
+    geometry = ([stride, stride], [kernel // 2] * 4, [1, 1], channels)
+    y = ops.conv2d_hardswish_relu(x, weight, bias, *geometry)
+    backward_args = (torch.randn_like(y), x, weight, y) + geometry + ([True] * 3,)
+    previous = ops._plan_policy("fused")
+    try:
+        assert ops._plan_backward(*backward_args) == "depthwise"
+        real = ops.conv2d_hardswish_relu_backward(*backward_args)
+    finally:
+        ops._plan_policy(previous)
+    fake = _fake_call(ops.conv2d_hardswish_relu_backward.default, backward_args)
+    assert _layouts(fake) == _layouts(real)
