@@ -9,7 +9,9 @@ with the kernel the fused policy chose; docs/DESIGN.md's dispatch rule is read o
 (benchmarks/NOTES.md, "Crossovers"). `--directions depthwise` sweeps the depthwise kernel
 (both layouts, float32 and bfloat16) the same way, `--directions depthwise_bwd` the depthwise
 backward (NCHW), `--directions channels_last_gemm` the channels_last GEMM (1x1 and 3x3 layers,
-float16 / bfloat16 / float32). Usage (GPU): python benchmarks/crossover.py --json out.json
+float16 / bfloat16 / float32), `--directions bias_grad` the floor backward with grad_bias summed in
+its g pass (the networks suite's layers, both layouts, three dtypes). Usage (GPU):
+python benchmarks/crossover.py --json out.json
 """
 
 import argparse
@@ -22,6 +24,7 @@ import torch
 
 import fusedconv
 from fusedconv.bench import median_event_ms
+from fusedconv.bench_networks import LAYERS
 
 BATCH = 32
 
@@ -73,6 +76,9 @@ def sweep(repeats, directions, records):
         if "depthwise_bwd" in directions:
             for shape in depthwise_shapes():
                 add(time_depthwise_backward(ops, *shape, precision, repeats))
+        if "bias_grad" in directions and tf32:  # cuDNN's share only changes with TF32
+            for layer, dtype, channels_last in bias_grad_cases():
+                add(time_bias_grad(ops, layer, dtype, channels_last, precision, repeats))
         if "bwd" in directions:
             for cin, cout, size, k in backward_shapes():
                 add(time_backward(ops, cin, cout, size, k, precision, repeats))
@@ -158,6 +164,41 @@ def time_depthwise_backward(ops, channels, size, k, stride, dtype, channels_last
             "batch": BATCH}
 
 
+def bias_grad_cases():
+    """(networks-suite layer, dtype, channels_last): the floor backward's bias gradient summed
+    in its g pass against ATen's reduction, at the layers networks train."""
+    return list(itertools.product(LAYERS, (torch.float32, torch.bfloat16, torch.float16),
+                                  (False, True)))
+
+
+def time_bias_grad(ops, layer, dtype, channels_last, precision, repeats):
+    """The backward op (all three gradients) where the fused policy's plan is the floor with
+    the bias summed in its g pass, against the floor policy's (ATen's reduction); None where
+    the fused policy plans another kernel."""
+    cin, cout, k, stride, groups, size = (layer.in_channels, layer.out_channels, layer.kernel,
+                                          layer.stride, layer.groups, layer.size)
+    x = torch.randn(BATCH, cin, size, size, device="cuda", dtype=dtype)
+    fan_in = cin // groups * k * k
+    w = torch.randn(cout, cin // groups, k, k, device="cuda", dtype=dtype) / fan_in ** 0.5
+    b = torch.randn(cout, device="cuda", dtype=dtype)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+        w = w.contiguous(memory_format=torch.channels_last)
+    geometry = ([stride, stride], [k // 2] * 4, [1, 1], groups)
+    y = ops.conv2d_hardswish_relu(x, w, b, *geometry)
+    args = (torch.randn_like(y), x, w, y) + geometry + ([True, True, True],)
+    kernel = _with_policy(ops, "fused", lambda: ops._plan_backward(*args))
+    if kernel != "floor_summing_bias":
+        return None
+    call = ops.conv2d_hardswish_relu_backward
+    fused = _with_policy(ops, "fused", lambda: median_ms(lambda: call(*args), repeats))
+    floor = _with_policy(ops, "floor", lambda: median_ms(lambda: call(*args), repeats))
+    return {"direction": "bwd", "layer": layer.name, "cin": cin, "cout": cout, "size": size,
+            "k": k, "stride": stride, "groups": groups, "dtype": str(dtype)[6:],
+            "precision": precision, "layout": "channels_last" if channels_last else "nchw",
+            "kernel": kernel, "fused_ms": fused, "floor_ms": floor, "batch": BATCH}
+
+
 def _tensors(cin, cout, size, k, dtype):
     x = torch.randn(BATCH, cin, size, size, device="cuda", dtype=dtype)
     w = torch.randn(cout, cin, k, k, device="cuda", dtype=dtype) / (cin * k * k) ** 0.5
@@ -220,8 +261,8 @@ def main():
     parser.add_argument("--json", required=True)
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--directions", default="fwd,bwd",
-                        help="comma list of fwd, bwd (dense sweeps), depthwise, depthwise_bwd "
-                        "and channels_last_gemm")
+                        help="comma list of fwd, bwd (dense sweeps), depthwise, depthwise_bwd, "
+                        "channels_last_gemm and bias_grad")
     args = parser.parse_args()
     started = time.perf_counter()
     records = []

@@ -35,6 +35,7 @@ CUDA_KERNEL_SOURCES = (
     "cuda/backward/dgrad.cu",
     "cuda/backward/wgrad.cu",
     "cuda/backward/activation_grad.cu",
+    "cuda/backward/activation_bias_grad.cu",
     "cuda/backward/depthwise_backward.cu",
     "cuda/backward/depthwise_backward_channels_last.cu",
 )

@@ -90,6 +90,35 @@ BackwardMask backward_mask(std::array<bool, 3> output_mask) {
   return mask;
 }
 
+// The floor backward with grad_bias summed in its g pass (plan.floor_sums_bias): ATen's
+// convolution backward is then asked for grad_input / grad_weight only.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> floor_backward_summing_bias(
+    const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& weight,
+    const at::Tensor& output, at::IntArrayRef stride, at::IntArrayRef padding,
+    at::IntArrayRef dilation, int64_t groups, std::array<bool, 3> output_mask) {
+  ActivationGradCall call = prepare_activation_grad(grad_output, output);
+  at::Tensor grad_bias = at::empty({weight.size(0)}, output.options());
+  call.params.grad_bias = grad_bias.data_ptr();
+  call.params.channels = output.size(1);
+  // prepare_activation_grad's layout (where both name one order, either description is right).
+  call.params.channel_stride = output.suggest_memory_format() == at::MemoryFormat::ChannelsLast
+                                   ? 1
+                                   : output.size(2) * output.size(3);
+  int64_t bytes = 0;
+  C10_CUDA_CHECK(hardswish_relu_bias_grad_workspace_bytes(call.params, bytes));
+  const at::Tensor workspace = at::empty({bytes}, output.options().dtype(at::kByte));
+  call.params.workspace = workspace.data_ptr();
+  C10_CUDA_CHECK(launch_hardswish_relu_bias_grad(
+      call.params, at::cuda::getCurrentCUDAStream(output.get_device()).stream()));
+  std::tuple<at::Tensor, at::Tensor, at::Tensor> grads;
+  if (output_mask[0] || output_mask[1]) {
+    grads = convolution_backward_of(call.grad_input, input, weight, stride, padding, dilation,
+                                    groups, {output_mask[0], output_mask[1], false});
+  }
+  std::get<2>(grads) = grad_bias;
+  return grads;
+}
+
 // The fused backward kernels where the plan says so (launch.h), the floor path (composite)
 // elsewhere and for empty outputs.
 std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_hardswish_relu_backward_cuda(
@@ -103,6 +132,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_hardswish_relu_backward_cu
       backward_params(grad_output, input, weight, output, stride, padding, dilation, groups);
   BackwardPlan plan;
   C10_CUDA_CHECK(plan_backward(params, backward_mask(output_mask), allow_tf32, plan));
+  if (plan.floor_sums_bias) {
+    return backward_outputs(floor_backward_summing_bias(grad_output, input, weight, output, stride,
+                                                        padding, dilation, groups, output_mask),
+                            input, weight);
+  }
   if (plan.kernel != BackwardKernel::kFused && plan.kernel != BackwardKernel::kDepthwise) {
     return backward_outputs(backward_composite(grad_output, input, weight, output, stride,
                                                padding, dilation, groups, output_mask,
@@ -190,7 +224,7 @@ std::string plan_backward_cuda(const at::Tensor& grad_output, const at::Tensor& 
     case BackwardKernel::kDepthwise:
       return "depthwise";
     default:
-      return "floor";
+      return plan.floor_sums_bias ? "floor_summing_bias" : "floor";
   }
 }
 

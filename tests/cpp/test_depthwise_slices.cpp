@@ -11,43 +11,52 @@
 namespace {
 
 using fusedconv::depthwise_backward::kMinPositionsPerSlice;
+using fusedconv::depthwise_backward::kMinPositionsPerSliceChannelsLast;
 using fusedconv::depthwise_backward::split_rows;
 
-void check(int64_t total_rows, int64_t out_width, int64_t wanted) {
+void check(int64_t total_rows, int64_t out_width, int64_t wanted, int64_t min_positions) {
   int32_t slices = -1, rows = -1;
-  split_rows(total_rows, out_width, wanted, slices, rows);
+  split_rows(total_rows, out_width, wanted, min_positions, slices, rows);
   ASSERT_GE(slices, 1) << total_rows << " " << out_width << " " << wanted;
   ASSERT_GE(rows, 1);
   EXPECT_GE(int64_t{slices} * rows, total_rows);        // every row in a slice
   EXPECT_LT(int64_t{slices - 1} * rows, total_rows);    // and no empty slice
   if (slices > 1) {
-    EXPECT_GE(int64_t{rows} * out_width, kMinPositionsPerSlice);
+    EXPECT_GE(int64_t{rows} * out_width, min_positions);
   }
   EXPECT_LE(slices, wanted < 1 ? 1 : wanted);
 }
 
 TEST(DepthwiseSlices, FewerRowsThanOneSliceMakeOne) {
   int32_t slices = 0, rows = 0;
-  split_rows(63, 26, 1056, slices, rows);  // 63 rows of 26: below 2048 positions
+  // 63 rows of 26: below 2048 positions.
+  split_rows(63, 26, 1056, kMinPositionsPerSlice, slices, rows);
   EXPECT_EQ(slices, 1);
   EXPECT_EQ(rows, 63);
 }
 
 TEST(DepthwiseSlices, HandComputedCases) {
   int32_t slices = 0, rows = 0;
-  split_rows(224, 56, 33, slices, rows);  // the NCHW determinism test on 132 SMs, 32 channels
+  // The NCHW determinism test on 132 SMs, 32 channels.
+  split_rows(224, 56, 33, kMinPositionsPerSlice, slices, rows);
   EXPECT_EQ(slices, 6);
   EXPECT_EQ(rows, 38);
-  split_rows(270, 23, 528, slices, rows);  // 6 x 45 rows of 23: slices of at least 90 rows
+  split_rows(270, 23, 528, kMinPositionsPerSlice, slices, rows);  // slices of at least 90 rows
   EXPECT_EQ(slices, 3);
   EXPECT_EQ(rows, 90);
+  // channels_last, mnv3's 672-channel 5x5 s2 at batch 32 on 132 SMs (9 blocks of vectors):
+  // slices of at least 10 rows of 7.
+  split_rows(224, 7, 118, kMinPositionsPerSliceChannelsLast, slices, rows);
+  EXPECT_EQ(slices, 21);
+  EXPECT_EQ(rows, 11);
 }
 
 TEST(DepthwiseSlices, CoverEveryRowOverASweep) {
   for (int64_t total_rows = 1; total_rows <= 600; total_rows += 7) {
     for (int64_t out_width : {1, 3, 23, 56, 112, 3000}) {
       for (int64_t wanted : {0, 1, 2, 33, 1056}) {
-        check(total_rows, out_width, wanted);
+        check(total_rows, out_width, wanted, kMinPositionsPerSlice);
+        check(total_rows, out_width, wanted, kMinPositionsPerSliceChannelsLast);
       }
     }
   }
@@ -55,7 +64,7 @@ TEST(DepthwiseSlices, CoverEveryRowOverASweep) {
 
 TEST(DepthwiseSlices, EmptyOutputHasNoSlice) {
   int32_t slices = -1, rows = -1;
-  split_rows(0, 56, 33, slices, rows);
+  split_rows(0, 56, 33, kMinPositionsPerSlice, slices, rows);
   EXPECT_EQ(slices, 0);
 }
 

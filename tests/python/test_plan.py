@@ -66,7 +66,14 @@ CASES = [
     ("depthwise_float64", dict(n=2, cin=32, cout=32, size=20, kernel=3, groups=32,
                                dtype=torch.float64), "floor"),
     ("pointwise_bf16_channels_last", dict(n=2, cin=16, cout=32, size=20, kernel=1,
-                                          dtype=torch.bfloat16, channels_last=True), "floor"),
+                                          dtype=torch.bfloat16, channels_last=True),
+     "channels_last_gemm"),
+    ("pointwise_fp16_channels_last_equal", dict(n=2, cin=64, cout=64, size=20, kernel=1,
+                                                dtype=torch.float16, channels_last=True),
+     "channels_last_gemm"),
+    ("pointwise_bf16_channels_last_reducing", dict(n=2, cin=240, cout=40, size=20, kernel=1,
+                                                   dtype=torch.bfloat16, channels_last=True),
+     "floor"),
     ("3x3_fp16_channels_last", dict(n=2, cin=16, cout=32, size=20, kernel=3, padding=1,
                                     dtype=torch.float16, channels_last=True), "floor"),
     ("grouped", dict(n=2, cin=32, cout=64, size=20, kernel=3, padding=1, groups=4), "floor"),
@@ -105,6 +112,9 @@ CROSSOVER_CASES = [
      "mma_sync", "mma_sync"),
     ("3x3_16ch_strided", dict(n=4, cin=16, cout=32, size=28, kernel=3, stride=2),
      "floor", "floor"),
+    # float32 takes the channels_last GEMM only where TF32 is allowed.
+    ("1x1_channels_last_expanding", dict(n=4, cin=24, cout=144, size=28, kernel=1,
+                                         channels_last=True), "channels_last_gemm", "floor"),
 ]
 
 
@@ -165,3 +175,29 @@ def test_plan_policy_rejects_unknown_names(policy):
     with pytest.raises(ValueError, match="expected policy to be 'measured', 'fused' or 'floor'"):
         policy("fastest")
     assert torch.ops.fusedconv._plan_policy() in ("measured", "fused", "floor")
+
+
+# (case, _args' arguments, backward kernel under the default policy on Hopper): the depthwise
+# backward's crossover (backward_plan.cu), all three gradients asked for.
+BACKWARD_CASES = [
+    ("depthwise_3x3", dict(n=2, cin=32, cout=32, size=20, kernel=3, padding=1, groups=32),
+     "depthwise"),
+    ("depthwise_3x3_bf16_strided", dict(n=2, cin=32, cout=32, size=20, kernel=3, stride=2,
+                                        groups=32, dtype=torch.bfloat16), "depthwise"),
+    ("depthwise_5x5", dict(n=2, cin=32, cout=32, size=20, kernel=5, groups=32), "floor"),
+    ("depthwise_3x3_fp16", dict(n=2, cin=32, cout=32, size=20, kernel=3, groups=32,
+                                dtype=torch.float16), "floor"),
+    ("depthwise_3x3_channels_last", dict(n=2, cin=32, cout=32, size=20, kernel=3, groups=32,
+                                         dtype=torch.bfloat16, channels_last=True), "floor"),
+]
+
+
+@pytest.mark.parametrize("case,args,expected", BACKWARD_CASES, ids=[c[0] for c in BACKWARD_CASES])
+def test_default_backward_plan(case, args, expected):
+    args = _args(**args)
+    y = torch.ops.fusedconv.conv2d_hardswish_relu(*args)
+    grad_args = (torch.randn_like(y),) + args[:2] + (y,) + args[3:] + ([True] * 3,)
+    kernel = torch.ops.fusedconv._plan_backward(*grad_args)
+    if HOPPER:
+        assert kernel == expected, case
+    assert kernel in ("depthwise", "floor"), case

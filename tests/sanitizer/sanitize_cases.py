@@ -80,6 +80,11 @@ CASES = [
     (3, 8, 64, 40, 64, 3, {}, torch.bfloat16, 1e-2),
     (1, 4, 4, 8, 8, 3, {"padding": 1}, torch.bfloat16, 1e-2),
     (1, 2, 3, 6, 5, 3, {}, torch.float64, 1e-12),
+    # The floor backward summing grad_bias in its g pass (every backward above that takes the
+    # floor, under the fused policy): ragged channel rows over five CTAs' columns in
+    # channels_last, 3 x 3 planes element by element in NCHW; then 16-byte vectors both ways.
+    (1, 4, 1030, 5, 6, 1, {"stride": 2}, torch.float32, 1e-5),
+    (2, 8, 264, 8, 8, 1, {}, torch.bfloat16, 1e-2),
 ]
 
 

@@ -41,8 +41,18 @@ namespace {
 // the floor; PlanPolicy::kFused still reaches the kernels (their tests, issue 21's work).
 bool fused_beats_floor(const ConvParams& /*p*/, bool /*allow_tf32*/) { return false; }
 
-// The depthwise backward has not been measured against the floor yet: the fused policy only.
-bool depthwise_beats_floor(const ConvParams& /*p*/) { return false; }
+// The depthwise backward (benchmarks/NOTES.md, "First GPU round of kernels-next"; Python-call
+// crossover, batch 32, all three gradients): NCHW 3x3 won all 56 float32 / bfloat16 shapes
+// (1.13-1.47x, stride 1 and 2), NCHW 5x5 11 of 56 (0.78-1.19x), channels_last none (0.09-0.58x).
+// float16 was not measured.
+bool depthwise_beats_floor(const ConvParams& p) {
+  const bool nchw = p.input_strides.w == 1;  // channels_last has stride in_channels > 1 there
+  return nchw && p.kernel_h == 3 && (p.dtype == DType::kFloat32 || p.dtype == DType::kBFloat16);
+}
+
+// Where the floor's g pass sums grad_bias (activation_bias_grad.cu) instead of ATen's reduction
+// over g: not measured yet, the fused policy only.
+bool bias_in_gradient_pass_beats_floor(const ConvParams& /*p*/) { return false; }
 
 // The layouts and workspace of a call the fused kernels can take; false where they cannot (shape,
 // or a tile beyond shared memory).
@@ -98,14 +108,13 @@ BackwardMask mask_of(const ConvBackwardParams& bp) {
 }  // namespace
 }  // namespace backward
 
-cudaError_t plan_backward(const ConvBackwardParams& params, BackwardMask mask, bool allow_tf32,
-                          BackwardPlan& plan) {
-  plan = BackwardPlan{};
+namespace backward {
+namespace {
+
+// The kernels of a valid call under `policy` (plan_backward below adds the floor's bias choice).
+cudaError_t plan_kernels(const ConvBackwardParams& params, BackwardMask mask, bool allow_tf32,
+                         PlanPolicy policy, BackwardPlan& plan) {
   const ConvParams& p = params.conv;
-  if (!valid_geometry(p)) {
-    return cudaErrorInvalidValue;
-  }
-  const PlanPolicy policy = begin_plan();
   if (p.batch * p.out_channels * p.out_height * p.out_width == 0 ||
       !(mask.grad_input || mask.grad_weight || mask.grad_bias)) {
     plan.kernel = BackwardKernel::kNone;
@@ -136,6 +145,28 @@ cudaError_t plan_backward(const ConvBackwardParams& params, BackwardMask mask, b
     plan.kernel = BackwardKernel::kFused;
     plan.workspace_bytes = fused.dgrad_workspace_bytes + fused.wgrad_workspace_bytes;
   }
+  return status;
+}
+
+}  // namespace
+}  // namespace backward
+
+cudaError_t plan_backward(const ConvBackwardParams& params, BackwardMask mask, bool allow_tf32,
+                          BackwardPlan& plan) {
+  plan = BackwardPlan{};
+  const ConvParams& p = params.conv;
+  if (!valid_geometry(p)) {
+    return cudaErrorInvalidValue;
+  }
+  const PlanPolicy policy = begin_plan();
+  const cudaError_t status = backward::plan_kernels(params, mask, allow_tf32, policy, plan);
+  // The pass takes fewer than 2^31 elements (launch.h); float64 was not measured.
+  const int64_t elements = p.batch * p.out_channels * p.out_height * p.out_width;
+  plan.floor_sums_bias = status == cudaSuccess && plan.kernel == BackwardKernel::kFloor &&
+                         mask.grad_bias && policy != PlanPolicy::kFloor &&
+                         elements < (int64_t{1} << 31) && p.dtype != DType::kFloat64 &&
+                         (policy == PlanPolicy::kFused ||
+                          backward::bias_in_gradient_pass_beats_floor(p));
   return status;
 }
 

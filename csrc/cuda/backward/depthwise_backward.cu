@@ -201,7 +201,8 @@ void slice_rows(const ConvParams& p, const DeviceLimits& limits, int32_t& slices
                 int32_t& rows_per_slice) {
   const int64_t wanted = (int64_t{limits.sm_count} * kSlicesPerSm + p.out_channels - 1) /
                          p.out_channels;
-  split_rows(p.batch * p.out_height, p.out_width, wanted, slices, rows_per_slice);
+  split_rows(p.batch * p.out_height, p.out_width, wanted, kMinPositionsPerSlice, slices,
+             rows_per_slice);
 }
 
 template <typename Storage, int kKernel>

@@ -12,7 +12,7 @@
 //   are (channel vector, tap, lane) triples, each accumulating one tap of one vector over the
 //   slice's positions (lanes split each row's columns); the lanes' sums are added in a fixed
 //   order in shared memory, one partial per CTA, and a second kernel sums the partials of each
-//   (channel, tap) in slice order. Bitwise identical from run to run.
+//   (channel, tap) in a fixed order. Bitwise identical from run to run.
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -231,22 +231,31 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-// grad_weight[c, 0, r, s] (dense) and grad_bias[c]: the partials of each summed in slice order.
+// grad_weight[c, 0, r, s] (dense) and grad_bias[c]: a warp per output; lane l adds slices l,
+// l + 32, ... in order, then the warp adds its lanes by a butterfly (a fixed order).
 template <typename Storage, int kKernel>
 __global__ void __launch_bounds__(kThreads)
     depthwise_wgrad_channels_last_reduce_kernel(const ConvBackwardParams bp, const Geometry g,
                                                 const float* partials) {
   constexpr int kTaps = kKernel * kKernel;
-  const int64_t index = int64_t{blockIdx.x} * kThreads + threadIdx.x;
+  const int64_t index = (int64_t{blockIdx.x} * kThreads + threadIdx.x) / 32;
+  const int lane = static_cast<int>(threadIdx.x % 32);
   const int64_t channels = bp.conv.out_channels;
   if (index >= channels * (kTaps + 1)) {
-    return;
+    return;  // whole warps: index is the same across a warp
   }
   const int64_t c = index / (kTaps + 1);
   const int tap = static_cast<int>(index - c * (kTaps + 1));
   float total = 0.0f;
-  for (int slice = 0; slice < g.slices; ++slice) {
+  for (int slice = lane; slice < g.slices; slice += 32) {
     total += partials[int64_t{slice} * channels * (kTaps + 1) + index];
+  }
+#pragma unroll
+  for (int offset = 16; offset > 0; offset /= 2) {
+    total += __shfl_xor_sync(0xffffffffu, total, offset);
+  }
+  if (lane != 0) {
+    return;
   }
   using Traits = StorageTraits<Storage>;
   if (tap < kTaps && bp.grad_weight != nullptr) {
@@ -268,7 +277,8 @@ void weight_pass_shape(const ConvParams& p, int64_t vector_count, const DeviceLi
   g.active = g.vectors_per_block * static_cast<int32_t>(taps) * g.lanes;
   const int64_t blocks = (vector_count + per_block - 1) / per_block;
   const int64_t wanted = (int64_t{limits.sm_count} * kSlicesPerSm + blocks - 1) / blocks;
-  split_rows(p.batch * p.out_height, p.out_width, wanted, g.slices, g.rows_per_slice);
+  split_rows(p.batch * p.out_height, p.out_width, wanted, kMinPositionsPerSliceChannelsLast,
+             g.slices, g.rows_per_slice);
 }
 
 template <typename Storage, int kKernel, int kStride>
@@ -335,8 +345,8 @@ cudaError_t launch_typed(const ConvBackwardParams& bp, Geometry g, int64_t vecto
   if (status != cudaSuccess) {
     return status;
   }
-  const int64_t outputs = p.out_channels * (kKernel * kKernel + 1);
-  const uint32_t blocks = static_cast<uint32_t>((outputs + kThreads - 1) / kThreads);
+  const int64_t reduce_threads = p.out_channels * (kKernel * kKernel + 1) * 32;  // warps
+  const uint32_t blocks = static_cast<uint32_t>((reduce_threads + kThreads - 1) / kThreads);
   depthwise_wgrad_channels_last_reduce_kernel<Storage, kKernel>
       <<<blocks, kThreads, 0, stream>>>(bp, g, partials);
   return cudaGetLastError();

@@ -9,17 +9,22 @@ namespace depthwise_backward {
 
 // The weight pass's split of batch x out_height output rows into slices, both layouts: about
 // kSlicesPerSm CTAs per SM (`wanted` slices per block of channels), of whole rows, each but the
-// last at least kMinPositionsPerSlice positions where there are that many, and at least one.
-constexpr int kMinPositionsPerSlice = 2048;  // below it a slice's reduction outweighs its work
-constexpr int kSlicesPerSm = 8;              // CTAs per SM the weight pass aims at
-inline void split_rows(int64_t total_rows, int64_t out_width, int64_t wanted, int32_t& slices,
-                       int32_t& rows_per_slice) {
+// last at least `min_positions` positions where there are that many, and at least one.
+// NCHW: a CTA per channel gives parallelism enough, and 2048 positions keep the reduction small.
+// channels_last: a CTA per block of up to 28 channel vectors, so the slices must give the
+// parallelism; 64 positions keep the partials (taps + 1 floats per channel and slice) below half
+// of the bytes of x and g the slice reads.
+constexpr int kMinPositionsPerSlice = 2048;
+constexpr int kMinPositionsPerSliceChannelsLast = 64;
+constexpr int kSlicesPerSm = 8;  // CTAs per SM the weight pass aims at
+inline void split_rows(int64_t total_rows, int64_t out_width, int64_t wanted,
+                       int64_t min_positions, int32_t& slices, int32_t& rows_per_slice) {
   if (total_rows < 1) {  // an empty output: no slice (the planner sends it nowhere)
     slices = 0;
     rows_per_slice = 1;
     return;
   }
-  const int64_t min_rows = (kMinPositionsPerSlice + out_width - 1) / out_width;
+  const int64_t min_rows = (min_positions + out_width - 1) / out_width;
   const int64_t most = total_rows / min_rows;  // rounded down: no slice below min_rows
   const int64_t capped = wanted > most ? most : wanted;
   const int64_t count = capped < 1 ? 1 : capped;  // fewer rows than one slice's minimum: one

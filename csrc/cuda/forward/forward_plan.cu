@@ -58,8 +58,13 @@ bool depthwise_beats_floor(const ConvParams& p) {
   return p.dtype == DType::kFloat32 && p.kernel_h == 3 && depthwise::vector_shape(p);
 }
 
-// Not measured yet: the channels_last GEMM runs under the fused policy only.
-bool channels_last_gemm_beats_floor(const ConvParams& /*p*/) { return false; }
+// The channels_last GEMM (benchmarks/NOTES.md, "First GPU round of kernels-next"): GPU time per
+// call at batch 64 beat the floor on every 1x1 layer that does not reduce the channel count
+// (1.07-2.34x, float16 / bfloat16 / float32 with TF32) and lost on those reducing from 240
+// input channels on (0.49-0.97x) and on every 3x3 (0.34-0.83x, cuDNN's wgmma kernels).
+bool channels_last_gemm_beats_floor(const ConvParams& p) {
+  return p.kernel_h * p.kernel_w == 1 && p.out_channels >= p.in_channels;
+}
 
 // wgmma beat the floor on 196 of the other 204 shapes it takes; it lost on 16 of the 24 1x1 convs
 // that do not expand the channels from 64 input channels on (down to 0.49x against cuDNN's GEMM

@@ -70,6 +70,9 @@ enum class BackwardKernel : int { kNone, kFused, kDepthwise, kFloor };
 struct BackwardPlan {
   BackwardKernel kernel = BackwardKernel::kNone;
   int64_t workspace_bytes = 0;  // device scratch the fused kernels need in params.workspace
+  // kFloor only: the g pass sums grad_bias (launch_hardswish_relu_bias_grad) and the
+  // convolution backward is asked for grad_input / grad_weight alone.
+  bool floor_sums_bias = false;
 };
 
 // Plans a backward call on the current device once, from its shapes, grad_output's pointer (the
@@ -84,5 +87,15 @@ cudaError_t launch_planned_backward(const ConvBackwardParams& params, const Back
 
 // grad_input = grad_output * f'(output).
 cudaError_t launch_hardswish_relu_grad(const ActivationGradParams& params, cudaStream_t stream);
+
+// The same pass with grad_bias summed in it (the floor backward where the plan says
+// floor_sums_bias): params.grad_bias and params.workspace set, the workspace of the bytes the
+// query returns for these params on the current device. Deterministic run to run; needs
+// numel < 2^31 and numel a multiple of channels x channel_stride (cudaErrorInvalidValue
+// otherwise).
+cudaError_t hardswish_relu_bias_grad_workspace_bytes(const ActivationGradParams& params,
+                                                     int64_t& bytes);
+cudaError_t launch_hardswish_relu_bias_grad(const ActivationGradParams& params,
+                                            cudaStream_t stream);
 
 }  // namespace fusedconv

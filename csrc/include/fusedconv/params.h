@@ -75,13 +75,21 @@ struct ActivationParams {
 };
 
 // Element-wise backward of the activation: grad_input = grad_output * f'(output), all three tensors
-// of `numel` elements, contiguous in the same memory order.
+// of `numel` elements, contiguous in the same memory order. With grad_bias (CUDA only,
+// launch_hardswish_relu_bias_grad) also grad_bias[c] = the sum of grad_input over channel c,
+// the tensors being [numel / (channels x channel_stride), channels, channel_stride]:
+// channel_stride is H*W for NCHW and 1 for channels_last, as ActivationParams'.
 struct ActivationGradParams {
   int64_t numel;
   DType dtype;
   const void* grad_output;
   const void* output;
   void* grad_input;
+  void* grad_bias = nullptr;
+  int64_t channels = 1;
+  int64_t channel_stride = 1;
+  // Device scratch of hardswish_relu_bias_grad_workspace_bytes(*this) bytes (launch.h).
+  void* workspace = nullptr;
 };
 
 // Backward of one fused call: from grad_output (dL/dy) and the saved x, W and y, any of grad_input,

@@ -1,0 +1,168 @@
+"""The floor backward with grad_bias summed in its g pass (csrc/cuda/backward/
+activation_bias_grad.cu; the plan "floor_summing_bias"): grad_bias against the float64 sum of the
+stored g on poisoned outputs, in both layouts (channels innermost: rows of whole 16-byte vectors,
+ragged or unaligned rows element by element, more channel columns than one CTA holds; planes:
+vectors or elements), float32 / float16 / bfloat16; grad_input and grad_weight as the floor
+path's; the gradients not asked for; bitwise determinism; NaN positions as the floor's."""
+
+import random
+
+import pytest
+import torch
+
+from conftest import poisoned_call
+
+pytestmark = [pytest.mark.cuda, pytest.mark.usefixtures("fused_kernels")]
+
+DTYPES = [torch.float32, torch.float16, torch.bfloat16]
+LAYOUTS = ["nchw", "channels_last"]
+
+
+def _case(rng, dtype, channels_last, out_channels=None):
+    """A random convolution the fused backward kernels do not take (float32 NCHW is strided:
+    the NCHW fused backward takes stride 1), with its output and a random grad_output."""
+    cin = rng.choice([1, 3, 4, 8])
+    cout = out_channels or rng.choice([1, 3, 6, 8, 16, 24, 40, 72, 136])
+    kernel = rng.choice([1, 3])
+    strided = dtype == torch.float32 and not channels_last
+    stride = 2 if strided else rng.choice([1, 2])
+    size = [rng.randint(kernel, 13), rng.randint(kernel, 11)]
+    x = torch.randn(rng.randint(1, 3), cin, *size, device="cuda", dtype=dtype)
+    weight = torch.randn(cout, cin, kernel, kernel, device="cuda", dtype=dtype) * 0.4
+    bias = torch.randn(cout, device="cuda", dtype=dtype)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    geometry = ([stride, stride], [kernel // 2] * 4, [1, 1], 1)
+    y = torch.ops.fusedconv.conv2d_hardswish_relu(x, weight, bias, *geometry)
+    return torch.randn_like(y), x, weight, y, geometry
+
+
+def _backward(grad_y, x, weight, y, geometry, mask=(True, True, True)):
+    return torch.ops.fusedconv.conv2d_hardswish_relu_backward(grad_y, x, weight, y, *geometry,
+                                                              list(mask))
+
+
+def _plan(grad_y, x, weight, y, geometry, mask=(True, True, True)):
+    return torch.ops.fusedconv._plan_backward(grad_y, x, weight, y, *geometry, list(mask))
+
+
+def _with_floor(fn):
+    previous = torch.ops.fusedconv._plan_policy("floor")
+    try:
+        return fn()
+    finally:
+        torch.ops.fusedconv._plan_policy(previous)
+
+
+def _assert_bias_sums(grad_bias, grad_y, y):
+    """grad_bias within rounding to its dtype of the float64 sum of the stored g (what ATen
+    sums), plus float32 accumulation's share: 1e-5 of the sum of |g|."""
+    g = torch.ops.fusedconv.hardswish_relu_grad(grad_y, y).double()
+    expected = g.sum(dim=(0, 2, 3))
+    bound = (torch.finfo(grad_bias.dtype).eps * expected.abs()
+             + 1e-5 * g.abs().sum(dim=(0, 2, 3)) + 1e-30)
+    error = (grad_bias.double() - expected).abs()
+    assert bool((error <= bound).all()), (error - bound).max().item()
+
+
+def _assert_as_floor(ours, floor, dtype):
+    tolerance = 1e-5 if dtype == torch.float32 else 1e-2
+    torch.testing.assert_close(ours, floor, rtol=tolerance, atol=tolerance)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("seed", range(10))
+def test_bias_summed_in_the_gradient_pass(seed, dtype, layout):
+    grad_y, x, weight, y, geometry = _case(random.Random(seed), dtype, layout == "channels_last")
+    assert _plan(grad_y, x, weight, y, geometry) == "floor_summing_bias"
+    grads = poisoned_call(lambda: _backward(grad_y, x, weight, y, geometry), dtype, "cuda")
+    _assert_bias_sums(grads[2], grad_y, y)
+    floor = _with_floor(lambda: _backward(grad_y, x, weight, y, geometry))
+    for name, ours, theirs in zip(("input", "weight", "bias"), grads, floor):
+        assert ours.shape == theirs.shape and ours.dtype == theirs.dtype, name
+        assert ours.stride() == theirs.stride(), name
+        _assert_as_floor(ours, theirs, dtype)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("out_channels,dtype", [(1040, torch.float32), (1030, torch.float32),
+                                                (2056, torch.bfloat16), (300, torch.float16)],
+                         ids=str)
+def test_more_channels_than_one_cta_holds(out_channels, dtype, layout):
+    """Channels innermost, over 256 columns: 16-byte vectors (1040 float32, 2056 bfloat16) or
+    elements (1030 float32, 300 float16) in several CTAs across the channels."""
+    grad_y, x, weight, y, geometry = _case(random.Random(out_channels), dtype,
+                                           layout == "channels_last", out_channels)
+    assert _plan(grad_y, x, weight, y, geometry) == "floor_summing_bias"
+    grads = poisoned_call(lambda: _backward(grad_y, x, weight, y, geometry), dtype, "cuda")
+    _assert_bias_sums(grads[2], grad_y, y)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_unaligned_and_strided_grad_output(layout):
+    """grad_output a dense view 2 bytes off 16-byte alignment (its elements one by one), and one
+    expanded from a scalar (made dense first)."""
+    grad_y, x, weight, y, geometry = _case(random.Random(3), torch.bfloat16,
+                                           layout == "channels_last", 24)
+    fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+    storage = torch.randn(grad_y.numel() + 1, device="cuda", dtype=torch.bfloat16)
+    shifted = storage[1:].view(grad_y.permute(0, 2, 3, 1).shape if layout == "channels_last"
+                               else grad_y.shape)
+    if layout == "channels_last":
+        shifted = shifted.permute(0, 3, 1, 2)
+    assert shifted.is_contiguous(memory_format=fmt) and shifted.data_ptr() % 16 != 0
+    expanded = torch.randn((), device="cuda", dtype=torch.bfloat16).expand(y.shape)
+    for grad in (shifted, expanded):
+        assert _plan(grad, x, weight, y, geometry) == "floor_summing_bias"
+        grads = poisoned_call(lambda: _backward(grad, x, weight, y, geometry), torch.bfloat16,
+                              "cuda")
+        _assert_bias_sums(grads[2], grad, y)
+        floor = _with_floor(lambda: _backward(grad, x, weight, y, geometry))
+        for ours, theirs in zip(grads, floor):
+            _assert_as_floor(ours, theirs, torch.bfloat16)
+
+
+@pytest.mark.parametrize("mask", [[True, True, True], [False, False, True], [True, False, True],
+                                  [False, True, True]], ids=str)
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_gradients_not_asked_for(mask, layout):
+    grad_y, x, weight, y, geometry = _case(random.Random(11), torch.float16,
+                                           layout == "channels_last", 40)
+    assert _plan(grad_y, x, weight, y, geometry, mask) == "floor_summing_bias"
+    grads = _backward(grad_y, x, weight, y, geometry, mask)
+    everything = _backward(grad_y, x, weight, y, geometry)
+    for wanted, actual, full in zip(mask, grads, everything):
+        if wanted:  # cuDNN's grad_weight may differ in the last bits from call to call
+            _assert_as_floor(actual, full, torch.float16)
+        else:
+            assert actual.numel() == 0
+    assert torch.equal(grads[2], everything[2])
+
+
+def test_no_bias_asked_for_is_the_plain_floor():
+    grad_y, x, weight, y, geometry = _case(random.Random(5), torch.bfloat16, True, 16)
+    assert _plan(grad_y, x, weight, y, geometry, (True, True, False)) == "floor"
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_bitwise_deterministic(layout):
+    grad_y, x, weight, y, geometry = _case(random.Random(9), torch.float32,
+                                           layout == "channels_last", 72)
+    first = _backward(grad_y, x, weight, y, geometry, (False, False, True))[2]
+    second = _backward(grad_y, x, weight, y, geometry, (False, False, True))[2]
+    assert torch.equal(first, second)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_nan_in_grad_output_reaches_its_channel_only(layout):
+    grad_y, x, weight, y, geometry = _case(random.Random(13), torch.bfloat16,
+                                           layout == "channels_last", 16)
+    y = y.clone()
+    y[0, 5, 0, 0] = 1.0  # a slope that passes grad_output through
+    grad_y = grad_y.clone()
+    grad_y[0, 5, 0, 0] = float("nan")
+    ours = _backward(grad_y, x, weight, y, geometry)[2]
+    floor = _with_floor(lambda: _backward(grad_y, x, weight, y, geometry))[2]
+    assert torch.equal(ours.isnan(), floor.isnan())
+    assert ours.isnan().tolist() == [c == 5 for c in range(16)]
