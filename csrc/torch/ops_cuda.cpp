@@ -99,6 +99,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> floor_backward_summing_bias(
   ActivationGradCall call = prepare_activation_grad(grad_output, output);
   at::Tensor grad_bias = at::empty({weight.size(0)}, output.options());
   call.params.grad_bias = grad_bias.data_ptr();
+  const bool convolution_grads = output_mask[0] || output_mask[1];
+  if (!convolution_grads) {
+    call.params.grad_input = nullptr;  // g is not read again: the pass does not store it
+  }
   call.params.channels = output.size(1);
   // prepare_activation_grad's layout (where both name one order, either description is right).
   call.params.channel_stride = output.suggest_memory_format() == at::MemoryFormat::ChannelsLast
@@ -111,7 +115,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> floor_backward_summing_bias(
   C10_CUDA_CHECK(launch_hardswish_relu_bias_grad(
       call.params, at::cuda::getCurrentCUDAStream(output.get_device()).stream()));
   std::tuple<at::Tensor, at::Tensor, at::Tensor> grads;
-  if (output_mask[0] || output_mask[1]) {
+  if (convolution_grads) {
     grads = convolution_backward_of(call.grad_input, input, weight, stride, padding, dilation,
                                     groups, {output_mask[0], output_mask[1], false});
   }

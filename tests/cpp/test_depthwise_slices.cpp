@@ -62,6 +62,20 @@ TEST(DepthwiseSlices, CoverEveryRowOverASweep) {
   }
 }
 
+TEST(DepthwiseSlices, ChannelsLastMinimumKeepsPartialsWithinHalfTheReads) {
+  using fusedconv::depthwise_backward::channels_last_min_positions;
+  EXPECT_EQ(channels_last_min_positions(9, 2), 64);    // 3x3: the floor of 64
+  EXPECT_EQ(channels_last_min_positions(25, 2), 64);   // 5x5 16-bit: 52 needed
+  EXPECT_EQ(channels_last_min_positions(49, 2), 100);  // 7x7 16-bit
+  EXPECT_EQ(channels_last_min_positions(49, 4), 64);   // 7x7 float32: 50 needed
+  for (int64_t taps : {9, 25, 49}) {
+    for (int64_t bytes : {2, 4}) {
+      const int64_t positions = channels_last_min_positions(taps, bytes);
+      EXPECT_LE(4 * (taps + 1), positions * bytes);  // partials <= half of 2 x bytes x positions
+    }
+  }
+}
+
 TEST(DepthwiseSlices, EmptyOutputHasNoSlice) {
   int32_t slices = -1, rows = -1;
   split_rows(0, 56, 33, kMinPositionsPerSlice, slices, rows);

@@ -1,9 +1,10 @@
 """The floor backward with grad_bias summed in its g pass (csrc/cuda/backward/
 activation_bias_grad.cu; the plan "floor_summing_bias"): grad_bias against the float64 sum of the
 stored g on poisoned outputs, in both layouts (channels innermost: rows of whole 16-byte vectors,
-ragged or unaligned rows element by element, more channel columns than one CTA holds; planes:
+ragged rows element by element, more channel columns than one CTA holds, many chunks; planes:
 vectors or elements), float32 / float16 / bfloat16; grad_input and grad_weight as the floor
-path's; the gradients not asked for; bitwise determinism; NaN positions as the floor's."""
+path's; the gradients not asked for (grad_bias alone stores no g); bitwise determinism, an
+unaligned view summing bitwise as its aligned copy; NaN positions as the floor's."""
 
 import random
 
@@ -99,28 +100,74 @@ def test_more_channels_than_one_cta_holds(out_channels, dtype, layout):
     _assert_bias_sums(grads[2], grad_y, y)
 
 
-@pytest.mark.parametrize("layout", LAYOUTS)
-def test_unaligned_and_strided_grad_output(layout):
-    """grad_output a dense view 2 bytes off 16-byte alignment (its elements one by one), and one
-    expanded from a scalar (made dense first)."""
-    grad_y, x, weight, y, geometry = _case(random.Random(3), torch.bfloat16,
-                                           layout == "channels_last", 24)
-    fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
-    storage = torch.randn(grad_y.numel() + 1, device="cuda", dtype=torch.bfloat16)
-    shifted = storage[1:].view(grad_y.permute(0, 2, 3, 1).shape if layout == "channels_last"
-                               else grad_y.shape)
-    if layout == "channels_last":
+def _shifted(tensor, layout):
+    """A dense copy of `tensor` in `layout` whose storage starts 2 bytes past 16-byte alignment."""
+    nhwc = layout == "channels_last"
+    shape = tensor.permute(0, 2, 3, 1).shape if nhwc else tensor.shape
+    storage = torch.empty(tensor.numel() + 1, device=tensor.device, dtype=tensor.dtype)
+    shifted = storage[1:].view(shape)
+    if nhwc:
         shifted = shifted.permute(0, 3, 1, 2)
-    assert shifted.is_contiguous(memory_format=fmt) and shifted.data_ptr() % 16 != 0
-    expanded = torch.randn((), device="cuda", dtype=torch.bfloat16).expand(y.shape)
-    for grad in (shifted, expanded):
-        assert _plan(grad, x, weight, y, geometry) == "floor_summing_bias"
-        grads = poisoned_call(lambda: _backward(grad, x, weight, y, geometry), torch.bfloat16,
-                              "cuda")
-        _assert_bias_sums(grads[2], grad, y)
-        floor = _with_floor(lambda: _backward(grad, x, weight, y, geometry))
-        for ours, theirs in zip(grads, floor):
-            _assert_as_floor(ours, theirs, torch.bfloat16)
+    shifted.copy_(tensor)
+    assert shifted.data_ptr() % 16 != 0
+    return shifted
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_unaligned_grad_output_sums_as_its_aligned_copy(layout):
+    """grad_output and output as dense views 2 bytes off 16-byte alignment, in a shape whose
+    channel runs are whole 16-byte vectors (24 channels; an 8 x 6 plane): element by element,
+    in the same order as the aligned copy's vectors, so grad_bias is bitwise the same."""
+    x = torch.randn(2, 8, 8, 6, device="cuda", dtype=torch.bfloat16)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    weight = torch.randn(24, 8, 1, 1, device="cuda", dtype=torch.bfloat16)
+    bias = torch.randn(24, device="cuda", dtype=torch.bfloat16)
+    geometry = ([1, 1], [0] * 4, [1, 1], 1)
+    y = torch.ops.fusedconv.conv2d_hardswish_relu(x, weight, bias, *geometry)
+    grad_y = torch.randn_like(y)
+    aligned = _backward(grad_y, x, weight, y, geometry)
+    grad_y_view, y_view = _shifted(grad_y, layout), _shifted(y, layout)
+    assert _plan(grad_y_view, x, weight, y_view, geometry) == "floor_summing_bias"
+    grads = poisoned_call(lambda: _backward(grad_y_view, x, weight, y_view, geometry),
+                          torch.bfloat16, "cuda")
+    assert torch.equal(grads[2], aligned[2])
+    _assert_bias_sums(grads[2], grad_y, y)
+    for ours, theirs in zip(grads, aligned):
+        _assert_as_floor(ours, theirs, torch.bfloat16)
+
+
+def test_grad_output_expanded_from_a_scalar():
+    grad_y, x, weight, y, geometry = _case(random.Random(4), torch.float16, True, 16)
+    expanded = torch.randn((), device="cuda", dtype=torch.float16).expand(y.shape)
+    assert _plan(expanded, x, weight, y, geometry) == "floor_summing_bias"
+    grads = poisoned_call(lambda: _backward(expanded, x, weight, y, geometry), torch.float16,
+                          "cuda")
+    _assert_bias_sums(grads[2], expanded, y)
+    floor = _with_floor(lambda: _backward(expanded, x, weight, y, geometry))
+    for ours, theirs in zip(grads, floor):
+        _assert_as_floor(ours, theirs, torch.float16)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_many_rows_in_many_chunks(layout):
+    """Enough positions for more than 32 chunks (each reduce lane adds several) and, in
+    channels_last, 128 lanes over the rows of 2 vector columns."""
+    x = torch.randn(16, 4, 64, 64, device="cuda", dtype=torch.bfloat16)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    weight = torch.randn(16, 4, 1, 1, device="cuda", dtype=torch.bfloat16)
+    bias = torch.randn(16, device="cuda", dtype=torch.bfloat16)
+    geometry = ([1, 1], [0] * 4, [1, 1], 1)
+    y = torch.ops.fusedconv.conv2d_hardswish_relu(x, weight, bias, *geometry)
+    grad_y = torch.randn_like(y)
+    assert _plan(grad_y, x, weight, y, geometry) == "floor_summing_bias"
+    grads = poisoned_call(lambda: _backward(grad_y, x, weight, y, geometry), torch.bfloat16,
+                          "cuda")
+    _assert_bias_sums(grads[2], grad_y, y)
+    floor = _with_floor(lambda: _backward(grad_y, x, weight, y, geometry))
+    for ours, theirs in zip(grads, floor):
+        _assert_as_floor(ours, theirs, torch.bfloat16)
 
 
 @pytest.mark.parametrize("mask", [[True, True, True], [False, False, True], [True, False, True],
@@ -132,12 +179,15 @@ def test_gradients_not_asked_for(mask, layout):
     assert _plan(grad_y, x, weight, y, geometry, mask) == "floor_summing_bias"
     grads = _backward(grad_y, x, weight, y, geometry, mask)
     everything = _backward(grad_y, x, weight, y, geometry)
-    for wanted, actual, full in zip(mask, grads, everything):
+    floor = _with_floor(lambda: _backward(grad_y, x, weight, y, geometry, mask))
+    for wanted, actual, full, theirs in zip(mask, grads, everything, floor):
         if wanted:  # cuDNN's grad_weight may differ in the last bits from call to call
             _assert_as_floor(actual, full, torch.float16)
+            _assert_as_floor(actual, theirs, torch.float16)
         else:
-            assert actual.numel() == 0
+            assert actual.numel() == 0 and theirs.numel() == 0
     assert torch.equal(grads[2], everything[2])
+    _assert_bias_sums(grads[2], grad_y, y)
 
 
 def test_no_bias_asked_for_is_the_plain_floor():
@@ -152,6 +202,7 @@ def test_bitwise_deterministic(layout):
     first = _backward(grad_y, x, weight, y, geometry, (False, False, True))[2]
     second = _backward(grad_y, x, weight, y, geometry, (False, False, True))[2]
     assert torch.equal(first, second)
+    _assert_bias_sums(first, grad_y, y)
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)

@@ -277,8 +277,9 @@ void weight_pass_shape(const ConvParams& p, int64_t vector_count, const DeviceLi
   g.active = g.vectors_per_block * static_cast<int32_t>(taps) * g.lanes;
   const int64_t blocks = (vector_count + per_block - 1) / per_block;
   const int64_t wanted = (int64_t{limits.sm_count} * kSlicesPerSm + blocks - 1) / blocks;
-  split_rows(p.batch * p.out_height, p.out_width, wanted, kMinPositionsPerSliceChannelsLast,
-             g.slices, g.rows_per_slice);
+  split_rows(p.batch * p.out_height, p.out_width, wanted,
+             channels_last_min_positions(taps, element_bytes(p.dtype)), g.slices,
+             g.rows_per_slice);
 }
 
 template <typename Storage, int kKernel, int kStride>

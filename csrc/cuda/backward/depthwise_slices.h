@@ -12,11 +12,19 @@ namespace depthwise_backward {
 // last at least `min_positions` positions where there are that many, and at least one.
 // NCHW: a CTA per channel gives parallelism enough, and 2048 positions keep the reduction small.
 // channels_last: a CTA per block of up to 28 channel vectors, so the slices must give the
-// parallelism; 64 positions keep the partials (taps + 1 floats per channel and slice) below half
-// of the bytes of x and g the slice reads.
+// parallelism: channels_last_min_positions.
 constexpr int kMinPositionsPerSlice = 2048;
 constexpr int kMinPositionsPerSliceChannelsLast = 64;
 constexpr int kSlicesPerSm = 8;  // CTAs per SM the weight pass aims at
+
+// channels_last: at least 64 positions, and enough that a slice's partials (taps + 1 floats per
+// channel) stay within half of the bytes of x and g it reads (2 x element_bytes per channel and
+// position): 100 positions for 7x7 in 16 bits.
+inline int64_t channels_last_min_positions(int64_t taps, int64_t element_bytes) {
+  const int64_t balanced = (4 * (taps + 1) + element_bytes - 1) / element_bytes;
+  return balanced > kMinPositionsPerSliceChannelsLast ? balanced
+                                                      : kMinPositionsPerSliceChannelsLast;
+}
 inline void split_rows(int64_t total_rows, int64_t out_width, int64_t wanted,
                        int64_t min_positions, int32_t& slices, int32_t& rows_per_slice) {
   if (total_rows < 1) {  // an empty output: no slice (the planner sends it nowhere)

@@ -90,9 +90,10 @@ cudaError_t launch_hardswish_relu_grad(const ActivationGradParams& params, cudaS
 
 // The same pass with grad_bias summed in it (the floor backward where the plan says
 // floor_sums_bias): params.grad_bias and params.workspace set, the workspace of the bytes the
-// query returns for these params on the current device. Deterministic run to run; needs
-// numel < 2^31 and numel a multiple of channels x channel_stride (cudaErrorInvalidValue
-// otherwise).
+// query returns for this shape on the current device; params.grad_input may be null (g not
+// stored: grad_bias alone). The sums' order depends on the shape and the SM count only
+// (bitwise identical run to run, whatever the pointers' alignment). Needs numel < 2^31 and
+// numel a multiple of channels x channel_stride (cudaErrorInvalidValue otherwise).
 cudaError_t hardswish_relu_bias_grad_workspace_bytes(const ActivationGradParams& params,
                                                      int64_t& bytes);
 cudaError_t launch_hardswish_relu_bias_grad(const ActivationGradParams& params,
