@@ -168,7 +168,8 @@ def test_backward_plan_of_layouts_the_fused_kernels_do_not_take():
     args = _args(**FLOOR_CASE)  # channels_last
     y = torch.ops.fusedconv.conv2d_hardswish_relu(*args)
     grad_args = (torch.randn_like(y),) + args[:2] + (y,) + args[3:] + ([True] * 3,)
-    assert torch.ops.fusedconv._plan_backward(*grad_args) == "floor"
+    assert torch.ops.fusedconv._plan_backward(*grad_args) == "floor_summing_bias"
+    assert torch.ops.fusedconv._plan_backward(*grad_args[:-1], [True, True, False]) == "floor"
 
 
 def test_plan_policy_rejects_unknown_names(policy):
@@ -178,17 +179,22 @@ def test_plan_policy_rejects_unknown_names(policy):
 
 
 # (case, _args' arguments, backward kernel under the default policy on Hopper): the depthwise
-# backward's crossover (backward_plan.cu), all three gradients asked for.
+# backward's crossover (backward_plan.cu), all three gradients asked for; the floor sums the
+# bias in its g pass except for float64.
 BACKWARD_CASES = [
     ("depthwise_3x3", dict(n=2, cin=32, cout=32, size=20, kernel=3, padding=1, groups=32),
      "depthwise"),
     ("depthwise_3x3_bf16_strided", dict(n=2, cin=32, cout=32, size=20, kernel=3, stride=2,
                                         groups=32, dtype=torch.bfloat16), "depthwise"),
-    ("depthwise_5x5", dict(n=2, cin=32, cout=32, size=20, kernel=5, groups=32), "floor"),
+    ("depthwise_5x5", dict(n=2, cin=32, cout=32, size=20, kernel=5, groups=32),
+     "floor_summing_bias"),
     ("depthwise_3x3_fp16", dict(n=2, cin=32, cout=32, size=20, kernel=3, groups=32,
-                                dtype=torch.float16), "floor"),
+                                dtype=torch.float16), "floor_summing_bias"),
     ("depthwise_3x3_channels_last", dict(n=2, cin=32, cout=32, size=20, kernel=3, groups=32,
-                                         dtype=torch.bfloat16, channels_last=True), "floor"),
+                                         dtype=torch.bfloat16, channels_last=True),
+     "floor_summing_bias"),
+    ("dense_float64", dict(n=2, cin=8, cout=16, size=12, kernel=3, dtype=torch.float64),
+     "floor"),
 ]
 
 
@@ -200,4 +206,4 @@ def test_default_backward_plan(case, args, expected):
     kernel = torch.ops.fusedconv._plan_backward(*grad_args)
     if HOPPER:
         assert kernel == expected, case
-    assert kernel in ("depthwise", "floor"), case
+    assert kernel in ("depthwise", "floor", "floor_summing_bias"), case

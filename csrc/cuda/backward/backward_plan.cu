@@ -51,8 +51,11 @@ bool depthwise_beats_floor(const ConvParams& p) {
 }
 
 // Where the floor's g pass sums grad_bias (activation_bias_grad.cu) instead of ATen's reduction
-// over g: not measured yet, the fused policy only.
-bool bias_in_gradient_pass_beats_floor(const ConvParams& /*p*/) { return false; }
+// over g: everywhere it applies. Predicted from traffic (the pass reads what the plain g pass
+// reads; ATen's reduction, one more read of g and in channels_last bfloat16 the largest kernel
+// of a training step, goes away) and measured by benchmarks/crossover.py --directions
+// bias_grad (benchmarks/NOTES.md, "Twelfth session").
+bool bias_in_gradient_pass_beats_floor(const ConvParams& /*p*/) { return true; }
 
 // The layouts and workspace of a call the fused kernels can take; false where they cannot (shape,
 // or a tile beyond shared memory).
