@@ -193,6 +193,11 @@ BACKWARD_CASES = [
     ("depthwise_3x3_channels_last", dict(n=2, cin=32, cout=32, size=20, kernel=3, groups=32,
                                          dtype=torch.bfloat16, channels_last=True),
      "floor_summing_bias"),
+    ("depthwise_5x5_channels_last_strided", dict(n=2, cin=32, cout=32, size=20, kernel=5,
+                                                 stride=2, groups=32, channels_last=True),
+     "depthwise"),
+    ("depthwise_5x5_channels_last", dict(n=2, cin=32, cout=32, size=20, kernel=5, groups=32,
+                                         channels_last=True), "floor_summing_bias"),
     ("dense_float64", dict(n=2, cin=8, cout=16, size=12, kernel=3, dtype=torch.float64),
      "floor"),
 ]

@@ -41,13 +41,17 @@ namespace {
 // the floor; PlanPolicy::kFused still reaches the kernels (their tests, issue 21's work).
 bool fused_beats_floor(const ConvParams& /*p*/, bool /*allow_tf32*/) { return false; }
 
-// The depthwise backward (benchmarks/NOTES.md, "First GPU round of kernels-next"; Python-call
-// crossover, batch 32, all three gradients): NCHW 3x3 won all 56 float32 / bfloat16 shapes
-// (1.13-1.47x, stride 1 and 2), NCHW 5x5 11 of 56 (0.78-1.19x), channels_last none (0.09-0.58x).
-// float16 was not measured.
+// The depthwise backward (Python-call crossover, batch 32, all three gradients; benchmarks/
+// NOTES.md, "Twelfth session"): NCHW 3x3 won all 56 float32 / bfloat16 shapes (1.13-1.51x,
+// stride 1 and 2), NCHW 5x5 11 of 56; channels_last (weight pass re-sliced) float32 5x5 stride 2
+// won all 14 (1.02-1.55x), float32 3x3 stride 2 11 of 14 (the rest 0.99x), stride 1 and most
+// of bfloat16 lost. float16 was not measured.
 bool depthwise_beats_floor(const ConvParams& p) {
   const bool nchw = p.input_strides.w == 1;  // channels_last has stride in_channels > 1 there
-  return nchw && p.kernel_h == 3 && (p.dtype == DType::kFloat32 || p.dtype == DType::kBFloat16);
+  if (nchw) {
+    return p.kernel_h == 3 && (p.dtype == DType::kFloat32 || p.dtype == DType::kBFloat16);
+  }
+  return p.dtype == DType::kFloat32 && p.kernel_h == 5 && p.stride_h == 2 && p.stride_w == 2;
 }
 
 // Where the floor's g pass sums grad_bias (activation_bias_grad.cu) instead of ATen's reduction
