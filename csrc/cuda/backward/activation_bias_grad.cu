@@ -19,6 +19,7 @@
 
 #include <cstdint>
 
+#include "common/configuration.h"
 #include "common/device_limits.h"
 #include "fusedconv/activation.h"
 #include "fusedconv/dtype.cuh"
@@ -51,8 +52,6 @@ struct BiasGrid {
   int64_t column_blocks;           // grid.x: blocks of columns, or channels (planes)
   int64_t chunks, per_chunk;       // grid.y: chunks of the extent, and their size
 };
-
-bool aligned_16(const void* pointer) { return (reinterpret_cast<uintptr_t>(pointer) & 15u) == 0; }
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
@@ -307,8 +306,8 @@ cudaError_t launch_hardswish_relu_bias_grad(const ActivationGradParams& params,
     using Acc = typename StorageTraits<Storage>::Acc;
     constexpr int kPerVector = 16 / static_cast<int>(sizeof(Storage));
     Acc* partials = static_cast<Acc*>(params.workspace);
-    const bool aligned = abg::aligned_16(params.grad_output) && abg::aligned_16(params.output) &&
-                         abg::aligned_16(params.grad_input);  // null (not wanted) counts
+    const bool aligned = aligned_16(params.grad_output) && aligned_16(params.output) &&
+                         aligned_16(params.grad_input);  // null (not wanted) counts
     if (g.vector == kPerVector && aligned) {
       abg::launch_pass<Storage, kPerVector, true>(params, g, partials, stream);
     } else if (g.vector == kPerVector) {
