@@ -17,32 +17,12 @@ import fusedconv
 from fusedconv.bench import measure_copy_bandwidth
 
 from crossover import channels_last_gemm_shapes
+from forward_kernel_times import graph_ms
 
 
-def graph_us(fn, calls=20, replays=15):
-    """Median GPU microseconds per fn() over replays of a graph of `calls` calls."""
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(3):
-            fn()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for _ in range(calls):
-            fn()
-    graph.replay()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(replays):
-        start = torch.cuda.Event(enable_timing=True)
-        end = torch.cuda.Event(enable_timing=True)
-        start.record()
-        graph.replay()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) * 1e3 / calls)
-    return sorted(times)[len(times) // 2]
+def graph_us(fn):
+    """Median GPU microseconds per fn() over replays of a CUDA graph of calls."""
+    return graph_ms(fn, replays=15) * 1e3
 
 
 def main():

@@ -149,19 +149,12 @@ def time_depthwise_backward(ops, channels, size, k, stride, dtype, channels_last
         x = x.contiguous(memory_format=torch.channels_last)
         w = w.contiguous(memory_format=torch.channels_last)
     geometry = ([stride, stride], [k // 2] * 4, [1, 1], channels)
-    y = ops.conv2d_hardswish_relu(x, w, b, *geometry)
-    args = (torch.randn_like(y), x, w, y) + geometry + ([True, True, True],)
-    kernel = _with_policy(ops, "fused", lambda: ops._plan_backward(*args))
-    if kernel != "depthwise":
-        return None
-    call = ops.conv2d_hardswish_relu_backward
-    fused = _with_policy(ops, "fused", lambda: median_ms(lambda: call(*args), repeats))
-    floor = _with_policy(ops, "floor", lambda: median_ms(lambda: call(*args), repeats))
-    return {"direction": "bwd", "cin": channels, "cout": channels, "size": size, "k": k,
-            "stride": stride, "dtype": str(dtype)[6:], "precision": precision, "groups": channels,
-            "layout": "channels_last" if channels_last else "nchw", "kernel": kernel,
-            "fused_ms": fused, "floor_ms": floor,
-            "batch": BATCH}
+    record = _backward_record(ops, x, w, b, geometry, "depthwise", repeats)
+    if record is not None:
+        record.update(cin=channels, cout=channels, size=size, k=k, stride=stride,
+                      dtype=str(dtype)[6:], precision=precision, groups=channels,
+                      layout="channels_last" if channels_last else "nchw")
+    return record
 
 
 def bias_grad_cases():
@@ -185,18 +178,12 @@ def time_bias_grad(ops, layer, dtype, channels_last, precision, repeats):
         x = x.contiguous(memory_format=torch.channels_last)
         w = w.contiguous(memory_format=torch.channels_last)
     geometry = ([stride, stride], [k // 2] * 4, [1, 1], groups)
-    y = ops.conv2d_hardswish_relu(x, w, b, *geometry)
-    args = (torch.randn_like(y), x, w, y) + geometry + ([True, True, True],)
-    kernel = _with_policy(ops, "fused", lambda: ops._plan_backward(*args))
-    if kernel != "floor_summing_bias":
-        return None
-    call = ops.conv2d_hardswish_relu_backward
-    fused = _with_policy(ops, "fused", lambda: median_ms(lambda: call(*args), repeats))
-    floor = _with_policy(ops, "floor", lambda: median_ms(lambda: call(*args), repeats))
-    return {"direction": "bwd", "layer": layer.name, "cin": cin, "cout": cout, "size": size,
-            "k": k, "stride": stride, "groups": groups, "dtype": str(dtype)[6:],
-            "precision": precision, "layout": "channels_last" if channels_last else "nchw",
-            "kernel": kernel, "fused_ms": fused, "floor_ms": floor, "batch": BATCH}
+    record = _backward_record(ops, x, w, b, geometry, "floor_summing_bias", repeats)
+    if record is not None:
+        record.update(layer=layer.name, cin=cin, cout=cout, size=size, k=k, stride=stride,
+                      groups=groups, dtype=str(dtype)[6:], precision=precision,
+                      layout="channels_last" if channels_last else "nchw")
+    return record
 
 
 def _tensors(cin, cout, size, k, dtype):
@@ -227,6 +214,20 @@ def _forward_record(ops, args, repeats):
             "batch": BATCH}
 
 
+def _backward_record(ops, x, w, b, geometry, kernel, repeats):
+    """The backward op (all three gradients, a random grad_output) timed with the fused policy
+    and with the floor; None where the fused policy does not plan `kernel`."""
+    y = ops.conv2d_hardswish_relu(x, w, b, *geometry)
+    args = (torch.randn_like(y), x, w, y) + tuple(geometry) + ([True, True, True],)
+    if _with_policy(ops, "fused", lambda: ops._plan_backward(*args)) != kernel:
+        return None
+    call = ops.conv2d_hardswish_relu_backward
+    fused = _with_policy(ops, "fused", lambda: median_ms(lambda: call(*args), repeats))
+    floor = _with_policy(ops, "floor", lambda: median_ms(lambda: call(*args), repeats))
+    return {"direction": "bwd", "kernel": kernel, "fused_ms": fused, "floor_ms": floor,
+            "batch": BATCH}
+
+
 def time_forward(ops, cin, cout, size, k, stride, dtype, precision, repeats):
     x, w, b = _tensors(cin, cout, size, k, dtype)
     pad = k // 2
@@ -240,20 +241,12 @@ def time_forward(ops, cin, cout, size, k, stride, dtype, precision, repeats):
 
 def time_backward(ops, cin, cout, size, k, precision, repeats):
     x, w, b = _tensors(cin, cout, size, k, torch.float32)
-    pad = k // 2
-    geometry = ([1, 1], [pad] * 4, [1, 1], 1)
-    y = ops.conv2d_hardswish_relu(x, w, b, *geometry)
-    grad_y = torch.randn_like(y)
-    args = (grad_y, x, w, y) + geometry + ([True, True, True],)
-    kernel = _with_policy(ops, "fused", lambda: ops._plan_backward(*args))
-    if kernel != "fused":
-        return None
-    call = ops.conv2d_hardswish_relu_backward
-    fused = _with_policy(ops, "fused", lambda: median_ms(lambda: call(*args), repeats))
-    floor = _with_policy(ops, "floor", lambda: median_ms(lambda: call(*args), repeats))
-    return {"direction": "bwd", "cin": cin, "cout": cout, "size": size, "k": k, "stride": 1,
-            "dtype": "float32", "precision": precision, "kernel": kernel, "fused_ms": fused,
-            "floor_ms": floor, "batch": BATCH}
+    geometry = ([1, 1], [k // 2] * 4, [1, 1], 1)
+    record = _backward_record(ops, x, w, b, geometry, "fused", repeats)
+    if record is not None:
+        record.update(cin=cin, cout=cout, size=size, k=k, stride=1, dtype="float32",
+                      precision=precision)
+    return record
 
 
 def main():
