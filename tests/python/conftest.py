@@ -52,6 +52,16 @@ def fused_kernels():
     torch.ops.fusedconv._plan_policy(previous)
 
 
+def with_floor_policy(fn):
+    """fn() with the planners' policy set to "floor" (PyTorch's convolution and our passes, no
+    fused kernel): the path a kernel's result is compared with. Restores the policy after."""
+    previous = torch.ops.fusedconv._plan_policy("floor")
+    try:
+        return fn()
+    finally:
+        torch.ops.fusedconv._plan_policy(previous)
+
+
 def poisoned_call(fn, dtype, device):
     """Run `fn()` with every fresh allocation NaN-filled, so unwritten output elements show.
 

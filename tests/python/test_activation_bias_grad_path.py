@@ -11,7 +11,7 @@ import random
 import pytest
 import torch
 
-from conftest import poisoned_call
+from conftest import poisoned_call, with_floor_policy
 
 pytestmark = [pytest.mark.cuda, pytest.mark.usefixtures("fused_kernels")]
 
@@ -47,14 +47,6 @@ def _plan(grad_y, x, weight, y, geometry, mask=(True, True, True)):
     return torch.ops.fusedconv._plan_backward(grad_y, x, weight, y, *geometry, list(mask))
 
 
-def _with_floor(fn):
-    previous = torch.ops.fusedconv._plan_policy("floor")
-    try:
-        return fn()
-    finally:
-        torch.ops.fusedconv._plan_policy(previous)
-
-
 def _assert_bias_sums(grad_bias, grad_y, y):
     """grad_bias within rounding to its dtype of the float64 sum of the stored g (what ATen
     sums), plus float32 accumulation's share: 1e-5 of the sum of |g|."""
@@ -71,19 +63,30 @@ def _assert_as_floor(ours, floor, dtype):
     torch.testing.assert_close(ours, floor, rtol=tolerance, atol=tolerance)
 
 
+def _check_summing_bias(grad_y, x, weight, y, geometry, dtype, against_floor=True):
+    """The call planned as floor_summing_bias, run on poisoned outputs: grad_bias against the
+    float64 sum, and (against_floor) every gradient as the floor policy's. Returns (ours,
+    the floor's or None)."""
+    assert _plan(grad_y, x, weight, y, geometry) == "floor_summing_bias"
+    grads = poisoned_call(lambda: _backward(grad_y, x, weight, y, geometry), dtype, "cuda")
+    _assert_bias_sums(grads[2], grad_y, y)
+    if not against_floor:
+        return grads, None
+    floor = with_floor_policy(lambda: _backward(grad_y, x, weight, y, geometry))
+    for ours, theirs in zip(grads, floor):
+        _assert_as_floor(ours, theirs, dtype)
+    return grads, floor
+
+
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("seed", range(10))
 def test_bias_summed_in_the_gradient_pass(seed, dtype, layout):
     grad_y, x, weight, y, geometry = _case(random.Random(seed), dtype, layout == "channels_last")
-    assert _plan(grad_y, x, weight, y, geometry) == "floor_summing_bias"
-    grads = poisoned_call(lambda: _backward(grad_y, x, weight, y, geometry), dtype, "cuda")
-    _assert_bias_sums(grads[2], grad_y, y)
-    floor = _with_floor(lambda: _backward(grad_y, x, weight, y, geometry))
+    grads, floor = _check_summing_bias(grad_y, x, weight, y, geometry, dtype)
     for name, ours, theirs in zip(("input", "weight", "bias"), grads, floor):
         assert ours.shape == theirs.shape and ours.dtype == theirs.dtype, name
         assert ours.stride() == theirs.stride(), name
-        _assert_as_floor(ours, theirs, dtype)
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
@@ -95,9 +98,7 @@ def test_more_channels_than_one_cta_holds(out_channels, dtype, layout):
     elements (1030 float32, 300 float16) in several CTAs across the channels."""
     grad_y, x, weight, y, geometry = _case(random.Random(out_channels), dtype,
                                            layout == "channels_last", out_channels)
-    assert _plan(grad_y, x, weight, y, geometry) == "floor_summing_bias"
-    grads = poisoned_call(lambda: _backward(grad_y, x, weight, y, geometry), dtype, "cuda")
-    _assert_bias_sums(grads[2], grad_y, y)
+    _check_summing_bias(grad_y, x, weight, y, geometry, dtype, against_floor=False)
 
 
 def _shifted(tensor, layout):
@@ -140,13 +141,7 @@ def test_unaligned_grad_output_sums_as_its_aligned_copy(layout):
 def test_grad_output_expanded_from_a_scalar():
     grad_y, x, weight, y, geometry = _case(random.Random(4), torch.float16, True, 16)
     expanded = torch.randn((), device="cuda", dtype=torch.float16).expand(y.shape)
-    assert _plan(expanded, x, weight, y, geometry) == "floor_summing_bias"
-    grads = poisoned_call(lambda: _backward(expanded, x, weight, y, geometry), torch.float16,
-                          "cuda")
-    _assert_bias_sums(grads[2], expanded, y)
-    floor = _with_floor(lambda: _backward(expanded, x, weight, y, geometry))
-    for ours, theirs in zip(grads, floor):
-        _assert_as_floor(ours, theirs, torch.float16)
+    _check_summing_bias(expanded, x, weight, y, geometry, torch.float16)
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
@@ -161,13 +156,7 @@ def test_many_rows_in_many_chunks(layout):
     geometry = ([1, 1], [0] * 4, [1, 1], 1)
     y = torch.ops.fusedconv.conv2d_hardswish_relu(x, weight, bias, *geometry)
     grad_y = torch.randn_like(y)
-    assert _plan(grad_y, x, weight, y, geometry) == "floor_summing_bias"
-    grads = poisoned_call(lambda: _backward(grad_y, x, weight, y, geometry), torch.bfloat16,
-                          "cuda")
-    _assert_bias_sums(grads[2], grad_y, y)
-    floor = _with_floor(lambda: _backward(grad_y, x, weight, y, geometry))
-    for ours, theirs in zip(grads, floor):
-        _assert_as_floor(ours, theirs, torch.bfloat16)
+    _check_summing_bias(grad_y, x, weight, y, geometry, torch.bfloat16)
 
 
 @pytest.mark.parametrize("mask", [[True, True, True], [False, False, True], [True, False, True],
@@ -179,7 +168,7 @@ def test_gradients_not_asked_for(mask, layout):
     assert _plan(grad_y, x, weight, y, geometry, mask) == "floor_summing_bias"
     grads = _backward(grad_y, x, weight, y, geometry, mask)
     everything = _backward(grad_y, x, weight, y, geometry)
-    floor = _with_floor(lambda: _backward(grad_y, x, weight, y, geometry, mask))
+    floor = with_floor_policy(lambda: _backward(grad_y, x, weight, y, geometry, mask))
     for wanted, actual, full, theirs in zip(mask, grads, everything, floor):
         if wanted:  # cuDNN's grad_weight may differ in the last bits from call to call
             _assert_as_floor(actual, full, torch.float16)
@@ -214,6 +203,6 @@ def test_nan_in_grad_output_reaches_its_channel_only(layout):
     grad_y = grad_y.clone()
     grad_y[0, 5, 0, 0] = float("nan")
     ours = _backward(grad_y, x, weight, y, geometry)[2]
-    floor = _with_floor(lambda: _backward(grad_y, x, weight, y, geometry))[2]
+    floor = with_floor_policy(lambda: _backward(grad_y, x, weight, y, geometry))[2]
     assert torch.equal(ours.isnan(), floor.isnan())
     assert ours.isnan().tolist() == [c == 5 for c in range(16)]

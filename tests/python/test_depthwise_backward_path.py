@@ -14,7 +14,7 @@ import torch
 
 from fusedconv.reference import reference_gradients_float64, relative_l2_error
 
-from conftest import poisoned_call
+from conftest import poisoned_call, with_floor_policy
 
 pytestmark = [pytest.mark.cuda, pytest.mark.usefixtures("fused_kernels")]
 
@@ -58,14 +58,6 @@ def _assert_planned(grad_y, x, weight, y, geometry, mask=(True, True, True)):
                                               list(mask)) == "depthwise"
 
 
-def _with_floor(fn):
-    previous = torch.ops.fusedconv._plan_policy("floor")
-    try:
-        return fn()
-    finally:
-        torch.ops.fusedconv._plan_policy(previous)
-
-
 def _expected(x, weight, bias, grad_y, y, geometry):
     stride, padding, dilation, groups = geometry
     return reference_gradients_float64(x, weight, bias, grad_y, y, stride,
@@ -99,7 +91,7 @@ def test_depthwise_backward_half_precision_no_worse_than_the_floor(seed, dtype, 
     _assert_planned(grad_y, x, weight, y, geometry)
     grads = poisoned_call(lambda: _backward(grad_y, x, weight, y, geometry, [True] * 3), dtype,
                           "cuda")
-    floor = _with_floor(lambda: _backward(grad_y, x, weight, y, geometry, [True] * 3))
+    floor = with_floor_policy(lambda: _backward(grad_y, x, weight, y, geometry, [True] * 3))
     expected = _expected(x, weight, bias, grad_y, y, geometry)
     for name, ours, theirs, wanted in zip(("input", "weight", "bias"), grads, floor, expected):
         assert ours.dtype == dtype and not ours.isnan().any(), name
@@ -153,7 +145,7 @@ def test_depthwise_backward_nan_positions_as_the_floor(layout):
     grad_y = torch.randn_like(y)
     _assert_planned(grad_y, x, weight, y, geometry)
     ours = _backward(grad_y, x, weight, y, geometry, [True] * 3)
-    floor = _with_floor(lambda: _backward(grad_y, x, weight, y, geometry, [True] * 3))
+    floor = with_floor_policy(lambda: _backward(grad_y, x, weight, y, geometry, [True] * 3))
     for a, b in zip(ours, floor):
         assert torch.equal(a.isnan(), b.isnan()) and torch.equal(a.isinf(), b.isinf())
 
@@ -208,7 +200,7 @@ def test_depthwise_backward_channels_last_filters_per_tap_or_resident(weight_kin
     _assert_planned(grad_y, x, weight, y, geometry)
     grads = poisoned_call(lambda: _backward(grad_y, x, weight, y, geometry, [True] * 3), dtype,
                           "cuda")
-    floor = _with_floor(lambda: _backward(grad_y, x, weight, y, geometry, [True] * 3))
+    floor = with_floor_policy(lambda: _backward(grad_y, x, weight, y, geometry, [True] * 3))
     expected = _expected(x, weight, bias, grad_y, y, geometry)
     for name, ours, theirs, wanted in zip(("input", "weight", "bias"), grads, floor, expected):
         assert ours.stride() == theirs.stride(), name
