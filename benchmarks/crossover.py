@@ -201,17 +201,21 @@ def _with_policy(ops, policy, fn):
         ops._plan_policy(previous)
 
 
+def _record(ops, direction, kernel, call, args, repeats):
+    """call(*args) timed with the fused policy and with the floor, as a record."""
+    fused = _with_policy(ops, "fused", lambda: median_ms(lambda: call(*args), repeats))
+    floor = _with_policy(ops, "floor", lambda: median_ms(lambda: call(*args), repeats))
+    return {"direction": direction, "kernel": kernel, "fused_ms": fused, "floor_ms": floor,
+            "batch": BATCH}
+
+
 def _forward_record(ops, args, repeats):
     """The forward op on `args` timed with the fused policy's kernel and with the floor; None
     where no fused kernel applies."""
     kernel = _with_policy(ops, "fused", lambda: ops._plan(*args))
     if kernel == "floor":
         return None
-    call = ops.conv2d_hardswish_relu
-    fused = _with_policy(ops, "fused", lambda: median_ms(lambda: call(*args), repeats))
-    floor = _with_policy(ops, "floor", lambda: median_ms(lambda: call(*args), repeats))
-    return {"direction": "fwd", "kernel": kernel, "fused_ms": fused, "floor_ms": floor,
-            "batch": BATCH}
+    return _record(ops, "fwd", kernel, ops.conv2d_hardswish_relu, args, repeats)
 
 
 def _backward_record(ops, x, w, b, geometry, kernel, repeats):
@@ -221,11 +225,7 @@ def _backward_record(ops, x, w, b, geometry, kernel, repeats):
     args = (torch.randn_like(y), x, w, y) + tuple(geometry) + ([True, True, True],)
     if _with_policy(ops, "fused", lambda: ops._plan_backward(*args)) != kernel:
         return None
-    call = ops.conv2d_hardswish_relu_backward
-    fused = _with_policy(ops, "fused", lambda: median_ms(lambda: call(*args), repeats))
-    floor = _with_policy(ops, "floor", lambda: median_ms(lambda: call(*args), repeats))
-    return {"direction": "bwd", "kernel": kernel, "fused_ms": fused, "floor_ms": floor,
-            "batch": BATCH}
+    return _record(ops, "bwd", kernel, ops.conv2d_hardswish_relu_backward, args, repeats)
 
 
 def time_forward(ops, cin, cout, size, k, stride, dtype, precision, repeats):

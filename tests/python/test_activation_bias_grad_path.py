@@ -38,6 +38,19 @@ def _case(rng, dtype, channels_last, out_channels=None):
     return torch.randn_like(y), x, weight, y, geometry
 
 
+def _pointwise_case(shape, out_channels, layout):
+    """A bfloat16 1x1 layer (bias, stride 1) on an x of `shape` in `layout`: (grad_y, x,
+    weight, y, geometry)."""
+    x = torch.randn(*shape, device="cuda", dtype=torch.bfloat16)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    weight = torch.randn(out_channels, shape[1], 1, 1, device="cuda", dtype=torch.bfloat16)
+    bias = torch.randn(out_channels, device="cuda", dtype=torch.bfloat16)
+    geometry = ([1, 1], [0] * 4, [1, 1], 1)
+    y = torch.ops.fusedconv.conv2d_hardswish_relu(x, weight, bias, *geometry)
+    return torch.randn_like(y), x, weight, y, geometry
+
+
 def _backward(grad_y, x, weight, y, geometry, mask=(True, True, True)):
     return torch.ops.fusedconv.conv2d_hardswish_relu_backward(grad_y, x, weight, y, *geometry,
                                                               list(mask))
@@ -119,14 +132,7 @@ def test_unaligned_grad_output_sums_as_its_aligned_copy(layout):
     """grad_output and output as dense views 2 bytes off 16-byte alignment, in a shape whose
     channel runs are whole 16-byte vectors (24 channels; an 8 x 6 plane): element by element,
     in the same order as the aligned copy's vectors, so grad_bias is bitwise the same."""
-    x = torch.randn(2, 8, 8, 6, device="cuda", dtype=torch.bfloat16)
-    if layout == "channels_last":
-        x = x.contiguous(memory_format=torch.channels_last)
-    weight = torch.randn(24, 8, 1, 1, device="cuda", dtype=torch.bfloat16)
-    bias = torch.randn(24, device="cuda", dtype=torch.bfloat16)
-    geometry = ([1, 1], [0] * 4, [1, 1], 1)
-    y = torch.ops.fusedconv.conv2d_hardswish_relu(x, weight, bias, *geometry)
-    grad_y = torch.randn_like(y)
+    grad_y, x, weight, y, geometry = _pointwise_case((2, 8, 8, 6), 24, layout)
     aligned = _backward(grad_y, x, weight, y, geometry)
     grad_y_view, y_view = _shifted(grad_y, layout), _shifted(y, layout)
     assert _plan(grad_y_view, x, weight, y_view, geometry) == "floor_summing_bias"
@@ -148,14 +154,7 @@ def test_grad_output_expanded_from_a_scalar():
 def test_many_rows_in_many_chunks(layout):
     """Enough positions for more than 32 chunks (each reduce lane adds several) and, in
     channels_last, 128 lanes over the rows of 2 vector columns."""
-    x = torch.randn(16, 4, 64, 64, device="cuda", dtype=torch.bfloat16)
-    if layout == "channels_last":
-        x = x.contiguous(memory_format=torch.channels_last)
-    weight = torch.randn(16, 4, 1, 1, device="cuda", dtype=torch.bfloat16)
-    bias = torch.randn(16, device="cuda", dtype=torch.bfloat16)
-    geometry = ([1, 1], [0] * 4, [1, 1], 1)
-    y = torch.ops.fusedconv.conv2d_hardswish_relu(x, weight, bias, *geometry)
-    grad_y = torch.randn_like(y)
+    grad_y, x, weight, y, geometry = _pointwise_case((16, 4, 64, 64), 16, layout)
     _check_summing_bias(grad_y, x, weight, y, geometry, torch.bfloat16)
 
 
