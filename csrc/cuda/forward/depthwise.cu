@@ -14,11 +14,14 @@
 // registers); every other geometry takes the run-time variant, which loads per tap.
 // channels_last with multiplier 1, whole 16-byte channel vectors and an unrolled geometry takes
 // the vector kernel instead: a thread per kStrip columns x one 16-byte vector of channels.
+// NCHW rows of whole vectors with 'same' padding take the vector-row walk under
+// FUSEDCONV_DEPTHWISE_ROWS=1 (common/depthwise_rows.cuh; opt-in until measured).
 #include <cuda_runtime.h>
 
 #include <cstdint>
 
 #include "common/configuration.h"
+#include "common/depthwise_rows.cuh"
 #include "forward/families.h"
 #include "fusedconv/activation.h"
 #include "fusedconv/dtype.cuh"
@@ -344,6 +347,13 @@ template <typename Storage, bool kChannelsLast>
 cudaError_t launch_layout(const ConvParams& p, const Geometry& g, cudaStream_t stream) {
   if (kChannelsLast && vector_kernel_applies(p)) {
     return launch_vector<Storage>(p, g, stream);
+  }
+  if constexpr (!kChannelsLast && sizeof(Storage) <= 4) {  // float64 keeps the per-row kernel
+    depthwise_rows::RowGeometry rows;
+    if (depthwise_rows::rows_enabled() && depthwise_rows::row_geometry(p, rows) &&
+        depthwise_rows::vector_aligned(rows, p.input, p.output, p.output)) {
+      return depthwise_rows::launch_forward<Storage>(p, rows, stream);
+    }
   }
   const dim3 grid((g.threads + kThreads - 1) / kThreads);
   int kernel = 0, stride = 0;
