@@ -11,12 +11,16 @@
 //   forming g once per position and accumulating k x k + 1 products in registers; a fixed-order
 //   reduction (warp shuffles, one barrier) writes one partial per CTA to the workspace, and a second kernel sums the
 //   partials of each channel in order. Bitwise identical from run to run.
+// Under FUSEDCONV_DEPTHWISE_ROWS=1 (opt-in until measured), calls in the vector-row domain
+// (common/depthwise_rows_domain.h) take the row walks instead: grad_input by rows of vectors
+// (common/depthwise_rows.cuh), the weight pass a vector of output columns per thread item.
 #include <cuda_runtime.h>
 
 #include <cstdint>
 
 #include "backward/depthwise_backward.h"
 #include "common/configuration.h"
+#include "common/depthwise_rows.cuh"
 #include "common/device_limits.h"
 #include "fusedconv/activation.h"
 #include "fusedconv/dtype.cuh"
@@ -34,6 +38,7 @@ struct Geometry {
   uint32_t elements;  // batch x channels x in_height x in_width (dgrad threads)
   int32_t slices;     // CTAs per channel in the weight pass
   int32_t rows_per_slice;  // output rows (of batch x out_height) per slice
+  FastDivisor row_vectors;  // output vectors per row (the weight pass by rows)
 };
 
 template <typename Storage>
@@ -93,13 +98,40 @@ __global__ void __launch_bounds__(kThreads)
   static_cast<Storage*>(bp.grad_input)[index] = Traits::store(acc);  // dense NCHW, as x
 }
 
+// A weight-pass CTA's sums (the taps, then the bias) into its partial, in a fixed order: each
+// warp's shuffle tree per sum, then one barrier, then thread t adds sum t over the warps in order.
+template <int kTaps>
+__device__ __forceinline__ void write_partials(const float (&acc)[kTaps + 1], float* partial) {
+  __shared__ float warp_sums[kThreads / 32][kTaps + 1];
+  const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
+#pragma unroll
+  for (int t = 0; t <= kTaps; ++t) {
+    float value = acc[t];
+#pragma unroll
+    for (int offset = 16; offset > 0; offset >>= 1) {
+      value += __shfl_down_sync(0xffffffffu, value, offset);
+    }
+    if (lane == 0) {
+      warp_sums[warp][t] = value;
+    }
+  }
+  __syncthreads();
+  if (threadIdx.x <= kTaps) {
+    float total = 0.0f;
+#pragma unroll
+    for (int w = 0; w < kThreads / 32; ++w) {
+      total += warp_sums[w][threadIdx.x];
+    }
+    partial[threadIdx.x] = total;
+  }
+}
+
 // grad_weight / grad_bias partials: CTA (slice, channel) over output rows
 // [slice * rows_per_slice, ...) of batch x out_height.
 template <typename Storage, int kKernel>
 __global__ void __launch_bounds__(kThreads)
     depthwise_wgrad_kernel(const ConvBackwardParams bp, const Geometry g, float* partials) {
   constexpr int kTaps = kKernel * kKernel;
-  __shared__ float warp_sums[kThreads / 32][kTaps + 1];
   const ConvParams& p = bp.conv;
   const int c = static_cast<int>(blockIdx.y);
   const int slice = static_cast<int>(blockIdx.x);
@@ -145,29 +177,78 @@ __global__ void __launch_bounds__(kThreads)
       }
     }
   }
-  // Fixed-order reduction: each warp's shuffle tree per sum, then one barrier, then thread t
-  // adds sum t over the warps in order.
-  const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
+  write_partials<kTaps>(acc, partials + (int64_t{c} * g.slices + slice) * (kTaps + 1));
+}
+
+// The weight pass by rows: as depthwise_wgrad_kernel, but a thread item is one vector of output
+// columns. g is formed from one vector each of grad_y and y, and each kernel row's input window
+// is loaded once as vectors (the row domain: 'same' padding, rows of whole vectors).
+template <typename Storage, int kBytes, int kKernel, int kStride>
+__global__ void __launch_bounds__(kThreads)
+    depthwise_wgrad_rows_kernel(const ConvBackwardParams bp, const Geometry g, float* partials) {
+  constexpr int kTaps = kKernel * kKernel;
+  constexpr int kCount = depthwise_rows::RowVector<Storage, kBytes>::kCount;
+  constexpr int kPad = (kKernel - 1) / 2;
+  constexpr int kVectors = depthwise_rows::window_vectors(kCount, kKernel, kStride);
+  const ConvParams& p = bp.conv;
+  const int c = static_cast<int>(blockIdx.y);
+  const int slice = static_cast<int>(blockIdx.x);
+  const int64_t total_rows = p.batch * p.out_height;
+  const int64_t first_row = int64_t{slice} * g.rows_per_slice;
+  const int64_t last_row =
+      first_row + g.rows_per_slice < total_rows ? first_row + g.rows_per_slice : total_rows;
+  const uint32_t items = static_cast<uint32_t>((last_row - first_row) * g.row_vectors.divisor);
+  const int in_height = static_cast<int>(p.in_height), in_width = static_cast<int>(p.in_width);
+  const int out_width = static_cast<int>(p.out_width);
+  const Storage* __restrict__ grad_y = static_cast<const Storage*>(bp.grad_output);
+  const Storage* __restrict__ y = static_cast<const Storage*>(p.output);
+  float acc[kTaps + 1];  // the taps, then the bias
 #pragma unroll
   for (int t = 0; t <= kTaps; ++t) {
-    float value = acc[t];
+    acc[t] = 0.0f;
+  }
+  for (uint32_t i = threadIdx.x; i < items; i += kThreads) {
+    uint32_t vector;
+    const uint32_t row = static_cast<uint32_t>(first_row) + g.row_vectors.divide(i, vector);
+    uint32_t out_row;
+    const uint32_t n = g.out_height.divide(row, out_row);
+    const int64_t out_offset =
+        ((int64_t{n} * p.out_channels + c) * p.out_height + out_row) * out_width;
+    const int first_column = static_cast<int>(vector) * kCount;
+    float gz[kCount];
+    bool loaded[1];
+    depthwise_rows::load_window<Storage, kBytes, 1, true>(
+        grad_y + out_offset, y + out_offset, first_column, out_width, gz, loaded);
 #pragma unroll
-    for (int offset = 16; offset > 0; offset >>= 1) {
-      value += __shfl_down_sync(0xffffffffu, value, offset);
+    for (int e = 0; e < kCount; ++e) {
+      acc[kTaps] += gz[e];
     }
-    if (lane == 0) {
-      warp_sums[warp][t] = value;
+    const Storage* __restrict__ x = static_cast<const Storage*>(p.input) +
+                                    (int64_t{n} * p.in_channels + c) * in_height * in_width;
+#pragma unroll
+    for (int r = 0; r < kKernel; ++r) {
+      const int in_row = static_cast<int>(out_row) * kStride - kPad + r;
+      if (static_cast<unsigned>(in_row) >= static_cast<unsigned>(in_height)) {
+        continue;  // padded rows: no tap
+      }
+      float window[kVectors * kCount];
+      bool inside[kVectors];
+      depthwise_rows::load_window<Storage, kBytes, kVectors, false>(
+          x + int64_t{in_row} * in_width, nullptr, first_column * kStride - kCount, in_width,
+          window, inside);
+#pragma unroll
+      for (int t = 0; t < kKernel; ++t) {
+#pragma unroll
+        for (int e = 0; e < kCount; ++e) {
+          const int at = kCount + e * kStride + t - kPad;
+          if (depthwise_rows::on_row<kCount, kStride>(at, inside)) {
+            acc[r * kKernel + t] = fmaf(gz[e], window[at], acc[r * kKernel + t]);
+          }
+        }
+      }
     }
   }
-  __syncthreads();
-  if (threadIdx.x <= kTaps) {
-    float total = 0.0f;
-#pragma unroll
-    for (int w = 0; w < kThreads / 32; ++w) {
-      total += warp_sums[w][threadIdx.x];
-    }
-    partials[(int64_t{c} * g.slices + slice) * (kTaps + 1) + threadIdx.x] = total;
-  }
+  write_partials<kTaps>(acc, partials + (int64_t{c} * g.slices + slice) * (kTaps + 1));
 }
 
 // grad_weight[c, 0, r, s] and grad_bias[c]: the partials of channel c summed in slice order.
@@ -209,7 +290,15 @@ template <typename Storage, int kKernel>
 cudaError_t launch_typed(const ConvBackwardParams& bp, Geometry g, const DeviceLimits& limits,
                          cudaStream_t stream) {
   const ConvParams& p = bp.conv;
-  if (bp.grad_input != nullptr && g.elements > 0) {  // an empty input plane: nothing to write
+  depthwise_rows::RowGeometry rows;
+  const bool by_rows = depthwise_rows::rows_enabled() && depthwise_rows::row_geometry(p, rows);
+  if (bp.grad_input != nullptr && g.elements > 0 && by_rows &&
+      depthwise_rows::vector_aligned(rows, bp.grad_input, bp.grad_output, p.output)) {
+    const cudaError_t status = depthwise_rows::launch_input_gradient<Storage>(bp, rows, stream);
+    if (status != cudaSuccess) {
+      return status;
+    }
+  } else if (bp.grad_input != nullptr && g.elements > 0) {  // empty input planes: nothing to do
     const uint32_t blocks = (g.elements + kThreads - 1) / kThreads;
     const bool square = p.stride_h == p.stride_w;
     if (square && p.stride_h == 1) {
@@ -230,8 +319,21 @@ cudaError_t launch_typed(const ConvBackwardParams& bp, Geometry g, const DeviceL
   slice_rows(p, limits, g.slices, g.rows_per_slice);
   float* partials = static_cast<float*>(bp.workspace);
   const dim3 grid(static_cast<uint32_t>(g.slices), static_cast<uint32_t>(p.out_channels));
-  depthwise_wgrad_kernel<Storage, kKernel><<<grid, kThreads, 0, stream>>>(bp, g, partials);
-  cudaError_t status = cudaGetLastError();
+  cudaError_t status = cudaSuccess;
+  if (by_rows && depthwise_rows::vector_aligned(rows, p.input, bp.grad_output, p.output)) {
+    const int64_t count = rows.vector_bytes / element_bytes(p.dtype);
+    g.row_vectors = FastDivisor::make(static_cast<uint32_t>(p.out_width / count));
+    status = depthwise_rows::dispatch_rows<Storage>(rows, [&](auto bytes, auto kernel,
+                                                               auto stride) {
+      depthwise_wgrad_rows_kernel<Storage, decltype(bytes)::value, decltype(kernel)::value,
+                                  decltype(stride)::value>
+          <<<grid, kThreads, 0, stream>>>(bp, g, partials);
+      return cudaGetLastError();
+    });
+  } else {
+    depthwise_wgrad_kernel<Storage, kKernel><<<grid, kThreads, 0, stream>>>(bp, g, partials);
+    status = cudaGetLastError();
+  }
   if (status != cudaSuccess) {
     return status;
   }

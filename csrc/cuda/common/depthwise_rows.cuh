@@ -69,6 +69,13 @@ struct RowWalk {
   uint32_t threads;  // < 2^31 (the callers' applies)
 };
 
+// The vectors of a correlation window (the forward's, the weight pass's x): a left halo vector,
+// `stride` vectors under the target's, and a right halo vector where the last tap reaches it
+// (not for 3x3 at stride 2).
+__host__ __device__ constexpr int window_vectors(int count, int kernel, int stride) {
+  return (count + (count - 1) * stride + kernel - 1 - (kernel - 1) / 2) / count + 1;
+}
+
 // The row-walk kernels' common start: the thread's target plane, first row and column group.
 struct WalkPosition {
   uint32_t n, channel;
@@ -187,13 +194,10 @@ __device__ __forceinline__ void store_rows(const RowWalk& w, const WalkPosition&
 // and grad_input at stride 1 (kGradient: g with the flipped filter). Target row i, column j
 // reads source rows i x stride - pad + r and columns j x stride - pad + t.
 template <typename Storage, int kBytes, int kKernel, int kStride, bool kGradient>
-__global__ void __launch_bounds__(kThreads) depthwise_rows_kernel(const RowWalk w) {
+__global__ void __launch_bounds__(kThreads, 2) depthwise_rows_kernel(const RowWalk w) {
   constexpr int kCount = RowVector<Storage, kBytes>::kCount;
   constexpr int kPad = (kKernel - 1) / 2;
-  // A left halo vector, kStride vectors under the target's, and a right halo vector where the
-  // last tap reaches it (not for 3x3 at stride 2).
-  constexpr int kLastElement = kCount + (kCount - 1) * kStride + kKernel - 1 - kPad;
-  constexpr int kVectors = kLastElement / kCount + 1;
+  constexpr int kVectors = window_vectors(kCount, kKernel, kStride);
   constexpr int kSourceRows = (kRows - 1) * kStride + kKernel;
   static_assert(kCount >= 2 && kPad <= kCount, "the halo fits in one vector");
   static_assert(!kGradient || kStride == 1, "grad_input at stride 2 is the transposed walk");
