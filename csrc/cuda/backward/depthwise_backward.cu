@@ -25,6 +25,7 @@
 #include "fusedconv/activation.h"
 #include "fusedconv/dtype.cuh"
 #include "fusedconv/fast_divisor.h"
+#include "fusedconv/launch.h"
 #include "fusedconv/params.h"
 
 namespace fusedconv {
@@ -291,7 +292,7 @@ cudaError_t launch_typed(const ConvBackwardParams& bp, Geometry g, const DeviceL
                          cudaStream_t stream) {
   const ConvParams& p = bp.conv;
   depthwise_rows::RowGeometry rows;
-  const bool by_rows = depthwise_rows::rows_enabled() && depthwise_rows::row_geometry(p, rows);
+  const bool by_rows = depthwise_rows_enabled() && depthwise_rows::row_geometry(p, rows);
   if (bp.grad_input != nullptr && g.elements > 0 && by_rows &&
       depthwise_rows::vector_aligned(rows, bp.grad_input, bp.grad_output, p.output)) {
     const cudaError_t status = depthwise_rows::launch_input_gradient<Storage>(bp, rows, stream);

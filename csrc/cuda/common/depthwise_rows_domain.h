@@ -10,7 +10,6 @@
 
 #include <cstdint>
 
-#include "fusedconv/environment.h"
 #include "fusedconv/params.h"
 
 namespace fusedconv {
@@ -23,14 +22,6 @@ struct RowGeometry {
   int stride = 0;        // 1 or 2
   int vector_bytes = 0;  // 16, 8 or 4
 };
-
-// Opt-in until measured (FUSEDCONV_DEPTHWISE_ROWS=1, read once): the row kernels replace the
-// per-row / per-element depthwise kernels in their domain only under this flag, so the default
-// plan runs what the crossovers measured (benchmarks/NOTES.md, "Fourteenth session").
-inline bool rows_enabled() {
-  static const bool enabled = environment_flag("FUSEDCONV_DEPTHWISE_ROWS");
-  return enabled;
-}
 
 // The widest vector (16, 8 or 4 bytes) that divides a row of `width` elements into whole
 // vectors of at least two elements; 0 where none does.

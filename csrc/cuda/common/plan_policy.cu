@@ -1,4 +1,5 @@
-// The planners' process-wide policy and plan counter (fusedconv/launch.h). Relaxed atomics: the
+// The planners' process-wide policy, the depthwise row kernels' switch and the plan counter
+// (fusedconv/launch.h). Relaxed atomics: the
 // policy is a test and benchmark switch, not a synchronisation point, and a plan reads it once.
 #include <atomic>
 #include <cstdint>
@@ -6,6 +7,7 @@
 #include <cstring>
 
 #include "common/plan_policy.h"
+#include "fusedconv/environment.h"
 #include "fusedconv/launch.h"
 
 namespace fusedconv {
@@ -28,6 +30,11 @@ std::atomic<int>& policy_storage() {
   return policy;
 }
 
+std::atomic<bool>& rows_storage() {
+  static std::atomic<bool> enabled{environment_flag("FUSEDCONV_DEPTHWISE_ROWS")};
+  return enabled;
+}
+
 std::atomic<int64_t> plans_made{0};
 
 }  // namespace
@@ -44,6 +51,12 @@ PlanPolicy begin_plan() {
 PlanPolicy set_plan_policy(PlanPolicy policy) {
   return static_cast<PlanPolicy>(
       policy_storage().exchange(static_cast<int>(policy), std::memory_order_relaxed));
+}
+
+bool depthwise_rows_enabled() { return rows_storage().load(std::memory_order_relaxed); }
+
+bool set_depthwise_rows_enabled(bool enabled) {
+  return rows_storage().exchange(enabled, std::memory_order_relaxed);
 }
 
 int64_t plan_count() { return plans_made.load(std::memory_order_relaxed); }

@@ -26,6 +26,7 @@
 #include "fusedconv/activation.h"
 #include "fusedconv/dtype.cuh"
 #include "fusedconv/fast_divisor.h"
+#include "fusedconv/launch.h"
 #include "fusedconv/params.h"
 
 namespace fusedconv {
@@ -350,7 +351,7 @@ cudaError_t launch_layout(const ConvParams& p, const Geometry& g, cudaStream_t s
   }
   if constexpr (!kChannelsLast && sizeof(Storage) <= 4) {  // float64 keeps the per-row kernel
     depthwise_rows::RowGeometry rows;
-    if (depthwise_rows::rows_enabled() && depthwise_rows::row_geometry(p, rows) &&
+    if (depthwise_rows_enabled() && depthwise_rows::row_geometry(p, rows) &&
         depthwise_rows::vector_aligned(rows, p.input, p.output, p.output)) {
       return depthwise_rows::launch_forward<Storage>(p, rows, stream);
     }
