@@ -1,0 +1,301 @@
+"""The depthwise vector-row kernels (csrc/cuda/common/depthwise_rows.cuh, and the weight pass in
+csrc/cuda/backward/depthwise_backward.cu): dense NCHW, 'same'-padded 3x3 / 5x5 at stride 1 / 2,
+rows of whole 16-, 8- or 4-byte vectors, float32 / float16 / bfloat16. They run only where
+torch.ops.fusedconv._depthwise_rows (FUSEDCONV_DEPTHWISE_ROWS=1) turns them on, until measured.
+
+Checked: each runs exactly in its domain with the vector width the domain picks; values against
+float64 on poisoned outputs; the forward bitwise equal to the per-row kernel it replaces (the same
+taps, skipped or not, in the same order); every gradient against float64 and against the gather
+kernels; NaN positions as the floor; bitwise determinism across weight-pass slices; the switch's
+start value from the environment."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import fusedconv
+from fusedconv.reference import (reference_float64, reference_forward,
+                                  reference_gradients_float64, relative_l2_error)
+
+from conftest import HAS_CUDA, cuda_kernel_names, poisoned_call, with_floor_policy
+
+pytestmark = [pytest.mark.cuda, pytest.mark.usefixtures("fused_kernels", "row_kernels")]
+
+FORWARD_KERNEL = "depthwise_rows_kernel"
+TRANSPOSED_KERNEL = "depthwise_rows_transposed_kernel"
+WEIGHT_KERNEL = "depthwise_wgrad_rows_kernel"
+ELEMENT_BYTES = {torch.float32: 4, torch.float16: 2, torch.bfloat16: 2}
+
+
+@pytest.fixture
+def row_kernels():
+    if not HAS_CUDA:
+        yield
+        return
+    previous = torch.ops.fusedconv._depthwise_rows(True)
+    yield
+    torch.ops.fusedconv._depthwise_rows(previous)
+
+
+def _without_rows(fn):
+    previous = torch.ops.fusedconv._depthwise_rows(False)
+    try:
+        return fn()
+    finally:
+        torch.ops.fusedconv._depthwise_rows(previous)
+
+
+def _vector_bytes(out_width, dtype):
+    """The domain's vector (depthwise_rows_domain.h, row_vector_bytes): the widest of 16, 8 and 4
+    bytes that splits an output row into whole vectors of at least two elements."""
+    for size in (16, 8, 4):
+        elements = size // ELEMENT_BYTES[dtype]
+        if elements >= 2 and out_width % elements == 0:
+            return size
+    return 0
+
+
+def _ran(names, kernel, *arguments):
+    """Whether `kernel` ran with these leading template arguments (demangled or mangled)."""
+    demangled = kernel + "<"
+    mangled = kernel + "I"
+    text = ", ".join(str(a).lower() for a in arguments)
+    code = "".join("Lb%dE" % a if isinstance(a, bool) else "Li%dE" % a for a in arguments)
+    return any((demangled in name and text in name) or (mangled in name and code in name)
+               for name in names)
+
+
+# (kernel, stride, out_height, out_width, channels, multiplier, batch): every instance, vectors
+# of 16, 8 and 4 bytes, a row of one vector, odd and single-row planes, partial row groups.
+FLOAT32_CASES = [
+    (3, 1, 9, 56, 8, 1, 2), (3, 1, 7, 14, 3, 2, 1), (3, 1, 1, 2, 5, 1, 3),
+    (3, 2, 5, 28, 8, 1, 2), (3, 2, 4, 14, 3, 3, 1), (3, 2, 1, 8, 2, 1, 2),
+    (5, 1, 13, 56, 8, 1, 2), (5, 1, 6, 2, 3, 2, 2), (5, 1, 3, 14, 5, 1, 1),
+    (5, 2, 7, 28, 8, 1, 2), (5, 2, 2, 2, 3, 1, 1), (5, 2, 9, 6, 4, 2, 2),
+]
+HALF_CASES = [
+    (3, 1, 9, 64, 8, 1, 2), (3, 1, 7, 12, 3, 2, 1), (3, 1, 5, 6, 5, 1, 2),
+    (3, 2, 5, 16, 8, 1, 2), (3, 2, 3, 12, 3, 1, 1), (3, 2, 2, 2, 2, 2, 2),
+    (5, 1, 13, 56, 8, 1, 2), (5, 1, 6, 4, 3, 1, 2), (5, 1, 1, 6, 5, 3, 1),
+    (5, 2, 7, 28, 8, 1, 2), (5, 2, 4, 12, 3, 1, 1), (5, 2, 9, 2, 4, 1, 2),
+]
+CASES = ([(torch.float32, c) for c in FLOAT32_CASES] +
+         [(dtype, c) for dtype in (torch.float16, torch.bfloat16) for c in HALF_CASES])
+BACKWARD_CASES = [(dtype, c) for dtype, c in CASES if c[5] == 1]
+
+
+def _layer(case, dtype, seed, bias=True):
+    """x, weight, bias and F.conv2d's geometry of a case; the input's height is the output's
+    times the stride, less one on every other case (odd input heights at stride 2)."""
+    kernel, stride, out_height, out_width, channels, multiplier, batch = case
+    generator = torch.Generator(device="cuda").manual_seed(seed)
+    in_height = out_height * stride - (seed % 2 if stride == 2 else 0)
+    x = torch.randn(batch, channels, in_height, out_width * stride, device="cuda", dtype=dtype,
+                    generator=generator)
+    weight = torch.randn(channels * multiplier, 1, kernel, kernel, device="cuda", dtype=dtype,
+                         generator=generator) * 0.3
+    b = (torch.randn(channels * multiplier, device="cuda", dtype=dtype, generator=generator)
+         if bias else None)
+    return x, weight, b, dict(stride=stride, padding=kernel // 2, groups=channels)
+
+
+def _op_geometry(kwargs):
+    stride, padding = kwargs["stride"], kwargs["padding"]
+    return [stride] * 2, [padding] * 4, [1, 1], kwargs["groups"]
+
+
+def _check_half(actual, expected, baseline, what):
+    assert not actual.isnan().any(), what
+    error, base = relative_l2_error(actual, expected), relative_l2_error(baseline, expected)
+    assert error <= 1.2 * base + 1e-3, (what, error, base)
+
+
+@pytest.mark.parametrize("dtype,case", CASES, ids=str)
+def test_rows_forward_in_its_domain_against_float64(dtype, case):
+    x, weight, bias, kwargs = _layer(case, dtype, seed=sum(case), bias=case[0] == 3)
+
+    def call():
+        return fusedconv.conv2d_hardswish_relu(x, weight, bias, **kwargs)
+
+    out_width = case[3]
+    assert _ran(cuda_kernel_names(call), FORWARD_KERNEL, _vector_bytes(out_width, dtype),
+                case[0], case[1], False), case
+    actual = poisoned_call(call, dtype, "cuda")
+    expected = reference_float64(x, weight, bias, **kwargs)
+    assert actual.shape == expected.shape and actual.is_contiguous()
+    if dtype == torch.float32:
+        assert relative_l2_error(actual, expected) <= 1e-6, case
+    else:
+        _check_half(actual, expected, reference_forward(x, weight, bias, **kwargs), case)
+    # The per-row kernel takes the same taps in the same order: the same bits.
+    assert torch.equal(actual, _without_rows(call)), case
+
+
+@pytest.mark.parametrize("dtype,case", CASES[:12:3], ids=str)
+def test_rows_forward_non_finite_as_the_per_row_kernel(dtype, case):
+    # NaN / inf inputs, and non-finite weights whose taps fall on the zero padding at the
+    # borders (skipped, as PyTorch's depthwise kernels do, so those outputs stay finite).
+    x, weight, bias, kwargs = _layer(case, dtype, seed=5)
+    x[0, 0, 0, 0] = float("nan")
+    x[-1, -1, -1, -1] = float("inf")
+    x[0, -1, x.shape[2] // 2, 1] = float("-inf")
+    weight[0, 0, 0, 0] = float("inf")
+    weight[-1, 0, -1, -1] = float("nan")
+
+    def call():
+        return fusedconv.conv2d_hardswish_relu(x, weight, bias, **kwargs)
+
+    actual = call()
+    assert actual.isnan().any() and not actual.isnan().all()
+    torch.testing.assert_close(actual, _without_rows(call), rtol=0, atol=0, equal_nan=True)
+
+
+def _outside(name):
+    """A call just outside the row domain, and the kernel that takes it instead."""
+    x, weight, bias, kwargs = _layer((3, 1, 8, 16, 4, 1, 2), torch.float32, seed=3)
+    if name == "kernel_7":
+        weight = torch.randn(4, 1, 7, 7, device="cuda") * 0.2
+        kwargs["padding"] = 3
+    elif name == "odd_width":
+        x = x[..., :15].contiguous()
+    elif name == "odd_width_stride_2":
+        x, kwargs["stride"] = x[..., :15].contiguous(), 2
+    elif name == "padding_0":
+        kwargs["padding"] = 0
+    elif name == "dilation_2":
+        kwargs.update(padding=2, dilation=2)
+    elif name == "float64":
+        x, weight, bias = x.double(), weight.double(), bias.double()
+    elif name == "misaligned":  # dense, but 4 bytes past a 16-byte boundary
+        storage = torch.empty(x.numel() + 1, device="cuda")
+        x = storage[1:].view_as(x).copy_(x)
+    return x, weight, bias, kwargs
+
+
+@pytest.mark.parametrize("name", ["kernel_7", "odd_width", "odd_width_stride_2", "padding_0",
+                                  "dilation_2", "float64", "misaligned"])
+def test_rows_forward_leaves_other_calls_to_the_per_row_kernel(name):
+    x, weight, bias, kwargs = _outside(name)
+
+    def call():
+        return fusedconv.conv2d_hardswish_relu(x, weight, bias, **kwargs)
+
+    names = cuda_kernel_names(call)
+    assert not any(FORWARD_KERNEL in n for n in names), (name, names)
+    assert any("conv_hardswish_relu_depthwise_kernel" in n for n in names), (name, names)
+    actual = poisoned_call(call, x.dtype, "cuda")
+    tolerance = 1e-12 if x.dtype == torch.float64 else 1e-6
+    assert relative_l2_error(actual, reference_float64(x, weight, bias, **kwargs)) <= tolerance
+
+
+def _backward(grad_y, x, weight, y, kwargs, mask=(True, True, True)):
+    return torch.ops.fusedconv.conv2d_hardswish_relu_backward(grad_y, x, weight, y,
+                                                              *_op_geometry(kwargs), list(mask))
+
+
+def _backward_case(dtype, case, seed):
+    x, weight, bias, kwargs = _layer(case, dtype, seed)
+    y = fusedconv.conv2d_hardswish_relu(x, weight, bias, **kwargs)
+    grad_y = torch.randn_like(y)
+    assert torch.ops.fusedconv._plan_backward(grad_y, x, weight, y, *_op_geometry(kwargs),
+                                              [True] * 3) == "depthwise"
+    return x, weight, bias, kwargs, y, grad_y
+
+
+@pytest.mark.parametrize("dtype,case", BACKWARD_CASES, ids=str)
+def test_rows_backward_in_its_domain_against_float64(dtype, case):
+    x, weight, bias, kwargs, y, grad_y = _backward_case(dtype, case, seed=len(case) + case[3])
+
+    def call():
+        return _backward(grad_y, x, weight, y, kwargs)
+
+    names = cuda_kernel_names(call)
+    vector = _vector_bytes(case[3], dtype)
+    kernel, stride = case[0], case[1]
+    if stride == 1:
+        assert _ran(names, FORWARD_KERNEL, vector, kernel, 1, True), names
+    else:
+        assert _ran(names, TRANSPOSED_KERNEL, vector, kernel), names
+    assert _ran(names, WEIGHT_KERNEL, vector, kernel, stride), names
+    grads = poisoned_call(call, dtype, "cuda")
+    expected = reference_gradients_float64(x, weight, bias, grad_y, y, stride, kwargs["padding"],
+                                           1, kwargs["groups"])
+    gather = _without_rows(call)
+    floor = with_floor_policy(call)
+    for name, ours, theirs, base, wanted in zip(("input", "weight", "bias"), grads, gather, floor,
+                                                expected):
+        assert ours.shape == wanted.shape and ours.dtype == dtype, name
+        if dtype == torch.float32:
+            assert relative_l2_error(ours, wanted) <= 1e-5, (name, case)
+            assert relative_l2_error(ours, theirs.double()) <= 1e-5, (name, case)
+        else:
+            _check_half(ours, wanted, base, (name, case))
+
+
+@pytest.mark.parametrize("mask", [[True, False, False], [False, True, False], [False, False, True],
+                                  [False, True, True]], ids=str)
+def test_rows_backward_gradients_not_asked_for(mask):
+    x, weight, bias, kwargs, y, grad_y = _backward_case(torch.float32, FLOAT32_CASES[3], seed=2)
+    grads = _backward(grad_y, x, weight, y, kwargs, mask)
+    everything = _backward(grad_y, x, weight, y, kwargs)
+    for wanted, actual, full in zip(mask, grads, everything):
+        if wanted:
+            assert torch.equal(actual, full)
+        else:
+            assert actual.numel() == 0
+
+
+def test_rows_backward_is_bitwise_deterministic_across_slices():
+    # 4 x 56 rows of 56 positions: several weight-pass slices per channel on an H200.
+    case = (5, 1, 56, 56, 32, 1, 4)
+    x, weight, bias, kwargs, y, grad_y = _backward_case(torch.float32, case, seed=9)
+    first = _backward(grad_y, x, weight, y, kwargs)
+    expected = reference_gradients_float64(x, weight, bias, grad_y, y, 1, 2, 1, 32)
+    for actual, wanted in zip(first, expected):
+        assert relative_l2_error(actual, wanted) <= 1e-5
+    for _ in range(3):
+        again = _backward(grad_y, x, weight, y, kwargs)
+        assert all(torch.equal(a, b) for a, b in zip(first, again))
+
+
+@pytest.mark.parametrize("case", [FLOAT32_CASES[0], FLOAT32_CASES[3], FLOAT32_CASES[9]], ids=str)
+def test_rows_backward_nan_positions_as_the_floor(case):
+    x, weight, bias, kwargs = _layer(case, torch.float32, seed=11)
+    x[0, 0, 0, 0] = float("nan")
+    x[-1, -1, 2, -1] = float("nan")
+    y = fusedconv.conv2d_hardswish_relu(x, weight, bias, **kwargs)
+    grad_y = torch.randn_like(y)
+    # A NaN gradient where relu passes it (g there is NaN; where y <= 0 it is an exact 0).
+    grad_y[tuple((y > 0).nonzero()[-1].tolist())] = float("nan")
+    ours = _backward(grad_y, x, weight, y, kwargs)
+    floor = with_floor_policy(lambda: _backward(grad_y, x, weight, y, kwargs))
+    for a, b in zip(ours, floor):
+        assert a.isnan().any()
+        assert torch.equal(a.isnan(), b.isnan()) and torch.equal(a.isinf(), b.isinf())
+
+
+def test_rows_backward_leaves_other_calls_to_the_gather_kernels():
+    x, weight, bias, kwargs = _outside("kernel_7")
+    y = fusedconv.conv2d_hardswish_relu(x, weight, bias, **kwargs)
+    grad_y = torch.randn_like(y)
+    names = cuda_kernel_names(lambda: _backward(grad_y, x, weight, y, kwargs))
+    assert not any("rows" in n for n in names), names
+    assert any("depthwise_dgrad_kernel" in n for n in names), names
+    assert any("depthwise_wgrad_kernel" in n for n in names), names
+
+
+def test_rows_switch_starts_from_the_environment():
+    script = "import fusedconv, torch; fusedconv.load_extension(); " \
+             "print(torch.ops.fusedconv._depthwise_rows())"
+    for value, expected in (("1", "True"), ("0", "False"), (None, "False")):
+        environment = dict(os.environ)
+        environment.pop("FUSEDCONV_DEPTHWISE_ROWS", None)
+        if value is not None:
+            environment["FUSEDCONV_DEPTHWISE_ROWS"] = value
+        result = subprocess.run([sys.executable, "-c", script], env=environment, timeout=600,
+                                capture_output=True, text=True, check=True)
+        assert result.stdout.strip().splitlines()[-1] == expected, (value, result.stdout)
+    assert torch.ops.fusedconv._depthwise_rows() is True  # this process: the fixture's setting
