@@ -18,7 +18,7 @@ import torch
 
 import fusedconv
 from fusedconv.reference import (reference_float64, reference_forward,
-                                  reference_gradients_float64, relative_l2_error)
+                                 reference_gradients_float64, relative_l2_error)
 
 from conftest import HAS_CUDA, cuda_kernel_names, poisoned_call, with_floor_policy
 
