@@ -1,0 +1,108 @@
+"""GPU time per call of the depthwise vector-row kernels against the kernels they would replace,
+the floor path and the memory floor: the A/B that decides whether torch.ops.fusedconv.
+_depthwise_rows (FUSEDCONV_DEPTHWISE_ROWS) becomes the default (benchmarks/NOTES.md).
+
+For the networks suite's depthwise layers (fusedconv/bench_networks.py) in dense NCHW, float32,
+bfloat16 and float16, batch 64: the forward op and the backward op (all three gradients), each
+with the "fused" plan and the row kernels off ("old"), the row kernels on ("rows"), and the
+"floor" plan (cuDNN plus our passes). Each call is captured 20 times into a CUDA graph and
+replayed (median of 15 replays): GPU time without the host's launch work. "mem" is the bytes
+that must move once over the measured copy bandwidth: x, W and y forward; grad_y, y, x, grad_x,
+W and grad_W backward. Also checks that the rows and old results agree (max relative L2 error).
+Usage (GPU): python benchmarks/depthwise_rows_kernel_times.py [--batch 64] [--json PATH]
+"""
+
+import argparse
+import json
+
+import torch
+
+import fusedconv
+from fusedconv.bench import measure_copy_bandwidth
+from fusedconv.bench_networks import LAYERS
+from fusedconv.reference import relative_l2_error
+
+from forward_kernel_times import graph_ms
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def _us(fn):
+    return graph_ms(fn, replays=15) * 1e3
+
+
+def _variants(ops, fn):
+    """fn's result and GPU us under the old kernels, the row kernels and the floor plan."""
+    results, times = {}, {}
+    for name, policy, rows in (("old", "fused", False), ("rows", "fused", True),
+                               ("floor", "floor", False)):
+        ops._plan_policy(policy)
+        ops._depthwise_rows(rows)
+        results[name] = fn()
+        times[name] = _us(fn)
+    return results, times
+
+
+def _layer_records(ops, layer, dtype_name, batch, bandwidth):
+    dtype = DTYPES[dtype_name]
+    channels, k, stride, size = layer.in_channels, layer.kernel, layer.stride, layer.size
+    x = torch.randn(batch, channels, size, size, device="cuda", dtype=dtype)
+    weight = torch.randn(channels, 1, k, k, device="cuda", dtype=dtype) * 0.3
+    bias = torch.randn(channels, device="cuda", dtype=dtype)
+    geometry = ([stride] * 2, [k // 2] * 4, [1, 1], channels)
+    y = ops.conv2d_hardswish_relu(x, weight, bias, *geometry)
+    grad_y = torch.randn_like(y)
+    element = x.element_size()
+    tensors = {"fwd": x.numel() + y.numel() + weight.numel(),
+               "bwd": 2 * x.numel() + 2 * y.numel() + 2 * weight.numel()}
+    calls = {"fwd": lambda: ops.conv2d_hardswish_relu(x, weight, bias, *geometry),
+             "bwd": lambda: ops.conv2d_hardswish_relu_backward(grad_y, x, weight, y, *geometry,
+                                                               [True] * 3)}
+    records = []
+    for direction, fn in calls.items():
+        results, times = _variants(ops, fn)
+        old, rows = results["old"], results["rows"]
+        pairs = zip(old, rows) if isinstance(old, (list, tuple)) else [(old, rows)]
+        records.append(dict(
+            layer=layer.name, dtype=dtype_name, direction=direction, batch=batch,
+            old_us=times["old"], rows_us=times["rows"], floor_us=times["floor"],
+            memory_us=tensors[direction] * element / bandwidth * 1e6,
+            rows_vs_old_error=max(relative_l2_error(b, a) for a, b in pairs)))
+    return records
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--dtypes", default="fp32,bf16,fp16")
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args()
+    ops = fusedconv.load_extension()
+    bandwidth = measure_copy_bandwidth()
+    print("copy bandwidth %.0f GB/s" % (bandwidth / 1e9))
+    print("%-20s %-5s %-4s %9s %9s %9s %9s %7s %7s %7s %8s" % (
+        "layer", "dtype", "dir", "old_us", "rows_us", "floor_us", "mem_us", "old/row",
+        "flr/row", "row/mem", "error"))
+    layers = [layer for layer in LAYERS if layer.groups == layer.in_channels > 1]
+    previous = (ops._plan_policy(), ops._depthwise_rows())
+    records = []
+    try:
+        for layer in layers:
+            for dtype_name in args.dtypes.split(","):
+                for r in _layer_records(ops, layer, dtype_name, args.batch, bandwidth):
+                    records.append(r)
+                    print("%-20s %-5s %-4s %9.1f %9.1f %9.1f %9.1f %6.2fx %6.2fx %6.2fx %8.1e" % (
+                        r["layer"], r["dtype"], r["direction"], r["old_us"], r["rows_us"],
+                        r["floor_us"], r["memory_us"], r["old_us"] / r["rows_us"],
+                        r["floor_us"] / r["rows_us"], r["rows_us"] / r["memory_us"],
+                        r["rows_vs_old_error"]))
+    finally:
+        ops._plan_policy(previous[0])
+        ops._depthwise_rows(previous[1])
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(dict(bandwidth=bandwidth, records=records), handle, indent=1)
+
+
+if __name__ == "__main__":
+    main()
