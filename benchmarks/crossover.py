@@ -7,7 +7,7 @@ wherever one applies) and to "floor", and likewise the backward op (all three gr
 Python-call medians with CUDA events. Writes one JSON record per (shape, precision, direction)
 with the kernel the fused policy chose; docs/DESIGN.md's dispatch rule is read off these records
 (benchmarks/NOTES.md, "Crossovers"). `--directions depthwise` sweeps the depthwise kernel
-(both layouts, float32 and bfloat16) the same way, `--directions depthwise_bwd` the depthwise
+(both layouts, float32, bfloat16 and float16) the same way, `--directions depthwise_bwd` the depthwise
 backward (NCHW), `--directions channels_last_gemm` the channels_last GEMM (1x1 and 3x3 layers,
 float16 / bfloat16 / float32), `--directions bias_grad` the floor backward with grad_bias summed in
 its g pass (the networks suite's layers, both layouts, three dtypes). Usage (GPU):
@@ -90,7 +90,8 @@ def depthwise_shapes():
     pairs = ((32, 112), (64, 56), (96, 112), (120, 28), (144, 56), (240, 28), (672, 14))
     return [(channels, size, k, stride, dtype, channels_last)
             for (channels, size), k, stride, dtype, channels_last in itertools.product(
-                pairs, (3, 5), (1, 2), (torch.float32, torch.bfloat16), (False, True))]
+                pairs, (3, 5), (1, 2), (torch.float32, torch.bfloat16, torch.float16),
+                (False, True))]
 
 
 def time_depthwise(ops, channels, size, k, stride, dtype, channels_last, precision, repeats):

@@ -5,8 +5,10 @@
 # memcheck/racecheck/initcheck/synccheck on small cases (--sanitize). --no-tests skips pytest
 # and the main job. Logs and JSON go under $OUT.
 # --crossover sweeps each fused kernel against the floor path (benchmarks/crossover.py).
+# --rows: the depthwise row kernels' A/B (benchmarks/depthwise_rows_kernel_times.py) and the
+# depthwise crossovers with them on (FUSEDCONV_DEPTHWISE_ROWS=1).
 # Usage (on the device machine): scripts/gpu_round.sh [--times] [--bench] [--sanitize] [--no-tests]
-#                                                   [--crossover]
+#                                                   [--crossover] [--rows]
 #                                                   [pytest args]
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -24,6 +26,7 @@ if [ -x /usr/bin/g++ ]; then
 fi
 sanitize=0
 crossover=0
+rows=0
 times=0
 bench=0
 tests=1
@@ -32,6 +35,7 @@ while [ $# -gt 0 ]; do
     --sanitize) sanitize=1 ;;
     --times) times=1 ;;
     --crossover) crossover=1 ;;
+    --rows) rows=1 ;;
     --bench) bench=1 ;;
     --no-tests) tests=0 ;;
     *) break ;;
@@ -74,6 +78,17 @@ if [ "$crossover" = 1 ]; then
   timeout "${FUSEDCONV_CROSSOVER_TIMEOUT:-300}" python3 benchmarks/crossover.py \
     --json "$OUT/crossover.json" ${FUSEDCONV_CROSSOVER_ARGS:-} >"$OUT/crossover.log" 2>&1
   echo "crossover: exit $?; $(tail -n 1 "$OUT/crossover.log")"
+fi
+
+if [ "$rows" = 1 ]; then
+  echo "== depthwise row kernels: A/B, then the depthwise crossovers with them on"
+  timeout 300 python3 benchmarks/depthwise_rows_kernel_times.py --json "$OUT/rows_times.json" \
+    2>&1 | tee "$OUT/rows_times.log"
+  [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+  FUSEDCONV_DEPTHWISE_ROWS=1 timeout 300 python3 benchmarks/crossover.py \
+    --directions depthwise,depthwise_bwd --json "$OUT/rows_crossover.json" \
+    >"$OUT/rows_crossover.log" 2>&1
+  echo "rows crossover: exit $?; $(tail -n 1 "$OUT/rows_crossover.log")"
 fi
 
 if [ "$tests" = 1 ]; then
