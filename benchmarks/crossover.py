@@ -7,8 +7,8 @@ wherever one applies) and to "floor", and likewise the backward op (all three gr
 Python-call medians with CUDA events. Writes one JSON record per (shape, precision, direction)
 with the kernel the fused policy chose; docs/DESIGN.md's dispatch rule is read off these records
 (benchmarks/NOTES.md, "Crossovers"). `--directions depthwise` sweeps the depthwise kernel
-(both layouts, float32, bfloat16 and float16) the same way, `--directions depthwise_bwd` the depthwise
-backward (NCHW), `--directions channels_last_gemm` the channels_last GEMM (1x1 and 3x3 layers,
+(both layouts, float32, bfloat16 and float16) the same way, `--directions depthwise_bwd` the
+depthwise backward, `--directions channels_last_gemm` the channels_last GEMM (1x1 and 3x3 layers,
 float16 / bfloat16 / float32), `--directions bias_grad` the floor backward with grad_bias summed in
 its g pass (the networks suite's layers, both layouts, three dtypes). Usage (GPU):
 python benchmarks/crossover.py --json out.json

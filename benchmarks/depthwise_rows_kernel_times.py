@@ -1,6 +1,6 @@
 """GPU time per call of the depthwise vector-row kernels against the kernels they would replace,
-the floor path and the memory floor: the A/B that decides whether torch.ops.fusedconv.
-_depthwise_rows (FUSEDCONV_DEPTHWISE_ROWS) becomes the default (benchmarks/NOTES.md).
+the floor path and the memory floor: the A/B that decides whether the depthwise candidates
+(torch.ops.fusedconv._depthwise_candidates) become the default (benchmarks/NOTES.md).
 
 For the networks suite's depthwise layers (fusedconv/bench_networks.py) in dense NCHW, float32,
 bfloat16 and float16, batch 64: the forward op and the backward op (all three gradients), each
@@ -37,7 +37,7 @@ def _variants(ops, fn):
     for name, policy, rows in (("old", "fused", False), ("rows", "fused", True),
                                ("floor", "floor", False)):
         ops._plan_policy(policy)
-        ops._depthwise_rows(rows)
+        ops._depthwise_candidates(rows)
         results[name] = fn()
         times[name] = _us(fn)
     return results, times
@@ -84,7 +84,7 @@ def main():
         "layer", "dtype", "dir", "old_us", "rows_us", "floor_us", "mem_us", "old/row",
         "flr/row", "row/mem", "error"))
     layers = [layer for layer in LAYERS if layer.groups == layer.in_channels > 1]
-    previous = (ops._plan_policy(), ops._depthwise_rows())
+    previous = (ops._plan_policy(), ops._depthwise_candidates())
     records = []
     try:
         for layer in layers:
@@ -98,7 +98,7 @@ def main():
                         r["rows_vs_old_error"]))
     finally:
         ops._plan_policy(previous[0])
-        ops._depthwise_rows(previous[1])
+        ops._depthwise_candidates(previous[1])
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(dict(bandwidth=bandwidth, records=records), handle, indent=1)

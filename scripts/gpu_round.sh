@@ -6,7 +6,7 @@
 # and the main job. Logs and JSON go under $OUT.
 # --crossover sweeps each fused kernel against the floor path (benchmarks/crossover.py).
 # --rows: the depthwise row kernels' A/B (benchmarks/depthwise_rows_kernel_times.py) and the
-# depthwise crossovers with them on (FUSEDCONV_DEPTHWISE_ROWS=1).
+# depthwise crossovers with them on (FUSEDCONV_DEPTHWISE_CANDIDATES=1).
 # Usage (on the device machine): scripts/gpu_round.sh [--times] [--bench] [--sanitize] [--no-tests]
 #                                                   [--crossover] [--rows]
 #                                                   [pytest args]
@@ -85,7 +85,7 @@ if [ "$rows" = 1 ]; then
   timeout 300 python3 benchmarks/depthwise_rows_kernel_times.py --json "$OUT/rows_times.json" \
     2>&1 | tee "$OUT/rows_times.log"
   [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
-  FUSEDCONV_DEPTHWISE_ROWS=1 timeout 300 python3 benchmarks/crossover.py \
+  FUSEDCONV_DEPTHWISE_CANDIDATES=1 timeout 300 python3 benchmarks/crossover.py \
     --directions depthwise,depthwise_bwd --json "$OUT/rows_crossover.json" \
     >"$OUT/rows_crossover.log" 2>&1
   echo "rows crossover: exit $?; $(tail -n 1 "$OUT/rows_crossover.log")"

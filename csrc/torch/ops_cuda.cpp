@@ -249,10 +249,11 @@ std::string plan_policy_op(c10::optional<c10::string_view> policy) {
                     std::string(*policy), "'");
 }
 
-// Turns the depthwise row kernels on or off (launch.h) and returns the previous setting; with no
-// argument only returns the current one.
-bool depthwise_rows_op(c10::optional<bool> enabled) {
-  return enabled.has_value() ? set_depthwise_rows_enabled(*enabled) : depthwise_rows_enabled();
+// Turns the depthwise candidate kernels on or off (launch.h) and returns the previous setting;
+// with no argument only returns the current one.
+bool depthwise_candidates_op(c10::optional<bool> enabled) {
+  return enabled.has_value() ? set_depthwise_candidates_enabled(*enabled)
+                             : depthwise_candidates_enabled();
 }
 
 int64_t plan_count_op() { return plan_count(); }
@@ -262,7 +263,7 @@ int64_t plan_count_op() { return plan_count(); }
 
 TORCH_LIBRARY_FRAGMENT(fusedconv, m) {
   // Test and benchmark hooks of the CUDA planners (not API): the kernel a forward or backward
-  // call would run, the planners' policy, the depthwise row kernels' switch, and how many plans
+  // call would run, the planners' policy, the depthwise candidates' switch, and how many plans
   // this process has made.
   m.def(
       "_plan(Tensor input, Tensor weight, Tensor? bias, int[2] stride, int[4] padding, "
@@ -272,7 +273,8 @@ TORCH_LIBRARY_FRAGMENT(fusedconv, m) {
       "int[2] stride, int[4] padding, int[2] dilation, int groups, bool[3] output_mask, "
       "bool? allow_tf32=None) -> str");
   m.def("_plan_policy(str? policy=None) -> str", &fusedconv::plan_policy_op);
-  m.def("_depthwise_rows(bool? enabled=None) -> bool", &fusedconv::depthwise_rows_op);
+  m.def("_depthwise_candidates(bool? enabled=None) -> bool",
+        &fusedconv::depthwise_candidates_op);
   m.def("_plan_count() -> int", &fusedconv::plan_count_op);
 }
 

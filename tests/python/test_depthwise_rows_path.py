@@ -1,7 +1,8 @@
 """The depthwise vector-row kernels (csrc/cuda/common/depthwise_rows.cuh, and the weight pass in
 csrc/cuda/backward/depthwise_backward.cu): dense NCHW, 'same'-padded 3x3 / 5x5 at stride 1 / 2,
 rows of whole 16-, 8- or 4-byte vectors, float32 / float16 / bfloat16. They run only where
-torch.ops.fusedconv._depthwise_rows (FUSEDCONV_DEPTHWISE_ROWS=1) turns them on, until measured.
+torch.ops.fusedconv._depthwise_candidates (FUSEDCONV_DEPTHWISE_CANDIDATES=1) turns them on,
+until measured.
 
 Checked: each runs exactly in its domain with the vector width the domain picks; values against
 float64 on poisoned outputs; the forward bitwise equal to the per-row kernel it replaces (the same
@@ -22,7 +23,7 @@ from fusedconv.reference import (reference_float64, reference_forward,
 
 from conftest import HAS_CUDA, cuda_kernel_names, poisoned_call, with_floor_policy
 
-pytestmark = [pytest.mark.cuda, pytest.mark.usefixtures("fused_kernels", "row_kernels")]
+pytestmark = [pytest.mark.cuda, pytest.mark.usefixtures("fused_kernels", "candidate_kernels")]
 
 FORWARD_KERNEL = "depthwise_rows_kernel"
 TRANSPOSED_KERNEL = "depthwise_rows_transposed_kernel"
@@ -31,21 +32,21 @@ ELEMENT_BYTES = {torch.float32: 4, torch.float16: 2, torch.bfloat16: 2}
 
 
 @pytest.fixture
-def row_kernels():
+def candidate_kernels():
     if not HAS_CUDA:
         yield
         return
-    previous = torch.ops.fusedconv._depthwise_rows(True)
+    previous = torch.ops.fusedconv._depthwise_candidates(True)
     yield
-    torch.ops.fusedconv._depthwise_rows(previous)
+    torch.ops.fusedconv._depthwise_candidates(previous)
 
 
-def _without_rows(fn):
-    previous = torch.ops.fusedconv._depthwise_rows(False)
+def _without_candidates(fn):
+    previous = torch.ops.fusedconv._depthwise_candidates(False)
     try:
         return fn()
     finally:
-        torch.ops.fusedconv._depthwise_rows(previous)
+        torch.ops.fusedconv._depthwise_candidates(previous)
 
 
 def _vector_bytes(out_width, dtype):
@@ -131,7 +132,7 @@ def test_rows_forward_in_its_domain_against_float64(dtype, case):
     else:
         _check_half(actual, expected, reference_forward(x, weight, bias, **kwargs), case)
     # The per-row kernel takes the same taps in the same order: the same bits.
-    assert torch.equal(actual, _without_rows(call)), case
+    assert torch.equal(actual, _without_candidates(call)), case
 
 
 @pytest.mark.parametrize("dtype,case", CASES[:12:3], ids=str)
@@ -150,7 +151,7 @@ def test_rows_forward_non_finite_as_the_per_row_kernel(dtype, case):
 
     actual = call()
     assert actual.isnan().any() and not actual.isnan().all()
-    torch.testing.assert_close(actual, _without_rows(call), rtol=0, atol=0, equal_nan=True)
+    torch.testing.assert_close(actual, _without_candidates(call), rtol=0, atol=0, equal_nan=True)
 
 
 def _outside(name):
@@ -223,7 +224,7 @@ def test_rows_backward_in_its_domain_against_float64(dtype, case):
     grads = poisoned_call(call, dtype, "cuda")
     expected = reference_gradients_float64(x, weight, bias, grad_y, y, stride, kwargs["padding"],
                                            1, kwargs["groups"])
-    gather = _without_rows(call)
+    gather = _without_candidates(call)
     floor = with_floor_policy(call)
     for name, ours, theirs, base, wanted in zip(("input", "weight", "bias"), grads, gather, floor,
                                                 expected):
@@ -289,13 +290,13 @@ def test_rows_backward_leaves_other_calls_to_the_gather_kernels():
 
 def test_rows_switch_starts_from_the_environment():
     script = "import fusedconv, torch; fusedconv.load_extension(); " \
-             "print(torch.ops.fusedconv._depthwise_rows())"
+             "print(torch.ops.fusedconv._depthwise_candidates())"
     for value, expected in (("1", "True"), ("0", "False"), (None, "False")):
         environment = dict(os.environ)
-        environment.pop("FUSEDCONV_DEPTHWISE_ROWS", None)
+        environment.pop("FUSEDCONV_DEPTHWISE_CANDIDATES", None)
         if value is not None:
-            environment["FUSEDCONV_DEPTHWISE_ROWS"] = value
+            environment["FUSEDCONV_DEPTHWISE_CANDIDATES"] = value
         result = subprocess.run([sys.executable, "-c", script], env=environment, timeout=600,
                                 capture_output=True, text=True, check=True)
         assert result.stdout.strip().splitlines()[-1] == expected, (value, result.stdout)
-    assert torch.ops.fusedconv._depthwise_rows() is True  # this process: the fixture's setting
+    assert torch.ops.fusedconv._depthwise_candidates() is True  # the fixture's, in this process

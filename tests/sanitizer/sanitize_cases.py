@@ -85,7 +85,7 @@ CASES = [
     # channels_last, 3 x 3 planes element by element in NCHW; then 16-byte vectors both ways.
     (1, 4, 1030, 5, 6, 1, {"stride": 2}, torch.float32, 1e-5),
     (2, 8, 264, 8, 8, 1, {}, torch.bfloat16, 1e-2),
-    # The depthwise vector-row kernels ("rows": torch.ops.fusedconv._depthwise_rows on; NCHW):
+    # The depthwise vector-row kernels ("rows": torch.ops.fusedconv._depthwise_candidates on; NCHW):
     # 16-byte float32 rows with a partial row group; multiplier 2 in 8-byte rows at stride 2;
     # 4-byte bfloat16 rows through the transposed 3x3 grad_input; a row of one 4-byte vector
     # with a 5x5 halo past both ends; 16-byte float16 rows at stride 2 from an odd height.
@@ -109,7 +109,7 @@ def main():
         backward = not kwargs.pop("forward_only", False)
         weight_channels_last = kwargs.pop("weight_channels_last", False)
         allow_tf32 = kwargs.pop("allow_tf32", None)
-        previous_rows = torch.ops.fusedconv._depthwise_rows(kwargs.pop("rows", False))
+        previous_rows = torch.ops.fusedconv._depthwise_candidates(kwargs.pop("rows", False))
         kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
         groups = kwargs.get("groups", 1)
         x = torch.randn(n, cin, h, w, device="cuda", dtype=dtype, requires_grad=True)
@@ -128,7 +128,7 @@ def main():
             if not error < tolerance:
                 failures += 1
                 print("FAILED", (n, cin, cout, h, w, kernel, kwargs, dtype, layout), error)
-        torch.ops.fusedconv._depthwise_rows(previous_rows)
+        torch.ops.fusedconv._depthwise_candidates(previous_rows)
     torch.cuda.synchronize()
     return 1 if failures else 0
 

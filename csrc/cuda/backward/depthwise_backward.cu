@@ -11,7 +11,7 @@
 //   forming g once per position and accumulating k x k + 1 products in registers; a fixed-order
 //   reduction (warp shuffles, one barrier) writes one partial per CTA to the workspace, and a second kernel sums the
 //   partials of each channel in order. Bitwise identical from run to run.
-// Under FUSEDCONV_DEPTHWISE_ROWS=1 (opt-in until measured), calls in the vector-row domain
+// Under FUSEDCONV_DEPTHWISE_CANDIDATES=1 (opt-in until measured), calls in the vector-row domain
 // (common/depthwise_rows_domain.h) take the row walks instead: grad_input by rows of vectors
 // (common/depthwise_rows.cuh), the weight pass a vector of output columns per thread item.
 #include <cuda_runtime.h>
@@ -292,7 +292,7 @@ cudaError_t launch_typed(const ConvBackwardParams& bp, Geometry g, const DeviceL
                          cudaStream_t stream) {
   const ConvParams& p = bp.conv;
   depthwise_rows::RowGeometry rows;
-  const bool by_rows = depthwise_rows_enabled() && depthwise_rows::row_geometry(p, rows);
+  const bool by_rows = depthwise_candidates_enabled() && depthwise_rows::row_geometry(p, rows);
   if (bp.grad_input != nullptr && g.elements > 0 && by_rows &&
       depthwise_rows::vector_aligned(rows, bp.grad_input, bp.grad_output, p.output)) {
     const cudaError_t status = depthwise_rows::launch_input_gradient<Storage>(bp, rows, stream);

@@ -1,5 +1,5 @@
-// The vector-row depthwise kernels' domain and launch geometry (common/depthwise_rows.cuh), host
-// code without CUDA headers so that GoogleTest checks it (tests/cpp/test_depthwise_rows_domain.cpp).
+// The vector-row depthwise kernels' domain and launch geometry (common/depthwise_rows.cuh): host
+// code without CUDA headers, which GoogleTest checks (tests/cpp/test_depthwise_rows_domain.cpp).
 //
 // A row walk reads whole rows as vectors of 16, 8 or 4 bytes. It needs dense NCHW planes (the
 // callers check the layout), a square 3x3 or 5x5 kernel at stride 1 or 2 without dilation,

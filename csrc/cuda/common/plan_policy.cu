@@ -1,4 +1,4 @@
-// The planners' process-wide policy, the depthwise row kernels' switch and the plan counter
+// The planners' process-wide policy, the depthwise candidates' switch and the plan counter
 // (fusedconv/launch.h). Relaxed atomics: the
 // policy is a test and benchmark switch, not a synchronisation point, and a plan reads it once.
 #include <atomic>
@@ -30,8 +30,8 @@ std::atomic<int>& policy_storage() {
   return policy;
 }
 
-std::atomic<bool>& rows_storage() {
-  static std::atomic<bool> enabled{environment_flag("FUSEDCONV_DEPTHWISE_ROWS")};
+std::atomic<bool>& candidates_storage() {
+  static std::atomic<bool> enabled{environment_flag("FUSEDCONV_DEPTHWISE_CANDIDATES")};
   return enabled;
 }
 
@@ -53,10 +53,12 @@ PlanPolicy set_plan_policy(PlanPolicy policy) {
       policy_storage().exchange(static_cast<int>(policy), std::memory_order_relaxed));
 }
 
-bool depthwise_rows_enabled() { return rows_storage().load(std::memory_order_relaxed); }
+bool depthwise_candidates_enabled() {
+  return candidates_storage().load(std::memory_order_relaxed);
+}
 
-bool set_depthwise_rows_enabled(bool enabled) {
-  return rows_storage().exchange(enabled, std::memory_order_relaxed);
+bool set_depthwise_candidates_enabled(bool enabled) {
+  return candidates_storage().exchange(enabled, std::memory_order_relaxed);
 }
 
 int64_t plan_count() { return plans_made.load(std::memory_order_relaxed); }

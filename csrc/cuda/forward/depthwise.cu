@@ -15,7 +15,7 @@
 // channels_last with multiplier 1, whole 16-byte channel vectors and an unrolled geometry takes
 // the vector kernel instead: a thread per kStrip columns x one 16-byte vector of channels.
 // NCHW rows of whole vectors with 'same' padding take the vector-row walk under
-// FUSEDCONV_DEPTHWISE_ROWS=1 (common/depthwise_rows.cuh; opt-in until measured).
+// FUSEDCONV_DEPTHWISE_CANDIDATES=1 (common/depthwise_rows.cuh; opt-in until measured).
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -351,7 +351,7 @@ cudaError_t launch_layout(const ConvParams& p, const Geometry& g, cudaStream_t s
   }
   if constexpr (!kChannelsLast && sizeof(Storage) <= 4) {  // float64 keeps the per-row kernel
     depthwise_rows::RowGeometry rows;
-    if (depthwise_rows_enabled() && depthwise_rows::row_geometry(p, rows) &&
+    if (depthwise_candidates_enabled() && depthwise_rows::row_geometry(p, rows) &&
         depthwise_rows::vector_aligned(rows, p.input, p.output, p.output)) {
       return depthwise_rows::launch_forward<Storage>(p, rows, stream);
     }

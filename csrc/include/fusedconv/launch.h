@@ -20,12 +20,14 @@ namespace fusedconv {
 enum class PlanPolicy : int { kMeasured, kFused, kFloor };
 PlanPolicy plan_policy();
 PlanPolicy set_plan_policy(PlanPolicy policy);  // returns the previous policy
-// The depthwise vector-row kernels (csrc/cuda/common/depthwise_rows.cuh), opt-in until measured
-// against the kernels they would replace: FUSEDCONV_DEPTHWISE_ROWS=1 in the environment sets the
-// start value, torch.ops.fusedconv._depthwise_rows changes it (tests, A/B benchmarks). Read at
-// each depthwise launch, not planned: the plan's family is the same either way.
-bool depthwise_rows_enabled();
-bool set_depthwise_rows_enabled(bool enabled);  // returns the previous value
+// The depthwise candidate kernels, opt-in until measured against the kernels they would replace:
+// NCHW by vector rows (csrc/cuda/common/depthwise_rows.cuh) and the channels_last vector
+// kernel with filters staged in shared memory (csrc/cuda/forward/depthwise.cu).
+// FUSEDCONV_DEPTHWISE_CANDIDATES=1 in the environment sets the start value,
+// torch.ops.fusedconv._depthwise_candidates changes it (tests, A/B benchmarks). Read at each
+// depthwise launch, not planned: the plan's family is the same either way.
+bool depthwise_candidates_enabled();
+bool set_depthwise_candidates_enabled(bool enabled);  // returns the previous value
 // How many plans (forward and backward) this process has made: the test that each op call plans
 // exactly once reads it before and after a call.
 int64_t plan_count();
