@@ -263,7 +263,8 @@ def test_depthwise_misaligned_channels_last_input_takes_the_scalar_kernel():
 @pytest.mark.parametrize("stride", [1, 2])
 def test_depthwise_vector_kernel_resident_filters(stride, weight_kind, dtype):
     # 16-bit 3x3 with dense, 16-byte aligned filters keeps them in registers (the instance whose
-    # last template argument is true); a strided or misaligned weight loads them per tap.
+    # last template argument is Filters::kResident, 1); a strided or misaligned weight loads them
+    # per tap (0).
     n, c, h, w = 2, 24, 13, 11
     x = torch.randn(n, c, h, w, device="cuda", dtype=dtype)
     x = x.contiguous(memory_format=torch.channels_last)
@@ -284,8 +285,8 @@ def test_depthwise_vector_kernel_resident_filters(stride, weight_kind, dtype):
 
     names = [name for name in cuda_kernel_names(call) if VECTOR_KERNEL_NAME in name]
     assert len(names) == 1, names
-    # The instance's last template argument, demangled ("..., true>") or not ("Lb1E").
-    resident = re.search(r",\s*true>|Lb1E", names[0]) is not None
+    # The instance's last template argument, demangled ("Filters)1>") or not ("FiltersE1E").
+    resident = re.search(r"Filters\)1>|FiltersE1E", names[0]) is not None
     assert resident == (weight_kind == "dense"), names
     actual = poisoned_call(call, dtype, "cuda")
     expected = reference_float64(x, weight, bias, **kwargs)

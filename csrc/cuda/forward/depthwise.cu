@@ -165,22 +165,56 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+// Where the channels_last vector kernel reads its channels' weights for a tap:
+//   kPerTap:   kVector scalar loads per tap. A warp's lanes hold consecutive channel vectors, so
+//              each load touches 32 lines (channels k x k elements apart): at 8 channels per
+//              vector the weight loads were most of the kernel's L1 wavefronts, the loads that
+//              made bfloat16 lose to cuDNN.
+//   kResident: the kVector channels' whole filters are one contiguous, 16-byte aligned run (a
+//              dense weight; 144 bytes for 3x3), loaded once as kTaps vectors into registers.
+//   kStaged:   the CTA first copies the filters of the channel vectors it covers into shared
+//              memory, tap-major ([tap][slot] 16-byte vectors): a tap's weights are then one
+//              16-byte load per lane, consecutive across the warp (a depthwise candidate).
+enum class Filters : int { kPerTap, kResident, kStaged };
+
 // channels_last with 16-byte channel vectors: each thread computes kStrip output columns of
 // kVector consecutive channels (multiplier 1), loading one 16-byte vector of channels per tap
 // and column, as cuDNN's NHWC kernels read them. Taps walk column by column (no register span:
 // kVector x span accumulators would not fit); the repeated loads of a span hit L1.
-// kResidentFilters: the kVector channels' whole filters are one contiguous, 16-byte aligned run
-// (a dense weight; 144 bytes for 3x3), loaded once as kTaps vectors and kept in registers,
-// instead of kVector scalar loads per tap (8 per tap of 16-bit types: the loads that made
-// bfloat16 lose to cuDNN).
-template <typename Storage, int kKernel, int kStride, bool kResidentFilters>
+template <typename Storage, int kKernel, int kStride, Filters kFilters>
 __global__ void __launch_bounds__(kThreads)
     conv_hardswish_relu_depthwise_vector_kernel(const ConvParams p, const Geometry g) {
   using Traits = StorageTraits<Storage>;
   using Acc = typename Traits::Acc;
   using Vector = Vector16<Storage>;
   constexpr int kVector = Vector::kCount;
+  constexpr int kTaps = kKernel * kKernel;
   const uint32_t index = blockIdx.x * kThreads + threadIdx.x;
+  // The CTA's channel vectors: `slots` consecutive ones from first_group, wrapping at the last
+  // (g.out_channels counts channel vectors here; every thread takes part before the bound test).
+  extern __shared__ uint4 staged[];  // kStaged: [tap][slot]
+  uint32_t first_group = 0;
+  int slots = 0;
+  if constexpr (kFilters == Filters::kStaged) {
+    const uint32_t groups = g.out_channels.divisor;
+    g.out_channels.divide(blockIdx.x * kThreads, first_group);
+    slots = static_cast<int>(groups < kThreads ? groups : kThreads);
+    Storage* elements = reinterpret_cast<Storage*>(staged);
+    const Storage* __restrict__ weight = static_cast<const Storage*>(p.weight);
+    // In global order (slot, channel, tap): contiguous reads of a dense weight.
+    for (int i = static_cast<int>(threadIdx.x); i < slots * kVector * kTaps; i += kThreads) {
+      const int slot = i / (kVector * kTaps);
+      const int v = (i / kTaps) % kVector;
+      const int tap = i % kTaps;
+      uint32_t group = first_group + static_cast<uint32_t>(slot);
+      group = group >= groups ? group - groups : group;
+      const int64_t channel = int64_t{group} * kVector + v;
+      elements[(tap * slots + slot) * kVector + v] =
+          weight[channel * p.weight_strides.n + int64_t{tap / kKernel} * p.weight_strides.h +
+                 int64_t{tap % kKernel} * p.weight_strides.w];
+    }
+    __syncthreads();
+  }
   if (index >= g.threads) {
     return;
   }
@@ -196,10 +230,12 @@ __global__ void __launch_bounds__(kThreads)
       static_cast<const Storage*>(p.input) + int64_t{n} * p.input_strides.n + channel;
   const Storage* __restrict__ weight = static_cast<const Storage*>(p.weight);
   const Storage* __restrict__ bias = static_cast<const Storage*>(p.bias);
+  const int slot = static_cast<int>(group >= first_group ? group - first_group
+                                                         : group + g.out_channels.divisor -
+                                                               first_group);
 
-  constexpr int kTaps = kKernel * kKernel;
-  Vector filters[kResidentFilters ? kTaps : 1];  // channel v's tap t: element v * kTaps + t
-  if constexpr (kResidentFilters) {
+  Vector filters[kFilters == Filters::kResident ? kTaps : 1];  // channel v, tap t: v * kTaps + t
+  if constexpr (kFilters == Filters::kResident) {
     const uint4* __restrict__ source = reinterpret_cast<const uint4*>(weight + channel * kTaps);
 #pragma unroll
     for (int i = 0; i < kTaps; ++i) {
@@ -226,9 +262,15 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
     for (int s = 0; s < kKernel; ++s) {
       Acc w[kVector];
+      Vector tap;
+      if constexpr (kFilters == Filters::kStaged) {
+        tap.bits = staged[(r * kKernel + s) * slots + slot];
+      }
 #pragma unroll
       for (int v = 0; v < kVector; ++v) {
-        if constexpr (kResidentFilters) {
+        if constexpr (kFilters == Filters::kStaged) {
+          w[v] = Traits::load(tap.values[v]);
+        } else if constexpr (kFilters == Filters::kResident) {
           const int e = v * kTaps + r * kKernel + s;  // a constant once unrolled
           w[v] = Traits::load(filters[e / kVector].values[e % kVector]);
         } else {
@@ -306,20 +348,41 @@ bool resident_filters(const ConvParams& p) {
          reinterpret_cast<uintptr_t>(p.weight) % 16 == 0;
 }
 
+// The staged filters' shared memory: k x k 16-byte vectors for each of the CTA's channel
+// vectors (all of them up to kThreads), within a CTA's default 48 KB.
+int64_t staged_filter_bytes(const ConvParams& p, int64_t channel_vectors) {
+  return p.kernel_h * p.kernel_w * (channel_vectors < kThreads ? channel_vectors : kThreads) * 16;
+}
+
+// Where the vector kernel reads its weights (Filters): staged where the depthwise candidates are
+// on (launch.h) and they fit, resident where resident_filters says so, per tap otherwise.
+Filters filter_source(const ConvParams& p, int64_t channel_vectors) {
+  if (depthwise_candidates_enabled() && staged_filter_bytes(p, channel_vectors) <= 48 * 1024) {
+    return Filters::kStaged;
+  }
+  return resident_filters(p) ? Filters::kResident : Filters::kPerTap;
+}
+
 // One compile-time geometry of the vector kernel; the resident-filter instance exists for 16-bit
 // 3x3 only (resident_filters).
 template <typename Storage, int kKernel, int kStride>
-void launch_vector_instance(const ConvParams& p, const Geometry& g, bool resident,
+void launch_vector_instance(const ConvParams& p, const Geometry& g, Filters filters,
                             cudaStream_t stream) {
   const dim3 grid((g.threads + kThreads - 1) / kThreads);
+  if (filters == Filters::kStaged) {
+    const size_t bytes = static_cast<size_t>(staged_filter_bytes(p, g.out_channels.divisor));
+    conv_hardswish_relu_depthwise_vector_kernel<Storage, kKernel, kStride, Filters::kStaged>
+        <<<grid, kThreads, bytes, stream>>>(p, g);
+    return;
+  }
   if constexpr (sizeof(Storage) == 2 && kKernel == 3) {
-    if (resident) {
-      conv_hardswish_relu_depthwise_vector_kernel<Storage, kKernel, kStride, true>
+    if (filters == Filters::kResident) {
+      conv_hardswish_relu_depthwise_vector_kernel<Storage, kKernel, kStride, Filters::kResident>
           <<<grid, kThreads, 0, stream>>>(p, g);
       return;
     }
   }
-  conv_hardswish_relu_depthwise_vector_kernel<Storage, kKernel, kStride, false>
+  conv_hardswish_relu_depthwise_vector_kernel<Storage, kKernel, kStride, Filters::kPerTap>
       <<<grid, kThreads, 0, stream>>>(p, g);
 }
 
@@ -331,15 +394,15 @@ cudaError_t launch_vector(const ConvParams& p, Geometry g, cudaStream_t stream) 
   g.threads = g.threads / static_cast<uint32_t>(kVector);  // out_channels is a multiple
   int kernel = 0, stride = 0;
   unrolled_geometry(p, kernel, stride);
-  const bool resident = resident_filters(p);
+  const Filters filters = filter_source(p, groups);
   if (kernel == 3 && stride == 1) {
-    launch_vector_instance<Storage, 3, 1>(p, g, resident, stream);
+    launch_vector_instance<Storage, 3, 1>(p, g, filters, stream);
   } else if (kernel == 3 && stride == 2) {
-    launch_vector_instance<Storage, 3, 2>(p, g, resident, stream);
+    launch_vector_instance<Storage, 3, 2>(p, g, filters, stream);
   } else if (kernel == 5 && stride == 1) {
-    launch_vector_instance<Storage, 5, 1>(p, g, resident, stream);
+    launch_vector_instance<Storage, 5, 1>(p, g, filters, stream);
   } else {
-    launch_vector_instance<Storage, 5, 2>(p, g, resident, stream);
+    launch_vector_instance<Storage, 5, 2>(p, g, filters, stream);
   }
   return cudaGetLastError();
 }

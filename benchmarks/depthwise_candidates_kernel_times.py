@@ -1,18 +1,20 @@
-"""GPU time per call of the depthwise vector-row kernels against the kernels they would replace,
-the floor path and the memory floor: the A/B that decides whether the depthwise candidates
+"""GPU time per call of the depthwise candidate kernels against the kernels they would replace,
+the floor path and the memory floor: the A/B that decides whether the candidates
 (torch.ops.fusedconv._depthwise_candidates) become the default (benchmarks/NOTES.md).
 
-For the networks suite's depthwise layers (fusedconv/bench_networks.py) in dense NCHW, float32,
-bfloat16 and float16, batch 64: the forward op and the backward op (all three gradients), each
-with the "fused" plan and the row kernels off ("old"), the row kernels on ("rows"), and the
-"floor" plan (cuDNN plus our passes). Each call is captured 20 times into a CUDA graph and
+For the networks suite's depthwise layers (fusedconv/bench_networks.py) in float32, bfloat16
+and float16, batch 64: in NCHW the forward op and the backward op (all three gradients, the row
+kernels' domain), in channels_last the forward (the vector kernel's staged filters). Each with
+the "fused" plan and the candidates off ("old"), on ("new"), and the "floor" plan (cuDNN plus
+our passes). Each call is captured 20 times into a CUDA graph and
 replayed (median of 15 replays): GPU time without the host's launch work. "mem" is the bytes
 that must move once over the measured copy bandwidth: x, W and y forward; grad_y, y, x, grad_x,
-W and grad_W backward. Also checks that the rows and old results agree (max relative L2 error).
-Usage (GPU): python benchmarks/depthwise_rows_kernel_times.py [--batch 64] [--json PATH]
+W and grad_W backward. Also checks that the new and old results agree (max relative L2 error).
+Usage (GPU): python benchmarks/depthwise_candidates_kernel_times.py [--batch 64] [--json PATH]
 """
 
 import argparse
+import itertools
 import json
 
 import torch
@@ -32,21 +34,23 @@ def _us(fn):
 
 
 def _variants(ops, fn):
-    """fn's result and GPU us under the old kernels, the row kernels and the floor plan."""
+    """fn's result and GPU us under the old kernels, the candidates and the floor plan."""
     results, times = {}, {}
-    for name, policy, rows in (("old", "fused", False), ("rows", "fused", True),
-                               ("floor", "floor", False)):
+    for name, policy, candidates in (("old", "fused", False), ("new", "fused", True),
+                                     ("floor", "floor", False)):
         ops._plan_policy(policy)
-        ops._depthwise_candidates(rows)
+        ops._depthwise_candidates(candidates)
         results[name] = fn()
         times[name] = _us(fn)
     return results, times
 
 
-def _layer_records(ops, layer, dtype_name, batch, bandwidth):
+def _layer_records(ops, layer, dtype_name, layout, batch, bandwidth):
     dtype = DTYPES[dtype_name]
     channels, k, stride, size = layer.in_channels, layer.kernel, layer.stride, layer.size
     x = torch.randn(batch, channels, size, size, device="cuda", dtype=dtype)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
     weight = torch.randn(channels, 1, k, k, device="cuda", dtype=dtype) * 0.3
     bias = torch.randn(channels, device="cuda", dtype=dtype)
     geometry = ([stride] * 2, [k // 2] * 4, [1, 1], channels)
@@ -58,16 +62,18 @@ def _layer_records(ops, layer, dtype_name, batch, bandwidth):
     calls = {"fwd": lambda: ops.conv2d_hardswish_relu(x, weight, bias, *geometry),
              "bwd": lambda: ops.conv2d_hardswish_relu_backward(grad_y, x, weight, y, *geometry,
                                                                [True] * 3)}
+    if layout == "channels_last":  # the candidates change the forward only there
+        del calls["bwd"]
     records = []
     for direction, fn in calls.items():
         results, times = _variants(ops, fn)
-        old, rows = results["old"], results["rows"]
-        pairs = zip(old, rows) if isinstance(old, (list, tuple)) else [(old, rows)]
+        old, new = results["old"], results["new"]
+        pairs = zip(old, new) if isinstance(old, (list, tuple)) else [(old, new)]
         records.append(dict(
-            layer=layer.name, dtype=dtype_name, direction=direction, batch=batch,
-            old_us=times["old"], rows_us=times["rows"], floor_us=times["floor"],
+            layer=layer.name, dtype=dtype_name, layout=layout, direction=direction, batch=batch,
+            old_us=times["old"], new_us=times["new"], floor_us=times["floor"],
             memory_us=tensors[direction] * element / bandwidth * 1e6,
-            rows_vs_old_error=max(relative_l2_error(b, a) for a, b in pairs)))
+            new_vs_old_error=max(relative_l2_error(b, a) for a, b in pairs)))
     return records
 
 
@@ -80,22 +86,24 @@ def main():
     ops = fusedconv.load_extension()
     bandwidth = measure_copy_bandwidth()
     print("copy bandwidth %.0f GB/s" % (bandwidth / 1e9))
-    print("%-20s %-5s %-4s %9s %9s %9s %9s %7s %7s %7s %8s" % (
-        "layer", "dtype", "dir", "old_us", "rows_us", "floor_us", "mem_us", "old/row",
-        "flr/row", "row/mem", "error"))
+    print("%-20s %-5s %-4s %-4s %9s %9s %9s %9s %7s %7s %7s %8s" % (
+        "layer", "dtype", "lay", "dir", "old_us", "new_us", "floor_us", "mem_us", "old/new",
+        "flr/new", "new/mem", "error"))
     layers = [layer for layer in LAYERS if layer.groups == layer.in_channels > 1]
     previous = (ops._plan_policy(), ops._depthwise_candidates())
     records = []
     try:
         for layer in layers:
-            for dtype_name in args.dtypes.split(","):
-                for r in _layer_records(ops, layer, dtype_name, args.batch, bandwidth):
+            for dtype_name, layout in itertools.product(args.dtypes.split(","),
+                                                        ("nchw", "channels_last")):
+                for r in _layer_records(ops, layer, dtype_name, layout, args.batch, bandwidth):
                     records.append(r)
-                    print("%-20s %-5s %-4s %9.1f %9.1f %9.1f %9.1f %6.2fx %6.2fx %6.2fx %8.1e" % (
-                        r["layer"], r["dtype"], r["direction"], r["old_us"], r["rows_us"],
-                        r["floor_us"], r["memory_us"], r["old_us"] / r["rows_us"],
-                        r["floor_us"] / r["rows_us"], r["rows_us"] / r["memory_us"],
-                        r["rows_vs_old_error"]))
+                    print("%-20s %-5s %-4s %-4s %9.1f %9.1f %9.1f %9.1f %6.2fx %6.2fx %6.2fx "
+                          "%8.1e" % (
+                              r["layer"], r["dtype"], layout[:4], r["direction"], r["old_us"],
+                              r["new_us"], r["floor_us"], r["memory_us"],
+                              r["old_us"] / r["new_us"], r["floor_us"] / r["new_us"],
+                              r["new_us"] / r["memory_us"], r["new_vs_old_error"]))
     finally:
         ops._plan_policy(previous[0])
         ops._depthwise_candidates(previous[1])

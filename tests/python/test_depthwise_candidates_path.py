@@ -1,16 +1,18 @@
-"""The depthwise vector-row kernels (csrc/cuda/common/depthwise_rows.cuh, and the weight pass in
-csrc/cuda/backward/depthwise_backward.cu): dense NCHW, 'same'-padded 3x3 / 5x5 at stride 1 / 2,
-rows of whole 16-, 8- or 4-byte vectors, float32 / float16 / bfloat16. They run only where
-torch.ops.fusedconv._depthwise_candidates (FUSEDCONV_DEPTHWISE_CANDIDATES=1) turns them on,
-until measured.
+"""The depthwise candidate kernels, which run only where torch.ops.fusedconv._depthwise_candidates
+(FUSEDCONV_DEPTHWISE_CANDIDATES=1) turns them on, until measured:
+- the vector-row kernels (csrc/cuda/common/depthwise_rows.cuh, and the weight pass in
+  csrc/cuda/backward/depthwise_backward.cu): dense NCHW, 'same'-padded 3x3 / 5x5 at stride 1 / 2,
+  rows of whole 16-, 8- or 4-byte vectors, float32 / float16 / bfloat16;
+- the channels_last vector kernel with its filters staged in shared memory (depthwise.cu).
 
-Checked: each runs exactly in its domain with the vector width the domain picks; values against
-float64 on poisoned outputs; the forward bitwise equal to the per-row kernel it replaces (the same
-taps, skipped or not, in the same order); every gradient against float64 and against the gather
-kernels; NaN positions as the floor; bitwise determinism across weight-pass slices; the switch's
-start value from the environment."""
+Checked: each runs exactly in its domain (the row kernels with the vector width the domain
+picks); values against float64 on poisoned outputs; both forwards bitwise equal to the kernels
+they replace (the same taps, skipped or not, in the same order); every gradient against float64
+and against the gather kernels; NaN positions as the floor; bitwise determinism across
+weight-pass slices; the switch's start value from the environment."""
 
 import os
+import re
 import subprocess
 import sys
 
@@ -286,6 +288,71 @@ def test_rows_backward_leaves_other_calls_to_the_gather_kernels():
     assert not any("rows" in n for n in names), names
     assert any("depthwise_dgrad_kernel" in n for n in names), names
     assert any("depthwise_wgrad_kernel" in n for n in names), names
+
+
+VECTOR_KERNEL = "conv_hardswish_relu_depthwise_vector_kernel"
+
+
+def _filters(names):
+    """The vector kernel's Filters argument (0 per tap, 1 resident, 2 staged) in `names`."""
+    found = [re.search(r"Filters\)(\d)>|FiltersE(\d)E", name) for name in names
+             if VECTOR_KERNEL in name]
+    assert len(found) == 1 and found[0] is not None, names
+    return int(found[0].group(1) or found[0].group(2))
+
+
+# (channels, kernel, stride, weight kind): one channel vector per position and fewer than a
+# warp's (16 half / 4 float channels), several CTAs' worth of positions per channel set, more
+# channel vectors than a CTA has threads (the staged slots wrap around the last channel), and
+# weights strided or one element into their storage (staged from any strides).
+STAGED_CASES = [(16, 3, 1, "dense"), (24, 5, 2, "dense"), (48, 3, 2, "strided"),
+                (40, 5, 1, "misaligned"), (2064, 3, 1, "dense"), (2064, 3, 2, "strided")]
+
+
+def _staged_layer(channels, kernel, stride, kind, dtype):
+    generator = torch.Generator(device="cuda").manual_seed(channels + kernel + stride)
+    x = torch.randn(2, channels, 13, 11, device="cuda", dtype=dtype, generator=generator)
+    x = x.contiguous(memory_format=torch.channels_last)
+    shape = (channels, 1, kernel, kernel + (kind == "strided"))
+    weight = torch.randn(*shape, device="cuda", dtype=dtype, generator=generator) * 0.3
+    if kind == "strided":  # filters kernel x (kernel + 1) elements apart
+        weight = weight[..., :kernel]
+    elif kind == "misaligned":  # dense, one element into its storage
+        flat = torch.empty(weight.numel() + 1, device="cuda", dtype=dtype)
+        weight = flat[1:].view_as(weight).copy_(weight)
+    bias = torch.randn(channels, device="cuda", dtype=dtype, generator=generator)
+    return x, weight, bias, dict(stride=stride, padding=kernel // 2, groups=channels)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("channels,kernel,stride,kind", STAGED_CASES, ids=str)
+def test_staged_filters_in_channels_last_against_float64(channels, kernel, stride, kind, dtype):
+    x, weight, bias, kwargs = _staged_layer(channels, kernel, stride, kind, dtype)
+
+    def call():
+        return fusedconv.conv2d_hardswish_relu(x, weight, bias, **kwargs)
+
+    assert _filters(cuda_kernel_names(call)) == 2
+    actual = poisoned_call(call, dtype, "cuda")
+    expected = reference_float64(x, weight, bias, **kwargs)
+    assert actual.is_contiguous(memory_format=torch.channels_last)
+    if dtype == torch.float32:
+        assert relative_l2_error(actual, expected) <= 1e-6
+    else:
+        _check_half(actual, expected, reference_forward(x, weight, bias, **kwargs), kwargs)
+    # Per tap or resident, the same weights meet the same inputs in the same order.
+    assert torch.equal(actual, _without_candidates(call))
+
+
+def test_staged_filters_beyond_a_ctas_shared_memory_load_per_tap():
+    # 5x5 over 1040 bfloat16 channels: 130 vectors x 25 taps x 16 bytes = 52 KB, over 48 KB.
+    x, weight, bias, kwargs = _staged_layer(1040, 5, 1, "dense", torch.bfloat16)
+
+    def call():
+        return fusedconv.conv2d_hardswish_relu(x, weight, bias, **kwargs)
+
+    assert _filters(cuda_kernel_names(call)) == 0
+    assert torch.equal(call(), _without_candidates(call))
 
 
 def test_rows_switch_starts_from_the_environment():
