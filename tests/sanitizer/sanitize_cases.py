@@ -85,18 +85,22 @@ CASES = [
     # channels_last, 3 x 3 planes element by element in NCHW; then 16-byte vectors both ways.
     (1, 4, 1030, 5, 6, 1, {"stride": 2}, torch.float32, 1e-5),
     (2, 8, 264, 8, 8, 1, {}, torch.bfloat16, 1e-2),
-    # The depthwise vector-row kernels ("rows": torch.ops.fusedconv._depthwise_candidates on; NCHW):
+    # The depthwise candidates (torch.ops.fusedconv._depthwise_candidates on). NCHW rows:
     # 16-byte float32 rows with a partial row group; multiplier 2 in 8-byte rows at stride 2;
     # 4-byte bfloat16 rows through the transposed 3x3 grad_input; a row of one 4-byte vector
-    # with a 5x5 halo past both ends; 16-byte float16 rows at stride 2 from an odd height.
-    (2, 6, 6, 9, 8, 3, {"groups": 6, "padding": 1, "rows": True}, torch.float32, 1e-5),
-    (2, 4, 8, 7, 12, 5, {"groups": 4, "padding": 2, "stride": 2, "rows": True}, torch.float32,
-     1e-5),
-    (2, 5, 5, 10, 12, 3, {"groups": 5, "padding": 1, "stride": 2, "rows": True},
+    # with a 5x5 halo past both ends; 16-byte float16 rows at stride 2 from an odd height (in
+    # channels_last one vector of staged filters). Then 258 channel vectors of staged filters,
+    # more than a CTA's threads (the slots wrap around the last channel).
+    (2, 6, 6, 9, 8, 3, {"groups": 6, "padding": 1, "candidates": True}, torch.float32, 1e-5),
+    (2, 4, 8, 7, 12, 5, {"groups": 4, "padding": 2, "stride": 2, "candidates": True},
+     torch.float32, 1e-5),
+    (2, 5, 5, 10, 12, 3, {"groups": 5, "padding": 1, "stride": 2, "candidates": True},
      torch.bfloat16, 1e-2),
-    (1, 3, 3, 11, 2, 5, {"groups": 3, "padding": 2, "rows": True}, torch.float16, 2e-3),
-    (3, 8, 8, 13, 16, 5, {"groups": 8, "padding": 2, "stride": 2, "rows": True}, torch.float16,
-     2e-3),
+    (1, 3, 3, 11, 2, 5, {"groups": 3, "padding": 2, "candidates": True}, torch.float16, 2e-3),
+    (3, 8, 8, 13, 16, 5, {"groups": 8, "padding": 2, "stride": 2, "candidates": True},
+     torch.float16, 2e-3),
+    (1, 2064, 2064, 5, 6, 3, {"groups": 2064, "padding": 1, "candidates": True}, torch.bfloat16,
+     1e-2),
 ]
 
 
@@ -109,7 +113,8 @@ def main():
         backward = not kwargs.pop("forward_only", False)
         weight_channels_last = kwargs.pop("weight_channels_last", False)
         allow_tf32 = kwargs.pop("allow_tf32", None)
-        previous_rows = torch.ops.fusedconv._depthwise_candidates(kwargs.pop("rows", False))
+        candidates = kwargs.pop("candidates", False)
+        previous_candidates = torch.ops.fusedconv._depthwise_candidates(candidates)
         kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
         groups = kwargs.get("groups", 1)
         x = torch.randn(n, cin, h, w, device="cuda", dtype=dtype, requires_grad=True)
@@ -128,7 +133,7 @@ def main():
             if not error < tolerance:
                 failures += 1
                 print("FAILED", (n, cin, cout, h, w, kernel, kwargs, dtype, layout), error)
-        torch.ops.fusedconv._depthwise_candidates(previous_rows)
+        torch.ops.fusedconv._depthwise_candidates(previous_candidates)
     torch.cuda.synchronize()
     return 1 if failures else 0
 
