@@ -5,10 +5,11 @@
 # memcheck/racecheck/initcheck/synccheck on small cases (--sanitize). --no-tests skips pytest
 # and the main job. Logs and JSON go under $OUT.
 # --crossover sweeps each fused kernel against the floor path (benchmarks/crossover.py).
-# --rows: the depthwise row kernels' A/B (benchmarks/depthwise_rows_kernel_times.py) and the
-# depthwise crossovers with them on (FUSEDCONV_DEPTHWISE_CANDIDATES=1).
+# --candidates: the depthwise candidate kernels' A/B (benchmarks/
+# depthwise_candidates_kernel_times.py) and the depthwise crossovers with them on
+# (FUSEDCONV_DEPTHWISE_CANDIDATES=1).
 # Usage (on the device machine): scripts/gpu_round.sh [--times] [--bench] [--sanitize] [--no-tests]
-#                                                   [--crossover] [--rows]
+#                                                   [--crossover] [--candidates]
 #                                                   [pytest args]
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -26,7 +27,7 @@ if [ -x /usr/bin/g++ ]; then
 fi
 sanitize=0
 crossover=0
-rows=0
+candidates=0
 times=0
 bench=0
 tests=1
@@ -35,7 +36,7 @@ while [ $# -gt 0 ]; do
     --sanitize) sanitize=1 ;;
     --times) times=1 ;;
     --crossover) crossover=1 ;;
-    --rows) rows=1 ;;
+    --candidates) candidates=1 ;;
     --bench) bench=1 ;;
     --no-tests) tests=0 ;;
     *) break ;;
@@ -80,15 +81,15 @@ if [ "$crossover" = 1 ]; then
   echo "crossover: exit $?; $(tail -n 1 "$OUT/crossover.log")"
 fi
 
-if [ "$rows" = 1 ]; then
-  echo "== depthwise row kernels: A/B, then the depthwise crossovers with them on"
-  timeout 300 python3 benchmarks/depthwise_rows_kernel_times.py --json "$OUT/rows_times.json" \
-    2>&1 | tee "$OUT/rows_times.log"
+if [ "$candidates" = 1 ]; then
+  echo "== depthwise candidates: A/B, then the depthwise crossovers with them on"
+  timeout 300 python3 benchmarks/depthwise_candidates_kernel_times.py \
+    --json "$OUT/candidates_times.json" 2>&1 | tee "$OUT/candidates_times.log"
   [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
   FUSEDCONV_DEPTHWISE_CANDIDATES=1 timeout 300 python3 benchmarks/crossover.py \
-    --directions depthwise,depthwise_bwd --json "$OUT/rows_crossover.json" \
-    >"$OUT/rows_crossover.log" 2>&1
-  echo "rows crossover: exit $?; $(tail -n 1 "$OUT/rows_crossover.log")"
+    --directions depthwise,depthwise_bwd --json "$OUT/candidates_crossover.json" \
+    >"$OUT/candidates_crossover.log" 2>&1
+  echo "candidates crossover: exit $?; $(tail -n 1 "$OUT/candidates_crossover.log")"
 fi
 
 if [ "$tests" = 1 ]; then
