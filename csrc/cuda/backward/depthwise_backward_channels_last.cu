@@ -7,7 +7,8 @@
 //
 // grad_input: a thread per (input pixel, 16-byte channel vector) gathers the taps that read it
 //   (16-byte loads of g, the vector's filters kept in registers where they are one dense,
-//   aligned run, as in the forward's vector kernel). No atomics: each element has one owner.
+//   aligned run, or staged in shared memory where the depthwise candidates are on, as in the
+//   forward's vector kernel: common/staged_filters.cuh). No atomics: each element has one owner.
 // grad_weight, grad_bias: a CTA per (slice of output rows, block of channel vectors); its threads
 //   are (channel vector, tap, lane) triples, each accumulating one tap of one vector over the
 //   slice's positions (lanes split each row's columns); the lanes' sums are added in a fixed
@@ -20,6 +21,7 @@
 #include "backward/depthwise_backward.h"
 #include "common/configuration.h"
 #include "common/device_limits.h"
+#include "common/staged_filters.cuh"
 #include "fusedconv/dtype.cuh"
 #include "fusedconv/fast_divisor.h"
 #include "fusedconv/launch.h"
@@ -31,6 +33,8 @@ namespace channels_last {
 namespace {
 
 constexpr int kThreads = 256;
+
+using staged_filters::Filters;
 
 struct Geometry {
   FastDivisor vectors, in_width, in_height, out_height;
@@ -48,8 +52,8 @@ int64_t partials_offset(const ConvParams& p) {
 
 // grad_input: thread (n, in_row, in_col, vector) in channels_last order, vector fastest.
 // kStride: 1 or 2 on both axes at compile time, 0 for any other stride read at run time.
-template <typename Storage, int kKernel, int kStride, bool kResidentFilters>
-__global__ void __launch_bounds__(kThreads)
+template <typename Storage, int kKernel, int kStride, Filters kFilters>
+__global__ void __launch_bounds__(kThreads, kFilters == Filters::kStaged ? 2 : 0)
     depthwise_dgrad_channels_last_kernel(const ConvBackwardParams bp, const Storage* g_base,
                                          const Geometry g) {
   using Traits = StorageTraits<Storage>;
@@ -57,12 +61,20 @@ __global__ void __launch_bounds__(kThreads)
   constexpr int kVector = Vector::kCount;
   constexpr int kTaps = kKernel * kKernel;
   const uint32_t index = blockIdx.x * kThreads + threadIdx.x;
+  const ConvParams& p = bp.conv;
+  extern __shared__ uint4 staged[];  // kStaged: [tap][slot]
+  staged_filters::Slots slots{};
+  if constexpr (kFilters == Filters::kStaged) {  // every thread, before the bound test
+    slots = staged_filters::stage<Storage, kKernel, kThreads>(
+        static_cast<const Storage*>(p.weight), p.weight_strides, g.vectors, staged);
+  }
   if (index >= g.pixel_vectors) {
     return;
   }
-  const ConvParams& p = bp.conv;
   const uint32_t pixel = g.vectors.quotient(index);
-  const int64_t channel = int64_t{index - pixel * g.vectors.divisor} * kVector;
+  const uint32_t vector = index - pixel * g.vectors.divisor;
+  const int64_t channel = int64_t{vector} * kVector;
+  const int slot = staged_filters::slot_of(vector, slots, g.vectors.divisor);
   const uint32_t rows = g.in_width.quotient(pixel);
   const int in_col = static_cast<int>(pixel - rows * g.in_width.divisor);
   const uint32_t n = g.in_height.quotient(rows);
@@ -75,8 +87,8 @@ __global__ void __launch_bounds__(kThreads)
       g_base + int64_t{n} * p.out_height * p.out_width * p.out_channels + channel;
   const Storage* __restrict__ weight = static_cast<const Storage*>(p.weight);
 
-  Vector filters[kResidentFilters ? kTaps : 1];  // channel v's tap t: element v * kTaps + t
-  if constexpr (kResidentFilters) {
+  Vector filters[kFilters == Filters::kResident ? kTaps : 1];  // channel v, tap t: v * kTaps + t
+  if constexpr (kFilters == Filters::kResident) {
     const uint4* __restrict__ source = reinterpret_cast<const uint4*>(weight + channel * kTaps);
 #pragma unroll
     for (int i = 0; i < kTaps; ++i) {
@@ -103,12 +115,17 @@ __global__ void __launch_bounds__(kThreads)
         continue;
       }
       const int64_t position = int64_t{out_row} * out_width + col_span / stride_w;
-      Vector gv;
+      Vector gv, tap;
       gv.bits = __ldg(reinterpret_cast<const uint4*>(image + position * p.out_channels));
+      if constexpr (kFilters == Filters::kStaged) {
+        tap.bits = staged[(r * kKernel + s) * slots.count + slot];
+      }
 #pragma unroll
       for (int v = 0; v < kVector; ++v) {
         float w;
-        if constexpr (kResidentFilters) {
+        if constexpr (kFilters == Filters::kStaged) {
+          w = Traits::load(tap.values[v]);
+        } else if constexpr (kFilters == Filters::kResident) {
           const int e = v * kTaps + r * kKernel + s;  // a constant once unrolled
           w = Traits::load(filters[e / kVector].values[e % kVector]);
         } else {
@@ -282,18 +299,40 @@ void weight_pass_shape(const ConvParams& p, int64_t vector_count, const DeviceLi
              g.rows_per_slice);
 }
 
+// Where grad_input reads its weights: staged where the depthwise candidates are on (launch.h)
+// and they fit a CTA's shared memory; resident where each vector's filters are one dense,
+// 16-byte aligned run (3x3 only: 25 or 49 vectors of registers are too many); per tap otherwise.
+Filters dgrad_filters(const ConvParams& p, int64_t vector_count) {
+  const int64_t taps = p.kernel_h * p.kernel_w;
+  if (depthwise_candidates_enabled() &&
+      staged_filters::bytes(taps, vector_count, kThreads) <= staged_filters::kMaxBytes) {
+    return Filters::kStaged;
+  }
+  const Strides4& w = p.weight_strides;
+  const bool resident = p.kernel_h == 3 && w.n == taps && w.h == p.kernel_w && w.w == 1 &&
+                        reinterpret_cast<uintptr_t>(p.weight) % 16 == 0;
+  return resident ? Filters::kResident : Filters::kPerTap;
+}
+
 template <typename Storage, int kKernel, int kStride>
 void launch_dgrad(const ConvBackwardParams& bp, const Storage* g_base, const Geometry& g,
-                  bool resident, cudaStream_t stream) {
+                  Filters filters, cudaStream_t stream) {
   const uint32_t blocks = (g.pixel_vectors + kThreads - 1) / kThreads;
+  if (filters == Filters::kStaged) {
+    const size_t bytes =
+        static_cast<size_t>(staged_filters::bytes(kKernel * kKernel, g.vectors.divisor, kThreads));
+    depthwise_dgrad_channels_last_kernel<Storage, kKernel, kStride, Filters::kStaged>
+        <<<blocks, kThreads, bytes, stream>>>(bp, g_base, g);
+    return;
+  }
   if constexpr (kKernel == 3) {
-    if (resident) {
-      depthwise_dgrad_channels_last_kernel<Storage, kKernel, kStride, true>
+    if (filters == Filters::kResident) {
+      depthwise_dgrad_channels_last_kernel<Storage, kKernel, kStride, Filters::kResident>
           <<<blocks, kThreads, 0, stream>>>(bp, g_base, g);
       return;
     }
   }
-  depthwise_dgrad_channels_last_kernel<Storage, kKernel, kStride, false>
+  depthwise_dgrad_channels_last_kernel<Storage, kKernel, kStride, Filters::kPerTap>
       <<<blocks, kThreads, 0, stream>>>(bp, g_base, g);
 }
 
@@ -313,18 +352,14 @@ cudaError_t launch_typed(const ConvBackwardParams& bp, Geometry g, int64_t vecto
     return status;
   }
   if (bp.grad_input != nullptr && g.pixel_vectors > 0) {
-    // Filters in registers where each vector's are one dense, 16-byte aligned run (3x3 only:
-    // 25 or 49 vectors of registers are too many).
-    const Strides4& w = p.weight_strides;
-    const bool resident = w.n == kKernel * kKernel && w.h == kKernel && w.w == 1 &&
-                          reinterpret_cast<uintptr_t>(p.weight) % 16 == 0;
+    const Filters filters = dgrad_filters(p, vector_count);
     const bool square = p.stride_h == p.stride_w;
     if (square && p.stride_h == 1) {
-      launch_dgrad<Storage, kKernel, 1>(bp, g_base, g, resident, stream);
+      launch_dgrad<Storage, kKernel, 1>(bp, g_base, g, filters, stream);
     } else if (square && p.stride_h == 2) {
-      launch_dgrad<Storage, kKernel, 2>(bp, g_base, g, resident, stream);
+      launch_dgrad<Storage, kKernel, 2>(bp, g_base, g, filters, stream);
     } else {
-      launch_dgrad<Storage, kKernel, 0>(bp, g_base, g, resident, stream);
+      launch_dgrad<Storage, kKernel, 0>(bp, g_base, g, filters, stream);
     }
     status = cudaGetLastError();
     if (status != cudaSuccess) {

@@ -22,6 +22,7 @@
 
 #include "common/configuration.h"
 #include "common/depthwise_rows.cuh"
+#include "common/staged_filters.cuh"
 #include "forward/families.h"
 #include "fusedconv/activation.h"
 #include "fusedconv/dtype.cuh"
@@ -165,17 +166,7 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-// Where the channels_last vector kernel reads its channels' weights for a tap:
-//   kPerTap:   kVector scalar loads per tap. A warp's lanes hold consecutive channel vectors, so
-//              each load touches 32 lines (channels k x k elements apart): at 8 channels per
-//              vector the weight loads were most of the kernel's L1 wavefronts, the loads that
-//              made bfloat16 lose to cuDNN.
-//   kResident: the kVector channels' whole filters are one contiguous, 16-byte aligned run (a
-//              dense weight; 144 bytes for 3x3), loaded once as kTaps vectors into registers.
-//   kStaged:   the CTA first copies the filters of the channel vectors it covers into shared
-//              memory, tap-major ([tap][slot] 16-byte vectors): a tap's weights are then one
-//              16-byte load per lane, consecutive across the warp (a depthwise candidate).
-enum class Filters : int { kPerTap, kResident, kStaged };
+using staged_filters::Filters;  // where the vector kernel reads its weights
 
 // channels_last with 16-byte channel vectors: each thread computes kStrip output columns of
 // kVector consecutive channels (multiplier 1), loading one 16-byte vector of channels per tap
@@ -190,30 +181,11 @@ __global__ void __launch_bounds__(kThreads)
   constexpr int kVector = Vector::kCount;
   constexpr int kTaps = kKernel * kKernel;
   const uint32_t index = blockIdx.x * kThreads + threadIdx.x;
-  // The CTA's channel vectors: `slots` consecutive ones from first_group, wrapping at the last
-  // (g.out_channels counts channel vectors here; every thread takes part before the bound test).
   extern __shared__ uint4 staged[];  // kStaged: [tap][slot]
-  uint32_t first_group = 0;
-  int slots = 0;
-  if constexpr (kFilters == Filters::kStaged) {
-    const uint32_t groups = g.out_channels.divisor;
-    g.out_channels.divide(blockIdx.x * kThreads, first_group);
-    slots = static_cast<int>(groups < kThreads ? groups : kThreads);
-    Storage* elements = reinterpret_cast<Storage*>(staged);
-    const Storage* __restrict__ weight = static_cast<const Storage*>(p.weight);
-    // In global order (slot, channel, tap): contiguous reads of a dense weight.
-    for (int i = static_cast<int>(threadIdx.x); i < slots * kVector * kTaps; i += kThreads) {
-      const int slot = i / (kVector * kTaps);
-      const int v = (i / kTaps) % kVector;
-      const int tap = i % kTaps;
-      uint32_t group = first_group + static_cast<uint32_t>(slot);
-      group = group >= groups ? group - groups : group;
-      const int64_t channel = int64_t{group} * kVector + v;
-      elements[(tap * slots + slot) * kVector + v] =
-          weight[channel * p.weight_strides.n + int64_t{tap / kKernel} * p.weight_strides.h +
-                 int64_t{tap % kKernel} * p.weight_strides.w];
-    }
-    __syncthreads();
+  staged_filters::Slots slots{};
+  if constexpr (kFilters == Filters::kStaged) {  // g.out_channels counts channel vectors here
+    slots = staged_filters::stage<Storage, kKernel, kThreads>(
+        static_cast<const Storage*>(p.weight), p.weight_strides, g.out_channels, staged);
   }
   if (index >= g.threads) {
     return;
@@ -230,9 +202,7 @@ __global__ void __launch_bounds__(kThreads)
       static_cast<const Storage*>(p.input) + int64_t{n} * p.input_strides.n + channel;
   const Storage* __restrict__ weight = static_cast<const Storage*>(p.weight);
   const Storage* __restrict__ bias = static_cast<const Storage*>(p.bias);
-  const int slot = static_cast<int>(group >= first_group ? group - first_group
-                                                         : group + g.out_channels.divisor -
-                                                               first_group);
+  const int slot = staged_filters::slot_of(group, slots, g.out_channels.divisor);
 
   Vector filters[kFilters == Filters::kResident ? kTaps : 1];  // channel v, tap t: v * kTaps + t
   if constexpr (kFilters == Filters::kResident) {
@@ -264,7 +234,7 @@ __global__ void __launch_bounds__(kThreads)
       Acc w[kVector];
       Vector tap;
       if constexpr (kFilters == Filters::kStaged) {
-        tap.bits = staged[(r * kKernel + s) * slots + slot];
+        tap.bits = staged[(r * kKernel + s) * slots.count + slot];
       }
 #pragma unroll
       for (int v = 0; v < kVector; ++v) {
@@ -348,16 +318,15 @@ bool resident_filters(const ConvParams& p) {
          reinterpret_cast<uintptr_t>(p.weight) % 16 == 0;
 }
 
-// The staged filters' shared memory: k x k 16-byte vectors for each of the CTA's channel
-// vectors (all of them up to kThreads), within a CTA's default 48 KB.
 int64_t staged_filter_bytes(const ConvParams& p, int64_t channel_vectors) {
-  return p.kernel_h * p.kernel_w * (channel_vectors < kThreads ? channel_vectors : kThreads) * 16;
+  return staged_filters::bytes(p.kernel_h * p.kernel_w, channel_vectors, kThreads);
 }
 
 // Where the vector kernel reads its weights (Filters): staged where the depthwise candidates are
 // on (launch.h) and they fit, resident where resident_filters says so, per tap otherwise.
 Filters filter_source(const ConvParams& p, int64_t channel_vectors) {
-  if (depthwise_candidates_enabled() && staged_filter_bytes(p, channel_vectors) <= 48 * 1024) {
+  if (depthwise_candidates_enabled() &&
+      staged_filter_bytes(p, channel_vectors) <= staged_filters::kMaxBytes) {
     return Filters::kStaged;
   }
   return resident_filters(p) ? Filters::kResident : Filters::kPerTap;
