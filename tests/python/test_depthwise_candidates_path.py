@@ -3,7 +3,9 @@
 - the vector-row kernels (csrc/cuda/common/depthwise_rows.cuh, and the weight pass in
   csrc/cuda/backward/depthwise_backward.cu): dense NCHW, 'same'-padded 3x3 / 5x5 at stride 1 / 2,
   rows of whole 16-, 8- or 4-byte vectors, float32 / float16 / bfloat16;
-- the channels_last vector kernel with its filters staged in shared memory (depthwise.cu).
+- the channels_last vector kernels, forward (depthwise.cu) and grad_input
+  (depthwise_backward_channels_last.cu), with their filters staged in shared memory
+  (common/staged_filters.cuh).
 
 Checked: each runs exactly in its domain (the row kernels with the vector width the domain
 picks); values against float64 on poisoned outputs; both forwards bitwise equal to the kernels
@@ -291,12 +293,13 @@ def test_rows_backward_leaves_other_calls_to_the_gather_kernels():
 
 
 VECTOR_KERNEL = "conv_hardswish_relu_depthwise_vector_kernel"
+CHANNELS_LAST_DGRAD_KERNEL = "depthwise_dgrad_channels_last_kernel"
 
 
-def _filters(names):
-    """The vector kernel's Filters argument (0 per tap, 1 resident, 2 staged) in `names`."""
+def _filters(names, kernel=VECTOR_KERNEL):
+    """A vector kernel's Filters argument (0 per tap, 1 resident, 2 staged) in `names`."""
     found = [re.search(r"Filters\)(\d)>|FiltersE(\d)E", name) for name in names
-             if VECTOR_KERNEL in name]
+             if kernel in name]
     assert len(found) == 1 and found[0] is not None, names
     return int(found[0].group(1) or found[0].group(2))
 
@@ -353,6 +356,34 @@ def test_staged_filters_beyond_a_ctas_shared_memory_load_per_tap():
 
     assert _filters(cuda_kernel_names(call)) == 0
     assert torch.equal(call(), _without_candidates(call))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("channels,kernel,stride,kind",
+                         STAGED_CASES[:4] + [(48, 7, 1, "dense"), (2064, 3, 2, "strided")],
+                         ids=str)
+def test_staged_filters_in_channels_last_grad_input(channels, kernel, stride, kind, dtype):
+    x, weight, bias, kwargs = _staged_layer(channels, kernel, stride, kind, dtype)
+    y = fusedconv.conv2d_hardswish_relu(x, weight, bias, **kwargs)
+    grad_y = torch.randn_like(y)
+    assert torch.ops.fusedconv._plan_backward(grad_y, x, weight, y, *_op_geometry(kwargs),
+                                              [True] * 3) == "depthwise"
+
+    def call():
+        return _backward(grad_y, x, weight, y, kwargs)
+
+    assert _filters(cuda_kernel_names(call), CHANNELS_LAST_DGRAD_KERNEL) == 2
+    grads = poisoned_call(call, dtype, "cuda")
+    expected = reference_gradients_float64(x, weight, bias, grad_y, y, stride, kwargs["padding"],
+                                           1, channels)
+    floor = with_floor_policy(call)
+    for name, ours, base, wanted in zip(("input", "weight", "bias"), grads, floor, expected):
+        if dtype == torch.float32:
+            assert relative_l2_error(ours, wanted) <= 1e-5, name
+        else:
+            _check_half(ours, wanted, base, name)
+    # The same weights in the same order as per tap or resident: the same bits.
+    assert all(torch.equal(a, b) for a, b in zip(grads, _without_candidates(call)))
 
 
 def test_rows_switch_starts_from_the_environment():
