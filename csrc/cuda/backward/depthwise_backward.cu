@@ -127,6 +127,16 @@ __device__ __forceinline__ void write_partials(const float (&acc)[kTaps + 1], fl
   }
 }
 
+// The output rows [first_row, last_row) of batch x out_height that weight-pass slice `slice`
+// walks.
+__device__ __forceinline__ void slice_range(const ConvParams& p, const Geometry& g, int slice,
+                                            int64_t& first_row, int64_t& last_row) {
+  const int64_t total_rows = p.batch * p.out_height;
+  first_row = int64_t{slice} * g.rows_per_slice;
+  last_row = first_row + g.rows_per_slice < total_rows ? first_row + g.rows_per_slice
+                                                        : total_rows;
+}
+
 // grad_weight / grad_bias partials: CTA (slice, channel) over output rows
 // [slice * rows_per_slice, ...) of batch x out_height.
 template <typename Storage, int kKernel>
@@ -136,10 +146,8 @@ __global__ void __launch_bounds__(kThreads)
   const ConvParams& p = bp.conv;
   const int c = static_cast<int>(blockIdx.y);
   const int slice = static_cast<int>(blockIdx.x);
-  const int64_t total_rows = p.batch * p.out_height;
-  const int64_t first_row = int64_t{slice} * g.rows_per_slice;
-  const int64_t last_row =
-      first_row + g.rows_per_slice < total_rows ? first_row + g.rows_per_slice : total_rows;
+  int64_t first_row, last_row;
+  slice_range(p, g, slice, first_row, last_row);
   const uint32_t positions = static_cast<uint32_t>((last_row - first_row) * p.out_width);
   const int in_height = static_cast<int>(p.in_height), in_width = static_cast<int>(p.in_width);
   using Traits = StorageTraits<Storage>;
@@ -194,10 +202,8 @@ __global__ void __launch_bounds__(kThreads)
   const ConvParams& p = bp.conv;
   const int c = static_cast<int>(blockIdx.y);
   const int slice = static_cast<int>(blockIdx.x);
-  const int64_t total_rows = p.batch * p.out_height;
-  const int64_t first_row = int64_t{slice} * g.rows_per_slice;
-  const int64_t last_row =
-      first_row + g.rows_per_slice < total_rows ? first_row + g.rows_per_slice : total_rows;
+  int64_t first_row, last_row;
+  slice_range(p, g, slice, first_row, last_row);
   const uint32_t items = static_cast<uint32_t>((last_row - first_row) * g.row_vectors.divisor);
   const int in_height = static_cast<int>(p.in_height), in_width = static_cast<int>(p.in_width);
   const int out_width = static_cast<int>(p.out_width);

@@ -76,10 +76,12 @@ __host__ __device__ constexpr int window_vectors(int count, int kernel, int stri
   return (count + (count - 1) * stride + kernel - 1 - (kernel - 1) / 2) / count + 1;
 }
 
-// The row-walk kernels' common start: the thread's target plane, first row and column group.
+// The row-walk kernels' common start: the thread's target plane, first row and column group,
+// and where its source plane starts.
 struct WalkPosition {
   uint32_t n, channel;
   int first_row, column_group;
+  int64_t source_plane;
 };
 
 __device__ __forceinline__ WalkPosition locate(const RowWalk& w, uint32_t index) {
@@ -87,7 +89,11 @@ __device__ __forceinline__ WalkPosition locate(const RowWalk& w, uint32_t index)
   const uint32_t planes = w.row_groups.divide(w.column_groups.divide(index, column_group),
                                               row_group);
   const uint32_t n = w.target_planes.divide(planes, channel);
-  return {n, channel, static_cast<int>(row_group) * kRows, static_cast<int>(column_group)};
+  const int64_t source_plane =
+      (int64_t{n} * w.source_channels + w.multiplier.quotient(channel)) * w.source_height *
+      w.source_width;
+  return {n, channel, static_cast<int>(row_group) * kRows, static_cast<int>(column_group),
+          source_plane};
 }
 
 // Loads vectors [kFirstVector, kVectors) of a window of one source row that starts at element
@@ -207,12 +213,9 @@ __global__ void __launch_bounds__(kThreads, 2) depthwise_rows_kernel(const RowWa
   }
   const WalkPosition at = locate(w, index);
   const int first_column = at.column_group * kCount;
-  const int64_t source_plane =
-      (int64_t{at.n} * w.source_channels + w.multiplier.quotient(at.channel)) *
-      w.source_height * w.source_width;
-  const Storage* __restrict__ source = static_cast<const Storage*>(w.source) + source_plane;
+  const Storage* __restrict__ source = static_cast<const Storage*>(w.source) + at.source_plane;
   const Storage* __restrict__ activation =
-      kGradient ? static_cast<const Storage*>(w.activation) + source_plane : nullptr;
+      kGradient ? static_cast<const Storage*>(w.activation) + at.source_plane : nullptr;
   float filter[kKernel * kKernel];
   load_filter<Storage, kKernel, kGradient>(w, at.channel, filter);
   const float bias = !kGradient && w.bias != nullptr
@@ -283,10 +286,8 @@ __global__ void __launch_bounds__(kThreads) depthwise_rows_transposed_kernel(con
   }
   const WalkPosition at = locate(w, index);
   const int first_source_column = at.column_group * kCount;
-  const int64_t source_plane =
-      (int64_t{at.n} * w.source_channels + at.channel) * w.source_height * w.source_width;
-  const Storage* __restrict__ grad_y = static_cast<const Storage*>(w.source) + source_plane;
-  const Storage* __restrict__ y = static_cast<const Storage*>(w.activation) + source_plane;
+  const Storage* __restrict__ grad_y = static_cast<const Storage*>(w.source) + at.source_plane;
+  const Storage* __restrict__ y = static_cast<const Storage*>(w.activation) + at.source_plane;
   float filter[kKernel * kKernel];
   load_filter<Storage, kKernel, false>(w, at.channel, filter);
   float acc[kRows][2 * kCount];
@@ -372,29 +373,35 @@ inline void split_threads(RowWalk& w, int64_t planes, int64_t columns) {
       walk_threads(planes, w.target_height, w.target_width, columns));
 }
 
-inline RowWalk walk_of(const ConvParams& p) {
+// A call's walk: the forward's from x (in_* sizes) to y (out_*), grad_input's from g (out_*)
+// to grad_x (in_*); the pointers are the launcher's.
+inline RowWalk walk_of(const ConvParams& p, bool gradient) {
   RowWalk w{};
   w.weight = p.weight;
   w.weight_n = p.weight_strides.n;
   w.weight_h = p.weight_strides.h;
   w.weight_w = p.weight_strides.w;
+  const int64_t in[3] = {p.in_channels, p.in_height, p.in_width};
+  const int64_t out[3] = {p.out_channels, p.out_height, p.out_width};
+  const int64_t* source = gradient ? out : in;
+  const int64_t* target = gradient ? in : out;
+  w.source_channels = static_cast<int32_t>(source[0]);
+  w.source_height = static_cast<int32_t>(source[1]);
+  w.source_width = static_cast<int32_t>(source[2]);
+  w.target_channels = static_cast<int32_t>(target[0]);
+  w.target_height = static_cast<int32_t>(target[1]);
+  w.target_width = static_cast<int32_t>(target[2]);
+  w.multiplier = FastDivisor::make(static_cast<uint32_t>(p.out_channels / p.in_channels));
   return w;
 }
 
 // y = relu(hardswish(conv(x) + b)) of a dense NCHW call in the row domain `g` (any multiplier).
 template <typename Storage>
 cudaError_t launch_forward(const ConvParams& p, const RowGeometry& g, cudaStream_t stream) {
-  RowWalk w = walk_of(p);
+  RowWalk w = walk_of(p, false);
   w.source = p.input;
   w.bias = p.bias;
   w.target = p.output;
-  w.source_channels = static_cast<int32_t>(p.in_channels);
-  w.source_height = static_cast<int32_t>(p.in_height);
-  w.source_width = static_cast<int32_t>(p.in_width);
-  w.target_channels = static_cast<int32_t>(p.out_channels);
-  w.target_height = static_cast<int32_t>(p.out_height);
-  w.target_width = static_cast<int32_t>(p.out_width);
-  w.multiplier = FastDivisor::make(static_cast<uint32_t>(p.out_channels / p.in_channels));
   split_threads(w, p.batch * p.out_channels, g.vector_bytes / element_bytes(p.dtype));
   if (w.threads == 0) {
     return cudaSuccess;
@@ -412,17 +419,10 @@ template <typename Storage>
 cudaError_t launch_input_gradient(const ConvBackwardParams& bp, const RowGeometry& g,
                                   cudaStream_t stream) {
   const ConvParams& p = bp.conv;
-  RowWalk w = walk_of(p);
+  RowWalk w = walk_of(p, true);  // multiplier 1 (the backward's domain)
   w.source = bp.grad_output;
   w.activation = p.output;
   w.target = bp.grad_input;
-  w.source_channels = static_cast<int32_t>(p.out_channels);
-  w.source_height = static_cast<int32_t>(p.out_height);
-  w.source_width = static_cast<int32_t>(p.out_width);
-  w.target_channels = static_cast<int32_t>(p.in_channels);
-  w.target_height = static_cast<int32_t>(p.in_height);
-  w.target_width = static_cast<int32_t>(p.in_width);
-  w.multiplier = FastDivisor::make(1);
   const int64_t count = g.vector_bytes / element_bytes(p.dtype);
   split_threads(w, p.batch * p.in_channels, count * g.stride);
   if (w.threads == 0) {
