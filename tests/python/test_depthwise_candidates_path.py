@@ -386,6 +386,29 @@ def test_staged_filters_in_channels_last_grad_input(channels, kernel, stride, ki
     assert all(torch.equal(a, b) for a, b in zip(grads, _without_candidates(call)))
 
 
+def test_switch_rejects_non_booleans_and_leaves_the_plans_alone():
+    with pytest.raises((RuntimeError, TypeError), match="bool"):
+        torch.ops.fusedconv._depthwise_candidates("yes")
+    assert torch.ops.fusedconv._depthwise_candidates() is True
+    # The switch picks kernels inside a family at launch; which family runs stays the rule's:
+    # under the default policy channels_last bfloat16 stays on the floor, NCHW goes depthwise.
+    x = torch.randn(2, 16, 12, 12, device="cuda", dtype=torch.bfloat16)
+    weight = torch.randn(16, 1, 3, 3, device="cuda", dtype=torch.bfloat16)
+    previous = torch.ops.fusedconv._plan_policy("measured")
+    try:
+        for layout, expected in ((torch.contiguous_format, "depthwise"),
+                                 (torch.channels_last, "floor")):
+            args = (x.contiguous(memory_format=layout), weight, None, [1, 1], [1] * 4, [1, 1], 16)
+            plans = []
+            for candidates in (True, False):
+                torch.ops.fusedconv._depthwise_candidates(candidates)
+                plans.append(torch.ops.fusedconv._plan(*args))
+            assert plans == [expected, expected], layout
+    finally:
+        torch.ops.fusedconv._plan_policy(previous)
+        torch.ops.fusedconv._depthwise_candidates(True)
+
+
 def test_rows_switch_starts_from_the_environment():
     script = "import fusedconv, torch; fusedconv.load_extension(); " \
              "print(torch.ops.fusedconv._depthwise_candidates())"
