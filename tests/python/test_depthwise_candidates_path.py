@@ -392,13 +392,13 @@ def test_switch_rejects_non_booleans_and_leaves_the_plans_alone():
     assert torch.ops.fusedconv._depthwise_candidates() is True
     # The switch picks kernels inside a family at launch; which family runs stays the rule's:
     # under the default policy channels_last bfloat16 stays on the floor, NCHW goes depthwise.
-    x = torch.randn(2, 16, 12, 12, device="cuda", dtype=torch.bfloat16)
-    weight = torch.randn(16, 1, 3, 3, device="cuda", dtype=torch.bfloat16)
+    x = torch.randn(2, 32, 12, 12, device="cuda", dtype=torch.bfloat16)
+    weight = torch.randn(32, 1, 3, 3, device="cuda", dtype=torch.bfloat16)
     previous = torch.ops.fusedconv._plan_policy("measured")
     try:
         for layout, expected in ((torch.contiguous_format, "depthwise"),
                                  (torch.channels_last, "floor")):
-            args = (x.contiguous(memory_format=layout), weight, None, [1, 1], [1] * 4, [1, 1], 16)
+            args = (x.contiguous(memory_format=layout), weight, None, [1, 1], [1] * 4, [1, 1], 32)
             plans = []
             for candidates in (True, False):
                 torch.ops.fusedconv._depthwise_candidates(candidates)
