@@ -53,28 +53,17 @@ int64_t partials_offset(const ConvParams& p) {
 // grad_input: thread (n, in_row, in_col, vector) in channels_last order, vector fastest.
 // kStride: 1 or 2 on both axes at compile time, 0 for any other stride read at run time.
 template <typename Storage, int kKernel, int kStride, Filters kFilters>
-__global__ void __launch_bounds__(kThreads, kFilters == Filters::kStaged ? 2 : 0)
-    depthwise_dgrad_channels_last_kernel(const ConvBackwardParams bp, const Storage* g_base,
-                                         const Geometry g) {
+__device__ __forceinline__ void dgrad_pixel(const ConvBackwardParams& bp, const Storage* g_base,
+                                            const Geometry& g, uint32_t index,
+                                            const uint4* staged) {
   using Traits = StorageTraits<Storage>;
   using Vector = Vector16<Storage>;
   constexpr int kVector = Vector::kCount;
   constexpr int kTaps = kKernel * kKernel;
-  const uint32_t index = blockIdx.x * kThreads + threadIdx.x;
   const ConvParams& p = bp.conv;
-  extern __shared__ uint4 staged[];  // kStaged: [tap][slot]
-  staged_filters::Slots slots{};
-  if constexpr (kFilters == Filters::kStaged) {  // every thread, before the bound test
-    slots = staged_filters::stage<Storage, kKernel, kThreads>(
-        static_cast<const Storage*>(p.weight), p.weight_strides, g.vectors, staged);
-  }
-  if (index >= g.pixel_vectors) {
-    return;
-  }
   const uint32_t pixel = g.vectors.quotient(index);
   const uint32_t vector = index - pixel * g.vectors.divisor;
   const int64_t channel = int64_t{vector} * kVector;
-  const int slot = staged_filters::slot_of(vector, slots, g.vectors.divisor);
   const uint32_t rows = g.in_width.quotient(pixel);
   const int in_col = static_cast<int>(pixel - rows * g.in_width.divisor);
   const uint32_t n = g.in_height.quotient(rows);
@@ -118,7 +107,7 @@ __global__ void __launch_bounds__(kThreads, kFilters == Filters::kStaged ? 2 : 0
       Vector gv, tap;
       gv.bits = __ldg(reinterpret_cast<const uint4*>(image + position * p.out_channels));
       if constexpr (kFilters == Filters::kStaged) {
-        tap.bits = staged[(r * kKernel + s) * slots.count + slot];
+        tap.bits = staged[(r * kKernel + s) * g.vectors.divisor + vector];
       }
 #pragma unroll
       for (int v = 0; v < kVector; ++v) {
@@ -144,6 +133,28 @@ __global__ void __launch_bounds__(kThreads, kFilters == Filters::kStaged ? 2 : 0
   }
   // Dense channels_last, as x: element (n, in_row, in_col, channel) is at index x kVector.
   reinterpret_cast<uint4*>(bp.grad_input)[index] = out.bits;
+}
+
+template <typename Storage, int kKernel, int kStride, Filters kFilters>
+__global__ void __launch_bounds__(kThreads, kFilters == Filters::kStaged ? 2 : 0)
+    depthwise_dgrad_channels_last_kernel(const ConvBackwardParams bp, const Storage* g_base,
+                                         const Geometry g) {
+  extern __shared__ uint4 staged[];  // kStaged: [tap][channel vector]
+  if constexpr (kFilters == Filters::kStaged) {
+    staged_filters::stage<Storage, kKernel, kThreads>(
+        static_cast<const Storage*>(bp.conv.weight), bp.conv.weight_strides,
+        static_cast<int>(g.vectors.divisor), staged);
+    // Several items per thread, the copy paid once for them (a grid-stride walk).
+    for (uint32_t index = blockIdx.x * kThreads + threadIdx.x; index < g.pixel_vectors;
+         index += gridDim.x * kThreads) {
+      dgrad_pixel<Storage, kKernel, kStride, kFilters>(bp, g_base, g, index, staged);
+    }
+  } else {
+    const uint32_t index = blockIdx.x * kThreads + threadIdx.x;
+    if (index < g.pixel_vectors) {
+      dgrad_pixel<Storage, kKernel, kStride, kFilters>(bp, g_base, g, index, staged);
+    }
+  }
 }
 
 // grad_weight / grad_bias partials of CTA (slice, block of channel vectors). Thread t < active:
@@ -305,7 +316,7 @@ void weight_pass_shape(const ConvParams& p, int64_t vector_count, const DeviceLi
 Filters dgrad_filters(const ConvParams& p, int64_t vector_count) {
   const int64_t taps = p.kernel_h * p.kernel_w;
   if (depthwise_candidates_enabled() &&
-      staged_filters::bytes(taps, vector_count, kThreads) <= staged_filters::kMaxBytes) {
+      staged_filters::bytes(taps, vector_count) <= staged_filters::kMaxBytes) {
     return Filters::kStaged;
   }
   const Strides4& w = p.weight_strides;
@@ -319,10 +330,12 @@ void launch_dgrad(const ConvBackwardParams& bp, const Storage* g_base, const Geo
                   Filters filters, cudaStream_t stream) {
   const uint32_t blocks = (g.pixel_vectors + kThreads - 1) / kThreads;
   if (filters == Filters::kStaged) {
+    const int64_t items = staged_filters::items_per_thread(bp.conv.in_channels);
     const size_t bytes =
-        static_cast<size_t>(staged_filters::bytes(kKernel * kKernel, g.vectors.divisor, kThreads));
+        static_cast<size_t>(staged_filters::bytes(kKernel * kKernel, g.vectors.divisor));
     depthwise_dgrad_channels_last_kernel<Storage, kKernel, kStride, Filters::kStaged>
-        <<<blocks, kThreads, bytes, stream>>>(bp, g_base, g);
+        <<<static_cast<uint32_t>((blocks + items - 1) / items), kThreads, bytes, stream>>>(
+            bp, g_base, g);
     return;
   }
   if constexpr (kKernel == 3) {

@@ -2,9 +2,11 @@
 // (the forward's in forward/depthwise.cu, grad_input's in depthwise_backward_channels_last.cu).
 // Their threads take consecutive 16-byte channel vectors (thread index mod channel vectors), so
 // a warp's per-tap weight loads, one scalar per channel, touch 32 cache lines each. A CTA first
-// copies the filters of the channel vectors it covers (all of them, up to one per thread) into
-// [tap][slot] 16-byte vectors: a tap's weights are then one conflict-free 16-byte load per lane.
-// A depthwise candidate (fusedconv/launch.h): used only where the switch is on.
+// copies every channel vector's filters into [tap][vector] 16-byte vectors: a tap's weights are
+// then one 16-byte load per lane, consecutive across the warp (at most two lanes of a quarter
+// warp on one bank, where the vectors wrap around within it). The copy is paid once per CTA,
+// so a staged CTA walks several items per thread (`items_per_thread`). A depthwise candidate
+// (fusedconv/launch.h): used only where the switch is on.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -12,7 +14,6 @@
 #include <cstdint>
 
 #include "fusedconv/dtype.cuh"
-#include "fusedconv/fast_divisor.h"
 #include "fusedconv/params.h"
 
 namespace fusedconv {
@@ -29,50 +30,37 @@ constexpr int64_t kMaxBytes = 48 * 1024;  // a CTA's shared memory without the o
 //   kStaged:   from shared memory, staged by `stage` below (a depthwise candidate).
 enum class Filters : int { kPerTap, kResident, kStaged };
 
-// Shared memory for CTAs of `threads` over `vectors` channel vectors of a kernel of `taps` taps:
-// taps 16-byte vectors per slot, one slot per channel vector a CTA covers.
-inline int64_t bytes(int64_t taps, int64_t vectors, int64_t threads) {
-  return taps * (vectors < threads ? vectors : threads) * 16;
+// Shared memory for `vectors` channel vectors of a kernel of `taps` taps.
+inline int64_t bytes(int64_t taps, int64_t vectors) { return taps * vectors * 16; }
+
+// Items (strips or pixels of a channel vector) each thread of a staged CTA walks: the copy
+// costs every thread about channels x taps / threads scalar loads, an item about 5 x taps
+// loads, so one item per 320 channels keeps the copy near a quarter of the loads (at most 16).
+inline int64_t items_per_thread(int64_t channels) {
+  const int64_t items = (channels + 319) / 320;
+  return items < 1 ? 1 : items > 16 ? 16 : items;
 }
 
-// The CTA's slots: channel vectors first, first + 1, ... (mod the vector count), `count` of them.
-struct Slots {
-  uint32_t first;
-  int count;
-};
-
-// Copies the filters of this CTA's channel vectors into `staged` ([tap][slot], 16 bytes each)
-// and waits for the whole CTA: every thread must call it, before any early return.
+// Copies the filters of all `vectors` channel vectors into `staged` ([tap][vector], 16 bytes
+// each) and waits for the whole CTA: every thread must call it, before any early return.
 template <typename Storage, int kKernel, int kThreads>
-__device__ __forceinline__ Slots stage(const Storage* __restrict__ weight, const Strides4& strides,
-                                       const FastDivisor& vectors, uint4* staged) {
+__device__ __forceinline__ void stage(const Storage* __restrict__ weight, const Strides4& strides,
+                                      int vectors, uint4* staged) {
   constexpr int kVector = Vector16<Storage>::kCount;
   constexpr int kTaps = kKernel * kKernel;
-  Slots slots;
-  vectors.divide(blockIdx.x * kThreads, slots.first);
-  const uint32_t count = vectors.divisor;
-  slots.count = static_cast<int>(count < kThreads ? count : kThreads);
   Storage* elements = reinterpret_cast<Storage*>(staged);
-  // In global order (slot, channel, tap): contiguous reads of a dense weight.
-  for (int i = static_cast<int>(threadIdx.x); i < slots.count * kVector * kTaps; i += kThreads) {
-    const int slot = i / (kVector * kTaps);
-    const int v = (i / kTaps) % kVector;
-    const int tap = i % kTaps;
-    uint32_t group = slots.first + static_cast<uint32_t>(slot);
-    group = group >= count ? group - count : group;
-    const int64_t channel = int64_t{group} * kVector + v;
-    elements[(tap * slots.count + slot) * kVector + v] =
-        weight[channel * strides.n + int64_t{tap / kKernel} * strides.h +
-               int64_t{tap % kKernel} * strides.w];
+  // In shared order (tap, channel): consecutive lanes store consecutive elements (no bank
+  // conflicts; in global order the lanes' stores were vectors x 16 bytes apart, one bank for
+  // whole multiples of 8 vectors) and read channels k x k elements apart, which the first tap
+  // brings into L1 for the rest.
+  const int channels = vectors * kVector;
+  for (int i = static_cast<int>(threadIdx.x); i < kTaps * channels; i += kThreads) {
+    const int tap = i / channels;
+    const int64_t channel = i - tap * channels;
+    elements[i] = weight[channel * strides.n + int64_t{tap / kKernel} * strides.h +
+                         int64_t{tap % kKernel} * strides.w];
   }
   __syncthreads();
-  return slots;
-}
-
-// The slot of channel vector `vector` (one of the CTA's).
-__device__ __forceinline__ int slot_of(uint32_t vector, const Slots& slots, uint32_t count) {
-  return static_cast<int>(vector >= slots.first ? vector - slots.first
-                                                : vector + count - slots.first);
 }
 
 }  // namespace staged_filters

@@ -173,23 +173,13 @@ using staged_filters::Filters;  // where the vector kernel reads its weights
 // and column, as cuDNN's NHWC kernels read them. Taps walk column by column (no register span:
 // kVector x span accumulators would not fit); the repeated loads of a span hit L1.
 template <typename Storage, int kKernel, int kStride, Filters kFilters>
-__global__ void __launch_bounds__(kThreads)
-    conv_hardswish_relu_depthwise_vector_kernel(const ConvParams p, const Geometry g) {
+__device__ __forceinline__ void vector_strip(const ConvParams& p, const Geometry& g,
+                                             uint32_t index, const uint4* staged) {
   using Traits = StorageTraits<Storage>;
   using Acc = typename Traits::Acc;
   using Vector = Vector16<Storage>;
   constexpr int kVector = Vector::kCount;
   constexpr int kTaps = kKernel * kKernel;
-  const uint32_t index = blockIdx.x * kThreads + threadIdx.x;
-  extern __shared__ uint4 staged[];  // kStaged: [tap][slot]
-  staged_filters::Slots slots{};
-  if constexpr (kFilters == Filters::kStaged) {  // g.out_channels counts channel vectors here
-    slots = staged_filters::stage<Storage, kKernel, kThreads>(
-        static_cast<const Storage*>(p.weight), p.weight_strides, g.out_channels, staged);
-  }
-  if (index >= g.threads) {
-    return;
-  }
   uint32_t n, group, row, strip;
   locate<true>(index, g, n, group, row, strip);  // g.out_channels counts channel vectors here
   const int64_t channel = int64_t{group} * kVector;
@@ -202,7 +192,6 @@ __global__ void __launch_bounds__(kThreads)
       static_cast<const Storage*>(p.input) + int64_t{n} * p.input_strides.n + channel;
   const Storage* __restrict__ weight = static_cast<const Storage*>(p.weight);
   const Storage* __restrict__ bias = static_cast<const Storage*>(p.bias);
-  const int slot = staged_filters::slot_of(group, slots, g.out_channels.divisor);
 
   Vector filters[kFilters == Filters::kResident ? kTaps : 1];  // channel v, tap t: v * kTaps + t
   if constexpr (kFilters == Filters::kResident) {
@@ -234,7 +223,7 @@ __global__ void __launch_bounds__(kThreads)
       Acc w[kVector];
       Vector tap;
       if constexpr (kFilters == Filters::kStaged) {
-        tap.bits = staged[(r * kKernel + s) * slots.count + slot];
+        tap.bits = staged[(r * kKernel + s) * g.out_channels.divisor + group];
       }
 #pragma unroll
       for (int v = 0; v < kVector; ++v) {
@@ -280,6 +269,29 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+template <typename Storage, int kKernel, int kStride, Filters kFilters>
+__global__ void __launch_bounds__(kThreads)
+    conv_hardswish_relu_depthwise_vector_kernel(const ConvParams p, const Geometry g) {
+  extern __shared__ uint4 staged[];  // kStaged: [tap][channel vector]
+  if constexpr (kFilters == Filters::kStaged) {  // g.out_channels counts channel vectors here
+    staged_filters::stage<Storage, kKernel, kThreads>(static_cast<const Storage*>(p.weight),
+                                                      p.weight_strides,
+                                                      static_cast<int>(g.out_channels.divisor),
+                                                      staged);
+    // Several items per thread, so that the copy is paid once for them (a grid-stride walk:
+    // the warp's lanes stay on consecutive channel vectors).
+    for (uint32_t index = blockIdx.x * kThreads + threadIdx.x; index < g.threads;
+         index += gridDim.x * kThreads) {
+      vector_strip<Storage, kKernel, kStride, kFilters>(p, g, index, staged);
+    }
+  } else {
+    const uint32_t index = blockIdx.x * kThreads + threadIdx.x;
+    if (index < g.threads) {
+      vector_strip<Storage, kKernel, kStride, kFilters>(p, g, index, staged);
+    }
+  }
+}
+
 // Dense NCHW (channels_last = false) or dense channels_last (true); false for other strides.
 bool dense_layout(const Strides4& s, int64_t channels, int64_t height, int64_t width,
                   bool& channels_last) {
@@ -318,15 +330,12 @@ bool resident_filters(const ConvParams& p) {
          reinterpret_cast<uintptr_t>(p.weight) % 16 == 0;
 }
 
-int64_t staged_filter_bytes(const ConvParams& p, int64_t channel_vectors) {
-  return staged_filters::bytes(p.kernel_h * p.kernel_w, channel_vectors, kThreads);
-}
-
 // Where the vector kernel reads its weights (Filters): staged where the depthwise candidates are
 // on (launch.h) and they fit, resident where resident_filters says so, per tap otherwise.
 Filters filter_source(const ConvParams& p, int64_t channel_vectors) {
   if (depthwise_candidates_enabled() &&
-      staged_filter_bytes(p, channel_vectors) <= staged_filters::kMaxBytes) {
+      staged_filters::bytes(p.kernel_h * p.kernel_w, channel_vectors) <=
+          staged_filters::kMaxBytes) {
     return Filters::kStaged;
   }
   return resident_filters(p) ? Filters::kResident : Filters::kPerTap;
@@ -337,11 +346,15 @@ Filters filter_source(const ConvParams& p, int64_t channel_vectors) {
 template <typename Storage, int kKernel, int kStride>
 void launch_vector_instance(const ConvParams& p, const Geometry& g, Filters filters,
                             cudaStream_t stream) {
-  const dim3 grid((g.threads + kThreads - 1) / kThreads);
+  const uint32_t blocks = (g.threads + kThreads - 1) / kThreads;
+  const dim3 grid(blocks);
   if (filters == Filters::kStaged) {
-    const size_t bytes = static_cast<size_t>(staged_filter_bytes(p, g.out_channels.divisor));
+    const int64_t items = staged_filters::items_per_thread(p.out_channels);
+    const size_t bytes =
+        static_cast<size_t>(staged_filters::bytes(kKernel * kKernel, g.out_channels.divisor));
     conv_hardswish_relu_depthwise_vector_kernel<Storage, kKernel, kStride, Filters::kStaged>
-        <<<grid, kThreads, bytes, stream>>>(p, g);
+        <<<static_cast<uint32_t>((blocks + items - 1) / items), kThreads, bytes, stream>>>(p,
+                                                                                          g);
     return;
   }
   if constexpr (sizeof(Storage) == 2 && kKernel == 3) {
