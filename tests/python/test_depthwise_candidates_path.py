@@ -304,12 +304,12 @@ def _filters(names, kernel=VECTOR_KERNEL):
     return int(found[0].group(1) or found[0].group(2))
 
 
-# (channels, kernel, stride, weight kind): one channel vector per position and fewer than a
-# warp's (16 half / 4 float channels), several CTAs' worth of positions per channel set, more
-# channel vectors than a CTA has threads (the staged slots wrap around the last channel), and
-# weights strided or one element into their storage (staged from any strides).
+# (channels, kernel, stride, weight kind): channel vectors fewer than a warp's lanes (two of
+# 16 half channels), more than a CTA's threads (260 of 1040 float channels: the copy takes
+# several rounds; 4 items per thread), weights strided or one element into their storage
+# (staged from any strides). All fit 48 KB of shared memory in every dtype.
 STAGED_CASES = [(16, 3, 1, "dense"), (24, 5, 2, "dense"), (48, 3, 2, "strided"),
-                (40, 5, 1, "misaligned"), (2064, 3, 1, "dense"), (2064, 3, 2, "strided")]
+                (40, 5, 1, "misaligned"), (1040, 3, 1, "dense"), (1040, 3, 2, "strided")]
 
 
 def _staged_layer(channels, kernel, stride, kind, dtype):
@@ -360,7 +360,7 @@ def test_staged_filters_beyond_a_ctas_shared_memory_load_per_tap():
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("channels,kernel,stride,kind",
-                         STAGED_CASES[:4] + [(48, 7, 1, "dense"), (2064, 3, 2, "strided")],
+                         STAGED_CASES[:4] + [(48, 7, 1, "dense"), (1040, 3, 2, "strided")],
                          ids=str)
 def test_staged_filters_in_channels_last_grad_input(channels, kernel, stride, kind, dtype):
     x, weight, bias, kwargs = _staged_layer(channels, kernel, stride, kind, dtype)

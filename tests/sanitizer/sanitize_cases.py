@@ -90,7 +90,7 @@ CASES = [
     # 4-byte bfloat16 rows through the transposed 3x3 grad_input; a row of one 4-byte vector
     # with a 5x5 halo past both ends; 16-byte float16 rows at stride 2 from an odd height (in
     # channels_last one vector of staged filters). Then 258 channel vectors of staged filters,
-    # more than a CTA's threads (the slots wrap around the last channel).
+    # more than a CTA's threads, 7 items per thread.
     (2, 6, 6, 9, 8, 3, {"groups": 6, "padding": 1, "candidates": True}, torch.float32, 1e-5),
     (2, 4, 8, 7, 12, 5, {"groups": 4, "padding": 2, "stride": 2, "candidates": True},
      torch.float32, 1e-5),
