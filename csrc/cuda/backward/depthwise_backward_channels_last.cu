@@ -13,7 +13,9 @@
 //   are (channel vector, tap, lane) triples, each accumulating one tap of one vector over the
 //   slice's positions (lanes split each row's columns); the lanes' sums are added in a fixed
 //   order in shared memory, one partial per CTA, and a second kernel sums the partials of each
-//   (channel, tap) in a fixed order. Bitwise identical from run to run.
+//   (channel, tap) in a fixed order. Bitwise identical from run to run. Where the depthwise
+//   candidates are on, the sliding weight pass instead (one kernel row per thread, same
+//   partials).
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -259,6 +261,139 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+// The weight pass by sliding rows (a depthwise candidate, fusedconv/launch.h): the CTAs, slices
+// and partials of depthwise_wgrad_channels_last_kernel, whose threads each take one tap and so
+// load every position's g and x vectors k x k times between them. Here thread t < active
+// takes vector t % vectors_per_block, kernel row (t / vectors_per_block) % k and a run of
+// columns, lane t / (vectors_per_block x k) of `lanes` (k times as many): walking its run it
+// loads g once per position and slides a window of k x vectors along the row, one new vector
+// per column at stride 1 (two at stride 2). Padded taps are skipped, as there. Dilation 1.
+template <typename Storage, int kKernel, int kStride>
+__global__ void __launch_bounds__(kThreads)
+    depthwise_wgrad_channels_last_sliding_kernel(const ConvBackwardParams bp,
+                                                 const Storage* g_base, const Geometry g,
+                                                 float* partials) {
+  using Traits = StorageTraits<Storage>;
+  using Vector = Vector16<Storage>;
+  constexpr int kVector = Vector::kCount;
+  constexpr int kTaps = kKernel * kKernel;
+  __shared__ float sums[kThreads][kVector];  // one tap (or the bias) of every thread at a time
+  const ConvParams& p = bp.conv;
+  const int t = static_cast<int>(threadIdx.x);
+  const int lanes = g.lanes * kKernel;
+  const bool active = t < g.vectors_per_block * kKernel * lanes;
+  const int local_vector = t % g.vectors_per_block;
+  const int kernel_row = (t / g.vectors_per_block) % kKernel;
+  const int lane = t / (g.vectors_per_block * kKernel);
+  const int64_t vector = int64_t{blockIdx.y} * g.vectors_per_block + local_vector;
+  const int64_t channels = p.out_channels;
+  const bool present = active && vector * kVector < channels;
+  const int64_t channel = vector * kVector;
+  const int in_height = static_cast<int>(p.in_height), in_width = static_cast<int>(p.in_width);
+  const int out_width = static_cast<int>(p.out_width);
+  const int pad_left = static_cast<int>(p.pad_left);
+  // The lane's run of output columns.
+  const int run = (out_width + lanes - 1) / lanes;
+  const int first_col = lane * run;
+  const int last_col = first_col + run < out_width ? first_col + run : out_width;
+  const int64_t total_rows = p.batch * p.out_height;
+  const int64_t first_row = int64_t{blockIdx.x} * g.rows_per_slice;
+  const int64_t last_row =
+      first_row + g.rows_per_slice < total_rows ? first_row + g.rows_per_slice : total_rows;
+  const Storage* __restrict__ x = static_cast<const Storage*>(p.input);
+
+  float acc[kKernel][kVector], bias[kVector];
+#pragma unroll
+  for (int v = 0; v < kVector; ++v) {
+    bias[v] = 0.0f;
+#pragma unroll
+    for (int s = 0; s < kKernel; ++s) {
+      acc[s][v] = 0.0f;
+    }
+  }
+  if (present) {
+    for (int64_t row = first_row; row < last_row; ++row) {
+      const uint32_t n = g.out_height.quotient(static_cast<uint32_t>(row));  // < 2^30 (applies)
+      const int out_row = static_cast<int>(static_cast<uint32_t>(row) - n * g.out_height.divisor);
+      const int in_row = out_row * kStride - static_cast<int>(p.pad_top) + kernel_row;
+      const bool row_inside = static_cast<unsigned>(in_row) < static_cast<unsigned>(in_height);
+      if (!row_inside && kernel_row != 0) {
+        continue;  // no x under this kernel row; row 0's threads still sum g for the bias
+      }
+      const Storage* __restrict__ g_row = g_base + row * out_width * channels + channel;
+      const Storage* __restrict__ x_row =
+          x + (int64_t{n} * in_height + in_row) * in_width * channels + channel;
+      // window[s]: the x vector under tap s of the current column, and whether it is inside.
+      Vector window[kKernel];
+      bool inside[kKernel];
+      auto load = [&](int s, int in_col) {
+        inside[s] = row_inside && static_cast<unsigned>(in_col) < static_cast<unsigned>(in_width);
+        if (inside[s]) {
+          const Storage* at = x_row + int64_t{in_col} * channels;
+          window[s].bits = __ldg(reinterpret_cast<const uint4*>(at));
+        }
+      };
+#pragma unroll
+      for (int s = 0; s < kKernel; ++s) {
+        load(s, first_col * kStride - pad_left + s);
+      }
+      for (int out_col = first_col; out_col < last_col; ++out_col) {
+        if (out_col > first_col) {  // slide by the stride: the new taps enter on the right
+#pragma unroll
+          for (int s = 0; s < kKernel; ++s) {
+            if (s + kStride < kKernel) {
+              window[s] = window[s + kStride];
+              inside[s] = inside[s + kStride];
+            } else {
+              load(s, out_col * kStride - pad_left + s);
+            }
+          }
+        }
+        Vector gv;
+        gv.bits = __ldg(reinterpret_cast<const uint4*>(g_row + int64_t{out_col} * channels));
+        if (kernel_row == 0) {
+#pragma unroll
+          for (int v = 0; v < kVector; ++v) {
+            bias[v] += Traits::load(gv.values[v]);
+          }
+        }
+#pragma unroll
+        for (int s = 0; s < kKernel; ++s) {
+          if (inside[s]) {
+#pragma unroll
+            for (int v = 0; v < kVector; ++v) {
+              acc[s][v] = fmaf(Traits::load(gv.values[v]), Traits::load(window[s].values[v]),
+                               acc[s][v]);
+            }
+          }
+        }
+      }
+    }
+  }
+  // The lanes' sums in lane order, one tap at a time (then the bias), into the partials.
+  const int stride = g.vectors_per_block * kKernel;  // threads between consecutive lanes
+  float* out = partials + (int64_t{blockIdx.x} * channels + channel) * (kTaps + 1);
+#pragma unroll
+  for (int s = 0; s <= kKernel; ++s) {
+#pragma unroll
+    for (int v = 0; v < kVector; ++v) {
+      sums[t][v] = s < kKernel ? acc[s][v] : bias[v];
+    }
+    __syncthreads();
+    if (present && lane == 0 && (s < kKernel || kernel_row == 0)) {
+#pragma unroll
+      for (int v = 0; v < kVector; ++v) {
+        float total = 0.0f;
+        for (int l = 0; l < lanes; ++l) {
+          total += sums[t + l * stride][v];
+        }
+        out[v * (kTaps + 1) + (s < kKernel ? kernel_row * kKernel + s : kTaps)] = total;
+      }
+    }
+    __syncthreads();
+  }
+}
+
 // grad_weight[c, 0, r, s] (dense) and grad_bias[c]: a warp per output; lane l adds slices l,
 // l + 32, ... in order, then the warp adds its lanes by a butterfly (a fixed order).
 template <typename Storage, int kKernel>
@@ -388,8 +523,28 @@ cudaError_t launch_typed(const ConvBackwardParams& bp, Geometry g, int64_t vecto
   const dim3 grid(static_cast<uint32_t>(g.slices),
                   static_cast<uint32_t>((vector_count + g.vectors_per_block - 1) /
                                         g.vectors_per_block));
-  depthwise_wgrad_channels_last_kernel<Storage, kKernel>
-      <<<grid, kThreads, 0, stream>>>(bp, g_base, g, partials);
+  // The sliding weight pass where the depthwise candidates are on (the same partials); not at
+  // 7x7, whose 16-bit instances would hold 150 registers.
+  const bool sliding = depthwise_candidates_enabled() && p.stride_h == p.stride_w &&
+                       (p.stride_h == 1 || p.stride_h == 2) && p.dilation_h == 1 &&
+                       p.dilation_w == 1;
+  bool slid = false;
+  if constexpr (kKernel <= 5) {
+    if (sliding) {
+      if (p.stride_h == 1) {
+        depthwise_wgrad_channels_last_sliding_kernel<Storage, kKernel, 1>
+            <<<grid, kThreads, 0, stream>>>(bp, g_base, g, partials);
+      } else {
+        depthwise_wgrad_channels_last_sliding_kernel<Storage, kKernel, 2>
+            <<<grid, kThreads, 0, stream>>>(bp, g_base, g, partials);
+      }
+      slid = true;
+    }
+  }
+  if (!slid) {
+    depthwise_wgrad_channels_last_kernel<Storage, kKernel>
+        <<<grid, kThreads, 0, stream>>>(bp, g_base, g, partials);
+  }
   status = cudaGetLastError();
   if (status != cudaSuccess) {
     return status;
