@@ -5,7 +5,7 @@
   rows of whole 16-, 8- or 4-byte vectors, float32 / float16 / bfloat16;
 - the channels_last vector kernels, forward (depthwise.cu) and grad_input
   (depthwise_backward_channels_last.cu), with their filters staged in shared memory
-  (common/staged_filters.cuh).
+  (common/staged_filters.cuh), and the channels_last weight pass by sliding rows.
 
 Checked: each runs exactly in its domain (the row kernels with the vector width the domain
 picks); values against float64 on poisoned outputs; both forwards bitwise equal to the kernels
@@ -294,6 +294,7 @@ def test_rows_backward_leaves_other_calls_to_the_gather_kernels():
 
 VECTOR_KERNEL = "conv_hardswish_relu_depthwise_vector_kernel"
 CHANNELS_LAST_DGRAD_KERNEL = "depthwise_dgrad_channels_last_kernel"
+SLIDING_KERNEL = "depthwise_wgrad_channels_last_sliding_kernel"
 
 
 def _filters(names, kernel=VECTOR_KERNEL):
@@ -362,7 +363,7 @@ def test_staged_filters_beyond_a_ctas_shared_memory_load_per_tap():
 @pytest.mark.parametrize("channels,kernel,stride,kind",
                          STAGED_CASES[:4] + [(48, 7, 1, "dense"), (1040, 3, 2, "strided")],
                          ids=str)
-def test_staged_filters_in_channels_last_grad_input(channels, kernel, stride, kind, dtype):
+def test_staged_and_sliding_channels_last_backward(channels, kernel, stride, kind, dtype):
     x, weight, bias, kwargs = _staged_layer(channels, kernel, stride, kind, dtype)
     y = fusedconv.conv2d_hardswish_relu(x, weight, bias, **kwargs)
     grad_y = torch.randn_like(y)
@@ -372,7 +373,10 @@ def test_staged_filters_in_channels_last_grad_input(channels, kernel, stride, ki
     def call():
         return _backward(grad_y, x, weight, y, kwargs)
 
-    assert _filters(cuda_kernel_names(call), CHANNELS_LAST_DGRAD_KERNEL) == 2
+    names = cuda_kernel_names(call)
+    assert _filters(names, CHANNELS_LAST_DGRAD_KERNEL) == 2
+    # The sliding weight pass at 3x3 and 5x5; 7x7 keeps the tap-per-thread one.
+    assert any(SLIDING_KERNEL in name for name in names) == (kernel <= 5), names
     grads = poisoned_call(call, dtype, "cuda")
     expected = reference_gradients_float64(x, weight, bias, grad_y, y, stride, kwargs["padding"],
                                            1, channels)
@@ -382,8 +386,54 @@ def test_staged_filters_in_channels_last_grad_input(channels, kernel, stride, ki
             assert relative_l2_error(ours, wanted) <= 1e-5, name
         else:
             _check_half(ours, wanted, base, name)
-    # The same weights in the same order as per tap or resident: the same bits.
-    assert all(torch.equal(a, b) for a, b in zip(grads, _without_candidates(call)))
+    # grad_input: the same weights in the same order as per tap or resident, the same bits.
+    # The sliding weight pass sums positions in another order: deterministic, not the same bits.
+    old = _without_candidates(call)
+    assert torch.equal(grads[0], old[0])
+    assert all(torch.equal(a, b) for a, b in zip(grads, call()))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_sliding_weight_pass_across_slices_and_runs(dtype):
+    # 4 x 56 rows of 56 positions over 64 channels: several slices per block of vectors, runs of
+    # a few columns per lane, and output columns left over for the last lanes (56 over 21).
+    generator = torch.Generator(device="cuda").manual_seed(21)
+    x = torch.randn(4, 64, 56, 56, device="cuda", dtype=dtype, generator=generator)
+    x = x.contiguous(memory_format=torch.channels_last)
+    weight = torch.randn(64, 1, 3, 3, device="cuda", dtype=dtype, generator=generator) * 0.3
+    bias = torch.randn(64, device="cuda", dtype=dtype, generator=generator)
+    kwargs = dict(stride=1, padding=1, groups=64)
+    y = fusedconv.conv2d_hardswish_relu(x, weight, bias, **kwargs)
+    grad_y = torch.randn_like(y)
+
+    def call():
+        return _backward(grad_y, x, weight, y, kwargs, (False, True, True))
+
+    assert any(SLIDING_KERNEL in name for name in cuda_kernel_names(call))
+    first = call()
+    assert first[0].numel() == 0
+    expected = reference_gradients_float64(x, weight, bias, grad_y, y, 1, 1, 1, 64)[1:]
+    floor = with_floor_policy(call)
+    for ours, base, wanted in zip(first[1:], floor[1:], expected):
+        if dtype == torch.float32:
+            assert relative_l2_error(ours, wanted) <= 1e-5
+        else:
+            _check_half(ours, wanted, base, "weight")
+    for _ in range(3):
+        assert all(torch.equal(a, b) for a, b in zip(first, call()))
+
+
+def test_sliding_weight_pass_nan_positions_as_the_floor():
+    x, weight, bias, kwargs = _staged_layer(48, 5, 1, "dense", torch.float32)
+    x[0, 3, 0, 0] = float("nan")
+    y = fusedconv.conv2d_hardswish_relu(x, weight, bias, **kwargs)
+    grad_y = torch.randn_like(y)
+    grad_y[tuple((y > 0).nonzero()[-1].tolist())] = float("nan")
+    ours = _backward(grad_y, x, weight, y, kwargs)
+    floor = with_floor_policy(lambda: _backward(grad_y, x, weight, y, kwargs))
+    for a, b in zip(ours, floor):
+        assert a.isnan().any()
+        assert torch.equal(a.isnan(), b.isnan()) and torch.equal(a.isinf(), b.isinf())
 
 
 def test_switch_rejects_non_booleans_and_leaves_the_plans_alone():
