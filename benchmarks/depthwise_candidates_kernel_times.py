@@ -3,11 +3,11 @@ the floor path and the memory floor: the A/B that decides whether the candidates
 (torch.ops.fusedconv._depthwise_candidates) become the default (benchmarks/NOTES.md).
 
 For the networks suite's depthwise layers (fusedconv/bench_networks.py) in float32, bfloat16
-and float16, batch 64: in NCHW the forward op and the backward op (all three gradients, the row
-kernels' domain), in channels_last the forward (the vector kernel's staged filters). Each with
-the "fused" plan and the candidates off ("old"), on ("new"), and the "floor" plan (cuDNN plus
-our passes). Each call is captured 20 times into a CUDA graph and
-replayed (median of 15 replays): GPU time without the host's launch work. "mem" is the bytes
+and float16, NCHW (the row kernels) and channels_last (staged filters, the sliding weight pass),
+batch 64: the forward op and the backward op (all three gradients), each with the "fused" plan
+and the candidates off ("old"), on ("new"), and the "floor" plan (cuDNN plus our passes). Each
+call is captured 20 times into a CUDA graph and replayed (median of 15 replays): GPU time
+without the host's launch work. "mem" is the bytes
 that must move once over the measured copy bandwidth: x, W and y forward; grad_y, y, x, grad_x,
 W and grad_W backward. Also checks that the new and old results agree (max relative L2 error).
 Usage (GPU): python benchmarks/depthwise_candidates_kernel_times.py [--batch 64] [--json PATH]
@@ -62,8 +62,6 @@ def _layer_records(ops, layer, dtype_name, layout, batch, bandwidth):
     calls = {"fwd": lambda: ops.conv2d_hardswish_relu(x, weight, bias, *geometry),
              "bwd": lambda: ops.conv2d_hardswish_relu_backward(grad_y, x, weight, y, *geometry,
                                                                [True] * 3)}
-    if layout == "channels_last":  # the candidates change the forward only there
-        del calls["bwd"]
     records = []
     for direction, fn in calls.items():
         results, times = _variants(ops, fn)
