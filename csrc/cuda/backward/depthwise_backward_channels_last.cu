@@ -269,7 +269,7 @@ __global__ void __launch_bounds__(kThreads)
 // loads g once per position and slides a window of k x vectors along the row, one new vector
 // per column at stride 1 (two at stride 2). Padded taps are skipped, as there. Dilation 1.
 template <typename Storage, int kKernel, int kStride>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, 2)
     depthwise_wgrad_channels_last_sliding_kernel(const ConvBackwardParams bp,
                                                  const Storage* g_base, const Geometry g,
                                                  float* partials) {
@@ -292,10 +292,10 @@ __global__ void __launch_bounds__(kThreads)
   const int in_height = static_cast<int>(p.in_height), in_width = static_cast<int>(p.in_width);
   const int out_width = static_cast<int>(p.out_width);
   const int pad_left = static_cast<int>(p.pad_left);
-  // The lane's run of output columns.
-  const int run = (out_width + lanes - 1) / lanes;
-  const int first_col = lane * run;
-  const int last_col = first_col + run < out_width ? first_col + run : out_width;
+  // The lane's run of output columns: the row split evenly (runs differ by at most one column;
+  // empty where there are fewer columns than lanes).
+  const int first_col = lane * out_width / lanes;
+  const int last_col = (lane + 1) * out_width / lanes;
   const int64_t total_rows = p.batch * p.out_height;
   const int64_t first_row = int64_t{blockIdx.x} * g.rows_per_slice;
   const int64_t last_row =
@@ -311,7 +311,7 @@ __global__ void __launch_bounds__(kThreads)
       acc[s][v] = 0.0f;
     }
   }
-  if (present) {
+  if (present && first_col < last_col) {
     for (int64_t row = first_row; row < last_row; ++row) {
       const uint32_t n = g.out_height.quotient(static_cast<uint32_t>(row));  // < 2^30 (applies)
       const int out_row = static_cast<int>(static_cast<uint32_t>(row) - n * g.out_height.divisor);
