@@ -266,11 +266,7 @@ def test_rows_backward_is_bitwise_deterministic_across_slices():
         assert all(torch.equal(a, b) for a, b in zip(first, again))
 
 
-@pytest.mark.parametrize("case", [FLOAT32_CASES[0], FLOAT32_CASES[3], FLOAT32_CASES[9]], ids=str)
-def test_rows_backward_nan_positions_as_the_floor(case):
-    x, weight, bias, kwargs = _layer(case, torch.float32, seed=11)
-    x[0, 0, 0, 0] = float("nan")
-    x[-1, -1, 2, -1] = float("nan")
+def _check_nan_positions_as_the_floor(x, weight, bias, kwargs):
     y = fusedconv.conv2d_hardswish_relu(x, weight, bias, **kwargs)
     grad_y = torch.randn_like(y)
     # A NaN gradient where relu passes it (g there is NaN; where y <= 0 it is an exact 0).
@@ -280,6 +276,14 @@ def test_rows_backward_nan_positions_as_the_floor(case):
     for a, b in zip(ours, floor):
         assert a.isnan().any()
         assert torch.equal(a.isnan(), b.isnan()) and torch.equal(a.isinf(), b.isinf())
+
+
+@pytest.mark.parametrize("case", [FLOAT32_CASES[0], FLOAT32_CASES[3], FLOAT32_CASES[9]], ids=str)
+def test_rows_backward_nan_positions_as_the_floor(case):
+    x, weight, bias, kwargs = _layer(case, torch.float32, seed=11)
+    x[0, 0, 0, 0] = float("nan")
+    x[-1, -1, 2, -1] = float("nan")
+    _check_nan_positions_as_the_floor(x, weight, bias, kwargs)
 
 
 def test_rows_backward_leaves_other_calls_to_the_gather_kernels():
@@ -426,14 +430,7 @@ def test_sliding_weight_pass_across_slices_and_runs(dtype):
 def test_sliding_weight_pass_nan_positions_as_the_floor():
     x, weight, bias, kwargs = _staged_layer(48, 5, 1, "dense", torch.float32)
     x[0, 3, 0, 0] = float("nan")
-    y = fusedconv.conv2d_hardswish_relu(x, weight, bias, **kwargs)
-    grad_y = torch.randn_like(y)
-    grad_y[tuple((y > 0).nonzero()[-1].tolist())] = float("nan")
-    ours = _backward(grad_y, x, weight, y, kwargs)
-    floor = with_floor_policy(lambda: _backward(grad_y, x, weight, y, kwargs))
-    for a, b in zip(ours, floor):
-        assert a.isnan().any()
-        assert torch.equal(a.isnan(), b.isnan()) and torch.equal(a.isinf(), b.isinf())
+    _check_nan_positions_as_the_floor(x, weight, bias, kwargs)
 
 
 def test_switch_rejects_non_booleans_and_leaves_the_plans_alone():
