@@ -33,16 +33,36 @@ def _us(fn):
     return graph_ms(fn, replays=15) * 1e3
 
 
+def _kernel_us(fn, calls=10):
+    """GPU us per call of each kernel fn() launches (torch.profiler), by short name: one switch
+    turns several candidates on at once, and this says which kernel gained or lost."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as profile:
+        for _ in range(calls):
+            fn()
+        torch.cuda.synchronize()
+    totals = {}
+    for event in profile.key_averages():
+        if event.device_type == torch.autograd.DeviceType.CUDA:
+            name = event.key.replace("(anonymous namespace)::", "")
+            name = name.split("(")[0].split("<")[0].split("::")[-1].split(" ")[-1]
+            us = getattr(event, "device_time_total", None)
+            us = event.cuda_time_total if us is None else us
+            totals[name] = totals.get(name, 0.0) + us / calls
+    return totals
+
+
 def _variants(ops, fn):
-    """fn's result and GPU us under the old kernels, the candidates and the floor plan."""
-    results, times = {}, {}
+    """fn's result, GPU us and per-kernel us under the old kernels, the candidates and the floor
+    plan."""
+    results, times, kernels = {}, {}, {}
     for name, policy, candidates in (("old", "fused", False), ("new", "fused", True),
                                      ("floor", "floor", False)):
         ops._plan_policy(policy)
         ops._depthwise_candidates(candidates)
         results[name] = fn()
         times[name] = _us(fn)
-    return results, times
+        kernels[name] = _kernel_us(fn)
+    return results, times, kernels
 
 
 def _layer_records(ops, layer, dtype_name, layout, batch, bandwidth):
@@ -64,13 +84,13 @@ def _layer_records(ops, layer, dtype_name, layout, batch, bandwidth):
                                                                [True] * 3)}
     records = []
     for direction, fn in calls.items():
-        results, times = _variants(ops, fn)
+        results, times, kernels = _variants(ops, fn)
         old, new = results["old"], results["new"]
         pairs = zip(old, new) if isinstance(old, (list, tuple)) else [(old, new)]
         records.append(dict(
             layer=layer.name, dtype=dtype_name, layout=layout, direction=direction, batch=batch,
             old_us=times["old"], new_us=times["new"], floor_us=times["floor"],
-            memory_us=tensors[direction] * element / bandwidth * 1e6,
+            memory_us=tensors[direction] * element / bandwidth * 1e6, kernels_us=kernels,
             new_vs_old_error=max(relative_l2_error(b, a) for a, b in pairs)))
     return records
 
@@ -102,6 +122,9 @@ def main():
                               r["new_us"], r["floor_us"], r["memory_us"],
                               r["old_us"] / r["new_us"], r["floor_us"] / r["new_us"],
                               r["new_us"] / r["memory_us"], r["new_vs_old_error"]))
+                    for variant in ("old", "new"):
+                        print("    %s: %s" % (variant, ", ".join(
+                            "%s %.1f" % item for item in sorted(r["kernels_us"][variant].items()))))
     finally:
         ops._plan_policy(previous[0])
         ops._depthwise_candidates(previous[1])
