@@ -2,8 +2,9 @@
 // the forward (y = relu(hardswish(conv(x) + b))) and grad_input, both memory-bound walks over
 // rows read as 16-, 8- or 4-byte vectors. A thread owns kRows target rows x one vector of
 // target columns (two vectors in the stride-2 grad_input). It loads each source row it needs
-// once: its vectors plus one halo vector on each side, and adds that row into every target row
-// it reaches. The per-row kernel this replaces issued one scalar load per tap and column.
+// once: its vectors plus a halo vector on each side the taps reach, and adds that row into
+// every target row it reaches. The per-row kernel this replaces issued one scalar load per tap
+// and column. Depthwise candidates (fusedconv/launch.h): they run only where the switch is on.
 //
 // grad_input at stride 1 is the forward's walk over g = grad_y * f'(y) (formed once per element
 // as it is loaded) with the flipped filter; at stride 2 it is the transposed walk: target column
