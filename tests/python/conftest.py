@@ -39,6 +39,19 @@ def _exact_fp32_references():
     torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = previous
 
 
+@pytest.fixture(autouse=True)
+def _depthwise_candidates_off():
+    # The depthwise candidate kernels (csrc/include/fusedconv/launch.h) run only in the tests
+    # that switch them on, whatever FUSEDCONV_DEPTHWISE_CANDIDATES says: the other depthwise
+    # tests name the kernels they expect.
+    if not HAS_CUDA:
+        yield
+        return
+    previous = torch.ops.fusedconv._depthwise_candidates(False)
+    yield
+    torch.ops.fusedconv._depthwise_candidates(previous)
+
+
 @pytest.fixture
 def fused_kernels():
     """Plans a fused kernel wherever one applies, not only inside its measured crossover (the

@@ -298,7 +298,9 @@ cudaError_t launch_typed(const ConvBackwardParams& bp, Geometry g, const DeviceL
                          cudaStream_t stream) {
   const ConvParams& p = bp.conv;
   depthwise_rows::RowGeometry rows;
-  const bool by_rows = depthwise_candidates_enabled() && depthwise_rows::row_geometry(p, rows);
+  // rows.kernel == kKernel always; tested so that the partials' size (kKernel) is seen to hold.
+  const bool by_rows = depthwise_candidates_enabled() && depthwise_rows::row_geometry(p, rows) &&
+                       rows.kernel == kKernel;
   if (bp.grad_input != nullptr && g.elements > 0 && by_rows &&
       depthwise_rows::vector_aligned(rows, bp.grad_input, bp.grad_output, p.output)) {
     const cudaError_t status = depthwise_rows::launch_input_gradient<Storage>(bp, rows, stream);

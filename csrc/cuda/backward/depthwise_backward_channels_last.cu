@@ -294,8 +294,8 @@ __global__ void __launch_bounds__(kThreads, 2)
   const int pad_left = static_cast<int>(p.pad_left);
   // The lane's run of output columns: the row split evenly (runs differ by at most one column;
   // empty where there are fewer columns than lanes).
-  const int first_col = lane * out_width / lanes;
-  const int last_col = (lane + 1) * out_width / lanes;
+  const int first_col = static_cast<int>(int64_t{lane} * out_width / lanes);
+  const int last_col = static_cast<int>(int64_t{lane + 1} * out_width / lanes);
   const int64_t total_rows = p.batch * p.out_height;
   const int64_t first_row = int64_t{blockIdx.x} * g.rows_per_slice;
   const int64_t last_row =
@@ -321,8 +321,9 @@ __global__ void __launch_bounds__(kThreads, 2)
         continue;  // no x under this kernel row; row 0's threads still sum g for the bias
       }
       const Storage* __restrict__ g_row = g_base + row * out_width * channels + channel;
+      // Formed only for a row inside x (never read otherwise: every inside[s] is false).
       const Storage* __restrict__ x_row =
-          x + (int64_t{n} * in_height + in_row) * in_width * channels + channel;
+          row_inside ? x + (int64_t{n} * in_height + in_row) * in_width * channels + channel : x;
       // window[s]: the x vector under tap s of the current column, and whether it is inside.
       Vector window[kKernel];
       bool inside[kKernel];

@@ -308,9 +308,9 @@ __global__ void __launch_bounds__(kThreads) depthwise_rows_transposed_kernel(con
     const int64_t offset = int64_t{row} * w.source_width;
     float window[kVectors * kCount];
     bool inside[kVectors];
-    load_window<Storage, kBytes, kVectors, true, kFirstVector>(grad_y + offset, y + offset,
-                                                 first_source_column - kCount, w.source_width,
-                                                 window, inside);
+    load_window<Storage, kBytes, kVectors, true, kFirstVector>(
+        grad_y + offset, y + offset, first_source_column - kCount, w.source_width, window,
+        inside);
 #pragma unroll
     for (int o = 0; o < kRows; ++o) {
       const int r = o + kPad - 2 * d;

@@ -1,6 +1,6 @@
 // The planners' process-wide policy, the depthwise candidates' switch and the plan counter
-// (fusedconv/launch.h). Relaxed atomics: the
-// policy is a test and benchmark switch, not a synchronisation point, and a plan reads it once.
+// (fusedconv/launch.h). Relaxed atomics: both switches are for tests and benchmarks, not
+// synchronisation points; a plan reads the policy once, a depthwise launch the switch once.
 #include <atomic>
 #include <cstdint>
 #include <cstdlib>

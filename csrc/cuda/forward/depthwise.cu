@@ -350,11 +350,11 @@ void launch_vector_instance(const ConvParams& p, const Geometry& g, Filters filt
   const dim3 grid(blocks);
   if (filters == Filters::kStaged) {
     const int64_t items = staged_filters::items_per_thread(p.out_channels);
+    const dim3 staged_grid(static_cast<uint32_t>((blocks + items - 1) / items));
     const size_t bytes =
         static_cast<size_t>(staged_filters::bytes(kKernel * kKernel, g.out_channels.divisor));
     conv_hardswish_relu_depthwise_vector_kernel<Storage, kKernel, kStride, Filters::kStaged>
-        <<<static_cast<uint32_t>((blocks + items - 1) / items), kThreads, bytes, stream>>>(p,
-                                                                                          g);
+        <<<staged_grid, kThreads, bytes, stream>>>(p, g);
     return;
   }
   if constexpr (sizeof(Storage) == 2 && kKernel == 3) {

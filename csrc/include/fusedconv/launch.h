@@ -21,8 +21,9 @@ enum class PlanPolicy : int { kMeasured, kFused, kFloor };
 PlanPolicy plan_policy();
 PlanPolicy set_plan_policy(PlanPolicy policy);  // returns the previous policy
 // The depthwise candidate kernels, opt-in until measured against the kernels they would replace:
-// NCHW by vector rows (csrc/cuda/common/depthwise_rows.cuh) and the channels_last vector
-// kernel with filters staged in shared memory (csrc/cuda/forward/depthwise.cu).
+// NCHW by vector rows (csrc/cuda/common/depthwise_rows.cuh: forward, grad_input, weight pass),
+// channels_last filters staged in shared memory (common/staged_filters.cuh: the forward's
+// vector kernel and grad_input) and the channels_last weight pass by sliding rows.
 // FUSEDCONV_DEPTHWISE_CANDIDATES=1 in the environment sets the start value,
 // torch.ops.fusedconv._depthwise_candidates changes it (tests, A/B benchmarks). Read at each
 // depthwise launch, not planned: the plan's family is the same either way.
