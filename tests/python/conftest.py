@@ -1,6 +1,8 @@
 """Shared fixtures: devices (GPU cases are marked `cuda` and skipped without a GPU), the poisoned
 call helper and the float64 reference."""
 
+import contextlib
+
 import pytest
 import torch
 
@@ -39,17 +41,26 @@ def _exact_fp32_references():
     torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = previous
 
 
-@pytest.fixture(autouse=True)
-def _depthwise_candidates_off():
-    # The depthwise candidate kernels (csrc/include/fusedconv/launch.h) run only in the tests
-    # that switch them on, whatever FUSEDCONV_DEPTHWISE_CANDIDATES says: the other depthwise
-    # tests name the kernels they expect.
+@contextlib.contextmanager
+def depthwise_candidates(enabled):
+    """The depthwise candidate kernels' switch (csrc/include/fusedconv/launch.h) set to
+    `enabled` for the block, restored after; nothing without a GPU."""
     if not HAS_CUDA:
         yield
         return
-    previous = torch.ops.fusedconv._depthwise_candidates(False)
-    yield
-    torch.ops.fusedconv._depthwise_candidates(previous)
+    previous = torch.ops.fusedconv._depthwise_candidates(enabled)
+    try:
+        yield
+    finally:
+        torch.ops.fusedconv._depthwise_candidates(previous)
+
+
+@pytest.fixture(autouse=True)
+def _depthwise_candidates_off():
+    # The candidates run only in the tests that switch them on, whatever
+    # FUSEDCONV_DEPTHWISE_CANDIDATES says: the other depthwise tests name the kernels they expect.
+    with depthwise_candidates(False):
+        yield
 
 
 @pytest.fixture

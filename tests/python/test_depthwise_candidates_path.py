@@ -25,7 +25,7 @@ import fusedconv
 from fusedconv.reference import (reference_float64, reference_forward,
                                  reference_gradients_float64, relative_l2_error)
 
-from conftest import HAS_CUDA, cuda_kernel_names, poisoned_call, with_floor_policy
+from conftest import cuda_kernel_names, depthwise_candidates, poisoned_call, with_floor_policy
 
 pytestmark = [pytest.mark.cuda, pytest.mark.usefixtures("fused_kernels", "candidate_kernels")]
 
@@ -37,20 +37,13 @@ ELEMENT_BYTES = {torch.float32: 4, torch.float16: 2, torch.bfloat16: 2}
 
 @pytest.fixture
 def candidate_kernels():
-    if not HAS_CUDA:
+    with depthwise_candidates(True):
         yield
-        return
-    previous = torch.ops.fusedconv._depthwise_candidates(True)
-    yield
-    torch.ops.fusedconv._depthwise_candidates(previous)
 
 
 def _without_candidates(fn):
-    previous = torch.ops.fusedconv._depthwise_candidates(False)
-    try:
+    with depthwise_candidates(False):
         return fn()
-    finally:
-        torch.ops.fusedconv._depthwise_candidates(previous)
 
 
 def _vector_bytes(out_width, dtype):
