@@ -5,7 +5,7 @@ the floor path and the memory floor: the A/B that decides whether the candidates
 For the networks suite's depthwise layers (fusedconv/bench_networks.py) in float32, bfloat16
 and float16, NCHW (the row kernels) and channels_last (staged filters, the sliding weight pass),
 batch 64: the forward op and the backward op (all three gradients), each with the "fused" plan
-and the candidates off ("old"), on ("new"), and the "floor" plan (cuDNN plus our passes). Each
+and the candidates "none" ("old"), "all" ("new"), and the "floor" plan (cuDNN plus our passes). Each
 call is captured 20 times into a CUDA graph and replayed (median of 15 replays): GPU time
 without the host's launch work. "mem" is the bytes
 that must move once over the measured copy bandwidth: x, W and y forward; grad_y, y, x, grad_x,
@@ -55,8 +55,8 @@ def _variants(ops, fn):
     """fn's result, GPU us and per-kernel us under the old kernels, the candidates and the floor
     plan."""
     results, times, kernels = {}, {}, {}
-    for name, policy, candidates in (("old", "fused", False), ("new", "fused", True),
-                                     ("floor", "floor", False)):
+    for name, policy, candidates in (("old", "fused", "none"), ("new", "fused", "all"),
+                                     ("floor", "floor", "none")):
         ops._plan_policy(policy)
         ops._depthwise_candidates(candidates)
         results[name] = fn()

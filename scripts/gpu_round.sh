@@ -7,7 +7,7 @@
 # --crossover sweeps each fused kernel against the floor path (benchmarks/crossover.py).
 # --candidates: the depthwise candidate kernels' A/B (benchmarks/
 # depthwise_candidates_kernel_times.py) and the depthwise crossovers with them on
-# (FUSEDCONV_DEPTHWISE_CANDIDATES=1).
+# (FUSEDCONV_DEPTHWISE_CANDIDATES=all).
 # Usage (on the device machine): scripts/gpu_round.sh [--times] [--bench] [--sanitize] [--no-tests]
 #                                                   [--crossover] [--candidates]
 #                                                   [pytest args]
@@ -86,7 +86,7 @@ if [ "$candidates" = 1 ]; then
   timeout 300 python3 benchmarks/depthwise_candidates_kernel_times.py \
     --json "$OUT/candidates_times.json" 2>&1 | tee "$OUT/candidates_times.log"
   [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
-  FUSEDCONV_DEPTHWISE_CANDIDATES=1 timeout 300 python3 benchmarks/crossover.py \
+  FUSEDCONV_DEPTHWISE_CANDIDATES=all timeout 300 python3 benchmarks/crossover.py \
     --directions depthwise,depthwise_bwd --json "$OUT/candidates_crossover.json" \
     >"$OUT/candidates_crossover.log" 2>&1
   echo "candidates crossover: exit $?; $(tail -n 1 "$OUT/candidates_crossover.log")"

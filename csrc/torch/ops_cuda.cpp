@@ -249,11 +249,22 @@ std::string plan_policy_op(c10::optional<c10::string_view> policy) {
                     std::string(*policy), "'");
 }
 
-// Turns the depthwise candidate kernels on or off (launch.h) and returns the previous setting;
-// with no argument only returns the current one.
-bool depthwise_candidates_op(c10::optional<bool> enabled) {
-  return enabled.has_value() ? set_depthwise_candidates_enabled(*enabled)
-                             : depthwise_candidates_enabled();
+// Sets where the depthwise candidate kernels run ("measured", "all" or "none"; launch.h) and
+// returns the previous choice; with no argument only returns the current one.
+std::string depthwise_candidates_op(c10::optional<c10::string_view> choice) {
+  static const char* const kNames[] = {"measured", "all", "none"};
+  if (!choice.has_value()) {
+    return kNames[static_cast<int>(depthwise_candidates())];
+  }
+  for (int i = 0; i < 3; ++i) {
+    if (*choice == kNames[i]) {
+      return kNames[static_cast<int>(
+          set_depthwise_candidates(static_cast<DepthwiseCandidates>(i)))];
+    }
+  }
+  TORCH_CHECK_VALUE(false,
+                    "_depthwise_candidates: expected choice to be 'measured', 'all' or 'none', "
+                    "got '", std::string(*choice), "'");
 }
 
 int64_t plan_count_op() { return plan_count(); }
@@ -273,7 +284,7 @@ TORCH_LIBRARY_FRAGMENT(fusedconv, m) {
       "int[2] stride, int[4] padding, int[2] dilation, int groups, bool[3] output_mask, "
       "bool? allow_tf32=None) -> str");
   m.def("_plan_policy(str? policy=None) -> str", &fusedconv::plan_policy_op);
-  m.def("_depthwise_candidates(bool? enabled=None) -> bool",
+  m.def("_depthwise_candidates(str? choice=None) -> str",
         &fusedconv::depthwise_candidates_op);
   m.def("_plan_count() -> int", &fusedconv::plan_count_op);
 }

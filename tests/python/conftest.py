@@ -42,13 +42,13 @@ def _exact_fp32_references():
 
 
 @contextlib.contextmanager
-def depthwise_candidates(enabled):
-    """The depthwise candidate kernels' switch (csrc/include/fusedconv/launch.h) set to
-    `enabled` for the block, restored after; nothing without a GPU."""
+def depthwise_candidates(choice):
+    """Where the depthwise candidate kernels run (csrc/include/fusedconv/launch.h: "measured",
+    "all" or "none") set to `choice` for the block, restored after; nothing without a GPU."""
     if not HAS_CUDA:
         yield
         return
-    previous = torch.ops.fusedconv._depthwise_candidates(enabled)
+    previous = torch.ops.fusedconv._depthwise_candidates(choice)
     try:
         yield
     finally:
@@ -57,9 +57,9 @@ def depthwise_candidates(enabled):
 
 @pytest.fixture(autouse=True)
 def _depthwise_candidates_off():
-    # The candidates run only in the tests that switch them on, whatever
+    # The candidates run only in the tests that ask for them, whatever the measured rule or
     # FUSEDCONV_DEPTHWISE_CANDIDATES says: the other depthwise tests name the kernels they expect.
-    with depthwise_candidates(False):
+    with depthwise_candidates("none"):
         yield
 
 

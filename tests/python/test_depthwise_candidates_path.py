@@ -1,5 +1,6 @@
-"""The depthwise candidate kernels, which run only where torch.ops.fusedconv._depthwise_candidates
-(FUSEDCONV_DEPTHWISE_CANDIDATES=1) turns them on, until measured:
+"""The depthwise candidate kernels, run here with torch.ops.fusedconv._depthwise_candidates("all")
+(FUSEDCONV_DEPTHWISE_CANDIDATES=all); by default each runs where its measured rule says
+(csrc/cuda/common/depthwise_candidates.h):
 - the vector-row kernels (csrc/cuda/common/depthwise_rows.cuh, and the weight pass in
   csrc/cuda/backward/depthwise_backward.cu): dense NCHW, 'same'-padded 3x3 / 5x5 at stride 1 / 2,
   rows of whole 16-, 8- or 4-byte vectors, float32 / float16 / bfloat16;
@@ -37,12 +38,12 @@ ELEMENT_BYTES = {torch.float32: 4, torch.float16: 2, torch.bfloat16: 2}
 
 @pytest.fixture
 def candidate_kernels():
-    with depthwise_candidates(True):
+    with depthwise_candidates("all"):
         yield
 
 
 def _without_candidates(fn):
-    with depthwise_candidates(False):
+    with depthwise_candidates("none"):
         return fn()
 
 
@@ -431,10 +432,13 @@ def test_sliding_weight_pass_nan_positions_as_the_floor():
     _check_nan_positions_as_the_floor(x, weight, bias, kwargs)
 
 
-def test_switch_rejects_non_booleans_and_leaves_the_plans_alone():
-    with pytest.raises((RuntimeError, TypeError), match="bool"):
-        torch.ops.fusedconv._depthwise_candidates("yes")
-    assert torch.ops.fusedconv._depthwise_candidates() is True
+def test_switch_rejects_unknown_choices_and_leaves_the_plans_alone():
+    for choice in ("yes", "ALL", ""):
+        with pytest.raises(ValueError, match="'measured', 'all' or 'none'"):
+            torch.ops.fusedconv._depthwise_candidates(choice)
+    with pytest.raises((RuntimeError, TypeError)):
+        torch.ops.fusedconv._depthwise_candidates(True)
+    assert torch.ops.fusedconv._depthwise_candidates() == "all"
     # The switch picks kernels inside a family at launch; which family runs stays the rule's:
     # under the default policy channels_last bfloat16 stays on the floor, NCHW goes depthwise.
     x = torch.randn(2, 32, 12, 12, device="cuda", dtype=torch.bfloat16)
@@ -445,19 +449,20 @@ def test_switch_rejects_non_booleans_and_leaves_the_plans_alone():
                                  (torch.channels_last, "floor")):
             args = (x.contiguous(memory_format=layout), weight, None, [1, 1], [1] * 4, [1, 1], 32)
             plans = []
-            for candidates in (True, False):
+            for candidates in ("all", "none", "measured"):
                 torch.ops.fusedconv._depthwise_candidates(candidates)
                 plans.append(torch.ops.fusedconv._plan(*args))
-            assert plans == [expected, expected], layout
+            assert plans == [expected] * 3, layout
     finally:
         torch.ops.fusedconv._plan_policy(previous)
-        torch.ops.fusedconv._depthwise_candidates(True)
+        torch.ops.fusedconv._depthwise_candidates("all")
 
 
 def test_candidates_switch_starts_from_the_environment():
     script = "import fusedconv, torch; fusedconv.load_extension(); " \
              "print(torch.ops.fusedconv._depthwise_candidates())"
-    for value, expected in (("1", "True"), ("0", "False"), (None, "False")):
+    for value, expected in (("all", "all"), ("none", "none"), ("measured", "measured"),
+                            ("1", "measured"), (None, "measured")):
         environment = dict(os.environ)
         environment.pop("FUSEDCONV_DEPTHWISE_CANDIDATES", None)
         if value is not None:
@@ -465,4 +470,4 @@ def test_candidates_switch_starts_from_the_environment():
         result = subprocess.run([sys.executable, "-c", script], env=environment, timeout=600,
                                 capture_output=True, text=True, check=True)
         assert result.stdout.strip().splitlines()[-1] == expected, (value, result.stdout)
-    assert torch.ops.fusedconv._depthwise_candidates() is True  # the fixture's, in this process
+    assert torch.ops.fusedconv._depthwise_candidates() == "all"  # the fixture's, in this process

@@ -85,7 +85,7 @@ CASES = [
     # channels_last, 3 x 3 planes element by element in NCHW; then 16-byte vectors both ways.
     (1, 4, 1030, 5, 6, 1, {"stride": 2}, torch.float32, 1e-5),
     (2, 8, 264, 8, 8, 1, {}, torch.bfloat16, 1e-2),
-    # The depthwise candidates (torch.ops.fusedconv._depthwise_candidates on). NCHW rows:
+    # The depthwise candidates (torch.ops.fusedconv._depthwise_candidates("all")). NCHW rows:
     # 16-byte float32 rows with a partial row group; multiplier 2 in 8-byte rows at stride 2;
     # 4-byte bfloat16 rows through the transposed 3x3 grad_input; a row of one 4-byte vector
     # with a 5x5 halo past both ends; 16-byte float16 rows at stride 2 from an odd height (in
@@ -113,7 +113,7 @@ def main():
         backward = not kwargs.pop("forward_only", False)
         weight_channels_last = kwargs.pop("weight_channels_last", False)
         allow_tf32 = kwargs.pop("allow_tf32", None)
-        candidates = kwargs.pop("candidates", False)
+        candidates = "all" if kwargs.pop("candidates", False) else "none"
         previous_candidates = torch.ops.fusedconv._depthwise_candidates(candidates)
         kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
         groups = kwargs.get("groups", 1)

@@ -20,6 +20,7 @@
 
 #include "backward/depthwise_backward.h"
 #include "common/configuration.h"
+#include "common/depthwise_candidates.h"
 #include "common/depthwise_rows.cuh"
 #include "common/device_limits.h"
 #include "fusedconv/activation.h"
@@ -299,7 +300,8 @@ cudaError_t launch_typed(const ConvBackwardParams& bp, Geometry g, const DeviceL
   const ConvParams& p = bp.conv;
   depthwise_rows::RowGeometry rows;
   // rows.kernel == kKernel always; tested so that the partials' size (kKernel) is seen to hold.
-  const bool by_rows = depthwise_candidates_enabled() && depthwise_rows::row_geometry(p, rows) &&
+  const bool by_rows = run_candidate(DepthwiseCandidate::kRowsBackward, p) &&
+                       depthwise_rows::row_geometry(p, rows) &&
                        rows.kernel == kKernel;
   if (bp.grad_input != nullptr && g.elements > 0 && by_rows &&
       depthwise_rows::vector_aligned(rows, bp.grad_input, bp.grad_output, p.output)) {

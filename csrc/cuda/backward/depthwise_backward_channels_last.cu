@@ -7,14 +7,14 @@
 //
 // grad_input: a thread per (input pixel, 16-byte channel vector) gathers the taps that read it
 //   (16-byte loads of g, the vector's filters kept in registers where they are one dense,
-//   aligned run, or staged in shared memory where the depthwise candidates are on, as in the
+//   aligned run, or staged in shared memory where that candidate runs (common/depthwise_candidates.h), as in the
 //   forward's vector kernel: common/staged_filters.cuh). No atomics: each element has one owner.
 // grad_weight, grad_bias: a CTA per (slice of output rows, block of channel vectors); its threads
 //   are (channel vector, tap, lane) triples, each accumulating one tap of one vector over the
 //   slice's positions (lanes split each row's columns); the lanes' sums are added in a fixed
 //   order in shared memory, one partial per CTA, and a second kernel sums the partials of each
-//   (channel, tap) in a fixed order. Bitwise identical from run to run. Where the depthwise
-//   candidates are on, the sliding weight pass instead (one kernel row per thread, same
+//   (channel, tap) in a fixed order. Bitwise identical from run to run. Where that candidate
+//   runs, the sliding weight pass instead (one kernel row per thread, same
 //   partials).
 #include <cuda_runtime.h>
 
@@ -22,6 +22,7 @@
 
 #include "backward/depthwise_backward.h"
 #include "common/configuration.h"
+#include "common/depthwise_candidates.h"
 #include "common/device_limits.h"
 #include "common/staged_filters.cuh"
 #include "fusedconv/dtype.cuh"
@@ -446,12 +447,12 @@ void weight_pass_shape(const ConvParams& p, int64_t vector_count, const DeviceLi
              g.rows_per_slice);
 }
 
-// Where grad_input reads its weights: staged where the depthwise candidates are on (launch.h)
+// Where grad_input reads its weights: staged where that candidate runs (depthwise_candidates.h)
 // and they fit a CTA's shared memory; resident where each vector's filters are one dense,
 // 16-byte aligned run (3x3 only: 25 or 49 vectors of registers are too many); per tap otherwise.
 Filters dgrad_filters(const ConvParams& p, int64_t vector_count) {
   const int64_t taps = p.kernel_h * p.kernel_w;
-  if (depthwise_candidates_enabled() &&
+  if (run_candidate(DepthwiseCandidate::kStagedGradInput, p) &&
       staged_filters::bytes(taps, vector_count) <= staged_filters::kMaxBytes) {
     return Filters::kStaged;
   }
@@ -524,9 +525,10 @@ cudaError_t launch_typed(const ConvBackwardParams& bp, Geometry g, int64_t vecto
   const dim3 grid(static_cast<uint32_t>(g.slices),
                   static_cast<uint32_t>((vector_count + g.vectors_per_block - 1) /
                                         g.vectors_per_block));
-  // The sliding weight pass where the depthwise candidates are on (the same partials); not at
+  // The sliding weight pass where that candidate runs (the same partials); not at
   // 7x7, whose 16-bit instances would hold 150 registers.
-  const bool sliding = depthwise_candidates_enabled() && p.stride_h == p.stride_w &&
+  const bool sliding = run_candidate(DepthwiseCandidate::kSlidingWeightPass, p) &&
+                       p.stride_h == p.stride_w &&
                        (p.stride_h == 1 || p.stride_h == 2) && p.dilation_h == 1 &&
                        p.dilation_w == 1;
   bool slid = false;

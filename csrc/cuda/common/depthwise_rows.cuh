@@ -4,7 +4,7 @@
 // target columns (two vectors in the stride-2 grad_input). It loads each source row it needs
 // once: its vectors plus a halo vector on each side the taps reach, and adds that row into
 // every target row it reaches. The per-row kernel this replaces issued one scalar load per tap
-// and column. Depthwise candidates (fusedconv/launch.h): they run only where the switch is on.
+// and column. Depthwise candidates: they run where common/depthwise_candidates.h says.
 //
 // grad_input at stride 1 is the forward's walk over g = grad_y * f'(y) (formed once per element
 // as it is loaded) with the flipped filter; at stride 2 it is the transposed walk: target column

@@ -7,7 +7,6 @@
 #include <cstring>
 
 #include "common/plan_policy.h"
-#include "fusedconv/environment.h"
 #include "fusedconv/launch.h"
 
 namespace fusedconv {
@@ -30,9 +29,21 @@ std::atomic<int>& policy_storage() {
   return policy;
 }
 
-std::atomic<bool>& candidates_storage() {
-  static std::atomic<bool> enabled{environment_flag("FUSEDCONV_DEPTHWISE_CANDIDATES")};
-  return enabled;
+// FUSEDCONV_DEPTHWISE_CANDIDATES=all|none|measured; unset or anything else is measured.
+DepthwiseCandidates candidates_from_environment() {
+  const char* value = std::getenv("FUSEDCONV_DEPTHWISE_CANDIDATES");
+  if (value != nullptr && std::strcmp(value, "all") == 0) {
+    return DepthwiseCandidates::kAll;
+  }
+  if (value != nullptr && std::strcmp(value, "none") == 0) {
+    return DepthwiseCandidates::kNone;
+  }
+  return DepthwiseCandidates::kMeasured;
+}
+
+std::atomic<int>& candidates_storage() {
+  static std::atomic<int> choice{static_cast<int>(candidates_from_environment())};
+  return choice;
 }
 
 std::atomic<int64_t> plans_made{0};
@@ -53,12 +64,13 @@ PlanPolicy set_plan_policy(PlanPolicy policy) {
       policy_storage().exchange(static_cast<int>(policy), std::memory_order_relaxed));
 }
 
-bool depthwise_candidates_enabled() {
-  return candidates_storage().load(std::memory_order_relaxed);
+DepthwiseCandidates depthwise_candidates() {
+  return static_cast<DepthwiseCandidates>(candidates_storage().load(std::memory_order_relaxed));
 }
 
-bool set_depthwise_candidates_enabled(bool enabled) {
-  return candidates_storage().exchange(enabled, std::memory_order_relaxed);
+DepthwiseCandidates set_depthwise_candidates(DepthwiseCandidates choice) {
+  return static_cast<DepthwiseCandidates>(
+      candidates_storage().exchange(static_cast<int>(choice), std::memory_order_relaxed));
 }
 
 int64_t plan_count() { return plans_made.load(std::memory_order_relaxed); }

@@ -21,6 +21,7 @@
 #include <cstdint>
 
 #include "common/configuration.h"
+#include "common/depthwise_candidates.h"
 #include "common/depthwise_rows.cuh"
 #include "common/staged_filters.cuh"
 #include "forward/families.h"
@@ -330,10 +331,10 @@ bool resident_filters(const ConvParams& p) {
          reinterpret_cast<uintptr_t>(p.weight) % 16 == 0;
 }
 
-// Where the vector kernel reads its weights (Filters): staged where the depthwise candidates are
-// on (launch.h) and they fit, resident where resident_filters says so, per tap otherwise.
+// Where the vector kernel reads its weights (Filters): staged where that candidate runs
+// (common/depthwise_candidates.h) and they fit, resident where resident_filters says so, per tap otherwise.
 Filters filter_source(const ConvParams& p, int64_t channel_vectors) {
-  if (depthwise_candidates_enabled() &&
+  if (run_candidate(DepthwiseCandidate::kStagedForward, p) &&
       staged_filters::bytes(p.kernel_h * p.kernel_w, channel_vectors) <=
           staged_filters::kMaxBytes) {
     return Filters::kStaged;
@@ -396,7 +397,8 @@ cudaError_t launch_layout(const ConvParams& p, const Geometry& g, cudaStream_t s
   }
   if constexpr (!kChannelsLast && sizeof(Storage) <= 4) {  // float64 keeps the per-row kernel
     depthwise_rows::RowGeometry rows;
-    if (depthwise_candidates_enabled() && depthwise_rows::row_geometry(p, rows) &&
+    if (run_candidate(DepthwiseCandidate::kRowsForward, p) &&
+        depthwise_rows::row_geometry(p, rows) &&
         depthwise_rows::vector_aligned(rows, p.input, p.output, p.output)) {
       return depthwise_rows::launch_forward<Storage>(p, rows, stream);
     }

@@ -20,15 +20,17 @@ namespace fusedconv {
 enum class PlanPolicy : int { kMeasured, kFused, kFloor };
 PlanPolicy plan_policy();
 PlanPolicy set_plan_policy(PlanPolicy policy);  // returns the previous policy
-// The depthwise candidate kernels, opt-in until measured against the kernels they would replace:
-// NCHW by vector rows (csrc/cuda/common/depthwise_rows.cuh: forward, grad_input, weight pass),
-// channels_last filters staged in shared memory (common/staged_filters.cuh: the forward's
-// vector kernel and grad_input) and the channels_last weight pass by sliding rows.
-// FUSEDCONV_DEPTHWISE_CANDIDATES=1 in the environment sets the start value,
+// The depthwise candidate kernels: NCHW by vector rows (csrc/cuda/common/depthwise_rows.cuh:
+// forward, grad_input, weight pass), channels_last filters staged in shared memory
+// (common/staged_filters.cuh: the forward's vector kernel and grad_input) and the channels_last
+// weight pass by sliding rows. kMeasured (the default) runs each where the measured rule
+// (common/depthwise_candidates.h) says it beats the kernel it replaces, kAll wherever it applies,
+// kNone never. FUSEDCONV_DEPTHWISE_CANDIDATES=measured|all|none sets the start value,
 // torch.ops.fusedconv._depthwise_candidates changes it (tests, A/B benchmarks). Read at each
 // depthwise launch, not planned: the plan's family is the same either way.
-bool depthwise_candidates_enabled();
-bool set_depthwise_candidates_enabled(bool enabled);  // returns the previous value
+enum class DepthwiseCandidates : int { kMeasured, kAll, kNone };
+DepthwiseCandidates depthwise_candidates();
+DepthwiseCandidates set_depthwise_candidates(DepthwiseCandidates choice);  // returns the previous
 // How many plans (forward and backward) this process has made: the test that each op call plans
 // exactly once reads it before and after a call.
 int64_t plan_count();
