@@ -12,7 +12,8 @@ Checked: each runs exactly in its domain (the row kernels with the vector width 
 picks); values against float64 on poisoned outputs; both forwards bitwise equal to the kernels
 they replace (the same taps, skipped or not, in the same order); every gradient against float64
 and against the gather kernels; NaN positions as the floor; bitwise determinism across
-weight-pass slices; the switch's start value from the environment."""
+weight-pass slices; the switch's start value from the environment; under "measured", each
+candidate runs exactly where the measured rule says."""
 
 import os
 import re
@@ -471,3 +472,65 @@ def test_candidates_switch_starts_from_the_environment():
                                 capture_output=True, text=True, check=True)
         assert result.stdout.strip().splitlines()[-1] == expected, (value, result.stdout)
     assert torch.ops.fusedconv._depthwise_candidates() == "all"  # the fixture's, in this process
+
+
+# (layout, dtype, kernel, stride, channels, size, the candidates the measured rule runs): the
+# rule of csrc/cuda/common/depthwise_candidates.h, case by case, under the "fused" policy so
+# that the depthwise family runs whatever the crossovers say.
+MEASURED_CASES = [
+    ("nchw", torch.float32, 3, 1, 8, 16, {"rows_forward", "rows_backward"}),
+    ("nchw", torch.bfloat16, 5, 2, 8, 16, {"rows_forward", "rows_backward"}),
+    ("nchw", torch.float16, 3, 2, 8, 16, {"rows_forward", "rows_backward"}),
+    # float32 3x3: per-tap forward filters, resident grad_input filters, sliding weight pass.
+    ("channels_last", torch.float32, 3, 1, 32, 28, {"sliding"}),
+    ("channels_last", torch.bfloat16, 3, 1, 32, 28, {"staged_forward", "sliding"}),
+    ("channels_last", torch.float16, 3, 2, 32, 14, {"staged_forward"}),  # 7 wide: no sliding
+    ("channels_last", torch.float32, 5, 1, 32, 16,
+     {"staged_forward", "staged_grad_input", "sliding"}),
+    ("channels_last", torch.float32, 5, 2, 32, 16, {"staged_forward"}),
+    ("channels_last", torch.bfloat16, 5, 2, 32, 16, {"staged_forward", "staged_grad_input"}),
+    # 400 channels' 5x5 bfloat16 filters are 20 KB: per tap in the forward.
+    ("channels_last", torch.bfloat16, 5, 1, 400, 14, {"staged_grad_input"}),
+    ("channels_last", torch.float16, 7, 1, 16, 14, set()),
+]
+
+
+def _candidates_that_ran(x, weight, bias, kwargs):
+    def forward_call():
+        return fusedconv.conv2d_hardswish_relu(x, weight, bias, **kwargs)
+
+    forward = cuda_kernel_names(forward_call)
+    y = forward_call()
+    grad_y = torch.randn_like(y)
+    backward = cuda_kernel_names(lambda: _backward(grad_y, x, weight, y, kwargs))
+    ran = set()
+    if any(FORWARD_KERNEL in name for name in forward):
+        ran.add("rows_forward")
+    if any(WEIGHT_KERNEL in name for name in backward):
+        ran.add("rows_backward")
+    if x.is_contiguous(memory_format=torch.channels_last) and x.shape[1] > 1:
+        if _filters(forward) == 2:
+            ran.add("staged_forward")
+        if _filters(backward, CHANNELS_LAST_DGRAD_KERNEL) == 2:
+            ran.add("staged_grad_input")
+        if any(SLIDING_KERNEL in name for name in backward):
+            ran.add("sliding")
+    return ran
+
+
+@pytest.mark.parametrize("layout,dtype,kernel,stride,channels,size,expected", MEASURED_CASES,
+                         ids=str)
+def test_measured_rule_runs_each_candidate_where_it_won(layout, dtype, kernel, stride, channels,
+                                                        size, expected):
+    x = torch.randn(2, channels, size, size, device="cuda", dtype=dtype)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    weight = torch.randn(channels, 1, kernel, kernel, device="cuda", dtype=dtype) * 0.3
+    bias = torch.randn(channels, device="cuda", dtype=dtype)
+    kwargs = dict(stride=stride, padding=kernel // 2, groups=channels)
+    with depthwise_candidates("measured"):
+        assert _candidates_that_ran(x, weight, bias, kwargs) == expected
+        measured = fusedconv.conv2d_hardswish_relu(x, weight, bias, **kwargs)
+    # Whichever kernel the rule picks, the forward's bits are those of the kernel it replaced.
+    with depthwise_candidates("none"):
+        assert torch.equal(measured, fusedconv.conv2d_hardswish_relu(x, weight, bias, **kwargs))

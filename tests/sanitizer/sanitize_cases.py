@@ -1,5 +1,6 @@
 """Small cases for compute-sanitizer: every kernel and dtype once, odd shapes, forward and
-backward. Run by scripts/gpu_round.sh --sanitize; exits non-zero on a wrong result."""
+backward. Run by scripts/gpu_round.sh --sanitize; exits non-zero on a wrong result.
+`sanitize_cases.py candidates` runs only the depthwise candidates' cases."""
 
 import sys
 
@@ -104,11 +105,14 @@ CASES = [
 ]
 
 
-def main():
+def main(argv):
     fusedconv.load_extension()
     torch.manual_seed(0)
     failures = 0
+    only_candidates = argv[1:] == ["candidates"]
     for n, cin, cout, h, w, kernel, kwargs, dtype, tolerance in CASES:
+        if only_candidates and not kwargs.get("candidates", False):
+            continue
         kwargs = dict(kwargs)
         backward = not kwargs.pop("forward_only", False)
         weight_channels_last = kwargs.pop("weight_channels_last", False)
@@ -139,4 +143,4 @@ def main():
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv))

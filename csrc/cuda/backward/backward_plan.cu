@@ -23,6 +23,8 @@
 #include "backward/backward_plan.h"
 #include "backward/depthwise_backward.h"
 #include "common/configuration.h"
+#include "common/depthwise_candidates.h"
+#include "common/depthwise_rows_domain.h"
 #include "common/device_limits.h"
 #include "common/plan_memo.h"
 #include "common/plan_policy.h"
@@ -45,13 +47,26 @@ bool fused_beats_floor(const ConvParams& /*p*/, bool /*allow_tf32*/) { return fa
 // NOTES.md, "Twelfth session"): NCHW 3x3 won all 56 float32 / bfloat16 shapes (1.13-1.51x,
 // stride 1 and 2), NCHW 5x5 11 of 56; channels_last (weight pass re-sliced) float32 5x5 stride 2
 // won all 14 (1.02-1.55x), float32 3x3 stride 2 11 of 14 (the rest 0.99x), stride 1 and most
-// of bfloat16 lost. float16 was not measured.
+// of bfloat16 lost. float16 was not measured. With the candidate kernels under their measured
+// rule (common/depthwise_candidates.h; h200_crossover_depthwise_candidates.json and the GPU-time
+// A/B, fifteenth session): NCHW won all 156 records the row kernels take, in all three
+// types (1.10-8.11x), and lost only outside them (0.93-0.99x, 7-wide outputs); channels_last
+// 3x3 stride 2 with the sliding weight pass beats the floor in all three types (1.17-1.23x,
+// summing the A/B's kernel times); the other channels_last cases still lose (stride 1:
+// 0.38-0.83x).
 bool depthwise_beats_floor(const ConvParams& p) {
   const bool nchw = p.input_strides.w == 1;  // channels_last has stride in_channels > 1 there
   if (nchw) {
-    return p.kernel_h == 3 && (p.dtype == DType::kFloat32 || p.dtype == DType::kBFloat16);
+    depthwise_rows::RowGeometry rows;
+    return depthwise_rows::row_geometry(p, rows) ||
+           (p.kernel_h == 3 && (p.dtype == DType::kFloat32 || p.dtype == DType::kBFloat16));
   }
-  return p.dtype == DType::kFloat32 && p.kernel_h == 5 && p.stride_h == 2 && p.stride_w == 2;
+  if (p.stride_h != 2 || p.stride_w != 2) {
+    return false;
+  }
+  const bool float32 = p.dtype == DType::kFloat32;
+  const bool sliding = candidate_measured_faster(DepthwiseCandidate::kSlidingWeightPass, p);
+  return (p.kernel_h == 3 && (float32 || sliding)) || (p.kernel_h == 5 && float32);
 }
 
 // Where the floor's g pass sums grad_bias (activation_bias_grad.cu) instead of ATen's reduction

@@ -17,10 +17,37 @@ enum class DepthwiseCandidate : int {
 };
 
 // Where each candidate was measured faster than the kernel it replaces, inside its domain (the
-// launchers test the domain). None yet: no candidate has been measured.
+// launchers test the domain). GPU time per call on an H200 (benchmarks/
+// depthwise_candidates_kernel_times.py, batch 64, the networks suite's six depthwise layers in
+// float32 / bfloat16 / float16; benchmarks/results/h200_depthwise_candidates_times.json,
+// benchmarks/NOTES.md "Fifteenth session"):
+// - NCHW rows won every case in their domain: forward 1.74-3.21x, backward 3.10-9.79x.
+// - Staged forward filters won in 16-bit (1.23-1.28x over resident 3x3 filters, 1.03-1.25x at
+//   5x5) and at float32 5x5 (1.11-1.47x), and lost at float32 3x3 (0.90-0.97x: four channels
+//   per vector, per-tap loads cost less) and where the copy grew to 33.6 KB per CTA (bfloat16
+//   5x5 of 672 channels on a 7x7 output: 0.70-0.76x).
+// - Staged grad_input filters won over per-tap ones at 5x5 (2.1-2.4x at stride 1, 1.10-1.41x
+//   in 16-bit at stride 2) but lost at float32 5x5 stride 2 (0.92x, a pixel gathers a quarter
+//   of the taps) and tied or lost against resident 3x3 filters (0.85-1.05x).
+// - The sliding weight pass won at 3x3 (1.05-1.64x) and at float32 5x5 (1.55-1.69x) on outputs
+//   14 or more wide; it lost on a 7-wide output (0.55-0.89x: short runs) and at 16-bit 5x5
+//   (0.70-0.73x).
+// 7x7 was not measured: the kernels it replaces keep it.
 inline bool candidate_measured_faster(DepthwiseCandidate candidate, const ConvParams& p) {
-  (void)candidate;
-  (void)p;
+  const bool half = element_bytes(p.dtype) == 2;
+  const int64_t k = p.kernel_h;
+  const int64_t staged_bytes = p.kernel_h * p.kernel_w * p.in_channels * element_bytes(p.dtype);
+  switch (candidate) {
+    case DepthwiseCandidate::kRowsForward:
+    case DepthwiseCandidate::kRowsBackward:
+      return true;
+    case DepthwiseCandidate::kStagedForward:
+      return (k == 5 || (k == 3 && half)) && staged_bytes <= 16 * 1024;
+    case DepthwiseCandidate::kStagedGradInput:
+      return k == 5 && ((p.stride_h == 1 && p.stride_w == 1) || half);
+    case DepthwiseCandidate::kSlidingWeightPass:
+      return (k == 3 || (k == 5 && p.dtype == DType::kFloat32)) && p.out_width >= 14;
+  }
   return false;
 }
 
