@@ -508,13 +508,15 @@ def _candidates_that_ran(x, weight, bias, kwargs):
         ran.add("rows_forward")
     if any(WEIGHT_KERNEL in name for name in backward):
         ran.add("rows_backward")
-    if x.is_contiguous(memory_format=torch.channels_last) and x.shape[1] > 1:
-        if _filters(forward) == 2:
-            ran.add("staged_forward")
-        if _filters(backward, CHANNELS_LAST_DGRAD_KERNEL) == 2:
-            ran.add("staged_grad_input")
-        if any(SLIDING_KERNEL in name for name in backward):
-            ran.add("sliding")
+    # The vector kernels take 3x3 and 5x5 forward (7x7 runs the element kernel), every size
+    # backward.
+    if any(VECTOR_KERNEL in name for name in forward) and _filters(forward) == 2:
+        ran.add("staged_forward")
+    if (any(CHANNELS_LAST_DGRAD_KERNEL in name for name in backward) and
+            _filters(backward, CHANNELS_LAST_DGRAD_KERNEL) == 2):
+        ran.add("staged_grad_input")
+    if any(SLIDING_KERNEL in name for name in backward):
+        ran.add("sliding")
     return ran
 
 
