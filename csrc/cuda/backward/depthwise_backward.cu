@@ -9,10 +9,10 @@
 //   grad_y and y at each output they reach (no atomics: each element has one owner).
 // grad_weight, grad_bias: a CTA per (channel, slice of output rows) walks its positions once,
 //   forming g once per position and accumulating k x k + 1 products in registers; a fixed-order
-//   reduction (warp shuffles, one barrier) writes one partial per CTA to the workspace, and a second kernel sums the
-//   partials of each channel in order. Bitwise identical from run to run.
-// Under FUSEDCONV_DEPTHWISE_CANDIDATES=1 (opt-in until measured), calls in the vector-row domain
-// (common/depthwise_rows_domain.h) take the row walks instead: grad_input by rows of vectors
+//   reduction (warp shuffles, one barrier) writes one partial per CTA to the workspace, and a
+//   second kernel sums the partials of each channel in order. Bitwise identical from run to run.
+// Calls in the vector-row domain (common/depthwise_rows_domain.h) take the row walks instead
+// where common/depthwise_candidates.h says (everywhere in it, by default): grad_input by rows of vectors
 // (common/depthwise_rows.cuh), the weight pass a vector of output columns per thread item.
 #include <cuda_runtime.h>
 

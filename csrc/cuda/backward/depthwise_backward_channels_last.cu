@@ -7,15 +7,15 @@
 //
 // grad_input: a thread per (input pixel, 16-byte channel vector) gathers the taps that read it
 //   (16-byte loads of g, the vector's filters kept in registers where they are one dense,
-//   aligned run, or staged in shared memory where that candidate runs (common/depthwise_candidates.h), as in the
-//   forward's vector kernel: common/staged_filters.cuh). No atomics: each element has one owner.
+//   aligned run, or staged in shared memory where that candidate runs (common/
+//   depthwise_candidates.h), as in the forward's vector kernel: common/staged_filters.cuh).
+//   No atomics: each element has one owner.
 // grad_weight, grad_bias: a CTA per (slice of output rows, block of channel vectors); its threads
 //   are (channel vector, tap, lane) triples, each accumulating one tap of one vector over the
 //   slice's positions (lanes split each row's columns); the lanes' sums are added in a fixed
 //   order in shared memory, one partial per CTA, and a second kernel sums the partials of each
 //   (channel, tap) in a fixed order. Bitwise identical from run to run. Where that candidate
-//   runs, the sliding weight pass instead (one kernel row per thread, same
-//   partials).
+//   runs, the sliding weight pass instead (one kernel row per thread, same partials).
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -525,8 +525,8 @@ cudaError_t launch_typed(const ConvBackwardParams& bp, Geometry g, int64_t vecto
   const dim3 grid(static_cast<uint32_t>(g.slices),
                   static_cast<uint32_t>((vector_count + g.vectors_per_block - 1) /
                                         g.vectors_per_block));
-  // The sliding weight pass where that candidate runs (the same partials); not at
-  // 7x7, whose 16-bit instances would hold 150 registers.
+  // The sliding weight pass where that candidate runs (the same partials); not at 7x7, whose
+  // 16-bit instances would hold 150 registers.
   const bool sliding = run_candidate(DepthwiseCandidate::kSlidingWeightPass, p) &&
                        p.stride_h == p.stride_w &&
                        (p.stride_h == 1 || p.stride_h == 2) && p.dilation_h == 1 &&

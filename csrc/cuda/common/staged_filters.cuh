@@ -5,8 +5,8 @@
 // copies every channel vector's filters into [tap][vector] 16-byte vectors: a tap's weights are
 // then one 16-byte load per lane, consecutive across the warp (at most two lanes of a quarter
 // warp on one bank, where the vectors wrap around within it). The copy is paid once per CTA,
-// so a staged CTA walks several items per thread (`items_per_thread`). A depthwise candidate
-// (fusedconv/launch.h): used only where the switch is on.
+// so a staged CTA walks several items per thread (`items_per_thread`). A depthwise candidate:
+// used where common/depthwise_candidates.h says.
 #pragma once
 
 #include <cuda_runtime.h>

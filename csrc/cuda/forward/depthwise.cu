@@ -14,8 +14,8 @@
 // registers); every other geometry takes the run-time variant, which loads per tap.
 // channels_last with multiplier 1, whole 16-byte channel vectors and an unrolled geometry takes
 // the vector kernel instead: a thread per kStrip columns x one 16-byte vector of channels.
-// NCHW rows of whole vectors with 'same' padding take the vector-row walk under
-// FUSEDCONV_DEPTHWISE_CANDIDATES=1 (common/depthwise_rows.cuh; opt-in until measured).
+// NCHW rows of whole vectors with 'same' padding take the vector-row walk
+// (common/depthwise_rows.cuh) where common/depthwise_candidates.h says (by default, always).
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -332,7 +332,8 @@ bool resident_filters(const ConvParams& p) {
 }
 
 // Where the vector kernel reads its weights (Filters): staged where that candidate runs
-// (common/depthwise_candidates.h) and they fit, resident where resident_filters says so, per tap otherwise.
+// (common/depthwise_candidates.h) and they fit, resident where resident_filters says so, per
+// tap otherwise.
 Filters filter_source(const ConvParams& p, int64_t channel_vectors) {
   if (run_candidate(DepthwiseCandidate::kStagedForward, p) &&
       staged_filters::bytes(p.kernel_h * p.kernel_w, channel_vectors) <=

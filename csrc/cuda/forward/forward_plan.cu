@@ -55,8 +55,8 @@ constexpr int64_t kMinWgmmaOutChannels = 17;
 // channels_last float32 5x5 at stride 1 won 12 of 14, losing only where its filters are not
 // staged (672 channels). channels_last 16-bit stays on the floor: in GPU time (CUDA graph
 // replay, batch 64) the floor beat the staged kernel on every such layer of the networks suite
-// (0.41-0.89x). So: NCHW but float64, and channels_last
-// float32 of the vector kernel's shapes at 3x3, or 5x5 stride 1 with staged filters.
+// (0.41-0.89x). So: NCHW but float64, and channels_last float32 of the vector kernel's shapes
+// at 3x3, or 5x5 stride 1 with staged filters.
 bool depthwise_beats_floor(const ConvParams& p) {
   const bool nchw = p.input_strides.w == 1;  // channels_last has stride in_channels > 1 there
   if (nchw) {
