@@ -433,27 +433,51 @@ def test_sliding_weight_pass_nan_positions_as_the_floor():
     _check_nan_positions_as_the_floor(x, weight, bias, kwargs)
 
 
-def test_switch_rejects_unknown_choices_and_leaves_the_plans_alone():
+def test_switch_rejects_unknown_choices():
     for choice in ("yes", "ALL", ""):
         with pytest.raises(ValueError, match="'measured', 'all' or 'none'"):
             torch.ops.fusedconv._depthwise_candidates(choice)
     with pytest.raises((RuntimeError, TypeError)):
         torch.ops.fusedconv._depthwise_candidates(True)
     assert torch.ops.fusedconv._depthwise_candidates() == "all"
-    # The switch picks kernels inside a family at launch; which family runs stays the rule's:
-    # under the default policy channels_last bfloat16 stays on the floor, NCHW goes depthwise.
-    x = torch.randn(2, 32, 12, 12, device="cuda", dtype=torch.bfloat16)
-    weight = torch.randn(32, 1, 3, 3, device="cuda", dtype=torch.bfloat16)
+
+
+# (layout, dtype, kernel, stride, size, direction, plan under "all", "none", "measured"): the
+# depthwise crossovers ask the switch only where a candidate is what beats the floor.
+SWITCH_PLAN_CASES = [
+    ("nchw", torch.bfloat16, 3, 1, 12, "fwd", ("depthwise",) * 3),
+    ("channels_last", torch.bfloat16, 3, 1, 12, "fwd", ("floor",) * 3),
+    ("nchw", torch.float16, 3, 1, 12, "fwd", ("depthwise", "floor", "depthwise")),
+    ("channels_last", torch.float32, 5, 1, 12, "fwd", ("depthwise", "floor", "depthwise")),
+    ("nchw", torch.float32, 5, 1, 12, "bwd",
+     ("depthwise", "floor_summing_bias", "depthwise")),
+    ("channels_last", torch.bfloat16, 3, 2, 40, "bwd",
+     ("depthwise", "floor_summing_bias", "depthwise")),
+]
+
+
+@pytest.mark.parametrize("layout,dtype,kernel,stride,size,direction,expected",
+                         SWITCH_PLAN_CASES, ids=lambda value: str(value).replace(" ", ""))
+def test_switch_moves_plans_where_candidates_beat_the_floor(layout, dtype, kernel, stride, size,
+                                                            direction, expected):
+    x = torch.randn(2, 32, size, size, device="cuda", dtype=dtype)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    weight = torch.randn(32, 1, kernel, kernel, device="cuda", dtype=dtype)
+    bias = torch.randn(32, device="cuda", dtype=dtype)
+    geometry = ([stride] * 2, [kernel // 2] * 4, [1, 1], 32)
     previous = torch.ops.fusedconv._plan_policy("measured")
     try:
-        for layout, expected in ((torch.contiguous_format, "depthwise"),
-                                 (torch.channels_last, "floor")):
-            args = (x.contiguous(memory_format=layout), weight, None, [1, 1], [1] * 4, [1, 1], 32)
-            plans = []
-            for candidates in ("all", "none", "measured"):
-                torch.ops.fusedconv._depthwise_candidates(candidates)
-                plans.append(torch.ops.fusedconv._plan(*args))
-            assert plans == [expected] * 3, layout
+        plans = []
+        for candidates in ("all", "none", "measured"):
+            torch.ops.fusedconv._depthwise_candidates(candidates)
+            if direction == "fwd":
+                plans.append(torch.ops.fusedconv._plan(x, weight, bias, *geometry))
+            else:
+                y = torch.ops.fusedconv.conv2d_hardswish_relu(x, weight, bias, *geometry)
+                plans.append(torch.ops.fusedconv._plan_backward(torch.randn_like(y), x, weight,
+                                                                y, *geometry, [True] * 3))
+        assert tuple(plans) == expected
     finally:
         torch.ops.fusedconv._plan_policy(previous)
         torch.ops.fusedconv._depthwise_candidates("all")
@@ -488,6 +512,10 @@ MEASURED_CASES = [
     ("channels_last", torch.float32, 5, 1, 32, 16,
      {"staged_forward", "staged_grad_input", "sliding"}),
     ("channels_last", torch.float32, 5, 2, 32, 16, {"staged_forward"}),
+    ("channels_last", torch.float32, 5, 2, 32, 28, {"staged_forward", "sliding"}),
+    # The sliding pass from outputs 14 wide: 13 and 14.
+    ("channels_last", torch.float32, 3, 2, 32, 26, set()),
+    ("channels_last", torch.float32, 3, 2, 32, 28, {"sliding"}),
     ("channels_last", torch.bfloat16, 5, 2, 32, 16, {"staged_forward", "staged_grad_input"}),
     # 400 channels' 5x5 bfloat16 filters are 20 KB: per tap in the forward.
     ("channels_last", torch.bfloat16, 5, 1, 400, 14, {"staged_grad_input"}),
@@ -503,10 +531,13 @@ def _candidates_that_ran(x, weight, bias, kwargs):
     y = forward_call()
     grad_y = torch.randn_like(y)
     backward = cuda_kernel_names(lambda: _backward(grad_y, x, weight, y, kwargs))
+    for names in (forward, backward):  # our depthwise kernels, not the floor's
+        assert any("fusedconv" in name and "depthwise" in name for name in names), names
     ran = set()
     if any(FORWARD_KERNEL in name for name in forward):
         ran.add("rows_forward")
     if any(WEIGHT_KERNEL in name for name in backward):
+        assert any(FORWARD_KERNEL in name or TRANSPOSED_KERNEL in name for name in backward)
         ran.add("rows_backward")
     # The vector kernels take 3x3 and 5x5 forward (7x7 runs the element kernel), every size
     # backward.
@@ -521,7 +552,8 @@ def _candidates_that_ran(x, weight, bias, kwargs):
 
 
 @pytest.mark.parametrize("layout,dtype,kernel,stride,channels,size,expected", MEASURED_CASES,
-                         ids=str)
+                         ids=lambda value: "+".join(sorted(value)) if isinstance(value, set)
+                         else str(value))
 def test_measured_rule_runs_each_candidate_where_it_won(layout, dtype, kernel, stride, channels,
                                                         size, expected):
     x = torch.randn(2, channels, size, size, device="cuda", dtype=dtype)

@@ -47,25 +47,32 @@ bool fused_beats_floor(const ConvParams& /*p*/, bool /*allow_tf32*/) { return fa
 // NOTES.md, "Twelfth session"): NCHW 3x3 won all 56 float32 / bfloat16 shapes (1.13-1.51x,
 // stride 1 and 2), NCHW 5x5 11 of 56; channels_last (weight pass re-sliced) float32 5x5 stride 2
 // won all 14 (1.02-1.55x), float32 3x3 stride 2 11 of 14 (the rest 0.99x), stride 1 and most
-// of bfloat16 lost. float16 was not measured. With the candidate kernels under their measured
-// rule (common/depthwise_candidates.h; h200_crossover_depthwise_candidates.json and the GPU-time
-// A/B, fifteenth session): NCHW won all 156 records the row kernels take, in all three
-// types (1.10-8.11x), and lost only outside them (0.93-0.99x, 7-wide outputs); channels_last
-// 3x3 stride 2 with the sliding weight pass beats the floor in all three types (1.17-1.23x,
-// summing the A/B's kernel times); the other channels_last cases still lose (stride 1:
-// 0.38-0.83x).
+// of bfloat16 lost. float16 was not measured. With the candidate kernels (common/
+// depthwise_candidates.h; h200_crossover_depthwise_candidates.json and the GPU-time A/B,
+// fifteenth session, benchmarks/NOTES.md): NCHW won all 156 records the row kernels take, in
+// all three types (1.10-8.11x), and lost only outside them (0.93-0.99x, 7-wide outputs);
+// channels_last 3x3 stride 2 with the sliding weight pass beats the floor in all three types
+// (1.17-1.24x, summing the A/B's kernel times). The other channels_last cases lost (stride 1:
+// 0.38-0.83x); one exception, 16-bit 5x5 stride 2 on 7x7 planes of 672 channels, beat the floor
+// 2.6x in GPU time at batch 64 but lost at batch 32 in the crossover (0.77-0.85x): left there.
+// Where a candidate is the reason to leave the floor, the rule asks whether it runs (the
+// switch): "none" never plans the older kernels where they lost to the floor (channels_last
+// float32 3x3 stride 2 with them: 11 of 14 won, the rest 0.99x).
 bool depthwise_beats_floor(const ConvParams& p) {
   const bool nchw = p.input_strides.w == 1;  // channels_last has stride in_channels > 1 there
   if (nchw) {
     depthwise_rows::RowGeometry rows;
-    return depthwise_rows::row_geometry(p, rows) ||
+    const bool by_rows = depthwise_rows::row_geometry(p, rows) &&
+                         run_candidate(DepthwiseCandidate::kRowsBackward, p);
+    return by_rows ||
            (p.kernel_h == 3 && (p.dtype == DType::kFloat32 || p.dtype == DType::kBFloat16));
   }
   if (p.stride_h != 2 || p.stride_w != 2) {
     return false;
   }
   const bool float32 = p.dtype == DType::kFloat32;
-  const bool sliding = candidate_measured_faster(DepthwiseCandidate::kSlidingWeightPass, p);
+  const bool sliding = depthwise_backward::channels_last::sliding_weight_pass_applies(p) &&
+                       run_candidate(DepthwiseCandidate::kSlidingWeightPass, p);
   return (p.kernel_h == 3 && (float32 || sliding)) || (p.kernel_h == 5 && float32);
 }
 

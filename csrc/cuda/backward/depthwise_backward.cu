@@ -12,8 +12,8 @@
 //   reduction (warp shuffles, one barrier) writes one partial per CTA to the workspace, and a
 //   second kernel sums the partials of each channel in order. Bitwise identical from run to run.
 // Calls in the vector-row domain (common/depthwise_rows_domain.h) take the row walks instead
-// where common/depthwise_candidates.h says (everywhere in it, by default): grad_input by rows of vectors
-// (common/depthwise_rows.cuh), the weight pass a vector of output columns per thread item.
+// where common/depthwise_candidates.h says (everywhere in it, by default): grad_input by rows
+// of vectors (common/depthwise_rows.cuh), the weight pass a vector of output columns per item.
 #include <cuda_runtime.h>
 
 #include <cstdint>

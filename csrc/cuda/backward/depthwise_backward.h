@@ -30,6 +30,9 @@ namespace channels_last {
 bool applies(const ConvParams& params);
 cudaError_t workspace_bytes(const ConvParams& params, bool params_wanted, int64_t& bytes);
 cudaError_t launch(const ConvBackwardParams& bp, cudaStream_t stream);
+// The sliding weight pass's shapes: 3x3 / 5x5 at stride 1 or 2, no dilation (7x7's 16-bit
+// instances would hold 150 registers). Where it also runs: common/depthwise_candidates.h.
+bool sliding_weight_pass_applies(const ConvParams& params);
 }  // namespace channels_last
 
 }  // namespace depthwise_backward

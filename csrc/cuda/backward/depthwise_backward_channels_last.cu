@@ -525,12 +525,9 @@ cudaError_t launch_typed(const ConvBackwardParams& bp, Geometry g, int64_t vecto
   const dim3 grid(static_cast<uint32_t>(g.slices),
                   static_cast<uint32_t>((vector_count + g.vectors_per_block - 1) /
                                         g.vectors_per_block));
-  // The sliding weight pass where that candidate runs (the same partials); not at 7x7, whose
-  // 16-bit instances would hold 150 registers.
-  const bool sliding = run_candidate(DepthwiseCandidate::kSlidingWeightPass, p) &&
-                       p.stride_h == p.stride_w &&
-                       (p.stride_h == 1 || p.stride_h == 2) && p.dilation_h == 1 &&
-                       p.dilation_w == 1;
+  // The sliding weight pass where it applies and that candidate runs (the same partials).
+  const bool sliding = sliding_weight_pass_applies(p) &&
+                       run_candidate(DepthwiseCandidate::kSlidingWeightPass, p);
   bool slid = false;
   if constexpr (kKernel <= 5) {
     if (sliding) {
@@ -570,6 +567,12 @@ bool applies(const ConvParams& p) {
          is_dense_channels_last(p.input_strides, p.in_channels, p.in_height, p.in_width) &&
          is_dense_channels_last(p.output_strides, p.out_channels, p.out_height, p.out_width) &&
          aligned_16(p.input) && aligned_16(p.output);
+}
+
+bool sliding_weight_pass_applies(const ConvParams& p) {
+  return (p.kernel_h == 3 || p.kernel_h == 5) && p.kernel_w == p.kernel_h &&
+         p.stride_h == p.stride_w && (p.stride_h == 1 || p.stride_h == 2) &&
+         p.dilation_h == 1 && p.dilation_w == 1;
 }
 
 cudaError_t workspace_bytes(const ConvParams& p, bool params_wanted, int64_t& bytes) {

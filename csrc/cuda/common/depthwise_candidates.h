@@ -24,14 +24,16 @@ enum class DepthwiseCandidate : int {
 // - NCHW rows won every case in their domain: forward 1.74-3.21x, backward 3.10-9.79x.
 // - Staged forward filters won in 16-bit (1.23-1.28x over resident 3x3 filters, 1.03-1.25x at
 //   5x5) and at float32 5x5 (1.11-1.47x), and lost at float32 3x3 (0.90-0.97x: four channels
-//   per vector, per-tap loads cost less) and where the copy grew to 33.6 KB per CTA (bfloat16
-//   5x5 of 672 channels on a 7x7 output: 0.70-0.76x).
+//   per vector, per-tap loads cost less) and where the copy grew to 33.6 KB per CTA (16-bit 5x5
+//   of 672 channels on a 7x7 output: 0.70-0.76x). The 16 KB cap below lies between the wins
+//   (up to 14.4 KB) and that loss; it also gives up float32 5x5 of 240 channels (24 KB), which
+//   the crossover had winning against the floor by 1.05-1.13x, not measured against per tap.
 // - Staged grad_input filters won over per-tap ones at 5x5 (2.1-2.4x at stride 1, 1.10-1.41x
 //   in 16-bit at stride 2) but lost at float32 5x5 stride 2 (0.92x, a pixel gathers a quarter
 //   of the taps) and tied or lost against resident 3x3 filters (0.85-1.05x).
-// - The sliding weight pass won at 3x3 (1.05-1.64x) and at float32 5x5 (1.55-1.69x) on outputs
-//   14 or more wide; it lost on a 7-wide output (0.55-0.89x: short runs) and at 16-bit 5x5
-//   (0.70-0.73x).
+// - The sliding weight pass won at 3x3 (1.05-1.64x) and at float32 5x5 (1.56-1.69x) on outputs
+//   28-112 wide; it lost on a 7-wide output (0.55-0.89x: short runs) and at 16-bit 5x5
+//   (0.70-0.73x). The threshold, 14 wide, is chosen between 7 and 28, not measured.
 // 7x7 was not measured: the kernels it replaces keep it.
 inline bool candidate_measured_faster(DepthwiseCandidate candidate, const ConvParams& p) {
   const bool half = element_bytes(p.dtype) == 2;

@@ -19,6 +19,7 @@
 #include <cstdint>
 
 #include "common/depthwise_candidates.h"
+#include "common/depthwise_rows_domain.h"
 #include "common/plan_memo.h"
 #include "common/plan_policy.h"
 #include "forward/families.h"
@@ -49,24 +50,29 @@ constexpr int64_t kMinWgmmaOutChannels = 17;
 // stride 1 and 2). In channels_last, where cuDNN's NHWC kernels read channel vectors too, the
 // vector kernel won all 28 float32 3x3 shapes (1.06-1.90x) but lost 14 of the 28 float32 5x5
 // ones (to 0.76x) and 35 of the 56 bfloat16 ones (to 0.50x). float16 and float64 were not
-// measured. With the candidate kernels under their measured rule (common/
-// depthwise_candidates.h; h200_crossover_depthwise_candidates.json, fifteenth session) NCHW
-// won all 56 float16 records as well (28 shapes, both precision modes, 1.21-3.32x), and
-// channels_last float32 5x5 at stride 1 won 12 of 14, losing only where its filters are not
-// staged (672 channels). channels_last 16-bit stays on the floor: in GPU time (CUDA graph
-// replay, batch 64) the floor beat the staged kernel on every such layer of the networks suite
-// (0.41-0.89x). So: NCHW but float64, and channels_last float32 of the vector kernel's shapes
-// at 3x3, or 5x5 stride 1 with staged filters.
+// measured. With the candidate kernels (common/depthwise_candidates.h; fifteenth session,
+// h200_crossover_depthwise_candidates.json and the GPU-time A/B, benchmarks/NOTES.md): NCHW
+// float16 by vector rows won all 56 records (28 shapes, both precision modes, 1.21-3.32x),
+// while outside the rows the older kernel lost to cuDNN's float16 kernel at stride 1 (0.67x,
+// 0.78x in GPU time); channels_last float32 5x5 at stride 1 with staged filters won 12 of 14,
+// the two losses where they are not staged (672 channels). channels_last 16-bit stays on the
+// floor: in GPU time (batch 64) the floor beat our kernel on every such layer of the networks
+// suite (0.56-0.89x). Where a candidate is the reason to leave the floor, the rule asks whether
+// it runs (the switch): "none" never plans the older kernels where they lost to the floor.
 bool depthwise_beats_floor(const ConvParams& p) {
   const bool nchw = p.input_strides.w == 1;  // channels_last has stride in_channels > 1 there
   if (nchw) {
-    return p.dtype != DType::kFloat64;
+    depthwise_rows::RowGeometry rows;
+    const bool by_rows = depthwise_rows::row_geometry(p, rows) &&
+                         run_candidate(DepthwiseCandidate::kRowsForward, p);
+    return p.dtype == DType::kFloat32 || p.dtype == DType::kBFloat16 ||
+           (p.dtype == DType::kFloat16 && by_rows);
   }
   if (p.dtype != DType::kFloat32 || !depthwise::vector_shape(p)) {
     return false;
   }
   const bool staged_5x5 = p.kernel_h == 5 && p.stride_h == 1 && p.stride_w == 1 &&
-                          candidate_measured_faster(DepthwiseCandidate::kStagedForward, p);
+                          run_candidate(DepthwiseCandidate::kStagedForward, p);
   return p.kernel_h == 3 || staged_5x5;
 }
 

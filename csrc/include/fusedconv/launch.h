@@ -25,9 +25,10 @@ PlanPolicy set_plan_policy(PlanPolicy policy);  // returns the previous policy
 // (common/staged_filters.cuh: the forward's vector kernel and grad_input) and the channels_last
 // weight pass by sliding rows. kMeasured (the default) runs each where the measured rule
 // (common/depthwise_candidates.h) says it beats the kernel it replaces, kAll wherever it applies,
-// kNone never. FUSEDCONV_DEPTHWISE_CANDIDATES=measured|all|none sets the start value,
-// torch.ops.fusedconv._depthwise_candidates changes it (tests, A/B benchmarks). Read at each
-// depthwise launch, not planned: the plan's family is the same either way.
+// kNone never. FUSEDCONV_DEPTHWISE_CANDIDATES=measured|all|none sets the start value (any
+// other value reads as measured), torch.ops.fusedconv._depthwise_candidates changes it (tests,
+// A/B benchmarks). Read at each depthwise launch, and by the depthwise crossovers where a
+// candidate is what beats the floor (neither is memoized).
 enum class DepthwiseCandidates : int { kMeasured, kAll, kNone };
 DepthwiseCandidates depthwise_candidates();
 DepthwiseCandidates set_depthwise_candidates(DepthwiseCandidates choice);  // returns the previous
