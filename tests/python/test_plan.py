@@ -59,6 +59,9 @@ CASES = [
                                      channels_last=True), "depthwise"),
     ("depthwise_fp16", dict(n=2, cin=32, cout=32, size=20, kernel=3, padding=1, groups=32,
                             dtype=torch.float16), "depthwise"),
+    # Outside the row kernels' domain (no 'same' padding) cuDNN's float16 kernel wins.
+    ("depthwise_fp16_valid", dict(n=2, cin=32, cout=32, size=20, kernel=3, groups=32,
+                                  dtype=torch.float16), "floor"),
     ("depthwise_channels_last_5x5", dict(n=2, cin=32, cout=32, size=20, kernel=5, groups=32,
                                          channels_last=True), "depthwise"),
     # 192 channels' 5x5 filters (19.2 KB) are not staged: per-tap loads lose to the floor.
