@@ -232,39 +232,34 @@ std::string plan_backward_cuda(const at::Tensor& grad_output, const at::Tensor& 
   }
 }
 
-// Sets the planners' policy ("measured", "fused" or "floor"; launch.h) and returns the previous
-// one; with no argument only returns the current one.
-std::string plan_policy_op(c10::optional<c10::string_view> policy) {
-  static const char* const kNames[] = {"measured", "fused", "floor"};
-  if (!policy.has_value()) {
-    return kNames[static_cast<int>(plan_policy())];
+// A three-way switch of launch.h by name: sets it and returns the previous name, or with no
+// name only returns the current one. `what` names the argument in the error.
+template <typename Choice>
+std::string switch_op(const char* op, const char* what, const char* const (&names)[3],
+                      c10::optional<c10::string_view> name, Choice (*get)(),
+                      Choice (*set)(Choice)) {
+  if (!name.has_value()) {
+    return names[static_cast<int>(get())];
   }
   for (int i = 0; i < 3; ++i) {
-    if (*policy == kNames[i]) {
-      return kNames[static_cast<int>(set_plan_policy(static_cast<PlanPolicy>(i)))];
+    if (*name == names[i]) {
+      return names[static_cast<int>(set(static_cast<Choice>(i)))];
     }
   }
-  TORCH_CHECK_VALUE(false,
-                    "_plan_policy: expected policy to be 'measured', 'fused' or 'floor', got '",
-                    std::string(*policy), "'");
+  TORCH_CHECK_VALUE(false, op, ": expected ", what, " to be '", names[0], "', '", names[1],
+                    "' or '", names[2], "', got '", std::string(*name), "'");
 }
 
-// Sets where the depthwise candidate kernels run ("measured", "all" or "none"; launch.h) and
-// returns the previous choice; with no argument only returns the current one.
+// The planners' policy (launch.h).
+std::string plan_policy_op(c10::optional<c10::string_view> policy) {
+  return switch_op("_plan_policy", "policy", kPlanPolicyNames, policy, &plan_policy,
+                   &set_plan_policy);
+}
+
+// Where the depthwise candidate kernels run (launch.h).
 std::string depthwise_candidates_op(c10::optional<c10::string_view> choice) {
-  static const char* const kNames[] = {"measured", "all", "none"};
-  if (!choice.has_value()) {
-    return kNames[static_cast<int>(depthwise_candidates())];
-  }
-  for (int i = 0; i < 3; ++i) {
-    if (*choice == kNames[i]) {
-      return kNames[static_cast<int>(
-          set_depthwise_candidates(static_cast<DepthwiseCandidates>(i)))];
-    }
-  }
-  TORCH_CHECK_VALUE(false,
-                    "_depthwise_candidates: expected choice to be 'measured', 'all' or 'none', "
-                    "got '", std::string(*choice), "'");
+  return switch_op("_depthwise_candidates", "choice", kDepthwiseCandidatesNames, choice,
+                   &depthwise_candidates, &set_depthwise_candidates);
 }
 
 int64_t plan_count_op() { return plan_count(); }

@@ -1,6 +1,7 @@
 // The planners' process-wide policy, the depthwise candidates' switch and the plan counter
 // (fusedconv/launch.h). Relaxed atomics: both switches are for tests and benchmarks, not
-// synchronisation points; a plan reads the policy once, a depthwise launch the switch once.
+// synchronisation points; a plan reads the policy once, a depthwise launch or crossover reads
+// the switch once.
 #include <atomic>
 #include <cstdint>
 #include <cstdlib>
@@ -12,37 +13,26 @@
 namespace fusedconv {
 namespace {
 
-// FUSEDCONV_PLAN=fused|floor|measured; unset or anything else is measured, the default.
-PlanPolicy policy_from_environment() {
-  const char* value = std::getenv("FUSEDCONV_PLAN");
-  if (value != nullptr && std::strcmp(value, "fused") == 0) {
-    return PlanPolicy::kFused;
+// The index of environment `variable`'s value among `names` (launch.h); unset or anything else
+// is 0, the default.
+int choice_from_environment(const char* variable, const char* const (&names)[3]) {
+  const char* value = std::getenv(variable);
+  for (int i = 1; value != nullptr && i < 3; ++i) {
+    if (std::strcmp(value, names[i]) == 0) {
+      return i;
+    }
   }
-  if (value != nullptr && std::strcmp(value, "floor") == 0) {
-    return PlanPolicy::kFloor;
-  }
-  return PlanPolicy::kMeasured;
+  return 0;
 }
 
 std::atomic<int>& policy_storage() {
-  static std::atomic<int> policy{static_cast<int>(policy_from_environment())};
+  static std::atomic<int> policy{choice_from_environment("FUSEDCONV_PLAN", kPlanPolicyNames)};
   return policy;
 }
 
-// FUSEDCONV_DEPTHWISE_CANDIDATES=all|none|measured; unset or anything else is measured.
-DepthwiseCandidates candidates_from_environment() {
-  const char* value = std::getenv("FUSEDCONV_DEPTHWISE_CANDIDATES");
-  if (value != nullptr && std::strcmp(value, "all") == 0) {
-    return DepthwiseCandidates::kAll;
-  }
-  if (value != nullptr && std::strcmp(value, "none") == 0) {
-    return DepthwiseCandidates::kNone;
-  }
-  return DepthwiseCandidates::kMeasured;
-}
-
 std::atomic<int>& candidates_storage() {
-  static std::atomic<int> choice{static_cast<int>(candidates_from_environment())};
+  static std::atomic<int> choice{
+      choice_from_environment("FUSEDCONV_DEPTHWISE_CANDIDATES", kDepthwiseCandidatesNames)};
   return choice;
 }
 

@@ -18,6 +18,10 @@ namespace fusedconv {
 //   kFused:    a fused kernel wherever one applies (the kernels' own tests, crossover sweeps).
 //   kFloor:    never a fused kernel (A/B timing against the floor).
 enum class PlanPolicy : int { kMeasured, kFused, kFloor };
+// The names of PlanPolicy and DepthwiseCandidates (below) in their order: FUSEDCONV_PLAN,
+// FUSEDCONV_DEPTHWISE_CANDIDATES and the ops that set them.
+constexpr const char* kPlanPolicyNames[3] = {"measured", "fused", "floor"};
+constexpr const char* kDepthwiseCandidatesNames[3] = {"measured", "all", "none"};
 PlanPolicy plan_policy();
 PlanPolicy set_plan_policy(PlanPolicy policy);  // returns the previous policy
 // The depthwise candidate kernels: NCHW by vector rows (csrc/cuda/common/depthwise_rows.cuh:
