@@ -82,4 +82,24 @@ TEST(DepthwiseSlices, EmptyOutputHasNoSlice) {
   EXPECT_EQ(slices, 0);
 }
 
+TEST(DepthwiseSlices, SliceRowsCoverEveryRowOnceInOrder) {
+  using fusedconv::depthwise_backward::slice_rows;
+  for (int64_t total_rows : {1, 7, 64, 1000, 7168}) {
+    for (int64_t wanted : {1, 3, 33, 1056}) {
+      int32_t slices = 0, rows = 0;
+      split_rows(total_rows, 56, wanted, kMinPositionsPerSliceChannelsLast, slices, rows);
+      int64_t next = 0;
+      for (int64_t slice = 0; slice < slices; ++slice) {
+        int64_t first = -1, last = -1;
+        slice_rows(total_rows, rows, slice, first, last);
+        EXPECT_EQ(first, next);
+        EXPECT_LT(first, last);
+        EXPECT_LE(last - first, rows);
+        next = last;
+      }
+      EXPECT_EQ(next, total_rows);
+    }
+  }
+}
+
 }  // namespace

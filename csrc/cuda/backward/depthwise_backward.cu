@@ -132,10 +132,7 @@ __device__ __forceinline__ void write_partials(const float (&acc)[kTaps + 1], fl
 // walks.
 __device__ __forceinline__ void slice_range(const ConvParams& p, const Geometry& g, int slice,
                                             int64_t& first_row, int64_t& last_row) {
-  const int64_t total_rows = p.batch * p.out_height;
-  first_row = int64_t{slice} * g.rows_per_slice;
-  last_row = first_row + g.rows_per_slice < total_rows ? first_row + g.rows_per_slice
-                                                        : total_rows;
+  slice_rows(p.batch * p.out_height, g.rows_per_slice, slice, first_row, last_row);
 }
 
 // grad_weight / grad_bias partials: CTA (slice, channel) over output rows

@@ -191,10 +191,8 @@ __global__ void __launch_bounds__(kThreads)
   const int in_height = static_cast<int>(p.in_height), in_width = static_cast<int>(p.in_width);
   const int out_width = static_cast<int>(p.out_width);
   const int stride_h = static_cast<int>(p.stride_h), stride_w = static_cast<int>(p.stride_w);
-  const int64_t total_rows = p.batch * p.out_height;
-  const int64_t first_row = int64_t{blockIdx.x} * g.rows_per_slice;
-  const int64_t last_row =
-      first_row + g.rows_per_slice < total_rows ? first_row + g.rows_per_slice : total_rows;
+  int64_t first_row, last_row;
+  slice_rows(p.batch * p.out_height, g.rows_per_slice, blockIdx.x, first_row, last_row);
   const Storage* __restrict__ x = static_cast<const Storage*>(p.input);
 
   float acc[kVector], bias[kVector];
@@ -297,10 +295,8 @@ __global__ void __launch_bounds__(kThreads, 2)
   // empty where there are fewer columns than lanes).
   const int first_col = static_cast<int>(int64_t{lane} * out_width / lanes);
   const int last_col = static_cast<int>(int64_t{lane + 1} * out_width / lanes);
-  const int64_t total_rows = p.batch * p.out_height;
-  const int64_t first_row = int64_t{blockIdx.x} * g.rows_per_slice;
-  const int64_t last_row =
-      first_row + g.rows_per_slice < total_rows ? first_row + g.rows_per_slice : total_rows;
+  int64_t first_row, last_row;
+  slice_rows(p.batch * p.out_height, g.rows_per_slice, blockIdx.x, first_row, last_row);
   const Storage* __restrict__ x = static_cast<const Storage*>(p.input);
 
   float acc[kKernel][kVector], bias[kVector];

@@ -4,6 +4,8 @@
 
 #include <cstdint>
 
+#include "fusedconv/host_device.h"
+
 namespace fusedconv {
 namespace depthwise_backward {
 
@@ -38,6 +40,14 @@ inline void split_rows(int64_t total_rows, int64_t out_width, int64_t wanted,
   const int64_t count = capped < 1 ? 1 : capped;  // fewer rows than one slice's minimum: one
   rows_per_slice = static_cast<int32_t>((total_rows + count - 1) / count);
   slices = static_cast<int32_t>((total_rows + rows_per_slice - 1) / rows_per_slice);
+}
+
+// The output rows [first_row, last_row) of the batch x out_height rows that slice `slice`
+// walks (split_rows' slices; the kernels of both layouts).
+FUSEDCONV_HOST_DEVICE void slice_rows(int64_t total_rows, int32_t rows_per_slice, int64_t slice,
+                                      int64_t& first_row, int64_t& last_row) {
+  first_row = slice * rows_per_slice;
+  last_row = first_row + rows_per_slice < total_rows ? first_row + rows_per_slice : total_rows;
 }
 
 }  // namespace depthwise_backward
