@@ -83,7 +83,7 @@ TEST(DepthwiseSlices, EmptyOutputHasNoSlice) {
 }
 
 TEST(DepthwiseSlices, SliceRowsCoverEveryRowOnceInOrder) {
-  using fusedconv::depthwise_backward::slice_rows;
+  using fusedconv::depthwise_backward::slice_row_range;
   for (int64_t total_rows : {1, 7, 64, 1000, 7168}) {
     for (int64_t wanted : {1, 3, 33, 1056}) {
       int32_t slices = 0, rows = 0;
@@ -91,7 +91,7 @@ TEST(DepthwiseSlices, SliceRowsCoverEveryRowOnceInOrder) {
       int64_t next = 0;
       for (int64_t slice = 0; slice < slices; ++slice) {
         int64_t first = -1, last = -1;
-        slice_rows(total_rows, rows, slice, first, last);
+        slice_row_range(total_rows, rows, slice, first, last);
         EXPECT_EQ(first, next);
         EXPECT_LT(first, last);
         EXPECT_LE(last - first, rows);

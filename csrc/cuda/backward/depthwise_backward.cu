@@ -132,7 +132,7 @@ __device__ __forceinline__ void write_partials(const float (&acc)[kTaps + 1], fl
 // walks.
 __device__ __forceinline__ void slice_range(const ConvParams& p, const Geometry& g, int slice,
                                             int64_t& first_row, int64_t& last_row) {
-  slice_rows(p.batch * p.out_height, g.rows_per_slice, slice, first_row, last_row);
+  slice_row_range(p.batch * p.out_height, g.rows_per_slice, slice, first_row, last_row);
 }
 
 // grad_weight / grad_bias partials: CTA (slice, channel) over output rows

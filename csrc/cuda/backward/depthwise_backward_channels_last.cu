@@ -192,7 +192,7 @@ __global__ void __launch_bounds__(kThreads)
   const int out_width = static_cast<int>(p.out_width);
   const int stride_h = static_cast<int>(p.stride_h), stride_w = static_cast<int>(p.stride_w);
   int64_t first_row, last_row;
-  slice_rows(p.batch * p.out_height, g.rows_per_slice, blockIdx.x, first_row, last_row);
+  slice_row_range(p.batch * p.out_height, g.rows_per_slice, blockIdx.x, first_row, last_row);
   const Storage* __restrict__ x = static_cast<const Storage*>(p.input);
 
   float acc[kVector], bias[kVector];
@@ -296,7 +296,7 @@ __global__ void __launch_bounds__(kThreads, 2)
   const int first_col = static_cast<int>(int64_t{lane} * out_width / lanes);
   const int last_col = static_cast<int>(int64_t{lane + 1} * out_width / lanes);
   int64_t first_row, last_row;
-  slice_rows(p.batch * p.out_height, g.rows_per_slice, blockIdx.x, first_row, last_row);
+  slice_row_range(p.batch * p.out_height, g.rows_per_slice, blockIdx.x, first_row, last_row);
   const Storage* __restrict__ x = static_cast<const Storage*>(p.input);
 
   float acc[kKernel][kVector], bias[kVector];

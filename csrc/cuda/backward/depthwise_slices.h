@@ -44,8 +44,9 @@ inline void split_rows(int64_t total_rows, int64_t out_width, int64_t wanted,
 
 // The output rows [first_row, last_row) of the batch x out_height rows that slice `slice`
 // walks (split_rows' slices; the kernels of both layouts).
-FUSEDCONV_HOST_DEVICE void slice_rows(int64_t total_rows, int32_t rows_per_slice, int64_t slice,
-                                      int64_t& first_row, int64_t& last_row) {
+FUSEDCONV_HOST_DEVICE void slice_row_range(int64_t total_rows, int32_t rows_per_slice,
+                                           int64_t slice, int64_t& first_row,
+                                           int64_t& last_row) {
   first_row = slice * rows_per_slice;
   last_row = first_row + rows_per_slice < total_rows ? first_row + rows_per_slice : total_rows;
 }
