@@ -6,7 +6,9 @@
   rows of whole 16-, 8- or 4-byte vectors, float32 / float16 / bfloat16;
 - the channels_last vector kernels, forward (depthwise.cu) and grad_input
   (depthwise_backward_channels_last.cu), with their filters staged in shared memory
-  (common/staged_filters.cuh), and the channels_last weight pass by sliding rows.
+  (common/staged_filters.cuh), and the channels_last weight pass by sliding rows;
+- NCHW grad_input by whole planes in shared memory, for what the rows do not take (output
+  planes of up to 1024 elements).
 
 Checked: each runs exactly in its domain (the row kernels with the vector width the domain
 picks); values against float64 on poisoned outputs; both forwards bitwise equal to the kernels
@@ -286,14 +288,71 @@ def test_rows_backward_nan_positions_as_the_floor(case):
     _check_nan_positions_as_the_floor(x, weight, bias, kwargs)
 
 
-def test_rows_backward_leaves_other_calls_to_the_gather_kernels():
+def test_rows_backward_leaves_other_calls_to_the_older_kernels():
     x, weight, bias, kwargs = _outside("kernel_7")
     y = fusedconv.conv2d_hardswish_relu(x, weight, bias, **kwargs)
     grad_y = torch.randn_like(y)
     names = cuda_kernel_names(lambda: _backward(grad_y, x, weight, y, kwargs))
     assert not any("rows" in n for n in names), names
-    assert any("depthwise_dgrad_kernel" in n for n in names), names
+    assert any(PLANES_KERNEL in n for n in names), names  # the other candidate, planes fitting
     assert any("depthwise_wgrad_kernel" in n for n in names), names
+
+
+PLANES_KERNEL = "depthwise_dgrad_planes_kernel"
+
+# (batch, channels, in_height, in_width, kernel, stride, padding, dilation): NCHW calls the row
+# kernels do not take. The 7x7 output of a 5x5 stride-2 layer on 14x14 planes (MobileNetV3's
+# last stages); 'valid' padding; dilation 2; a 7x7 kernel; a run-time stride of 3 and unequal
+# strides; an output plane of exactly 1024 elements, the most a warp stages.
+PLANES_CASES = [(3, 6, 14, 14, 5, (2, 2), 2, 1), (2, 5, 9, 11, 3, (1, 1), 0, 1),
+                (2, 4, 10, 10, 3, (1, 1), 2, 2), (2, 3, 8, 8, 7, (1, 1), 3, 1),
+                (2, 4, 13, 13, 3, (3, 3), 1, 1), (1, 4, 12, 11, 3, (2, 1), 1, 1),
+                (1, 2, 34, 34, 3, (1, 1), 0, 1)]
+
+
+def _planes_call(case, dtype, seed):
+    batch, channels, height, width, kernel, stride, padding, dilation = case
+    generator = torch.Generator(device="cuda").manual_seed(seed)
+    x = torch.randn(batch, channels, height, width, device="cuda", dtype=dtype,
+                    generator=generator)
+    weight = torch.randn(channels, 1, kernel, kernel, device="cuda", dtype=dtype,
+                         generator=generator) * 0.3
+    bias = torch.randn(channels, device="cuda", dtype=dtype, generator=generator)
+    geometry = (list(stride), [padding] * 4, [dilation] * 2, channels)
+    y = torch.ops.fusedconv.conv2d_hardswish_relu(x, weight, bias, *geometry)
+    grad_y = torch.randn(y.shape, device="cuda", dtype=dtype, generator=generator)
+
+    def call():
+        return torch.ops.fusedconv.conv2d_hardswish_relu_backward(grad_y, x, weight, y,
+                                                                  *geometry, [True] * 3)
+    return x, weight, bias, y, grad_y, call
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("case", PLANES_CASES, ids=str)
+def test_planes_grad_input_against_float64_and_the_gather_kernel(dtype, case):
+    x, weight, bias, y, grad_y, call = _planes_call(case, dtype, seed=sum(case[:5]))
+    names = cuda_kernel_names(call)
+    assert any(PLANES_KERNEL in n for n in names), names
+    assert not any("depthwise_dgrad_kernel" in n for n in names), names
+    grads = poisoned_call(call, dtype, "cuda")
+    stride, padding, dilation, channels = case[5], case[6], case[7], case[1]
+    expected = reference_gradients_float64(x, weight, bias, grad_y, y, stride, padding,
+                                           dilation, channels)
+    if dtype == torch.float32:
+        assert relative_l2_error(grads[0], expected[0]) <= 1e-5
+    else:
+        _check_half(grads[0], expected[0], with_floor_policy(call)[0], "input")
+    # The gather kernel's taps, order and arithmetic: the same bits.
+    assert torch.equal(grads[0], _without_candidates(call)[0])
+
+
+def test_planes_grad_input_stops_at_1024_output_elements():
+    # 35 x 35 'valid' 3x3: a 33 x 33 output plane, over what a warp stages: the gather kernel.
+    *_, call = _planes_call((1, 2, 35, 35, 3, (1, 1), 0, 1), torch.float32, seed=5)
+    names = cuda_kernel_names(call)
+    assert any("depthwise_dgrad_kernel" in n for n in names), names
+    assert not any(PLANES_KERNEL in n for n in names), names
 
 
 VECTOR_KERNEL = "conv_hardswish_relu_depthwise_vector_kernel"

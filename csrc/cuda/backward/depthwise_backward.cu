@@ -17,6 +17,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <type_traits>
 
 #include "backward/depthwise_backward.h"
 #include "common/configuration.h"
@@ -98,6 +99,73 @@ __global__ void __launch_bounds__(kThreads)
     }
   }
   static_cast<Storage*>(bp.grad_input)[index] = Traits::store(acc);  // dense NCHW, as x
+}
+
+// grad_input by planes (a depthwise candidate): where an output plane fits a warp's share of
+// shared memory, the warp forms g = grad_y * f'(y) for the whole plane once (the gather kernel
+// above forms it at every tap that reaches an element, about k^2 / stride^2 times), then
+// gathers the plane's grad_x elements from shared memory with the gather kernel's taps, order
+// and arithmetic: the same bits. Warps take (image, channel) planes grid-stride.
+constexpr int kPlaneWarps = kThreads / 32;
+constexpr int kMaxPlaneElements = 1024;  // 4 KB of g a warp, 32 KB a CTA
+
+template <typename Storage, int kKernel, int kStride>
+__global__ void __launch_bounds__(kThreads)
+    depthwise_dgrad_planes_kernel(const ConvBackwardParams bp, int64_t planes) {
+  __shared__ float g_plane[kPlaneWarps][kMaxPlaneElements];
+  using Traits = StorageTraits<Storage>;
+  const ConvParams& p = bp.conv;
+  const int warp = static_cast<int>(threadIdx.x / 32);
+  const int lane = static_cast<int>(threadIdx.x % 32);
+  const int out_height = static_cast<int>(p.out_height);
+  const int out_width = static_cast<int>(p.out_width);
+  const int in_width = static_cast<int>(p.in_width);
+  const int out_elements = out_height * out_width;
+  const int in_elements = static_cast<int>(p.in_height) * in_width;
+  const int stride_h = kStride > 0 ? kStride : static_cast<int>(p.stride_h);
+  const int stride_w = kStride > 0 ? kStride : static_cast<int>(p.stride_w);
+  float* g_values = g_plane[warp];
+  for (int64_t plane = int64_t{blockIdx.x} * kPlaneWarps + warp; plane < planes;
+       plane += int64_t{gridDim.x} * kPlaneWarps) {
+    // Planes are (n, c), dense NCHW, multiplier 1; fewer than 2^30 (applies).
+    const uint32_t c = static_cast<uint32_t>(plane) % static_cast<uint32_t>(p.out_channels);
+    const Storage* __restrict__ grad_y =
+        static_cast<const Storage*>(bp.grad_output) + plane * out_elements;
+    const Storage* __restrict__ y = static_cast<const Storage*>(p.output) + plane * out_elements;
+    for (int e = lane; e < out_elements; e += 32) {
+      g_values[e] = gradient_at(grad_y, y, e);
+    }
+    __syncwarp();
+    const Storage* __restrict__ weight =
+        static_cast<const Storage*>(p.weight) + int64_t{c} * p.weight_strides.n;
+    Storage* __restrict__ grad_x = static_cast<Storage*>(bp.grad_input) + plane * in_elements;
+    for (int e = lane; e < in_elements; e += 32) {
+      const int in_row = e / in_width;
+      const int in_col = e - in_row * in_width;
+      float acc = 0.0f;
+#pragma unroll
+      for (int r = 0; r < kKernel; ++r) {
+        const int row_span =
+            in_row + static_cast<int>(p.pad_top) - r * static_cast<int>(p.dilation_h);
+        if (row_span < 0 || row_span % stride_h != 0 || row_span / stride_h >= out_height) {
+          continue;
+        }
+        const int out_row = row_span / stride_h;
+#pragma unroll
+        for (int s = 0; s < kKernel; ++s) {
+          const int col_span =
+              in_col + static_cast<int>(p.pad_left) - s * static_cast<int>(p.dilation_w);
+          if (col_span < 0 || col_span % stride_w != 0 || col_span / stride_w >= out_width) {
+            continue;
+          }
+          const float w = Traits::load(weight[r * p.weight_strides.h + s * p.weight_strides.w]);
+          acc = fmaf(g_values[out_row * out_width + col_span / stride_w], w, acc);
+        }
+      }
+      grad_x[e] = Traits::store(acc);
+    }
+    __syncwarp();  // the plane's g read by every lane before the next plane overwrites it
+  }
 }
 
 // A weight-pass CTA's sums (the taps, then the bias) into its partial, in a fixed order: each
@@ -282,6 +350,19 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+// fn(std::integral_constant<int, kStride>) for the grad_input kernels' compiled strides: 1, 2,
+// or 0 (read at run time).
+template <typename Fn>
+void dispatch_stride(int stride, Fn&& fn) {
+  if (stride == 1) {
+    fn(std::integral_constant<int, 1>{});
+  } else if (stride == 2) {
+    fn(std::integral_constant<int, 2>{});
+  } else {
+    fn(std::integral_constant<int, 0>{});
+  }
+}
+
 // Slices per channel for the weight pass (a CTA per channel and slice).
 void slice_rows(const ConvParams& p, const DeviceLimits& limits, int32_t& slices,
                 int32_t& rows_per_slice) {
@@ -307,14 +388,22 @@ cudaError_t launch_typed(const ConvBackwardParams& bp, Geometry g, const DeviceL
       return status;
     }
   } else if (bp.grad_input != nullptr && g.elements > 0) {  // empty input planes: nothing to do
-    const uint32_t blocks = (g.elements + kThreads - 1) / kThreads;
     const bool square = p.stride_h == p.stride_w;
-    if (square && p.stride_h == 1) {
-      depthwise_dgrad_kernel<Storage, kKernel, 1><<<blocks, kThreads, 0, stream>>>(bp, g);
-    } else if (square && p.stride_h == 2) {
-      depthwise_dgrad_kernel<Storage, kKernel, 2><<<blocks, kThreads, 0, stream>>>(bp, g);
+    const int stride = square && (p.stride_h == 1 || p.stride_h == 2) ? static_cast<int>(p.stride_h) : 0;
+    if (run_candidate(DepthwiseCandidate::kPlanesGradInput, p) &&
+        p.out_height * p.out_width <= kMaxPlaneElements) {
+      const int64_t planes = p.batch * p.in_channels;
+      const uint32_t blocks = static_cast<uint32_t>((planes + kPlaneWarps - 1) / kPlaneWarps);
+      dispatch_stride(stride, [&](auto compiled) {
+        depthwise_dgrad_planes_kernel<Storage, kKernel, decltype(compiled)::value>
+            <<<blocks, kThreads, 0, stream>>>(bp, planes);
+      });
     } else {
-      depthwise_dgrad_kernel<Storage, kKernel, 0><<<blocks, kThreads, 0, stream>>>(bp, g);
+      const uint32_t blocks = (g.elements + kThreads - 1) / kThreads;
+      dispatch_stride(stride, [&](auto compiled) {
+        depthwise_dgrad_kernel<Storage, kKernel, decltype(compiled)::value>
+            <<<blocks, kThreads, 0, stream>>>(bp, g);
+      });
     }
     const cudaError_t status = cudaGetLastError();
     if (status != cudaSuccess) {
