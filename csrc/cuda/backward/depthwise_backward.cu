@@ -389,7 +389,8 @@ cudaError_t launch_typed(const ConvBackwardParams& bp, Geometry g, const DeviceL
     }
   } else if (bp.grad_input != nullptr && g.elements > 0) {  // empty input planes: nothing to do
     const bool square = p.stride_h == p.stride_w;
-    const int stride = square && (p.stride_h == 1 || p.stride_h == 2) ? static_cast<int>(p.stride_h) : 0;
+    const int stride =
+        square && (p.stride_h == 1 || p.stride_h == 2) ? static_cast<int>(p.stride_h) : 0;
     if (run_candidate(DepthwiseCandidate::kPlanesGradInput, p) &&
         p.out_height * p.out_width <= kMaxPlaneElements) {
       const int64_t planes = p.batch * p.in_channels;
