@@ -7,8 +7,8 @@
 - the channels_last vector kernels, forward (depthwise.cu) and grad_input
   (depthwise_backward_channels_last.cu), with their filters staged in shared memory
   (common/staged_filters.cuh), and the channels_last weight pass by sliding rows;
-- NCHW grad_input by whole planes in shared memory, for what the rows do not take (output
-  planes of up to 1024 elements).
+- NCHW grad_input and forward by whole planes in shared memory, for what the rows do not take
+  (output planes, input planes of the forward, of up to 1024 elements).
 
 Checked: each runs exactly in its domain (the row kernels with the vector width the domain
 picks); values against float64 on poisoned outputs; both forwards bitwise equal to the kernels
@@ -179,7 +179,7 @@ def _outside(name):
 
 @pytest.mark.parametrize("name", ["kernel_7", "odd_width", "odd_width_stride_2", "padding_0",
                                   "dilation_2", "float64", "misaligned"])
-def test_rows_forward_leaves_other_calls_to_the_per_row_kernel(name):
+def test_rows_forward_leaves_other_calls_to_the_older_kernels(name):
     x, weight, bias, kwargs = _outside(name)
 
     def call():
@@ -187,7 +187,9 @@ def test_rows_forward_leaves_other_calls_to_the_per_row_kernel(name):
 
     names = cuda_kernel_names(call)
     assert not any(FORWARD_KERNEL in n for n in names), (name, names)
-    assert any("conv_hardswish_relu_depthwise_kernel" in n for n in names), (name, names)
+    # Planes of 8 x 16 fit a warp: the planes candidate, but for float64 (the per-row kernel).
+    other = PER_ROW_KERNEL if name == "float64" else PLANES_FORWARD_KERNEL
+    assert any(other in n for n in names), (name, names)
     actual = poisoned_call(call, x.dtype, "cuda")
     tolerance = 1e-12 if x.dtype == torch.float64 else 1e-6
     assert relative_l2_error(actual, reference_float64(x, weight, bias, **kwargs)) <= tolerance
@@ -353,6 +355,54 @@ def test_planes_grad_input_stops_at_1024_output_elements():
     names = cuda_kernel_names(call)
     assert any("depthwise_dgrad_kernel" in n for n in names), names
     assert not any(PLANES_KERNEL in n for n in names), names
+
+
+PLANES_FORWARD_KERNEL = "depthwise_planes_kernel"
+PER_ROW_KERNEL = "conv_hardswish_relu_depthwise_kernel"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("case", PLANES_CASES[:-1] + [(1, 3, 32, 32, 3, (1, 1), 0, 1)], ids=str)
+def test_planes_forward_against_float64_and_the_per_row_kernel(dtype, case):
+    # PLANES_CASES' input planes of up to 1024 elements, and one of exactly 1024.
+    x, weight, bias, _, _, _ = _planes_call(case, dtype, seed=sum(case[:5]) + 1)
+    stride, padding, dilation, channels = case[5], case[6], case[7], case[1]
+
+    def call():
+        return torch.ops.fusedconv.conv2d_hardswish_relu(
+            x, weight, bias, list(stride), [padding] * 4, [dilation] * 2, channels)
+    names = cuda_kernel_names(call)
+    assert any(PLANES_FORWARD_KERNEL in n for n in names), names
+    assert not any(PER_ROW_KERNEL in n for n in names), names
+    actual = poisoned_call(call, dtype, "cuda")
+    expected = reference_float64(x, weight, bias, stride, padding, dilation, channels)
+    if dtype == torch.float32:
+        assert relative_l2_error(actual, expected) <= 1e-6
+    else:
+        _check_half(actual, expected, with_floor_policy(call), "output")
+    # The per-row kernel's taps, order and arithmetic: the same bits.
+    assert torch.equal(actual, _without_candidates(call))
+
+
+@pytest.mark.parametrize("name,shape", [("over_1024", (1, 2, 33, 32)),
+                                        ("multiplier_2", (1, 2, 8, 8)),
+                                        ("channels_last", (1, 8, 8, 8))])
+def test_planes_forward_leaves_other_calls_to_the_per_row_kernel(name, shape):
+    x = torch.randn(shape, device="cuda")
+    channels = shape[1]
+    out_channels = 2 * channels if name == "multiplier_2" else channels
+    weight = torch.randn(out_channels, 1, 3, 3, device="cuda")
+    if name == "channels_last":  # a 7x7 kernel: the element kernel, in channels_last
+        x = x.contiguous(memory_format=torch.channels_last)
+        weight = torch.randn(channels, 1, 7, 7, device="cuda")
+
+    def call():
+        return fusedconv.conv2d_hardswish_relu(x, weight, None, padding=0, groups=channels)
+    names = cuda_kernel_names(call)
+    assert not any(PLANES_FORWARD_KERNEL in n for n in names), names
+    assert any(PER_ROW_KERNEL in n for n in names), names
+    expected = reference_float64(x, weight, None, 1, 0, 1, channels)
+    assert relative_l2_error(poisoned_call(call, x.dtype, "cuda"), expected) <= 1e-6
 
 
 VECTOR_KERNEL = "conv_hardswish_relu_depthwise_vector_kernel"
@@ -607,6 +657,10 @@ def _candidates_that_ran(x, weight, bias, kwargs):
         ran.add("staged_grad_input")
     if any(SLIDING_KERNEL in name for name in backward):
         ran.add("sliding")
+    if any(PLANES_FORWARD_KERNEL in name for name in forward):
+        ran.add("planes_forward")
+    if any(PLANES_KERNEL in name for name in backward):
+        ran.add("planes_grad_input")
     return ran
 
 

@@ -15,6 +15,7 @@ enum class DepthwiseCandidate : int {
   kStagedGradInput,     // channels_last grad_input with staged filters
   kSlidingWeightPass,   // channels_last weight pass by sliding rows
   kPlanesGradInput,     // NCHW grad_input by whole planes in shared memory (depthwise_backward.cu)
+  kPlanesForward,       // NCHW forward by whole planes in shared memory (depthwise_planes.cuh)
 };
 
 // Where each candidate was measured faster than the kernel it replaces, inside its domain (the
@@ -35,8 +36,8 @@ enum class DepthwiseCandidate : int {
 // - The sliding weight pass won at 3x3 (1.05-1.64x) and at float32 5x5 (1.56-1.69x) on outputs
 //   28-112 wide; it lost on a 7-wide output (0.55-0.89x: short runs) and at 16-bit 5x5
 //   (0.70-0.73x). The threshold, 14 wide, is chosen between 7 and 28, not measured.
-// 7x7 was not measured: the kernels it replaces keep it. The planes grad_input (for what the
-// rows do not take) has not run on a GPU yet: "all" only.
+// 7x7 was not measured: the kernels it replaces keep it. The planes grad_input and forward (for
+// what the rows do not take) have not run on a GPU yet: "all" only.
 inline bool candidate_measured_faster(DepthwiseCandidate candidate, const ConvParams& p) {
   const bool half = element_bytes(p.dtype) == 2;
   const int64_t k = p.kernel_h;
@@ -52,6 +53,7 @@ inline bool candidate_measured_faster(DepthwiseCandidate candidate, const ConvPa
     case DepthwiseCandidate::kSlidingWeightPass:
       return (k == 3 || (k == 5 && p.dtype == DType::kFloat32)) && p.out_width >= 14;
     case DepthwiseCandidate::kPlanesGradInput:
+    case DepthwiseCandidate::kPlanesForward:
       return false;
   }
   return false;

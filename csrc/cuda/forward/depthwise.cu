@@ -15,7 +15,9 @@
 // channels_last with multiplier 1, whole 16-byte channel vectors and an unrolled geometry takes
 // the vector kernel instead: a thread per kStrip columns x one 16-byte vector of channels.
 // NCHW rows of whole vectors with 'same' padding take the vector-row walk
-// (common/depthwise_rows.cuh) where common/depthwise_candidates.h says (by default, always).
+// (common/depthwise_rows.cuh) where common/depthwise_candidates.h says (by default, always);
+// what they leave, in input planes that fit a warp's shared memory, the planes walk
+// (depthwise_planes.cuh) where it says.
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -24,6 +26,7 @@
 #include "common/depthwise_candidates.h"
 #include "common/depthwise_rows.cuh"
 #include "common/staged_filters.cuh"
+#include "forward/depthwise_planes.cuh"
 #include "forward/families.h"
 #include "fusedconv/activation.h"
 #include "fusedconv/dtype.cuh"
@@ -404,9 +407,14 @@ cudaError_t launch_layout(const ConvParams& p, const Geometry& g, cudaStream_t s
       return depthwise_rows::launch_forward<Storage>(p, rows, stream);
     }
   }
-  const dim3 grid((g.threads + kThreads - 1) / kThreads);
   int kernel = 0, stride = 0;
   unrolled_geometry(p, kernel, stride);
+  if constexpr (!kChannelsLast && sizeof(Storage) <= 4) {
+    if (run_candidate(DepthwiseCandidate::kPlanesForward, p) && depthwise_planes::applies(p)) {
+      return depthwise_planes::launch<Storage>(p, kernel, stride, stream);
+    }
+  }
+  const dim3 grid((g.threads + kThreads - 1) / kThreads);
   if (kernel == 3 && stride == 1) {
     conv_hardswish_relu_depthwise_kernel<Storage, kChannelsLast, 3, 1>
         <<<grid, kThreads, 0, stream>>>(p, g);
