@@ -138,6 +138,12 @@ __global__ void __launch_bounds__(kThreads)
     __syncwarp();
     const Storage* __restrict__ weight =
         static_cast<const Storage*>(p.weight) + int64_t{c} * p.weight_strides.n;
+    float filter[kKernel * kKernel];  // in registers for the plane, not loaded per tap
+#pragma unroll
+    for (int t = 0; t < kKernel * kKernel; ++t) {
+      filter[t] = Traits::load(weight[int64_t{t / kKernel} * p.weight_strides.h +
+                                      int64_t{t % kKernel} * p.weight_strides.w]);
+    }
     Storage* __restrict__ grad_x = static_cast<Storage*>(bp.grad_input) + plane * in_elements;
     for (int e = lane; e < in_elements; e += 32) {
       const int in_row = e / in_width;
@@ -158,8 +164,8 @@ __global__ void __launch_bounds__(kThreads)
           if (col_span < 0 || col_span % stride_w != 0 || col_span / stride_w >= out_width) {
             continue;
           }
-          const float w = Traits::load(weight[r * p.weight_strides.h + s * p.weight_strides.w]);
-          acc = fmaf(g_values[out_row * out_width + col_span / stride_w], w, acc);
+          acc = fmaf(g_values[out_row * out_width + col_span / stride_w], filter[r * kKernel + s],
+                     acc);
         }
       }
       grad_x[e] = Traits::store(acc);
