@@ -384,6 +384,25 @@ def test_planes_forward_against_float64_and_the_per_row_kernel(dtype, case):
     assert torch.equal(actual, _without_candidates(call))
 
 
+@pytest.mark.parametrize("case", PLANES_CASES[:2], ids=str)
+def test_planes_forward_non_finite_as_the_per_row_kernel(case):
+    # NaN / inf inputs, and non-finite weights whose taps fall on the padding at the borders.
+    x, weight, bias, _, _, _ = _planes_call(case, torch.float32, seed=7)
+    x[0, 0, 0, 0] = float("nan")
+    x[-1, -1, -1, -1] = float("inf")
+    weight[0, 0, 0, 0] = float("inf")
+    weight[-1, 0, -1, -1] = float("nan")
+    stride, padding, dilation, channels = case[5], case[6], case[7], case[1]
+
+    def call():
+        return torch.ops.fusedconv.conv2d_hardswish_relu(
+            x, weight, bias, list(stride), [padding] * 4, [dilation] * 2, channels)
+    assert any(PLANES_FORWARD_KERNEL in n for n in cuda_kernel_names(call))
+    actual = call()
+    assert actual.isnan().any() and not actual.isnan().all()
+    torch.testing.assert_close(actual, _without_candidates(call), rtol=0, atol=0, equal_nan=True)
+
+
 @pytest.mark.parametrize("name,shape", [("over_1024", (1, 2, 33, 32)),
                                         ("multiplier_2", (1, 2, 8, 8)),
                                         ("channels_last", (1, 8, 8, 8))])
