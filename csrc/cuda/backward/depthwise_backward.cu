@@ -132,7 +132,8 @@ __global__ void __launch_bounds__(kThreads)
     const Storage* __restrict__ grad_y =
         static_cast<const Storage*>(bp.grad_output) + plane * out_elements;
     const Storage* __restrict__ y = static_cast<const Storage*>(p.output) + plane * out_elements;
-    for (int e = lane; e < out_elements; e += 32) {
+#pragma unroll 4
+    for (int e = lane; e < out_elements; e += 32) {  // unrolled: several loads in flight a lane
       g_values[e] = gradient_at(grad_y, y, e);
     }
     __syncwarp();

@@ -59,7 +59,8 @@ __global__ void __launch_bounds__(kThreads)
        plane += int64_t{gridDim.x} * kWarps) {
     const uint32_t channel = static_cast<uint32_t>(plane % p.out_channels);
     const Storage* __restrict__ x = static_cast<const Storage*>(p.input) + plane * in_elements;
-    for (int e = lane; e < in_elements; e += 32) {
+#pragma unroll 4
+    for (int e = lane; e < in_elements; e += 32) {  // unrolled: several loads in flight a lane
       x_values[e] = Traits::load(x[e]);
     }
     __syncwarp();
