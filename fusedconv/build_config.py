@@ -38,6 +38,7 @@ CUDA_KERNEL_SOURCES = (
     "cuda/backward/activation_bias_grad.cu",
     "cuda/backward/depthwise_backward.cu",
     "cuda/backward/depthwise_backward_channels_last.cu",
+    "cuda/backward/small_backward.cu",
 )
 # The sources CMake's C++ test build links (torch-free).
 CPP_TEST_LIBRARY_SOURCES = ("cpu/conv_cpu.cpp",)

@@ -141,7 +141,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_hardswish_relu_backward_cu
                                                         padding, dilation, groups, output_mask),
                             input, weight);
   }
-  if (plan.kernel != BackwardKernel::kFused && plan.kernel != BackwardKernel::kDepthwise) {
+  if (plan.kernel != BackwardKernel::kFused && plan.kernel != BackwardKernel::kDepthwise &&
+      plan.kernel != BackwardKernel::kSmallProblem) {
     return backward_outputs(backward_composite(grad_output, input, weight, output, stride,
                                                padding, dilation, groups, output_mask,
                                                /*differentiable=*/false),
@@ -227,6 +228,8 @@ std::string plan_backward_cuda(const at::Tensor& grad_output, const at::Tensor& 
       return "fused";
     case BackwardKernel::kDepthwise:
       return "depthwise";
+    case BackwardKernel::kSmallProblem:
+      return "small_problem";
     default:
       return plan.floor_sums_bias ? "floor_summing_bias" : "floor";
   }

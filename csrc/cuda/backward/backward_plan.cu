@@ -22,6 +22,7 @@
 
 #include "backward/backward_plan.h"
 #include "backward/depthwise_backward.h"
+#include "backward/small_backward.h"
 #include "common/configuration.h"
 #include "common/depthwise_candidates.h"
 #include "common/depthwise_rows_domain.h"
@@ -75,6 +76,10 @@ bool depthwise_beats_floor(const ConvParams& p) {
                        run_candidate(DepthwiseCandidate::kSlidingWeightPass, p);
   return (p.kernel_h == 3 && (float32 || sliding)) || (p.kernel_h == 5 && float32);
 }
+
+// The small-problem backward (small_backward.cu): not measured against the floor yet, so only the
+// "fused" policy plans it (tests, issue 21's measurements).
+bool small_backward_beats_floor(const ConvParams& /*p*/) { return false; }
 
 // Where the floor's g pass sums grad_bias (activation_bias_grad.cu) instead of ATen's reduction
 // over g: everywhere it applies. Predicted from traffic (the pass reads what the plain g pass
@@ -161,6 +166,17 @@ cudaError_t plan_kernels(const ConvBackwardParams& params, BackwardMask mask, bo
     }
     return status;
   }
+  if (policy != PlanPolicy::kFloor && small_backward::applies(p) &&
+      (policy == PlanPolicy::kFused || backward::small_backward_beats_floor(p))) {
+    int64_t bytes = 0;
+    const cudaError_t status =
+        small_backward::workspace_bytes(p, mask.grad_weight || mask.grad_bias, bytes);
+    if (status == cudaSuccess) {
+      plan.kernel = BackwardKernel::kSmallProblem;
+      plan.workspace_bytes = bytes;
+    }
+    return status;
+  }
   // grad_output is read as float4 rows like y: the caller's tensor, possibly an offset view.
   if (policy == PlanPolicy::kFloor || !fast_path_shape_supported(p) ||
       !aligned_16(params.grad_output) ||
@@ -209,6 +225,12 @@ cudaError_t launch_planned_backward(const ConvBackwardParams& params, const Back
       return cudaErrorInvalidValue;
     }
     return depthwise_backward::launch(params, stream);
+  }
+  if (plan.kernel == BackwardKernel::kSmallProblem) {
+    if (params.workspace == nullptr && plan.workspace_bytes > 0) {
+      return cudaErrorInvalidValue;
+    }
+    return small_backward::launch(params, stream);
   }
   if (plan.kernel != BackwardKernel::kFused) {
     return cudaErrorNotSupported;  // the floor: the caller's convolution library runs it

@@ -79,9 +79,10 @@ struct BackwardMask {
 };
 
 // Which kernels a backward call runs (csrc/cuda/backward/backward_plan.cu): the fused backward,
-// kNone for an empty output or no gradient asked for, or kFloor (the operator library's
-// g = grad_output * f'(y) pass and PyTorch's convolution backward).
-enum class BackwardKernel : int { kNone, kFused, kDepthwise, kFloor };
+// the depthwise or the small-problem one, kNone for an empty output or no gradient asked for, or
+// kFloor (the operator library's g = grad_output * f'(y) pass and PyTorch's convolution
+// backward).
+enum class BackwardKernel : int { kNone, kFused, kDepthwise, kSmallProblem, kFloor };
 
 struct BackwardPlan {
   BackwardKernel kernel = BackwardKernel::kNone;

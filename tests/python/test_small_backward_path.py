@@ -1,0 +1,151 @@
+"""The small-problem backward (csrc/cuda/backward/small_backward.cu: grad_input, grad_weight and
+grad_bias of the small-problem forward's domain, up to 16 output channels and 32 inputs per
+position, in one launch): planned under the "fused" policy only until measured; every gradient
+against float64 on poisoned outputs, over compile-time (3x3) and run-time geometries, one and
+many weight-role CTAs per channel; exactly the gradients asked for; bitwise determinism; and
+g = 0 where relu is closed, whatever grad_output holds there."""
+
+import itertools
+
+import pytest
+import torch
+
+import fusedconv
+from fusedconv.reference import reference_gradients_float64, relative_l2_error
+
+from conftest import cuda_kernel_names, poisoned_call
+
+pytestmark = [pytest.mark.cuda, pytest.mark.usefixtures("fused_kernels")]
+
+KERNEL = "small_backward_kernel"
+TOLERANCE = 1e-5  # float32 FMAs: the float32 bound of the other backward kernels
+
+# (batch, in_channels, out_channels, height, width, kernel, stride, padding, dilation): v0's
+# channels on a smaller batch (the 3x3 instance); strided, padded, dilated and rectangular
+# run-time geometries; 1x1 over 32 channels and 5x5 over one (kMaxK both); one output channel;
+# a batch whose positions give each channel many weight-role CTAs.
+CASES = [
+    (4, 3, 16, 32, 32, (3, 3), (1, 1), (0, 0), (1, 1)),
+    (3, 2, 5, 17, 23, (3, 3), (2, 1), (1, 0), (1, 1)),
+    (2, 5, 7, 13, 11, (2, 3), (1, 2), (1, 1), (2, 1)),
+    (2, 32, 16, 9, 10, (1, 1), (1, 1), (0, 0), (1, 1)),
+    (2, 1, 9, 12, 12, (5, 5), (3, 3), (2, 2), (1, 1)),
+    (1, 3, 1, 8, 40, (3, 3), (1, 1), (1, 1), (2, 2)),
+    (64, 3, 16, 32, 32, (3, 3), (1, 1), (1, 1), (1, 1)),
+]
+
+
+def _layer(case, seed):
+    batch, cin, cout, height, width, kernel, stride, padding, dilation = case
+    generator = torch.Generator(device="cuda").manual_seed(seed)
+    x = torch.randn(batch, cin, height, width, device="cuda", generator=generator)
+    weight = torch.randn(cout, cin, *kernel, device="cuda", generator=generator)
+    weight /= (cin * kernel[0] * kernel[1]) ** 0.5
+    bias = torch.randn(cout, device="cuda", generator=generator)
+    geometry = dict(stride=stride, padding=padding, dilation=dilation)
+    y = fusedconv.conv2d_hardswish_relu(x, weight, bias, **geometry)
+    grad_y = torch.randn(y.shape, device="cuda", generator=generator)
+    return x, weight, bias, y, grad_y, geometry
+
+
+def _op_arguments(geometry):
+    pad_h, pad_w = geometry["padding"]
+    return (list(geometry["stride"]), [pad_h, pad_h, pad_w, pad_w], list(geometry["dilation"]),
+            1)
+
+
+def _backward(grad_y, x, weight, y, geometry, mask=(True, True, True)):
+    return torch.ops.fusedconv.conv2d_hardswish_relu_backward(
+        grad_y, x, weight, y, *_op_arguments(geometry), list(mask))
+
+
+def _check(grads, expected, grad_y, mask=(True, True, True)):
+    for name, wanted, actual, reference in zip(("input", "weight", "bias"), mask, grads,
+                                               expected):
+        if not wanted:
+            assert actual.numel() == 0, name
+            continue
+        assert actual.shape == reference.shape and not actual.isnan().any(), name
+        if name == "bias":  # a sum over every output: held to 1e-5 of its terms' magnitude
+            magnitude = 1.5 * grad_y.double().abs().sum(dim=(0, 2, 3))
+            assert bool(((actual.double() - reference).abs() <= TOLERANCE * magnitude).all())
+        else:
+            assert relative_l2_error(actual, reference) <= TOLERANCE, name
+
+
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_small_backward_against_float64(case):
+    x, weight, bias, y, grad_y, geometry = _layer(case, seed=sum(case[:5]))
+    plan_arguments = (grad_y, x, weight, y) + _op_arguments(geometry) + ([True] * 3,)
+    assert torch.ops.fusedconv._plan_backward(*plan_arguments) == "small_problem"
+    names = cuda_kernel_names(lambda: _backward(grad_y, x, weight, y, geometry))
+    assert any(KERNEL in n for n in names), names
+    assert not any("cudnn" in n.lower() or "hardswish_relu_grad" in n for n in names), names
+    grads = poisoned_call(lambda: _backward(grad_y, x, weight, y, geometry), torch.float32,
+                          "cuda")
+    expected = reference_gradients_float64(x, weight, bias, grad_y, y, **geometry)
+    _check(grads, expected, grad_y)
+
+
+@pytest.mark.parametrize("mask", [m for m in itertools.product([True, False], repeat=3)
+                                  if any(m)], ids=str)
+def test_small_backward_computes_exactly_the_requested_gradients(mask):
+    x, weight, bias, y, grad_y, geometry = _layer(CASES[1], seed=11)
+    grads = poisoned_call(lambda: _backward(grad_y, x, weight, y, geometry, mask),
+                          torch.float32, "cuda")
+    expected = reference_gradients_float64(x, weight, bias, grad_y, y, **geometry)
+    _check(grads, expected, grad_y, mask)
+
+
+@pytest.mark.parametrize("case", [CASES[0], CASES[2], CASES[-1]], ids=str)
+def test_small_backward_is_bitwise_deterministic(case):
+    x, weight, bias, y, grad_y, geometry = _layer(case, seed=3)
+    first = _backward(grad_y, x, weight, y, geometry)
+    for _ in range(3):
+        again = _backward(grad_y, x, weight, y, geometry)
+        for a, b in zip(first, again):
+            assert torch.equal(a, b)
+
+
+def test_small_backward_zero_where_relu_is_closed_even_for_infinite_grad_output():
+    x, weight, bias, y, grad_y, geometry = _layer(CASES[0], seed=5)
+    closed = y <= 0
+    assert closed.any() and not closed.all()
+    grad_y = torch.where(closed, torch.full_like(grad_y, float("inf")), grad_y)
+    grads = _backward(grad_y, x, weight, y, geometry)
+    assert all(bool(g.isfinite().all()) for g in grads)
+    finite_grad_y = torch.where(closed, torch.zeros_like(grad_y), grad_y)
+    expected = reference_gradients_float64(x, weight, bias, finite_grad_y, y, **geometry)
+    _check(grads, expected, finite_grad_y)
+
+
+def test_small_backward_through_autograd_matches_float64():
+    # The module's training step: autograd's backward node reaches the kernel.
+    x, weight, bias, _, _, geometry = _layer(CASES[0], seed=9)
+    leaves = [t.detach().clone().requires_grad_() for t in (x, weight, bias)]
+    y = fusedconv.conv2d_hardswish_relu(*leaves, **geometry)
+    grad_y = torch.randn_like(y)
+    names = cuda_kernel_names(lambda: torch.autograd.grad(y, leaves, grad_y, retain_graph=True))
+    assert any(KERNEL in n for n in names), names
+    grads = torch.autograd.grad(y, leaves, grad_y)
+    _check(grads, reference_gradients_float64(x, weight, bias, grad_y, y, **geometry), grad_y)
+
+
+def test_measured_policy_leaves_the_small_backward_unplanned_until_measured():
+    x, weight, bias, y, grad_y, geometry = _layer(CASES[0], seed=1)
+    plan_arguments = (grad_y, x, weight, y) + _op_arguments(geometry) + ([True] * 3,)
+    previous = torch.ops.fusedconv._plan_policy("measured")
+    try:
+        assert torch.ops.fusedconv._plan_backward(*plan_arguments).startswith("floor")
+    finally:
+        torch.ops.fusedconv._plan_policy(previous)
+
+
+def test_small_backward_leaves_wider_problems_to_the_other_kernels():
+    # 17 output channels, or 33 inputs per position: outside the domain.
+    for cin, cout, kernel in ((3, 17, 3), (4, 16, 3)):
+        x = torch.randn(2, cin, 10, 10, device="cuda")
+        weight = torch.randn(cout, cin, kernel, kernel, device="cuda")
+        y = fusedconv.conv2d_hardswish_relu(x, weight, None)
+        arguments = (torch.randn_like(y), x, weight, y, [1, 1], [0] * 4, [1, 1], 1, [True] * 3)
+        assert torch.ops.fusedconv._plan_backward(*arguments) != "small_problem"
