@@ -14,6 +14,8 @@
 // Calls in the vector-row domain (common/depthwise_rows_domain.h) take the row walks instead
 // where common/depthwise_candidates.h says (everywhere in it, by default): grad_input by rows
 // of vectors (common/depthwise_rows.cuh), the weight pass a vector of output columns per item.
+// Outside it, small planes (common/depthwise_planes_domain.h) may take grad_input by planes
+// staged in shared memory, where that rule says.
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -22,6 +24,7 @@
 #include "backward/depthwise_backward.h"
 #include "common/configuration.h"
 #include "common/depthwise_candidates.h"
+#include "common/depthwise_planes_domain.h"
 #include "common/depthwise_rows.cuh"
 #include "common/device_limits.h"
 #include "fusedconv/activation.h"
@@ -105,9 +108,9 @@ __global__ void __launch_bounds__(kThreads)
 // shared memory, the warp forms g = grad_y * f'(y) for the whole plane once (the gather kernel
 // above forms it at every tap that reaches an element, about k^2 / stride^2 times), then
 // gathers the plane's grad_x elements from shared memory with the gather kernel's taps, order
-// and arithmetic: the same bits. Warps take (image, channel) planes grid-stride.
+// and arithmetic: the same bits. A warp per (image, channel) plane.
 constexpr int kPlaneWarps = kThreads / 32;
-constexpr int kMaxPlaneElements = 1024;  // 4 KB of g a warp, 32 KB a CTA
+using depthwise_planes::kMaxPlaneElements;  // 4 KB of g a warp, 32 KB a CTA
 
 template <typename Storage, int kKernel, int kStride>
 __global__ void __launch_bounds__(kThreads)
@@ -399,7 +402,7 @@ cudaError_t launch_typed(const ConvBackwardParams& bp, Geometry g, const DeviceL
     const int stride =
         square && (p.stride_h == 1 || p.stride_h == 2) ? static_cast<int>(p.stride_h) : 0;
     if (run_candidate(DepthwiseCandidate::kPlanesGradInput, p) &&
-        p.out_height * p.out_width <= kMaxPlaneElements) {
+        depthwise_planes::grad_input_applies(p)) {
       const int64_t planes = p.batch * p.in_channels;
       const uint32_t blocks = static_cast<uint32_t>((planes + kPlaneWarps - 1) / kPlaneWarps);
       dispatch_stride(stride, [&](auto compiled) {

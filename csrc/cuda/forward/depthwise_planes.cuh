@@ -5,13 +5,14 @@
 // strips of four columns are mostly partial and the vector rows do not apply: a warp loads an
 // (image, channel) input plane once, coalesced, into shared memory as float, then computes the
 // plane's outputs from it with the per-row kernel's taps (padded ones skipped), order and
-// arithmetic: the same bits. Warps take planes grid-stride.
+// arithmetic: the same bits. A warp per (image, channel) plane.
 #pragma once
 
 #include <cuda_runtime.h>
 
 #include <cstdint>
 
+#include "common/depthwise_planes_domain.h"
 #include "fusedconv/activation.h"
 #include "fusedconv/dtype.cuh"
 #include "fusedconv/params.h"
@@ -21,15 +22,11 @@ namespace depthwise_planes {
 
 constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
-constexpr int kMaxPlaneElements = 1024;  // 4 KB of x a warp, 32 KB a CTA
 
-// The calls it takes, given a dense NCHW input and output (the caller's test): multiplier 1, an
-// input plane a warp stages, fewer than 2^30 planes, types accumulated in float.
+// The calls it takes, given a dense NCHW input and output (the caller's test): multiplier 1,
+// planes of common/depthwise_planes_domain.h, types accumulated in float.
 inline bool applies(const ConvParams& p) {
-  return p.out_channels == p.in_channels && element_bytes(p.dtype) <= 4 &&
-         p.in_height * p.in_width <= kMaxPlaneElements &&
-         p.out_height * p.out_width <= int64_t{1} << 30 &&
-         p.batch * p.in_channels < int64_t{1} << 30;
+  return p.out_channels == p.in_channels && element_bytes(p.dtype) <= 4 && forward_applies(p);
 }
 
 // kKernel / kStride > 0: square kernel and stride known at compile time, dilation 1. 0: read at

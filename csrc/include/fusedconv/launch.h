@@ -26,8 +26,9 @@ PlanPolicy plan_policy();
 PlanPolicy set_plan_policy(PlanPolicy policy);  // returns the previous policy
 // The depthwise candidate kernels: NCHW by vector rows (csrc/cuda/common/depthwise_rows.cuh:
 // forward, grad_input, weight pass), channels_last filters staged in shared memory
-// (common/staged_filters.cuh: the forward's vector kernel and grad_input) and the channels_last
-// weight pass by sliding rows. kMeasured (the default) runs each where the measured rule
+// (common/staged_filters.cuh: the forward's vector kernel and grad_input), the channels_last
+// weight pass by sliding rows, and NCHW forward and grad_input by whole planes in shared memory
+// (common/depthwise_planes_domain.h). kMeasured (the default) runs each where the measured rule
 // (common/depthwise_candidates.h) says it beats the kernel it replaces, kAll wherever it applies,
 // kNone never. FUSEDCONV_DEPTHWISE_CANDIDATES=measured|all|none sets the start value (any
 // other value reads as measured), torch.ops.fusedconv._depthwise_candidates changes it (tests,
