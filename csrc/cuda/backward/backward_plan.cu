@@ -15,7 +15,8 @@
 //
 // This file is the backward's dispatch rule (whether the fused kernels take a call: where they
 // apply and, under the default policy, measured faster than the floor), plans their workspace and
-// launches dgrad.cu's and wgrad.cu's kernels for the gradients asked for.
+// launches dgrad.cu's and wgrad.cu's kernels for the gradients asked for, or the depthwise and
+// small-problem backwards' entry points (depthwise_backward.h, small_backward.h).
 #include <cuda_runtime.h>
 
 #include <cstdint>
