@@ -23,7 +23,8 @@ TOLERANCE = 1e-5  # float32 FMAs: the float32 bound of the other backward kernel
 # (batch, in_channels, out_channels, height, width, kernel, stride, padding, dilation): v0's
 # channels on a smaller batch (the 3x3 instance); strided, padded, dilated and rectangular
 # run-time geometries; 1x1 over 32 channels and 5x5 over one (kMaxK both); one output channel;
-# a batch whose positions give each channel many weight-role CTAs.
+# batches whose positions give each channel many weight-role CTAs, in the 3x3 and the run-time
+# instance.
 CASES = [
     (4, 3, 16, 32, 32, (3, 3), (1, 1), (0, 0), (1, 1)),
     (3, 2, 5, 17, 23, (3, 3), (2, 1), (1, 0), (1, 1)),
@@ -32,6 +33,7 @@ CASES = [
     (2, 1, 9, 12, 12, (5, 5), (3, 3), (2, 2), (1, 1)),
     (1, 3, 1, 8, 40, (3, 3), (1, 1), (1, 1), (2, 2)),
     (64, 3, 16, 32, 32, (3, 3), (1, 1), (1, 1), (1, 1)),
+    (40, 32, 16, 20, 20, (1, 1), (1, 1), (0, 0), (1, 1)),
 ]
 
 
@@ -129,6 +131,16 @@ def test_small_backward_through_autograd_matches_float64():
     assert any(KERNEL in n for n in names), names
     grads = torch.autograd.grad(y, leaves, grad_y)
     _check(grads, reference_gradients_float64(x, weight, bias, grad_y, y, **geometry), grad_y)
+
+
+def test_small_backward_of_a_sum_reads_the_expanded_grad_output():
+    # y.sum()'s gradient is a zero-stride expanded tensor: the operator makes it dense first.
+    x, weight, bias, _, _, geometry = _layer(CASES[1], seed=13)
+    leaves = [t.detach().clone().requires_grad_() for t in (x, weight, bias)]
+    y = fusedconv.conv2d_hardswish_relu(*leaves, **geometry)
+    grads = torch.autograd.grad(y.sum(), leaves)
+    ones = torch.ones_like(y)
+    _check(grads, reference_gradients_float64(x, weight, bias, ones, y, **geometry), ones)
 
 
 def test_measured_policy_leaves_the_small_backward_unplanned_until_measured():

@@ -69,19 +69,19 @@ int64_t counters_offset(const ConvParams& p, int32_t splits) {
 // Where tap k (= (ci x kernel_h + r) x kernel_w + s) reads x, relative to the position's
 // top-left input element: the row and column shifts and the element offset in the image.
 struct Taps {
-  int row[kMaxK], col[kMaxK], offset[kMaxK];
+  int row[kMaxK], col[kMaxK];
+  int64_t offset[kMaxK];  // row x in_width may pass 2^31 where dilation is large
 };
 
 template <int kKernelH, int kKernelW>
 __device__ __forceinline__ void tap_of(int k, const ConvParams& p, const Taps& taps, int& row,
-                                       int& col, int& offset) {
+                                       int& col, int64_t& offset) {
   if constexpr (kKernelH > 0) {  // k is a constant once unrolled
     constexpr int kTaps = kKernelH * kKernelW;
     const int ci = k / kTaps, r = k % kTaps / kKernelW, s = k % kKernelW;
     row = r * static_cast<int>(p.dilation_h);
     col = s * static_cast<int>(p.dilation_w);
-    offset = ci * static_cast<int>(p.in_height * p.in_width) +
-             row * static_cast<int>(p.in_width) + col;
+    offset = ci * p.in_height * p.in_width + row * p.in_width + col;
   } else {
     row = taps.row[k];
     col = taps.col[k];
@@ -120,7 +120,7 @@ __device__ __forceinline__ void weight_role(const ConvBackwardParams& bp, const 
       const int ci = k / (kernel_h * kernel_w), r = k / kernel_w % kernel_h, s = k % kernel_w;
       taps.row[k] = r * static_cast<int>(p.dilation_h);
       taps.col[k] = s * static_cast<int>(p.dilation_w);
-      taps.offset[k] = ci * in_height * in_width + taps.row[k] * in_width + taps.col[k];
+      taps.offset[k] = ci * p.in_height * p.in_width + taps.row[k] * p.in_width + taps.col[k];
     }
     __syncthreads();
   }
@@ -158,7 +158,8 @@ __device__ __forceinline__ void weight_role(const ConvBackwardParams& bp, const 
 #pragma unroll
     for (int k = 0; k < kMaxSums; ++k) {
       if (k < k_count) {
-        int row, col, offset;
+        int row, col;
+        int64_t offset;
         tap_of<kKernelH, kKernelW>(k, p, taps, row, col, offset);
         if (static_cast<unsigned>(top + row) < static_cast<unsigned>(in_height) &&
             static_cast<unsigned>(left + col) < static_cast<unsigned>(in_width)) {
@@ -314,17 +315,20 @@ __global__ void __launch_bounds__(kThreads)
 
 }  // namespace
 
+// The kernel's row and column arithmetic is 32-bit: every span it forms (an output row times
+// the stride, a padded input row, a dilated tap) must fit; element offsets are 64-bit.
 bool applies(const ConvParams& p) {
   constexpr int64_t kIndexLimit = (int64_t{1} << 31) - kThreads;
   return dense_float32_nchw(p) && p.out_channels <= kMaxOutChannels &&
          p.in_channels * p.kernel_h * p.kernel_w <= kMaxK &&
          p.batch * p.out_height * p.out_width < kIndexLimit &&
          p.batch * p.in_height * p.in_width < kIndexLimit &&
-         p.stride_h < kIndexLimit && p.stride_w < kIndexLimit && p.pad_top < kIndexLimit &&
-         p.pad_left < kIndexLimit && p.dilation_h * p.kernel_h < kIndexLimit &&
-         p.dilation_w * p.kernel_w < kIndexLimit &&
+         p.dilation_h * p.kernel_h < kIndexLimit && p.dilation_w * p.kernel_w < kIndexLimit &&
          p.out_height * p.stride_h + p.pad_top < kIndexLimit &&
-         p.out_width * p.stride_w + p.pad_left < kIndexLimit;
+         p.out_width * p.stride_w + p.pad_left < kIndexLimit &&
+         p.out_height * p.stride_h + p.dilation_h * p.kernel_h < kIndexLimit &&
+         p.out_width * p.stride_w + p.dilation_w * p.kernel_w < kIndexLimit &&
+         p.in_height + p.pad_top < kIndexLimit && p.in_width + p.pad_left < kIndexLimit;
 }
 
 cudaError_t workspace_bytes(const ConvParams& p, bool params_wanted, int64_t& bytes) {
