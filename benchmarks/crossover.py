@@ -9,7 +9,8 @@ with the kernel the fused policy chose; docs/DESIGN.md's dispatch rule is read o
 (benchmarks/NOTES.md, "Crossovers"). `--directions depthwise` sweeps the depthwise kernel
 (both layouts, float32, bfloat16 and float16) the same way, `--directions depthwise_bwd` the
 depthwise backward, `--directions channels_last_gemm` the channels_last GEMM (1x1 and 3x3 layers,
-float16 / bfloat16 / float32), `--directions bias_grad` the floor backward with grad_bias summed in
+float16 / bfloat16 / float32), `--directions small_bwd` the small-problem backward (float32, TF32
+off), `--directions bias_grad` the floor backward with grad_bias summed in
 its g pass (the networks suite's layers, both layouts, three dtypes). Usage (GPU):
 python benchmarks/crossover.py --json out.json
 """
@@ -82,6 +83,9 @@ def sweep(repeats, directions, records):
         if "bwd" in directions:
             for cin, cout, size, k in backward_shapes():
                 add(time_backward(ops, cin, cout, size, k, precision, repeats))
+        if "small_bwd" in directions and not tf32:  # float32 FMAs: TF32 changes cuDNN's only
+            for shape in small_backward_shapes():
+                add(time_small_backward(ops, *shape, precision, repeats))
 
 
 def depthwise_shapes():
@@ -250,13 +254,33 @@ def time_backward(ops, cin, cout, size, k, precision, repeats):
     return record
 
 
+def small_backward_shapes():
+    """(Cin, Cout, H, k, stride): the small-problem backward's domain (float32 NCHW, up to 16
+    output channels and 32 inputs per position), KernelBench's v0 (3 -> 16, 3x3) among them."""
+    shapes = [(cin, cout, size, 3, stride)
+              for cin, cout, size, stride in itertools.product(
+                  (1, 3), (4, 8, 16), (32, 64, 112, 224), (1, 2))]
+    shapes += [(cin, 16, size, 1, 1) for cin in (8, 32) for size in (32, 112)]
+    return shapes
+
+
+def time_small_backward(ops, cin, cout, size, k, stride, precision, repeats):
+    x, w, b = _tensors(cin, cout, size, k, torch.float32)
+    geometry = ([stride, stride], [0] * 4, [1, 1], 1)
+    record = _backward_record(ops, x, w, b, geometry, "small_problem", repeats)
+    if record is not None:
+        record.update(cin=cin, cout=cout, size=size, k=k, stride=stride, dtype="float32",
+                      precision=precision)
+    return record
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--json", required=True)
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--directions", default="fwd,bwd",
                         help="comma list of fwd, bwd (dense sweeps), depthwise, depthwise_bwd, "
-                        "channels_last_gemm and bias_grad")
+                        "channels_last_gemm, bias_grad and small_bwd")
     args = parser.parse_args()
     started = time.perf_counter()
     records = []
