@@ -8,8 +8,11 @@
 # --candidates: the depthwise candidate kernels' A/B (benchmarks/
 # depthwise_candidates_kernel_times.py) and the depthwise crossovers with them on
 # (FUSEDCONV_DEPTHWISE_CANDIDATES=all).
+# --small-backward: the v0 training step with the small-problem backward against the floor
+# (benchmarks/small_backward_step.py) and its crossover (crossover.py --directions small_bwd).
 # Usage (on the device machine): scripts/gpu_round.sh [--times] [--bench] [--sanitize] [--no-tests]
 #                                                   [--crossover] [--candidates]
+#                                                   [--small-backward]
 #                                                   [pytest args]
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -28,6 +31,7 @@ fi
 sanitize=0
 crossover=0
 candidates=0
+small_backward=0
 times=0
 bench=0
 tests=1
@@ -37,6 +41,7 @@ while [ $# -gt 0 ]; do
     --times) times=1 ;;
     --crossover) crossover=1 ;;
     --candidates) candidates=1 ;;
+    --small-backward) small_backward=1 ;;
     --bench) bench=1 ;;
     --no-tests) tests=0 ;;
     *) break ;;
@@ -90,6 +95,15 @@ if [ "$candidates" = 1 ]; then
     --directions depthwise,depthwise_bwd --json "$OUT/candidates_crossover.json" \
     >"$OUT/candidates_crossover.log" 2>&1
   echo "candidates crossover: exit $?; $(tail -n 1 "$OUT/candidates_crossover.log")"
+fi
+
+if [ "$small_backward" = 1 ]; then
+  echo "== small-problem backward: the v0 step, then the crossover"
+  timeout 120 python3 benchmarks/small_backward_step.py 2>&1 | tee "$OUT/small_backward_step.log"
+  [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+  timeout 120 python3 benchmarks/crossover.py --directions small_bwd \
+    --json "$OUT/crossover_small_bwd.json" >"$OUT/crossover_small_bwd.log" 2>&1
+  echo "small_bwd crossover: exit $?; $(tail -n 1 "$OUT/crossover_small_bwd.log")"
 fi
 
 if [ "$tests" = 1 ]; then
