@@ -8,19 +8,28 @@ import torch
 
 import fusedconv
 
-from conftest import cuda_kernel_names
+from conftest import cuda_kernel_names, depthwise_candidates
 
 pytestmark = pytest.mark.cuda
 
 HOPPER = torch.cuda.is_available() and torch.cuda.get_device_capability() == (9, 0)
 
-# Names of the kernels each plan launches (a fragment of the CUDA kernel's name); the floor
+# Names of the kernels each plan launches (fragments of the CUDA kernels' names); the floor
 # launches cuDNN's convolution and our in-place activation pass.
-FUSED_KERNEL_NAMES = {"depthwise": "conv_hardswish_relu_depthwise_",
-                      "channels_last_gemm": "conv_hardswish_relu_channels_last_gemm_kernel",
-                      "small_problem": "conv_hardswish_relu_direct_",
-                      "wgmma": "conv_hardswish_relu_wgmma",
-                      "mma_sync": "conv_hardswish_relu_mma_sync_kernel"}
+FUSED_KERNEL_NAMES = {"depthwise": ("conv_hardswish_relu_depthwise_", "depthwise_rows_kernel",
+                                    "depthwise_planes_kernel"),
+                      "channels_last_gemm": ("conv_hardswish_relu_channels_last_gemm_kernel",),
+                      "small_problem": ("conv_hardswish_relu_direct_",),
+                      "wgmma": ("conv_hardswish_relu_wgmma",),
+                      "mma_sync": ("conv_hardswish_relu_mma_sync_kernel",)}
+
+
+@pytest.fixture(autouse=True)
+def _depthwise_candidates_off():
+    # Overrides conftest's: this file's subject is the default plan, so the depthwise candidates
+    # run under their measured rule, as they do for a user.
+    with depthwise_candidates("measured"):
+        yield
 
 
 def _args(n, cin, cout, size, kernel, stride=1, padding=0, groups=1, dtype=torch.float32,
@@ -103,8 +112,8 @@ def test_default_plan_and_the_kernels_it_launches(case, args, expected):
     if HOPPER:
         assert kernel == expected, case
     names = cuda_kernel_names(lambda: torch.ops.fusedconv.conv2d_hardswish_relu(*args))
-    for plan, fragment in FUSED_KERNEL_NAMES.items():
-        launched = any(fragment in name for name in names)
+    for plan, fragments in FUSED_KERNEL_NAMES.items():
+        launched = any(fragment in name for name in names for fragment in fragments)
         assert launched == (kernel == plan), (case, kernel, names)
     if kernel == "floor":
         assert any("hardswish_relu_inplace" in name for name in names), names
@@ -160,7 +169,8 @@ def test_floor_policy_takes_the_floor_everywhere(policy):
     assert _plan(args) == "floor"
     assert torch.ops.fusedconv._plan_backward(*grad_args) == "floor"
     names = cuda_kernel_names(lambda: torch.ops.fusedconv.conv2d_hardswish_relu(*args))
-    assert not any(f in name for name in names for f in FUSED_KERNEL_NAMES.values()), names
+    fragments = [f for plan in FUSED_KERNEL_NAMES.values() for f in plan]
+    assert not any(f in name for name in names for f in fragments), names
 
 
 def test_fused_policy_runs_a_fused_kernel_wherever_one_applies(policy):
