@@ -22,15 +22,16 @@ TOLERANCE = 1e-5  # float32 FMAs: the float32 bound of the other backward kernel
 
 # (batch, in_channels, out_channels, height, width, kernel, stride, padding, dilation): v0's
 # channels on a smaller batch (the 3x3 instance); strided, padded, dilated and rectangular
-# run-time geometries; 1x1 over 32 channels and 5x5 over one (kMaxK both); one output channel;
-# batches whose positions give each channel many weight-role CTAs, in the 3x3 and the run-time
-# instance.
+# run-time geometries; 1x1 over 32 channels (the 1x1 instance) and 5x5 over one (kMaxK both);
+# 1x1 at stride 2 (input pixels no output reads); one output channel; batches whose positions
+# give each channel many weight-role CTAs, in the 3x3 and the 1x1 instance.
 CASES = [
     (4, 3, 16, 32, 32, (3, 3), (1, 1), (0, 0), (1, 1)),
     (3, 2, 5, 17, 23, (3, 3), (2, 1), (1, 0), (1, 1)),
     (2, 5, 7, 13, 11, (2, 3), (1, 2), (1, 1), (2, 1)),
     (2, 32, 16, 9, 10, (1, 1), (1, 1), (0, 0), (1, 1)),
     (2, 1, 9, 12, 12, (5, 5), (3, 3), (2, 2), (1, 1)),
+    (3, 8, 4, 9, 9, (1, 1), (2, 2), (0, 0), (1, 1)),
     (1, 3, 1, 8, 40, (3, 3), (1, 1), (1, 1), (2, 2)),
     (64, 3, 16, 32, 32, (3, 3), (1, 1), (1, 1), (1, 1)),
     (40, 32, 16, 20, 20, (1, 1), (1, 1), (0, 0), (1, 1)),

@@ -259,32 +259,83 @@ __device__ __forceinline__ void input_role(const ConvBackwardParams& bp, const G
   for (int ci = 0; ci < kMaxChannels; ++ci) {
     acc[ci] = 0.0f;
   }
-  for (int co = 0; co < out_channels; ++co) {
-    const int64_t plane = (int64_t{n} * out_channels + co) * out_plane;
-    const float* channel_weights = weights + co * k_count;
+  if constexpr (kKernelH > 0) {
+    // Where each tap's output lies on the plane, found once for every output channel; then per
+    // channel all taps' loads are issued before any is used (one memory latency a channel, not
+    // one a tap: the loop was latency-bound).
+    constexpr int kTaps = kKernelH * kKernelW;
+    int out_row[kKernelH], out_col[kKernelW];
+    bool row_on[kKernelH], col_on[kKernelW];
 #pragma unroll
-    for (int r = 0; r < kernel_h; ++r) {
-      int out_row;
-      if (!on_output(static_cast<int>(in_row) + static_cast<int>(p.pad_top) -
-                         r * static_cast<int>(p.dilation_h),
-                     static_cast<int>(p.stride_h), out_height, out_row)) {
-        continue;
+    for (int r = 0; r < kKernelH; ++r) {
+      row_on[r] = on_output(static_cast<int>(in_row) + static_cast<int>(p.pad_top) -
+                                r * static_cast<int>(p.dilation_h),
+                            static_cast<int>(p.stride_h), out_height, out_row[r]);
+    }
+#pragma unroll
+    for (int s = 0; s < kKernelW; ++s) {
+      col_on[s] = on_output(static_cast<int>(in_col) + static_cast<int>(p.pad_left) -
+                                s * static_cast<int>(p.dilation_w),
+                            static_cast<int>(p.stride_w), out_width, out_col[s]);
+    }
+    bool tap_on[kTaps];
+    int tap_offset[kTaps];
+#pragma unroll
+    for (int t = 0; t < kTaps; ++t) {
+      tap_on[t] = row_on[t / kKernelW] && col_on[t % kKernelW];
+      tap_offset[t] = tap_on[t] ? out_row[t / kKernelW] * out_width + out_col[t % kKernelW] : 0;
+    }
+#pragma unroll 2
+    for (int co = 0; co < out_channels; ++co) {
+      const int64_t plane = (int64_t{n} * out_channels + co) * out_plane;
+      float grad_values[kTaps], y_values[kTaps];
+#pragma unroll
+      for (int t = 0; t < kTaps; ++t) {
+        grad_values[t] = tap_on[t] ? grad_y[plane + tap_offset[t]] : 0.0f;
+        y_values[t] = tap_on[t] ? y[plane + tap_offset[t]] : 0.0f;
       }
+      const float* channel_weights = weights + co * k_count;
 #pragma unroll
-      for (int s = 0; s < kernel_w; ++s) {
-        int out_col;
-        if (!on_output(static_cast<int>(in_col) + static_cast<int>(p.pad_left) -
-                           s * static_cast<int>(p.dilation_w),
-                       static_cast<int>(p.stride_w), out_width, out_col)) {
+      for (int t = 0; t < kTaps; ++t) {
+        if (tap_on[t]) {  // taps off the plane skipped: a non-finite weight stays out
+          const float g = HardSwishReLU<float>::backward(grad_values[t], y_values[t]);
+#pragma unroll
+          for (int ci = 0; ci < kMaxChannels; ++ci) {
+            if (ci < in_channels) {
+              acc[ci] = fmaf(g, channel_weights[ci * kTaps + t], acc[ci]);
+            }
+          }
+        }
+      }
+    }
+  } else {
+    for (int co = 0; co < out_channels; ++co) {
+      const int64_t plane = (int64_t{n} * out_channels + co) * out_plane;
+      const float* channel_weights = weights + co * k_count;
+#pragma unroll
+      for (int r = 0; r < kernel_h; ++r) {
+        int out_row;
+        if (!on_output(static_cast<int>(in_row) + static_cast<int>(p.pad_top) -
+                           r * static_cast<int>(p.dilation_h),
+                       static_cast<int>(p.stride_h), out_height, out_row)) {
           continue;
         }
-        const int64_t at = plane + int64_t{out_row} * out_width + out_col;
-        const float g = HardSwishReLU<float>::backward(grad_y[at], y[at]);
-        const float* tap_weights = channel_weights + r * kernel_w + s;
 #pragma unroll
-        for (int ci = 0; ci < kMaxChannels; ++ci) {
-          if (ci < in_channels) {
-            acc[ci] = fmaf(g, tap_weights[ci * kernel_h * kernel_w], acc[ci]);
+        for (int s = 0; s < kernel_w; ++s) {
+          int out_col;
+          if (!on_output(static_cast<int>(in_col) + static_cast<int>(p.pad_left) -
+                             s * static_cast<int>(p.dilation_w),
+                         static_cast<int>(p.stride_w), out_width, out_col)) {
+            continue;
+          }
+          const int64_t at = plane + int64_t{out_row} * out_width + out_col;
+          const float g = HardSwishReLU<float>::backward(grad_y[at], y[at]);
+          const float* tap_weights = channel_weights + r * kernel_w + s;
+#pragma unroll
+          for (int ci = 0; ci < kMaxChannels; ++ci) {
+            if (ci < in_channels) {
+              acc[ci] = fmaf(g, tap_weights[ci * kernel_h * kernel_w], acc[ci]);
+            }
           }
         }
       }
@@ -388,6 +439,8 @@ cudaError_t launch(const ConvBackwardParams& bp, cudaStream_t stream) {
   const dim3 grid(static_cast<uint32_t>(blocks));
   if (p.kernel_h == 3 && p.kernel_w == 3) {
     small_backward_kernel<3, 3><<<grid, kThreads, 0, stream>>>(bp, geo, partials, counters);
+  } else if (p.kernel_h == 1 && p.kernel_w == 1) {  // the run-time instance's registers: 206
+    small_backward_kernel<1, 1><<<grid, kThreads, 0, stream>>>(bp, geo, partials, counters);
   } else {
     small_backward_kernel<0, 0><<<grid, kThreads, 0, stream>>>(bp, geo, partials, counters);
   }
