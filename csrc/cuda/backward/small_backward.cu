@@ -40,6 +40,7 @@ constexpr int kMaxK = 32;          // in_channels x taps
 constexpr int kBiasSlot = kMaxK;   // a partial: the weight sums, then the bias sum
 constexpr int kSlots = kMaxK + 1;
 constexpr int kMinPositionsPerThread = 4;
+constexpr int kPositionBatch = 4;  // the weight role's positions a step
 
 struct Geometry {
   FastDivisor out_plane, out_width, in_plane, in_width;
@@ -143,27 +144,47 @@ __device__ __forceinline__ void weight_role(const ConvBackwardParams& bp, const 
     acc[k] = 0.0f;
   }
   float acc_bias = 0.0f;
-  for (int q = first + static_cast<int>(threadIdx.x); q < end; q += kThreads) {
-    uint32_t rem, out_col;
-    const uint32_t n = geo.out_plane.divide(static_cast<uint32_t>(q), rem);
-    const uint32_t out_row = geo.out_width.divide(rem, out_col);
-    const int64_t out_index = (int64_t{n} * p.out_channels + co) * out_plane + rem;
-    const float g = HardSwishReLU<float>::backward(grad_y[out_index], y[out_index]);
-    acc_bias += g;
-    const int top = static_cast<int>(out_row) * static_cast<int>(p.stride_h) -
-                    static_cast<int>(p.pad_top);
-    const int left = static_cast<int>(out_col) * static_cast<int>(p.stride_w) -
-                     static_cast<int>(p.pad_left);
-    const int64_t corner = int64_t{n} * image_elements + int64_t{top} * in_width + left;
+  // kPositionBatch positions a step, their g loads issued together (one memory latency a step,
+  // not one a position); each thread still takes its positions in order, q, q + kThreads, ...
+  for (int q0 = first + static_cast<int>(threadIdx.x); q0 < end;
+       q0 += kThreads * kPositionBatch) {
+    float g[kPositionBatch];
 #pragma unroll
-    for (int k = 0; k < kMaxSums; ++k) {
-      if (k < k_count) {
-        int row, col;
-        int64_t offset;
-        tap_of<kKernelH, kKernelW>(k, p, taps, row, col, offset);
-        if (static_cast<unsigned>(top + row) < static_cast<unsigned>(in_height) &&
-            static_cast<unsigned>(left + col) < static_cast<unsigned>(in_width)) {
-          acc[k] = fmaf(g, x[corner + offset], acc[k]);
+    for (int j = 0; j < kPositionBatch; ++j) {
+      const int q = q0 + j * kThreads;
+      g[j] = 0.0f;
+      if (q < end) {
+        uint32_t rem;
+        const uint32_t n = geo.out_plane.divide(static_cast<uint32_t>(q), rem);
+        const int64_t out_index = (int64_t{n} * p.out_channels + co) * out_plane + rem;
+        g[j] = HardSwishReLU<float>::backward(grad_y[out_index], y[out_index]);
+      }
+    }
+#pragma unroll
+    for (int j = 0; j < kPositionBatch; ++j) {
+      const int q = q0 + j * kThreads;
+      if (q >= end) {
+        break;
+      }
+      uint32_t rem, out_col;
+      const uint32_t n = geo.out_plane.divide(static_cast<uint32_t>(q), rem);
+      const uint32_t out_row = geo.out_width.divide(rem, out_col);
+      acc_bias += g[j];
+      const int top = static_cast<int>(out_row) * static_cast<int>(p.stride_h) -
+                      static_cast<int>(p.pad_top);
+      const int left = static_cast<int>(out_col) * static_cast<int>(p.stride_w) -
+                       static_cast<int>(p.pad_left);
+      const int64_t corner = int64_t{n} * image_elements + int64_t{top} * in_width + left;
+#pragma unroll
+      for (int k = 0; k < kMaxSums; ++k) {
+        if (k < k_count) {
+          int row, col;
+          int64_t offset;
+          tap_of<kKernelH, kKernelW>(k, p, taps, row, col, offset);
+          if (static_cast<unsigned>(top + row) < static_cast<unsigned>(in_height) &&
+              static_cast<unsigned>(left + col) < static_cast<unsigned>(in_width)) {
+            acc[k] = fmaf(g[j], x[corner + offset], acc[k]);
+          }
         }
       }
     }
