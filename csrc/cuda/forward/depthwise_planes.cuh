@@ -51,66 +51,30 @@ __global__ void __launch_bounds__(kThreads)
   const int out_elements = static_cast<int>(p.out_height) * out_width;
   const int pad_top = static_cast<int>(p.pad_top);
   const int pad_left = static_cast<int>(p.pad_left);
-  // The input a compile-time kernel's outputs reach, padding included.
-  const int padded_height = (static_cast<int>(p.out_height) - 1) * stride_h + kernel_h;
-  const int padded_width = (out_width - 1) * stride_w + kernel_w;
   float* x_values = x_planes[warp];
   for (int64_t plane = int64_t{blockIdx.x} * kWarps + warp; plane < planes;
        plane += int64_t{gridDim.x} * kWarps) {
     const uint32_t channel = static_cast<uint32_t>(plane % p.out_channels);
     const Storage* __restrict__ x = static_cast<const Storage*>(p.input) + plane * in_elements;
+#pragma unroll 4
+    for (int e = lane; e < in_elements; e += 32) {  // unrolled: several loads in flight a lane
+      x_values[e] = Traits::load(x[e]);
+    }
+    __syncwarp();
     const Storage* __restrict__ weight =
         static_cast<const Storage*>(p.weight) + int64_t{channel} * p.weight_strides.n;
     const float bias =
         p.bias != nullptr ? Traits::load(static_cast<const Storage*>(p.bias)[channel]) : 0.0f;
     // A compile-time kernel's filter in registers for the whole plane; the run-time one per tap.
     float filter[kKernel > 0 ? kKernel * kKernel : 1];
-    bool finite_filter = kKernel > 0;
     if constexpr (kKernel > 0) {
 #pragma unroll
       for (int t = 0; t < kKernel * kKernel; ++t) {
         filter[t] = Traits::load(weight[int64_t{t / kKernel} * p.weight_strides.h +
                                         int64_t{t % kKernel} * p.weight_strides.w]);
-        finite_filter = finite_filter && isfinite(filter[t]);
       }
     }
     Storage* __restrict__ y = static_cast<Storage*>(p.output) + plane * out_elements;
-    if constexpr (kKernel > 0) {
-      // Padded in shared memory: every tap in bounds, no test per tap. A padded tap adds
-      // 0 x w = 0 to the sum, the same bits as skipping it, where w is finite (warp-uniform).
-      if (finite_filter && padded_height * padded_width <= kMaxPlaneElements) {
-        for (int e = lane; e < padded_height * padded_width; e += 32) {
-          const int row = e / padded_width - pad_top;
-          const int col = e % padded_width - pad_left;
-          x_values[e] = static_cast<unsigned>(row) < static_cast<unsigned>(in_height) &&
-                                static_cast<unsigned>(col) < static_cast<unsigned>(in_width)
-                            ? Traits::load(x[row * in_width + col])
-                            : 0.0f;
-        }
-        __syncwarp();
-        for (int e = lane; e < out_elements; e += 32) {
-          const int out_row = e / out_width;
-          const int out_col = e - out_row * out_width;
-          const float* window = x_values + out_row * kStride * padded_width + out_col * kStride;
-          float acc = bias;
-#pragma unroll
-          for (int r = 0; r < kKernel; ++r) {
-#pragma unroll
-            for (int s = 0; s < kKernel; ++s) {
-              acc = fmaf(window[r * padded_width + s], filter[r * kKernel + s], acc);
-            }
-          }
-          y[e] = Traits::store(HardSwishReLU<float>::value(acc));
-        }
-        __syncwarp();  // the plane read by every lane before the next one overwrites it
-        continue;
-      }
-    }
-#pragma unroll 4
-    for (int e = lane; e < in_elements; e += 32) {  // unrolled: several loads in flight a lane
-      x_values[e] = Traits::load(x[e]);
-    }
-    __syncwarp();
     for (int e = lane; e < out_elements; e += 32) {
       const int out_row = e / out_width;
       const int out_col = e - out_row * out_width;
