@@ -584,6 +584,9 @@ SWITCH_PLAN_CASES = [
      ("depthwise", "floor_summing_bias", "depthwise")),
     ("channels_last", torch.bfloat16, 3, 2, 40, "bwd",
      ("depthwise", "floor_summing_bias", "depthwise")),
+    # NCHW 7-wide outputs: the planes grad_input beats the floor, but cuDNN's float16 stride 1.
+    ("nchw", torch.float32, 5, 2, 14, "bwd", ("depthwise", "floor_summing_bias", "depthwise")),
+    ("nchw", torch.float16, 5, 1, 7, "bwd", ("floor_summing_bias",) * 3),
 ]
 
 
@@ -651,8 +654,9 @@ MEASURED_CASES = [
     # 400 channels' 5x5 bfloat16 filters are 20 KB: per tap in the forward.
     ("channels_last", torch.bfloat16, 5, 1, 400, 14, {"staged_grad_input"}),
     ("channels_last", torch.float16, 7, 1, 16, 14, set()),
-    # 7-wide NCHW output, outside the rows: the planes kernels are not measured yet.
-    ("nchw", torch.float32, 5, 2, 8, 14, set()),
+    # Outside the rows (7- and 15-wide NCHW outputs): the planes grad_input, not the forward.
+    ("nchw", torch.float32, 5, 2, 8, 14, {"planes_grad_input"}),
+    ("nchw", torch.float16, 3, 1, 8, 15, {"planes_grad_input"}),
 ]
 
 

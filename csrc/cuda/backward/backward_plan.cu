@@ -26,6 +26,7 @@
 #include "backward/small_backward.h"
 #include "common/configuration.h"
 #include "common/depthwise_candidates.h"
+#include "common/depthwise_planes_domain.h"
 #include "common/depthwise_rows_domain.h"
 #include "common/device_limits.h"
 #include "common/plan_memo.h"
@@ -59,14 +60,23 @@ bool fused_beats_floor(const ConvParams& /*p*/, bool /*allow_tf32*/) { return fa
 // 2.6x in GPU time at batch 64 but lost at batch 32 in the crossover (0.77-0.85x): left there.
 // Where a candidate is the reason to leave the floor, the rule asks whether it runs (the
 // switch): "none" never plans the older kernels where they lost to the floor (channels_last
-// float32 3x3 stride 2 with them: 11 of 14 won, the rest 0.99x).
+// float32 3x3 stride 2 with them: 11 of 14 won, the rest 0.99x). NCHW outside the rows with
+// the planes grad_input (seventeenth session, GPU time of graph replay, batch 64, 3x3 / 5x5,
+// 7x7 to 31x31 planes; an H100 and, for the 672-channel layer, an H200): won in all float32
+// and bfloat16 cases (1.92-3.08x) and in float16 at stride 2 (1.77-2.08x), lost in float16
+// at stride 1 (0.64-1.11x: cuDNN's float16 kernels).
 bool depthwise_beats_floor(const ConvParams& p) {
   const bool nchw = p.input_strides.w == 1;  // channels_last has stride in_channels > 1 there
   if (nchw) {
     depthwise_rows::RowGeometry rows;
     const bool by_rows = depthwise_rows::row_geometry(p, rows) &&
                          run_candidate(DepthwiseCandidate::kRowsBackward, p);
-    return by_rows ||
+    // The launcher's choice where the rows do not apply; cuDNN's float16 stride-1 backward
+    // beat the planes in 4 of 5 cases (0.64-1.11x), at stride 2 the planes won (1.77-2.08x).
+    const bool by_planes = !by_rows && depthwise_planes::grad_input_applies(p) &&
+                           run_candidate(DepthwiseCandidate::kPlanesGradInput, p) &&
+                           (p.dtype != DType::kFloat16 || p.stride_h == 2);
+    return by_rows || by_planes ||
            (p.kernel_h == 3 && (p.dtype == DType::kFloat32 || p.dtype == DType::kBFloat16));
   }
   if (p.stride_h != 2 || p.stride_w != 2) {

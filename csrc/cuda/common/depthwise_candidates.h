@@ -36,8 +36,12 @@ enum class DepthwiseCandidate : int {
 // - The sliding weight pass won at 3x3 (1.05-1.64x) and at float32 5x5 (1.56-1.69x) on outputs
 //   28-112 wide; it lost on a 7-wide output (0.55-0.89x: short runs) and at 16-bit 5x5
 //   (0.70-0.73x). The threshold, 14 wide, is chosen between 7 and 28, not measured.
-// 7x7 was not measured: the kernels it replaces keep it. The planes grad_input and forward (for
-// what the rows do not take) have not run on a GPU yet: "all" only.
+// - The planes grad_input (what the rows do not take) won over the gather in all 27 cases
+//   measured (seventeenth session, .scratch planes A/B on an H100 plus the A/B above on an H200:
+//   3x3 / 5x5, stride 1 / 2, 7x7 to 31x31 planes, three types; 1.14-2.53x).
+// - The planes forward lost on 7x7 outputs (0.45-0.69x: 49 outputs on 32 lanes, a bounds test
+//   per tap) and won by at most 1.19x on 15x15 to 31x31 ones: "all" only.
+// 7x7 was not measured: the kernels it replaces keep it.
 inline bool candidate_measured_faster(DepthwiseCandidate candidate, const ConvParams& p) {
   const bool half = element_bytes(p.dtype) == 2;
   const int64_t k = p.kernel_h;
@@ -53,6 +57,8 @@ inline bool candidate_measured_faster(DepthwiseCandidate candidate, const ConvPa
     case DepthwiseCandidate::kSlidingWeightPass:
       return (k == 3 || (k == 5 && p.dtype == DType::kFloat32)) && p.out_width >= 14;
     case DepthwiseCandidate::kPlanesGradInput:
+      return (k == 3 || k == 5) && p.kernel_w == k && p.stride_h == p.stride_w &&
+             (p.stride_h == 1 || p.stride_h == 2) && p.dilation_h == 1 && p.dilation_w == 1;
     case DepthwiseCandidate::kPlanesForward:
       return false;
   }
