@@ -12,14 +12,13 @@ import torch
 
 import fusedconv
 from fusedconv.bench import median_event_ms
-from fusedconv.reference import reference_gradients_float64, relative_l2_error
+from fusedconv.reference import Model, reference_gradients_float64, relative_l2_error
 
 torch.backends.cudnn.benchmark = True
 torch.manual_seed(0)
 model = fusedconv.ModelNew(3, 16, 3).cuda()
-conv = torch.nn.Conv2d(3, 16, 3).cuda()
-conv.load_state_dict(model.state_dict())
-eager = torch.nn.Sequential(conv, torch.nn.Hardswish(), torch.nn.ReLU())
+eager = Model(3, 16, 3).cuda()  # KernelBench's reference: the same parameter names
+eager.load_state_dict(model.state_dict())
 x0 = torch.randn(128, 3, 32, 32, device="cuda")
 grad = torch.randn(128, 16, 30, 30, device="cuda")
 ops = torch.ops.fusedconv
@@ -40,7 +39,7 @@ for name, m, policy in SYSTEMS:
     grads = step(x0)
     with torch.no_grad():
         y = model(x0)
-    expected = reference_gradients_float64(x0, model.weight, model.bias, grad, y)
+    expected = reference_gradients_float64(x0, model.conv.weight, model.conv.bias, grad, y)
     errors = ["%.1e" % relative_l2_error(a, e) for a, e in zip(grads, expected)]
     print("%-20s step ms %.4f  fwd ms %.4f  grad errors %s" % (
         name, median_event_ms(step, [x0], 300, warmup=20),
