@@ -21,7 +21,7 @@ eager = Model(3, 16, 3).cuda()  # KernelBench's reference: the same parameter na
 eager.load_state_dict(model.state_dict())
 x0 = torch.randn(128, 3, 32, 32, device="cuda")
 grad = torch.randn(128, 16, 30, 30, device="cuda")
-ops = torch.ops.fusedconv
+ops = fusedconv.load_extension()
 # eager twice, first and last: the spread of the host-bound timing within the run.
 SYSTEMS = (("eager", eager, "measured"), ("fusedconv-measured", model, "measured"),
            ("fusedconv-fused", model, "fused"), ("eager", eager, "measured"))
