@@ -77,7 +77,9 @@ def test_tensors_not_16_byte_aligned(shape, offset_tensor):
 
 
 @pytest.mark.cuda
-@pytest.mark.parametrize("in_channels,groups", [(8, 1), (16, 16)], ids=["dense", "depthwise"])
+# 3 input channels: the small-problem backward (27 inputs per position, 2.8M multiply-adds).
+@pytest.mark.parametrize("in_channels,groups", [(8, 1), (3, 1), (16, 16)],
+                         ids=["dense", "dense_small", "depthwise"])
 def test_cuda_graph_of_forward_and_backward(in_channels, groups):
     torch.manual_seed(0)
     layer = fusedconv.Conv2dHardSwishReLU(in_channels, 16, 3, padding=1, groups=groups).cuda()

@@ -144,14 +144,25 @@ def test_small_backward_of_a_sum_reads_the_expanded_grad_output():
     _check(grads, reference_gradients_float64(x, weight, bias, ones, y, **geometry), ones)
 
 
-def test_measured_policy_leaves_the_small_backward_unplanned_until_measured():
-    x, weight, bias, y, grad_y, geometry = _layer(CASES[0], seed=1)
-    plan_arguments = (grad_y, x, weight, y) + _op_arguments(geometry) + ([True] * 3,)
+def _measured_plan(batch, cin, cout, size, kernel):
+    x = torch.randn(batch, cin, size, size, device="cuda")
+    weight = torch.randn(cout, cin, kernel, kernel, device="cuda")
+    y = fusedconv.conv2d_hardswish_relu(x, weight, None)
+    arguments = (torch.randn_like(y), x, weight, y, [1, 1], [0] * 4, [1, 1], 1, [True] * 3)
     previous = torch.ops.fusedconv._plan_policy("measured")
     try:
-        assert torch.ops.fusedconv._plan_backward(*plan_arguments).startswith("floor")
+        return torch.ops.fusedconv._plan_backward(*arguments)
     finally:
         torch.ops.fusedconv._plan_policy(previous)
+
+
+def test_measured_policy_plans_the_small_backward_up_to_its_crossover():
+    # Up to 2^22 multiply-adds (backward_plan.cu): 32 x 32 x 32 positions of 8 -> 16 1x1 is
+    # exactly 2^22, one image more is past it; KernelBench's v0 (batch 128) is 50M.
+    assert _measured_plan(32, 8, 16, 32, 1) == "small_problem"
+    assert _measured_plan(33, 8, 16, 32, 1).startswith("floor")
+    assert _measured_plan(4, 3, 16, 32, 3) == "small_problem"
+    assert _measured_plan(128, 3, 16, 32, 3).startswith("floor")
 
 
 def test_small_backward_leaves_wider_problems_to_the_other_kernels():

@@ -19,6 +19,7 @@
 // small-problem backwards' entry points (depthwise_backward.h, small_backward.h).
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdint>
 
 #include "backward/backward_plan.h"
@@ -88,9 +89,18 @@ bool depthwise_beats_floor(const ConvParams& p) {
   return (p.kernel_h == 3 && (float32 || sliding)) || (p.kernel_h == 5 && float32);
 }
 
-// The small-problem backward (small_backward.cu): not measured against the floor yet, so only the
-// "fused" policy plans it (tests, issue 21's measurements).
-bool small_backward_beats_floor(const ConvParams& /*p*/) { return false; }
+// The small-problem backward (small_backward.cu) against the floor (benchmarks/crossover.py
+// --directions small_bwd, batch 32, ms per op call; seventeenth session, an H200 and an H100):
+// up to 2^22 multiply-adds (batch x output positions x out_channels x in_channels x taps) it
+// won all 15 shapes on both (1.02-2.18x); above, wins and losses mix (0.20-2.44x), the loss
+// growing with the problem: its loops are issue- and latency-bound (ncu at KernelBench's v0,
+// 50M multiply-adds: 184 us on an H100, against ~80 us of the floor's kernels).
+bool small_backward_beats_floor(const ConvParams& p) {
+  constexpr int64_t kMaxMultiplyAdds = int64_t{1} << 22;
+  const int64_t positions = p.batch * p.out_height * p.out_width;
+  const int64_t per_position = p.out_channels * p.in_channels * p.kernel_h * p.kernel_w;
+  return positions <= kMaxMultiplyAdds / std::max<int64_t>(1, per_position);
+}
 
 // Where the floor's g pass sums grad_bias (activation_bias_grad.cu) instead of ATen's reduction
 // over g: everywhere it applies. Predicted from traffic (the pass reads what the plain g pass
