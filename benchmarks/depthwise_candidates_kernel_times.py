@@ -10,10 +10,13 @@ passes). Each call is captured 20 times into a CUDA graph and replayed (median o
 GPU time without the host's launch work. "mem" is the bytes that must move once over the
 measured copy bandwidth: x, W and y forward; grad_y, y, x, grad_x, W and grad_W backward. Also
 checks that the new and old results agree (max relative L2 error).
+With --planes-shapes: NCHW shapes outside the rows, where the planes kernels run under "all".
 Usage (GPU): python benchmarks/depthwise_candidates_kernel_times.py [--batch 64] [--json PATH]
+[--planes-shapes]
 """
 
 import argparse
+import collections
 import itertools
 import json
 
@@ -27,6 +30,14 @@ from fusedconv.reference import relative_l2_error
 from forward_kernel_times import graph_ms
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+# --planes-shapes: NCHW depthwise layers the vector rows leave (odd or 7-wide outputs, odd
+# inputs at stride 2), from MobileNetV3's and EfficientNet's last stages and odd-sized planes.
+PlanesShape = collections.namedtuple("PlanesShape", "name in_channels kernel stride size")
+PLANES_SHAPES = [PlanesShape("c%d %dx%d k%d s%d" % (c, size, size, k, s), c, k, s, size)
+                 for c, size, k, s in ((672, 14, 5, 2), (672, 14, 3, 2), (960, 7, 5, 1),
+                                       (1152, 7, 3, 1), (1152, 7, 5, 1), (144, 15, 3, 1),
+                                       (144, 29, 5, 2), (32, 31, 3, 1), (240, 15, 5, 1))]
 
 
 def _us(fn):
@@ -100,6 +111,9 @@ def main():
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--dtypes", default="fp32,bf16,fp16")
     parser.add_argument("--json", default=None)
+    parser.add_argument("--planes-shapes", action="store_true",
+                        help="NCHW shapes the vector rows do not take (the planes kernels' "
+                        "domain) instead of the networks suite's depthwise layers")
     args = parser.parse_args()
     ops = fusedconv.load_extension()
     bandwidth = measure_copy_bandwidth()
@@ -108,12 +122,14 @@ def main():
         "layer", "dtype", "lay", "dir", "old_us", "new_us", "floor_us", "mem_us", "old/new",
         "flr/new", "new/mem", "error"))
     layers = [layer for layer in LAYERS if layer.groups == layer.in_channels > 1]
+    layouts = ("nchw", "channels_last")
+    if args.planes_shapes:
+        layers, layouts = PLANES_SHAPES, ("nchw",)
     previous = (ops._plan_policy(), ops._depthwise_candidates())
     records = []
     try:
         for layer in layers:
-            for dtype_name, layout in itertools.product(args.dtypes.split(","),
-                                                        ("nchw", "channels_last")):
+            for dtype_name, layout in itertools.product(args.dtypes.split(","), layouts):
                 for r in _layer_records(ops, layer, dtype_name, layout, args.batch, bandwidth):
                     records.append(r)
                     print("%-20s %-5s %-4s %-4s %9.1f %9.1f %9.1f %9.1f %6.2fx %6.2fx %6.2fx "

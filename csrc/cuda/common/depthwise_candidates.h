@@ -37,8 +37,9 @@ enum class DepthwiseCandidate : int {
 //   28-112 wide; it lost on a 7-wide output (0.55-0.89x: short runs) and at 16-bit 5x5
 //   (0.70-0.73x). The threshold, 14 wide, is chosen between 7 and 28, not measured.
 // - The planes grad_input (what the rows do not take) won over the gather in all 27 cases
-//   measured (seventeenth session, .scratch planes A/B on an H100 plus the A/B above on an H200:
-//   3x3 / 5x5, stride 1 / 2, 7x7 to 31x31 planes, three types; 1.14-2.53x).
+//   measured (seventeenth session: `--planes-shapes` on an H100, results/
+//   h100_depthwise_planes_times.txt, and the 672-channel layer on an H200: 3x3 / 5x5, stride
+//   1 / 2, 7x7 to 31x31 planes, three types; 1.14-2.53x).
 // - The planes forward lost on 7x7 outputs (0.45-0.69x: 49 outputs on 32 lanes, a bounds test
 //   per tap) and won by at most 1.19x on 15x15 to 31x31 ones: "all" only.
 // 7x7 was not measured: the kernels it replaces keep it.
