@@ -252,3 +252,16 @@ def test_default_backward_plan(case, args, expected):
     if HOPPER:
         assert kernel == expected, case
     assert kernel in ("depthwise", "floor", "floor_summing_bias"), case
+
+
+@pytest.mark.skipif(not HOPPER, reason="the crossovers were measured on Hopper (sm_90)")
+def test_planes_backward_is_planned_only_with_grad_input():
+    # The planes kernel is grad_input's; without it the older weight pass would run alone, which
+    # the planes' measurements did not cover: the floor.
+    args = _args(n=2, cin=32, cout=32, size=20, kernel=5, groups=32)  # 16 x 16 out: no rows
+    y = torch.ops.fusedconv.conv2d_hardswish_relu(*args)
+    grad_args = (torch.randn_like(y),) + args[:2] + (y,) + args[3:]
+    assert torch.ops.fusedconv._plan_backward(*grad_args, [True, True, True]) == "depthwise"
+    assert torch.ops.fusedconv._plan_backward(*grad_args, [False, True, True]) == \
+        "floor_summing_bias"
+    assert torch.ops.fusedconv._plan_backward(*grad_args, [False, True, False]) == "floor"

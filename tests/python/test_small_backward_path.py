@@ -1,9 +1,10 @@
 """The small-problem backward (csrc/cuda/backward/small_backward.cu: grad_input, grad_weight and
 grad_bias of the small-problem forward's domain, up to 16 output channels and 32 inputs per
-position, in one launch): planned under the "fused" policy only until measured; every gradient
-against float64 on poisoned outputs, over compile-time (3x3) and run-time geometries, one and
-many weight-role CTAs per channel; exactly the gradients asked for; bitwise determinism; and
-g = 0 where relu is closed, whatever grad_output holds there."""
+position, in one launch): planned up to 2^22 multiply-adds by the measured policy, wherever it
+applies by the "fused" one (this file's); every gradient against float64 on poisoned outputs,
+over compile-time (3x3, 1x1) and run-time geometries, one and many weight-role CTAs per channel;
+exactly the gradients asked for; bitwise determinism; and g = 0 where relu is closed, whatever
+grad_output holds there."""
 
 import itertools
 

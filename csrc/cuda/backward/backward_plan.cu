@@ -66,15 +66,17 @@ bool fused_beats_floor(const ConvParams& /*p*/, bool /*allow_tf32*/) { return fa
 // 7x7 to 31x31 planes; an H100 and, for the 672-channel layer, an H200): won in all float32
 // and bfloat16 cases (1.92-3.08x) and in float16 at stride 2 (1.77-2.08x), lost in float16
 // at stride 1 (0.64-1.11x: cuDNN's float16 kernels).
-bool depthwise_beats_floor(const ConvParams& p) {
+bool depthwise_beats_floor(const ConvParams& p, bool grad_input_wanted) {
   const bool nchw = p.input_strides.w == 1;  // channels_last has stride in_channels > 1 there
   if (nchw) {
     depthwise_rows::RowGeometry rows;
     const bool by_rows = depthwise_rows::row_geometry(p, rows) &&
                          run_candidate(DepthwiseCandidate::kRowsBackward, p);
-    // The launcher's choice where the rows do not apply; cuDNN's float16 stride-1 backward
-    // beat the planes in 4 of 5 cases (0.64-1.11x), at stride 2 the planes won (1.77-2.08x).
-    const bool by_planes = !by_rows && depthwise_planes::grad_input_applies(p) &&
+    // The launcher's choice where the rows do not apply, measured with grad_input (without it
+    // the older weight pass runs alone); cuDNN's float16 stride-1 backward beat the planes in 4
+    // of 5 cases (0.64-1.11x), at stride 2 the planes won (1.77-2.08x).
+    const bool by_planes = !by_rows && grad_input_wanted &&
+                           depthwise_planes::grad_input_applies(p) &&
                            run_candidate(DepthwiseCandidate::kPlanesGradInput, p) &&
                            (p.dtype != DType::kFloat16 || p.stride_h == 2);
     return by_rows || by_planes ||
@@ -177,7 +179,7 @@ cudaError_t plan_kernels(const ConvBackwardParams& params, BackwardMask mask, bo
   }
   plan.kernel = BackwardKernel::kFloor;
   if (policy != PlanPolicy::kFloor && depthwise_backward::applies(p) &&
-      (policy == PlanPolicy::kFused || backward::depthwise_beats_floor(p))) {
+      (policy == PlanPolicy::kFused || backward::depthwise_beats_floor(p, mask.grad_input))) {
     int64_t bytes = 0;
     const cudaError_t status =
         depthwise_backward::workspace_bytes(p, mask.grad_weight || mask.grad_bias, bytes);

@@ -390,7 +390,7 @@ __global__ void __launch_bounds__(kThreads)
 // The kernel's row and column arithmetic is 32-bit: every span it forms (an output row times
 // the stride, a padded input row, a dilated tap) must fit; element offsets are 64-bit.
 bool applies(const ConvParams& p) {
-  constexpr int64_t kIndexLimit = (int64_t{1} << 31) - kThreads;
+  constexpr int64_t kIndexLimit = (int64_t{1} << 31) - kThreads * kPositionBatch;  // q0's step
   return dense_float32_nchw(p) && p.out_channels <= kMaxOutChannels &&
          p.in_channels * p.kernel_h * p.kernel_w <= kMaxK &&
          p.batch * p.out_height * p.out_width < kIndexLimit &&
@@ -460,7 +460,7 @@ cudaError_t launch(const ConvBackwardParams& bp, cudaStream_t stream) {
   const dim3 grid(static_cast<uint32_t>(blocks));
   if (p.kernel_h == 3 && p.kernel_w == 3) {
     small_backward_kernel<3, 3><<<grid, kThreads, 0, stream>>>(bp, geo, partials, counters);
-  } else if (p.kernel_h == 1 && p.kernel_w == 1) {  // the run-time instance's registers: 206
+  } else if (p.kernel_h == 1 && p.kernel_w == 1) {  // no tap table: the run-time one spills
     small_backward_kernel<1, 1><<<grid, kThreads, 0, stream>>>(bp, geo, partials, counters);
   } else {
     small_backward_kernel<0, 0><<<grid, kThreads, 0, stream>>>(bp, geo, partials, counters);
