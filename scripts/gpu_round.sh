@@ -10,9 +10,13 @@
 # (FUSEDCONV_DEPTHWISE_CANDIDATES=all).
 # --small-backward: the v0 training step with the small-problem backward against the floor
 # (benchmarks/small_backward_step.py) and its crossover (crossover.py --directions small_bwd).
+# --groups N: the test files in N concurrent pytest processes (the whole suite takes more than
+# one call's 600 s in one), each with two OpenMP threads: N processes of one thread per core
+# made CPU gradchecks crawl (seventeenth session); a test past 150 s dumps its stack. With
+# --groups the trailing arguments are test files (split among the groups), not pytest options.
 # Usage (on the device machine): scripts/gpu_round.sh [--times] [--bench] [--sanitize] [--no-tests]
 #                                                   [--crossover] [--candidates]
-#                                                   [--small-backward]
+#                                                   [--small-backward] [--groups N]
 #                                                   [pytest args]
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -35,6 +39,7 @@ small_backward=0
 times=0
 bench=0
 tests=1
+groups=1
 while [ $# -gt 0 ]; do
   case "$1" in
     --sanitize) sanitize=1 ;;
@@ -44,6 +49,7 @@ while [ $# -gt 0 ]; do
     --small-backward) small_backward=1 ;;
     --bench) bench=1 ;;
     --no-tests) tests=0 ;;
+    --groups) groups="$2"; shift ;;
     *) break ;;
   esac
   shift
@@ -108,10 +114,27 @@ fi
 
 if [ "$tests" = 1 ]; then
   echo "== pytest"
-  python3 -m pytest -q -rs -p no:cacheprovider --junitxml="$OUT/pytest.xml" \
-    "${@:-tests/python}" \
-    2>&1 | tee "$OUT/pytest.log" | tail -n 40
-  [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+  if [ "$groups" -gt 1 ]; then
+    files=(${@:-tests/python/test_*.py})
+    pids=()
+    for ((g = 0; g < groups; ++g)); do
+      part=()
+      for ((i = g; i < ${#files[@]}; i += groups)); do part+=("${files[$i]}"); done
+      OMP_NUM_THREADS=2 python3 -m pytest -q -rs -p no:cacheprovider -o faulthandler_timeout=150 \
+        --junitxml="$OUT/pytest_$g.xml" "${part[@]}" >"$OUT/pytest_$g.log" 2>&1 &
+      pids+=($!)
+    done
+    for ((g = 0; g < groups; ++g)); do
+      wait "${pids[$g]}" || status=1
+      echo "group $g: $(tail -n 1 "$OUT/pytest_$g.log")"
+    done
+    grep -h -E "^(FAILED|ERROR)" "$OUT"/pytest_*.log | head -n 40
+  else
+    python3 -m pytest -q -rs -p no:cacheprovider --junitxml="$OUT/pytest.xml" \
+      "${@:-tests/python}" \
+      2>&1 | tee "$OUT/pytest.log" | tail -n 40
+    [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+  fi
 
   echo "== main job"
   python3 -m fusedconv verify 2>&1 | tee "$OUT/main.log"
