@@ -11,7 +11,7 @@
 # --small-backward: the v0 training step with the small-problem backward against the floor
 # (benchmarks/small_backward_step.py) and its crossover (crossover.py --directions small_bwd).
 # --groups N: the test files in N concurrent pytest processes (the whole suite takes more than
-# one call's 600 s in one), each with two OpenMP threads: N processes of one thread per core
+# one call's 600 s in one), each with two OpenMP threads: seven processes of 16 threads on 16 cores
 # made CPU gradchecks crawl (seventeenth session); a test past 150 s dumps its stack. With
 # --groups the trailing arguments are test files (split among the groups), not pytest options.
 # Usage (on the device machine): scripts/gpu_round.sh [--times] [--bench] [--sanitize] [--no-tests]
