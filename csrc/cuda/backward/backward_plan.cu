@@ -178,27 +178,24 @@ cudaError_t plan_kernels(const ConvBackwardParams& params, BackwardMask mask, bo
     return cudaSuccess;
   }
   plan.kernel = BackwardKernel::kFloor;
-  if (policy != PlanPolicy::kFloor && depthwise_backward::applies(p) &&
-      (policy == PlanPolicy::kFused || backward::depthwise_beats_floor(p, mask.grad_input))) {
+  // A one-launch family's plan: its kernel and the workspace it sizes for the gradients wanted.
+  const auto take = [&](BackwardKernel kernel,
+                        cudaError_t (*workspace_bytes)(const ConvParams&, bool, int64_t&)) {
     int64_t bytes = 0;
-    const cudaError_t status =
-        depthwise_backward::workspace_bytes(p, mask.grad_weight || mask.grad_bias, bytes);
+    const cudaError_t status = workspace_bytes(p, mask.grad_weight || mask.grad_bias, bytes);
     if (status == cudaSuccess) {
-      plan.kernel = BackwardKernel::kDepthwise;
+      plan.kernel = kernel;
       plan.workspace_bytes = bytes;
     }
     return status;
+  };
+  if (policy != PlanPolicy::kFloor && depthwise_backward::applies(p) &&
+      (policy == PlanPolicy::kFused || backward::depthwise_beats_floor(p, mask.grad_input))) {
+    return take(BackwardKernel::kDepthwise, depthwise_backward::workspace_bytes);
   }
   if (policy != PlanPolicy::kFloor && small_backward::applies(p) &&
       (policy == PlanPolicy::kFused || backward::small_backward_beats_floor(p))) {
-    int64_t bytes = 0;
-    const cudaError_t status =
-        small_backward::workspace_bytes(p, mask.grad_weight || mask.grad_bias, bytes);
-    if (status == cudaSuccess) {
-      plan.kernel = BackwardKernel::kSmallProblem;
-      plan.workspace_bytes = bytes;
-    }
-    return status;
+    return take(BackwardKernel::kSmallProblem, small_backward::workspace_bytes);
   }
   // grad_output is read as float4 rows like y: the caller's tensor, possibly an offset view.
   if (policy == PlanPolicy::kFloor || !fast_path_shape_supported(p) ||

@@ -27,6 +27,7 @@
 #include "common/depthwise_planes_domain.h"
 #include "common/depthwise_rows.cuh"
 #include "common/device_limits.h"
+#include "common/filter_registers.cuh"
 #include "fusedconv/activation.h"
 #include "fusedconv/dtype.cuh"
 #include "fusedconv/fast_divisor.h"
@@ -143,11 +144,7 @@ __global__ void __launch_bounds__(kThreads)
     const Storage* __restrict__ weight =
         static_cast<const Storage*>(p.weight) + int64_t{c} * p.weight_strides.n;
     float filter[kKernel * kKernel];  // in registers for the plane, not loaded per tap
-#pragma unroll
-    for (int t = 0; t < kKernel * kKernel; ++t) {
-      filter[t] = Traits::load(weight[int64_t{t / kKernel} * p.weight_strides.h +
-                                      int64_t{t % kKernel} * p.weight_strides.w]);
-    }
+    load_filter<Storage, kKernel>(weight, p.weight_strides, filter);
     Storage* __restrict__ grad_x = static_cast<Storage*>(bp.grad_input) + plane * in_elements;
     for (int e = lane; e < in_elements; e += 32) {
       const int in_row = e / in_width;

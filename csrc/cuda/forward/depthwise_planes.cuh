@@ -13,6 +13,7 @@
 #include <cstdint>
 
 #include "common/depthwise_planes_domain.h"
+#include "common/filter_registers.cuh"
 #include "fusedconv/activation.h"
 #include "fusedconv/dtype.cuh"
 #include "fusedconv/params.h"
@@ -68,11 +69,7 @@ __global__ void __launch_bounds__(kThreads)
     // A compile-time kernel's filter in registers for the whole plane; the run-time one per tap.
     float filter[kKernel > 0 ? kKernel * kKernel : 1];
     if constexpr (kKernel > 0) {
-#pragma unroll
-      for (int t = 0; t < kKernel * kKernel; ++t) {
-        filter[t] = Traits::load(weight[int64_t{t / kKernel} * p.weight_strides.h +
-                                        int64_t{t % kKernel} * p.weight_strides.w]);
-      }
+      load_filter<Storage, kKernel>(weight, p.weight_strides, filter);
     }
     Storage* __restrict__ y = static_cast<Storage*>(p.output) + plane * out_elements;
     for (int e = lane; e < out_elements; e += 32) {
