@@ -3,8 +3,12 @@
 // 128, 3 -> 16, 32x32, 3x3) near its ~16 MB of traffic, where the package's small backward
 // (csrc/cuda/backward/small_backward.cu) took 184 us under ncu and 131 us in the profiler
 // (seventeenth session, H100: issue-bound, a bounds test and a 64-bit address per tap)?
-// Answer: not run yet (written without a GPU). Predicted ~15 us at v0: 256 CTAs of ~29k warp
-// instructions against the package kernel's ~58M in all.
+// Answer (eighteenth session, H100, us per launch with its counter memset, median of 50):
+// 1.1-2.4x faster than the package kernel on every 3x3 shape tried, 60-85 us at v0 (package
+// 137-145), but 4-5x the ~15 us predicted (256 CTAs of ~29k warp instructions); 1x1 lost 2 of 3
+// (cin 8 and 32). v2 (8 loads in flight a thread, two levels of sums) won at 384-512 CTAs and
+// lost 1-7 us at 32-256. Ported as csrc/cuda/backward/small_backward_bands.cu (3x3 stride 1);
+// with that file linked the "package" line below is the bands kernel wherever it applies.
 //
 // Design (stride 1, dilation 1, square compile-time kernel K, any padding):
 // - A CTA takes one band of R output rows and the same R input rows of one image.
@@ -24,7 +28,8 @@
 // reference; the package kernel in the same process for the A/B):
 //   nvcc -O3 -std=c++17 -gencode=arch=compute_90a,code=sm_90a -Icsrc/include -Icsrc/cuda \
 //     -D__CUDA_NO_HALF_CONVERSIONS__ -D__CUDA_NO_BFLOAT16_CONVERSIONS__ \
-//     experiments/small_backward_tiled.cu csrc/cuda/backward/small_backward.cu -o sbt
+//     experiments/small_backward_tiled.cu csrc/cuda/backward/small_backward.cu \
+//     csrc/cuda/backward/small_backward_bands.cu -o sbt
 //   ./sbt [batch cin cout size kernel pad rows]     (default: 128 3 16 32 3 0 15)
 #include <cuda_runtime.h>
 
@@ -105,7 +110,33 @@ int shared_floats(const Problem& q) {
   return most + kMaxOut * kMaxInputs + kMaxOut * (kMaxInputs + 1);
 }
 
-template <int K>
+// Loads in flight: U elements a thread per step, all loads issued before the first store (the
+// plain loop waited one memory latency per element: 36 steps for g at v0).
+template <int U, typename Load, typename Store>
+__device__ __forceinline__ void stage(int total, Load load, Store store) {
+  for (int base = threadIdx.x; base < total; base += kThreads * U) {
+    float v[U];
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int e = base + u * kThreads;
+      v[u] = e < total ? load(e) : 0.0f;
+    }
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int e = base + u * kThreads;
+      if (e < total) {
+        store(e, v[u]);
+      }
+    }
+  }
+}
+
+constexpr int kGroup = 16;  // CTAs whose partials one CTA adds at the first level (v2)
+
+// v1: one load a step, a barrier between the weight sums and grad_x, the last CTA adds every
+// CTA's partials. v2 (kV2): U = 8 loads in flight, no barrier between the two jobs (grad_x
+// needs only g), two levels of fixed-order sums (groups of kGroup CTAs, then the groups).
+template <int K, bool kV2>
 __global__ void __launch_bounds__(kThreads)
     tiled_small_backward(Problem q, const float* __restrict__ grad_y, const float* __restrict__ y,
                          const float* __restrict__ x, const float* __restrict__ weight,
@@ -124,7 +155,7 @@ __global__ void __launch_bounds__(kThreads)
 
   // Stage g, x and the weights.
   const int g_plane = t.g_rows * t.g_cols;
-  for (int e = tid; e < q.cout * g_plane; e += kThreads) {
+  auto load_g = [&](int e) {
     const int co = e / g_plane, rc = e - co * g_plane;
     const int oh = t.g_row0 + rc / t.g_cols, ow = t.g_col0 + rc % t.g_cols;
     float g = 0.0f;
@@ -132,20 +163,30 @@ __global__ void __launch_bounds__(kThreads)
       const long long at = ((long long)(n * q.cout + co) * q.out_h + oh) * q.out_w + ow;
       g = HardSwishReLU<float>::backward(grad_y[at], y[at]);
     }
+    return g;
+  };
+  auto store_g = [&](int e, float g) {
+    const int co = e / g_plane, rc = e - co * g_plane;
     g_s[(co * t.g_rows + rc / t.g_cols) * t.g_stride + rc % t.g_cols] = g;
-  }
+  };
   const int x_plane = t.x_rows * t.x_cols;
-  for (int e = tid; e < q.cin * x_plane; e += kThreads) {
+  auto load_x = [&](int e) {
     const int ci = e / x_plane, rc = e - ci * x_plane;
     const int ih = t.x_row0 + rc / t.x_cols, iw = rc % t.x_cols - q.pad;
-    x_s[(ci * t.x_rows + rc / t.x_cols) * t.x_stride + rc % t.x_cols] =
-        ih >= 0 && ih < q.in_h && iw >= 0 && iw < q.in_w
-                 ? x[((long long)(n * q.cin + ci) * q.in_h + ih) * q.in_w + iw]
-                 : 0.0f;
-  }
-  for (int e = tid; e < q.cout * k_count; e += kThreads) {
-    w_s[e] = weight[e];  // dense [cout][cin][K][K]
-  }
+    return ih >= 0 && ih < q.in_h && iw >= 0 && iw < q.in_w
+               ? x[((long long)(n * q.cin + ci) * q.in_h + ih) * q.in_w + iw]
+               : 0.0f;
+  };
+  auto store_x = [&](int e, float v) {
+    const int ci = e / x_plane, rc = e - ci * x_plane;
+    x_s[(ci * t.x_rows + rc / t.x_cols) * t.x_stride + rc % t.x_cols] = v;
+  };
+  auto load_w = [&](int e) { return weight[e]; };  // dense [cout][cin][K][K]
+  auto store_w = [&](int e, float v) { w_s[e] = v; };
+  constexpr int U = kV2 ? 8 : 1;
+  stage<U>(q.cout * g_plane, load_g, store_g);
+  stage<U>(q.cin * x_plane, load_x, store_x);
+  stage<U>(q.cout * k_count, load_w, store_w);
   __syncthreads();
 
   // Weight and bias sums over this band's output rows: a thread per (co, ci, r).
@@ -192,11 +233,13 @@ __global__ void __launch_bounds__(kThreads)
       co_sums[k_count] = acc_bias;
     }
   }
-  __syncthreads();
   const int slots = q.cout * (k_count + 1);
   float* cta_partials = partials + (long long)blockIdx.x * slots;
-  for (int e = tid; e < slots; e += kThreads) {
-    cta_partials[e] = sums[e];
+  if (!kV2) {
+    __syncthreads();
+    for (int e = tid; e < slots; e += kThreads) {
+      cta_partials[e] = sums[e];
+    }
   }
 
   // grad_x of this band's input rows: a thread per pixel, every (co, r, s) from the staged g.
@@ -236,12 +279,68 @@ __global__ void __launch_bounds__(kThreads)
     }
   }
 
-  // The last CTA adds every CTA's partials in CTA order.
+  if (kV2) {
+    __syncthreads();
+    for (int e = tid; e < slots; e += kThreads) {
+      cta_partials[e] = sums[e];
+    }
+  }
+
+  // The last CTA adds every CTA's partials in CTA order (v1), or the last CTA of each group of
+  // kGroup adds its group's, then the last of those adds the groups' in group order (v2).
   __shared__ bool last;
   __threadfence();
   __syncthreads();
+  const int ctas = static_cast<int>(gridDim.x);
+  const int group = kV2 ? blockIdx.x / kGroup : 0;
+  const int group_first = group * (kV2 ? kGroup : ctas);
+  const int group_size = kV2 ? min(kGroup, ctas - group_first) : ctas;
+  const int groups = kV2 ? (ctas + kGroup - 1) / kGroup : 1;
   if (tid == 0) {
-    last = atomicAdd(counter, 1u) == gridDim.x - 1;
+    last = atomicAdd(counter + group, 1u) == static_cast<unsigned int>(group_size - 1);
+  }
+  __syncthreads();
+  if (!last) {
+    return;
+  }
+  __threadfence();
+  auto write = [&](int e, float total) {
+    const int co = e / (k_count + 1), k = e - co * (k_count + 1);
+    if (k == k_count) {
+      grad_b[co] = total;
+    } else {
+      grad_w[co * k_count + k] = total;
+    }
+  };
+  if (!kV2) {
+    for (int e = tid; e < slots; e += kThreads) {
+      float total = 0.0f;
+#pragma unroll 8
+      for (int b = 0; b < ctas; ++b) {
+        total += __ldcg(partials + (long long)b * slots + e);
+      }
+      write(e, total);
+    }
+    return;
+  }
+  float* group_sums = partials + (long long)ctas * slots;  // [groups][slots]
+  for (int e = tid; e < slots; e += kThreads) {
+    float v[kGroup];
+#pragma unroll
+    for (int b = 0; b < kGroup; ++b) {
+      v[b] = b < group_size ? __ldcg(partials + (long long)(group_first + b) * slots + e) : 0.0f;
+    }
+    float total = 0.0f;
+#pragma unroll
+    for (int b = 0; b < kGroup; ++b) {
+      total += v[b];
+    }
+    group_sums[(long long)group * slots + e] = total;
+  }
+  __threadfence();
+  __syncthreads();
+  if (tid == 0) {
+    last = atomicAdd(counter + groups, 1u) == static_cast<unsigned int>(groups - 1);
   }
   __syncthreads();
   if (!last) {
@@ -251,15 +350,10 @@ __global__ void __launch_bounds__(kThreads)
   for (int e = tid; e < slots; e += kThreads) {
     float total = 0.0f;
 #pragma unroll 8
-    for (int b = 0; b < static_cast<int>(gridDim.x); ++b) {
-      total += __ldcg(partials + (long long)b * slots + e);
+    for (int b = 0; b < groups; ++b) {
+      total += __ldcg(group_sums + (long long)b * slots + e);
     }
-    const int co = e / (k_count + 1), k = e - co * (k_count + 1);
-    if (k == k_count) {
-      grad_b[co] = total;
-    } else {
-      grad_w[co * k_count + k] = total;
-    }
+    write(e, total);
   }
 }
 
@@ -314,8 +408,8 @@ int main(int argc, char** argv) {
   q.rows = arg[6];
   q.out_h = q.out_w = q.in_h + 2 * q.pad - k + 1;
   q.bands = (std::max(q.out_h, q.in_h) + q.rows - 1) / q.rows;
-  if (k != 3 || q.cout > kMaxOut || q.cin * k * k > kMaxInputs || q.out_h < 1) {
-    std::fprintf(stderr, "this study instantiates K = 3 within the small domain only\n");
+  if ((k != 1 && k != 3) || q.cout > kMaxOut || q.cin * k * k > kMaxInputs || q.out_h < 1) {
+    std::fprintf(stderr, "this study instantiates K = 1 and 3 within the small domain only\n");
     return 1;
   }
   const size_t nx = size_t(q.batch) * q.cin * q.in_h * q.in_w;
@@ -370,21 +464,27 @@ int main(int argc, char** argv) {
   CHECK(cudaMalloc(&d_gx, nx * 4));
   CHECK(cudaMalloc(&d_gw, nw * 4));
   CHECK(cudaMalloc(&d_gb, q.cout * 4));
-  CHECK(cudaMalloc(&d_partials, size_t(ctas) * slots * 4 + (1 << 20)));
-  CHECK(cudaMalloc(&d_counter, 4));
+  const int groups = (ctas + kGroup - 1) / kGroup;
+  CHECK(cudaMalloc(&d_partials, size_t(ctas + groups) * slots * 4 + (1 << 20)));
+  CHECK(cudaMalloc(&d_counter, (groups + 1) * 4));
   CHECK(cudaMemcpy(d_x, x.data(), nx * 4, cudaMemcpyHostToDevice));
   CHECK(cudaMemcpy(d_w, w.data(), nw * 4, cudaMemcpyHostToDevice));
   CHECK(cudaMemcpy(d_gy, gy.data(), ny * 4, cudaMemcpyHostToDevice));
   CHECK(cudaMemcpy(d_y, y.data(), ny * 4, cudaMemcpyHostToDevice));
-  const int smem = shared_floats<3>(q) * 4;
-  CHECK(cudaFuncSetAttribute(tiled_small_backward<3>,
-                             cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-  auto tiled = [&] {
-    CHECK(cudaMemsetAsync(d_counter, 0, 4));
-    tiled_small_backward<3><<<ctas, kThreads, smem>>>(q, d_gy, d_y, d_x, d_w, d_gx, d_gw, d_gb,
-                                                      d_partials, d_counter);
-    CHECK(cudaGetLastError());
+  const int smem = (k == 1 ? shared_floats<1>(q) : shared_floats<3>(q)) * 4;
+  auto tiled_launch = [&](auto kernel) {
+    CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+    return [=] {
+      CHECK(cudaMemsetAsync(d_counter, 0, (groups + 1) * 4));
+      kernel<<<ctas, kThreads, smem>>>(q, d_gy, d_y, d_x, d_w, d_gx, d_gw, d_gb, d_partials,
+                                       d_counter);
+      CHECK(cudaGetLastError());
+    };
   };
+  auto tiled_v1 = k == 1 ? tiled_launch(tiled_small_backward<1, false>)
+                         : tiled_launch(tiled_small_backward<3, false>);
+  auto tiled_v2 = k == 1 ? tiled_launch(tiled_small_backward<1, true>)
+                         : tiled_launch(tiled_small_backward<3, true>);
   // The package kernel on the same tensors.
   fusedconv::ConvBackwardParams bp{};
   fusedconv::ConvParams& p = bp.conv;
@@ -429,13 +529,14 @@ int main(int argc, char** argv) {
     CHECK(cudaMemcpy(gx.data(), d_gx, nx * 4, cudaMemcpyDeviceToHost));
     CHECK(cudaMemcpy(gw.data(), d_gw, nw * 4, cudaMemcpyDeviceToHost));
     CHECK(cudaMemcpy(gb.data(), d_gb, q.cout * 4, cudaMemcpyDeviceToHost));
-    std::printf("%-8s %8.1f us   rel. L2 error grad_x %.1e grad_w %.1e grad_b %.1e\n", name,
+    std::printf("%-9s %8.1f us   rel. L2 error grad_x %.1e grad_w %.1e grad_b %.1e\n", name,
                 median_us(fn), max_relative(gx, gx_ref), max_relative(gw, gw_ref),
                 max_relative(gb, gb_ref));
   };
-  std::printf("batch %d, %d -> %d, %dx%d, 3x3, pad %d; tiled: %d CTAs of %d rows, %d KB smem\n",
-              q.batch, q.cin, q.cout, q.in_h, q.in_w, q.pad, ctas, q.rows, smem / 1024);
-  report("tiled", tiled);
+  std::printf("batch %d, %d -> %d, %dx%d, %dx%d, pad %d; tiled: %d CTAs of %d rows, %d KB smem\n",
+              q.batch, q.cin, q.cout, q.in_h, q.in_w, k, k, q.pad, ctas, q.rows, smem / 1024);
+  report("tiled v1", tiled_v1);
+  report("tiled v2", tiled_v2);
   if (package_fits) {
     report("package", package);
   }

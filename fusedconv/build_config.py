@@ -39,6 +39,7 @@ CUDA_KERNEL_SOURCES = (
     "cuda/backward/depthwise_backward.cu",
     "cuda/backward/depthwise_backward_channels_last.cu",
     "cuda/backward/small_backward.cu",
+    "cuda/backward/small_backward_bands.cu",
 )
 # The sources CMake's C++ test build links (torch-free).
 CPP_TEST_LIBRARY_SOURCES = ("cpu/conv_cpu.cpp",)

@@ -1,10 +1,11 @@
 """The small-problem backward (csrc/cuda/backward/small_backward.cu: grad_input, grad_weight and
 grad_bias of the small-problem forward's domain, up to 16 output channels and 32 inputs per
-position, in one launch): planned up to 2^22 multiply-adds by the measured policy, wherever it
-applies by the "fused" one (this file's); every gradient against float64 on poisoned outputs,
-over compile-time (3x3, 1x1) and run-time geometries, one and many weight-role CTAs per channel;
-exactly the gradients asked for; bitwise determinism; and g = 0 where relu is closed, whatever
-grad_output holds there."""
+position, in one launch; its 3x3 stride-1 layers by bands of rows, small_backward_bands.cu):
+planned up to 2^22 multiply-adds by the measured policy, wherever it applies by the "fused" one
+(this file's); every gradient against float64 on poisoned outputs, over compile-time (3x3, 1x1)
+and run-time geometries, one and many weight-role CTAs per channel, one and two levels of band
+sums; which of the two kernels runs; exactly the gradients asked for; bitwise determinism; and
+g = 0 where relu is closed, whatever grad_output holds there."""
 
 import itertools
 
@@ -19,13 +20,18 @@ from conftest import cuda_kernel_names, poisoned_call
 pytestmark = [pytest.mark.cuda, pytest.mark.usefixtures("fused_kernels")]
 
 KERNEL = "small_backward_kernel"
+BANDS_KERNEL = "small_backward_bands_kernel"
 TOLERANCE = 1e-5  # float32 FMAs: the float32 bound of the other backward kernels
 
 # (batch, in_channels, out_channels, height, width, kernel, stride, padding, dilation): v0's
 # channels on a smaller batch (the 3x3 instance); strided, padded, dilated and rectangular
 # run-time geometries; 1x1 over 32 channels (the 1x1 instance) and 5x5 over one (kMaxK both);
 # 1x1 at stride 2 (input pixels no output reads); one output channel; batches whose positions
-# give each channel many weight-role CTAs, in the 3x3 and the 1x1 instance.
+# give each channel many weight-role CTAs, in the 3x3 and the 1x1 instance. Then the bands kernel
+# (3x3, stride 1, no dilation, padding up to 2): 388 CTAs, two levels of sums with a partial
+# last group; padding 2 by rows and 1 by columns; padding 2 on a plane narrower than the kernel;
+# an image of fewer rows than a band's least; 256 CTAs of one level; and a plane too wide for a
+# band in 48 KB of shared memory, which the other kernel takes.
 CASES = [
     (4, 3, 16, 32, 32, (3, 3), (1, 1), (0, 0), (1, 1)),
     (3, 2, 5, 17, 23, (3, 3), (2, 1), (1, 0), (1, 1)),
@@ -36,7 +42,25 @@ CASES = [
     (1, 3, 1, 8, 40, (3, 3), (1, 1), (1, 1), (2, 2)),
     (64, 3, 16, 32, 32, (3, 3), (1, 1), (1, 1), (1, 1)),
     (40, 32, 16, 20, 20, (1, 1), (1, 1), (0, 0), (1, 1)),
+    (97, 3, 16, 16, 16, (3, 3), (1, 1), (1, 1), (1, 1)),
+    (5, 1, 2, 12, 4, (3, 3), (1, 1), (2, 1), (1, 1)),
+    (2, 2, 3, 4, 3, (3, 3), (1, 1), (2, 2), (1, 1)),
+    (1, 3, 2, 3, 4, (3, 3), (1, 1), (1, 1), (1, 1)),
+    (16, 3, 16, 64, 64, (3, 3), (1, 1), (1, 1), (1, 1)),
+    (2, 3, 16, 6, 150, (3, 3), (1, 1), (1, 1), (1, 1)),
 ]
+TWO_LEVEL_CASE = CASES[9]
+
+
+def _kernel_of(case):
+    """The kernel small_backward.cu launches: bands for 3x3 stride 1, no dilation, padding up to
+    2, where a band of at least 4 rows (or the whole plane) fits in 48 KB of shared memory."""
+    batch, cin, cout, height, width, kernel, stride, padding, dilation = case
+    fits = width < 100  # every case above but the 150-wide one
+    if kernel == (3, 3) and stride == (1, 1) and dilation == (1, 1) and max(padding) <= 2 \
+            and fits:
+        return BANDS_KERNEL
+    return KERNEL
 
 
 def _layer(case, seed):
@@ -83,7 +107,10 @@ def test_small_backward_against_float64(case):
     plan_arguments = (grad_y, x, weight, y) + _op_arguments(geometry) + ([True] * 3,)
     assert torch.ops.fusedconv._plan_backward(*plan_arguments) == "small_problem"
     names = cuda_kernel_names(lambda: _backward(grad_y, x, weight, y, geometry))
-    assert any(KERNEL in n for n in names), names
+    expected_kernel = _kernel_of(case)
+    other_kernel = KERNEL if expected_kernel == BANDS_KERNEL else BANDS_KERNEL
+    assert any(expected_kernel in n for n in names), names
+    assert not any(other_kernel in n for n in names), names
     assert not any("cudnn" in n.lower() or "hardswish_relu_grad" in n for n in names), names
     grads = poisoned_call(lambda: _backward(grad_y, x, weight, y, geometry), torch.float32,
                           "cuda")
@@ -93,15 +120,16 @@ def test_small_backward_against_float64(case):
 
 @pytest.mark.parametrize("mask", [m for m in itertools.product([True, False], repeat=3)
                                   if any(m)], ids=str)
-def test_small_backward_computes_exactly_the_requested_gradients(mask):
-    x, weight, bias, y, grad_y, geometry = _layer(CASES[1], seed=11)
+@pytest.mark.parametrize("case", [CASES[1], TWO_LEVEL_CASE], ids=str)
+def test_small_backward_computes_exactly_the_requested_gradients(mask, case):
+    x, weight, bias, y, grad_y, geometry = _layer(case, seed=11)
     grads = poisoned_call(lambda: _backward(grad_y, x, weight, y, geometry, mask),
                           torch.float32, "cuda")
     expected = reference_gradients_float64(x, weight, bias, grad_y, y, **geometry)
     _check(grads, expected, grad_y, mask)
 
 
-@pytest.mark.parametrize("case", [CASES[0], CASES[2], CASES[-1]], ids=str)
+@pytest.mark.parametrize("case", [CASES[0], CASES[2], CASES[8], TWO_LEVEL_CASE], ids=str)
 def test_small_backward_is_bitwise_deterministic(case):
     x, weight, bias, y, grad_y, geometry = _layer(case, seed=3)
     first = _backward(grad_y, x, weight, y, geometry)

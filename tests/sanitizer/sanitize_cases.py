@@ -18,13 +18,17 @@ CASES = [
     # "forward_only"
     (2, 3, 5, 9, 11, 3, {}, torch.float32, 1e-5),
     # The small-problem backward (every backward of up to 16 output channels and 32 inputs per
-    # position under the fused policy; the case above takes it too): the run-time instance,
-    # strided, dilated and padded; then 3x3 with 17 weight-role CTAs per channel; the 1x1
-    # instance at stride 2.
+    # position under the fused policy): the run-time instance, strided, dilated and padded; then
+    # the 3x3 instance with 17 weight-role CTAs per channel (strided: stride 1 goes by bands);
+    # the 1x1 instance at stride 2.
     (2, 5, 7, 13, 11, (2, 3), {"stride": (1, 2), "padding": 1, "dilation": (2, 1)},
      torch.float32, 1e-5),
-    (64, 3, 16, 32, 32, 3, {"padding": 1}, torch.float32, 1e-5),
+    (64, 3, 16, 32, 32, 3, {"padding": 1, "stride": (1, 2)}, torch.float32, 1e-5),
     (8, 32, 16, 12, 12, 1, {"stride": 2}, torch.float32, 1e-5),
+    # Its 3x3 stride-1 layers by bands (the first case above too): 388 CTAs, two levels of sums
+    # with a partial last group; padding 2 by rows and 1 by columns.
+    (97, 3, 16, 16, 16, 3, {"padding": 1}, torch.float32, 1e-5),
+    (3, 2, 3, 12, 9, 3, {"padding": (2, 1)}, torch.float32, 1e-5),
     # The small-problem DMMA kernel (on an A100 / H100) past one pass of its persistent grid,
     # with bounds checks and pairs of positions that straddle two images (odd plane).
     (100, 3, 7, 31, 31, 3, {"padding": 1, "forward_only": True}, torch.float32, 1e-5),

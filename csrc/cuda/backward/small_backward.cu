@@ -23,6 +23,7 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "backward/small_backward_bands.h"
 #include "common/configuration.h"
 #include "common/device_limits.h"
 #include "fusedconv/activation.h"
@@ -404,6 +405,9 @@ bool applies(const ConvParams& p) {
 }
 
 cudaError_t workspace_bytes(const ConvParams& p, bool params_wanted, int64_t& bytes) {
+  if (small_backward_bands::applies(p)) {
+    return small_backward_bands::workspace_bytes(p, params_wanted, bytes);
+  }
   bytes = 0;
   if (!params_wanted) {
     return cudaSuccess;
@@ -420,6 +424,9 @@ cudaError_t launch(const ConvBackwardParams& bp, cudaStream_t stream) {
   const ConvParams& p = bp.conv;
   if (p.batch * p.out_channels * p.out_height * p.out_width == 0) {
     return cudaErrorInvalidValue;  // the plan gives an empty output no launch
+  }
+  if (small_backward_bands::applies(p)) {  // 3x3 stride 1: 1.1-2.4x faster (its file says)
+    return small_backward_bands::launch(bp, stream);
   }
   DeviceLimits limits{};
   cudaError_t status = device_limits(limits);
