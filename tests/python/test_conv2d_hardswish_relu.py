@@ -431,6 +431,9 @@ def test_cuda_graph_capture_and_replay():
 def test_runs_on_the_current_stream():
     x, weight, b = _inputs(8, 8, 32, 64, 64, 3, 1, "cuda")
     stream = torch.cuda.Stream()
+    # The inputs were made on the default stream: without this wait the kernel may read them
+    # unfinished (it failed so once, under five concurrent test processes).
+    stream.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(stream):
         y = fusedconv.conv2d_hardswish_relu(x, weight, b)
         z = y * 1.0  # ordered after the kernel on `stream` only if the kernel ran there

@@ -72,7 +72,11 @@ CASES = [
                                 "weight_channels_last": True}, torch.float16, 2e-3),
     # More tiles than an H200's resident grid: CTAs walk several tiles (128 x 64 and 128 x 32).
     (8, 16, 136, 56, 56, 1, {"forward_only": True}, torch.bfloat16, 1e-2),
-    (17, 32, 16, 56, 56, 1, {"forward_only": True}, torch.float16, 2e-3),
+    # channels_last only: in NCHW it takes the floor, where on an H100 initcheck does not see
+    # cuDNN's writes of y and flagged each 16-byte read of it by our activation pass (106,699
+    # reads, 853k float16 elements; the values were right).
+    (17, 32, 16, 56, 56, 1, {"forward_only": True, "channels_last_only": True}, torch.float16,
+     2e-3),
     (9, 16, 72, 56, 56, 3, {"padding": 1, "forward_only": True, "weight_channels_last": True},
      torch.bfloat16, 1e-2),
     # float32 through it with TF32 allowed (16-channel steps, 4-channel chunks), then 417 tiles
@@ -144,7 +148,10 @@ def main(argv):
         weight = torch.randn(cout, cin // groups, kh, kw, device="cuda", dtype=dtype,
                              requires_grad=True)
         bias = torch.randn(cout, device="cuda", dtype=dtype, requires_grad=True)
-        for layout in (torch.contiguous_format, torch.channels_last):
+        layouts = (torch.contiguous_format, torch.channels_last)
+        if kwargs.pop("channels_last_only", False):
+            layouts = (torch.channels_last,)
+        for layout in layouts:
             xl = x.detach().contiguous(memory_format=layout).requires_grad_()
             wl = weight
             if weight_channels_last and layout == torch.channels_last:
