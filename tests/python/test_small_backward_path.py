@@ -1,11 +1,11 @@
 """The small-problem backward (csrc/cuda/backward/small_backward.cu: grad_input, grad_weight and
 grad_bias of the small-problem forward's domain, up to 16 output channels and 32 inputs per
 position, in one launch; its 3x3 stride-1 layers by bands of rows, small_backward_bands.cu):
-planned up to 2^22 multiply-adds by the measured policy, wherever it applies by the "fused" one
-(this file's); every gradient against float64 on poisoned outputs, over compile-time (3x3, 1x1)
-and run-time geometries, one and many weight-role CTAs per channel, one and two levels of band
-sums; which of the two kernels runs; exactly the gradients asked for; bitwise determinism; and
-g = 0 where relu is closed, whatever grad_output holds there."""
+planned up to 2^22 multiply-adds by the measured policy (2^28 by bands), wherever it applies by
+the "fused" one (this file's); every gradient against float64 on poisoned outputs, over
+compile-time (3x3, 1x1) and run-time geometries, one and many weight-role CTAs per channel, one
+and two levels of band sums; which of the two kernels runs; exactly the gradients asked for;
+bitwise determinism; and g = 0 where relu is closed, whatever grad_output holds there."""
 
 import itertools
 
@@ -187,11 +187,15 @@ def _measured_plan(batch, cin, cout, size, kernel):
 
 def test_measured_policy_plans_the_small_backward_up_to_its_crossover():
     # Up to 2^22 multiply-adds (backward_plan.cu): 32 x 32 x 32 positions of 8 -> 16 1x1 is
-    # exactly 2^22, one image more is past it; KernelBench's v0 (batch 128) is 50M.
+    # exactly 2^22, one image more is past it. By bands (3x3 stride 1) up to 2^28: KernelBench's
+    # v0 (batch 128, 50M) is in, batch 1024 (398M) is past it, and 112 x 112 planes of 16 output
+    # channels (no band fits in 48 KB) stop at 2^22.
     assert _measured_plan(32, 8, 16, 32, 1) == "small_problem"
     assert _measured_plan(33, 8, 16, 32, 1).startswith("floor")
     assert _measured_plan(4, 3, 16, 32, 3) == "small_problem"
-    assert _measured_plan(128, 3, 16, 32, 3).startswith("floor")
+    assert _measured_plan(128, 3, 16, 32, 3) == "small_problem"
+    assert _measured_plan(1024, 3, 16, 32, 3).startswith("floor")
+    assert _measured_plan(32, 3, 16, 112, 3).startswith("floor")
 
 
 def test_small_backward_leaves_wider_problems_to_the_other_kernels():

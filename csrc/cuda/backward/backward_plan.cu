@@ -25,6 +25,7 @@
 #include "backward/backward_plan.h"
 #include "backward/depthwise_backward.h"
 #include "backward/small_backward.h"
+#include "backward/small_backward_bands.h"
 #include "common/configuration.h"
 #include "common/depthwise_candidates.h"
 #include "common/depthwise_planes_domain.h"
@@ -92,16 +93,20 @@ bool depthwise_beats_floor(const ConvParams& p, bool grad_input_wanted) {
 }
 
 // The small-problem backward (small_backward.cu) against the floor (benchmarks/crossover.py
-// --directions small_bwd, batch 32, ms per op call; seventeenth session, an H200 and an H100):
-// up to 2^22 multiply-adds (batch x output positions x out_channels x in_channels x taps) it
-// won all 15 shapes on both (1.02-2.18x); above, wins and losses mix (0.20-2.44x), the loss
-// growing with the problem: its loops are issue- and latency-bound (ncu at KernelBench's v0,
-// 50M multiply-adds: 184 us on an H100, against ~80 us of the floor's kernels).
+// --directions small_bwd, batch 32, ms per op call). Its positions kernel won all 15 shapes up to
+// 2^22 multiply-adds (batch x output positions x out_channels x in_channels x taps) on an H200
+// and an H100 (seventeenth session) and lost above (0.37-0.87x: issue- and latency-bound). Its
+// bands kernel (3x3 stride 1, where a band fits) won all 19 of its shapes on an H100 (1.08-3.16x,
+// up to 2^27.3), and KernelBench's v0 (batch 128, 2^25.6) in GPU time (52 us against the floor's
+// ~98) and per Python training step (0.24 against 0.33 ms; eighteenth session).
 bool small_backward_beats_floor(const ConvParams& p) {
   constexpr int64_t kMaxMultiplyAdds = int64_t{1} << 22;
+  constexpr int64_t kMaxBandsMultiplyAdds = int64_t{1} << 28;  // the largest measured, rounded up
   const int64_t positions = p.batch * p.out_height * p.out_width;
   const int64_t per_position = p.out_channels * p.in_channels * p.kernel_h * p.kernel_w;
-  return positions <= kMaxMultiplyAdds / std::max<int64_t>(1, per_position);
+  const int64_t limit =
+      small_backward_bands::applies(p) ? kMaxBandsMultiplyAdds : kMaxMultiplyAdds;
+  return positions <= limit / std::max<int64_t>(1, per_position);
 }
 
 // Where the floor's g pass sums grad_bias (activation_bias_grad.cu) instead of ATen's reduction
