@@ -1,4 +1,5 @@
-// The small-problem backward's entry points (small_backward.cu), called by backward_plan.cu only.
+// The small-problem backward's entry points (small_backward.cu), called by backward_plan.cu only;
+// 3x3 stride-1 layers go by bands of rows (small_backward_bands.h) wherever that applies.
 #pragma once
 
 #include <cuda_runtime_api.h>
