@@ -11,6 +11,7 @@ import itertools
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import fusedconv
 from fusedconv.reference import reference_gradients_float64, relative_l2_error
@@ -23,40 +24,50 @@ KERNEL = "small_backward_kernel"
 BANDS_KERNEL = "small_backward_bands_kernel"
 TOLERANCE = 1e-5  # float32 FMAs: the float32 bound of the other backward kernels
 
-# (batch, in_channels, out_channels, height, width, kernel, stride, padding, dilation): v0's
-# channels on a smaller batch (the 3x3 instance); strided, padded, dilated and rectangular
-# run-time geometries; 1x1 over 32 channels (the 1x1 instance) and 5x5 over one (kMaxK both);
-# 1x1 at stride 2 (input pixels no output reads); one output channel; batches whose positions
-# give each channel many weight-role CTAs, in the 3x3 and the 1x1 instance. Then the bands kernel
-# (3x3, stride 1, no dilation, padding up to 2): 388 CTAs, two levels of sums with a partial
-# last group; padding 2 by rows and 1 by columns; padding 2 on a plane narrower than the kernel;
-# an image of fewer rows than a band's least; 256 CTAs of one level; and a plane too wide for a
-# band in 48 KB of shared memory, which the other kernel takes.
+# (batch, in_channels, out_channels, height, width, kernel, stride, padding, dilation). The
+# positions kernel: v0's channels at stride (1, 2) on a smaller batch (the 3x3 instance);
+# strided, padded, dilated and rectangular run-time geometries; 1x1 over 32 channels (the 1x1
+# instance) and 5x5 over one (kMaxK both); 1x1 at stride 2 (input pixels no output reads); one
+# output channel; batches whose positions give each channel many weight-role CTAs, in the 3x3
+# (strided) and the 1x1 instance. The bands kernel (3x3, stride 1, no dilation, padding up to 2):
+# v0's channels on batch 4, and on batch 64 (512 CTAs); 388 CTAs, two levels of sums with a
+# partial last group; padding 2 by rows and 1 by columns; padding 2 on a plane as narrow as the
+# kernel; an image of fewer rows than a band's least, and one of 2 rows; 256 CTAs of one level.
+# Then planes too wide for a band in shared memory, which the positions kernel takes: 150
+# columns, and 404 (a band of all 4 rows needs 49,144 bytes: within 48 KB alone, not with the
+# kernel's static 16).
 CASES = [
-    (4, 3, 16, 32, 32, (3, 3), (1, 1), (0, 0), (1, 1)),
+    (4, 3, 16, 32, 32, (3, 3), (1, 2), (0, 0), (1, 1)),
     (3, 2, 5, 17, 23, (3, 3), (2, 1), (1, 0), (1, 1)),
     (2, 5, 7, 13, 11, (2, 3), (1, 2), (1, 1), (2, 1)),
     (2, 32, 16, 9, 10, (1, 1), (1, 1), (0, 0), (1, 1)),
     (2, 1, 9, 12, 12, (5, 5), (3, 3), (2, 2), (1, 1)),
     (3, 8, 4, 9, 9, (1, 1), (2, 2), (0, 0), (1, 1)),
     (1, 3, 1, 8, 40, (3, 3), (1, 1), (1, 1), (2, 2)),
-    (64, 3, 16, 32, 32, (3, 3), (1, 1), (1, 1), (1, 1)),
+    (64, 3, 16, 32, 32, (3, 3), (1, 2), (1, 1), (1, 1)),
     (40, 32, 16, 20, 20, (1, 1), (1, 1), (0, 0), (1, 1)),
+    (4, 3, 16, 32, 32, (3, 3), (1, 1), (0, 0), (1, 1)),
+    (64, 3, 16, 32, 32, (3, 3), (1, 1), (1, 1), (1, 1)),
     (97, 3, 16, 16, 16, (3, 3), (1, 1), (1, 1), (1, 1)),
     (5, 1, 2, 12, 4, (3, 3), (1, 1), (2, 1), (1, 1)),
     (2, 2, 3, 4, 3, (3, 3), (1, 1), (2, 2), (1, 1)),
     (1, 3, 2, 3, 4, (3, 3), (1, 1), (1, 1), (1, 1)),
+    (3, 2, 4, 2, 5, (3, 3), (1, 1), (1, 1), (1, 1)),
     (16, 3, 16, 64, 64, (3, 3), (1, 1), (1, 1), (1, 1)),
     (2, 3, 16, 6, 150, (3, 3), (1, 1), (1, 1), (1, 1)),
+    (1, 1, 4, 4, 404, (3, 3), (1, 1), (1, 1), (1, 1)),
 ]
-TWO_LEVEL_CASE = CASES[9]
+BANDS_CASE = CASES[9]
+TWO_LEVEL_CASE = CASES[11]  # two levels on GPUs of 78 or more SMs (H100, H200)
 
 
 def _kernel_of(case):
     """The kernel small_backward.cu launches: bands for 3x3 stride 1, no dilation, padding up to
-    2, where a band of at least 4 rows (or the whole plane) fits in 48 KB of shared memory."""
+    2, where a band of at least 4 rows (or the whole plane) fits in 47 KB of shared memory. A
+    stand-in for small_backward_bands::applies that holds for CASES (on 78-132 SMs): the two
+    planes 150 and 404 wide are the ones that do not fit."""
     batch, cin, cout, height, width, kernel, stride, padding, dilation = case
-    fits = width < 100  # every case above but the 150-wide one
+    fits = width < 100
     if kernel == (3, 3) and stride == (1, 1) and dilation == (1, 1) and max(padding) <= 2 \
             and fits:
         return BANDS_KERNEL
@@ -129,7 +140,8 @@ def test_small_backward_computes_exactly_the_requested_gradients(mask, case):
     _check(grads, expected, grad_y, mask)
 
 
-@pytest.mark.parametrize("case", [CASES[0], CASES[2], CASES[8], TWO_LEVEL_CASE], ids=str)
+@pytest.mark.parametrize("case", [CASES[0], CASES[2], CASES[8], BANDS_CASE, TWO_LEVEL_CASE],
+                         ids=str)
 def test_small_backward_is_bitwise_deterministic(case):
     x, weight, bias, y, grad_y, geometry = _layer(case, seed=3)
     first = _backward(grad_y, x, weight, y, geometry)
@@ -139,8 +151,9 @@ def test_small_backward_is_bitwise_deterministic(case):
             assert torch.equal(a, b)
 
 
-def test_small_backward_zero_where_relu_is_closed_even_for_infinite_grad_output():
-    x, weight, bias, y, grad_y, geometry = _layer(CASES[0], seed=5)
+@pytest.mark.parametrize("case", [CASES[0], BANDS_CASE], ids=str)
+def test_small_backward_zero_where_relu_is_closed_even_for_infinite_grad_output(case):
+    x, weight, bias, y, grad_y, geometry = _layer(case, seed=5)
     closed = y <= 0
     assert closed.any() and not closed.all()
     grad_y = torch.where(closed, torch.full_like(grad_y, float("inf")), grad_y)
@@ -153,14 +166,39 @@ def test_small_backward_zero_where_relu_is_closed_even_for_infinite_grad_output(
 
 def test_small_backward_through_autograd_matches_float64():
     # The module's training step: autograd's backward node reaches the kernel.
-    x, weight, bias, _, _, geometry = _layer(CASES[0], seed=9)
+    x, weight, bias, _, _, geometry = _layer(BANDS_CASE, seed=9)
     leaves = [t.detach().clone().requires_grad_() for t in (x, weight, bias)]
     y = fusedconv.conv2d_hardswish_relu(*leaves, **geometry)
     grad_y = torch.randn_like(y)
     names = cuda_kernel_names(lambda: torch.autograd.grad(y, leaves, grad_y, retain_graph=True))
-    assert any(_kernel_of(CASES[0]) in n for n in names), names
+    assert any(BANDS_KERNEL in n for n in names), names
     grads = torch.autograd.grad(y, leaves, grad_y)
     _check(grads, reference_gradients_float64(x, weight, bias, grad_y, y, **geometry), grad_y)
+
+
+@pytest.mark.parametrize("pads", [(0, 2, 1, 0), (2, 0, 0, 2), (1, 2, 2, 1)], ids=str)
+def test_bands_with_asymmetric_padding_against_float64(pads):
+    # The op's padding is (top, bottom, left, right); the bands kernel takes the bottom and right
+    # padding from the output's size alone.
+    generator = torch.Generator(device="cuda").manual_seed(sum(pads))
+    x = torch.randn(3, 2, 9, 7, device="cuda", generator=generator)
+    weight = torch.randn(5, 2, 3, 3, device="cuda", generator=generator) / 18 ** 0.5
+    bias = torch.randn(5, device="cuda", generator=generator)
+    geometry = ([1, 1], list(pads), [1, 1], 1)
+    y = torch.ops.fusedconv.conv2d_hardswish_relu(x, weight, bias, *geometry, None)
+    grad_y = torch.randn(y.shape, device="cuda", generator=generator)
+
+    def backward():
+        return torch.ops.fusedconv.conv2d_hardswish_relu_backward(grad_y, x, weight, y, *geometry,
+                                                                  [True] * 3)
+    names = cuda_kernel_names(backward)
+    assert any(BANDS_KERNEL in n for n in names), names
+    grads = poisoned_call(backward, torch.float32, "cuda")
+    top, bottom, left, right = pads
+    expected = reference_gradients_float64(F.pad(x, (left, right, top, bottom)), weight, bias,
+                                           grad_y, y)
+    expected[0] = expected[0][:, :, top:top + x.shape[2], left:left + x.shape[3]]
+    _check(grads, expected, grad_y)
 
 
 def test_small_backward_of_a_sum_reads_the_expanded_grad_output():

@@ -11,8 +11,10 @@
 namespace fusedconv {
 namespace small_backward_bands {
 
-// Inside small_backward::applies: 3x3, stride 1, no dilation, padding 0-2 on every side, and a
-// band of at least kMinRows rows within the default 48 KB of shared memory.
+// For a layer small_backward::applies to (its callers test that first: dtype, layout, groups and
+// the index limits are not checked again here): 3x3, stride 1, no dilation, padding 0-2 on every
+// side, and a band of at least 4 rows (or the whole plane) within the default 48 KB of shared
+// memory.
 bool applies(const ConvParams& params);
 // Per-CTA weight partials (and the group sums above them) and their counters; 0 where neither
 // grad_weight nor grad_bias is wanted.
