@@ -427,7 +427,7 @@ cudaError_t launch(const ConvBackwardParams& bp, cudaStream_t stream) {
   if (p.batch * p.out_channels * p.out_height * p.out_width == 0) {
     return cudaErrorInvalidValue;  // the plan gives an empty output no launch
   }
-  if (small_backward_bands::applies(p)) {  // 3x3 stride 1: 1.6-2.4x faster (its file says)
+  if (small_backward_bands::applies(p)) {  // 3x3 stride 1: 1.5-2.4x faster (its file says)
     return small_backward_bands::launch(bp, stream);
   }
   DeviceLimits limits{};
