@@ -6,7 +6,7 @@
 # Why: the kernel takes 52-61 us at v0 on an H100 where its instruction count predicts ~15.
 # Output under $OUT; needs no extension build.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 OUT="${OUT:-/tmp/fusedconv-gpu-round}"
 mkdir -p "$OUT"
 nvcc -O3 -std=c++17 -lineinfo -gencode=arch=compute_90a,code=sm_90a -Icsrc/include -Icsrc/cuda \
