@@ -293,41 +293,48 @@ __global__ void __launch_bounds__(kThreads)
   for (int e = tid; e < slots; e += kThreads) {
     cta_partials[e] = sums[e];
   }
-  // Each writer's stores made visible before its count; the reader's loads from L2.
   const int ctas = static_cast<int>(gridDim.x);
   const int group = kTwoLevel ? static_cast<int>(blockIdx.x) / kGroup : 0;
   const int group_first = kTwoLevel ? group * kGroup : 0;
   const int group_size = kTwoLevel ? min(kGroup, ctas - group_first) : ctas;
   const int groups = kTwoLevel ? (ctas + kGroup - 1) / kGroup : 1;
-  __threadfence();
-  __syncthreads();
-  if (tid == 0) {
-    last = atomicAdd(counters + group, 1u) == static_cast<unsigned int>(group_size - 1);
-  }
-  __syncthreads();
-  if (!last) {
-    return;
-  }
-  __threadfence();
-  auto write = [&](int e, float total) {
-    const int co = e / (k_count + 1), k = e - co * (k_count + 1);
-    if (k == k_count) {
-      if (grad_b != nullptr) {
-        grad_b[co] = total;
-      }
-    } else if (grad_w != nullptr) {
-      grad_w[co * k_count + k] = total;
+  // Whether this CTA is the last of `arrivals` to count on `counter`: each writer's stores made
+  // visible before its count, the last one's loads (from L2) after everyone's.
+  const auto arrives_last = [&](unsigned int* counter, int arrivals) {
+    __threadfence();
+    __syncthreads();
+    if (tid == 0) {
+      last = atomicAdd(counter, 1u) == static_cast<unsigned int>(arrivals - 1);
     }
+    __syncthreads();
+    if (last) {
+      __threadfence();
+    }
+    return last;
   };
-  if (!kTwoLevel) {
+  // grad_weight and grad_bias: each slot the sum of `count` rows of sums in row order.
+  const auto write_sums = [&](const float* rows, int count) {
     for (int e = tid; e < slots; e += kThreads) {
       float total = 0.0f;
 #pragma unroll 8
-      for (int b = 0; b < ctas; ++b) {
-        total += __ldcg(partials + int64_t{b} * slots + e);
+      for (int b = 0; b < count; ++b) {
+        total += __ldcg(rows + int64_t{b} * slots + e);
       }
-      write(e, total);
+      const int co = e / (k_count + 1), k = e - co * (k_count + 1);
+      if (k == k_count) {
+        if (grad_b != nullptr) {
+          grad_b[co] = total;
+        }
+      } else if (grad_w != nullptr) {
+        grad_w[co * k_count + k] = total;
+      }
     }
+  };
+  if (!arrives_last(counters + group, group_size)) {
+    return;
+  }
+  if (!kTwoLevel) {
+    write_sums(partials, ctas);
     return;
   }
   float* group_sums = partials + int64_t{ctas} * slots;  // [groups][slots]
@@ -344,23 +351,8 @@ __global__ void __launch_bounds__(kThreads)
     }
     group_sums[int64_t{group} * slots + e] = total;
   }
-  __threadfence();
-  __syncthreads();
-  if (tid == 0) {
-    last = atomicAdd(counters + groups, 1u) == static_cast<unsigned int>(groups - 1);
-  }
-  __syncthreads();
-  if (!last) {
-    return;
-  }
-  __threadfence();
-  for (int e = tid; e < slots; e += kThreads) {
-    float total = 0.0f;
-#pragma unroll 8
-    for (int b = 0; b < groups; ++b) {
-      total += __ldcg(group_sums + int64_t{b} * slots + e);
-    }
-    write(e, total);
+  if (arrives_last(counters + groups, groups)) {
+    write_sums(group_sums, groups);
   }
 }
 
@@ -420,6 +412,16 @@ bool launch_of(const ConvParams& p, const DeviceLimits& limits, Launch& l) {
   return true;
 }
 
+// launch_of on the current device; cudaErrorInvalidValue where no band fits.
+cudaError_t launch_for(const ConvParams& p, Launch& l) {
+  DeviceLimits limits{};
+  const cudaError_t status = device_limits(limits);
+  if (status != cudaSuccess) {
+    return status;
+  }
+  return launch_of(p, limits, l) ? cudaSuccess : cudaErrorInvalidValue;
+}
+
 // The workspace: partials [ctas + groups][slots] floats, then groups + 1 counters.
 int64_t counters_offset(const Launch& l) {
   const int64_t slots = int64_t{l.q.cout} * (l.q.cin * kTaps + 1);
@@ -437,9 +439,8 @@ bool applies(const ConvParams& p) {
       p.out_height < 1 || p.out_width < 1) {
     return false;
   }
-  DeviceLimits limits{};
   Launch l{};
-  return device_limits(limits) == cudaSuccess && launch_of(p, limits, l);
+  return launch_for(p, l) == cudaSuccess;
 }
 
 cudaError_t workspace_bytes(const ConvParams& p, bool params_wanted, int64_t& bytes) {
@@ -447,29 +448,20 @@ cudaError_t workspace_bytes(const ConvParams& p, bool params_wanted, int64_t& by
   if (!params_wanted) {
     return cudaSuccess;
   }
-  DeviceLimits limits{};
-  const cudaError_t status = device_limits(limits);
-  if (status != cudaSuccess) {
-    return status;
-  }
   Launch l{};
-  if (!launch_of(p, limits, l)) {
-    return cudaErrorInvalidValue;
+  const cudaError_t status = launch_for(p, l);
+  if (status == cudaSuccess) {
+    bytes = counters_offset(l) + (l.groups + 1) * int64_t{4};
   }
-  bytes = counters_offset(l) + (l.groups + 1) * int64_t{4};
-  return cudaSuccess;
+  return status;
 }
 
 cudaError_t launch(const ConvBackwardParams& bp, cudaStream_t stream) {
   const ConvParams& p = bp.conv;
-  DeviceLimits limits{};
-  cudaError_t status = device_limits(limits);
+  Launch l{};
+  cudaError_t status = launch_for(p, l);
   if (status != cudaSuccess) {
     return status;
-  }
-  Launch l{};
-  if (!launch_of(p, limits, l)) {
-    return cudaErrorInvalidValue;
   }
   float* partials = nullptr;
   unsigned int* counters = nullptr;
