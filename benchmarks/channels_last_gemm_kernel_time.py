@@ -4,7 +4,7 @@ Each system's call is captured 20 times into a CUDA graph and replayed (median o
 the time is the GPU's, without the host's launch work; the floor is PyTorch's convolution
 (cuDNN) plus our in-place bias + activation pass. "mem" is x + W + y bytes over the measured copy
 bandwidth. Layers: crossover.py's (the 1x1 convolutions of MobileNetV3 / EfficientNet-B0 /
-ResNet-50 and ResNet-50's 3x3 ones) in channels_last float16, bfloat16 and float32 (TF32, as
+ResNet-50 and ResNet-50's 3x3 ones; with --stems the 3-channel stems) in channels_last float16, bfloat16 and float32 (TF32, as
 PyTorch's default allows for convolutions). Usage (GPU):
 python benchmarks/channels_last_gemm_kernel_time.py [--batch 64]
 """
@@ -16,7 +16,7 @@ import torch
 import fusedconv
 from fusedconv.bench import measure_copy_bandwidth
 
-from crossover import channels_last_gemm_shapes
+from crossover import channels_last_gemm_shapes, channels_last_stem_shapes
 from forward_kernel_times import graph_ms
 
 
@@ -28,7 +28,10 @@ def graph_us(fn):
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--batch", type=int, default=64)
-    batch = parser.parse_args().batch
+    parser.add_argument("--stems", action="store_true", help="the 3-channel stems only")
+    args = parser.parse_args()
+    batch = args.batch
+    shapes = channels_last_stem_shapes() if args.stems else channels_last_gemm_shapes()
     ops = fusedconv.load_extension()
     bandwidth = measure_copy_bandwidth()
     print("copy bandwidth %.0f GB/s" % (bandwidth / 1e9))
@@ -36,7 +39,7 @@ def main():
     print("%-20s %-9s %9s %9s %9s %7s %6s %8s" % header)
     previous = ops._plan_policy()
     try:
-        for cin, cout, size, k, stride, dtype in channels_last_gemm_shapes():
+        for cin, cout, size, k, stride, dtype in shapes:
             x = torch.randn(batch, cin, size, size, device="cuda", dtype=dtype)
             x = x.contiguous(memory_format=torch.channels_last)
             w = torch.randn(cout, cin, k, k, device="cuda", dtype=dtype) / (cin * k * k) ** 0.5

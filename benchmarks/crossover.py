@@ -9,7 +9,7 @@ with the kernel the fused policy chose; docs/DESIGN.md's dispatch rule is read o
 (benchmarks/NOTES.md, "Crossovers"). `--directions depthwise` sweeps the depthwise kernel
 (both layouts, float32, bfloat16 and float16) the same way, `--directions depthwise_bwd` the
 depthwise backward, `--directions channels_last_gemm` the channels_last GEMM (1x1 and 3x3 layers,
-float16 / bfloat16 / float32), `--directions small_bwd` the small-problem backward (float32, TF32
+float16 / bfloat16 / float32), `--directions channels_last_stems` the same on 3-channel stems, `--directions small_bwd` the small-problem backward (float32, TF32
 off), `--directions bias_grad` the floor backward with grad_bias summed in
 its g pass (the networks suite's layers, both layouts, three dtypes). Usage (GPU):
 python benchmarks/crossover.py --json out.json
@@ -74,6 +74,9 @@ def sweep(repeats, directions, records):
         if "channels_last_gemm" in directions:
             for shape in channels_last_gemm_shapes():
                 add(time_channels_last_gemm(ops, *shape, precision, repeats))
+        if "channels_last_stems" in directions:
+            for shape in channels_last_stem_shapes():
+                add(time_channels_last_gemm(ops, *shape, precision, repeats))
         if "depthwise_bwd" in directions:
             for shape in depthwise_shapes():
                 add(time_depthwise_backward(ops, *shape, precision, repeats))
@@ -126,6 +129,17 @@ def channels_last_gemm_shapes():
               (512, 128, 28, 1, 1), (1024, 256, 14, 1, 1), (64, 64, 56, 3, 1),
               (128, 128, 28, 3, 1), (256, 256, 14, 3, 1), (512, 512, 7, 3, 1),
               (128, 128, 56, 3, 2), (256, 256, 28, 3, 2), (512, 512, 14, 3, 2))
+    return [layer + (dtype,) for layer, dtype in itertools.product(
+        layers, (torch.bfloat16, torch.float16, torch.float32))]
+
+
+def channels_last_stem_shapes():
+    """(in_channels, out_channels, size, k, stride, dtype): stems (3 input channels, in no
+    whole 16-byte vector, so the GEMM stages runs of kernel_w x C elements) of MobileNetV3,
+    EfficientNet-B0 and ResNet-50 at 224 and two stride-1 variants, channels_last float16 /
+    bfloat16 / float32 (float32 takes the kernel with TF32 allowed only)."""
+    layers = ((3, 16, 224, 3, 2), (3, 24, 224, 3, 2), (3, 32, 224, 3, 2), (3, 64, 224, 7, 2),
+              (3, 32, 112, 3, 1), (3, 64, 112, 3, 1))
     return [layer + (dtype,) for layer, dtype in itertools.product(
         layers, (torch.bfloat16, torch.float16, torch.float32))]
 
@@ -280,7 +294,7 @@ def main():
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--directions", default="fwd,bwd",
                         help="comma list of fwd, bwd (dense sweeps), depthwise, depthwise_bwd, "
-                        "channels_last_gemm, bias_grad and small_bwd")
+                        "channels_last_gemm, channels_last_stems, bias_grad and small_bwd")
     args = parser.parse_args()
     started = time.perf_counter()
     records = []
