@@ -4,9 +4,9 @@ Each system's call is captured 20 times into a CUDA graph and replayed (median o
 the time is the GPU's, without the host's launch work; the floor is PyTorch's convolution
 (cuDNN) plus our in-place bias + activation pass. "mem" is x + W + y bytes over the measured copy
 bandwidth. Layers: crossover.py's (the 1x1 convolutions of MobileNetV3 / EfficientNet-B0 /
-ResNet-50 and ResNet-50's 3x3 ones; with --stems the 3-channel stems) in channels_last float16, bfloat16 and float32 (TF32, as
-PyTorch's default allows for convolutions). Usage (GPU):
-python benchmarks/channels_last_gemm_kernel_time.py [--batch 64]
+ResNet-50 and ResNet-50's 3x3 ones; with --stems the 3-channel stems) in channels_last float16,
+bfloat16 and float32 (TF32, as PyTorch's default allows for convolutions). Usage (GPU):
+python benchmarks/channels_last_gemm_kernel_time.py [--batch 64] [--stems]
 """
 
 import argparse

@@ -9,7 +9,9 @@ with the kernel the fused policy chose; docs/DESIGN.md's dispatch rule is read o
 (benchmarks/NOTES.md, "Crossovers"). `--directions depthwise` sweeps the depthwise kernel
 (both layouts, float32, bfloat16 and float16) the same way, `--directions depthwise_bwd` the
 depthwise backward, `--directions channels_last_gemm` the channels_last GEMM (1x1 and 3x3 layers,
-float16 / bfloat16 / float32), `--directions channels_last_stems` the same on 3-channel stems, `--directions small_bwd` the small-problem backward (float32, TF32
+float16 / bfloat16 / float32), `--directions channels_last_stems` the same on 3-channel stems,
+`--directions fwd16` the NCHW float16 / bfloat16 forward of few input channels (mma.sync where
+wgmma does not take it), `--directions small_bwd` the small-problem backward (float32, TF32
 off), `--directions bias_grad` the floor backward with grad_bias summed in
 its g pass (the networks suite's layers, both layouts, three dtypes). Usage (GPU):
 python benchmarks/crossover.py --json out.json
@@ -48,6 +50,18 @@ def forward_shapes():
     return shapes
 
 
+def forward_16bit_shapes():
+    """(Cin, Cout, H, k, stride, dtype): NCHW float16 / bfloat16 with few input channels, the
+    stems (3 channels at 224, stride 2) among them; wgmma takes the stride-1 ones past 16 output
+    channels, mma.sync the rest."""
+    shapes = [(3, cout, 224, k, 2, dtype) for cout, k, dtype in itertools.product(
+        (16, 32, 64), (3, 7), (torch.bfloat16, torch.float16))]
+    for cin, cout, k, stride, dtype in itertools.product(
+            (3, 4, 8, 16), (16, 32, 64), (3, 5), (1, 2), (torch.bfloat16, torch.float16)):
+        shapes.append((cin, cout, 56, k, stride, dtype))
+    return shapes
+
+
 def backward_shapes():
     """(Cin, Cout, H, k): the fused backward's domain (float32 NCHW, stride 1)."""
     return list(itertools.product((3, 8, 16, 32, 64, 128), (16, 32, 64, 128), (28, 56, 112),
@@ -67,6 +81,9 @@ def sweep(repeats, directions, records):
         precision = "tf32" if tf32 else "fp32"
         if "fwd" in directions:
             for cin, cout, size, k, stride, dtype in forward_shapes():
+                add(time_forward(ops, cin, cout, size, k, stride, dtype, precision, repeats))
+        if "fwd16" in directions and tf32:  # one TF32 product in either mode: exact for 16 bits
+            for cin, cout, size, k, stride, dtype in forward_16bit_shapes():
                 add(time_forward(ops, cin, cout, size, k, stride, dtype, precision, repeats))
         if "depthwise" in directions:
             for shape in depthwise_shapes():
@@ -293,8 +310,9 @@ def main():
     parser.add_argument("--json", required=True)
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--directions", default="fwd,bwd",
-                        help="comma list of fwd, bwd (dense sweeps), depthwise, depthwise_bwd, "
-                        "channels_last_gemm, channels_last_stems, bias_grad and small_bwd")
+                        help="comma list of fwd, bwd (dense sweeps), fwd16, depthwise, "
+                        "depthwise_bwd, channels_last_gemm, channels_last_stems, bias_grad and "
+                        "small_bwd")
     args = parser.parse_args()
     started = time.perf_counter()
     records = []

@@ -1,6 +1,6 @@
-"""The CUDA tensor-core fast path (float32, dense NCHW, groups 1; any stride and dilation on the
-mma.sync kernel) against the floor path and the float64 reference, on shapes around its tile
-edges."""
+"""The CUDA tensor-core fast path (dense NCHW, groups 1; any stride and dilation on the mma.sync
+kernel, float32, float16 and bfloat16) against the floor path and the float64 reference, on
+shapes around its tile edges."""
 
 import os
 import random
@@ -218,3 +218,73 @@ def test_plans_follow_the_shape_when_shapes_alternate():
             actual = poisoned_call(call, torch.float32, "cuda")
             tolerance = TF32_TOLERANCE if allow_tf32 else THREE_TF32_TOLERANCE
             assert relative_l2_error(actual, expected) < tolerance, (x.shape, allow_tf32)
+
+
+# float16 and bfloat16 on the mma.sync kernel: one TF32 product, exact for these types, float32
+# sums, one rounding at the store; so at most one unit in the last place from the float64
+# reference rounded to the type (test_wgmma_path.py's bound), in either precision mode.
+REDUCED_PRECISION = [(torch.float16, 1e-3), (torch.bfloat16, 8e-3)]
+
+
+def _assert_within_one_ulp(actual, expected, dtype, l2_tolerance, context):
+    assert actual.dtype == dtype, context
+    assert torch.isfinite(actual).all(), context
+    assert relative_l2_error(actual, expected) < l2_tolerance, context
+    torch.testing.assert_close(actual, expected.to(dtype), rtol=torch.finfo(dtype).eps,
+                               atol=1e-5, msg=lambda message: "%s\n%s" % (context, message))
+
+
+@pytest.mark.parametrize("dtype,l2_tolerance", REDUCED_PRECISION, ids=str)
+@pytest.mark.parametrize("seed", range(16))
+def test_reduced_precision_strided_cases_against_float64(seed, dtype, l2_tolerance):
+    # Random strided (and dilated) shapes, which only the mma.sync kernel takes in 16 bits:
+    # partial tiles and chunks, odd planes (unpaired stores), with and without a bias.
+    case = _random_case(random.Random(1000 + seed), strided=True)
+    case["stride"] = (max(2, case["stride"][0]), case["stride"][1])
+    x, weight, bias = (None if t is None else t.to(dtype) for t in _tensors(case))
+    geometry = dict(stride=case["stride"], padding=case["padding"], dilation=case["dilation"])
+
+    def call():
+        return fusedconv.conv2d_hardswish_relu(x, weight, bias, **geometry)
+
+    names = cuda_kernel_names(call)
+    assert any("mma_sync_kernel" in name for name in names), (case, names)
+    expected = reference_float64(x, weight, bias, **geometry)
+    _assert_within_one_ulp(poisoned_call(call, dtype, "cuda"), expected, dtype, l2_tolerance,
+                           case)
+
+
+@pytest.mark.parametrize("dtype,l2_tolerance", REDUCED_PRECISION, ids=str)
+@pytest.mark.parametrize("out_channels,kernel", [(16, 3), (32, 3), (64, 7)])
+def test_reduced_precision_stems(out_channels, kernel, dtype, l2_tolerance):
+    # MobileNetV3's, EfficientNet's and ResNet's stems (3 input channels, stride 2) at 224,
+    # batch 2: the layers this kernel takes in 16 bits under the default plan; the result does
+    # not depend on the precision mode (a TF32 product of 16-bit values is exact).
+    generator = torch.Generator().manual_seed(out_channels)
+    x = torch.randn(2, 3, 224, 224, generator=generator).to("cuda", dtype)
+    weight = (torch.randn(out_channels, 3, kernel, kernel, generator=generator)
+              / (3 * kernel * kernel) ** 0.5).to("cuda", dtype)
+    bias = torch.randn(out_channels, generator=generator).to("cuda", dtype)
+    results = []
+    for allow_tf32 in (False, True):
+        def call():
+            return fusedconv.conv2d_hardswish_relu(x, weight, bias, stride=2,
+                                                   padding=kernel // 2, allow_tf32=allow_tf32)
+        names = cuda_kernel_names(call)
+        assert any("mma_sync_kernel" in name for name in names), names
+        results.append(poisoned_call(call, dtype, "cuda"))
+    expected = reference_float64(x, weight, bias, stride=2, padding=kernel // 2)
+    _assert_within_one_ulp(results[0], expected, dtype, l2_tolerance, (out_channels, kernel))
+    assert torch.equal(results[0], results[1])
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_reduced_precision_inf_and_nan(dtype):
+    x = torch.randn(1, 3, 20, 20, device="cuda").to(dtype)
+    weight = (torch.randn(16, 3, 3, 3, device="cuda") / 27 ** 0.5).to(dtype)
+    x[0, 1, 5, 5] = float("inf")
+    x[0, 2, 12, 7] = float("nan")
+    actual = fusedconv.conv2d_hardswish_relu(x, weight, stride=2, padding=1)
+    expected = reference_float64(x, weight, stride=2, padding=1)
+    assert_close_with_nonfinite(actual.double(), expected, rtol=2 * torch.finfo(dtype).eps,
+                                atol=1e-3)

@@ -33,12 +33,14 @@ def _depthwise_candidates_off():
 
 
 def _args(n, cin, cout, size, kernel, stride=1, padding=0, groups=1, dtype=torch.float32,
-          channels_last=False):
+          channels_last=False, weight_channels_last=False):
     x = torch.randn(n, cin, size, size, device="cuda", dtype=dtype)
     weight = torch.randn(cout, cin // groups, kernel, kernel, device="cuda", dtype=dtype) * 0.2
     bias = torch.randn(cout, device="cuda", dtype=dtype)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
+    if weight_channels_last:  # as Module.to(memory_format=torch.channels_last) leaves it
+        weight = weight.contiguous(memory_format=torch.channels_last)
     return (x, weight, bias, [stride, stride], [padding] * 4, [1, 1], groups)
 
 
@@ -96,10 +98,32 @@ CASES = [
      "floor"),
     ("3x3_fp16_channels_last", dict(n=2, cin=16, cout=32, size=20, kernel=3, padding=1,
                                     dtype=torch.float16, channels_last=True), "floor"),
+    # 3-channel stems: runs on the GEMM in bfloat16 (and float32 with TF32, below); cuDNN's
+    # float16 stems were faster. The GEMM reads a channels_last weight only.
+    ("stem_bf16_channels_last", dict(n=2, cin=3, cout=32, size=40, kernel=3, stride=2,
+                                     padding=1, dtype=torch.bfloat16, channels_last=True,
+                                     weight_channels_last=True), "channels_last_gemm"),
+    ("stem_bf16_channels_last_7x7", dict(n=2, cin=3, cout=64, size=40, kernel=7, stride=2,
+                                         padding=3, dtype=torch.bfloat16, channels_last=True,
+                                         weight_channels_last=True), "channels_last_gemm"),
+    ("stem_fp16_channels_last", dict(n=2, cin=3, cout=32, size=40, kernel=3, stride=2,
+                                     padding=1, dtype=torch.float16, channels_last=True,
+                                     weight_channels_last=True), "floor"),
+    ("stem_bf16_channels_last_nchw_weight", dict(n=2, cin=3, cout=32, size=40, kernel=3,
+                                                 stride=2, padding=1, dtype=torch.bfloat16,
+                                                 channels_last=True), "floor"),
+    ("bf16_channels_last_12ch_3x3", dict(n=2, cin=12, cout=32, size=40, kernel=3, padding=1,
+                                         dtype=torch.bfloat16, channels_last=True,
+                                         weight_channels_last=True), "floor"),
     ("grouped", dict(n=2, cin=32, cout=64, size=20, kernel=3, padding=1, groups=4), "floor"),
     ("float64", dict(n=2, cin=8, cout=64, size=20, kernel=3, dtype=torch.float64), "floor"),
     ("bf16_strided", dict(n=2, cin=16, cout=32, size=20, kernel=3, stride=2,
                           dtype=torch.bfloat16), "floor"),
+    # 16-bit stems in NCHW: mma.sync (one TF32 product, exact for them).
+    ("stem_bf16", dict(n=2, cin=3, cout=32, size=40, kernel=3, stride=2, padding=1,
+                       dtype=torch.bfloat16), "mma_sync"),
+    ("stem_fp16_7x7", dict(n=2, cin=3, cout=64, size=40, kernel=7, stride=2, padding=3,
+                           dtype=torch.float16), "mma_sync"),
     ("fp32_1x1_wide", dict(n=4, cin=256, cout=512, size=14, kernel=1, stride=2), "floor"),
 ]
 FUSED_CASE, FLOOR_CASE = CASES[1][1], CASES[2][1]
@@ -135,6 +159,9 @@ CROSSOVER_CASES = [
     # float32 takes the channels_last GEMM only where TF32 is allowed.
     ("1x1_channels_last_expanding", dict(n=4, cin=24, cout=144, size=28, kernel=1,
                                          channels_last=True), "channels_last_gemm", "floor"),
+    ("stem_channels_last", dict(n=4, cin=3, cout=32, size=56, kernel=3, stride=2, padding=1,
+                                channels_last=True, weight_channels_last=True),
+     "channels_last_gemm", "floor"),
 ]
 
 

@@ -41,7 +41,8 @@ inline bool dense_nchw(const ConvParams& p) {
          p.out_channels * p.out_height * p.out_width < (int64_t{1} << 31);
 }
 
-// The above in float32, which all but the wgmma forward (float16 and bfloat16 too) require.
+// The above in float32, which all but the wgmma and mma.sync forwards (float16 and bfloat16
+// too) require.
 inline bool dense_float32_nchw(const ConvParams& p) {
   return p.dtype == DType::kFloat32 && dense_nchw(p);
 }

@@ -57,8 +57,8 @@ cudaError_t forward_applies(const ConvParams& params, bool allow_tf32, bool& app
 cudaError_t launch(const ConvParams& params, bool allow_tf32, cudaStream_t stream);
 }  // namespace wgmma
 
-// mma.sync tensor cores (mma_sync/): float32 dense NCHW, groups 1, any stride and dilation,
-// where one chunk's staged tile fits shared memory. `workspace_bytes`: the split weights, 0
+// mma.sync tensor cores (mma_sync/): float32, float16 or bfloat16 dense NCHW, groups 1, any
+// stride and dilation, where one chunk's staged tile fits shared memory. `workspace_bytes`: the split weights, 0
 // where each CTA splits its own into shared memory.
 namespace mma_sync {
 cudaError_t forward_applies(const ConvParams& params, bool& applies, int64_t& workspace_bytes);

@@ -7,8 +7,8 @@
 //      small-problem kernels (DMMA / FFMA), one launch, no workspace;
 //   2. on Hopper, more than 16 output channels: the wgmma kernels, where their tile fits and
 //      they measured faster than the floor;
-//   3. the mma.sync tensor-core kernel (float32 dense NCHW, any stride and dilation), where its
-//      tile fits and it measured faster than the floor;
+//   3. the mma.sync tensor-core kernel (float32 / float16 / bfloat16 dense NCHW, any stride and
+//      dilation), where its tile fits and it measured faster than the floor;
 //   4. otherwise the floor: the operator library runs PyTorch's convolution plus one fused
 //      activation pass (csrc/torch/ops_cuda.cpp).
 // Each family's own `applies` says what it can run; the order and the crossovers (measured on an
@@ -80,8 +80,16 @@ bool depthwise_beats_floor(const ConvParams& p) {
 // call at batch 64 beat the floor on every 1x1 layer that does not reduce the channel count
 // (1.07-2.34x, float16 / bfloat16 / float32 with TF32) and lost on those reducing from 240
 // input channels on (0.49-0.97x) and on every 3x3 (0.34-0.83x, cuDNN's wgmma kernels).
+// 3-channel stems (runs of kernel_w x C elements; nineteenth session, H100,
+// h100_crossover_channels_last_stems.json): bfloat16 and float32 won all 12 in GPU time at batch
+// 64 (1.31-2.54x) and all 18 Python-call records at batch 32 (1.41-2.66x), where cuDNN's
+// channels_last kernels for 3 channels are slow; float16, where they are not, lost 4 of 6 in GPU
+// time (0.68-0.94x at stride 2): the floor. Up to 4 input channels (RGB / RGBA); wider runs were
+// not measured, nor 4 float32 channels (a whole vector: no runs).
 bool channels_last_gemm_beats_floor(const ConvParams& p) {
-  return p.kernel_h * p.kernel_w == 1 && p.out_channels >= p.in_channels;
+  const bool runs = p.in_channels % (16 / element_bytes(p.dtype)) != 0;  // as the GEMM's own
+  const bool stem = runs && p.in_channels <= 4 && p.dtype != DType::kFloat16;
+  return (p.kernel_h * p.kernel_w == 1 && p.out_channels >= p.in_channels) || stem;
 }
 
 // wgmma beat the floor on 196 of the other 204 shapes it takes; it lost on 16 of the 24 1x1 convs
@@ -96,12 +104,14 @@ bool wgmma_beats_floor(const ConvParams& p, bool /*allow_tf32*/) {
 // mma.sync beat the floor where the input has few channels (up to 8), and lost from 64 input
 // channels on (down to 0.10x); in between it won or lost by shape. With 3xTF32, strided
 // convolutions of 4-8 input channels were a toss-up (12 of 28 lost, 0.67-1.59x): the floor.
+// float16 / bfloat16 run one TF32 product in either mode, like float32 with TF32 allowed.
 bool mma_sync_beats_floor(const ConvParams& p, bool allow_tf32) {
   if (p.in_channels > 8) {
     return false;
   }
+  const bool one_product = allow_tf32 || p.dtype != DType::kFloat32;
   const bool strided = p.stride_h > 1 || p.stride_w > 1;
-  return allow_tf32 || p.in_channels <= 3 || !strided;
+  return one_product || p.in_channels <= 3 || !strided;
 }
 
 }  // namespace

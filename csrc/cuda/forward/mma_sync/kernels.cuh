@@ -1,5 +1,5 @@
-// The mma.sync forward (sm_80 and later): float32 NCHW, groups 1, any stride and dilation, an
-// implicit GEMM on tensor cores (docs/DESIGN.md, "Kernels"). M = output channels (weights), N =
+// The mma.sync forward (sm_80 and later): NCHW, groups 1, any stride and dilation, an implicit
+// GEMM on tensor cores (docs/DESIGN.md, "Kernels"). M = output channels (weights), N =
 // output pixels, K = input channels x taps, walked in chunks of up to 8 input channels; inside a
 // chunk K runs tap-major, channel-minor, so for Cin = 8 each k8 step is one tap (CUTLASS's
 // "FixedChannels" idea, NCHW).
@@ -7,7 +7,9 @@
 // Precision: 3xTF32 by default. Each float32 operand is split into a TF32 big part and a TF32
 // small part (x - big) and the product taken as small*big + big*small + big*big (small*small is
 // below float32 rounding): ~7e-7 relative error against float64 on KernelBench's v0.1. One TF32
-// product (big parts rounded to nearest) is the opt-in fast mode (~3e-4).
+// product (big parts rounded to nearest) is the opt-in fast mode (~3e-4). float16 and bfloat16
+// (Storage) take one TF32 product in either mode: their values are TF32 values, so the products
+// are exact and only the float32 accumulation rounds, once more at the store.
 //
 // Two launches: a small prep kernel splits the weights once per call into a workspace, in mma
 // A-fragment order, so the main kernel reads each fragment with one 16-byte load (L1-resident: all
@@ -30,10 +32,12 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <type_traits>
 
 #include "common/ptx.cuh"
 #include "common/three_tf32.cuh"
 #include "forward/mma_sync/layout.h"
+#include "fusedconv/dtype.cuh"
 #include "fusedconv/activation.h"
 #include "fusedconv/params.h"
 
@@ -47,11 +51,11 @@ namespace mma_sync {
 // One word, `index` of all channel blocks' words; small = 0 in single-TF32 mode. 32-bit index
 // math (the layout keeps fragment_words below 2^31): 64-bit divisions are subroutines of ~100
 // instructions, which showed on v0, where every CTA splits its own words.
-template <int kMTiles, bool kThreeTf32>
+template <typename Storage, int kMTiles, bool kThreeTf32>
 __device__ __forceinline__ void split_weight_word(const ConvParams& p,
                                                   const Layout& layout, uint32_t index,
                                                   uint32_t& big, uint32_t& small) {
-  const float* __restrict__ weight = static_cast<const float*>(p.weight);
+  const Storage* __restrict__ weight = static_cast<const Storage*>(p.weight);
   const uint32_t element = index & 3u;
   const uint32_t lane = (index >> 2) & 31u;
   uint32_t rest = index >> 7;
@@ -73,14 +77,15 @@ __device__ __forceinline__ void split_weight_word(const ConvParams& p,
   float value = 0.0f;
   if (channel < p.out_channels && tap < p.kernel_h * p.kernel_w && in_channel < p.in_channels) {
     const uint32_t tap_row = tap / kernel_w;
-    value = weight[channel * p.weight_strides.n + in_channel * p.weight_strides.c +
-                   tap_row * p.weight_strides.h + (tap - tap_row * kernel_w) * p.weight_strides.w];
+    value = StorageTraits<Storage>::load(
+        weight[channel * p.weight_strides.n + in_channel * p.weight_strides.c +
+               tap_row * p.weight_strides.h + (tap - tap_row * kernel_w) * p.weight_strides.w]);
   }
   split_weight_operand<kThreeTf32>(value, big, small);
 }
 
 // Weights -> workspace: every channel block's fragments, big parts then small parts.
-template <int kMTiles, bool kThreeTf32>
+template <typename Storage, int kMTiles, bool kThreeTf32>
 __global__ void __launch_bounds__(kPrepThreads)
     split_weights_kernel(const ConvParams p, const Layout layout) {
   uint32_t* __restrict__ big_parts = static_cast<uint32_t*>(p.workspace);
@@ -88,8 +93,18 @@ __global__ void __launch_bounds__(kPrepThreads)
   const uint32_t words = static_cast<uint32_t>(layout.fragment_words);
   for (uint32_t index = blockIdx.x * blockDim.x + threadIdx.x; index < words;
        index += blockDim.x * gridDim.x) {
-    split_weight_word<kMTiles, kThreeTf32>(p, layout, index, big_parts[index], small_parts[index]);
+    split_weight_word<Storage, kMTiles, kThreeTf32>(p, layout, index, big_parts[index],
+                                                    small_parts[index]);
   }
+}
+
+// Two neighbouring outputs, the first at an address aligned for the pair.
+__device__ __forceinline__ void store_pair(float* destination, float first, float second) {
+  *reinterpret_cast<float2*>(destination) = make_float2(first, second);
+}
+template <typename Storage>
+__device__ __forceinline__ void store_pair(Storage* destination, float first, float second) {
+  *reinterpret_cast<uint32_t*>(destination) = StorageTraits<Storage>::store_pair(first, second);
 }
 
 // A fragment: a plain shared-memory load, or a read-only global load (L1-resident).
@@ -98,9 +113,27 @@ __device__ __forceinline__ uint4 load_fragment(const uint4* address) {
   return kShared ? *address : __ldg(address);
 }
 
-template <int kMTiles, bool kThreeTf32, bool kSharedWeights>
+// Stages `count` columns of a 16-bit row as float32 (TF32 values, so no split follows), lanes
+// along the row: column c holds source[c - pad_left], zero outside the row's `width` elements
+// and on rows outside the image (`row_inside`).
+template <typename Storage>
+__device__ __forceinline__ void stage_row_16bit(float* destination, const Storage* source,
+                                                int count, int pad_left, int width,
+                                                bool row_inside, int lane) {
+#pragma unroll 4
+  for (int col = lane; col < count; col += 32) {
+    const int in_col = col - pad_left;
+    const bool inside = row_inside && in_col >= 0 && in_col < width;
+    destination[col] = inside ? StorageTraits<Storage>::load(source[in_col]) : 0.0f;
+  }
+}
+
+template <typename Storage, int kMTiles, bool kThreeTf32, bool kSharedWeights>
 __global__ void __launch_bounds__(kThreads, max_ctas_per_sm<kMTiles>())
     conv_hardswish_relu_mma_sync_kernel(const ConvParams p, const Layout layout) {
+  static_assert(!kThreeTf32 || std::is_same<Storage, float>::value,
+                "16-bit operands are TF32 values: one product is exact");
+  constexpr bool kFloat32 = std::is_same<Storage, float>::value;
   extern __shared__ uint4 shared_raw[];
   // With kSharedWeights, this CTA's channel block's fragments come first (big, then small).
   const int64_t shared_fragment_words = kSharedWeights ? block_fragment_words(layout) : 0;
@@ -115,9 +148,9 @@ __global__ void __launch_bounds__(kThreads, max_ctas_per_sm<kMTiles>())
   // (v0.1), or few k steps in all, needs no totals and no extra shared memory.
   float* chunk_totals = reinterpret_cast<float*>(tile_small + tile_words);
 
-  const float* __restrict__ input = static_cast<const float*>(p.input);
-  const float* __restrict__ bias = static_cast<const float*>(p.bias);
-  float* __restrict__ output = static_cast<float*>(p.output);
+  const Storage* __restrict__ input = static_cast<const Storage*>(p.input);
+  const Storage* __restrict__ bias = static_cast<const Storage*>(p.bias);
+  Storage* __restrict__ output = static_cast<Storage*>(p.output);
   const uint4* big_fragments = static_cast<const uint4*>(p.workspace);
   const uint4* small_fragments = big_fragments + layout.fragment_words / 4;
   int64_t block_fragments = int64_t{blockIdx.y} * block_fragment_words(layout) / 4;
@@ -180,9 +213,12 @@ __global__ void __launch_bounds__(kThreads, max_ctas_per_sm<kMTiles>())
 #pragma unroll
     for (int i = 0; i < kMTiles; ++i) {
       const int channel = channel_base + i * 16 + group;
-      const float bias_low = (bias != nullptr && channel < p.out_channels) ? bias[channel] : 0.0f;
-      const float bias_high =
-          (bias != nullptr && channel + 8 < p.out_channels) ? bias[channel + 8] : 0.0f;
+      const float bias_low = (bias != nullptr && channel < p.out_channels)
+                                 ? StorageTraits<Storage>::load(bias[channel])
+                                 : 0.0f;
+      const float bias_high = (bias != nullptr && channel + 8 < p.out_channels)
+                                  ? StorageTraits<Storage>::load(bias[channel + 8])
+                                  : 0.0f;
 #pragma unroll
       for (int j = 0; j < 4; ++j) {
         acc[i][j][0] = acc[i][j][1] = bias_low;
@@ -190,7 +226,7 @@ __global__ void __launch_bounds__(kThreads, max_ctas_per_sm<kMTiles>())
       }
     }
 
-    const float* input_image = input + n * p.input_strides.n;
+    const Storage* input_image = input + n * p.input_strides.n;
     for (int chunk = 0; chunk < layout.chunks; ++chunk) {
       __syncthreads();  // every warp is done with the previous chunk's planes
       // Stage rows first_row - pad_top ... of this chunk's channels, zero outside the image and
@@ -203,15 +239,21 @@ __global__ void __launch_bounds__(kThreads, max_ctas_per_sm<kMTiles>())
         const int in_channel = chunk * chunk_channels + channel;
         const int in_row = first_row * stride_h + row - static_cast<int>(p.pad_top);
         const bool row_inside = in_channel < p.in_channels && in_row >= 0 && in_row < p.in_height;
-        const float* source_row = input_image + (row_inside ? in_channel * p.input_strides.c +
-                                                                  in_row * p.input_strides.h
-                                                            : 0);
+        const Storage* source_row =
+            input_image +
+            (row_inside ? in_channel * p.input_strides.c + in_row * p.input_strides.h : 0);
         float* destination_row = tile + channel * layout.plane_pitch + row * layout.tile_cols;
-        for (int col = lane; col < layout.tile_cols; col += 32) {
-          const int in_col = col - static_cast<int>(p.pad_left);
-          const bool inside = row_inside && in_col >= 0 && in_col < p.in_width;
-          copy_async_4(destination_row + col, inside ? source_row + in_col : input_image,
-                       inside ? 4 : 0);
+        const int pad_left = static_cast<int>(p.pad_left);
+        if (kFloat32) {
+          for (int col = lane; col < layout.tile_cols; col += 32) {
+            const int in_col = col - pad_left;
+            const bool inside = row_inside && in_col >= 0 && in_col < p.in_width;
+            copy_async_4(destination_row + col, inside ? source_row + in_col : input_image,
+                         inside ? 4 : 0);
+          }
+        } else {
+          stage_row_16bit(destination_row, source_row, layout.tile_cols, pad_left,
+                          static_cast<int>(p.in_width), row_inside, lane);
         }
       }
       if (kSharedWeights && weights_pending) {
@@ -221,22 +263,24 @@ __global__ void __launch_bounds__(kThreads, max_ctas_per_sm<kMTiles>())
         uint32_t* shared_small = shared_big + shared_fragment_words;
         const uint32_t first_word = blockIdx.y * static_cast<uint32_t>(shared_fragment_words);
         for (int index = threadIdx.x; index < shared_fragment_words; index += kThreads) {
-          split_weight_word<kMTiles, kThreeTf32>(p, layout, first_word + index,
-                                                 shared_big[index], shared_small[index]);
+          split_weight_word<Storage, kMTiles, kThreeTf32>(p, layout, first_word + index,
+                                                          shared_big[index], shared_small[index]);
         }
         weights_pending = false;
       }
       copy_async_wait_all();
       __syncthreads();
-      // Split every staged element once here rather than once per tap in the MMA loop.
-      for (int index = threadIdx.x; index < chunk_channels * layout.plane_pitch;
-           index += kThreads) {
-        uint32_t big, small;
-        split_input(tile[index], big, small);
-        tile_big[index] = big;
-        tile_small[index] = small;
+      if (kFloat32) {
+        // Split every staged element once here rather than once per tap in the MMA loop.
+        for (int index = threadIdx.x; index < chunk_channels * layout.plane_pitch;
+             index += kThreads) {
+          uint32_t big, small;
+          split_input(tile[index], big, small);
+          tile_big[index] = big;
+          tile_small[index] = small;
+        }
+        __syncthreads();
       }
-      __syncthreads();
 
       const int64_t chunk_fragments =
           block_fragments + int64_t{chunk} * layout.chunk_k_steps * kMTiles * 32;
@@ -296,9 +340,9 @@ __global__ void __launch_bounds__(kThreads, max_ctas_per_sm<kMTiles>())
     }
 
     // Epilogue: activation on the accumulators, stores of two neighbouring pixels per register
-    // pair (float2 when the plane size keeps them 8-byte aligned).
+    // pair (one 8-byte float2 or 4-byte 16-bit pair where an even plane size keeps it aligned).
     const bool paired_stores = (plane_size & 1) == 0;
-    float* output_image = output + n * p.output_strides.n;
+    Storage* output_image = output + n * p.output_strides.n;
 #pragma unroll
     for (int i = 0; i < kMTiles; ++i) {
 #pragma unroll
@@ -307,7 +351,7 @@ __global__ void __launch_bounds__(kThreads, max_ctas_per_sm<kMTiles>())
         if (channel >= p.out_channels) {
           continue;
         }
-        float* output_plane = output_image + channel * p.output_strides.c;
+        Storage* output_plane = output_image + channel * p.output_strides.c;
 #pragma unroll
         for (int j = 0; j < 4; ++j) {
           const int64_t pixel =
@@ -315,13 +359,13 @@ __global__ void __launch_bounds__(kThreads, max_ctas_per_sm<kMTiles>())
           const float first = HardSwishReLU<float>::value(acc[i][j][2 * half]);
           const float second = HardSwishReLU<float>::value(acc[i][j][2 * half + 1]);
           if (paired_stores && pixel + 1 < plane_size) {
-            *reinterpret_cast<float2*>(output_plane + pixel) = make_float2(first, second);
+            store_pair(output_plane + pixel, first, second);
           } else {
             if (pixel < plane_size) {
-              output_plane[pixel] = first;
+              output_plane[pixel] = StorageTraits<Storage>::store(first);
             }
             if (pixel + 1 < plane_size) {
-              output_plane[pixel + 1] = second;
+              output_plane[pixel + 1] = StorageTraits<Storage>::store(second);
             }
           }
         }

@@ -3,6 +3,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <type_traits>
 
 #include "common/configuration.h"
 #include "common/device_limits.h"
@@ -77,7 +78,7 @@ Layout make_layout(const ConvParams& p, const DeviceLimits& limits) {
 cudaError_t choose_layout(const ConvParams& params, bool& use, Layout& layout,
                               DeviceLimits& limits) {
   use = false;
-  if (!dense_float32_nchw(params)) {
+  if (!dense_nchw(params) || params.dtype == DType::kFloat64) {
     return cudaSuccess;
   }
   const cudaError_t status = device_limits(limits);
@@ -94,11 +95,11 @@ cudaError_t choose_layout(const ConvParams& params, bool& use, Layout& layout,
   return cudaSuccess;
 }
 
-template <int kMTiles, bool kThreeTf32, bool kSharedWeights>
+template <typename Storage, int kMTiles, bool kThreeTf32, bool kSharedWeights>
 cudaError_t launch_with(const ConvParams& p, const Layout& layout,
                         const DeviceLimits& limits, cudaStream_t stream) {
   constexpr auto kernel =
-      conv_hardswish_relu_mma_sync_kernel<kMTiles, kThreeTf32, kSharedWeights>;
+      conv_hardswish_relu_mma_sync_kernel<Storage, kMTiles, kThreeTf32, kSharedWeights>;
   cudaError_t status = opt_in_shared_memory<kernel>(limits);
   if (status != cudaSuccess) {
     return status;
@@ -107,7 +108,7 @@ cudaError_t launch_with(const ConvParams& p, const Layout& layout,
     if (p.workspace == nullptr) {
       return cudaErrorInvalidValue;
     }
-    split_weights_kernel<kMTiles, kThreeTf32>
+    split_weights_kernel<Storage, kMTiles, kThreeTf32>
         <<<prep_blocks(layout.fragment_words, kPrepThreads), kPrepThreads, 0, stream>>>(p,
                                                                                       layout);
     status = cudaGetLastError();
@@ -129,22 +130,31 @@ cudaError_t launch_with(const ConvParams& p, const Layout& layout,
   return cudaGetLastError();
 }
 
+// float32 in 3xTF32 or TF32; float16 / bfloat16 in one TF32 product, exact for them.
+template <typename Storage, int kMTiles, bool kSharedWeights>
+cudaError_t launch_with_precision(const ConvParams& params, const Layout& layout,
+                                  const DeviceLimits& limits, bool three_tf32,
+                                  cudaStream_t stream) {
+  if (std::is_same<Storage, float>::value && three_tf32) {
+    return launch_with<float, kMTiles, true, kSharedWeights>(params, layout, limits, stream);
+  }
+  return launch_with<Storage, kMTiles, false, kSharedWeights>(params, layout, limits, stream);
+}
+
+template <typename Storage>
 cudaError_t launch_with_tiles(const ConvParams& params, const Layout& layout,
                               const DeviceLimits& limits, bool three_tf32, cudaStream_t stream) {
   switch (layout.channel_tiles) {
     case 1:
-      if (layout.shared_weights) {
-        return three_tf32 ? launch_with<1, true, true>(params, layout, limits, stream)
-                          : launch_with<1, false, true>(params, layout, limits, stream);
-      }
-      return three_tf32 ? launch_with<1, true, false>(params, layout, limits, stream)
-                        : launch_with<1, false, false>(params, layout, limits, stream);
+      return layout.shared_weights
+                 ? launch_with_precision<Storage, 1, true>(params, layout, limits, three_tf32,
+                                                           stream)
+                 : launch_with_precision<Storage, 1, false>(params, layout, limits, three_tf32,
+                                                            stream);
     case 2:
-      return three_tf32 ? launch_with<2, true, false>(params, layout, limits, stream)
-                        : launch_with<2, false, false>(params, layout, limits, stream);
+      return launch_with_precision<Storage, 2, false>(params, layout, limits, three_tf32, stream);
     default:
-      return three_tf32 ? launch_with<4, true, false>(params, layout, limits, stream)
-                        : launch_with<4, false, false>(params, layout, limits, stream);
+      return launch_with_precision<Storage, 4, false>(params, layout, limits, three_tf32, stream);
   }
 }
 
@@ -172,7 +182,16 @@ cudaError_t launch(const ConvParams& params, bool allow_tf32, cudaStream_t strea
   if (!applies) {
     return cudaErrorInvalidConfiguration;
   }
-  return launch_with_tiles(params, layout, limits, !allow_tf32, stream);
+  switch (params.dtype) {
+    case DType::kFloat32:
+      return launch_with_tiles<float>(params, layout, limits, !allow_tf32, stream);
+    case DType::kFloat16:
+      return launch_with_tiles<__half>(params, layout, limits, false, stream);
+    case DType::kBFloat16:
+      return launch_with_tiles<__nv_bfloat16>(params, layout, limits, false, stream);
+    default:
+      return cudaErrorInvalidConfiguration;  // choose_layout refuses float64
+  }
 }
 
 }  // namespace mma_sync
