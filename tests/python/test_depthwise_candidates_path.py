@@ -110,9 +110,16 @@ def _op_geometry(kwargs):
 
 
 def _check_half(actual, expected, baseline, what):
+    # As close to float64 as the floor's result, or within one unit in the last place of the
+    # float64 result rounded to the type: a float32 sum rounded once can differ from the exact
+    # one by that, which on a 4-element bias gradient is a relative L2 error of up to ~4e-3
+    # whatever the floor's rounding happened to be.
     assert not actual.isnan().any(), what
     error, base = relative_l2_error(actual, expected), relative_l2_error(baseline, expected)
-    assert error <= 1.2 * base + 1e-3, (what, error, base)
+    if error > 1.2 * base + 1e-3:
+        torch.testing.assert_close(actual.double(), expected.to(actual.dtype).double(),
+                                   rtol=torch.finfo(actual.dtype).eps, atol=1e-5,
+                                   msg=lambda message: "%s %s" % ((what, error, base), message))
 
 
 @pytest.mark.parametrize("dtype,case", CASES, ids=str)
@@ -203,7 +210,9 @@ def _backward(grad_y, x, weight, y, kwargs, mask=(True, True, True)):
 def _backward_case(dtype, case, seed):
     x, weight, bias, kwargs = _layer(case, dtype, seed)
     y = fusedconv.conv2d_hardswish_relu(x, weight, bias, **kwargs)
-    grad_y = torch.randn_like(y)
+    # Seeded, so that the case does not depend on which tests ran before it in the process.
+    generator = torch.Generator(device=y.device).manual_seed(seed + 1)
+    grad_y = torch.randn(y.shape, device=y.device, dtype=y.dtype, generator=generator)
     assert torch.ops.fusedconv._plan_backward(grad_y, x, weight, y, *_op_geometry(kwargs),
                                               [True] * 3) == "depthwise"
     return x, weight, bias, kwargs, y, grad_y

@@ -234,24 +234,52 @@ def _assert_within_one_ulp(actual, expected, dtype, l2_tolerance, context):
                                atol=1e-5, msg=lambda message: "%s\n%s" % (context, message))
 
 
-@pytest.mark.parametrize("dtype,l2_tolerance", REDUCED_PRECISION, ids=str)
-@pytest.mark.parametrize("seed", range(16))
-def test_reduced_precision_strided_cases_against_float64(seed, dtype, l2_tolerance):
-    # Random strided (and dilated) shapes, which only the mma.sync kernel takes in 16 bits:
-    # partial tiles and chunks, odd planes (unpaired stores), with and without a bias.
+REDUCED_PRECISION_SEEDS = range(16)
+
+
+def _reduced_precision_case(seed, dtype):
+    """A random strided (and dilated) shape, which only the mma.sync kernel takes in 16 bits:
+    partial tiles and chunks, odd planes (unpaired stores), with and without a bias; the
+    widest strided rows do not fit its staged tile and take the floor."""
     case = _random_case(random.Random(1000 + seed), strided=True)
     case["stride"] = (max(2, case["stride"][0]), case["stride"][1])
     x, weight, bias = (None if t is None else t.to(dtype) for t in _tensors(case))
     geometry = dict(stride=case["stride"], padding=case["padding"], dilation=case["dilation"])
+    return case, x, weight, bias, geometry
+
+
+def _op_plan(x, weight, bias, geometry):
+    def pair(value):
+        return list(value) if isinstance(value, tuple) else [value] * 2
+    padding = pair(geometry["padding"])
+    return torch.ops.fusedconv._plan(x, weight, bias, pair(geometry["stride"]),
+                                     [padding[0], padding[0], padding[1], padding[1]],
+                                     pair(geometry["dilation"]), 1, None)
+
+
+@pytest.mark.parametrize("dtype,l2_tolerance", REDUCED_PRECISION, ids=str)
+@pytest.mark.parametrize("seed", REDUCED_PRECISION_SEEDS)
+def test_reduced_precision_strided_cases_against_float64(seed, dtype, l2_tolerance):
+    case, x, weight, bias, geometry = _reduced_precision_case(seed, dtype)
+    planned = _op_plan(x, weight, bias, geometry)
+    assert planned in ("mma_sync", "floor"), (case, planned)
 
     def call():
         return fusedconv.conv2d_hardswish_relu(x, weight, bias, **geometry)
 
     names = cuda_kernel_names(call)
-    assert any("mma_sync_kernel" in name for name in names), (case, names)
+    assert any("mma_sync_kernel" in name for name in names) == (planned == "mma_sync"), (
+        case, names)
     expected = reference_float64(x, weight, bias, **geometry)
     _assert_within_one_ulp(poisoned_call(call, dtype, "cuda"), expected, dtype, l2_tolerance,
                            case)
+
+
+def test_reduced_precision_random_cases_mostly_run_mma_sync():
+    # The test above is about the kernel: most of its draws must reach it.
+    planned = [_op_plan(*_reduced_precision_case(seed, torch.bfloat16)[1:])
+               for seed in REDUCED_PRECISION_SEEDS]
+    assert planned.count("mma_sync") >= 12, planned
 
 
 @pytest.mark.parametrize("dtype,l2_tolerance", REDUCED_PRECISION, ids=str)
