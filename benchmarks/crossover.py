@@ -52,13 +52,18 @@ def forward_shapes():
 
 def forward_16bit_shapes():
     """(Cin, Cout, H, k, stride, dtype): NCHW float16 / bfloat16 with few input channels, the
-    stems (3 channels at 224, stride 2) among them; wgmma takes the stride-1 ones past 16 output
-    channels, mma.sync the rest."""
+    stems (3 channels at 224, stride 2) among them, and stride-1 layers of 32-128 channels;
+    wgmma takes the stride-1 ones past 16 output channels, mma.sync the rest."""
     shapes = [(3, cout, 224, k, 2, dtype) for cout, k, dtype in itertools.product(
         (16, 32, 64), (3, 7), (torch.bfloat16, torch.float16))]
     for cin, cout, k, stride, dtype in itertools.product(
             (3, 4, 8, 16), (16, 32, 64), (3, 5), (1, 2), (torch.bfloat16, torch.float16)):
         shapes.append((cin, cout, 56, k, stride, dtype))
+    # Past the resident wgmma kernel's 32 k steps: its streamed variant.
+    for (cin, cout), k, size, dtype in itertools.product(
+            ((32, 64), (64, 64), (64, 128), (128, 128), (128, 64)), (1, 3), (28, 56),
+            (torch.bfloat16, torch.float16)):
+        shapes.append((cin, cout, size, k, 1, dtype))
     return shapes
 
 

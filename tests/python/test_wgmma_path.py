@@ -166,6 +166,32 @@ def test_reduced_precision_runs_the_wgmma_kernel_against_float64(dtype, l2_toler
                                atol=1e-5)
 
 
+# STREAMED_SHAPES in float16 / bfloat16: staged in the input's type (16-byte copies of 8-element
+# rows, 4-byte pairs, 2-byte plain copies on odd widths), weights split from it once per call.
+@pytest.mark.parametrize("dtype,l2_tolerance", REDUCED_PRECISION, ids=str)
+@pytest.mark.parametrize("shape", STREAMED_SHAPES, ids=str)
+def test_reduced_precision_streamed_kernel_against_float64(dtype, l2_tolerance, shape):
+    (x, w, b, padding), = _inputs(seed=19, shapes=[shape])
+    x, w, b = (t.to("cuda", dtype) for t in (x, w, b))
+
+    def call():
+        return fusedconv.conv2d_hardswish_relu(x, w, b, padding=padding)
+
+    names = cuda_kernel_names(call)
+    assert any("wgmma_streamed_kernel" in name for name in names), names
+    assert any("split_streamed_weights" in name for name in names), names
+    actual = poisoned_call(call, dtype, "cuda")
+    assert actual.dtype == dtype
+    expected = reference_float64(x, w, b, padding=padding)
+    assert torch.isfinite(actual).all()
+    assert relative_l2_error(actual, expected) < l2_tolerance
+    torch.testing.assert_close(actual, expected.to(dtype), rtol=torch.finfo(dtype).eps,
+                               atol=1e-5)
+    w.mul_(-1.5)  # in place, as an optimizer step: the split is rebuilt on every call
+    torch.testing.assert_close(call(), reference_float64(x, w, b, padding=padding).to(dtype),
+                               rtol=torch.finfo(dtype).eps, atol=1e-5)
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
 def test_reduced_precision_kernelbench_shape_and_weight_update(dtype):
     # v0.1's shape at a small batch, torch.rand inputs as KernelBench draws them; an in-place

@@ -36,6 +36,11 @@ CASES = [
     (3, 8, 64, 40, 128, 3, {}, torch.float32, 1e-5),
     # The streamed Hopper kernel: 5 chunks of 8 input channels (45 k steps), two channel blocks.
     (1, 40, 72, 6, 30, 3, {"padding": 1}, torch.float32, 1e-5),
+    # ... and in 16 bits (4-byte pair copies of the 30-wide rows; odd 37-wide rows by plain
+    # 2-byte copies, 16-byte copies of 64-wide ones).
+    (1, 40, 72, 6, 30, 3, {"padding": 1, "forward_only": True}, torch.bfloat16, 1e-2),
+    (1, 40, 40, 5, 37, 3, {"padding": 1, "forward_only": True}, torch.float16, 2e-3),
+    (2, 64, 64, 4, 64, 3, {"padding": 1, "forward_only": True}, torch.bfloat16, 1e-2),
     (1, 4, 6, 7, 13, (2, 3), {"padding": "same", "dilation": 2}, torch.float32, 1e-5),
     # Strided, two input-channel chunks and two channel blocks on the mma.sync kernel. Forward
     # only: its backward is the composite one, whose cuDNN sm90 xmma dgrad kernel racecheck

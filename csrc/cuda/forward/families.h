@@ -49,7 +49,7 @@ cudaError_t launch(const ConvParams& params, cudaStream_t stream);
 // dilation 1 on dense NCHW, more than 16 output channels, and a tile within shared memory for
 // one of its variants: resident weights, up to 32 k steps of 8 input channels x one tap,
 // float32, float16 or bfloat16 (those two in TF32 mode, which is exact for them); or streamed
-// weights, up to 128 output channels, float32. `workspace_bytes`: 0 for the resident variant,
+// weights, up to 128 output channels, the same types. `workspace_bytes`: 0 for the resident variant,
 // the split weights for the streamed one.
 namespace wgmma {
 cudaError_t forward_applies(const ConvParams& params, bool allow_tf32, bool& applies,

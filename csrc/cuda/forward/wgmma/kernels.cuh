@@ -251,14 +251,14 @@ __global__ void __launch_bounds__(threads_for(kResidentConsumers), 1)
 // row * 4 + e holds output channel block * 64 + row, input channel chunk * chunk_channels +
 // 8 * (step / taps) + 4 * half + e, tap step % taps (A's K-major core matrices, as in the
 // resident kernel). Zero past the tensor's channels.
-template <bool kThreeTf32>
+template <bool kThreeTf32, typename Storage>
 __global__ void split_streamed_weights_kernel(const ConvParams p, const Layout layout) {
   const int taps = static_cast<int>(p.kernel_h * p.kernel_w);
   const int kernel_w = static_cast<int>(p.kernel_w);
   const int block_words = layout.k_steps * 512;               // one part of one channel block
   const int part_words = layout.out_blocks * block_words;     // one part of one chunk
   const int total = layout.chunks * part_words;               // < 2^31: make_streamed_layout
-  const float* __restrict__ weight = static_cast<const float*>(p.weight);
+  const Storage* __restrict__ weight = static_cast<const Storage*>(p.weight);
   float* __restrict__ split = static_cast<float*>(p.workspace);
   for (int index = blockIdx.x * blockDim.x + threadIdx.x; index < total;
        index += gridDim.x * blockDim.x) {
@@ -273,8 +273,9 @@ __global__ void split_streamed_weights_kernel(const ConvParams p, const Layout l
     const int tap = step % taps;
     float value = 0.0f;
     if (channel < p.out_channels && in_channel < p.in_channels) {
-      value = weight[channel * p.weight_strides.n + in_channel * p.weight_strides.c +
-                     (tap / kernel_w) * p.weight_strides.h + (tap % kernel_w) * p.weight_strides.w];
+      value = StorageTraits<Storage>::load(
+          weight[channel * p.weight_strides.n + in_channel * p.weight_strides.c +
+                 (tap / kernel_w) * p.weight_strides.h + (tap % kernel_w) * p.weight_strides.w]);
     }
     const int64_t destination = int64_t{chunk} * layout.parts * part_words + in_part;
     uint32_t big, small;
@@ -286,20 +287,20 @@ __global__ void split_streamed_weights_kernel(const ConvParams p, const Layout l
   }
 }
 
-template <bool kThreeTf32>
+template <bool kThreeTf32, typename Storage>
 __global__ void __launch_bounds__(threads_for(kStreamedConsumers), 1)
     conv_hardswish_relu_wgmma_streamed_kernel(const ConvParams p, const Layout layout) {
 #if FUSEDCONV_WGMMA_DEVICE
   constexpr int kConsumers = kStreamedConsumers;
   constexpr int kThreads = threads_for(kConsumers);
   const SharedStorage shared;
-  float* raw = shared.raw<float>(layout);
+  Storage* raw = shared.raw<Storage>(layout);
   const int thread = threadIdx.x;
   const int kernel_w = static_cast<int>(p.kernel_w);
   const int taps = static_cast<int>(p.kernel_h) * kernel_w;
   // Full barriers: the producer's threads, plus the bulk copy's expected bytes (thread 0
   // arrives twice).
-  init_shared<kThreads, kConsumers, float>(p, layout, shared, taps, kernel_w, kGroupThreads + 1,
+  init_shared<kThreads, kConsumers, Storage>(p, layout, shared, taps, kernel_w, kGroupThreads + 1,
                                            thread);
 
   const int64_t grid = gridDim.x;
@@ -338,7 +339,7 @@ __global__ void __launch_bounds__(threads_for(kStreamedConsumers), 1)
       }
       float* planes =
           reinterpret_cast<float*>(shared.stage(layout, stage) + layout.a_stage_bytes);
-      const float* chunk_raw = raw + (sequence & 1) * layout.raw_words;
+      const Storage* chunk_raw = raw + (sequence & 1) * layout.raw_words;
       const int channels = min(layout.chunk_channels, in_channels - chunk * layout.chunk_channels);
       if (layout.plane_positions <= kGroupThreads) {
         if (layout.channel_groups == 8) {  // 1x1 kernels: 32-channel stages
@@ -410,7 +411,7 @@ __global__ void __launch_bounds__(threads_for(kStreamedConsumers), 1)
       }
     }
     if (active) {
-      store_unit<float>(p, layout, totals, epilogue,
+      store_unit<Storage>(p, layout, totals, epilogue,
                         EpilogueUnit{image, first_out_row, rows_here, block, first_position});
     }
   }

@@ -5,7 +5,6 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
-#include <type_traits>
 
 #include "common/device_limits.h"
 #include "forward/families.h"
@@ -33,17 +32,17 @@ cudaError_t launch_with(const ConvParams& p, const Layout& layout, const DeviceL
                                                                                      layout);
     return cudaGetLastError();
   }
-  if (!std::is_same<Storage, float>::value || p.workspace == nullptr) {
-    return cudaErrorInvalidValue;  // the streamed layout is float32 only
+  if (p.workspace == nullptr) {
+    return cudaErrorInvalidValue;
   }
   const int64_t words = int64_t{layout.chunks} * layout.out_blocks * layout.k_steps * 512;
-  split_streamed_weights_kernel<kThreeTf32>
+  split_streamed_weights_kernel<kThreeTf32, Storage>
       <<<prep_blocks(words, kPrepThreads), kPrepThreads, 0, stream>>>(p, layout);
   cudaError_t status = cudaGetLastError();
   if (status != cudaSuccess) {
     return status;
   }
-  constexpr auto kernel = conv_hardswish_relu_wgmma_streamed_kernel<kThreeTf32>;
+  constexpr auto kernel = conv_hardswish_relu_wgmma_streamed_kernel<kThreeTf32, Storage>;
   status = opt_in_shared_memory<kernel>(limits);
   if (status != cudaSuccess) {
     return status;

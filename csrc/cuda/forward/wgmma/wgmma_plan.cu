@@ -125,9 +125,8 @@ bool make_streamed_layout(const ConvParams& p, bool three_tf32, const DeviceLimi
   layout.streamed = true;
   layout.parts = three_tf32 ? 2 : 1;
   layout.out_blocks = static_cast<int>((p.out_channels + kBlockChannels - 1) / kBlockChannels);
-  if (layout.out_blocks > kStreamedConsumers || p.batch * p.out_height * p.out_width == 0 ||
-      p.dtype != DType::kFloat32) {
-    return false;  // float32 only: one kernel instantiation less per reduced-precision type
+  if (layout.out_blocks > kStreamedConsumers || p.batch * p.out_height * p.out_width == 0) {
+    return false;
   }
   const int position_units = kStreamedConsumers / layout.out_blocks;
   if (p.out_width > position_units * kUnitPositions) {
@@ -135,7 +134,9 @@ bool make_streamed_layout(const ConvParams& p, bool three_tf32, const DeviceLimi
   }
   const int padded_width = static_cast<int>(p.out_width + p.kernel_w - 1);
   layout.row_pitch = (padded_width + 1) & ~1;
-  layout.raw_pitch = static_cast<int>((p.in_width + 3) & ~int64_t{3});
+  const int element_bytes = storage_bytes(p);
+  const int64_t per_copy = 16 / element_bytes;  // raw rows of whole 16-byte copies
+  layout.raw_pitch = static_cast<int>((p.in_width + per_copy - 1) / per_copy * per_copy);
   layout.inverse_row_pitch = 1.0f / static_cast<float>(layout.row_pitch);
   const int64_t fitting_rows =
       (position_units * kUnitPositions - p.out_width) / layout.row_pitch + 1;
@@ -170,7 +171,8 @@ bool make_streamed_layout(const ConvParams& p, bool three_tf32, const DeviceLimi
     }
     for (int stages = kMaxStages; stages >= 2; --stages) {
       const int64_t shared_bytes = kHeaderBytes + bias_bytes + stages * stage_bytes +
-                                   2 * raw_words * 4 + epilogue_bytes(kStreamedConsumers);
+                                   2 * raw_words * element_bytes +
+                                   epilogue_bytes(kStreamedConsumers);
       if (shared_bytes > limits.max_shared_bytes) {
         continue;
       }
@@ -185,7 +187,8 @@ bool make_streamed_layout(const ConvParams& p, bool three_tf32, const DeviceLimi
       layout.bias_offset = kHeaderBytes;
       layout.stage_offset = static_cast<int>(kHeaderBytes + bias_bytes);
       layout.raw_offset = static_cast<int>(layout.stage_offset + stages * stage_bytes);
-      layout.epilogue_offset = static_cast<int>(layout.raw_offset + 2 * raw_words * 4);
+      layout.epilogue_offset =
+          static_cast<int>(layout.raw_offset + 2 * raw_words * element_bytes);
       layout.shared_bytes = static_cast<int>(shared_bytes);
       layout.row_blocks =
           static_cast<int>((p.out_height + layout.tile_rows - 1) / layout.tile_rows);
