@@ -95,10 +95,24 @@ bool channels_last_gemm_beats_floor(const ConvParams& p) {
 // wgmma beat the floor on 196 of the other 204 shapes it takes; it lost on 16 of the 24 1x1 convs
 // that do not expand the channels from 64 input channels on (down to 0.49x against cuDNN's GEMM
 // and the one-pass floor), which go to the floor.
-bool wgmma_beats_floor(const ConvParams& p, bool /*allow_tf32*/) {
-  const bool non_expanding_1x1 = p.kernel_h * p.kernel_w == 1 && p.in_channels >= 64 &&
+// float16 / bfloat16 on the streamed variant (nineteenth session, H100, batch 32, Python calls,
+// h100_crossover_fwd16.json) run TF32 products, half the rate of cuDNN's 16-bit ones, so they win
+// on small calls only: up to 2^30.8 multiply-adds with 3x3 kernels (10 of 10, 1.11-1.96x), lost
+// from 2^31.8 (0.65-0.97x); 1x1 won up to 2^28.6 (1.07-2.01x), lost from 2^29.6 (0.72-0.93x).
+// The thresholds sit between.
+bool wgmma_beats_floor(const ConvParams& p, bool streamed) {
+  const int64_t taps = p.kernel_h * p.kernel_w;
+  const bool non_expanding_1x1 = taps == 1 && p.in_channels >= 64 &&
                                  p.out_channels < p.in_channels;
-  return !non_expanding_1x1;
+  if (non_expanding_1x1) {
+    return false;
+  }
+  if (!streamed || p.dtype == DType::kFloat32) {
+    return true;
+  }
+  const int64_t multiply_adds =
+      p.batch * p.out_height * p.out_width * p.out_channels * p.in_channels * taps;
+  return multiply_adds <= (taps == 1 ? int64_t{1} << 29 : int64_t{1} << 31);
 }
 
 // mma.sync beat the floor where the input has few channels (up to 8), and lost from 64 input
@@ -155,7 +169,8 @@ cudaError_t plan_forward(const ConvParams& params, bool allow_tf32, ForwardPlan&
     if (status != cudaSuccess) {
       return status;
     }
-    if (applies && (!measured || wgmma_beats_floor(params, allow_tf32))) {
+    const bool streamed = workspace_bytes > 0;  // only the streamed variant has a workspace
+    if (applies && (!measured || wgmma_beats_floor(params, streamed))) {
       plan = ForwardPlan{ForwardKernel::kWgmma, workspace_bytes};
       return cudaSuccess;
     }
