@@ -3,13 +3,15 @@
 //   0. depthwise convolutions (groups == in_channels > 1): the depthwise kernel, one launch, no
 //      workspace, where it measured faster than the floor (NCHW float32 and bfloat16,
 //      channels_last float32 3x3);
-//   1. small problems (at most 16 output channels and 32 inputs per output position): the
+//   1. channels_last, groups 1: the channels_last GEMM, where it measured faster than the floor
+//      (1x1 that does not reduce the channels; bfloat16 / float32 stems);
+//   2. small problems (at most 16 output channels and 32 inputs per output position): the
 //      small-problem kernels (DMMA / FFMA), one launch, no workspace;
-//   2. on Hopper, more than 16 output channels: the wgmma kernels, where their tile fits and
+//   3. on Hopper, more than 16 output channels: the wgmma kernels, where their tile fits and
 //      they measured faster than the floor;
-//   3. the mma.sync tensor-core kernel (float32 / float16 / bfloat16 dense NCHW, any stride and
+//   4. the mma.sync tensor-core kernel (float32 / float16 / bfloat16 dense NCHW, any stride and
 //      dilation), where its tile fits and it measured faster than the floor;
-//   4. otherwise the floor: the operator library runs PyTorch's convolution plus one fused
+//   5. otherwise the floor: the operator library runs PyTorch's convolution plus one fused
 //      activation pass (csrc/torch/ops_cuda.cpp).
 // Each family's own `applies` says what it can run; the order and the crossovers (measured on an
 // H200 against the floor, benchmarks/NOTES.md "Crossovers") are here. PlanPolicy::kFused drops
