@@ -37,8 +37,8 @@
 #include "common/ptx.cuh"
 #include "common/three_tf32.cuh"
 #include "forward/mma_sync/layout.h"
-#include "fusedconv/dtype.cuh"
 #include "fusedconv/activation.h"
+#include "fusedconv/dtype.cuh"
 #include "fusedconv/params.h"
 
 namespace fusedconv {

@@ -30,6 +30,12 @@ int storage_bytes(const ConvParams& p) {
   }
 }
 
+// Elements per staged raw input row: the input's width rounded up to whole 16-byte copies.
+int raw_pitch_for(const ConvParams& p) {
+  const int64_t per_copy = 16 / storage_bytes(p);
+  return static_cast<int>((p.in_width + per_copy - 1) / per_copy * per_copy);
+}
+
 // Shapes, tile and pipeline depth for one call; false where the kernel does not apply.
 bool make_resident_layout(const ConvParams& p, bool three_tf32, const DeviceLimits& limits,
                        Layout& layout) {
@@ -47,8 +53,7 @@ bool make_resident_layout(const ConvParams& p, bool three_tf32, const DeviceLimi
   const int padded_width = static_cast<int>(p.out_width + p.kernel_w - 1);
   layout.row_pitch = (padded_width + 1) & ~1;
   const int element_bytes = storage_bytes(p);
-  const int64_t per_copy = 16 / element_bytes;  // raw rows of whole 16-byte copies
-  layout.raw_pitch = static_cast<int>((p.in_width + per_copy - 1) / per_copy * per_copy);
+  layout.raw_pitch = raw_pitch_for(p);
   layout.inverse_row_pitch = 1.0f / static_cast<float>(layout.row_pitch);
   const int64_t weight_bytes = int64_t{layout.parts} * layout.out_blocks * layout.k_steps *
                                    kStepBytes +
@@ -135,8 +140,7 @@ bool make_streamed_layout(const ConvParams& p, bool three_tf32, const DeviceLimi
   const int padded_width = static_cast<int>(p.out_width + p.kernel_w - 1);
   layout.row_pitch = (padded_width + 1) & ~1;
   const int element_bytes = storage_bytes(p);
-  const int64_t per_copy = 16 / element_bytes;  // raw rows of whole 16-byte copies
-  layout.raw_pitch = static_cast<int>((p.in_width + per_copy - 1) / per_copy * per_copy);
+  layout.raw_pitch = raw_pitch_for(p);
   layout.inverse_row_pitch = 1.0f / static_cast<float>(layout.row_pitch);
   const int64_t fitting_rows =
       (position_units * kUnitPositions - p.out_width) / layout.row_pitch + 1;
