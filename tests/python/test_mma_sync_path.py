@@ -317,7 +317,13 @@ def test_reduced_precision_inf_and_nan(dtype):
     weight = (torch.randn(16, 3, 3, 3, device="cuda") / 27 ** 0.5).to(dtype)
     x[0, 1, 5, 5] = float("inf")
     x[0, 2, 12, 7] = float("nan")
-    actual = fusedconv.conv2d_hardswish_relu(x, weight, stride=2, padding=1)
+
+    def call():
+        return fusedconv.conv2d_hardswish_relu(x, weight, stride=2, padding=1)
+
+    names = cuda_kernel_names(call)
+    assert any("mma_sync_kernel" in name for name in names), names
+    actual = call()
     expected = reference_float64(x, weight, stride=2, padding=1)
     assert_close_with_nonfinite(actual.double(), expected, rtol=2 * torch.finfo(dtype).eps,
                                 atol=1e-3)

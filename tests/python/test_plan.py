@@ -119,15 +119,17 @@ CASES = [
     ("float64", dict(n=2, cin=8, cout=64, size=20, kernel=3, dtype=torch.float64), "floor"),
     ("bf16_strided", dict(n=2, cin=16, cout=32, size=20, kernel=3, stride=2,
                           dtype=torch.bfloat16), "floor"),
-    # 16-bit 3x3 past the resident wgmma kernel's 32 k steps: its streamed variant, on small
-    # calls only (TF32 products: cuDNN's 16-bit ones run at twice the rate): up to 2^31
-    # multiply-adds with 3x3 kernels, 2^29 for 1x1.
+    # 16-bit layers past the resident wgmma kernel's tile (32 k steps, or shared memory): its
+    # streamed variant, on small calls only (TF32 products: cuDNN's 16-bit ones run at twice
+    # the rate): up to 2^31 multiply-adds with 3x3 kernels, 2^29 for 1x1 (128 channels).
     ("bf16_3x3_64ch", dict(n=2, cin=64, cout=64, size=20, kernel=3, padding=1,
                            dtype=torch.bfloat16), "wgmma"),
     ("bf16_3x3_64ch_large", dict(n=32, cin=64, cout=64, size=56, kernel=3, padding=1,
                                  dtype=torch.bfloat16), "floor"),
-    ("fp16_1x1_64_128_large", dict(n=32, cin=64, cout=128, size=56, kernel=1,
-                                   dtype=torch.float16), "floor"),
+    ("fp16_1x1_128ch", dict(n=32, cin=128, cout=128, size=28, kernel=1, dtype=torch.float16),
+     "wgmma"),
+    ("fp16_1x1_128ch_large", dict(n=32, cin=128, cout=128, size=56, kernel=1,
+                                  dtype=torch.float16), "floor"),
     # 16-bit stems in NCHW: mma.sync (one TF32 product, exact for them).
     ("stem_bf16", dict(n=2, cin=3, cout=32, size=40, kernel=3, stride=2, padding=1,
                        dtype=torch.bfloat16), "mma_sync"),

@@ -47,9 +47,9 @@ CASES = [
     # flags (a hazard inside cuDNN, not in our code).
     (2, 12, 40, 17, 23, 3, {"stride": 2, "padding": 1, "forward_only": True}, torch.float32,
      1e-5),
-    # The same in 16 bits (staged by plain loads, no split; odd plane: scalar stores), and
+    # The same in 16 bits (staged by plain loads, no split; a 9 x 11 plane: scalar stores), and
     # float16 with an even plane (4-byte pair stores) and four 16-channel tiles per CTA.
-    (2, 12, 40, 17, 23, 3, {"stride": 2, "padding": 1, "forward_only": True}, torch.bfloat16,
+    (2, 12, 40, 17, 21, 3, {"stride": 2, "padding": 1, "forward_only": True}, torch.bfloat16,
      1e-2),
     (1, 5, 72, 16, 20, 5, {"stride": 2, "padding": 2, "forward_only": True}, torch.float16,
      2e-3),

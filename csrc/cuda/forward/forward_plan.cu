@@ -99,9 +99,11 @@ bool channels_last_gemm_beats_floor(const ConvParams& p) {
 // and the one-pass floor), which go to the floor.
 // float16 / bfloat16 on the streamed variant (nineteenth session, H100, batch 32, Python calls,
 // h100_crossover_fwd16.json) run TF32 products, half the rate of cuDNN's 16-bit ones, so they win
-// on small calls only: up to 2^30.8 multiply-adds with 3x3 kernels (10 of 10, 1.11-1.96x), lost
-// from 2^31.8 (0.65-0.97x); 1x1 won up to 2^28.6 (1.07-2.01x), lost from 2^29.6 (0.72-0.93x).
-// The thresholds sit between.
+// on small calls only: with 3x3 kernels up to 2^30.8 multiply-adds (10 of 10, 1.11-1.96x), lost
+// from 2^31.8 (0.65-0.97x); 1x1 (128 channels) won at 2^28.6 (1.19-1.25x), lost at 2^30.6
+// (0.80-0.84x). The thresholds sit between. The resident variant keeps its rule: its one 16-bit
+// 1x1 loss of that sweep (64 -> 128 at 56, 2^29.6, 0.92x) is a single shape, while the networks
+// suite's 16-bit 1x1 layers on it run 2.0-2.5x eager at batch 64.
 bool wgmma_beats_floor(const ConvParams& p, bool streamed) {
   const int64_t taps = p.kernel_h * p.kernel_w;
   const bool non_expanding_1x1 = taps == 1 && p.in_channels >= 64 &&

@@ -230,8 +230,8 @@ __global__ void __launch_bounds__(kThreads, max_ctas_per_sm<kMTiles>())
     for (int chunk = 0; chunk < layout.chunks; ++chunk) {
       __syncthreads();  // every warp is done with the previous chunk's planes
       // Stage rows first_row - pad_top ... of this chunk's channels, zero outside the image and
-      // past in_channels: all of it in flight at once. A warp copies one (channel, row) at a
-      // time, lanes along the row.
+      // past in_channels: in float32 all of it in flight at once (cp.async), 16-bit rows by
+      // plain loads. A warp copies one (channel, row) at a time, lanes along the row.
       for (int channel_row = warp; channel_row < chunk_channels * layout.tile_rows;
            channel_row += kWarps) {
         const int channel = channel_row / layout.tile_rows;
