@@ -85,8 +85,8 @@ bool depthwise_beats_floor(const ConvParams& p) {
 // 3-channel stems (runs of kernel_w x C elements; nineteenth session, H100,
 // h100_crossover_channels_last_stems.json): bfloat16 and float32 won all 12 in GPU time at batch
 // 64 (1.31-2.54x) and all 18 Python-call records at batch 32 (1.41-2.66x), where cuDNN's
-// channels_last kernels for 3 channels are slow; float16, where they are not, lost 4 of 6 in GPU
-// time (0.68-0.94x at stride 2): the floor. Up to 4 input channels (RGB / RGBA); wider runs were
+// channels_last kernels for 3 channels are slow; float16, where they are not, lost 5 of 6 in GPU
+// time (0.68-0.94x): the floor. Up to 4 input channels (RGB / RGBA); wider runs were
 // not measured, nor 4 float32 channels (a whole vector: no runs).
 bool channels_last_gemm_beats_floor(const ConvParams& p) {
   const bool runs = p.in_channels % (16 / element_bytes(p.dtype)) != 0;  // as the GEMM's own
