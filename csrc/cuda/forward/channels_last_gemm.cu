@@ -492,6 +492,10 @@ bool within_32_bits(const ConvParams& p, int64_t row_taps, int64_t run_length) {
 
 }  // namespace
 
+bool stages_runs(const ConvParams& p) {
+  return p.in_channels % (16 / element_bytes(p.dtype)) != 0;
+}
+
 bool applies(const ConvParams& p, bool allow_tf32) {
   const bool half = p.dtype == DType::kFloat16 || p.dtype == DType::kBFloat16;
   if (!half && !(p.dtype == DType::kFloat32 && allow_tf32)) {
@@ -508,7 +512,7 @@ bool applies(const ConvParams& p, bool allow_tf32) {
     return false;
   }
   const Strides4& w = p.weight_strides;
-  if (p.in_channels % vector != 0) {  // runs: plain loads, no alignment asked of x or W
+  if (stages_runs(p)) {  // plain loads, no alignment asked of x or W
     const bool channels_innermost = p.in_channels == 1 || w.c == 1;
     const bool runs = p.dilation_w == 1 && channels_innermost &&
                       (p.kernel_w == 1 || w.w == p.in_channels);
@@ -536,7 +540,7 @@ cudaError_t launch(const ConvParams& p, cudaStream_t stream) {
   g.out_width = FastDivisor::make(static_cast<uint32_t>(p.out_width));
   g.positions = static_cast<int32_t>(positions);
   const int64_t step_k = kRowBytes / element_bytes(p.dtype);
-  const bool runs = p.in_channels % (16 / element_bytes(p.dtype)) != 0;  // as applies
+  const bool runs = stages_runs(p);
   // K per kernel row: kernel_w taps of in_channels, or one run of kernel_w x in_channels.
   const int64_t row_taps = runs ? 1 : p.kernel_w;
   const int64_t run_length = runs ? p.kernel_w * p.in_channels : p.in_channels;

@@ -40,8 +40,11 @@ cudaError_t launch(const ConvParams& params, cudaStream_t stream);
 // any 1x1), all three 16-byte aligned, channel counts whole 16-byte chunks, batch x output
 // plane below 2^31, rows and columns below 2^30. float32 accumulation, one rounding at the store;
 // no workspace. Compute capability 8.0 or newer (the library's minimum).
+// `stages_runs`: input channels in no whole 16-byte vector (stems), staged as runs of
+// kernel_w x C elements.
 namespace channels_last_gemm {
 bool applies(const ConvParams& params, bool allow_tf32);
+bool stages_runs(const ConvParams& params);
 cudaError_t launch(const ConvParams& params, cudaStream_t stream);
 }  // namespace channels_last_gemm
 

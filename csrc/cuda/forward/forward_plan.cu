@@ -89,8 +89,8 @@ bool depthwise_beats_floor(const ConvParams& p) {
 // time (0.68-0.94x): the floor. Up to 4 input channels (RGB / RGBA); wider runs were
 // not measured, nor 4 float32 channels (a whole vector: no runs).
 bool channels_last_gemm_beats_floor(const ConvParams& p) {
-  const bool runs = p.in_channels % (16 / element_bytes(p.dtype)) != 0;  // as the GEMM's own
-  const bool stem = runs && p.in_channels <= 4 && p.dtype != DType::kFloat16;
+  const bool stem = channels_last_gemm::stages_runs(p) && p.in_channels <= 4 &&
+                   p.dtype != DType::kFloat16;
   return (p.kernel_h * p.kernel_w == 1 && p.out_channels >= p.in_channels) || stem;
 }
 
