@@ -181,6 +181,10 @@ def main(argv=None):
                                 help="default: PyTorch's current TF32 flags; fp32: TF32 off")
     networks_group.add_argument("--cudnn-benchmark", action="store_true",
                                 help="set torch.backends.cudnn.benchmark for the run")
+    networks_group.add_argument("--inputs", choices=("float32", "network"),
+                                help="float32 (default): float32 inputs in every mode; network: "
+                                "in the bf16 modes bfloat16 inputs for every layer but the "
+                                "stems, as a previous layer's autocast output")
     export_parser = commands.add_parser(
         "export-kernelbench", help="write the single-file KernelBench ModelNew (from csrc/)")
     export_parser.add_argument("-o", "--output", default="model_new.py",
@@ -215,7 +219,8 @@ def main(argv=None):
             ("--device", args.device), ("--layers", args.layers), ("--modes", args.modes),
             ("--directions", args.directions), ("--systems", args.systems),
             ("--batch", args.batch), ("--image-size", args.image_size),
-            ("--precision", args.precision), ("--cudnn-benchmark", args.cudnn_benchmark))
+            ("--precision", args.precision), ("--cudnn-benchmark", args.cudnn_benchmark),
+            ("--inputs", args.inputs))
             if value]
         if networks_only:
             parser.error("bench: %s need --suite networks" % ", ".join(networks_only))

@@ -15,7 +15,10 @@ Modes: ``fp32`` (NCHW float32), ``fp32_cl`` (input and module channels_last), ``
 ``bf16_cl`` (float32 parameters and input, called under ``torch.autocast(..., torch.bfloat16)``,
 as mixed-precision training and inference run them). Directions: ``fwd`` (under no_grad) and
 ``fwdbwd`` (forward, then the gradients of input, weight and bias for a fixed upstream gradient;
-autocast covers the forward only, as PyTorch recommends).
+autocast covers the forward only, as PyTorch recommends). The input is float32 in every mode by
+default, so in the bf16 modes both systems' autocast casts it (a full pass over x per call);
+``inputs="network"`` gives every layer but a stem (3 input channels: the image) the bfloat16
+input that the previous layer's autocast output would be, as inside a network.
 
 Timing: each system's first call is checked (and, for compile, compiles) and ``repeats`` more are
 timed on their own; then the systems are called in turn, call by call, ``_INTERLEAVED_ROUNDS`` x
@@ -357,9 +360,21 @@ def _floor_ms(layer, batch, size, mode, direction, bandwidth):
     return total / bandwidth * 1e3
 
 
+INPUTS = ("float32", "network")
+
+
+def _input_dtype(layer, mode, inputs):
+    """The dtype a layer's input arrives in: float32, or with inputs "network" in the bf16 modes
+    bfloat16 (a previous layer's autocast output) for every layer but a stem (the image)."""
+    if inputs == "network" and mode.startswith("bf16") and layer.in_channels != 3:
+        return torch.bfloat16
+    return torch.float32
+
+
 def _bench_layer_mode(layer, mode, directions, systems, device, batch, size, repeats, precision,
-                      bandwidth, device_name):
-    """The records of one layer in one mode: every direction x system."""
+                      bandwidth, device_name, input_kind="float32"):
+    """The records of one layer in one mode: every direction x system (`input_kind`: run's
+    `inputs`)."""
     memory_format = torch.channels_last if mode.endswith("_cl") else torch.contiguous_format
     eager, fused = _build_modules(layer, device, memory_format)
     out = _output_size(size, layer)
@@ -368,8 +383,9 @@ def _bench_layer_mode(layer, mode, directions, systems, device, batch, size, rep
                   + batch * layer.out_channels * out * out) * 4
     sets = max(1, min(16, L2_FLUSH_BYTES // pair_bytes + 1))
     torch.manual_seed(1)
-    inputs = [torch.randn(x_shape, device=device).contiguous(memory_format=memory_format)
-              for _ in range(sets)]
+    input_dtype = _input_dtype(layer, mode, input_kind)
+    inputs = [torch.randn(x_shape, device=device).to(input_dtype).contiguous(
+        memory_format=memory_format) for _ in range(sets)]
     grad_base = torch.randn((batch, layer.out_channels, out, out), device=device)
 
     conv = eager.conv
@@ -401,6 +417,7 @@ def _bench_layer_mode(layer, mode, directions, systems, device, batch, size, rep
                       "rel_err": error, "floor_ms": floor_ms, "device": device_name,
                       "torch": torch.__version__, "mode": mode, "precision": precision,
                       "batch": batch, "network": layer.network, "input": list(x_shape),
+                      "input_dtype": str(input_dtype).replace("torch.", ""),
                       "out_dtype": out_dtype}
             if system == "compile":
                 record["compile_s"] = first_s
@@ -418,19 +435,22 @@ def _bench_layer_mode(layer, mode, directions, systems, device, batch, size, rep
 
 def run(layers=None, device="cuda", modes=MODES, directions=DIRECTIONS, systems=SYSTEMS,
         batch=None, repeats=DEFAULT_REPEATS, precision="default", cudnn_benchmark=False,
-        image_size=224, progress=None):
+        image_size=224, progress=None, inputs="float32"):
     """Benchmark `layers` (default: all of LAYERS) in every mode x direction x system; returns
     JSON-ready records, one per (layer, mode, direction, system).
 
     precision "default" runs under PyTorch's current TF32 flags (recorded as "tf32" where cuDNN
     may use TF32, else "fp32"); "fp32" turns TF32 off for the run. `image_size` scales every
     layer's spatial size from 224 (smaller for quick runs). `progress(records)` is called after
-    each (layer, mode) with all records so far (the CLI checkpoints its JSON file there)."""
+    each (layer, mode) with all records so far (the CLI checkpoints its JSON file there).
+    `inputs`: "float32" (every mode) or "network" (the module docstring)."""
     device = torch.device(device)
     layers = list(LAYERS if layers is None else layers)
     batch = batch or DEFAULT_BATCH[device.type]
     if precision not in ("default", "fp32"):
         raise ValueError("precision must be 'default' or 'fp32', got %r" % (precision,))
+    if inputs not in INPUTS:
+        raise ValueError("inputs must be one of %s, got %r" % (", ".join(INPUTS), inputs))
     if "fusedconv" in systems:
         fusedconv.load_extension()
     records = []
@@ -443,7 +463,7 @@ def run(layers=None, device="cuda", modes=MODES, directions=DIRECTIONS, systems=
             for mode in modes:
                 records += _bench_layer_mode(layer, mode, directions, systems, device, batch,
                                              size, repeats, precision_label, bandwidth,
-                                             device_name)
+                                             device_name, inputs)
                 if device.type == "cuda":
                     torch.cuda.empty_cache()
                 if progress is not None:
@@ -573,7 +593,8 @@ def plot(records, path):
 
 def _record_key(record):
     return tuple(record.get(k) for k in ("case", "mode", "direction", "system", "batch",
-                                         "precision", "device", "torch"))
+                                         "precision", "device", "torch")) + (
+        record.get("input_dtype", "float32"),)  # records from before the key: float32
 
 
 def _read_records(path):
@@ -593,7 +614,7 @@ def _read_records(path):
 
 def merge_records(existing, new):
     """`existing` with `new` appended; an existing record measured again (same case, mode,
-    direction, system, batch, precision, device and torch) is replaced."""
+    direction, system, batch, precision, device, torch and input dtype) is replaced."""
     keys = {_record_key(r) for r in new}
     return [r for r in existing if _record_key(r) not in keys] + list(new)
 
@@ -638,7 +659,7 @@ def main(args):
     records = run(layers, device, modes, directions, systems, batch=args.batch,
                   repeats=args.repeats or DEFAULT_REPEATS, precision=args.precision or "default",
                   cudnn_benchmark=args.cudnn_benchmark, image_size=args.image_size or 224,
-                  progress=checkpoint if args.json else None)
+                  progress=checkpoint if args.json else None, inputs=args.inputs or "float32")
     notes = []
     everything = records
     if args.json:

@@ -273,6 +273,8 @@ def test_cli_rejects_unknown_choices(arguments, message):
     ["bench", "--suite", "networks", "--cases", "v0"],  # kernelbench options need kernelbench
     ["bench", "--suite", "networks", "--backward"],
     ["bench", "--suite", "networks", "--precision", "tf16"],
+    ["bench", "--inputs", "network"],
+    ["bench", "--suite", "networks", "--inputs", "bfloat16"],
 ])
 def test_cli_rejects_options_of_the_other_suite(arguments, capsys):
     with pytest.raises(SystemExit) as raised:
@@ -303,3 +305,26 @@ def test_tiny_cuda_run_with_compile():
             assert r["rel_err"] < 2e-2, r
             assert r["out_dtype"] == "bfloat16", r
     assert torch.backends.cudnn.benchmark is False
+
+
+def test_network_inputs_are_bfloat16_in_the_bf16_modes_but_for_stems():
+    # inputs="network": a layer inside a network gets the previous layer's autocast output
+    # (bfloat16) in the bf16 modes; a stem gets the float32 image. Values still checked.
+    layers = select_layers("mnv3 stem 3x3 s2 3-16,mnv3 dw5x5 s2 672")
+    records = bench_networks.run(layers, "cpu", modes=("fp32", "bf16"), directions=("fwdbwd",),
+                                 systems=("eager", "fusedconv"), inputs="network", **TINY)
+    for r in records:
+        inside = r["mode"] == "bf16" and "stem" not in r["case"]
+        assert r["input_dtype"] == ("bfloat16" if inside else "float32"), r
+        assert r["rel_err"] < (2e-2 if r["mode"] == "bf16" else 1e-4), r
+    with pytest.raises(ValueError, match="inputs"):
+        bench_networks.run(layers, "cpu", inputs="bfloat16", **TINY)
+
+
+def test_records_of_other_input_dtypes_are_kept_apart():
+    old = _record("a", "bf16", "fwd", "eager", 1.0)  # before the key: float32 inputs
+    network = dict(_record("a", "bf16", "fwd", "eager", 0.5), input_dtype="bfloat16")
+    merged = merge_records([old], [network])
+    assert merged == [old, network]
+    again = dict(_record("a", "bf16", "fwd", "eager", 0.9), input_dtype="float32")
+    assert merge_records(merged, [again]) == [network, again]
