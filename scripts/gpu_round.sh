@@ -10,13 +10,17 @@
 # (FUSEDCONV_DEPTHWISE_CANDIDATES=all).
 # --small-backward: the v0 training step with the small-problem backward against the floor
 # (benchmarks/small_backward_step.py) and its crossover (crossover.py --directions small_bwd).
+# --networks: the whole networks suite with eager, compile and fusedconv (two halves of about
+# 215 and 160 s on an H100, each under its own timeout) into $OUT/networks.json;
+# FUSEDCONV_NETWORKS_ARGS adds options (e.g. --inputs network).
 # --groups N: the test files in N concurrent pytest processes (the whole suite takes more than
 # one call's 600 s in one), each with two OpenMP threads: seven processes of 16 threads on 16 cores
 # made CPU gradchecks crawl (seventeenth session); a test past 150 s dumps its stack. With
 # --groups the trailing arguments are test files (split among the groups), not pytest options.
 # Usage (on the device machine): scripts/gpu_round.sh [--times] [--bench] [--sanitize] [--no-tests]
 #                                                   [--crossover] [--candidates]
-#                                                   [--small-backward] [--groups N]
+#                                                   [--small-backward] [--networks]
+#                                                   [--groups N]
 #                                                   [pytest args]
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -36,6 +40,7 @@ sanitize=0
 crossover=0
 candidates=0
 small_backward=0
+networks=0
 times=0
 bench=0
 tests=1
@@ -47,6 +52,7 @@ while [ $# -gt 0 ]; do
     --crossover) crossover=1 ;;
     --candidates) candidates=1 ;;
     --small-backward) small_backward=1 ;;
+    --networks) networks=1 ;;
     --bench) bench=1 ;;
     --no-tests) tests=0 ;;
     --groups) groups="$2"; shift ;;
@@ -146,6 +152,18 @@ if [ "$bench" = 1 ]; then
   python3 -m fusedconv bench --json "$OUT/h100.json" --plot "$OUT/h100.png" \
     ${FUSEDCONV_BENCH_ARGS:-} 2>&1 | tee "$OUT/bench.log"
   [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+fi
+
+if [ "$networks" = 1 ]; then
+  echo "== networks suite"
+  for half in mnv3,r50 effb0,rx50; do
+    # shellcheck disable=SC2086
+    timeout 280 python3 -m fusedconv bench --suite networks --layers "$half" \
+      --systems eager,compile,fusedconv --repeats 30 --json "$OUT/networks.json" \
+      ${FUSEDCONV_NETWORKS_ARGS:-} >"$OUT/networks_${half/,/_}.log" 2>&1
+    echo "$half: exit $?"
+    grep -E "^summary" "$OUT/networks_${half/,/_}.log"
+  done
 fi
 
 if [ "$sanitize" = 1 ]; then
