@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import fusedconv
+from fusedconv.reference import relative_l2_error
 
 HAS_CUDA = torch.cuda.is_available()
 
@@ -109,6 +110,17 @@ def cuda_kernel_names(fn):
         fn()
         torch.cuda.synchronize()
     return [event.name for event in profile.events()]
+
+
+def assert_within_one_ulp(actual, expected, dtype, l2_tolerance, context=""):
+    """A float16 / bfloat16 result of one exact-product, float32-sum kernel: finite, of `dtype`,
+    within `l2_tolerance` relative L2 of the float64 reference and at most one unit in the last
+    place from it rounded to `dtype` (rtol = eps: one ulp at the top of a binade)."""
+    assert actual.dtype == dtype, context
+    assert torch.isfinite(actual).all(), context
+    assert relative_l2_error(actual, expected) < l2_tolerance, context
+    torch.testing.assert_close(actual, expected.to(dtype), rtol=torch.finfo(dtype).eps,
+                               atol=1e-5, msg=lambda message: "%s\n%s" % (context, message))
 
 
 def assert_close_with_nonfinite(actual, expected, rtol, atol):

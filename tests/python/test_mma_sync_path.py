@@ -13,7 +13,8 @@ from fusedconv.kernelbench.problems import KERNELBENCH_V0, KERNELBENCH_V0_1
 from fusedconv.reference import reference_float64, reference_forward
 from fusedconv.reference import relative_l2_error
 
-from conftest import assert_close_with_nonfinite, cuda_kernel_names, poisoned_call
+from conftest import (assert_close_with_nonfinite, assert_within_one_ulp, cuda_kernel_names,
+                      poisoned_call)
 
 # The kernels themselves, wherever they apply (conftest.fused_kernels).
 pytestmark = [pytest.mark.cuda, pytest.mark.usefixtures("fused_kernels")]
@@ -226,14 +227,6 @@ def test_plans_follow_the_shape_when_shapes_alternate():
 REDUCED_PRECISION = [(torch.float16, 1e-3), (torch.bfloat16, 8e-3)]
 
 
-def _assert_within_one_ulp(actual, expected, dtype, l2_tolerance, context):
-    assert actual.dtype == dtype, context
-    assert torch.isfinite(actual).all(), context
-    assert relative_l2_error(actual, expected) < l2_tolerance, context
-    torch.testing.assert_close(actual, expected.to(dtype), rtol=torch.finfo(dtype).eps,
-                               atol=1e-5, msg=lambda message: "%s\n%s" % (context, message))
-
-
 REDUCED_PRECISION_SEEDS = range(16)
 
 
@@ -273,7 +266,7 @@ def test_reduced_precision_strided_cases_against_float64(seed, dtype, l2_toleran
     expected = reference_float64(x, weight, bias, **geometry)
     actual = poisoned_call(call, dtype, "cuda")
     if planned == "mma_sync":
-        _assert_within_one_ulp(actual, expected, dtype, l2_tolerance, case)
+        assert_within_one_ulp(actual, expected, dtype, l2_tolerance, case)
     else:  # the floor's contract (test_floor_path.py): within twice eager PyTorch's error
         eager = reference_forward(x, weight, bias, **geometry)
         assert relative_l2_error(actual, expected) <= (
@@ -307,7 +300,7 @@ def test_reduced_precision_stems(out_channels, kernel, dtype, l2_tolerance):
         assert any("mma_sync_kernel" in name for name in names), names
         results.append(poisoned_call(call, dtype, "cuda"))
     expected = reference_float64(x, weight, bias, stride=2, padding=kernel // 2)
-    _assert_within_one_ulp(results[0], expected, dtype, l2_tolerance, (out_channels, kernel))
+    assert_within_one_ulp(results[0], expected, dtype, l2_tolerance, (out_channels, kernel))
     assert torch.equal(results[0], results[1])
 
 

@@ -12,7 +12,7 @@ import torch
 import fusedconv
 from fusedconv.reference import reference_float64, relative_l2_error
 
-from conftest import cuda_kernel_names, poisoned_call
+from conftest import assert_within_one_ulp, cuda_kernel_names, poisoned_call
 
 pytestmark = [
     pytest.mark.cuda,
@@ -157,13 +157,8 @@ def test_reduced_precision_runs_the_wgmma_kernel_against_float64(dtype, l2_toler
     names = cuda_kernel_names(call)
     assert any("wgmma_kernel" in name for name in names), names
     assert not any("generic" in name for name in names), names
-    actual = poisoned_call(call, dtype, "cuda")
-    assert actual.dtype == dtype
-    expected = reference_float64(x, w, b, padding=padding)
-    assert torch.isfinite(actual).all()
-    assert relative_l2_error(actual, expected) < l2_tolerance
-    torch.testing.assert_close(actual, expected.to(dtype), rtol=torch.finfo(dtype).eps,
-                               atol=1e-5)
+    assert_within_one_ulp(poisoned_call(call, dtype, "cuda"),
+                          reference_float64(x, w, b, padding=padding), dtype, l2_tolerance)
 
 
 # STREAMED_SHAPES in float16 / bfloat16: staged in the input's type (16-byte copies of 8-element
@@ -180,13 +175,8 @@ def test_reduced_precision_streamed_kernel_against_float64(dtype, l2_tolerance, 
     names = cuda_kernel_names(call)
     assert any("wgmma_streamed_kernel" in name for name in names), names
     assert any("split_streamed_weights" in name for name in names), names
-    actual = poisoned_call(call, dtype, "cuda")
-    assert actual.dtype == dtype
-    expected = reference_float64(x, w, b, padding=padding)
-    assert torch.isfinite(actual).all()
-    assert relative_l2_error(actual, expected) < l2_tolerance
-    torch.testing.assert_close(actual, expected.to(dtype), rtol=torch.finfo(dtype).eps,
-                               atol=1e-5)
+    assert_within_one_ulp(poisoned_call(call, dtype, "cuda"),
+                          reference_float64(x, w, b, padding=padding), dtype, l2_tolerance)
     w.mul_(-1.5)  # in place, as an optimizer step: the split is rebuilt on every call
     torch.testing.assert_close(call(), reference_float64(x, w, b, padding=padding).to(dtype),
                                rtol=torch.finfo(dtype).eps, atol=1e-5)
