@@ -2,10 +2,13 @@
 calls (forward, and a training step) and the CUDA kernels each launches with their GPU times
 (torch.profiler), to tell GPU work from host time and see which kernel a step spends it in.
 Default: the four host-bound cases of the eighth session; --layers / --modes pick others by the
-networks suite's names. Usage (GPU): python benchmarks/profile_floor_cases.py
-[--layers "mnv3 pw 16-64,r50 3x3 64" --modes bf16_cl,fp32_cl]"""
+networks suite's names. --host adds each forward's host time per call (a loop of calls without a
+sync: the host's rate where it, not the GPU, is behind) and the CPU ops that take it.
+Usage (GPU): python benchmarks/profile_floor_cases.py
+[--layers "mnv3 pw 16-64,r50 3x3 64" --modes bf16_cl,fp32_cl] [--host]"""
 
 import argparse
+import time
 
 import torch
 import torch.nn.functional as F
@@ -36,6 +39,29 @@ def kernels(fn):
             if event.device_type == torch.autograd.DeviceType.CUDA]
 
 
+def host_us(fn, calls=200):
+    """Host microseconds per call of fn() in a loop without a sync (after a warm-up)."""
+    for _ in range(10):
+        fn()
+    torch.cuda.synchronize()
+    started = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    elapsed = time.perf_counter() - started
+    torch.cuda.synchronize()
+    return 1e6 * elapsed / calls
+
+
+def host_ops(fn, calls=20, top=8):
+    """The `top` CPU ops of fn() by self CPU time: (name, us per call)."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
+        for _ in range(calls):
+            fn()
+        torch.cuda.synchronize()
+    averages = sorted(profile.key_averages(), key=lambda a: -a.self_cpu_time_total)[:top]
+    return [(a.key[:50], round(a.self_cpu_time_total / calls, 1)) for a in averages]
+
+
 def cases(layers, modes):
     """CASES, or the named networks-suite layers in each of `modes`."""
     if not layers:
@@ -49,6 +75,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--layers", default="", help="networks-suite layer names (comma list)")
     parser.add_argument("--modes", default="", help="with --layers: modes (default: all four)")
+    parser.add_argument("--host", action="store_true", help="forward host time and CPU ops")
     args = parser.parse_args()
     fusedconv.load_extension()
     for cin, cout, kernel, stride, groups, size, mode in cases(args.layers, args.modes):
@@ -95,6 +122,11 @@ def main():
         print("  fused fwd", kernels(fused_forward))
         print("  eager fwd+bwd", kernels(eager_step))
         print("  fused fwd+bwd", kernels(fused_step))
+        if args.host:
+            print("  host us per fwd call: eager %.1f fused %.1f"
+                  % (host_us(eager_forward), host_us(fused_forward)))
+            print("  eager fwd CPU ops", host_ops(eager_forward))
+            print("  fused fwd CPU ops", host_ops(fused_forward))
 
 
 if __name__ == "__main__":
