@@ -7,13 +7,15 @@ wherever one applies) and to "floor", and likewise the backward op (all three gr
 Python-call medians with CUDA events. Writes one JSON record per (shape, precision, direction)
 with the kernel the fused policy chose; docs/DESIGN.md's dispatch rule is read off these records
 (benchmarks/NOTES.md, "Crossovers"). `--directions depthwise` sweeps the depthwise kernel
-(both layouts, float32, bfloat16 and float16) the same way, `--directions depthwise_bwd` the
-depthwise backward, `--directions channels_last_gemm` the channels_last GEMM (1x1 and 3x3 layers,
-float16 / bfloat16 / float32), `--directions channels_last_stems` the same on 3-channel stems,
-`--directions fwd16` the NCHW float16 / bfloat16 forward of few input channels (mma.sync where
-wgmma does not take it), `--directions small_bwd` the small-problem backward (float32, TF32
-off), `--directions bias_grad` the floor backward with grad_bias summed in
-its g pass (the networks suite's layers, both layouts, three dtypes). Usage (GPU):
+(both layouts, float32, bfloat16 and float16) the same way, `--directions grouped` the grouped
+kernel (ResNeXt / RegNet / ShuffleNet grouped layers, both layouts, three dtypes),
+`--directions depthwise_bwd` the depthwise backward, `--directions channels_last_gemm` the
+channels_last GEMM (1x1 and 3x3 layers, float16 / bfloat16 / float32), `--directions
+channels_last_stems` the same on 3-channel stems, `--directions fwd16` the NCHW float16 /
+bfloat16 forward of few input channels (mma.sync where wgmma does not take it), `--directions
+small_bwd` the small-problem backward (float32, TF32 off), `--directions bias_grad` the floor
+backward with grad_bias summed in its g pass (the networks suite's layers, both layouts, three
+dtypes). Usage (GPU):
 python benchmarks/crossover.py --json out.json
 """
 
@@ -96,6 +98,10 @@ def sweep(repeats, directions, records):
         if "channels_last_gemm" in directions:
             for shape in channels_last_gemm_shapes():
                 add(time_channels_last_gemm(ops, *shape, precision, repeats))
+        if "grouped" in directions:
+            for shape in grouped_shapes():
+                if tf32 or shape[-2] == torch.float32:  # 16-bit: the same kernels either way
+                    add(time_grouped(ops, *shape, precision, repeats))
         if "channels_last_stems" in directions:
             for shape in channels_last_stem_shapes():
                 add(time_channels_last_gemm(ops, *shape, precision, repeats))
@@ -135,6 +141,37 @@ def time_depthwise(ops, channels, size, k, stride, dtype, channels_last, precisi
     if record is not None:
         record.update(cin=channels, cout=channels, size=size, k=k, stride=stride,
                       dtype=str(dtype)[6:], precision=precision, groups=channels,
+                      layout="channels_last" if channels_last else "nchw")
+    return record
+
+
+def grouped_shapes():
+    """(channels, groups, size, k, stride, dtype, channels_last): grouped layers of ResNeXt-50
+    32x4d (the networks suite's), ResNeXt-101 32x8d, RegNetX-style 3x3s of 8 / 16 / 24 channels
+    per group and ShuffleNet-style grouped 1x1s, at their input planes, in both layouts and the
+    three dtypes."""
+    layers = ((128, 32, 56, 3, 1), (256, 32, 56, 3, 2), (512, 32, 14, 3, 1),
+              (1024, 32, 14, 3, 2), (256, 32, 56, 3, 1), (512, 32, 28, 3, 2),
+              (64, 8, 56, 3, 1), (96, 6, 28, 3, 2), (240, 10, 14, 3, 1), (240, 3, 28, 1, 1),
+              (480, 8, 14, 1, 1))
+    return [layer + (dtype, channels_last) for layer, dtype, channels_last in itertools.product(
+        layers, (torch.float32, torch.bfloat16, torch.float16), (False, True))]
+
+
+def time_grouped(ops, channels, groups, size, k, stride, dtype, channels_last, precision,
+                 repeats):
+    x = torch.randn(BATCH, channels, size, size, device="cuda", dtype=dtype)
+    w = torch.randn(channels, channels // groups, k, k, device="cuda", dtype=dtype) / (
+        channels // groups * k * k) ** 0.5
+    b = torch.randn(channels, device="cuda", dtype=dtype)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+        w = w.contiguous(memory_format=torch.channels_last)
+    args = (x, w, b, [stride, stride], [k // 2] * 4, [1, 1], groups)
+    record = _forward_record(ops, args, repeats)
+    if record is not None:
+        record.update(cin=channels, cout=channels, size=size, k=k, stride=stride,
+                      dtype=str(dtype)[6:], precision=precision, groups=groups,
                       layout="channels_last" if channels_last else "nchw")
     return record
 
@@ -316,8 +353,8 @@ def main():
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--directions", default="fwd,bwd",
                         help="comma list of fwd, bwd (dense sweeps), fwd16, depthwise, "
-                        "depthwise_bwd, channels_last_gemm, channels_last_stems, bias_grad and "
-                        "small_bwd")
+                        "depthwise_bwd, grouped, channels_last_gemm, channels_last_stems, "
+                        "bias_grad and small_bwd")
     args = parser.parse_args()
     started = time.perf_counter()
     records = []
@@ -330,9 +367,10 @@ def main():
     with open(args.json, "w") as handle:
         json.dump(records, handle, indent=0)
     for r in records:
-        print("%s %-8s %-9s %3d->%-3d %3d k%d s%d %-13s %-13s fused %.4f floor %.4f  %.2fx"
-              % (r["direction"], r["precision"], r["dtype"], r["cin"], r["cout"], r["size"],
-                 r["k"], r["stride"], r["kernel"], r.get("layout", "nchw"), r["fused_ms"],
+        print("%s %-8s %-9s %3d->%-3d g%-3d %3d k%d s%d %-13s %-13s fused %.4f floor %.4f  %.2fx"
+              % (r["direction"], r["precision"], r["dtype"], r["cin"], r["cout"],
+                 r.get("groups", 1), r["size"], r["k"], r["stride"], r["kernel"],
+                 r.get("layout", "nchw"), r["fused_ms"],
                  r["floor_ms"],
                  r["floor_ms"] / r["fused_ms"]))
     for line in summary_lines(records):

@@ -27,6 +27,7 @@ CUDA_KERNEL_SOURCES = (
     "cuda/forward/activation_inplace.cu",
     "cuda/forward/small_problem.cu",
     "cuda/forward/depthwise.cu",
+    "cuda/forward/grouped.cu",
     "cuda/forward/channels_last_gemm.cu",
     "cuda/forward/mma_sync/mma_sync_launch.cu",
     "cuda/forward/wgmma/wgmma_plan.cu",

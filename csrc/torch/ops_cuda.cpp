@@ -185,6 +185,8 @@ std::string forward_kernel_name(ForwardKernel kernel) {
       return "none";
     case ForwardKernel::kDepthwise:
       return "depthwise";
+    case ForwardKernel::kGrouped:
+      return "grouped";
     case ForwardKernel::kChannelsLastGemm:
       return "channels_last_gemm";
     case ForwardKernel::kSmallProblem:

@@ -34,6 +34,16 @@ bool vector_shape(const ConvParams& params);
 cudaError_t launch(const ConvParams& params, cudaStream_t stream);
 }  // namespace depthwise
 
+// Grouped (grouped.cu): groups > 1, float32 / float16 / bfloat16, dense NCHW or dense
+// channels_last input and output in the same layout, any weight strides, kernel, stride,
+// padding and dilation where one input channel's staged patch and weights fit 40 KB of shared
+// memory; 32-bit offsets inside one image. Float32 FMAs (float32 accuracy in either precision
+// mode), one rounding at the store; no workspace.
+namespace grouped {
+bool applies(const ConvParams& params);
+cudaError_t launch(const ConvParams& params, cudaStream_t stream);
+}  // namespace grouped
+
 // Channels_last GEMM (channels_last_gemm.cu): float16 / bfloat16, and float32 with TF32 allowed
 // (one TF32 product), groups 1, any kernel size, stride, padding and dilation, dense
 // channels_last input and output, a weight with its input channels innermost (channels_last, or

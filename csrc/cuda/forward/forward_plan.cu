@@ -78,6 +78,11 @@ bool depthwise_beats_floor(const ConvParams& p) {
   return p.kernel_h == 3 || staged_5x5;
 }
 
+// The grouped kernel (twentieth session): PROVISIONAL until its crossover is measured.
+bool grouped_beats_floor(const ConvParams& p) {
+  return p.in_channels / p.groups >= 2;
+}
+
 // The channels_last GEMM (benchmarks/NOTES.md, "First GPU round of kernels-next"): GPU time per
 // call at batch 64 beat the floor on every 1x1 layer that does not reduce the channel count
 // (1.07-2.34x, float16 / bfloat16 / float32 with TF32) and lost on those reducing from 240
@@ -156,6 +161,10 @@ cudaError_t plan_forward(const ConvParams& params, bool allow_tf32, ForwardPlan&
     plan.kernel = ForwardKernel::kDepthwise;
     return cudaSuccess;
   }
+  if (grouped::applies(params) && (!measured || grouped_beats_floor(params))) {
+    plan.kernel = ForwardKernel::kGrouped;
+    return cudaSuccess;
+  }
   if (channels_last_gemm::applies(params, allow_tf32) &&
       (!measured || channels_last_gemm_beats_floor(params))) {
     plan.kernel = ForwardKernel::kChannelsLastGemm;
@@ -196,6 +205,8 @@ cudaError_t launch_planned(const ConvParams& params, const ForwardPlan& plan, bo
       return cudaSuccess;  // an empty output
     case ForwardKernel::kDepthwise:
       return depthwise::launch(params, stream);
+    case ForwardKernel::kGrouped:
+      return grouped::launch(params, stream);
     case ForwardKernel::kChannelsLastGemm:
       return channels_last_gemm::launch(params, stream);
     case ForwardKernel::kSmallProblem:

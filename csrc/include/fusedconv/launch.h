@@ -48,6 +48,7 @@ int64_t plan_count();
 enum class ForwardKernel : int {
   kNone,
   kDepthwise,
+  kGrouped,
   kChannelsLastGemm,
   kSmallProblem,
   kWgmma,

@@ -1,0 +1,537 @@
+// Grouped forward (groups > 1, several input channels per group: ResNeXt's 3x3 layers, grouped
+// 1x1s): convolution, bias, hardswish and relu in one launch, no workspace, float32 / float16 /
+// bfloat16 in dense NCHW or dense channels_last. Few channels per group leave the GEMMs short
+// (K = channels x taps of one group: 36 for ResNeXt-50's first stage), where cuDNN's grouped
+// kernels run far below both the FMA rate and the copy bandwidth; so a direct convolution on
+// CUDA cores: float32 FMAs of the input's values (exact products of 16-bit ones), float32
+// accuracy in either precision mode, one rounding at the store.
+//
+// A CTA takes one image, one group, a tile of output rows x columns, and one or more blocks of
+// kQ output channels of that group. Per chunk of the group's input channels it stages the
+// tile's input patch (zero on the padding) and the chunk's weights in shared memory as float32;
+// each thread then computes kStrip consecutive output columns x kQ output channels. In the
+// unrolled geometries (3x3, stride 1 or 2, no dilation) a thread loads the span of a kernel
+// row its strip covers once per (channel, kernel row) with 16-byte loads and reuses it across
+// the row's taps; stride 2 stages even and odd columns in separate phases so those loads stay
+// contiguous. Other geometries load per tap. The staging reads the layout's innermost
+// dimension with consecutive lanes (columns in NCHW, channels in channels_last).
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "common/configuration.h"
+#include "forward/families.h"
+#include "fusedconv/activation.h"
+#include "fusedconv/dtype.cuh"
+#include "fusedconv/params.h"
+
+namespace fusedconv {
+namespace grouped {
+namespace {
+
+constexpr int kStrip = 4;          // output columns per thread
+constexpr int kMaxThreads = 128;   // pixel threads per CTA, before channel blocks share one
+constexpr int kMaxStrips = 32;     // strips per tile row: tiles up to 128 columns wide
+constexpr int64_t kSharedBudget = 40 * 1024;  // bytes, inside the 48 KB any launch may take
+
+// One launch's tiling, in floats and counts (every value fits 32 bits: applies checks).
+struct Tile {
+  int cin_g, cout_g;      // channels per group
+  int taps;               // kernel_h x kernel_w
+  int strips, rows;       // a tile: rows x (strips x kStrip) output positions
+  int pixel_threads;      // strips x rows
+  int blocks_per_cta;     // blocks of kQ output channels per CTA, sharing its staged input
+  int cta_blocks;         // CTAs per (image, group, tile)
+  int tiles_h, tiles_w;
+  int phase_pitch;        // floats of one stride phase of a staged row (a multiple of 4)
+  int row_pitch;          // phases x phase_pitch
+  int in_rows;            // staged rows per channel
+  int patch;              // in_rows x row_pitch: floats per staged channel
+  int chunk, chunk_shift; // input channels staged at once (a power of 2) and its log2
+  int weights;            // floats of staged weights per chunk
+  int threads;            // a multiple of 32
+};
+
+// Output channels per thread: 8, or 4 for groups of up to 4 output channels.
+int channel_block(int64_t cout_g) { return cout_g > 4 ? 8 : 4; }
+
+// Dense NCHW (channels_last = false) or dense channels_last (true); false for other strides.
+bool dense_layout(const Strides4& s, int64_t channels, int64_t height, int64_t width,
+                  bool& channels_last) {
+  channels_last = !is_dense_nchw(s, channels, height, width);
+  return !channels_last || is_dense_channels_last(s, channels, height, width);
+}
+
+// The compile-time geometry of a call: 3x3 at stride 1 or 2 without dilation (kernel 3, stride
+// 1 / 2), or 0 / 0 for the run-time instance.
+void unrolled_geometry(const ConvParams& p, int& kernel, int& stride) {
+  const bool unrolled = p.kernel_h == 3 && p.kernel_w == 3 && p.dilation_h == 1 &&
+                        p.dilation_w == 1 && p.stride_h == p.stride_w &&
+                        (p.stride_h == 1 || p.stride_h == 2);
+  kernel = unrolled ? 3 : 0;
+  stride = unrolled ? static_cast<int>(p.stride_h) : 0;
+}
+
+// The tiling of `p`; false where one input channel's patch and weights exceed the budget.
+bool make_tile(const ConvParams& p, Tile& t) {
+  int kernel = 0, stride = 0;
+  unrolled_geometry(p, kernel, stride);
+  const int64_t phases = kernel > 0 ? stride : 1;
+  const int64_t kq = channel_block(p.out_channels / p.groups);
+  const int64_t strips_total = (p.out_width + kStrip - 1) / kStrip;
+  const int64_t tiles_w = (strips_total + kMaxStrips - 1) / kMaxStrips;
+  const int64_t strips = (strips_total + tiles_w - 1) / tiles_w;
+  const int64_t rows_max = kMaxThreads / strips;
+  const int64_t tiles_h = (p.out_height + rows_max - 1) / rows_max;
+  const int64_t rows = (p.out_height + tiles_h - 1) / tiles_h;
+  const int64_t cout_g = p.out_channels / p.groups;
+  const int64_t cout_blocks = (cout_g + kq - 1) / kq;
+  int64_t blocks_per_cta = kMaxThreads / (strips * rows);
+  blocks_per_cta = blocks_per_cta < 1 ? 1 : blocks_per_cta > cout_blocks ? cout_blocks
+                                                                           : blocks_per_cta;
+  const int64_t in_rows = (rows - 1) * p.stride_h + (p.kernel_h - 1) * p.dilation_h + 1;
+  const int64_t in_cols =
+      (strips * kStrip - 1) * p.stride_w + (p.kernel_w - 1) * p.dilation_w + 1;
+  const int64_t phase_pitch = ((in_cols + phases - 1) / phases + 3) / 4 * 4;
+  const int64_t patch = in_rows * phases * phase_pitch;
+  const int64_t taps = p.kernel_h * p.kernel_w;
+  const int64_t cin_g = p.in_channels / p.groups;
+  const auto bytes = [&](int64_t chunk) {
+    return 4 * chunk * (patch + blocks_per_cta * kq * taps);
+  };
+  if (bytes(1) > kSharedBudget) {
+    return false;
+  }
+  int64_t chunk = 1;
+  int shift = 0;
+  while (chunk * 2 <= cin_g && bytes(chunk * 2) <= kSharedBudget) {
+    chunk *= 2;
+    ++shift;
+  }
+  t.cin_g = static_cast<int>(cin_g);
+  t.cout_g = static_cast<int>(cout_g);
+  t.taps = static_cast<int>(taps);
+  t.strips = static_cast<int>(strips);
+  t.rows = static_cast<int>(rows);
+  t.pixel_threads = static_cast<int>(strips * rows);
+  t.blocks_per_cta = static_cast<int>(blocks_per_cta);
+  t.cta_blocks = static_cast<int>((cout_blocks + blocks_per_cta - 1) / blocks_per_cta);
+  t.tiles_h = static_cast<int>(tiles_h);
+  t.tiles_w = static_cast<int>(tiles_w);
+  t.phase_pitch = static_cast<int>(phase_pitch);
+  t.row_pitch = static_cast<int>(phases * phase_pitch);
+  t.in_rows = static_cast<int>(in_rows);
+  t.patch = static_cast<int>(patch);
+  t.chunk = static_cast<int>(chunk);
+  t.chunk_shift = shift;
+  t.weights = static_cast<int>(blocks_per_cta * kq * chunk * taps);
+  t.threads = static_cast<int>((strips * rows * blocks_per_cta + 31) / 32 * 32);
+  return true;
+}
+
+int64_t cta_count(const ConvParams& p, const Tile& t) {
+  return p.batch * p.groups * t.cta_blocks * t.tiles_h * t.tiles_w;
+}
+
+// Stages input channels [channel0, channel0 + count) of one image's patch rows from ih0 and
+// columns from iw0 as float32, zero outside the input; column c of a staged row lands in
+// phase c % kPhases at c / kPhases. Channels from `count` to the chunk are left unwritten (the
+// compute loop stops at `count`).
+template <typename Storage, bool kChannelsLast, int kPhases>
+__device__ __forceinline__ void stage_input(float* staged, const ConvParams& p, const Tile& t,
+                                            const Storage* image, int channel0, int count,
+                                            int ih0, int iw0) {
+  using Traits = StorageTraits<Storage>;
+  const int warps = blockDim.x / 32, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int height = static_cast<int>(p.in_height), width = static_cast<int>(p.in_width);
+  if constexpr (!kChannelsLast) {
+    // A warp per staged row (channel, row); lanes over its columns.
+    const int stride_c = static_cast<int>(p.input_strides.c);
+    for (int r = warp; r < count * t.in_rows; r += warps) {
+      const int ci = r / t.in_rows, row = r - ci * t.in_rows;
+      const int ih = ih0 + row;
+      const bool row_inside = ih >= 0 && ih < height;
+      const Storage* source = image + (channel0 + ci) * stride_c + (row_inside ? ih : 0) * width;
+      float* target = staged + ci * t.patch + row * t.row_pitch;
+      for (int c = lane; c < t.row_pitch; c += 32) {
+        const int iw = iw0 + c;
+        const float value =
+            row_inside && iw >= 0 && iw < width ? Traits::load(source[iw]) : 0.0f;
+        target[(c % kPhases) * t.phase_pitch + c / kPhases] = value;
+      }
+    }
+  } else {
+    // A warp per staged row; lanes over (column, channel), the channel fastest.
+    const int pixel_stride = static_cast<int>(p.in_channels);
+    const int run = t.row_pitch << t.chunk_shift;
+    for (int row = warp; row < t.in_rows; row += warps) {
+      const int ih = ih0 + row;
+      const bool row_inside = ih >= 0 && ih < height;
+      const Storage* source = image + (row_inside ? ih : 0) * width * pixel_stride + channel0;
+      float* target = staged + row * t.row_pitch;
+      for (int e = lane; e < run; e += 32) {
+        const int c = e >> t.chunk_shift, ci = e & (t.chunk - 1);
+        const int iw = iw0 + c;
+        if (ci < count) {
+          const float value = row_inside && iw >= 0 && iw < width
+                                  ? Traits::load(source[iw * pixel_stride + ci])
+                                  : 0.0f;
+          target[ci * t.patch + (c % kPhases) * t.phase_pitch + c / kPhases] = value;
+        }
+      }
+    }
+  }
+}
+
+// Stages the weights of input channels [channel0, channel0 + count) of the group for the CTA's
+// output-channel blocks as [block][channel][tap][kQ] float32, zero past the group's output
+// channels and the chunk's input channels.
+template <typename Storage, int kQ>
+__device__ __forceinline__ void stage_weights(float* staged, const ConvParams& p, const Tile& t,
+                                              int first_out_channel, int out_limit,
+                                              int channel0, int count) {
+  using Traits = StorageTraits<Storage>;
+  const Storage* weight = static_cast<const Storage*>(p.weight);
+  const int kw = static_cast<int>(p.kernel_w);
+  for (int e = threadIdx.x; e < t.blocks_per_cta * kQ * t.chunk; e += blockDim.x) {
+    const int q = e % kQ, rest = e / kQ;
+    const int ci = rest & (t.chunk - 1), block = rest >> t.chunk_shift;
+    const int oc = block * kQ + q;  // relative to first_out_channel
+    const bool valid = ci < count && oc < out_limit;
+    const Storage* source = weight + (valid ? (first_out_channel + oc) * p.weight_strides.n +
+                                                  (channel0 + ci) * p.weight_strides.c
+                                            : 0);
+    float* target = staged + ((block * t.chunk + ci) * t.taps) * kQ + q;
+    for (int ty = 0, tap = 0; ty < p.kernel_h; ++ty) {
+      for (int tx = 0; tx < kw; ++tx, ++tap) {
+        target[tap * kQ] =
+            valid ? Traits::load(source[ty * p.weight_strides.h + tx * p.weight_strides.w])
+                  : 0.0f;
+      }
+    }
+  }
+}
+
+// `count` floats from 16-byte aligned shared memory into registers, in 16- and 8-byte loads.
+template <int kCount>
+__device__ __forceinline__ void load_span(const float* source, float (&values)[kCount]) {
+  static_assert(kCount >= 4, "a span holds at least one strip");
+  const float4 head = *reinterpret_cast<const float4*>(source);
+  values[0] = head.x;
+  values[1] = head.y;
+  values[2] = head.z;
+  values[3] = head.w;
+  int j = 4;
+  if constexpr (kCount >= 6) {
+    const float2 pair = *reinterpret_cast<const float2*>(source + 4);
+    values[4] = pair.x;
+    values[5] = pair.y;
+    j = 6;
+  }
+#pragma unroll
+  for (; j < kCount; ++j) {
+    values[j] = source[j];
+  }
+}
+
+template <int kQ>
+__device__ __forceinline__ void load_weights(const float* source, float (&w)[kQ]) {
+#pragma unroll
+  for (int q = 0; q < kQ; q += 4) {
+    const float4 v = *reinterpret_cast<const float4*>(source + q);
+    w[q] = v.x;
+    w[q + 1] = v.y;
+    w[q + 2] = v.z;
+    w[q + 3] = v.w;
+  }
+}
+
+// Stores kCount values rounded to Storage as one aligned vector (kCount x sizeof(Storage) is 8,
+// 16 or 32 bytes), or element by element `step` apart where `vector` is false.
+template <typename Storage, int kCount>
+__device__ __forceinline__ void store_values(Storage* target, const float (&values)[kCount],
+                                             bool vector, int64_t step, int valid) {
+  using Traits = StorageTraits<Storage>;
+  constexpr int kBytes = kCount * static_cast<int>(sizeof(Storage));
+  if (vector) {
+    union {
+      Storage elements[kCount];
+      uint2 half[kBytes / 8];
+      uint4 whole[kBytes >= 16 ? kBytes / 16 : 1];
+    } pack;
+#pragma unroll
+    for (int j = 0; j < kCount; ++j) {
+      pack.elements[j] = Traits::store(values[j]);
+    }
+    if constexpr (kBytes == 8) {
+      *reinterpret_cast<uint2*>(target) = pack.half[0];
+    } else {
+#pragma unroll
+      for (int j = 0; j < kBytes / 16; ++j) {
+        reinterpret_cast<uint4*>(target)[j] = pack.whole[j];
+      }
+    }
+    return;
+  }
+#pragma unroll
+  for (int j = 0; j < kCount; ++j) {
+    if (j < valid) {
+      target[j * step] = Traits::store(values[j]);
+    }
+  }
+}
+
+// kKernel / kStride: 3 and 1 or 2 (square, no dilation), or 0 / 0 for any geometry.
+template <typename Storage, bool kChannelsLast, int kQ, int kKernel, int kStride>
+__global__ void __launch_bounds__(kMaxThreads)
+    conv_hardswish_relu_grouped_kernel(const ConvParams p, const Tile t) {
+  using Traits = StorageTraits<Storage>;
+  constexpr int kPhases = kKernel > 0 ? kStride : 1;
+  extern __shared__ float4 shared_words[];
+  float* staged_input = reinterpret_cast<float*>(shared_words);
+  float* staged_weights = staged_input + t.chunk * t.patch;
+
+  // blockIdx.x = (((n * groups + g) * tiles_h + th) * tiles_w + tw) * cta_blocks + cb: the CTAs
+  // that share one input patch are neighbours.
+  uint32_t index = blockIdx.x;
+  const int cb = static_cast<int>(index % t.cta_blocks);
+  index /= t.cta_blocks;
+  const int tw = static_cast<int>(index % t.tiles_w);
+  index /= t.tiles_w;
+  const int th = static_cast<int>(index % t.tiles_h);
+  index /= t.tiles_h;
+  const int group = static_cast<int>(index % p.groups);
+  const int64_t n = index / p.groups;
+
+  const int block = threadIdx.x / t.pixel_threads;  // this thread's channel block in the CTA
+  const int pixel = threadIdx.x - block * t.pixel_threads;
+  const bool active = block < t.blocks_per_cta;
+  const int row = pixel / t.strips, strip = pixel - row * t.strips;
+  const int first_out_channel = (cb * t.blocks_per_cta) * kQ;  // within the group
+  const int out_limit = t.cout_g - first_out_channel;          // valid channels from there on
+
+  const int stride_h = kKernel > 0 ? kStride : static_cast<int>(p.stride_h);
+  const int stride_w = kKernel > 0 ? kStride : static_cast<int>(p.stride_w);
+  const int oh0 = th * t.rows, ow0 = tw * t.strips * kStrip;
+  const int ih0 = oh0 * stride_h - static_cast<int>(p.pad_top);
+  const int iw0 = ow0 * stride_w - static_cast<int>(p.pad_left);
+  const Storage* image = static_cast<const Storage*>(p.input) + n * p.input_strides.n;
+  const int group_channel0 = group * t.cin_g;
+
+  float acc[kStrip][kQ];
+#pragma unroll
+  for (int i = 0; i < kStrip; ++i) {
+#pragma unroll
+    for (int q = 0; q < kQ; ++q) {
+      acc[i][q] = 0.0f;
+    }
+  }
+
+  for (int c0 = 0; c0 < t.cin_g; c0 += t.chunk) {
+    const int count = t.cin_g - c0 < t.chunk ? t.cin_g - c0 : t.chunk;
+    __syncthreads();  // the previous chunk's reads are done
+    stage_input<Storage, kChannelsLast, kPhases>(staged_input, p, t, image, group_channel0 + c0,
+                                                 count, ih0, iw0);
+    stage_weights<Storage, kQ>(staged_weights, p, t, group * t.cout_g + first_out_channel,
+                               out_limit, c0, count);
+    __syncthreads();
+    if (!active) {
+      continue;
+    }
+    const float* weights = staged_weights + block * t.chunk * t.taps * kQ;
+    const float* input = staged_input + row * stride_h * t.row_pitch + strip * kStrip * (
+        kPhases > 1 ? 1 : stride_w);
+    for (int ci = 0; ci < count; ++ci) {
+      const float* channel_input = input + ci * t.patch;
+      const float* channel_weights = weights + ci * t.taps * kQ;
+      if constexpr (kKernel > 0) {
+        // Phase ph holds columns ph, ph + kStride, ...: tap tx reads phase tx % kStride at
+        // offset i + tx / kStride for output column i of the strip.
+        constexpr int kSpan0 = kStrip + (kKernel - 1) / kStride;
+        constexpr int kSpan1 = kStride > 1 ? kStrip + (kKernel - 2) / kStride : kStrip;
+#pragma unroll
+        for (int ty = 0; ty < kKernel; ++ty) {
+          const float* span_row = channel_input + ty * t.row_pitch;
+          float span0[kSpan0];
+          float span1[kSpan1];
+          load_span(span_row, span0);
+          if constexpr (kStride > 1) {
+            load_span(span_row + t.phase_pitch, span1);
+          }
+#pragma unroll
+          for (int tx = 0; tx < kKernel; ++tx) {
+            float w[kQ];
+            load_weights(channel_weights + (ty * kKernel + tx) * kQ, w);
+#pragma unroll
+            for (int i = 0; i < kStrip; ++i) {
+              const float v = (tx % kStride == 0) ? span0[i + tx / kStride]
+                                                  : span1[i + tx / kStride];
+#pragma unroll
+              for (int q = 0; q < kQ; ++q) {
+                acc[i][q] = fmaf(v, w[q], acc[i][q]);
+              }
+            }
+          }
+        }
+      } else {
+        const int kh = static_cast<int>(p.kernel_h), kw = static_cast<int>(p.kernel_w);
+        const int dilation_h = static_cast<int>(p.dilation_h);
+        const int dilation_w = static_cast<int>(p.dilation_w);
+        for (int ty = 0; ty < kh; ++ty) {
+          const float* tap_row = channel_input + ty * dilation_h * t.row_pitch;
+          for (int tx = 0; tx < kw; ++tx) {
+            float w[kQ];
+            load_weights(channel_weights + (ty * kw + tx) * kQ, w);
+#pragma unroll
+            for (int i = 0; i < kStrip; ++i) {
+              const float v = tap_row[i * stride_w + tx * dilation_w];
+#pragma unroll
+              for (int q = 0; q < kQ; ++q) {
+                acc[i][q] = fmaf(v, w[q], acc[i][q]);
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+  if (!active) {
+    return;
+  }
+
+  // Epilogue: bias, relu(hardswish), one rounding at the store.
+  const int oh = oh0 + row, ow = ow0 + strip * kStrip;
+  const int block_channel = first_out_channel + block * kQ;  // within the group
+  const int channels = t.cout_g - block_channel < kQ ? t.cout_g - block_channel : kQ;
+  const int columns = static_cast<int>(p.out_width) - ow < kStrip
+                          ? static_cast<int>(p.out_width) - ow
+                          : kStrip;
+  if (oh >= p.out_height || channels <= 0 || columns <= 0) {
+    return;
+  }
+  const int out_channel0 = group * t.cout_g + block_channel;
+  const Storage* bias = static_cast<const Storage*>(p.bias);
+#pragma unroll
+  for (int q = 0; q < kQ; ++q) {
+    const float b = bias != nullptr && q < channels ? Traits::load(bias[out_channel0 + q]) : 0.0f;
+#pragma unroll
+    for (int i = 0; i < kStrip; ++i) {
+      acc[i][q] = HardSwishReLU<float>::value(acc[i][q] + b);
+    }
+  }
+  const Strides4& s = p.output_strides;
+  Storage* out = static_cast<Storage*>(p.output) + n * s.n + oh * s.h + ow * s.w +
+                 out_channel0 * s.c;
+  constexpr int64_t kVectorBytes = 16;
+  const uintptr_t address = reinterpret_cast<uintptr_t>(out);
+  if constexpr (kChannelsLast) {
+    // Each column's kQ channels are contiguous: one vector where they are whole and aligned.
+    constexpr int kBytes = kQ * static_cast<int>(sizeof(Storage));
+    const bool vector = channels == kQ &&
+                        address % (kBytes < kVectorBytes ? kBytes : kVectorBytes) == 0 &&
+                        (s.w * static_cast<int64_t>(sizeof(Storage))) % kBytes == 0;
+#pragma unroll
+    for (int i = 0; i < kStrip; ++i) {
+      if (i < columns) {
+        store_values<Storage, kQ>(out + i * s.w, acc[i], vector, 1, channels);
+      }
+    }
+  } else {
+    // Each channel's kStrip columns are contiguous.
+    constexpr int kBytes = kStrip * static_cast<int>(sizeof(Storage));
+    const bool vector = columns == kStrip && address % kBytes == 0 &&
+                        (s.c * static_cast<int64_t>(sizeof(Storage))) % kBytes == 0;
+#pragma unroll
+    for (int q = 0; q < kQ; ++q) {
+      if (q < channels) {
+        float values[kStrip];
+#pragma unroll
+        for (int i = 0; i < kStrip; ++i) {
+          values[i] = acc[i][q];
+        }
+        store_values<Storage, kStrip>(out + q * s.c, values, vector, 1, columns);
+      }
+    }
+  }
+}
+
+template <typename Storage, bool kChannelsLast, int kQ>
+cudaError_t launch_instance(const ConvParams& p, const Tile& t, cudaStream_t stream) {
+  int kernel = 0, stride = 0;
+  unrolled_geometry(p, kernel, stride);
+  const dim3 grid(static_cast<uint32_t>(cta_count(p, t)));
+  const size_t bytes = static_cast<size_t>(4) * (t.chunk * t.patch + t.weights);
+  if (kernel == 3 && stride == 1) {
+    conv_hardswish_relu_grouped_kernel<Storage, kChannelsLast, kQ, 3, 1>
+        <<<grid, t.threads, bytes, stream>>>(p, t);
+  } else if (kernel == 3 && stride == 2) {
+    conv_hardswish_relu_grouped_kernel<Storage, kChannelsLast, kQ, 3, 2>
+        <<<grid, t.threads, bytes, stream>>>(p, t);
+  } else {
+    conv_hardswish_relu_grouped_kernel<Storage, kChannelsLast, kQ, 0, 0>
+        <<<grid, t.threads, bytes, stream>>>(p, t);
+  }
+  return cudaGetLastError();
+}
+
+}  // namespace
+
+bool applies(const ConvParams& p) {
+  if (p.groups <= 1 || (p.dtype != DType::kFloat32 && p.dtype != DType::kFloat16 &&
+                        p.dtype != DType::kBFloat16)) {
+    return false;
+  }
+  bool input_channels_last = false, output_channels_last = false;
+  if (!dense_layout(p.input_strides, p.in_channels, p.in_height, p.in_width,
+                    input_channels_last) ||
+      !dense_layout(p.output_strides, p.out_channels, p.out_height, p.out_width,
+                    output_channels_last) ||
+      input_channels_last != output_channels_last) {
+    return false;
+  }
+  // 32-bit arithmetic inside one image, and on every row and column a tap can reach.
+  constexpr int64_t kIntLimit = int64_t{1} << 31;
+  const int64_t strips = (p.out_width + kStrip - 1) / kStrip;
+  const int64_t row_reach = p.pad_top + p.out_height * p.stride_h + p.kernel_h * p.dilation_h;
+  const int64_t col_reach =
+      p.pad_left + strips * kStrip * p.stride_w + p.kernel_w * p.dilation_w;
+  if (p.stride_h >= kIntLimit || p.stride_w >= kIntLimit || p.dilation_h >= kIntLimit ||
+      p.dilation_w >= kIntLimit || p.kernel_h >= kIntLimit || p.kernel_w >= kIntLimit ||
+      p.pad_top >= kIntLimit || p.pad_left >= kIntLimit || row_reach >= kIntLimit ||
+      col_reach >= kIntLimit ||
+      p.in_channels * p.in_height * p.in_width >= kIntLimit ||
+      p.out_channels * p.out_height * p.out_width >= kIntLimit ||
+      p.out_channels * p.in_channels / p.groups * p.kernel_h * p.kernel_w >= kIntLimit) {
+    return false;
+  }
+  Tile t{};
+  return make_tile(p, t) && cta_count(p, t) < kIntLimit;
+}
+
+cudaError_t launch(const ConvParams& p, cudaStream_t stream) {
+  Tile t{};
+  if (!make_tile(p, t)) {
+    return cudaErrorInvalidValue;
+  }
+  if (cta_count(p, t) == 0) {
+    return cudaSuccess;
+  }
+  bool channels_last = false;
+  dense_layout(p.input_strides, p.in_channels, p.in_height, p.in_width, channels_last);
+  const bool wide = channel_block(t.cout_g) == 8;
+  return dispatch_dtype(p.dtype, [&](auto zero) -> cudaError_t {
+    using Storage = decltype(zero);
+    if constexpr (sizeof(Storage) == 8) {
+      return cudaErrorInvalidValue;  // float64 is the floor's (applies)
+    } else if (channels_last) {
+      return wide ? launch_instance<Storage, true, 8>(p, t, stream)
+                  : launch_instance<Storage, true, 4>(p, t, stream);
+    } else {
+      return wide ? launch_instance<Storage, false, 8>(p, t, stream)
+                  : launch_instance<Storage, false, 4>(p, t, stream);
+    }
+  });
+}
+
+}  // namespace grouped
+}  // namespace fusedconv
