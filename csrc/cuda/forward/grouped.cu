@@ -23,6 +23,7 @@
 #include "forward/families.h"
 #include "fusedconv/activation.h"
 #include "fusedconv/dtype.cuh"
+#include "fusedconv/fast_divisor.h"
 #include "fusedconv/params.h"
 
 namespace fusedconv {
@@ -48,6 +49,7 @@ struct Tile {
   int in_rows;            // staged rows per channel
   int patch;              // in_rows x row_pitch: floats per staged channel
   int chunk, chunk_shift; // input channels staged at once (a power of 2) and its log2
+  FastDivisor row_pitch_divisor, in_rows_divisor;  // the staging's index decoding
   int weights;            // floats of staged weights per chunk
   int threads;            // a multiple of 32
 };
@@ -122,6 +124,8 @@ bool make_tile(const ConvParams& p, Tile& t) {
   t.row_pitch = static_cast<int>(phases * phase_pitch);
   t.in_rows = static_cast<int>(in_rows);
   t.patch = static_cast<int>(patch);
+  t.row_pitch_divisor = FastDivisor::make(static_cast<uint32_t>(phases * phase_pitch));
+  t.in_rows_divisor = FastDivisor::make(static_cast<uint32_t>(in_rows));
   t.chunk = static_cast<int>(chunk);
   t.chunk_shift = shift;
   t.weights = static_cast<int>(blocks_per_cta * kq * chunk * taps);
@@ -133,51 +137,59 @@ int64_t cta_count(const ConvParams& p, const Tile& t) {
   return p.batch * p.groups * t.cta_blocks * t.tiles_h * t.tiles_w;
 }
 
+// Elements each thread loads before it stores any: the staging is latency-bound (one CTA's
+// patch is a few KB), so a thread keeps kBatch loads in flight instead of one.
+constexpr int kBatch = 8;
+
 // Stages input channels [channel0, channel0 + count) of one image's patch rows from ih0 and
 // columns from iw0 as float32, zero outside the input; column c of a staged row lands in
 // phase c % kPhases at c / kPhases. Channels from `count` to the chunk are left unwritten (the
-// compute loop stops at `count`).
+// compute loop stops at `count`). Consecutive threads take consecutive elements of the layout's
+// innermost dimension: columns in NCHW, channels in channels_last.
 template <typename Storage, bool kChannelsLast, int kPhases>
 __device__ __forceinline__ void stage_input(float* staged, const ConvParams& p, const Tile& t,
                                             const Storage* image, int channel0, int count,
                                             int ih0, int iw0) {
   using Traits = StorageTraits<Storage>;
-  const int warps = blockDim.x / 32, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int height = static_cast<int>(p.in_height), width = static_cast<int>(p.in_width);
-  if constexpr (!kChannelsLast) {
-    // A warp per staged row (channel, row); lanes over its columns.
-    const int stride_c = static_cast<int>(p.input_strides.c);
-    for (int r = warp; r < count * t.in_rows; r += warps) {
-      const int ci = r / t.in_rows, row = r - ci * t.in_rows;
-      const int ih = ih0 + row;
-      const bool row_inside = ih >= 0 && ih < height;
-      const Storage* source = image + (channel0 + ci) * stride_c + (row_inside ? ih : 0) * width;
-      float* target = staged + ci * t.patch + row * t.row_pitch;
-      for (int c = lane; c < t.row_pitch; c += 32) {
-        const int iw = iw0 + c;
-        const float value =
-            row_inside && iw >= 0 && iw < width ? Traits::load(source[iw]) : 0.0f;
-        target[(c % kPhases) * t.phase_pitch + c / kPhases] = value;
+  // NCHW: e = (ci x in_rows + row) x row_pitch + c; channels_last: e = (row x row_pitch + c)
+  // x chunk + ci.
+  const int total = kChannelsLast ? (t.in_rows * t.row_pitch) << t.chunk_shift
+                                  : count * t.in_rows * t.row_pitch;
+  for (int base = threadIdx.x; base < total; base += blockDim.x * kBatch) {
+    float values[kBatch];
+    int targets[kBatch];
+#pragma unroll
+    for (int j = 0; j < kBatch; ++j) {
+      const int e = base + j * static_cast<int>(blockDim.x);
+      uint32_t c = 0, ci = 0, row = 0;
+      if constexpr (kChannelsLast) {
+        ci = static_cast<uint32_t>(e) & (t.chunk - 1);
+        row = t.row_pitch_divisor.divide(static_cast<uint32_t>(e) >> t.chunk_shift, c);
+      } else {
+        ci = t.in_rows_divisor.divide(t.row_pitch_divisor.divide(static_cast<uint32_t>(e), c),
+                                      row);
+      }
+      const int ih = ih0 + static_cast<int>(row), iw = iw0 + static_cast<int>(c);
+      const bool staged_element = e < total && static_cast<int>(ci) < count;
+      targets[j] = staged_element ? static_cast<int>(ci) * t.patch +
+                                        static_cast<int>(row) * t.row_pitch +
+                                        static_cast<int>(c % kPhases) * t.phase_pitch +
+                                        static_cast<int>(c / kPhases)
+                                  : -1;
+      values[j] = 0.0f;
+      if (staged_element && ih >= 0 && ih < height && iw >= 0 && iw < width) {
+        const int offset = kChannelsLast
+                               ? (ih * width + iw) * static_cast<int>(p.in_channels) +
+                                     channel0 + static_cast<int>(ci)
+                               : ((channel0 + static_cast<int>(ci)) * height + ih) * width + iw;
+        values[j] = Traits::load(image[offset]);
       }
     }
-  } else {
-    // A warp per staged row; lanes over (column, channel), the channel fastest.
-    const int pixel_stride = static_cast<int>(p.in_channels);
-    const int run = t.row_pitch << t.chunk_shift;
-    for (int row = warp; row < t.in_rows; row += warps) {
-      const int ih = ih0 + row;
-      const bool row_inside = ih >= 0 && ih < height;
-      const Storage* source = image + (row_inside ? ih : 0) * width * pixel_stride + channel0;
-      float* target = staged + row * t.row_pitch;
-      for (int e = lane; e < run; e += 32) {
-        const int c = e >> t.chunk_shift, ci = e & (t.chunk - 1);
-        const int iw = iw0 + c;
-        if (ci < count) {
-          const float value = row_inside && iw >= 0 && iw < width
-                                  ? Traits::load(source[iw * pixel_stride + ci])
-                                  : 0.0f;
-          target[ci * t.patch + (c % kPhases) * t.phase_pitch + c / kPhases] = value;
-        }
+#pragma unroll
+    for (int j = 0; j < kBatch; ++j) {
+      if (targets[j] >= 0) {
+        staged[targets[j]] = values[j];
       }
     }
   }
@@ -185,28 +197,39 @@ __device__ __forceinline__ void stage_input(float* staged, const ConvParams& p, 
 
 // Stages the weights of input channels [channel0, channel0 + count) of the group for the CTA's
 // output-channel blocks as [block][channel][tap][kQ] float32, zero past the group's output
-// channels and the chunk's input channels.
-template <typename Storage, int kQ>
+// channels and the chunk's input channels. With the kernel size known (kKernel), a thread
+// loads all of its filter's taps before storing them.
+template <typename Storage, int kQ, int kKernel>
 __device__ __forceinline__ void stage_weights(float* staged, const ConvParams& p, const Tile& t,
                                               int first_out_channel, int out_limit,
                                               int channel0, int count) {
   using Traits = StorageTraits<Storage>;
   const Storage* weight = static_cast<const Storage*>(p.weight);
-  const int kw = static_cast<int>(p.kernel_w);
+  const Strides4& s = p.weight_strides;
   for (int e = threadIdx.x; e < t.blocks_per_cta * kQ * t.chunk; e += blockDim.x) {
     const int q = e % kQ, rest = e / kQ;
     const int ci = rest & (t.chunk - 1), block = rest >> t.chunk_shift;
     const int oc = block * kQ + q;  // relative to first_out_channel
     const bool valid = ci < count && oc < out_limit;
-    const Storage* source = weight + (valid ? (first_out_channel + oc) * p.weight_strides.n +
-                                                  (channel0 + ci) * p.weight_strides.c
-                                            : 0);
+    const Storage* source =
+        weight + (valid ? (first_out_channel + oc) * s.n + (channel0 + ci) * s.c : 0);
     float* target = staged + ((block * t.chunk + ci) * t.taps) * kQ + q;
-    for (int ty = 0, tap = 0; ty < p.kernel_h; ++ty) {
-      for (int tx = 0; tx < kw; ++tx, ++tap) {
-        target[tap * kQ] =
-            valid ? Traits::load(source[ty * p.weight_strides.h + tx * p.weight_strides.w])
-                  : 0.0f;
+    if constexpr (kKernel > 0) {
+      float taps[kKernel * kKernel];
+#pragma unroll
+      for (int tap = 0; tap < kKernel * kKernel; ++tap) {
+        taps[tap] = valid ? Traits::load(source[(tap / kKernel) * s.h + (tap % kKernel) * s.w])
+                          : 0.0f;
+      }
+#pragma unroll
+      for (int tap = 0; tap < kKernel * kKernel; ++tap) {
+        target[tap * kQ] = taps[tap];
+      }
+    } else {
+      for (int ty = 0, tap = 0; ty < p.kernel_h; ++ty) {
+        for (int tx = 0; tx < p.kernel_w; ++tx, ++tap) {
+          target[tap * kQ] = valid ? Traits::load(source[ty * s.h + tx * s.w]) : 0.0f;
+        }
       }
     }
   }
@@ -332,7 +355,7 @@ __global__ void __launch_bounds__(kMaxThreads)
     __syncthreads();  // the previous chunk's reads are done
     stage_input<Storage, kChannelsLast, kPhases>(staged_input, p, t, image, group_channel0 + c0,
                                                  count, ih0, iw0);
-    stage_weights<Storage, kQ>(staged_weights, p, t, group * t.cout_g + first_out_channel,
+    stage_weights<Storage, kQ, kKernel>(staged_weights, p, t, group * t.cout_g + first_out_channel,
                                out_limit, c0, count);
     __syncthreads();
     if (!active) {
