@@ -18,6 +18,7 @@ HOPPER = torch.cuda.is_available() and torch.cuda.get_device_capability() == (9,
 # launches cuDNN's convolution and our in-place activation pass.
 FUSED_KERNEL_NAMES = {"depthwise": ("conv_hardswish_relu_depthwise_", "depthwise_rows_kernel",
                                     "depthwise_planes_kernel"),
+                      "grouped": ("conv_hardswish_relu_grouped_kernel",),
                       "channels_last_gemm": ("conv_hardswish_relu_channels_last_gemm_kernel",),
                       "small_problem": ("conv_hardswish_relu_direct_",),
                       "wgmma": ("conv_hardswish_relu_wgmma",),
@@ -115,7 +116,21 @@ CASES = [
     ("bf16_channels_last_12ch_3x3", dict(n=2, cin=12, cout=32, size=40, kernel=3, padding=1,
                                          dtype=torch.bfloat16, channels_last=True,
                                          weight_channels_last=True), "floor"),
-    ("grouped", dict(n=2, cin=32, cout=64, size=20, kernel=3, padding=1, groups=4), "floor"),
+    # Grouped 3x3s: NCHW float32 up to 16 channels per group, 16-bit up to 4 (measured: the
+    # channels_last ones, 1x1s and other geometries stay with cuDNN).
+    ("grouped", dict(n=2, cin=32, cout=64, size=20, kernel=3, padding=1, groups=4), "grouped"),
+    ("grouped_strided", dict(n=2, cin=64, cout=64, size=20, kernel=3, stride=2, padding=1,
+                             groups=4), "grouped"),
+    ("grouped_bf16_4_per_group", dict(n=2, cin=32, cout=32, size=20, kernel=3, padding=1,
+                                      groups=8, dtype=torch.bfloat16), "grouped"),
+    ("grouped_bf16_8_per_group", dict(n=2, cin=32, cout=32, size=20, kernel=3, padding=1,
+                                      groups=4, dtype=torch.bfloat16), "floor"),
+    ("grouped_bf16_channels_last", dict(n=2, cin=32, cout=32, size=20, kernel=3, padding=1,
+                                        groups=8, dtype=torch.bfloat16, channels_last=True),
+     "floor"),
+    ("grouped_1x1", dict(n=2, cin=32, cout=64, size=20, kernel=1, groups=4), "floor"),
+    ("grouped_5x5", dict(n=2, cin=32, cout=64, size=20, kernel=5, padding=2, groups=4),
+     "floor"),
     ("float64", dict(n=2, cin=8, cout=64, size=20, kernel=3, dtype=torch.float64), "floor"),
     ("bf16_strided", dict(n=2, cin=16, cout=32, size=20, kernel=3, stride=2,
                           dtype=torch.bfloat16), "floor"),
@@ -173,6 +188,14 @@ CROSSOVER_CASES = [
     ("stem_channels_last", dict(n=4, cin=3, cout=32, size=56, kernel=3, stride=2, padding=1,
                                 channels_last=True, weight_channels_last=True),
      "channels_last_gemm", "floor"),
+    # Without TF32 cuDNN's float32 grouped kernels run on CUDA cores: the grouped kernel in
+    # both layouts up to 32 channels per group; with TF32 NCHW up to 16.
+    ("grouped_32_per_group", dict(n=4, cin=64, cout=64, size=14, kernel=3, padding=1, groups=2),
+     "floor", "grouped"),
+    ("grouped_channels_last", dict(n=4, cin=64, cout=64, size=28, kernel=3, padding=1,
+                                   groups=8, channels_last=True), "floor", "grouped"),
+    ("grouped_64_per_group", dict(n=4, cin=128, cout=128, size=14, kernel=3, padding=1,
+                                  groups=2), "floor", "floor"),
 ]
 
 

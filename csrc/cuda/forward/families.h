@@ -39,8 +39,10 @@ cudaError_t launch(const ConvParams& params, cudaStream_t stream);
 // padding and dilation where one input channel's staged patch and weights fit 40 KB of shared
 // memory; 32-bit offsets inside one image. Float32 FMAs (float32 accuracy in either precision
 // mode), one rounding at the store; no workspace.
+// `unrolled_shape`: the geometry of its unrolled instances (3x3, stride 1 or 2, no dilation).
 namespace grouped {
 bool applies(const ConvParams& params);
+bool unrolled_shape(const ConvParams& params);
 cudaError_t launch(const ConvParams& params, cudaStream_t stream);
 }  // namespace grouped
 

@@ -3,15 +3,18 @@
 //   0. depthwise convolutions (groups == in_channels > 1): the depthwise kernel, one launch, no
 //      workspace, where it measured faster than the floor (NCHW float32 and bfloat16,
 //      channels_last float32 3x3);
-//   1. channels_last, groups 1: the channels_last GEMM, where it measured faster than the floor
+//   1. grouped convolutions (groups > 1, several channels per group): the grouped kernel,
+//      where it measured faster than the floor (3x3; float32 without TF32 in both layouts, NCHW
+//      float32 up to 16 channels per group, NCHW 16-bit up to 4);
+//   2. channels_last, groups 1: the channels_last GEMM, where it measured faster than the floor
 //      (1x1 that does not reduce the channels; bfloat16 / float32 stems);
-//   2. small problems (at most 16 output channels and 32 inputs per output position): the
+//   3. small problems (at most 16 output channels and 32 inputs per output position): the
 //      small-problem kernels (DMMA / FFMA), one launch, no workspace;
-//   3. on Hopper, more than 16 output channels: the wgmma kernels, where their tile fits and
+//   4. on Hopper, more than 16 output channels: the wgmma kernels, where their tile fits and
 //      they measured faster than the floor;
-//   4. the mma.sync tensor-core kernel (float32 / float16 / bfloat16 dense NCHW, any stride and
+//   5. the mma.sync tensor-core kernel (float32 / float16 / bfloat16 dense NCHW, any stride and
 //      dilation), where its tile fits and it measured faster than the floor;
-//   5. otherwise the floor: the operator library runs PyTorch's convolution plus one fused
+//   6. otherwise the floor: the operator library runs PyTorch's convolution plus one fused
 //      activation pass (csrc/torch/ops_cuda.cpp).
 // Each family's own `applies` says what it can run; the order and the crossovers (measured on an
 // H200 against the floor, benchmarks/NOTES.md "Crossovers") are here. PlanPolicy::kFused drops
@@ -78,9 +81,32 @@ bool depthwise_beats_floor(const ConvParams& p) {
   return p.kernel_h == 3 || staged_5x5;
 }
 
-// The grouped kernel (twentieth session): PROVISIONAL until its crossover is measured.
-bool grouped_beats_floor(const ConvParams& p) {
-  return p.in_channels / p.groups >= 2;
+// The grouped kernel (twentieth session, H100; benchmarks/NOTES.md "Grouped forward";
+// h100_crossover_grouped.json: Python calls at batch 32, grouped_kernel_time.py: GPU time at
+// batch 64), measured on 3x3 layers of 4-32 input channels per group and two grouped 1x1s:
+// - float32 with TF32 disallowed, where cuDNN's grouped kernels run on CUDA cores too: won all
+//   18 3x3 Python-call records in both layouts (1.92-12.2x);
+// - float32 NCHW with TF32 allowed: won all 9 (1.02-2.42x), and in GPU time every layer of up
+//   to 16 channels per group (1.06-2.41x); 24 and 32 per group lost there (0.97x, 0.66x);
+// - 16-bit NCHW: won 14 of 18 Python calls, but in GPU time only at 4 channels per group
+//   (1.30-1.35x; 8 and more: 0.46-0.97x against cuDNN's 16-bit tensor cores);
+// - channels_last with TF32 or in 16 bits, where cuDNN's NHWC kernels are 2-3x its NCHW ones:
+//   lost 24 of 27 GPU-time records (its one 24-channel-per-group layer won in each dtype,
+//   1.43-1.49x): the floor;
+// - 1x1 (a batched GEMM per group; one tap per staged patch here) lost in GPU time (0.26-0.83x
+//   in NCHW).
+// Taken where every measure won: the unrolled geometry (3x3, stride 1 or 2) with 2-32 channels
+// per group, as below.
+bool grouped_beats_floor(const ConvParams& p, bool allow_tf32) {
+  const int64_t per_group = p.in_channels / p.groups;
+  if (!grouped::unrolled_shape(p) || per_group < 2 || per_group > 32) {
+    return false;
+  }
+  const bool nchw = p.input_strides.w == 1;  // channels_last has stride in_channels > 1 there
+  if (p.dtype == DType::kFloat32) {
+    return !allow_tf32 || (nchw && per_group <= 16);
+  }
+  return nchw && per_group <= 4;
 }
 
 // The channels_last GEMM (benchmarks/NOTES.md, "First GPU round of kernels-next"): GPU time per
@@ -161,7 +187,7 @@ cudaError_t plan_forward(const ConvParams& params, bool allow_tf32, ForwardPlan&
     plan.kernel = ForwardKernel::kDepthwise;
     return cudaSuccess;
   }
-  if (grouped::applies(params) && (!measured || grouped_beats_floor(params))) {
+  if (grouped::applies(params) && (!measured || grouped_beats_floor(params, allow_tf32))) {
     plan.kernel = ForwardKernel::kGrouped;
     return cudaSuccess;
   }

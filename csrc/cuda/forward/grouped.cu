@@ -499,6 +499,12 @@ cudaError_t launch_instance(const ConvParams& p, const Tile& t, cudaStream_t str
 
 }  // namespace
 
+bool unrolled_shape(const ConvParams& p) {
+  int kernel = 0, stride = 0;
+  unrolled_geometry(p, kernel, stride);
+  return kernel > 0;
+}
+
 bool applies(const ConvParams& p) {
   if (p.groups <= 1 || (p.dtype != DType::kFloat32 && p.dtype != DType::kFloat16 &&
                         p.dtype != DType::kBFloat16)) {
