@@ -115,22 +115,29 @@ def test_grouped_kernel_reads_any_weight_strides():
     _check(case, torch.float32, x, weight, bias, geometry)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_grouped_kernel_propagates_nan_and_inf(channels_last):
+def test_grouped_kernel_propagates_nan_and_inf(channels_last, dtype):
     case = dict(batch=2, groups=8, in_per_group=4, out_per_group=4, height=14, width=15,
                 kernel=(3, 3), stride=1, dilation=1, padding=1, bias=True,
                 channels_last=channels_last)
-    x, weight, bias, geometry = _tensors(case, torch.float32)
+    x, weight, bias, geometry = _tensors(case, dtype)
     x[0, 3, 4, 5] = float("nan")
     x[1, 7, 0, 0] = float("inf")
     x[1, 9, 13, 14] = float("-inf")
+    # An infinite input times a zero weight is NaN, as in PyTorch's convolution: channel 9 is
+    # in group 2 (channels 8-11), whose output channel 8 gets a zero tap over it.
+    weight[8, 1, 1, 1] = 0.0
 
     def call():
         return fusedconv.conv2d_hardswish_relu(x, weight, bias, **geometry)
 
     assert _launches_grouped(call)
-    assert_close_with_nonfinite(call(), reference_float64(x, weight, bias, **geometry),
-                                rtol=1e-5, atol=1e-6)
+    actual = call()
+    expected = reference_float64(x, weight, bias, **geometry)
+    assert bool(expected[1, 8, 13, 14].isnan())
+    tolerance = 1e-5 if dtype == torch.float32 else 1e-2
+    assert_close_with_nonfinite(actual, expected, rtol=tolerance, atol=tolerance)
 
 
 def test_grouped_plan_edges():
@@ -138,14 +145,58 @@ def test_grouped_plan_edges():
     weight = torch.randn(16, 4, 3, 3, device="cuda")
     args = (x, weight, None, [1, 1], [1, 1, 1, 1], [1, 1], 4)
     assert torch.ops.fusedconv._plan(*args) == "grouped"
-    # float64, a strided view and a geometry past 32 bits take the floor.
+    # float64 and a strided view take the floor.
     assert torch.ops.fusedconv._plan(x.double(), weight.double(), *args[2:]) == "floor"
     assert torch.ops.fusedconv._plan(x[:, :, :, ::2], weight, *args[2:]) == "floor"
-    huge = 2 ** 32
-    assert torch.ops.fusedconv._plan(x, weight, None, [huge, 1], [huge, huge, 0, 0], [1, 1],
-                                     4) == "floor"
-    # A patch past the shared-memory budget (a 61 x 61 kernel dilated 3 times) too.
-    big = torch.randn(16, 4, 61, 61, device="cuda")
-    assert torch.ops.fusedconv._plan(x, big, None, [1, 1], [90] * 4, [3, 3], 4) == "floor"
     empty = fusedconv.conv2d_hardswish_relu(x[:0], weight, padding=1, groups=4)
     assert empty.shape == (0, 16, 10, 10)
+
+
+# Each limit of grouped.cu's `applies` alone (arguments after x and weight: stride, padding,
+# dilation), x of 2 channels and 1 x 1 pixel, 2 groups, a 1 x 1 output.
+LIMITS = [
+    # A row reach past 32 bits (stride and padding; a 3-row output).
+    ("rows_past_32_bits", (2 ** 32, 1), [2 ** 32, 2 ** 32, 0, 0], [1, 1], (1, 1)),
+    # A patch past the 40 KB of shared memory with a small weight (2 x 1 x 2 x 1): two taps
+    # 5,000 rows apart, 5,001 staged rows of 4 floats.
+    ("patch_past_budget", (1, 1), [0, 5000, 0, 0], [5000, 1], (2, 1)),
+    # Rows and columns dilated so far that their product overflowed 64 bits before the
+    # budget was checked (the review's case).
+    ("patch_product_overflow", (1, 3), [0, 1582400787, 0, 1566439044], [527466929, 522146348],
+     (4, 4)),
+]
+
+
+@pytest.mark.parametrize("case,stride,padding,dilation,kernel", LIMITS,
+                         ids=[c[0] for c in LIMITS])
+def test_grouped_limits_take_the_floor(case, stride, padding, dilation, kernel):
+    x = torch.randn(1, 2, 1, 1, device="cuda")
+    weight = torch.randn(2, 1, *kernel, device="cuda")
+    assert torch.ops.fusedconv._plan(x, weight, None, list(stride), padding, dilation,
+                                     2) == "floor", case
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("padding", [0, 1, 2, 3])
+@pytest.mark.parametrize("width", [16, 18, 13])
+def test_grouped_nchw_row_vectors(width, padding, stride, dtype):
+    # NCHW rows are staged in aligned vectors of 4 elements (width a multiple of 4), 2 (even
+    # width) or one by one; the padding sets how far the first vector starts before the patch.
+    case = dict(batch=2, groups=4, in_per_group=4, out_per_group=4, height=9, width=width,
+                kernel=(3, 3), stride=stride, dilation=1, padding=padding, bias=True,
+                channels_last=False)
+    _check(case, dtype, *_tensors(case, dtype))
+
+
+@pytest.mark.parametrize("offset", [1, 2])
+def test_grouped_nchw_input_off_vector_alignment(offset):
+    # A dense input view starting 1 or 2 elements into its storage: its rows are not aligned
+    # for 4-element vectors, so they are staged in smaller ones (or one by one).
+    case = dict(batch=2, groups=4, in_per_group=4, out_per_group=4, height=9, width=16,
+                kernel=(3, 3), stride=1, dilation=1, padding=1, bias=True, channels_last=False)
+    x, weight, bias, geometry = _tensors(case, torch.float32)
+    storage = torch.randn(x.numel() + offset, device="cuda")
+    x = storage[offset:].view(x.shape)
+    assert x.is_contiguous() and x.data_ptr() % 16 != 0
+    _check(case, torch.float32, x, weight, bias, geometry)

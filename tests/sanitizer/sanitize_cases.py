@@ -53,15 +53,20 @@ CASES = [
      1e-2),
     (1, 5, 72, 16, 20, 5, {"stride": 2, "padding": 2, "forward_only": True}, torch.float16,
      2e-3),
-    # The grouped kernel (both layouts below; this one by the run-time geometry of stride 2 on
-    # float16): 4-channel blocks; 8-channel blocks at stride 2 (phased columns) with six input
-    # chunks and a partial last block; dilated 5x3 with two column tiles of a 140-wide row.
+    # The grouped kernel (both layouts below; NCHW rows by aligned vectors where the width
+    # allows): float16 at stride 2 (phased columns, one input chunk of 2 channels); 4-channel
+    # blocks on rows of 4-element vectors; 8-channel blocks at stride 2 with six input chunks
+    # and a partial last block (2-element vectors);
+    # dilated 5x3 with two column tiles of a 140-wide row; the run-time instance of a 3x3 at
+    # stride (1, 2).
     (2, 6, 6, 10, 9, 3, {"groups": 3, "stride": 2, "padding": 1}, torch.float16, 2e-3),
-    (2, 16, 16, 11, 13, 3, {"groups": 4, "padding": 1}, torch.float32, 1e-5),
+    (2, 16, 16, 11, 16, 3, {"groups": 4, "padding": 1}, torch.float32, 1e-5),
     (1, 96, 60, 15, 14, 3, {"groups": 2, "stride": 2, "padding": 1, "forward_only": True},
      torch.bfloat16, 1e-2),
     (1, 12, 12, 6, 140, (5, 3), {"groups": 3, "dilation": (1, 2), "padding": 2,
                                  "forward_only": True}, torch.float32, 1e-5),
+    (2, 8, 8, 7, 11, 3, {"groups": 2, "stride": (1, 2), "padding": 1, "forward_only": True},
+     torch.bfloat16, 1e-2),
     # The depthwise kernel (both layouts below): the unrolled 3x3 / 5x5 variants at stride 1
     # and 2 with partial strips, and the run-time one (dilated, non-square, multiplier 2).
     (2, 7, 7, 11, 13, 3, {"groups": 7, "padding": 1}, torch.float32, 1e-5),

@@ -4,8 +4,8 @@
 //      workspace, where it measured faster than the floor (NCHW float32 and bfloat16,
 //      channels_last float32 3x3);
 //   1. grouped convolutions (groups > 1, several channels per group): the grouped kernel,
-//      where it measured faster than the floor (3x3; float32 without TF32 in both layouts, NCHW
-//      float32 up to 16 channels per group, NCHW 16-bit up to 4);
+//      where it measured faster than the floor (3x3 with 4-32 channels per group: float32
+//      without TF32 in both layouts, NCHW float32 up to 16 channels per group, NCHW 16-bit 4);
 //   2. channels_last, groups 1: the channels_last GEMM, where it measured faster than the floor
 //      (1x1 that does not reduce the channels; bfloat16 / float32 stems);
 //   3. small problems (at most 16 output channels and 32 inputs per output position): the
@@ -95,11 +95,12 @@ bool depthwise_beats_floor(const ConvParams& p) {
 //   1.43-1.49x): the floor;
 // - 1x1 (a batched GEMM per group; one tap per staged patch here) lost in GPU time (0.26-0.83x
 //   in NCHW).
-// Taken where every measure won: the unrolled geometry (3x3, stride 1 or 2) with 2-32 channels
-// per group, as below.
+// Taken where every measure won, inside the measured range: the unrolled geometry (3x3,
+// stride 1 or 2) with 4-32 input channels per group (the sweep's layers have as many output
+// channels per group; 2-3 per group were not measured), as below.
 bool grouped_beats_floor(const ConvParams& p, bool allow_tf32) {
   const int64_t per_group = p.in_channels / p.groups;
-  if (!grouped::unrolled_shape(p) || per_group < 2 || per_group > 32) {
+  if (!grouped::unrolled_shape(p) || per_group < 4 || per_group > 32) {
     return false;
   }
   const bool nchw = p.input_strides.w == 1;  // channels_last has stride in_channels > 1 there

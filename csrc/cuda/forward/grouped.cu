@@ -18,6 +18,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <type_traits>
 
 #include "common/configuration.h"
 #include "forward/families.h"
@@ -50,6 +51,10 @@ struct Tile {
   int patch;              // in_rows x row_pitch: floats per staged channel
   int chunk, chunk_shift; // input channels staged at once (a power of 2) and its log2
   FastDivisor row_pitch_divisor, in_rows_divisor;  // the staging's index decoding
+  // NCHW rows loaded `vector` elements at a time (1, 2 or 4; 1 in channels_last): `vectors`
+  // aligned vectors per staged row, the first starting `lead` columns before the patch.
+  int vector, lead, vectors;
+  FastDivisor vectors_divisor;
   int weights;            // floats of staged weights per chunk
   int threads;            // a multiple of 32
 };
@@ -94,6 +99,10 @@ bool make_tile(const ConvParams& p, Tile& t) {
   const int64_t in_rows = (rows - 1) * p.stride_h + (p.kernel_h - 1) * p.dilation_h + 1;
   const int64_t in_cols =
       (strips * kStrip - 1) * p.stride_w + (p.kernel_w - 1) * p.dilation_w + 1;
+  // Either side past the budget alone: refused before their product can overflow.
+  if (in_rows > kSharedBudget / 4 || in_cols > kSharedBudget / 4) {
+    return false;
+  }
   const int64_t phase_pitch = ((in_cols + phases - 1) / phases + 3) / 4 * 4;
   const int64_t patch = in_rows * phases * phase_pitch;
   const int64_t taps = p.kernel_h * p.kernel_w;
@@ -126,6 +135,25 @@ bool make_tile(const ConvParams& p, Tile& t) {
   t.patch = static_cast<int>(patch);
   t.row_pitch_divisor = FastDivisor::make(static_cast<uint32_t>(phases * phase_pitch));
   t.in_rows_divisor = FastDivisor::make(static_cast<uint32_t>(in_rows));
+  // NCHW rows of whole, aligned vectors: every vector lies wholly inside or outside a row,
+  // and a tile's first staged column is (-pad_left) mod vector past a vector's start (tile
+  // columns start at multiples of kStrip, a multiple of the vector).
+  bool channels_last = false;
+  dense_layout(p.input_strides, p.in_channels, p.in_height, p.in_width, channels_last);
+  const uintptr_t address = reinterpret_cast<uintptr_t>(p.input);
+  const int64_t element = element_bytes(p.dtype);
+  int64_t vector = 1;
+  for (int64_t v = 4; v > 1 && vector == 1; v /= 2) {
+    if (!channels_last && p.in_width % v == 0 && address % (v * element) == 0) {
+      vector = v;
+    }
+  }
+  const int64_t lead = ((-p.pad_left) % vector + vector) % vector;
+  const int64_t vectors = (lead + phases * phase_pitch + vector - 1) / vector;
+  t.vector = static_cast<int>(vector);
+  t.lead = static_cast<int>(lead);
+  t.vectors = static_cast<int>(vectors);
+  t.vectors_divisor = FastDivisor::make(static_cast<uint32_t>(vectors));
   t.chunk = static_cast<int>(chunk);
   t.chunk_shift = shift;
   t.weights = static_cast<int>(blocks_per_cta * kq * chunk * taps);
@@ -190,6 +218,74 @@ __device__ __forceinline__ void stage_input(float* staged, const ConvParams& p, 
     for (int j = 0; j < kBatch; ++j) {
       if (targets[j] >= 0) {
         staged[targets[j]] = values[j];
+      }
+    }
+  }
+}
+
+// kVector elements of Storage from `source` (aligned to their size) as float32.
+template <typename Storage, int kVector>
+__device__ __forceinline__ void load_vector(const Storage* source, float (&values)[kVector]) {
+  using Traits = StorageTraits<Storage>;
+  constexpr int kBytes = kVector * static_cast<int>(sizeof(Storage));
+  using Word = typename std::conditional<
+      kBytes == 16, uint4,
+      typename std::conditional<kBytes == 8, uint2, uint32_t>::type>::type;
+  static_assert(sizeof(Word) == kBytes, "a vector is one 4-, 8- or 16-byte word");
+  union {
+    Word word;
+    Storage elements[kVector];
+  } bits;
+  bits.word = *reinterpret_cast<const Word*>(source);
+#pragma unroll
+  for (int k = 0; k < kVector; ++k) {
+    values[k] = Traits::load(bits.elements[k]);
+  }
+}
+
+// stage_input for NCHW rows of whole, aligned kVector-element vectors (Tile::vector): one
+// load and one index decoding per vector instead of per element.
+template <typename Storage, int kPhases, int kVector>
+__device__ __forceinline__ void stage_input_vectors(float* staged, const ConvParams& p,
+                                                    const Tile& t, const Storage* image,
+                                                    int channel0, int count, int ih0,
+                                                    int iw0) {
+  constexpr int kVectorBatch = kBatch / kVector > 2 ? kBatch / kVector : 2;
+  const int height = static_cast<int>(p.in_height), width = static_cast<int>(p.in_width);
+  const int iw_base = iw0 - t.lead;  // a multiple of kVector
+  const int total = count * t.in_rows * t.vectors;  // e = (ci x in_rows + row) x vectors + v
+  for (int base = threadIdx.x; base < total; base += blockDim.x * kVectorBatch) {
+    float values[kVectorBatch][kVector];
+    int row_targets[kVectorBatch], first_column[kVectorBatch];
+#pragma unroll
+    for (int j = 0; j < kVectorBatch; ++j) {
+      const int e = base + j * static_cast<int>(blockDim.x);
+      uint32_t v = 0, row = 0;
+      const uint32_t ci =
+          t.in_rows_divisor.divide(t.vectors_divisor.divide(static_cast<uint32_t>(e), v), row);
+      const int ih = ih0 + static_cast<int>(row);
+      const int iw = iw_base + static_cast<int>(v) * kVector;
+      row_targets[j] = e < total ? static_cast<int>(ci) * t.patch +
+                                       static_cast<int>(row) * t.row_pitch
+                                 : -1;
+      first_column[j] = static_cast<int>(v) * kVector - t.lead;
+#pragma unroll
+      for (int k = 0; k < kVector; ++k) {
+        values[j][k] = 0.0f;
+      }
+      if (e < total && ih >= 0 && ih < height && iw >= 0 && iw < width) {
+        load_vector<Storage, kVector>(
+            image + ((channel0 + static_cast<int>(ci)) * height + ih) * width + iw, values[j]);
+      }
+    }
+#pragma unroll
+    for (int j = 0; j < kVectorBatch; ++j) {
+#pragma unroll
+      for (int k = 0; k < kVector; ++k) {
+        const int c = first_column[j] + k;
+        if (row_targets[j] >= 0 && c >= 0 && c < t.row_pitch) {
+          staged[row_targets[j] + (c % kPhases) * t.phase_pitch + c / kPhases] = values[j][k];
+        }
       }
     }
   }
@@ -305,7 +401,8 @@ __device__ __forceinline__ void store_values(Storage* target, const float (&valu
 }
 
 // kKernel / kStride: 3 and 1 or 2 (square, no dilation), or 0 / 0 for any geometry.
-template <typename Storage, bool kChannelsLast, int kQ, int kKernel, int kStride>
+// kVector: NCHW rows staged kVector elements at a time (Tile::vector; 1 in channels_last).
+template <typename Storage, bool kChannelsLast, int kQ, int kKernel, int kStride, int kVector>
 __global__ void __launch_bounds__(kMaxThreads)
     conv_hardswish_relu_grouped_kernel(const ConvParams p, const Tile t) {
   using Traits = StorageTraits<Storage>;
@@ -353,8 +450,13 @@ __global__ void __launch_bounds__(kMaxThreads)
   for (int c0 = 0; c0 < t.cin_g; c0 += t.chunk) {
     const int count = t.cin_g - c0 < t.chunk ? t.cin_g - c0 : t.chunk;
     __syncthreads();  // the previous chunk's reads are done
-    stage_input<Storage, kChannelsLast, kPhases>(staged_input, p, t, image, group_channel0 + c0,
-                                                 count, ih0, iw0);
+    if constexpr (kVector > 1) {
+      stage_input_vectors<Storage, kPhases, kVector>(staged_input, p, t, image,
+                                                     group_channel0 + c0, count, ih0, iw0);
+    } else {
+      stage_input<Storage, kChannelsLast, kPhases>(staged_input, p, t, image,
+                                                   group_channel0 + c0, count, ih0, iw0);
+    }
     stage_weights<Storage, kQ, kKernel>(staged_weights, p, t, group * t.cout_g + first_out_channel,
                                out_limit, c0, count);
     __syncthreads();
@@ -478,23 +580,39 @@ __global__ void __launch_bounds__(kMaxThreads)
   }
 }
 
-template <typename Storage, bool kChannelsLast, int kQ>
+template <typename Storage, bool kChannelsLast, int kQ, int kVector>
 cudaError_t launch_instance(const ConvParams& p, const Tile& t, cudaStream_t stream) {
   int kernel = 0, stride = 0;
   unrolled_geometry(p, kernel, stride);
   const dim3 grid(static_cast<uint32_t>(cta_count(p, t)));
   const size_t bytes = static_cast<size_t>(4) * (t.chunk * t.patch + t.weights);
   if (kernel == 3 && stride == 1) {
-    conv_hardswish_relu_grouped_kernel<Storage, kChannelsLast, kQ, 3, 1>
+    conv_hardswish_relu_grouped_kernel<Storage, kChannelsLast, kQ, 3, 1, kVector>
         <<<grid, t.threads, bytes, stream>>>(p, t);
   } else if (kernel == 3 && stride == 2) {
-    conv_hardswish_relu_grouped_kernel<Storage, kChannelsLast, kQ, 3, 2>
+    conv_hardswish_relu_grouped_kernel<Storage, kChannelsLast, kQ, 3, 2, kVector>
         <<<grid, t.threads, bytes, stream>>>(p, t);
   } else {
-    conv_hardswish_relu_grouped_kernel<Storage, kChannelsLast, kQ, 0, 0>
+    conv_hardswish_relu_grouped_kernel<Storage, kChannelsLast, kQ, 0, 0, kVector>
         <<<grid, t.threads, bytes, stream>>>(p, t);
   }
   return cudaGetLastError();
+}
+
+template <typename Storage, int kQ>
+cudaError_t launch_layout(const ConvParams& p, const Tile& t, bool channels_last,
+                          cudaStream_t stream) {
+  if (channels_last) {
+    return launch_instance<Storage, true, kQ, 1>(p, t, stream);
+  }
+  switch (t.vector) {
+    case 4:
+      return launch_instance<Storage, false, kQ, 4>(p, t, stream);
+    case 2:
+      return launch_instance<Storage, false, kQ, 2>(p, t, stream);
+    default:
+      return launch_instance<Storage, false, kQ, 1>(p, t, stream);
+  }
 }
 
 }  // namespace
@@ -552,12 +670,9 @@ cudaError_t launch(const ConvParams& p, cudaStream_t stream) {
     using Storage = decltype(zero);
     if constexpr (sizeof(Storage) == 8) {
       return cudaErrorInvalidValue;  // float64 is the floor's (applies)
-    } else if (channels_last) {
-      return wide ? launch_instance<Storage, true, 8>(p, t, stream)
-                  : launch_instance<Storage, true, 4>(p, t, stream);
     } else {
-      return wide ? launch_instance<Storage, false, 8>(p, t, stream)
-                  : launch_instance<Storage, false, 4>(p, t, stream);
+      return wide ? launch_layout<Storage, 8>(p, t, channels_last, stream)
+                  : launch_layout<Storage, 4>(p, t, channels_last, stream);
     }
   });
 }
