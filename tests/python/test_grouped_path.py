@@ -153,11 +153,12 @@ def test_grouped_plan_edges():
 
 
 # Each limit of grouped.cu's `applies` alone (arguments after x and weight: stride, padding,
-# dilation), x of 2 channels and 1 x 1 pixel, 2 groups, a 1 x 1 output.
+# dilation), x of 4 channels and 1 x 1 pixel, 2 groups (2 channels each: not depthwise, whose
+# kernel would take these), a 1 x 1 output.
 LIMITS = [
     # A row reach past 32 bits (stride and padding; a 3-row output).
     ("rows_past_32_bits", (2 ** 32, 1), [2 ** 32, 2 ** 32, 0, 0], [1, 1], (1, 1)),
-    # A patch past the 40 KB of shared memory with a small weight (2 x 1 x 2 x 1): two taps
+    # A patch past the 40 KB of shared memory with a small weight (4 x 2 x 2 x 1): two taps
     # 5,000 rows apart, 5,001 staged rows of 4 floats.
     ("patch_past_budget", (1, 1), [0, 5000, 0, 0], [5000, 1], (2, 1)),
     # Rows and columns dilated so far that their product overflowed 64 bits before the
@@ -170,8 +171,8 @@ LIMITS = [
 @pytest.mark.parametrize("case,stride,padding,dilation,kernel", LIMITS,
                          ids=[c[0] for c in LIMITS])
 def test_grouped_limits_take_the_floor(case, stride, padding, dilation, kernel):
-    x = torch.randn(1, 2, 1, 1, device="cuda")
-    weight = torch.randn(2, 1, *kernel, device="cuda")
+    x = torch.randn(1, 4, 1, 1, device="cuda")
+    weight = torch.randn(4, 2, *kernel, device="cuda")
     assert torch.ops.fusedconv._plan(x, weight, None, list(stride), padding, dilation,
                                      2) == "floor", case
 
