@@ -116,15 +116,19 @@ CASES = [
     ("bf16_channels_last_12ch_3x3", dict(n=2, cin=12, cout=32, size=40, kernel=3, padding=1,
                                          dtype=torch.bfloat16, channels_last=True,
                                          weight_channels_last=True), "floor"),
-    # Grouped 3x3s: NCHW float32 up to 16 channels per group, 16-bit up to 4 (measured: the
-    # channels_last ones, 1x1s and other geometries stay with cuDNN).
+    # Grouped 3x3s: NCHW float32 up to 16 channels per group, 16-bit up to 8 at stride 1
+    # (measured: the channels_last ones, 1x1s and other geometries stay with cuDNN).
     ("grouped", dict(n=2, cin=32, cout=64, size=20, kernel=3, padding=1, groups=4), "grouped"),
     ("grouped_strided", dict(n=2, cin=64, cout=64, size=20, kernel=3, stride=2, padding=1,
                              groups=4), "grouped"),
     ("grouped_bf16_4_per_group", dict(n=2, cin=32, cout=32, size=20, kernel=3, padding=1,
                                       groups=8, dtype=torch.bfloat16), "grouped"),
     ("grouped_bf16_8_per_group", dict(n=2, cin=32, cout=32, size=20, kernel=3, padding=1,
-                                      groups=4, dtype=torch.bfloat16), "floor"),
+                                      groups=4, dtype=torch.bfloat16), "grouped"),
+    ("grouped_bf16_16_per_group", dict(n=2, cin=32, cout=32, size=20, kernel=3, padding=1,
+                                       groups=2, dtype=torch.bfloat16), "floor"),
+    ("grouped_bf16_strided", dict(n=2, cin=32, cout=32, size=20, kernel=3, stride=2,
+                                  padding=1, groups=8, dtype=torch.bfloat16), "floor"),
     ("grouped_bf16_channels_last", dict(n=2, cin=32, cout=32, size=20, kernel=3, padding=1,
                                         groups=8, dtype=torch.bfloat16, channels_last=True),
      "floor"),

@@ -5,7 +5,8 @@
 //      channels_last float32 3x3);
 //   1. grouped convolutions (groups > 1, several channels per group): the grouped kernel,
 //      where it measured faster than the floor (3x3 with 4-32 channels per group: float32
-//      without TF32 in both layouts, NCHW float32 up to 16 channels per group, NCHW 16-bit 4);
+//      without TF32 in both layouts, NCHW float32 up to 16 channels per group, NCHW 16-bit
+//      up to 8 at stride 1);
 //   2. channels_last, groups 1: the channels_last GEMM, where it measured faster than the floor
 //      (1x1 that does not reduce the channels; bfloat16 / float32 stems);
 //   3. small problems (at most 16 output channels and 32 inputs per output position): the
@@ -82,22 +83,24 @@ bool depthwise_beats_floor(const ConvParams& p) {
 }
 
 // The grouped kernel (twentieth session, H100; benchmarks/NOTES.md "Grouped forward";
-// h100_crossover_grouped.json: Python calls at batch 32, grouped_kernel_time.py: GPU time at
-// batch 64), measured on 3x3 layers of 4-32 input channels per group and two grouped 1x1s:
+// h100_crossover_grouped.json: Python calls at batch 32; h100_grouped_kernel_time.txt: GPU
+// time at batch 64), measured on 3x3 layers of 4-32 input channels per group (as many output
+// channels per group) and two grouped 1x1s:
 // - float32 with TF32 disallowed, where cuDNN's grouped kernels run on CUDA cores too: won all
-//   18 3x3 Python-call records in both layouts (1.92-12.2x);
-// - float32 NCHW with TF32 allowed: won all 9 (1.02-2.42x), and in GPU time every layer of up
-//   to 16 channels per group (1.06-2.41x); 24 and 32 per group lost there (0.97x, 0.66x);
-// - 16-bit NCHW: won 14 of 18 Python calls, but in GPU time only at 4 channels per group
-//   (1.30-1.35x; 8 and more: 0.46-0.97x against cuDNN's 16-bit tensor cores);
+//   18 3x3 Python-call records in both layouts (1.61-8.03x);
+// - float32 NCHW with TF32 allowed: won 8 of 9 (1.18-3.09x), and in GPU time every layer of up
+//   to 16 channels per group (1.25-3.29x); 24 per group tied (1.07x), 32 lost (0.89x, 0.60x);
+// - 16-bit NCHW at stride 1: up to 8 channels per group won both ways (Python calls
+//   1.37-2.00x, GPU time 1.32-1.99x); 16 and 24 won Python calls only (GPU time 0.78x); at
+//   stride 2 (8-32 per group) lost in GPU time (0.42-0.85x; cuDNN's 16-bit tensor cores);
 // - channels_last with TF32 or in 16 bits, where cuDNN's NHWC kernels are 2-3x its NCHW ones:
 //   lost 24 of 27 GPU-time records (its one 24-channel-per-group layer won in each dtype,
-//   1.43-1.49x): the floor;
-// - 1x1 (a batched GEMM per group; one tap per staged patch here) lost in GPU time (0.26-0.83x
-//   in NCHW).
+//   1.43-1.48x): the floor;
+// - 1x1 (a batched GEMM per group; one tap per staged patch here): lost in GPU time but for
+//   16-bit 480-channel ones (0.45-1.24x).
 // Taken where every measure won, inside the measured range: the unrolled geometry (3x3,
-// stride 1 or 2) with 4-32 input channels per group (the sweep's layers have as many output
-// channels per group; 2-3 per group were not measured), as below.
+// stride 1 or 2) with 4-32 input channels per group (2-3 per group were not measured), as
+// below.
 bool grouped_beats_floor(const ConvParams& p, bool allow_tf32) {
   const int64_t per_group = p.in_channels / p.groups;
   if (!grouped::unrolled_shape(p) || per_group < 4 || per_group > 32) {
@@ -107,7 +110,7 @@ bool grouped_beats_floor(const ConvParams& p, bool allow_tf32) {
   if (p.dtype == DType::kFloat32) {
     return !allow_tf32 || (nchw && per_group <= 16);
   }
-  return nchw && per_group <= 4;
+  return nchw && p.stride_h == 1 && per_group <= 8;
 }
 
 // The channels_last GEMM (benchmarks/NOTES.md, "First GPU round of kernels-next"): GPU time per
