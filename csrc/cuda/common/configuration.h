@@ -18,6 +18,14 @@ inline bool is_dense_channels_last(const Strides4& s, int64_t channels, int64_t 
          s.n == height * width * channels;
 }
 
+// Dense NCHW (channels_last = false) or dense channels_last (true); false for other strides
+// (the depthwise and grouped kernels take either layout, input and output alike).
+inline bool dense_layout(const Strides4& s, int64_t channels, int64_t height, int64_t width,
+                         bool& channels_last) {
+  channels_last = !is_dense_nchw(s, channels, height, width);
+  return !channels_last || is_dense_channels_last(s, channels, height, width);
+}
+
 // Whether `pointer` is 16-byte aligned. The tensor-core kernels' vector accesses (16-byte
 // cp.async and float4 loads of rows, 8-byte pair stores) assume it of each tensor's start; a
 // dense view with a storage offset (x.flatten()[1:].view(...)) lacks it, and a misaligned vector

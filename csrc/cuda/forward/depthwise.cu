@@ -296,13 +296,6 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-// Dense NCHW (channels_last = false) or dense channels_last (true); false for other strides.
-bool dense_layout(const Strides4& s, int64_t channels, int64_t height, int64_t width,
-                  bool& channels_last) {
-  channels_last = !is_dense_nchw(s, channels, height, width);
-  return !channels_last || is_dense_channels_last(s, channels, height, width);
-}
-
 // The compile-time kernel size and stride of a call: 3 or 5, 1 or 2, square, no dilation; 0
 // where the run-time instance takes it.
 void unrolled_geometry(const ConvParams& p, int& kernel, int& stride) {

@@ -62,13 +62,6 @@ struct Tile {
 // Output channels per thread: 8, or 4 for groups of up to 4 output channels.
 int channel_block(int64_t cout_g) { return cout_g > 4 ? 8 : 4; }
 
-// Dense NCHW (channels_last = false) or dense channels_last (true); false for other strides.
-bool dense_layout(const Strides4& s, int64_t channels, int64_t height, int64_t width,
-                  bool& channels_last) {
-  channels_last = !is_dense_nchw(s, channels, height, width);
-  return !channels_last || is_dense_channels_last(s, channels, height, width);
-}
-
 // The compile-time geometry of a call: 3x3 at stride 1 or 2 without dilation (kernel 3, stride
 // 1 / 2), or 0 / 0 for the run-time instance.
 void unrolled_geometry(const ConvParams& p, int& kernel, int& stride) {
