@@ -13,8 +13,10 @@
 // unrolled geometries (3x3, stride 1 or 2, no dilation) a thread loads the span of a kernel
 // row its strip covers once per (channel, kernel row) with 16-byte loads and reuses it across
 // the row's taps; stride 2 stages even and odd columns in separate phases so those loads stay
-// contiguous. Other geometries load per tap. The staging reads the layout's innermost
-// dimension with consecutive lanes (columns in NCHW, channels in channels_last).
+// contiguous. Other geometries load per tap. A CTA's patch is a few KB, so the staging is
+// latency-bound: each thread keeps 8 loads in flight, consecutive lanes reading the layout's
+// innermost dimension (columns in NCHW, by aligned vectors of 4 or 2 where the rows allow;
+// channels in channels_last).
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -32,7 +34,7 @@ namespace grouped {
 namespace {
 
 constexpr int kStrip = 4;          // output columns per thread
-constexpr int kMaxThreads = 128;   // pixel threads per CTA, before channel blocks share one
+constexpr int kMaxThreads = 128;   // threads per CTA: pixel threads x channel blocks
 constexpr int kMaxStrips = 32;     // strips per tile row: tiles up to 128 columns wide
 constexpr int64_t kSharedBudget = 40 * 1024;  // bytes, inside the 48 KB any launch may take
 
@@ -74,6 +76,9 @@ void unrolled_geometry(const ConvParams& p, int& kernel, int& stride) {
 
 // The tiling of `p`; false where one input channel's patch and weights exceed the budget.
 bool make_tile(const ConvParams& p, Tile& t) {
+  if (p.out_height <= 0 || p.out_width <= 0) {
+    return false;  // an empty output is planned as no launch before any family is asked
+  }
   int kernel = 0, stride = 0;
   unrolled_geometry(p, kernel, stride);
   const int64_t phases = kernel > 0 ? stride : 1;
@@ -358,11 +363,12 @@ __device__ __forceinline__ void load_weights(const float* source, float (&w)[kQ]
   }
 }
 
-// Stores kCount values rounded to Storage as one aligned vector (kCount x sizeof(Storage) is 8,
-// 16 or 32 bytes), or element by element `step` apart where `vector` is false.
+// Stores kCount values rounded to Storage at consecutive elements: as one aligned vector
+// (kCount x sizeof(Storage) is 8, 16 or 32 bytes), or the first `valid` element by element
+// where `vector` is false.
 template <typename Storage, int kCount>
 __device__ __forceinline__ void store_values(Storage* target, const float (&values)[kCount],
-                                             bool vector, int64_t step, int valid) {
+                                             bool vector, int valid) {
   using Traits = StorageTraits<Storage>;
   constexpr int kBytes = kCount * static_cast<int>(sizeof(Storage));
   if (vector) {
@@ -388,7 +394,7 @@ __device__ __forceinline__ void store_values(Storage* target, const float (&valu
 #pragma unroll
   for (int j = 0; j < kCount; ++j) {
     if (j < valid) {
-      target[j * step] = Traits::store(values[j]);
+      target[j] = Traits::store(values[j]);
     }
   }
 }
@@ -551,7 +557,7 @@ __global__ void __launch_bounds__(kMaxThreads)
 #pragma unroll
     for (int i = 0; i < kStrip; ++i) {
       if (i < columns) {
-        store_values<Storage, kQ>(out + i * s.w, acc[i], vector, 1, channels);
+        store_values<Storage, kQ>(out + i * s.w, acc[i], vector, channels);
       }
     }
   } else {
@@ -567,7 +573,7 @@ __global__ void __launch_bounds__(kMaxThreads)
         for (int i = 0; i < kStrip; ++i) {
           values[i] = acc[i][q];
         }
-        store_values<Storage, kStrip>(out + q * s.c, values, vector, 1, columns);
+        store_values<Storage, kStrip>(out + q * s.c, values, vector, columns);
       }
     }
   }
