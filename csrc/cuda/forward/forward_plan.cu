@@ -82,7 +82,7 @@ bool depthwise_beats_floor(const ConvParams& p) {
   return p.kernel_h == 3 || staged_5x5;
 }
 
-// The grouped kernel (twentieth session, H100; benchmarks/NOTES.md "Grouped forward";
+// The grouped kernel (H100; benchmarks/NOTES.md, "Twentieth session";
 // h100_crossover_grouped.json: Python calls at batch 32; h100_grouped_kernel_time.txt: GPU
 // time at batch 64), measured on 3x3 layers of 4-32 input channels per group (as many output
 // channels per group) and two grouped 1x1s:
