@@ -10,6 +10,8 @@
 # (FUSEDCONV_DEPTHWISE_CANDIDATES=all).
 # --small-backward: the v0 training step with the small-problem backward against the floor
 # (benchmarks/small_backward_step.py) and its crossover (crossover.py --directions small_bwd).
+# --grouped: the grouped kernel's GPU time against the floor (benchmarks/grouped_kernel_time.py)
+# and its crossover (crossover.py --directions grouped).
 # --networks: the whole networks suite with eager, compile and fusedconv (two halves of about
 # 215 and 160 s on an H100, each under its own timeout) into $OUT/networks.json;
 # FUSEDCONV_NETWORKS_ARGS adds options (e.g. --inputs network).
@@ -19,7 +21,7 @@
 # --groups the trailing arguments are test files (split among the groups), not pytest options.
 # Usage (on the device machine): scripts/gpu_round.sh [--times] [--bench] [--sanitize] [--no-tests]
 #                                                   [--crossover] [--candidates]
-#                                                   [--small-backward] [--networks]
+#                                                   [--small-backward] [--grouped] [--networks]
 #                                                   [--groups N]
 #                                                   [pytest args]
 set -uo pipefail
@@ -40,6 +42,7 @@ sanitize=0
 crossover=0
 candidates=0
 small_backward=0
+grouped=0
 networks=0
 times=0
 bench=0
@@ -52,6 +55,7 @@ while [ $# -gt 0 ]; do
     --crossover) crossover=1 ;;
     --candidates) candidates=1 ;;
     --small-backward) small_backward=1 ;;
+    --grouped) grouped=1 ;;
     --networks) networks=1 ;;
     --bench) bench=1 ;;
     --no-tests) tests=0 ;;
@@ -116,6 +120,15 @@ if [ "$small_backward" = 1 ]; then
   timeout 120 python3 benchmarks/crossover.py --directions small_bwd \
     --json "$OUT/crossover_small_bwd.json" >"$OUT/crossover_small_bwd.log" 2>&1
   echo "small_bwd crossover: exit $?; $(tail -n 1 "$OUT/crossover_small_bwd.log")"
+fi
+
+if [ "$grouped" = 1 ]; then
+  echo "== grouped kernel: GPU time, then the crossover"
+  (cd benchmarks && timeout 120 python3 grouped_kernel_time.py) 2>&1 | tee "$OUT/grouped_time.log"
+  [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+  timeout 120 python3 benchmarks/crossover.py --directions grouped \
+    --json "$OUT/crossover_grouped.json" >"$OUT/crossover_grouped.log" 2>&1
+  echo "grouped crossover: exit $?; $(tail -n 1 "$OUT/crossover_grouped.log")"
 fi
 
 if [ "$tests" = 1 ]; then
