@@ -292,7 +292,6 @@ def _measure(system, fn, weight, bias, direction, mode, device, inputs, grad_bas
     for rel_err."""
     timer = median_event_ms if device.type == "cuda" else median_wall_ms
     warmup = _WARMUP[system] if device.type == "cuda" else 1
-    forward = fn
     if mode.startswith("bf16"):
         autocast = _autocast(mode, device)
 
@@ -302,6 +301,8 @@ def _measure(system, fn, weight, bias, direction, mode, device, inputs, grad_bas
         def forward(x):
             with autocast:
                 return fn(x)
+    else:
+        forward = fn
 
     x = inputs[0]
     began = time.perf_counter()
