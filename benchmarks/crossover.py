@@ -160,10 +160,7 @@ def grouped_shapes():
 
 def time_grouped(ops, channels, groups, size, k, stride, dtype, channels_last, precision,
                  repeats):
-    x = torch.randn(BATCH, channels, size, size, device="cuda", dtype=dtype)
-    w = torch.randn(channels, channels // groups, k, k, device="cuda", dtype=dtype) / (
-        channels // groups * k * k) ** 0.5
-    b = torch.randn(channels, device="cuda", dtype=dtype)
+    x, w, b = _tensors(channels, channels, size, k, dtype, groups)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
         w = w.contiguous(memory_format=torch.channels_last)
@@ -264,9 +261,10 @@ def time_bias_grad(ops, layer, dtype, channels_last, precision, repeats):
     return record
 
 
-def _tensors(cin, cout, size, k, dtype):
+def _tensors(cin, cout, size, k, dtype, groups=1):
     x = torch.randn(BATCH, cin, size, size, device="cuda", dtype=dtype)
-    w = torch.randn(cout, cin, k, k, device="cuda", dtype=dtype) / (cin * k * k) ** 0.5
+    w = torch.randn(cout, cin // groups, k, k, device="cuda", dtype=dtype) / (
+        cin // groups * k * k) ** 0.5
     b = torch.randn(cout, device="cuda", dtype=dtype)
     return x, w, b
 

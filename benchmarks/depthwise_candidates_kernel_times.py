@@ -27,7 +27,7 @@ from fusedconv.bench import measure_copy_bandwidth
 from fusedconv.bench_networks import LAYERS
 from fusedconv.reference import relative_l2_error
 
-from forward_kernel_times import graph_ms
+from forward_kernel_times import graph_us
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -38,10 +38,6 @@ PLANES_SHAPES = [PlanesShape("c%d %dx%d k%d s%d" % (c, size, size, k, s), c, k, 
                  for c, size, k, s in ((672, 14, 5, 2), (672, 14, 3, 2), (960, 7, 5, 1),
                                        (1152, 7, 3, 1), (1152, 7, 5, 1), (144, 15, 3, 1),
                                        (144, 29, 5, 2), (32, 31, 3, 1), (240, 15, 5, 1))]
-
-
-def _us(fn):
-    return graph_ms(fn, replays=15) * 1e3
 
 
 def _kernel_us(fn, calls=10):
@@ -71,7 +67,7 @@ def _variants(ops, fn):
         ops._plan_policy(policy)
         ops._depthwise_candidates(candidates)
         results[name] = fn()
-        times[name] = _us(fn)
+        times[name] = graph_us(fn)
         kernels[name] = _kernel_us(fn)
     return results, times, kernels
 

@@ -48,6 +48,11 @@ def graph_ms(fn, replays=30):
     return statistics.median(samples)
 
 
+def graph_us(fn):
+    """Median GPU microseconds per fn() over 15 replays of a CUDA graph of calls (graph_ms)."""
+    return graph_ms(fn, replays=15) * 1e3
+
+
 def kernels_run(fn):
     """Which forward kernel(s) fn() launched: 'direct-dmma', 'direct-ffma', 'wgmma' (resident
     weights), 'wgmma-streamed', 'mma.sync' and/or 'generic'."""

@@ -16,12 +16,7 @@ import fusedconv
 from fusedconv.bench import measure_copy_bandwidth
 
 from crossover import grouped_shapes
-from forward_kernel_times import graph_ms
-
-
-def graph_us(fn):
-    """Median GPU microseconds per fn() over replays of a CUDA graph of calls."""
-    return graph_ms(fn, replays=15) * 1e3
+from forward_kernel_times import graph_us
 
 
 def main():
