@@ -1,9 +1,12 @@
 """nn.Module front ends of the fused operator."""
 
+from typing import List, Optional, Tuple, Union
+
+import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fusedconv.ops import _module_forward
+from fusedconv.ops import _module_forward, load_extension, same_padding
 
 __all__ = ["Conv2dHardSwishReLU", "ModelNew"]
 
@@ -32,7 +35,39 @@ def _conv_forward(conv, input, allow_tf32):
                            allow_tf32)
 
 
-class Conv2dHardSwishReLU(nn.Conv2d):
+def _scripted_forward(input: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
+                      stride: Tuple[int, int], padding: Union[str, Tuple[int, int]],
+                      dilation: Tuple[int, int], groups: int, padding_mode: str,
+                      reversed_padding: List[int], allow_tf32: Optional[bool]) -> torch.Tensor:
+    """_conv_forward in TorchScript, from an nn.Conv2d's attributes as its constructor leaves
+    them (scripting a module compiles this; Python calls never run it)."""
+    if padding_mode != "zeros":
+        input = F.pad(input, reversed_padding, mode=padding_mode)
+        pads = [0, 0, 0, 0]
+    elif isinstance(padding, str):
+        pads = [0, 0, 0, 0]
+        if padding == "same":
+            pads = same_padding(weight.shape[2], weight.shape[3], dilation[0], dilation[1])
+    else:
+        pads = [padding[0], padding[0], padding[1], padding[1]]
+    unbatched = input.dim() == 3
+    if unbatched:
+        input = input.unsqueeze(0)
+    output = torch.ops.fusedconv.conv2d_hardswish_relu(
+        input, weight, bias, [stride[0], stride[1]], pads, [dilation[0], dilation[1]], groups,
+        allow_tf32)
+    return output.squeeze(0) if unbatched else output
+
+
+class _Scriptable:
+    """torch.jit.script support: the operator must exist when TorchScript resolves it."""
+
+    def __prepare_scriptable__(self):
+        load_extension()
+        return self
+
+
+class Conv2dHardSwishReLU(_Scriptable, nn.Conv2d):
     """``relu(hardswish(conv(x)))`` as one operator.
 
     A subclass of ``nn.Conv2d``: the same constructor arguments, parameters (``weight``,
@@ -44,13 +79,19 @@ class Conv2dHardSwishReLU(nn.Conv2d):
     as ``nn.Conv2d`` does; ``True`` / ``False`` override them (see ``conv2d_hardswish_relu``).
     """
 
-    allow_tf32 = None
+    allow_tf32: Optional[bool] = None
+    # TorchScript reads allow_tf32 once, when the module is scripted.
+    __constants__ = nn.Conv2d.__constants__ + ["allow_tf32"]
 
     def forward(self, input):
+        if torch.jit.is_scripting():
+            return _scripted_forward(input, self.weight, self.bias, self.stride, self.padding,
+                                     self.dilation, self.groups, self.padding_mode,
+                                     self._reversed_padding_repeated_twice, self.allow_tf32)
         return _conv_forward(self, input, self.allow_tf32)
 
 
-class ModelNew(nn.Module):
+class ModelNew(_Scriptable, nn.Module):
     """Drop-in for KernelBench level 2, problem 69 (``Conv2d -> hardswish -> relu``).
 
     Keeps ``self.conv = nn.Conv2d(...)`` exactly as the reference ``Model`` does, so the
@@ -59,12 +100,18 @@ class ModelNew(nn.Module):
     as precise as the reference ``Model`` under the same flags.
     """
 
-    allow_tf32 = None
+    allow_tf32: Optional[bool] = None
+    __constants__ = ["allow_tf32"]  # as for Conv2dHardSwishReLU
 
     def __init__(self, in_channels, out_channels, kernel_size):
         super().__init__()
         self.conv = nn.Conv2d(in_channels, out_channels, kernel_size)
 
     def forward(self, x):
+        if torch.jit.is_scripting():
+            conv = self.conv
+            return _scripted_forward(x, conv.weight, conv.bias, conv.stride, conv.padding,
+                                     conv.dilation, conv.groups, conv.padding_mode,
+                                     conv._reversed_padding_repeated_twice, self.allow_tf32)
         conv = self._modules["conv"] if "conv" in self._modules else self.conv
         return _conv_forward(conv, x, self.allow_tf32)

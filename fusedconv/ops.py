@@ -7,6 +7,7 @@ let ``torch.compile`` trace the operators with symbolic shapes.
 """
 
 import numbers
+from typing import List
 
 import torch
 
@@ -154,12 +155,17 @@ def _int_pair(value, name):
                     % (name, value))
 
 
-def resolve_padding(padding, weight_shape, stride, dilation):
-    """F.conv2d's padding argument -> (top, bottom, left, right).
+def same_padding(kernel_h: int, kernel_w: int, dilation_h: int, dilation_w: int) -> List[int]:
+    """padding='same' as (top, bottom, left, right): dilation * (kernel - 1) in total per axis,
+    the odd element at the end (bottom, right), exactly as torch.nn.functional.conv2d pads.
+    TorchScript-compatible (the scripted modules use it too)."""
+    total_h = dilation_h * (kernel_h - 1)
+    total_w = dilation_w * (kernel_w - 1)
+    return [total_h // 2, total_h - total_h // 2, total_w // 2, total_w - total_w // 2]
 
-    'same' pads by dilation * (kernel - 1) in total per axis, the odd element at the end (bottom,
-    right), exactly as torch.nn.functional.conv2d does.
-    """
+
+def resolve_padding(padding, weight_shape, stride, dilation):
+    """F.conv2d's padding argument -> (top, bottom, left, right) ('same': same_padding)."""
     if isinstance(padding, str):
         if padding == "valid":
             return (0, 0, 0, 0)
@@ -167,9 +173,7 @@ def resolve_padding(padding, weight_shape, stride, dilation):
             if stride != (1, 1):
                 raise ValueError("conv2d_hardswish_relu: padding='same' is not supported for "
                                  "strided convolutions, got stride=%r" % (stride,))
-            total_h = dilation[0] * (weight_shape[2] - 1)
-            total_w = dilation[1] * (weight_shape[3] - 1)
-            return (total_h // 2, total_h - total_h // 2, total_w // 2, total_w - total_w // 2)
+            return tuple(same_padding(weight_shape[2], weight_shape[3], dilation[0], dilation[1]))
         raise ValueError("conv2d_hardswish_relu: expected padding to be an int, a pair of ints, "
                          "'same' or 'valid', got %r" % (padding,))
     pad_h, pad_w = _int_pair(padding, "padding")

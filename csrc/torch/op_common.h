@@ -61,10 +61,16 @@ std::array<int64_t, 4> dense_strides(at::IntArrayRef sizes, at::MemoryFormat for
 // 1x1 plane) other strides satisfy the format too, and torch.compile checks the exact ones.
 at::Tensor with_dense_strides(const at::Tensor& t, at::MemoryFormat format);
 
-// The floor path's convolution, where no fused kernel applies: PyTorch's own (at::_convolution:
-// cuDNN / oneDNN, with `allow_tf32` and PyTorch's benchmark / determinism / enable flags, the bias
-// (validated, or undefined) inside the call; asymmetric padding padded explicitly), returned
-// dense with the strides the fake kernel reports, ready for the in-place activation pass.
+// PyTorch's own convolution (at::_convolution: cuDNN / oneDNN, with `allow_tf32` and PyTorch's
+// benchmark / determinism / enable flags, the bias (validated, or undefined) inside the call;
+// asymmetric padding padded explicitly), its output as ATen returns it. Differentiable.
+at::Tensor aten_convolution(const at::Tensor& input, const at::Tensor& weight,
+                            const at::Tensor& bias, at::IntArrayRef stride,
+                            at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
+                            bool allow_tf32);
+
+// The floor path's convolution, where no fused kernel applies: aten_convolution returned dense
+// with the strides the fake kernel reports, ready for the in-place activation pass.
 at::Tensor floor_convolution(const at::Tensor& input, const at::Tensor& weight,
                              const at::Tensor& bias, at::IntArrayRef stride,
                              at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,

@@ -5,6 +5,7 @@
 #include <ATen/Parallel.h>
 #include <ATen/autocast_mode.h>
 #include <ATen/core/dispatch/Dispatcher.h>
+#include <ATen/functorch/DynamicLayer.h>
 #include <torch/autograd.h>
 #include <torch/library.h>
 #include <torch/version.h>
@@ -248,10 +249,10 @@ const at::Tensor& allocate_output(ForwardCall& call) {
   return call.output;
 }
 
-at::Tensor floor_convolution(const at::Tensor& input, const at::Tensor& weight,
-                             const at::Tensor& bias, at::IntArrayRef stride,
-                             at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
-                             bool allow_tf32) {
+at::Tensor aten_convolution(const at::Tensor& input, const at::Tensor& weight,
+                            const at::Tensor& bias, at::IntArrayRef stride,
+                            at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
+                            bool allow_tf32) {
   at::Tensor padded = input;
   std::array<int64_t, 2> symmetric = {padding[0], padding[2]};
   if (padding[0] != padding[1] || padding[2] != padding[3]) {
@@ -263,12 +264,20 @@ at::Tensor floor_convolution(const at::Tensor& input, const at::Tensor& weight,
                                  0);
   }
   at::Context& context = at::globalContext();
-  at::Tensor z = at::_convolution(
+  return at::_convolution(
       padded, weight, bias.defined() ? c10::optional<at::Tensor>(bias) : c10::nullopt, stride,
       symmetric, dilation, /*transposed=*/false, /*output_padding=*/{0, 0}, groups,
       context.benchmarkCuDNN(), context.deterministicCuDNN() || context.deterministicAlgorithms(),
       context.userEnabledCuDNN(), allow_tf32);
-  return with_dense_strides(z, output_memory_format(input, weight));
+}
+
+at::Tensor floor_convolution(const at::Tensor& input, const at::Tensor& weight,
+                             const at::Tensor& bias, at::IntArrayRef stride,
+                             at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
+                             bool allow_tf32) {
+  return with_dense_strides(
+      aten_convolution(input, weight, bias, stride, padding, dilation, groups, allow_tf32),
+      output_memory_format(input, weight));
 }
 
 void validate_backward(const at::Tensor& grad_output, const at::Tensor& input,
@@ -606,24 +615,45 @@ class Conv2dHardSwishReLUFunction
   }
 };
 
+// relu(hardswish(conv2d(...))) in ATen's own differentiable operators, for what a C++ autograd
+// Function cannot do: forward-mode AD (it has no jvp) and functorch transforms (torch.func.grad,
+// vjp, jacrev, jvp, vmap, functionalize: Function::apply refuses to run under them). ATen's
+// derivative and batching rules then apply, as they do to the unfused module; the convolution
+// is the floor path's, under the same precision choice.
+at::Tensor conv2d_hardswish_relu_composite(const at::Tensor& input, const at::Tensor& weight,
+                                           const c10::optional<at::Tensor>& bias,
+                                           at::IntArrayRef stride, at::IntArrayRef padding,
+                                           at::IntArrayRef dilation, int64_t groups,
+                                           c10::optional<bool> allow_tf32) {
+  const ValidatedConv conv = validate_conv(input, weight, bias, stride, padding, dilation, groups);
+  // Not floor_convolution: its exact-strides copy is an in-place copy_ into a fresh tensor,
+  // which vmap cannot batch; ATen's convolution picks the memory format F.conv2d does.
+  return at::relu(at::hardswish(
+      aten_convolution(input, weight, conv.bias, stride, padding, dilation, groups,
+                       input.is_cuda() && resolve_allow_tf32(allow_tf32))));
+}
+
 at::Tensor conv2d_hardswish_relu_autograd(const at::Tensor& input, const at::Tensor& weight,
                                           const c10::optional<at::Tensor>& bias,
                                           at::IntArrayRef stride, at::IntArrayRef padding,
                                           at::IntArrayRef dilation, int64_t groups,
                                           c10::optional<bool> allow_tf32) {
-  // Inference (grad mode off, or nothing that requires grad, and no forward-mode tangents): the
-  // operator itself, as Function::apply would run it, without the node, saved tensors and
-  // saved_data it would build and drop; that host time shows on small problems. Inputs with a
-  // forward-mode tangent (forward AD ignores grad mode) still go through Function::apply, which
-  // raises that C++ custom Functions have no jvp instead of dropping the tangent.
   const bool has_bias = bias.has_value() && bias->defined();
-  const bool needs_grad =
-      at::GradMode::is_enabled() &&
-      (input.requires_grad() || weight.requires_grad() || (has_bias && bias->requires_grad()));
   const bool has_tangent = input._fw_grad(/*level=*/0).defined() ||
                            weight._fw_grad(/*level=*/0).defined() ||
                            (has_bias && bias->_fw_grad(/*level=*/0).defined());
-  if (!needs_grad && !has_tangent) {
+  // The condition under which Function::apply raises for functorch (a non-empty transform stack).
+  if (has_tangent || !at::functorch::getDynamicLayerStack().empty()) {
+    return conv2d_hardswish_relu_composite(input, weight, bias, stride, padding, dilation, groups,
+                                           allow_tf32);
+  }
+  // Inference (grad mode off, or nothing that requires grad): the operator itself, as
+  // Function::apply would run it, without the node, saved tensors and saved_data it would build
+  // and drop; that host time shows on small problems.
+  const bool needs_grad =
+      at::GradMode::is_enabled() &&
+      (input.requires_grad() || weight.requires_grad() || (has_bias && bias->requires_grad()));
+  if (!needs_grad) {
     at::AutoDispatchBelowADInplaceOrView below_autograd;
     return forward_op().call(input, weight, bias, stride, padding, dilation, groups, allow_tf32);
   }

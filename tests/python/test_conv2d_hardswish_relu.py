@@ -6,7 +6,6 @@ import sys
 
 import pytest
 import torch
-import torch.autograd.forward_ad as forward_ad
 import torch.nn.functional as F
 
 import fusedconv
@@ -146,18 +145,6 @@ def test_graph_recorded_only_when_a_gradient_is_needed(device):
     assert weight.grad is not None and bool(weight.grad.abs().sum() > 0)
     torch.testing.assert_close(inference.double(), reference_float64(x, weight, b, padding=1),
                                rtol=1e-4, atol=1e-5)
-
-
-@pytest.mark.parametrize("device", DEVICES)
-def test_forward_mode_ad_is_refused_not_dropped(device):
-    # Forward-mode AD has no rule here (a C++ custom Function has no jvp): the call raises, in
-    # and out of grad mode, instead of returning an output without its tangent.
-    x, weight, b = _inputs(1, 3, 4, 8, 8, 3, 1, device)
-    with forward_ad.dual_level():
-        dual = forward_ad.make_dual(x, torch.randn_like(x))
-        for grad_enabled in (True, False):
-            with torch.set_grad_enabled(grad_enabled), pytest.raises(RuntimeError, match="jvp"):
-                fusedconv.conv2d_hardswish_relu(dual, weight, b)
 
 
 @pytest.mark.parametrize("device", DEVICES)
