@@ -10,6 +10,7 @@ import numbers
 from typing import List
 
 import torch
+from torch.overrides import handle_torch_function, has_torch_function
 
 from fusedconv import _build
 
@@ -202,6 +203,11 @@ def _module_forward(input, weight, bias, stride, padding, dilation, groups, allo
                                  allow_tf32)
 
 
+def _plain_tensor(value):
+    """A torch.Tensor or nn.Parameter itself: no __torch_function__ of its own."""
+    return type(value) is torch.Tensor or type(value) is torch.nn.Parameter
+
+
 def conv2d_hardswish_relu(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
                           allow_tf32=None):
     """``relu(hardswish(conv2d(input, weight, bias, stride, padding, dilation, groups)))``.
@@ -215,7 +221,19 @@ def conv2d_hardswish_relu(input, weight, bias=None, stride=1, padding=0, dilatio
     fp32_precision`` on torch >= 2.9), so the result is as precise as ``nn.Conv2d``'s; ``True``
     allows TF32 (one TF32 product on the fused tensor-core kernels, cuDNN's TF32 elsewhere; ~3e-4
     relative error); ``False`` keeps float32 accuracy (3xTF32 on the fused kernels).
+
+    Arguments with ``__torch_function__`` (torch.fx proxies, tensor subclasses, function modes)
+    are handed to it, as ``F.conv2d`` does: ``torch.fx.symbolic_trace`` records one call.
     """
+    # Exact types first: torch.compile (2.1) cannot trace has_torch_function, and decides
+    # these type checks at trace time instead.
+    if not (_plain_tensor(input) and _plain_tensor(weight)
+            and (bias is None or _plain_tensor(bias))):
+        operands = (input, weight) if bias is None else (input, weight, bias)
+        if has_torch_function(operands):
+            return handle_torch_function(conv2d_hardswish_relu, operands, input, weight, bias,
+                                         stride=stride, padding=padding, dilation=dilation,
+                                         groups=groups, allow_tf32=allow_tf32)
     if not isinstance(input, torch.Tensor):
         raise TypeError("conv2d_hardswish_relu: expected input to be a torch.Tensor, got %s"
                         % type(input).__name__)

@@ -5,7 +5,7 @@
 #include <ATen/Parallel.h>
 #include <ATen/autocast_mode.h>
 #include <ATen/core/dispatch/Dispatcher.h>
-#include <ATen/functorch/DynamicLayer.h>
+#include <c10/core/impl/LocalDispatchKeySet.h>
 #include <torch/autograd.h>
 #include <torch/library.h>
 #include <torch/version.h>
@@ -633,6 +633,16 @@ at::Tensor conv2d_hardswish_relu_composite(const at::Tensor& input, const at::Te
                        input.is_cuda() && resolve_allow_tf32(allow_tf32))));
 }
 
+// functorch transforms are active: while its transform stack is not empty functorch keeps its
+// dynamic-layer keys in the thread's included dispatch keys (ATen/functorch/DynamicLayer.h,
+// which extensions cannot include on newer torch: it needs nlohmann/json), and then
+// Function::apply raises.
+bool functorch_transforms_active() {
+  const c10::DispatchKeySet included = c10::impl::tls_local_dispatch_key_set().included_;
+  return included.has(c10::DispatchKey::FuncTorchDynamicLayerFrontMode) ||
+         included.has(c10::DispatchKey::FuncTorchDynamicLayerBackMode);
+}
+
 at::Tensor conv2d_hardswish_relu_autograd(const at::Tensor& input, const at::Tensor& weight,
                                           const c10::optional<at::Tensor>& bias,
                                           at::IntArrayRef stride, at::IntArrayRef padding,
@@ -642,8 +652,7 @@ at::Tensor conv2d_hardswish_relu_autograd(const at::Tensor& input, const at::Ten
   const bool has_tangent = input._fw_grad(/*level=*/0).defined() ||
                            weight._fw_grad(/*level=*/0).defined() ||
                            (has_bias && bias->_fw_grad(/*level=*/0).defined());
-  // The condition under which Function::apply raises for functorch (a non-empty transform stack).
-  if (has_tangent || !at::functorch::getDynamicLayerStack().empty()) {
+  if (has_tangent || functorch_transforms_active()) {
     return conv2d_hardswish_relu_composite(input, weight, bias, stride, padding, dilation, groups,
                                            allow_tf32);
   }
