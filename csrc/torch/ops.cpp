@@ -721,6 +721,12 @@ TORCH_LIBRARY_IMPL(fusedconv, Autograd, m) {
   m.impl("conv2d_hardswish_relu", &fusedconv::conv2d_hardswish_relu_autograd);
 }
 
+// vmap: the composite, whose ATen operators have batching rules, instead of functorch's
+// fallback that runs the operator once per sample.
+TORCH_LIBRARY_IMPL(fusedconv, FuncTorchBatched, m) {
+  m.impl("conv2d_hardswish_relu", &fusedconv::conv2d_hardswish_relu_composite);
+}
+
 TORCH_LIBRARY_IMPL(fusedconv, Autocast, m) {
   m.impl("conv2d_hardswish_relu",
          &fusedconv::conv2d_hardswish_relu_autocast<c10::DeviceType::CUDA>);

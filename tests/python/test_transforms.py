@@ -3,6 +3,8 @@ gradients): the operator decomposes into ATen's differentiable ops under them (a
 Function cannot run there), so each transform's result must equal the same transform of the
 unfused float64 reference."""
 
+import warnings
+
 import pytest
 import torch
 import torch.autograd.forward_ad as forward_ad
@@ -124,16 +126,43 @@ def test_forward_mode_ad_carries_the_tangent(device, grad_enabled):
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
-def test_vmap_over_an_extra_dimension(device, channels_last):
+def test_vmap_over_an_extra_dimension(device, channels_last, capfd):
     geometry = GEOMETRIES[1]
     x, w, b = _tensors(geometry, device)
     stack = torch.stack([x, torch.randn_like(x), torch.randn_like(x)])
     if channels_last:
         w = w.contiguous(memory_format=torch.channels_last)
-    actual = vmap(_fused(geometry[6]), in_dims=(0, None, None))(stack, w, b)
+    # functorch's per-sample fallback warns (a Python warning on newer torch, stderr on 2.1);
+    # the operator's batched kernel is the composite, which has batching rules.
+    torch._C._functorch._set_vmap_fallback_warning_enabled(True)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            actual = vmap(_fused(geometry[6]), in_dims=(0, None, None))(stack, w, b)
+    finally:
+        torch._C._functorch._set_vmap_fallback_warning_enabled(False)
+    fallback = [str(w.message) for w in caught] + [capfd.readouterr().err]
+    assert not any("batching rule" in text for text in fallback), fallback
     expected = torch.stack([_reference64(geometry[6])(s, w, b) for s in stack])
     assert actual.shape == expected.shape
     _close(actual, expected, torch.float32)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_vmap_over_weights(device):
+    # A batch of filters (an ensemble), and both operands batched.
+    geometry = GEOMETRIES[0]
+    x, w, b = _tensors(geometry, device)
+    weights = torch.stack([w, torch.randn_like(w)])
+    biases = torch.stack([b, torch.randn_like(b)])
+    inputs = torch.stack([x, torch.randn_like(x)])
+    fused, reference = _fused(geometry[6]), _reference64(geometry[6])
+    actual = vmap(fused, in_dims=(None, 0, 0))(x, weights, biases)
+    _close(actual, torch.stack([reference(x, w_, b_) for w_, b_ in zip(weights, biases)]),
+           torch.float32)
+    actual = vmap(fused)(inputs, weights, biases)
+    _close(actual, torch.stack([reference(*a) for a in zip(inputs, weights, biases)]),
+           torch.float32)
 
 
 @pytest.mark.parametrize("device", DEVICES)
