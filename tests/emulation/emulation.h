@@ -1,0 +1,70 @@
+// Runs a CUDA-core kernel's own source on the host (tests/emulation/README.md): each CTA's
+// threads are std::threads, __syncthreads a barrier among those not yet returned (as on the
+// GPU), dynamic shared memory a per-CTA buffer poisoned with NaN bytes, CTAs one after another.
+#pragma once
+
+#include <condition_variable>
+#include <cstring>
+#include <mutex>
+#include <thread>
+#include <tuple>
+#include <vector>
+
+#include "cuda_runtime.h"
+
+namespace emulation {
+
+struct Cta {
+  std::mutex mutex;
+  std::condition_variable released;
+  int running = 0;        // threads not yet returned
+  int arrived = 0;        // threads waiting at the barrier
+  uint64_t generation = 0;
+  std::vector<float4> shared;
+};
+
+Cta*& current_cta();
+void set_last_error(cudaError_t error);
+void thread_returned(Cta& cta);
+
+// kernel<<<grid, block, shared_bytes, stream>>>(args...), emulated: the source transformation
+// (emulate_source.py) writes each launch as this call.
+template <typename... Parameters, typename... Arguments>
+cudaError_t launch(dim3 grid, dim3 block, size_t shared_bytes, cudaStream_t /*stream*/,
+                   void (*kernel)(Parameters...), const Arguments&... arguments) {
+  const unsigned threads = block.x * block.y * block.z;
+  if (threads == 0 || threads > 1024 || shared_bytes > 48 * 1024 || grid.x == 0) {
+    set_last_error(cudaErrorInvalidValue);
+    return cudaErrorInvalidValue;
+  }
+  const std::tuple<Parameters...> copied(arguments...);
+  for (unsigned bz = 0; bz < grid.z; ++bz) {
+    for (unsigned by = 0; by < grid.y; ++by) {
+      for (unsigned bx = 0; bx < grid.x; ++bx) {
+        Cta cta;
+        cta.running = static_cast<int>(threads);
+        cta.shared.resize(shared_bytes / sizeof(float4) + 1);
+        std::memset(cta.shared.data(), 0xFF, cta.shared.size() * sizeof(float4));  // NaN
+        std::vector<std::thread> team;
+        team.reserve(threads);
+        for (unsigned t = 0; t < threads; ++t) {
+          team.emplace_back([&, t] {
+            current_cta() = &cta;
+            threadIdx = uint3{t % block.x, (t / block.x) % block.y, t / (block.x * block.y)};
+            blockIdx = uint3{bx, by, bz};
+            blockDim = uint3{block.x, block.y, block.z};
+            gridDim = uint3{grid.x, grid.y, grid.z};
+            std::apply(kernel, copied);
+            thread_returned(cta);
+          });
+        }
+        for (std::thread& thread : team) {
+          thread.join();
+        }
+      }
+    }
+  }
+  return cudaSuccess;
+}
+
+}  // namespace emulation
