@@ -1,12 +1,13 @@
 """nn.Module front ends of the fused operator."""
 
+import copy
 from typing import List, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fusedconv.ops import _module_forward, load_extension, same_padding
+from fusedconv.ops import _int_pair, _module_forward, load_extension, same_padding
 
 __all__ = ["Conv2dHardSwishReLU", "ModelNew"]
 
@@ -59,12 +60,28 @@ def _scripted_forward(input: torch.Tensor, weight: torch.Tensor, bias: Optional[
     return output.squeeze(0) if unbatched else output
 
 
+def _canonical_conv(conv):
+    """`conv`, or a shallow copy of it (parameters shared) whose stride, padding and dilation are
+    the pairs nn.Conv2d's constructor leaves, for _scripted_forward's types: the module accepts
+    ints and one-element sequences too (set later, or as given to the constructor)."""
+    stride = _int_pair(conv.stride, "stride")
+    dilation = _int_pair(conv.dilation, "dilation")
+    padding = conv.padding if isinstance(conv.padding, str) else _int_pair(conv.padding,
+                                                                           "padding")
+    if (stride, padding, dilation) == (conv.stride, conv.padding, conv.dilation):
+        return conv
+    canonical = copy.copy(conv)
+    canonical.stride, canonical.padding, canonical.dilation = stride, padding, dilation
+    return canonical
+
+
 class _Scriptable:
-    """torch.jit.script support: the operator must exist when TorchScript resolves it."""
+    """torch.jit.script support: the operator must exist when TorchScript resolves it, and the
+    convolution's attributes must have _scripted_forward's types."""
 
     def __prepare_scriptable__(self):
         load_extension()
-        return self
+        return self._scriptable()
 
 
 class Conv2dHardSwishReLU(_Scriptable, nn.Conv2d):
@@ -82,6 +99,9 @@ class Conv2dHardSwishReLU(_Scriptable, nn.Conv2d):
     allow_tf32: Optional[bool] = None
     # TorchScript reads allow_tf32 once, when the module is scripted.
     __constants__ = nn.Conv2d.__constants__ + ["allow_tf32"]
+
+    def _scriptable(self):
+        return _canonical_conv(self)
 
     def forward(self, input):
         if torch.jit.is_scripting():
@@ -106,6 +126,15 @@ class ModelNew(_Scriptable, nn.Module):
     def __init__(self, in_channels, out_channels, kernel_size):
         super().__init__()
         self.conv = nn.Conv2d(in_channels, out_channels, kernel_size)
+
+    def _scriptable(self):
+        conv = self._modules["conv"]
+        canonical = _canonical_conv(conv)
+        if canonical is conv:
+            return self
+        model = copy.copy(self)
+        model._modules = dict(self._modules, conv=canonical)
+        return model
 
     def forward(self, x):
         if torch.jit.is_scripting():

@@ -63,6 +63,29 @@ def test_scripted_module_matches_float64_reference(device, arguments):
 
 
 @pytest.mark.parametrize("device", DEVICES)
+def test_scripting_takes_the_attribute_forms_nn_conv2d_takes(device):
+    # One-element sequences in the constructor, ints set afterwards: the eager module and
+    # nn.Conv2d take them; the scripted module gets the pairs, the module keeps its own values.
+    constructed = fusedconv.Conv2dHardSwishReLU(4, 6, 3, stride=(2,), padding=(1,),
+                                                dilation=[2]).to(device)
+    modified = _module(dict(padding=1), device)
+    modified.padding, modified.stride = 2, 2
+    model = fusedconv.ModelNew(4, 6, 3).to(device)
+    model.conv.padding = 1
+    x = torch.randn(2, 4, 11, 10, device=device)
+    for module in (constructed, modified, model):
+        before = {name: getattr(module, name, None) for name in ("stride", "padding")}
+        actual = torch.jit.script(module)(x)
+        assert {name: getattr(module, name, None) for name in before} == before
+        torch.testing.assert_close(actual, module(x), rtol=0, atol=0)
+    conv = model.conv
+    torch.testing.assert_close(torch.jit.script(model)(x).double(),
+                               reference_float64(x, conv.weight, conv.bias, padding=1),
+                               rtol=1e-4, atol=1e-5)
+    assert model.conv.padding == 1
+
+
+@pytest.mark.parametrize("device", DEVICES)
 def test_scripted_module_takes_unbatched_and_channels_last_inputs(device):
     module = _module(dict(padding=1), device)
     scripted = torch.jit.script(module)
@@ -94,8 +117,10 @@ def test_scripted_model_new_saves_and_loads(device):
     model = fusedconv.ModelNew(3, 8, 3).to(device)
     model.allow_tf32 = False  # read when scripted
     x = torch.randn(2, 3, 12, 12, device=device)
+    scripted = torch.jit.script(model)
+    assert ", False, )" in scripted.code  # the constant the op call receives
     buffer = io.BytesIO()
-    torch.jit.save(torch.jit.script(model), buffer)
+    torch.jit.save(scripted, buffer)
     buffer.seek(0)
     loaded = torch.jit.load(buffer, map_location=device)
     assert list(loaded.state_dict()) == ["conv.weight", "conv.bias"]

@@ -60,7 +60,7 @@ def test_func_grad_matches_reference(device, dtype, geometry):
     upstream = torch.randn_like(_fused(geometry[6])(x, w, b))
 
     def loss(fn):
-        return lambda x, w, b: (fn(x, w, b) * upstream.to(fn(x, w, b).dtype)).sum()
+        return lambda x, w, b: (fn(x, w, b) * upstream.to(dtype)).sum()
 
     actual = grad(loss(_fused(geometry[6])), argnums=(0, 1, 2))(x, w, b)
     expected = grad(loss(_reference64(geometry[6])), argnums=(0, 1, 2))(x, w, b)
@@ -166,6 +166,24 @@ def test_vmap_over_weights(device):
 
 
 @pytest.mark.parametrize("device", DEVICES)
+def test_backward_through_vmap(device):
+    # vmap outside autograd: the gradients of a vmapped layer reach its parameters and input.
+    torch.manual_seed(0)
+    layer = fusedconv.Conv2dHardSwishReLU(2, 3, 3, padding=1).to(device).double()
+    reference = torch.nn.Conv2d(2, 3, 3, padding=1).to(device).double()
+    reference.load_state_dict(layer.state_dict())
+    stack = torch.randn(2, 3, 2, 5, 5, device=device, dtype=torch.float64, requires_grad=True)
+    upstream = torch.randn(2, 3, 3, 5, 5, device=device, dtype=torch.float64)
+    actual = torch.autograd.grad(vmap(layer)(stack), [stack, layer.weight, layer.bias],
+                                 upstream)
+    expected = torch.autograd.grad(
+        torch.relu(F.hardswish(reference(stack.flatten(0, 1)))).unflatten(0, (2, 3)),
+        [stack, reference.weight, reference.bias], upstream)
+    for a, e in zip(actual, expected):
+        _close(a, e, torch.float64)
+
+
+@pytest.mark.parametrize("device", DEVICES)
 def test_per_sample_gradients_of_the_module(device):
     # The differential-privacy pattern: vmap(grad(loss)) over single samples with
     # functional_call, against a loop of ordinary backward passes through the unfused Model.
@@ -194,6 +212,22 @@ def test_bad_input_under_a_transform_names_the_argument(device):
     x, w, b = _tensors(GEOMETRIES[0], device)
     with pytest.raises(ValueError, match="bias of shape"):
         grad(lambda x: fusedconv.conv2d_hardswish_relu(x, w, b[:-1]).sum())(x)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_compiled_training_keeps_the_fused_operator(device):
+    # AOTAutograd traces without functorch transforms on the stack: the compiled step runs the
+    # fused forward and backward ops, not the composite.
+    torch._dynamo.reset()
+    model = fusedconv.ModelNew(3, 4, 3).to(device)
+    compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
+    x = torch.randn(2, 3, 8, 8, device=device, requires_grad=True)
+    with torch.profiler.profile() as profile:
+        compiled(x).sum().backward()
+    names = {event.name for event in profile.events()}
+    assert "fusedconv::conv2d_hardswish_relu" in names, sorted(names)
+    assert "fusedconv::conv2d_hardswish_relu_backward" in names, sorted(names)
+    assert "aten::hardswish" not in names
 
 
 @pytest.mark.parametrize("device", DEVICES)
