@@ -21,28 +21,44 @@ cudaError_t last_error() {
 
 void* dynamic_shared() { return current_cta()->shared.data(); }
 
-// Releases the waiting threads once every running thread has arrived.
-static void release_if_complete(Cta& cta) {
-  if (cta.arrived > 0 && cta.arrived == cta.running) {
-    cta.arrived = 0;
-    ++cta.generation;
+// Releases `barrier`'s waiting threads once every running thread has arrived.
+static void release_if_complete(Cta& cta, Barrier& barrier) {
+  if (barrier.arrived > 0 && barrier.arrived == barrier.running) {
+    barrier.arrived = 0;
+    ++barrier.generation;
     cta.released.notify_all();
   }
 }
 
+static void wait(Cta& cta, Barrier& barrier) {
+  std::unique_lock<std::mutex> lock(cta.mutex);
+  const uint64_t generation = barrier.generation;
+  ++barrier.arrived;
+  release_if_complete(cta, barrier);
+  cta.released.wait(lock, [&] { return barrier.generation != generation; });
+}
+
+static unsigned linear_thread() {
+  return threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z);
+}
+
 void sync_threads() {
   Cta& cta = *current_cta();
-  std::unique_lock<std::mutex> lock(cta.mutex);
-  const uint64_t generation = cta.generation;
-  ++cta.arrived;
-  release_if_complete(cta);
-  cta.released.wait(lock, [&] { return cta.generation != generation; });
+  wait(cta, cta.block);
+}
+
+void sync_warp() {
+  Cta& cta = *current_cta();
+  wait(cta, cta.warps[linear_thread() / 32]);
 }
 
 void thread_returned(Cta& cta) {
   std::lock_guard<std::mutex> lock(cta.mutex);
-  --cta.running;
-  release_if_complete(cta);
+  --cta.block.running;
+  release_if_complete(cta, cta.block);
+  Barrier& warp = cta.warps[linear_thread() / 32];
+  --warp.running;
+  release_if_complete(cta, warp);
 }
 
 }  // namespace emulation

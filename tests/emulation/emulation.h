@@ -1,31 +1,58 @@
 // Runs a CUDA-core kernel's own source on the host (tests/emulation/README.md): each CTA's
-// threads are std::threads, __syncthreads a barrier among those not yet returned (as on the
-// GPU), dynamic shared memory a per-CTA buffer poisoned with NaN bytes, CTAs one after another.
+// threads are std::threads, __syncthreads (and __syncwarp, per warp of 32) a barrier among those
+// not yet returned (as on the GPU), shared memory per-CTA buffers poisoned with NaN bytes, CTAs
+// one after another.
 #pragma once
 
+#include <algorithm>
 #include <condition_variable>
 #include <cstring>
+#include <map>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <tuple>
+#include <typeindex>
+#include <typeinfo>
 #include <vector>
 
 #include "cuda_runtime.h"
 
 namespace emulation {
 
+// A barrier among the threads of a group (the CTA, or one warp) that have not returned.
+struct Barrier {
+  int running = 0;  // threads not yet returned
+  int arrived = 0;  // threads waiting
+  uint64_t generation = 0;
+};
+
 struct Cta {
   std::mutex mutex;
   std::condition_variable released;
-  int running = 0;        // threads not yet returned
-  int arrived = 0;        // threads waiting at the barrier
-  uint64_t generation = 0;
+  Barrier block;
+  std::vector<Barrier> warps;
   std::vector<float4> shared;
+  // Static __shared__ arrays, one per declaration, made on first use (NaN bytes).
+  std::map<std::type_index, std::unique_ptr<float4[]>> statics;
 };
 
 Cta*& current_cta();
 void set_last_error(cudaError_t error);
 void thread_returned(Cta& cta);
+
+template <typename Array, typename Key>
+Array& static_shared(Key) {
+  Cta& cta = *current_cta();
+  std::lock_guard<std::mutex> lock(cta.mutex);
+  std::unique_ptr<float4[]>& storage = cta.statics[std::type_index(typeid(Key))];
+  if (!storage) {
+    const size_t words = sizeof(Array) / sizeof(float4) + 1;
+    storage.reset(new float4[words]);
+    std::memset(static_cast<void*>(storage.get()), 0xFF, words * sizeof(float4));
+  }
+  return *reinterpret_cast<Array*>(storage.get());
+}
 
 // kernel<<<grid, block, shared_bytes, stream>>>(args...), emulated: the source transformation
 // (emulate_source.py) writes each launch as this call.
@@ -42,7 +69,11 @@ cudaError_t launch(dim3 grid, dim3 block, size_t shared_bytes, cudaStream_t /*st
     for (unsigned by = 0; by < grid.y; ++by) {
       for (unsigned bx = 0; bx < grid.x; ++bx) {
         Cta cta;
-        cta.running = static_cast<int>(threads);
+        cta.block.running = static_cast<int>(threads);
+        cta.warps.resize((threads + 31) / 32);
+        for (unsigned w = 0; w < cta.warps.size(); ++w) {
+          cta.warps[w].running = static_cast<int>(std::min(32u, threads - 32 * w));
+        }
         cta.shared.resize(shared_bytes / sizeof(float4) + 1);
         std::memset(cta.shared.data(), 0xFF, cta.shared.size() * sizeof(float4));  // NaN
         std::vector<std::thread> team;

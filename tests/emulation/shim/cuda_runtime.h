@@ -45,11 +45,13 @@ inline thread_local uint3 gridDim;
 namespace emulation {
 // The current CTA's barrier and dynamic shared memory (set per emulated thread).
 void sync_threads();
+void sync_warp();
 void* dynamic_shared();
 cudaError_t last_error();
 }  // namespace emulation
 
 inline void __syncthreads() { emulation::sync_threads(); }
+inline void __syncwarp(unsigned /*mask*/ = 0xFFFFFFFFu) { emulation::sync_warp(); }
 inline cudaError_t cudaGetLastError() { return emulation::last_error(); }
 inline unsigned __umulhi(unsigned a, unsigned b) {
   return static_cast<unsigned>((static_cast<uint64_t>(a) * b) >> 32);
