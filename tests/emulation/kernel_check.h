@@ -50,6 +50,8 @@ template <>
 inline __half from_float<__half>(float v) { return __float2half_rn(v); }
 template <>
 inline __nv_bfloat16 from_float<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
+template <>
+inline double from_float<double>(float v) { return v; }
 template <typename T>
 DType dtype_of();
 template <>
@@ -58,6 +60,8 @@ template <>
 inline DType dtype_of<__half>() { return DType::kFloat16; }
 template <>
 inline DType dtype_of<__nv_bfloat16>() { return DType::kBFloat16; }
+template <>
+inline DType dtype_of<double>() { return DType::kFloat64; }
 
 inline fusedconv::Strides4 dense(int64_t c, int64_t h, int64_t w, bool channels_last) {
   return channels_last ? fusedconv::Strides4{h * w * c, 1, w * c, c}
