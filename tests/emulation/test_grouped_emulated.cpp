@@ -25,6 +25,9 @@ const Case kCases[] = {
     {1, 2, 4, 8, 3, 140, 3, 3, 1, 1, 1, 1, 1, 1, false, true},   // two column tiles
     {1, 2, 4, 4, 40, 32, 3, 3, 1, 1, 1, 1, 1, 1, false, true},   // row tiles past the output
     {1, 2, 4, 4, 40, 32, 3, 3, 1, 1, 1, 1, 1, 1, true, true},    // the same in channels_last
+    {1, 2, 12, 8, 8, 12, 3, 3, 1, 1, 1, 1, 1, 1, true, true},    // channel vectors, partial chunk
+    {1, 2, 32, 8, 8, 12, 3, 3, 2, 2, 1, 1, 1, 1, true, true},    // channel vectors, stride 2
+    {1, 2, 8, 4, 9, 11, 5, 3, 1, 2, 2, 1, 1, 2, true, true},     // channel vectors, run time
 };
 
 class GroupedEmulated : public ::testing::TestWithParam<Case> {};

@@ -16,7 +16,7 @@
 // contiguous. Other geometries load per tap. A CTA's patch is a few KB, so the staging is
 // latency-bound: each thread keeps 8 loads in flight, consecutive lanes reading the layout's
 // innermost dimension (columns in NCHW, by aligned vectors of 4 or 2 where the rows allow;
-// channels in channels_last).
+// channels in channels_last, by aligned vectors of 4 where the groups allow).
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -53,8 +53,9 @@ struct Tile {
   int patch;              // in_rows x row_pitch: floats per staged channel
   int chunk, chunk_shift; // input channels staged at once (a power of 2) and its log2
   FastDivisor row_pitch_divisor, in_rows_divisor;  // the staging's index decoding
-  // NCHW rows loaded `vector` elements at a time (1, 2 or 4; 1 in channels_last): `vectors`
-  // aligned vectors per staged row, the first starting `lead` columns before the patch.
+  // NCHW rows loaded `vector` elements at a time (1, 2 or 4): `vectors` aligned vectors per
+  // staged row, the first starting `lead` columns before the patch. channels_last: each
+  // pixel's chunk of channels loaded `vector` (1 or 4) channels at a time.
   int vector, lead, vectors;
   FastDivisor vectors_divisor;
   int weights;            // floats of staged weights per chunk
@@ -145,6 +146,13 @@ bool make_tile(const ConvParams& p, Tile& t) {
     if (!channels_last && p.in_width % v == 0 && address % (v * element) == 0) {
       vector = v;
     }
+  }
+  // channels_last: a pixel's chunk of a group's channels, in vectors of 4 where every chunk
+  // starts at a multiple of 4 channels (groups and chunks of multiples of 4, a pixel pitch of
+  // whole vectors, an aligned start): ResNeXt's 4-32 channels per group.
+  if (channels_last && cin_g % 4 == 0 && chunk % 4 == 0 && p.in_channels % 4 == 0 &&
+      address % (4 * element) == 0) {
+    vector = 4;
   }
   const int64_t lead = ((-p.pad_left) % vector + vector) % vector;
   const int64_t vectors = (lead + phases * phase_pitch + vector - 1) / vector;
@@ -289,6 +297,57 @@ __device__ __forceinline__ void stage_input_vectors(float* staged, const ConvPar
   }
 }
 
+// stage_input for channels_last with each pixel's chunk of channels in aligned kVector-channel
+// vectors (Tile::vector): one load and one index decoding per vector instead of per channel.
+// Vectors from `count` to the chunk are left unwritten, as stage_input leaves its channels.
+template <typename Storage, int kPhases, int kVector>
+__device__ __forceinline__ void stage_input_channel_vectors(float* staged, const ConvParams& p,
+                                                            const Tile& t, const Storage* image,
+                                                            int channel0, int count, int ih0,
+                                                            int iw0) {
+  constexpr int kVectorBatch = kBatch / kVector > 2 ? kBatch / kVector : 2;
+  const int height = static_cast<int>(p.in_height), width = static_cast<int>(p.in_width);
+  const int channels = static_cast<int>(p.in_channels);
+  const int vector_shift = t.chunk_shift - 2;  // log2(chunk / kVector); kVector is 4
+  static_assert(kVector == 4, "channels_last stages vectors of 4 channels");
+  // e = (row x row_pitch + c) x (chunk / kVector) + vector
+  const int total = (t.in_rows * t.row_pitch) << vector_shift;
+  for (int base = threadIdx.x; base < total; base += blockDim.x * kVectorBatch) {
+    float values[kVectorBatch][kVector];
+    int targets[kVectorBatch];
+#pragma unroll
+    for (int j = 0; j < kVectorBatch; ++j) {
+      const int e = base + j * static_cast<int>(blockDim.x);
+      const int ci = (e & ((1 << vector_shift) - 1)) * kVector;
+      uint32_t c = 0;
+      const uint32_t row = t.row_pitch_divisor.divide(static_cast<uint32_t>(e) >> vector_shift, c);
+      const int ih = ih0 + static_cast<int>(row), iw = iw0 + static_cast<int>(c);
+      const bool staged_vector = e < total && ci < count;
+      targets[j] = staged_vector ? ci * t.patch + static_cast<int>(row) * t.row_pitch +
+                                       static_cast<int>(c % kPhases) * t.phase_pitch +
+                                       static_cast<int>(c / kPhases)
+                                 : -1;
+#pragma unroll
+      for (int k = 0; k < kVector; ++k) {
+        values[j][k] = 0.0f;
+      }
+      if (staged_vector && ih >= 0 && ih < height && iw >= 0 && iw < width) {
+        load_vector<Storage, kVector>(image + (ih * width + iw) * channels + channel0 + ci,
+                                      values[j]);
+      }
+    }
+#pragma unroll
+    for (int j = 0; j < kVectorBatch; ++j) {
+      if (targets[j] >= 0) {
+#pragma unroll
+        for (int k = 0; k < kVector; ++k) {
+          staged[targets[j] + k * t.patch] = values[j][k];
+        }
+      }
+    }
+  }
+}
+
 // Stages the weights of input channels [channel0, channel0 + count) of the group for the CTA's
 // output-channel blocks as [block][channel][tap][kQ] float32, zero past the group's output
 // channels and the chunk's input channels. With the kernel size known (kKernel), a thread
@@ -400,7 +459,8 @@ __device__ __forceinline__ void store_values(Storage* target, const float (&valu
 }
 
 // kKernel / kStride: 3 and 1 or 2 (square, no dilation), or 0 / 0 for any geometry.
-// kVector: NCHW rows staged kVector elements at a time (Tile::vector; 1 in channels_last).
+// kVector: NCHW rows, or channels_last pixels' channels, staged kVector elements at a time
+// (Tile::vector).
 template <typename Storage, bool kChannelsLast, int kQ, int kKernel, int kStride, int kVector>
 __global__ void __launch_bounds__(kMaxThreads)
     conv_hardswish_relu_grouped_kernel(const ConvParams p, const Tile t) {
@@ -449,7 +509,11 @@ __global__ void __launch_bounds__(kMaxThreads)
   for (int c0 = 0; c0 < t.cin_g; c0 += t.chunk) {
     const int count = t.cin_g - c0 < t.chunk ? t.cin_g - c0 : t.chunk;
     __syncthreads();  // the previous chunk's reads are done
-    if constexpr (kVector > 1) {
+    if constexpr (kVector > 1 && kChannelsLast) {
+      stage_input_channel_vectors<Storage, kPhases, kVector>(staged_input, p, t, image,
+                                                             group_channel0 + c0, count, ih0,
+                                                             iw0);
+    } else if constexpr (kVector > 1) {
       stage_input_vectors<Storage, kPhases, kVector>(staged_input, p, t, image,
                                                      group_channel0 + c0, count, ih0, iw0);
     } else {
@@ -602,7 +666,8 @@ template <typename Storage, int kQ>
 cudaError_t launch_layout(const ConvParams& p, const Tile& t, bool channels_last,
                           cudaStream_t stream) {
   if (channels_last) {
-    return launch_instance<Storage, true, kQ, 1>(p, t, stream);
+    return t.vector == 4 ? launch_instance<Storage, true, kQ, 4>(p, t, stream)
+                         : launch_instance<Storage, true, kQ, 1>(p, t, stream);
   }
   switch (t.vector) {
     case 4:
