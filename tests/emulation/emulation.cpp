@@ -6,6 +6,25 @@ namespace {
 thread_local cudaError_t last = cudaSuccess;
 }
 
+namespace {
+std::mutex limits_mutex;
+std::map<const void*, int>& shared_limits() {
+  static std::map<const void*, int> limits;
+  return limits;
+}
+}  // namespace
+
+void set_max_dynamic_shared(const void* kernel, int bytes) {
+  std::lock_guard<std::mutex> lock(limits_mutex);
+  shared_limits()[kernel] = bytes;
+}
+
+int max_dynamic_shared(const void* kernel) {
+  std::lock_guard<std::mutex> lock(limits_mutex);
+  const auto found = shared_limits().find(kernel);
+  return found == shared_limits().end() ? 48 * 1024 : std::max(48 * 1024, found->second);
+}
+
 Cta*& current_cta() {
   thread_local Cta* cta = nullptr;
   return cta;
@@ -22,11 +41,11 @@ cudaError_t last_error() {
 void* dynamic_shared() { return current_cta()->shared.data(); }
 
 // Releases `barrier`'s waiting threads once every running thread has arrived.
-static void release_if_complete(Cta& cta, Barrier& barrier) {
+static void release_if_complete(Barrier& barrier) {
   if (barrier.arrived > 0 && barrier.arrived == barrier.running) {
     barrier.arrived = 0;
     ++barrier.generation;
-    cta.released.notify_all();
+    barrier.released.notify_all();
   }
 }
 
@@ -34,8 +53,8 @@ static void wait(Cta& cta, Barrier& barrier) {
   std::unique_lock<std::mutex> lock(cta.mutex);
   const uint64_t generation = barrier.generation;
   ++barrier.arrived;
-  release_if_complete(cta, barrier);
-  cta.released.wait(lock, [&] { return barrier.generation != generation; });
+  release_if_complete(barrier);
+  barrier.released.wait(lock, [&] { return barrier.generation != generation; });
 }
 
 static unsigned linear_thread() {
@@ -47,6 +66,12 @@ void sync_threads() {
   wait(cta, cta.block);
 }
 
+unsigned lane_id() { return linear_thread() % 32; }
+
+uint64_t& warp_slot(unsigned slot) {
+  return current_cta()->lanes[linear_thread() / 32 * 64 + slot];
+}
+
 void sync_warp() {
   Cta& cta = *current_cta();
   wait(cta, cta.warps[linear_thread() / 32]);
@@ -55,10 +80,10 @@ void sync_warp() {
 void thread_returned(Cta& cta) {
   std::lock_guard<std::mutex> lock(cta.mutex);
   --cta.block.running;
-  release_if_complete(cta, cta.block);
+  release_if_complete(cta.block);
   Barrier& warp = cta.warps[linear_thread() / 32];
   --warp.running;
-  release_if_complete(cta, warp);
+  release_if_complete(warp);
 }
 
 }  // namespace emulation

@@ -25,13 +25,14 @@ struct Barrier {
   int running = 0;  // threads not yet returned
   int arrived = 0;  // threads waiting
   uint64_t generation = 0;
+  std::condition_variable released;  // its own: a warp's release wakes that warp only
 };
 
 struct Cta {
   std::mutex mutex;
-  std::condition_variable released;
   Barrier block;
   std::vector<Barrier> warps;
+  std::vector<uint64_t> lanes;  // __shfl exchange slots, two per thread
   std::vector<float4> shared;
   // Static __shared__ arrays, one per declaration, made on first use (NaN bytes).
   std::map<std::type_index, std::unique_ptr<float4[]>> statics;
@@ -60,7 +61,9 @@ template <typename... Parameters, typename... Arguments>
 cudaError_t launch(dim3 grid, dim3 block, size_t shared_bytes, cudaStream_t /*stream*/,
                    void (*kernel)(Parameters...), const Arguments&... arguments) {
   const unsigned threads = block.x * block.y * block.z;
-  if (threads == 0 || threads > 1024 || shared_bytes > 48 * 1024 || grid.x == 0) {
+  const size_t shared_limit = static_cast<size_t>(
+      max_dynamic_shared(reinterpret_cast<const void*>(kernel)));
+  if (threads == 0 || threads > 1024 || shared_bytes > shared_limit || grid.x == 0) {
     set_last_error(cudaErrorInvalidValue);
     return cudaErrorInvalidValue;
   }
@@ -70,7 +73,8 @@ cudaError_t launch(dim3 grid, dim3 block, size_t shared_bytes, cudaStream_t /*st
       for (unsigned bx = 0; bx < grid.x; ++bx) {
         Cta cta;
         cta.block.running = static_cast<int>(threads);
-        cta.warps.resize((threads + 31) / 32);
+        cta.warps = std::vector<Barrier>((threads + 31) / 32);
+        cta.lanes.resize(cta.warps.size() * 64);
         for (unsigned w = 0; w < cta.warps.size(); ++w) {
           cta.warps[w].running = static_cast<int>(std::min(32u, threads - 32 * w));
         }

@@ -1,0 +1,198 @@
+// The depthwise backward's own sources (csrc/cuda/backward/depthwise_backward.cu and
+// depthwise_backward_channels_last.cu) run on the host through tests/emulation: grad_input,
+// grad_weight and grad_bias from grad_y and the saved y against float64, both layouts, kernels
+// 3, 5 and 7, strides 1 and 2, dilation, three storage types; gradients poisoned with NaN.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <random>
+#include <vector>
+
+#include "backward/depthwise_backward.h"
+#include "fusedconv/launch.h"
+#include "kernel_check.h"
+
+namespace emulation {
+namespace {
+
+// f'(z) from y, as the kernels recover it (docs/DESIGN.md).
+double slope_from_output(double y) {
+  if (std::isnan(y)) return 1.0;
+  if (y <= 0) return 0.0;
+  return y <= 3 ? std::sqrt(9 + 24 * y) / 6 : 1.0;
+}
+
+template <typename T>
+void check_backward(const Case& c, uint32_t seed) {
+  SCOPED_TRACE(name(c));
+  std::mt19937 random(seed);
+  std::normal_distribution<float> normal;
+  const int64_t channels = c.groups;  // depthwise, multiplier 1
+  const int64_t k = c.kernel_h;
+  const int64_t out_h = (c.height + 2 * c.pad_h - c.dilation_h * (k - 1) - 1) / c.stride_h + 1;
+  const int64_t out_w = (c.width + 2 * c.pad_w - c.dilation_w * (k - 1) - 1) / c.stride_w + 1;
+  const fusedconv::Strides4 xs = dense(channels, c.height, c.width, c.channels_last);
+  const fusedconv::Strides4 ys = dense(channels, out_h, out_w, c.channels_last);
+  const int64_t x_count = c.batch * channels * c.height * c.width;
+  const int64_t y_count = c.batch * channels * out_h * out_w;
+  std::vector<T> x(x_count), weight(channels * k * k), bias(channels), y(y_count), dy(y_count);
+  std::vector<T> dx(x_count), dw(channels * k * k), db(channels);
+  for (T& v : x) v = from_float<T>(normal(random));
+  for (T& v : weight) v = from_float<T>(normal(random) / static_cast<float>(k));
+  for (T& v : bias) v = from_float<T>(normal(random));
+  for (T& v : dy) v = from_float<T>(normal(random));
+  const auto at = [](const fusedconv::Strides4& s, int64_t n, int64_t ch, int64_t h, int64_t w) {
+    return n * s.n + ch * s.c + h * s.h + w * s.w;
+  };
+  // y = f(z) rounded to T, as the forward stored it; g = dy * f'(y) in float64.
+  std::vector<double> g(y_count);
+  for (int64_t n = 0; n < c.batch; ++n)
+    for (int64_t ch = 0; ch < channels; ++ch)
+      for (int64_t oh = 0; oh < out_h; ++oh)
+        for (int64_t ow = 0; ow < out_w; ++ow) {
+          double z = to_float(bias[ch]);
+          for (int64_t r = 0; r < k; ++r)
+            for (int64_t s = 0; s < k; ++s) {
+              const int64_t ih = oh * c.stride_h - c.pad_h + r * c.dilation_h;
+              const int64_t iw = ow * c.stride_w - c.pad_w + s * c.dilation_w;
+              if (ih < 0 || ih >= c.height || iw < 0 || iw >= c.width) continue;
+              z += double(to_float(x[at(xs, n, ch, ih, iw)])) * to_float(weight[(ch * k + r) * k + s]);
+            }
+          const int64_t i = at(ys, n, ch, oh, ow);
+          y[i] = from_float<T>(static_cast<float>(reference_activation(z)));
+          const double yi = to_float(y[i]);
+          g[i] = yi <= 0 ? 0.0 : to_float(dy[i]) * slope_from_output(yi);
+        }
+  for (T& v : dx) v = from_float<T>(NAN);
+  for (T& v : dw) v = from_float<T>(NAN);
+  for (T& v : db) v = from_float<T>(NAN);
+
+  ConvParams p{};
+  p.batch = c.batch;
+  p.in_channels = p.out_channels = p.groups = channels;
+  p.in_height = c.height;
+  p.in_width = c.width;
+  p.out_height = out_h;
+  p.out_width = out_w;
+  p.kernel_h = p.kernel_w = k;
+  p.stride_h = c.stride_h;
+  p.stride_w = c.stride_w;
+  p.pad_top = c.pad_h;
+  p.pad_left = c.pad_w;
+  p.dilation_h = c.dilation_h;
+  p.dilation_w = c.dilation_w;
+  p.input_strides = xs;
+  p.weight_strides = dense(1, k, k, false);
+  p.output_strides = ys;
+  p.dtype = dtype_of<T>();
+  p.input = x.data();
+  p.weight = weight.data();
+  p.bias = bias.data();
+  p.output = y.data();
+  ASSERT_TRUE(fusedconv::depthwise_backward::applies(p));
+  int64_t bytes = 0;
+  ASSERT_EQ(fusedconv::depthwise_backward::workspace_bytes(p, true, bytes), cudaSuccess);
+  std::vector<float4> workspace(bytes / 16 + 1);
+  fusedconv::ConvBackwardParams bp{p, dy.data(), dx.data(), dw.data(), db.data(),
+                                   workspace.data()};
+  ASSERT_EQ(fusedconv::depthwise_backward::launch(bp, nullptr), cudaSuccess);
+
+  // float32: float32 sums of float64-exact terms. 16-bit: the output rounded once, and g itself
+  // rounded to the type where a kernel stages it so (one rounding per term).
+  const double unit = sizeof(T) == 4 ? 0.0 : (p.dtype == DType::kBFloat16 ? 0x1p-7 : 0x1p-10);
+  const double relative = sizeof(T) == 4 ? 1e-5 : unit;
+  const double per_term = sizeof(T) == 4 ? 1e-5 : unit;
+  // grad_input: each element a sum of up to k*k products, rounded once.
+  for (int64_t n = 0; n < c.batch; ++n)
+    for (int64_t ch = 0; ch < channels; ++ch)
+      for (int64_t ih = 0; ih < c.height; ++ih)
+        for (int64_t iw = 0; iw < c.width; ++iw) {
+          double expected = 0, scale = 0;
+          for (int64_t r = 0; r < k; ++r)
+            for (int64_t s = 0; s < k; ++s) {
+              const int64_t th = ih + c.pad_h - r * c.dilation_h;
+              const int64_t tw = iw + c.pad_w - s * c.dilation_w;
+              if (th < 0 || tw < 0 || th % c.stride_h || tw % c.stride_w) continue;
+              const int64_t oh = th / c.stride_h, ow = tw / c.stride_w;
+              if (oh >= out_h || ow >= out_w) continue;
+              const double term = g[at(ys, n, ch, oh, ow)] * to_float(weight[(ch * k + r) * k + s]);
+              expected += term;
+              scale += std::fabs(term);
+            }
+          const double actual = to_float(dx[at(xs, n, ch, ih, iw)]);
+          ASSERT_NEAR(actual, expected, relative * std::fabs(expected) + per_term * scale + 1e-6)
+              << "grad_input n" << n << " c" << ch << " h" << ih << " w" << iw;
+        }
+  // grad_weight and grad_bias: sums over the batch and the output plane, rounded once.
+  for (int64_t ch = 0; ch < channels; ++ch) {
+    double bias_sum = 0, bias_scale = 0;
+    for (int64_t n = 0; n < c.batch; ++n)
+      for (int64_t oh = 0; oh < out_h; ++oh)
+        for (int64_t ow = 0; ow < out_w; ++ow) {
+          bias_sum += g[at(ys, n, ch, oh, ow)];
+          bias_scale += std::fabs(g[at(ys, n, ch, oh, ow)]);
+        }
+    ASSERT_NEAR(to_float(db[ch]), bias_sum,
+                relative * std::fabs(bias_sum) + per_term * bias_scale)
+        << "grad_bias c" << ch;
+    for (int64_t r = 0; r < k; ++r)
+      for (int64_t s = 0; s < k; ++s) {
+        double expected = 0, scale = 0;
+        for (int64_t n = 0; n < c.batch; ++n)
+          for (int64_t oh = 0; oh < out_h; ++oh)
+            for (int64_t ow = 0; ow < out_w; ++ow) {
+              const int64_t ih = oh * c.stride_h - c.pad_h + r * c.dilation_h;
+              const int64_t iw = ow * c.stride_w - c.pad_w + s * c.dilation_w;
+              if (ih < 0 || ih >= c.height || iw < 0 || iw >= c.width) continue;
+              const double term = g[at(ys, n, ch, oh, ow)] * to_float(x[at(xs, n, ch, ih, iw)]);
+              expected += term;
+              scale += std::fabs(term);
+            }
+        ASSERT_NEAR(to_float(dw[(ch * k + r) * k + s]), expected,
+                    relative * std::fabs(expected) + per_term * scale)
+            << "grad_weight c" << ch << " tap " << r << "," << s;
+      }
+  }
+}
+
+// {batch, groups (= channels), cin_g, cout_g, H, W, kh, kw, sh, sw, ph, pw, dh, dw, cl, bias}
+const Case kCases[] = {
+    {2, 8, 1, 1, 12, 13, 3, 3, 1, 1, 1, 1, 1, 1, false, true},
+    {1, 8, 1, 1, 11, 9, 5, 5, 2, 2, 2, 2, 1, 1, false, true},
+    {1, 8, 1, 1, 10, 9, 7, 7, 1, 1, 3, 3, 1, 1, false, true},
+    {1, 8, 1, 1, 10, 12, 3, 3, 1, 1, 2, 2, 2, 2, false, true},   // dilation
+    // channels_last: whole 16-byte channel vectors (8 channels: two float32 vectors, one 16-bit)
+    {2, 8, 1, 1, 7, 9, 3, 3, 1, 1, 1, 1, 1, 1, true, true},
+    {1, 8, 1, 1, 9, 7, 5, 5, 2, 2, 2, 2, 1, 1, true, true},
+    {1, 8, 1, 1, 8, 7, 7, 7, 1, 1, 3, 3, 1, 1, true, true},
+    {1, 16, 1, 1, 7, 9, 3, 3, 2, 2, 1, 1, 1, 1, true, true},
+};
+
+class DepthwiseBackwardEmulated : public ::testing::TestWithParam<Case> {};
+
+TEST_P(DepthwiseBackwardEmulated, Float32) { check_backward<float>(GetParam(), 21); }
+TEST_P(DepthwiseBackwardEmulated, BFloat16) { check_backward<__nv_bfloat16>(GetParam(), 22); }
+TEST_P(DepthwiseBackwardEmulated, Float16) { check_backward<__half>(GetParam(), 23); }
+
+// The candidate kernels (common/depthwise_candidates.h: the sliding weight pass, the NCHW planes
+// grad_input) wherever they apply, and none of them.
+TEST_P(DepthwiseBackwardEmulated, Float32AllCandidates) {
+  const auto previous = fusedconv::set_depthwise_candidates(fusedconv::DepthwiseCandidates::kAll);
+  check_backward<float>(GetParam(), 24);
+  fusedconv::set_depthwise_candidates(previous);
+}
+TEST_P(DepthwiseBackwardEmulated, BFloat16NoCandidates) {
+  const auto previous = fusedconv::set_depthwise_candidates(fusedconv::DepthwiseCandidates::kNone);
+  check_backward<__nv_bfloat16>(GetParam(), 25);
+  fusedconv::set_depthwise_candidates(previous);
+}
+
+INSTANTIATE_TEST_SUITE_P(Cases, DepthwiseBackwardEmulated, ::testing::ValuesIn(kCases),
+                         [](const ::testing::TestParamInfo<Case>& info) {
+                           return name(info.param);
+                         });
+
+}  // namespace
+}  // namespace emulation
