@@ -12,6 +12,8 @@
 # (benchmarks/small_backward_step.py) and its crossover (crossover.py --directions small_bwd).
 # --grouped: the grouped kernel's GPU time against the floor (benchmarks/grouped_kernel_time.py)
 # and its crossover (crossover.py --directions grouped).
+# --timing-check: the networks suite's small-layer timings against plain loops in one process
+# (benchmarks/networks_timing_check.py).
 # --networks: the whole networks suite with eager, compile and fusedconv (two halves of about
 # 215 and 160 s on an H100, each under its own timeout) into $OUT/networks.json;
 # FUSEDCONV_NETWORKS_ARGS adds options (e.g. --inputs network).
@@ -22,6 +24,7 @@
 # Usage (on the device machine): scripts/gpu_round.sh [--times] [--bench] [--sanitize] [--no-tests]
 #                                                   [--crossover] [--candidates]
 #                                                   [--small-backward] [--grouped] [--networks]
+#                                                   [--timing-check]
 #                                                   [--groups N]
 #                                                   [pytest args]
 set -uo pipefail
@@ -43,6 +46,7 @@ crossover=0
 candidates=0
 small_backward=0
 grouped=0
+timing_check=0
 networks=0
 times=0
 bench=0
@@ -57,6 +61,7 @@ while [ $# -gt 0 ]; do
     --small-backward) small_backward=1 ;;
     --grouped) grouped=1 ;;
     --networks) networks=1 ;;
+    --timing-check) timing_check=1 ;;
     --bench) bench=1 ;;
     --no-tests) tests=0 ;;
     --groups) groups="$2"; shift ;;
@@ -164,6 +169,12 @@ if [ "$bench" = 1 ]; then
   echo "== bench"
   python3 -m fusedconv bench --json "$OUT/h100.json" --plot "$OUT/h100.png" \
     ${FUSEDCONV_BENCH_ARGS:-} 2>&1 | tee "$OUT/bench.log"
+  [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+fi
+
+if [ "$timing_check" = 1 ]; then
+  echo "== networks timing check (suite against plain loops)"
+  timeout 240 python3 benchmarks/networks_timing_check.py 2>&1 | tee "$OUT/timing_check.log"
   [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 fi
 
