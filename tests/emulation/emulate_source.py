@@ -1,8 +1,8 @@
 """Rewrites the CUDA sources (.cu and .cuh) under a directory as host C++ for tests/emulation,
 into a mirror tree: each `kernel<<<grid, block, shared, stream>>>(args);` becomes
 `::emulation::launch(grid, block, shared, stream, kernel, args);`, `extern __shared__ T name[];`
-a pointer to the emulated CTA's dynamic buffer, and `__shared__ T name[A]...;` a reference to
-the CTA's instance of that array. Headers (.h) need nothing and are not copied.
+a pointer to the emulated CTA's dynamic buffer, and `__shared__ T name[A]...;` (arrays or
+scalars) a reference to the CTA's instance of it. Headers (.h) need nothing and are not copied.
 Usage: emulate_source.py SOURCE_DIR OUTPUT_DIR"""
 
 import os
@@ -11,7 +11,7 @@ import sys
 
 LAUNCH = re.compile(r"([^;{}]*?)\s*<<<(.*?)>>>\s*\((.*?)\);", re.DOTALL)
 DYNAMIC_SHARED = re.compile(r"extern\s+__shared__\s+(\w+)\s+(\w+)\s*\[\s*\]\s*;")
-STATIC_SHARED = re.compile(r"__shared__\s+([\w:<>]+)\s+(\w+)((?:\s*\[[^\]]+\])+)\s*;")
+STATIC_SHARED = re.compile(r"__shared__\s+([\w:<>]+)\s+(\w+)((?:\s*\[[^\]]+\])*)\s*;")
 
 
 def emulate(source):

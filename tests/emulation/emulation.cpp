@@ -14,6 +14,11 @@ std::map<const void*, int>& shared_limits() {
 }
 }  // namespace
 
+std::mutex& atomics_mutex() {
+  static std::mutex mutex;
+  return mutex;
+}
+
 void set_max_dynamic_shared(const void* kernel, int bytes) {
   std::lock_guard<std::mutex> lock(limits_mutex);
   shared_limits()[kernel] = bytes;

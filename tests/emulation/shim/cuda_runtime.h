@@ -5,8 +5,10 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <atomic>
 #include <cmath>
 #include <cstring>
+#include <mutex>
 
 #define __global__
 #define __device__
@@ -99,6 +101,26 @@ inline cudaError_t cudaFuncSetAttribute(Function* kernel, cudaFuncAttribute, int
   return cudaSuccess;
 }
 
+namespace emulation {
+std::mutex& atomics_mutex();
+}  // namespace emulation
+
+// Atomics and fences: one lock for every atomic (CTAs run one after another, so only the
+// threads of one CTA contend).
+template <typename T>
+inline T atomicAdd(T* address, T value) {
+  std::lock_guard<std::mutex> lock(emulation::atomics_mutex());
+  const T old = *address;
+  *address = old + value;
+  return old;
+}
+inline void __threadfence() { std::atomic_thread_fence(std::memory_order_seq_cst); }
+inline cudaError_t cudaMemsetAsync(void* pointer, int value, size_t bytes,
+                                   cudaStream_t /*stream*/ = nullptr) {
+  std::memset(pointer, value, bytes);
+  return cudaSuccess;
+}
+
 inline void __syncthreads() { emulation::sync_threads(); }
 inline void __syncwarp(unsigned /*mask*/ = 0xFFFFFFFFu) { emulation::sync_warp(); }
 
@@ -142,3 +164,16 @@ template <typename T>
 inline T __ldg(const T* pointer) {
   return *pointer;
 }
+template <typename T>
+inline T __ldcg(const T* pointer) {
+  return *pointer;
+}
+// CUDA's global min / max overloads.
+inline int min(int a, int b) { return a < b ? a : b; }
+inline int max(int a, int b) { return a < b ? b : a; }
+inline unsigned min(unsigned a, unsigned b) { return a < b ? a : b; }
+inline unsigned max(unsigned a, unsigned b) { return a < b ? b : a; }
+inline long long min(long long a, long long b) { return a < b ? a : b; }
+inline long long max(long long a, long long b) { return a < b ? b : a; }
+inline long min(long a, long b) { return a < b ? a : b; }
+inline long max(long a, long b) { return a < b ? b : a; }
