@@ -222,8 +222,9 @@ def conv2d_hardswish_relu(input, weight, bias=None, stride=1, padding=0, dilatio
     allows TF32 (one TF32 product on the fused tensor-core kernels, cuDNN's TF32 elsewhere; ~3e-4
     relative error); ``False`` keeps float32 accuracy (3xTF32 on the fused kernels).
 
-    Arguments with ``__torch_function__`` (torch.fx proxies, tensor subclasses, function modes)
-    are handed to it, as ``F.conv2d`` does: ``torch.fx.symbolic_trace`` records one call.
+    Arguments with ``__torch_function__`` (torch.fx proxies, tensor subclasses) are handed to
+    it, as ``F.conv2d`` does: ``torch.fx.symbolic_trace`` records one call. (With plain tensors
+    a ``TorchFunctionMode`` sees the ``torch.ops`` call instead.)
     """
     # Exact types first: torch.compile (2.1) cannot trace has_torch_function, and decides
     # these type checks at trace time instead.

@@ -619,7 +619,8 @@ class Conv2dHardSwishReLUFunction
 // Function cannot do: forward-mode AD (it has no jvp) and functorch transforms (torch.func.grad,
 // vjp, jacrev, jvp, vmap, functionalize: Function::apply refuses to run under them). ATen's
 // derivative and batching rules then apply, as they do to the unfused module; the convolution
-// is the floor path's, under the same precision choice.
+// is the floor path's (its forward honours allow_tf32; ATen's convolution backward reads
+// PyTorch's flags).
 at::Tensor conv2d_hardswish_relu_composite(const at::Tensor& input, const at::Tensor& weight,
                                            const c10::optional<at::Tensor>& bias,
                                            at::IntArrayRef stride, at::IntArrayRef padding,
