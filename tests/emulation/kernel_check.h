@@ -68,6 +68,15 @@ inline fusedconv::Strides4 dense(int64_t c, int64_t h, int64_t w, bool channels_
                        : fusedconv::Strides4{c * h * w, h * w, w, 1};
 }
 
+// f'(z) from y = f(z), as the backward kernels recover it (docs/DESIGN.md): 0 where y <= 0,
+// sqrt(9 + 24y) / 6 on (0, 3], 1 above and at a NaN y (PyTorch's CUDA kernels pass the gradient
+// through there).
+inline double slope_from_output(double y) {
+  if (std::isnan(y)) return 1.0;
+  if (y <= 0) return 0.0;
+  return y <= 3 ? std::sqrt(9 + 24 * y) / 6 : 1.0;
+}
+
 inline double reference_activation(double z) {
   const double hardswish = z * std::min(std::max(z + 3.0, 0.0), 6.0) / 6.0;
   return std::max(hardswish, 0.0);

@@ -29,14 +29,6 @@ double reference_value(double z) {
   return reference_activation(z);
 }
 
-// f'(z) recovered from y (docs/DESIGN.md): 0 where y <= 0, sqrt(9 + 24y) / 6 on (0, 3], 1 above
-// and at a NaN y (PyTorch's CUDA kernels pass the gradient through there).
-double reference_slope(double y) {
-  if (std::isnan(y)) return 1.0;
-  if (y <= 0) return 0.0;
-  return y <= 3 ? std::sqrt(9 + 24 * y) / 6 : 1.0;
-}
-
 template <typename T>
 double tolerance(double expected) {
   const double relative = sizeof(T) == 8 ? 1e-14 : sizeof(T) == 4 ? 1e-6
@@ -110,7 +102,7 @@ void check_grad(const Layout& l, uint32_t seed) {
   ASSERT_EQ(fusedconv::launch_hardswish_relu_grad(p, nullptr), cudaSuccess);
   for (int64_t i = 0; i < l.numel; ++i) {
     const double yi = to_double(y[i]);
-    const double expected = yi <= 0 ? 0.0 : to_double(dy[i]) * reference_slope(yi);
+    const double expected = yi <= 0 ? 0.0 : to_double(dy[i]) * slope_from_output(yi);
     expect_matches<T>(to_double(g[i]), expected, i);
   }
 }
@@ -147,7 +139,7 @@ void check_bias_grad(const Layout& l, bool store_g, uint32_t seed) {
   std::vector<double> sums(l.channels, 0.0), scales(l.channels, 0.0);
   for (int64_t i = 0; i < l.numel; ++i) {
     const double yi = to_double(y[i]);
-    const double expected = yi <= 0 ? 0.0 : to_double(dy[i]) * reference_slope(yi);
+    const double expected = yi <= 0 ? 0.0 : to_double(dy[i]) * slope_from_output(yi);
     const int64_t channel = (i / l.channel_stride) % l.channels;
     sums[channel] += expected;
     scales[channel] += std::fabs(expected);
@@ -163,6 +155,12 @@ void check_bias_grad(const Layout& l, bool store_g, uint32_t seed) {
     EXPECT_NEAR(to_double(grad_bias[c]), sums[c], unit * (std::fabs(sums[c]) + scales[c]))
         << "grad_bias " << c;
   }
+}
+
+std::string layout_name(const ::testing::TestParamInfo<Layout>& info) {
+  const Layout& l = info.param;
+  return "n" + std::to_string(l.numel) + "_at" + std::to_string(l.offset) + "_c" +
+         std::to_string(l.channels) + "x" + std::to_string(l.channel_stride);
 }
 
 // {numel, offset, channels, channel_stride}
@@ -199,20 +197,10 @@ TEST_P(BiasGradEmulated, BFloat16) { check_bias_grad<__nv_bfloat16>(GetParam(), 
 TEST_P(BiasGradEmulated, Float16) { check_bias_grad<__half>(GetParam(), true, 12); }
 
 INSTANTIATE_TEST_SUITE_P(Layouts, BiasGradEmulated, ::testing::ValuesIn(kBiasLayouts),
-                         [](const ::testing::TestParamInfo<Layout>& info) {
-                           const Layout& l = info.param;
-                           return "n" + std::to_string(l.numel) + "_at" +
-                                  std::to_string(l.offset) + "_c" + std::to_string(l.channels) +
-                                  "x" + std::to_string(l.channel_stride);
-                         });
+                         layout_name);
 
 INSTANTIATE_TEST_SUITE_P(Layouts, ActivationEmulated, ::testing::ValuesIn(kLayouts),
-                         [](const ::testing::TestParamInfo<Layout>& info) {
-                           const Layout& l = info.param;
-                           return "n" + std::to_string(l.numel) + "_at" +
-                                  std::to_string(l.offset) + "_c" + std::to_string(l.channels) +
-                                  "x" + std::to_string(l.channel_stride);
-                         });
+                         layout_name);
 
 }  // namespace
 }  // namespace emulation

@@ -17,13 +17,6 @@
 namespace emulation {
 namespace {
 
-// f'(z) from y, as the kernels recover it (docs/DESIGN.md).
-double slope_from_output(double y) {
-  if (std::isnan(y)) return 1.0;
-  if (y <= 0) return 0.0;
-  return y <= 3 ? std::sqrt(9 + 24 * y) / 6 : 1.0;
-}
-
 template <typename T>
 void check_backward(const Case& c, uint32_t seed) {
   SCOPED_TRACE(name(c));

@@ -16,12 +16,6 @@
 namespace emulation {
 namespace {
 
-double slope_from_output(double y) {
-  if (std::isnan(y)) return 1.0;
-  if (y <= 0) return 0.0;
-  return y <= 3 ? std::sqrt(9 + 24 * y) / 6 : 1.0;
-}
-
 struct BackwardFamily {
   bool (*applies)(const ConvParams&);
   cudaError_t (*workspace_bytes)(const ConvParams&, bool, int64_t&);
