@@ -91,8 +91,10 @@ struct Family {
 // Runs `family` on random inputs of case `c` in storage type T, output poisoned with NaN, and
 // checks every output element against the float64 reference.
 template <typename T>
-void run_case(const Family& family, const Case& c, uint32_t seed) {
-  SCOPED_TRACE(name(c));
+// `input_offset` elements past an allocation's (16-byte aligned) start: a misaligned input view
+// (x.flatten()[1:].view(...)), whose kernels must not take their aligned-vector paths.
+void run_case(const Family& family, const Case& c, uint32_t seed, int64_t input_offset = 0) {
+  SCOPED_TRACE(name(c) + (input_offset ? " input offset " + std::to_string(input_offset) : ""));
   std::mt19937 random(seed);
   std::normal_distribution<float> normal;
   const int64_t cin = int64_t{c.groups} * c.cin_g, cout = int64_t{c.groups} * c.cout_g;
@@ -100,10 +102,13 @@ void run_case(const Family& family, const Case& c, uint32_t seed) {
       (c.height + 2 * c.pad_h - c.dilation_h * (c.kernel_h - 1) - 1) / c.stride_h + 1;
   const int64_t out_w =
       (c.width + 2 * c.pad_w - c.dilation_w * (c.kernel_w - 1) - 1) / c.stride_w + 1;
-  std::vector<T> input(c.batch * cin * c.height * c.width), output(c.batch * cout * out_h * out_w);
+  const int64_t input_count = c.batch * cin * c.height * c.width;
+  std::vector<float4> input_words((input_count + input_offset) * sizeof(T) / sizeof(float4) + 1);
+  T* input = reinterpret_cast<T*>(input_words.data()) + input_offset;
+  std::vector<T> output(c.batch * cout * out_h * out_w);
   std::vector<T> weight(cout * c.cin_g * c.kernel_h * c.kernel_w), bias(cout);
   const float scale = 1.0f / std::sqrt(static_cast<float>(c.cin_g * c.kernel_h * c.kernel_w));
-  for (T& v : input) v = from_float<T>(normal(random));
+  for (int64_t i = 0; i < input_count; ++i) input[i] = from_float<T>(normal(random));
   for (T& v : weight) v = from_float<T>(normal(random) * scale);
   for (T& v : bias) v = from_float<T>(normal(random));
   for (T& v : output) v = from_float<T>(std::numeric_limits<float>::quiet_NaN());
@@ -129,7 +134,7 @@ void run_case(const Family& family, const Case& c, uint32_t seed) {
   p.weight_strides = dense(c.cin_g, c.kernel_h, c.kernel_w, false);
   p.output_strides = dense(cout, out_h, out_w, c.channels_last);
   p.dtype = dtype_of<T>();
-  p.input = input.data();
+  p.input = input;
   p.weight = weight.data();
   p.bias = c.bias ? bias.data() : nullptr;
   p.output = output.data();

@@ -29,6 +29,7 @@ class DepthwiseEmulated : public ::testing::TestWithParam<Case> {};
 TEST_P(DepthwiseEmulated, Float32) { run_case<float>(kDepthwise, GetParam(), 11); }
 TEST_P(DepthwiseEmulated, BFloat16) { run_case<__nv_bfloat16>(kDepthwise, GetParam(), 12); }
 TEST_P(DepthwiseEmulated, Float16) { run_case<__half>(kDepthwise, GetParam(), 13); }
+TEST_P(DepthwiseEmulated, Float32Misaligned) { run_case<float>(kDepthwise, GetParam(), 16, 1); }
 
 // The candidate kernels (common/depthwise_candidates.h: the NCHW planes kernels) wherever they
 // apply, and none of them, whatever the measured rule picks.

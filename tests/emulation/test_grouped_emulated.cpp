@@ -1,7 +1,8 @@
 // The grouped forward kernel's own source (csrc/cuda/forward/grouped.cu) run on the host through
 // tests/emulation against a float64 reference: every family instance (unrolled 3x3 at stride 1
 // and 2, the run-time geometry), both layouts, three storage types, NCHW row vectors with each
-// lead, channel blocks of 4 and 8 with ragged edges, chunked input channels, ragged row tiles.
+// lead, channel blocks of 4 and 8 with ragged edges, chunked input channels, ragged row tiles,
+// misaligned input views.
 #include "forward/families.h"
 #include "kernel_check.h"
 
@@ -35,6 +36,11 @@ class GroupedEmulated : public ::testing::TestWithParam<Case> {};
 TEST_P(GroupedEmulated, Float32) { run_case<float>(kGrouped, GetParam(), 1); }
 TEST_P(GroupedEmulated, BFloat16) { run_case<__nv_bfloat16>(kGrouped, GetParam(), 2); }
 TEST_P(GroupedEmulated, Float16) { run_case<__half>(kGrouped, GetParam(), 3); }
+// A misaligned input view: neither layout's vector staging may run.
+TEST_P(GroupedEmulated, Float32Misaligned) { run_case<float>(kGrouped, GetParam(), 4, 1); }
+TEST_P(GroupedEmulated, BFloat16Misaligned) {
+  run_case<__nv_bfloat16>(kGrouped, GetParam(), 5, 3);
+}
 
 INSTANTIATE_TEST_SUITE_P(Cases, GroupedEmulated, ::testing::ValuesIn(kCases),
                          [](const ::testing::TestParamInfo<Case>& info) {
