@@ -82,6 +82,32 @@ inline double reference_activation(double z) {
   return std::max(hardswish, 0.0);
 }
 
+// The geometry of case `c` (dense tensors in its layout, output sizes) with no tensors yet.
+inline ConvParams case_params(const Case& c, DType dtype) {
+  ConvParams p{};
+  p.batch = c.batch;
+  p.groups = c.groups;
+  p.in_channels = int64_t{c.groups} * c.cin_g;
+  p.out_channels = int64_t{c.groups} * c.cout_g;
+  p.in_height = c.height;
+  p.in_width = c.width;
+  p.kernel_h = c.kernel_h;
+  p.kernel_w = c.kernel_w;
+  p.stride_h = c.stride_h;
+  p.stride_w = c.stride_w;
+  p.pad_top = c.pad_h;
+  p.pad_left = c.pad_w;
+  p.dilation_h = c.dilation_h;
+  p.dilation_w = c.dilation_w;
+  p.out_height = (c.height + 2 * c.pad_h - c.dilation_h * (c.kernel_h - 1) - 1) / c.stride_h + 1;
+  p.out_width = (c.width + 2 * c.pad_w - c.dilation_w * (c.kernel_w - 1) - 1) / c.stride_w + 1;
+  p.input_strides = dense(p.in_channels, c.height, c.width, c.channels_last);
+  p.weight_strides = dense(c.cin_g, c.kernel_h, c.kernel_w, false);
+  p.output_strides = dense(p.out_channels, p.out_height, p.out_width, c.channels_last);
+  p.dtype = dtype;
+  return p;
+}
+
 // A kernel family's entry points (forward/families.h).
 struct Family {
   bool (*applies)(const ConvParams&);
@@ -97,11 +123,9 @@ void run_case(const Family& family, const Case& c, uint32_t seed, int64_t input_
   SCOPED_TRACE(name(c) + (input_offset ? " input offset " + std::to_string(input_offset) : ""));
   std::mt19937 random(seed);
   std::normal_distribution<float> normal;
-  const int64_t cin = int64_t{c.groups} * c.cin_g, cout = int64_t{c.groups} * c.cout_g;
-  const int64_t out_h =
-      (c.height + 2 * c.pad_h - c.dilation_h * (c.kernel_h - 1) - 1) / c.stride_h + 1;
-  const int64_t out_w =
-      (c.width + 2 * c.pad_w - c.dilation_w * (c.kernel_w - 1) - 1) / c.stride_w + 1;
+  ConvParams p = case_params(c, dtype_of<T>());
+  const int64_t cin = p.in_channels, cout = p.out_channels;
+  const int64_t out_h = p.out_height, out_w = p.out_width;
   const int64_t input_count = c.batch * cin * c.height * c.width;
   std::vector<float4> input_words((input_count + input_offset) * sizeof(T) / sizeof(float4) + 1);
   T* input = reinterpret_cast<T*>(input_words.data()) + input_offset;
@@ -113,27 +137,6 @@ void run_case(const Family& family, const Case& c, uint32_t seed, int64_t input_
   for (T& v : bias) v = from_float<T>(normal(random));
   for (T& v : output) v = from_float<T>(std::numeric_limits<float>::quiet_NaN());
 
-  ConvParams p{};
-  p.batch = c.batch;
-  p.in_channels = cin;
-  p.in_height = c.height;
-  p.in_width = c.width;
-  p.out_channels = cout;
-  p.out_height = out_h;
-  p.out_width = out_w;
-  p.kernel_h = c.kernel_h;
-  p.kernel_w = c.kernel_w;
-  p.stride_h = c.stride_h;
-  p.stride_w = c.stride_w;
-  p.pad_top = c.pad_h;
-  p.pad_left = c.pad_w;
-  p.dilation_h = c.dilation_h;
-  p.dilation_w = c.dilation_w;
-  p.groups = c.groups;
-  p.input_strides = dense(cin, c.height, c.width, c.channels_last);
-  p.weight_strides = dense(c.cin_g, c.kernel_h, c.kernel_w, false);
-  p.output_strides = dense(cout, out_h, out_w, c.channels_last);
-  p.dtype = dtype_of<T>();
   p.input = input;
   p.weight = weight.data();
   p.bias = c.bias ? bias.data() : nullptr;

@@ -22,12 +22,10 @@ void check_backward(const Case& c, uint32_t seed) {
   SCOPED_TRACE(name(c));
   std::mt19937 random(seed);
   std::normal_distribution<float> normal;
-  const int64_t channels = c.groups;  // depthwise, multiplier 1
-  const int64_t k = c.kernel_h;
-  const int64_t out_h = (c.height + 2 * c.pad_h - c.dilation_h * (k - 1) - 1) / c.stride_h + 1;
-  const int64_t out_w = (c.width + 2 * c.pad_w - c.dilation_w * (k - 1) - 1) / c.stride_w + 1;
-  const fusedconv::Strides4 xs = dense(channels, c.height, c.width, c.channels_last);
-  const fusedconv::Strides4 ys = dense(channels, out_h, out_w, c.channels_last);
+  ConvParams p = case_params(c, dtype_of<T>());  // depthwise, multiplier 1
+  const int64_t channels = p.in_channels, k = c.kernel_h;
+  const int64_t out_h = p.out_height, out_w = p.out_width;
+  const fusedconv::Strides4 xs = p.input_strides, ys = p.output_strides;
   const int64_t x_count = c.batch * channels * c.height * c.width;
   const int64_t y_count = c.batch * channels * out_h * out_w;
   std::vector<T> x(x_count), weight(channels * k * k), bias(channels), y(y_count), dy(y_count);
@@ -62,24 +60,6 @@ void check_backward(const Case& c, uint32_t seed) {
   for (T& v : dw) v = from_float<T>(NAN);
   for (T& v : db) v = from_float<T>(NAN);
 
-  ConvParams p{};
-  p.batch = c.batch;
-  p.in_channels = p.out_channels = p.groups = channels;
-  p.in_height = c.height;
-  p.in_width = c.width;
-  p.out_height = out_h;
-  p.out_width = out_w;
-  p.kernel_h = p.kernel_w = k;
-  p.stride_h = c.stride_h;
-  p.stride_w = c.stride_w;
-  p.pad_top = c.pad_h;
-  p.pad_left = c.pad_w;
-  p.dilation_h = c.dilation_h;
-  p.dilation_w = c.dilation_w;
-  p.input_strides = xs;
-  p.weight_strides = dense(1, k, k, false);
-  p.output_strides = ys;
-  p.dtype = dtype_of<T>();
   p.input = x.data();
   p.weight = weight.data();
   p.bias = bias.data();

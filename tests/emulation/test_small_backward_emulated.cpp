@@ -28,13 +28,10 @@ void check_backward(const BackwardFamily& family, const Case& c, bool params_wan
   SCOPED_TRACE(name(c));
   std::mt19937 random(seed);
   std::normal_distribution<float> normal;
-  const int64_t cin = c.cin_g, cout = c.cout_g;
-  const int64_t out_h =
-      (c.height + 2 * c.pad_h - c.dilation_h * (c.kernel_h - 1) - 1) / c.stride_h + 1;
-  const int64_t out_w =
-      (c.width + 2 * c.pad_w - c.dilation_w * (c.kernel_w - 1) - 1) / c.stride_w + 1;
-  const fusedconv::Strides4 xs = dense(cin, c.height, c.width, false);
-  const fusedconv::Strides4 ys = dense(cout, out_h, out_w, false);
+  ConvParams p = case_params(c, DType::kFloat32);  // groups 1, NCHW
+  const int64_t cin = p.in_channels, cout = p.out_channels;
+  const int64_t out_h = p.out_height, out_w = p.out_width;
+  const fusedconv::Strides4 xs = p.input_strides, ys = p.output_strides;
   const int64_t taps = c.kernel_h * c.kernel_w;
   std::vector<float> x(c.batch * cin * c.height * c.width), weight(cout * cin * taps);
   std::vector<float> bias(cout), y(c.batch * cout * out_h * out_w), dy(y.size());
@@ -71,27 +68,6 @@ void check_backward(const BackwardFamily& family, const Case& c, bool params_wan
         }
   std::vector<float> dx(x.size(), NAN), dw(weight.size(), NAN), db(cout, NAN);
 
-  ConvParams p{};
-  p.batch = c.batch;
-  p.in_channels = cin;
-  p.out_channels = cout;
-  p.groups = 1;
-  p.in_height = c.height;
-  p.in_width = c.width;
-  p.out_height = out_h;
-  p.out_width = out_w;
-  p.kernel_h = c.kernel_h;
-  p.kernel_w = c.kernel_w;
-  p.stride_h = c.stride_h;
-  p.stride_w = c.stride_w;
-  p.pad_top = c.pad_h;
-  p.pad_left = c.pad_w;
-  p.dilation_h = c.dilation_h;
-  p.dilation_w = c.dilation_w;
-  p.input_strides = xs;
-  p.weight_strides = dense(cin, c.kernel_h, c.kernel_w, false);
-  p.output_strides = ys;
-  p.dtype = DType::kFloat32;
   p.input = x.data();
   p.weight = weight.data();
   p.bias = bias.data();
