@@ -22,6 +22,12 @@ const Case kCases[] = {
     {1, 6, 1, 1, 9, 10, 3, 3, 2, 2, 1, 1, 1, 1, true, false},     // partial vectors
     {1, 8, 1, 2, 9, 10, 3, 3, 1, 1, 1, 1, 1, 1, true, true},      // channels_last, multiplier 2
     {1, 32, 1, 1, 40, 7, 7, 7, 1, 1, 3, 3, 1, 1, true, true},
+    // Small NCHW planes, several a block for the planes candidate (emulated: 8 SMs): a partial
+    // last block, channels wrapping across images inside a block, over 32 planes a block.
+    {3, 24, 1, 1, 14, 14, 5, 5, 2, 2, 2, 2, 1, 1, false, true},
+    {7, 3, 1, 1, 9, 7, 3, 3, 2, 2, 1, 1, 1, 1, false, true},
+    {10, 64, 1, 1, 7, 7, 5, 5, 1, 1, 2, 2, 1, 1, false, true},
+    {4, 20, 1, 1, 6, 19, 3, 3, 1, 1, 0, 1, 1, 1, false, false},   // 3 column chunks, pad 0 / 1
 };
 
 class DepthwiseEmulated : public ::testing::TestWithParam<Case> {};

@@ -143,10 +143,12 @@ CASES = [
     (1, 2064, 2064, 5, 6, 3, {"groups": 2064, "padding": 1, "candidates": True}, torch.bfloat16,
      1e-2),
     # The forward and grad_input by planes (NCHW outside the rows): 7 x 7 output planes, 18 of
-    # them over three CTAs of 8 warps; then dilated bfloat16 planes of exactly 1024 elements
-    # through the run-time instance.
+    # them, a plane a forward block; 776 planes of 7 x 7, three a forward block on 132 SMs
+    # (two in the last); then dilated bfloat16 planes of exactly 1024 elements through the
+    # run-time instance.
     (3, 6, 6, 14, 14, 5, {"groups": 6, "padding": 2, "stride": 2, "candidates": True},
      torch.float32, 1e-5),
+    (8, 97, 97, 7, 7, 5, {"groups": 97, "padding": 2, "candidates": True}, torch.float32, 1e-5),
     (1, 10, 10, 32, 32, 3, {"groups": 10, "padding": 1, "dilation": 2, "candidates": True},
      torch.bfloat16, 1e-2),
 ]
