@@ -17,8 +17,11 @@
 namespace emulation {
 namespace {
 
+// `input_wanted` / `params_wanted`: which gradients the call asks for (the others' pointers
+// null, their buffers left poisoned).
 template <typename T>
-void check_backward(const Case& c, uint32_t seed) {
+void check_backward(const Case& c, uint32_t seed, bool input_wanted = true,
+                    bool params_wanted = true) {
   SCOPED_TRACE(name(c));
   std::mt19937 random(seed);
   std::normal_distribution<float> normal;
@@ -66,11 +69,22 @@ void check_backward(const Case& c, uint32_t seed) {
   p.output = y.data();
   ASSERT_TRUE(fusedconv::depthwise_backward::applies(p));
   int64_t bytes = 0;
-  ASSERT_EQ(fusedconv::depthwise_backward::workspace_bytes(p, true, bytes), cudaSuccess);
+  ASSERT_EQ(fusedconv::depthwise_backward::workspace_bytes(p, params_wanted, bytes), cudaSuccess);
   std::vector<float4> workspace(bytes / 16 + 1);
-  fusedconv::ConvBackwardParams bp{p, dy.data(), dx.data(), dw.data(), db.data(),
-                                   workspace.data()};
+  fusedconv::ConvBackwardParams bp{p,
+                                   dy.data(),
+                                   input_wanted ? dx.data() : nullptr,
+                                   params_wanted ? dw.data() : nullptr,
+                                   params_wanted ? db.data() : nullptr,
+                                   bytes > 0 ? workspace.data() : nullptr};
   ASSERT_EQ(fusedconv::depthwise_backward::launch(bp, nullptr), cudaSuccess);
+  if (!input_wanted) {
+    ASSERT_TRUE(std::all_of(dx.begin(), dx.end(), [](T v) { return std::isnan(to_float(v)); }));
+  }
+  if (!params_wanted) {
+    ASSERT_TRUE(std::all_of(dw.begin(), dw.end(), [](T v) { return std::isnan(to_float(v)); }));
+    ASSERT_TRUE(std::all_of(db.begin(), db.end(), [](T v) { return std::isnan(to_float(v)); }));
+  }
 
   // float32: float32 sums of float64-exact terms. 16-bit: the output rounded once, and g itself
   // rounded to the type where a kernel stages it so (one rounding per term).
@@ -78,7 +92,7 @@ void check_backward(const Case& c, uint32_t seed) {
   const double relative = sizeof(T) == 4 ? 1e-5 : unit;
   const double per_term = sizeof(T) == 4 ? 1e-5 : unit;
   // grad_input: each element a sum of up to k*k products, rounded once.
-  for (int64_t n = 0; n < c.batch; ++n)
+  for (int64_t n = 0; n < (input_wanted ? c.batch : 0); ++n)
     for (int64_t ch = 0; ch < channels; ++ch)
       for (int64_t ih = 0; ih < c.height; ++ih)
         for (int64_t iw = 0; iw < c.width; ++iw) {
@@ -99,7 +113,7 @@ void check_backward(const Case& c, uint32_t seed) {
               << "grad_input n" << n << " c" << ch << " h" << ih << " w" << iw;
         }
   // grad_weight and grad_bias: sums over the batch and the output plane, rounded once.
-  for (int64_t ch = 0; ch < channels; ++ch) {
+  for (int64_t ch = 0; ch < (params_wanted ? channels : 0); ++ch) {
     double bias_sum = 0, bias_scale = 0;
     for (int64_t n = 0; n < c.batch; ++n)
       for (int64_t oh = 0; oh < out_h; ++oh)
@@ -141,6 +155,11 @@ const Case kCases[] = {
     {1, 8, 1, 1, 9, 7, 5, 5, 2, 2, 2, 2, 1, 1, true, true},
     {1, 8, 1, 1, 8, 7, 7, 7, 1, 1, 3, 3, 1, 1, true, true},
     {1, 16, 1, 1, 7, 9, 3, 3, 2, 2, 1, 1, 1, 1, true, true},
+    // Small NCHW planes, several a block for the one pass by planes (emulated: 8 SMs): a partial
+    // last block, channels wrapping across images inside a block, over 32 planes a block.
+    {6, 24, 1, 1, 14, 14, 5, 5, 2, 2, 2, 2, 1, 1, false, true},
+    {5, 3, 1, 1, 9, 7, 3, 3, 2, 2, 1, 1, 1, 1, false, true},
+    {10, 40, 1, 1, 7, 7, 3, 3, 1, 1, 1, 1, 1, 1, false, true},
 };
 
 class DepthwiseBackwardEmulated : public ::testing::TestWithParam<Case> {};
@@ -154,6 +173,17 @@ TEST_P(DepthwiseBackwardEmulated, Float16) { check_backward<__half>(GetParam(), 
 TEST_P(DepthwiseBackwardEmulated, Float32AllCandidates) {
   const auto previous = fusedconv::set_depthwise_candidates(fusedconv::DepthwiseCandidates::kAll);
   check_backward<float>(GetParam(), 24);
+  fusedconv::set_depthwise_candidates(previous);
+}
+// One gradient at a time: grad_input alone, then grad_weight and grad_bias alone.
+TEST_P(DepthwiseBackwardEmulated, Float32AllCandidatesInputOnly) {
+  const auto previous = fusedconv::set_depthwise_candidates(fusedconv::DepthwiseCandidates::kAll);
+  check_backward<float>(GetParam(), 26, true, false);
+  fusedconv::set_depthwise_candidates(previous);
+}
+TEST_P(DepthwiseBackwardEmulated, BFloat16AllCandidatesParamsOnly) {
+  const auto previous = fusedconv::set_depthwise_candidates(fusedconv::DepthwiseCandidates::kAll);
+  check_backward<__nv_bfloat16>(GetParam(), 27, false, true);
   fusedconv::set_depthwise_candidates(previous);
 }
 TEST_P(DepthwiseBackwardEmulated, BFloat16NoCandidates) {

@@ -22,6 +22,7 @@
 #include <type_traits>
 
 #include "backward/depthwise_backward.h"
+#include "backward/depthwise_backward_planes.cuh"
 #include "common/configuration.h"
 #include "common/depthwise_candidates.h"
 #include "common/depthwise_planes_domain.h"
@@ -46,6 +47,7 @@ struct Geometry {
   int32_t slices;     // CTAs per channel in the weight pass
   int32_t rows_per_slice;  // output rows (of batch x out_height) per slice
   FastDivisor row_vectors;  // output vectors per row (the weight pass by rows)
+  bool partials_by_plane;   // partials per (image, channel) plane in NCHW order (one pass)
 };
 
 template <typename Storage>
@@ -344,10 +346,13 @@ __global__ void __launch_bounds__(kThreads)
   }
   const int64_t c = index / (kTaps + 1);
   const int tap = static_cast<int>(index - c * (kTaps + 1));
-  const float* in = partials + c * g.slices * (kTaps + 1) + tap;
+  // Partials [channel][slice][sum], or [image][channel][sum] from the one pass by planes.
+  const int64_t channel_stride = g.partials_by_plane ? kTaps + 1 : g.slices * (kTaps + 1);
+  const int64_t slice_stride = g.partials_by_plane ? channels * (kTaps + 1) : kTaps + 1;
+  const float* in = partials + c * channel_stride + tap;
   float total = 0.0f;
   for (int slice = 0; slice < g.slices; ++slice) {
-    total += in[int64_t{slice} * (kTaps + 1)];
+    total += in[slice * slice_stride];
   }
   using Traits = StorageTraits<Storage>;
   if (tap < kTaps && bp.grad_weight != nullptr) {
@@ -379,15 +384,54 @@ void slice_rows(const ConvParams& p, const DeviceLimits& limits, int32_t& slices
              rows_per_slice);
 }
 
+// Whether the row walks take the call (rows.kernel == kKernel always where row_geometry holds).
+bool rows_take(const ConvParams& p, depthwise_rows::RowGeometry& rows) {
+  return run_candidate(DepthwiseCandidate::kRowsBackward, p) &&
+         depthwise_rows::row_geometry(p, rows) && rows.kernel == p.kernel_h;
+}
+
+// Whether the one pass by blocks of planes takes the call (outside the row walks).
+bool planes_take(const ConvParams& p) {
+  depthwise_rows::RowGeometry rows;
+  return !rows_take(p, rows) && run_candidate(DepthwiseCandidate::kPlanesBackward, p) &&
+         depthwise_backward_planes::applies(p);
+}
+
+template <typename Storage, int kKernel>
+cudaError_t launch_planes(const ConvBackwardParams& bp, Geometry g, cudaStream_t stream) {
+  const ConvParams& p = bp.conv;
+  const bool params_wanted = bp.grad_weight != nullptr || bp.grad_bias != nullptr;
+  float* partials = params_wanted ? static_cast<float*>(bp.workspace) : nullptr;
+  const int stride = p.stride_h == p.stride_w && (p.stride_h == 1 || p.stride_h == 2)
+                         ? static_cast<int>(p.stride_h)
+                         : 0;
+  cudaError_t status = cudaSuccess;
+  dispatch_stride(stride, [&](auto compiled) {
+    status = depthwise_backward_planes::launch<Storage, kKernel, decltype(compiled)::value>(
+        bp, partials, stream);
+  });
+  if (status != cudaSuccess || !params_wanted) {
+    return status;
+  }
+  g.slices = static_cast<int32_t>(p.batch);
+  g.partials_by_plane = true;
+  const int64_t outputs = p.out_channels * (kKernel * kKernel + 1);
+  const uint32_t blocks = static_cast<uint32_t>((outputs + kThreads - 1) / kThreads);
+  depthwise_wgrad_reduce_kernel<Storage, kKernel><<<blocks, kThreads, 0, stream>>>(bp, g,
+                                                                                  partials);
+  return cudaGetLastError();
+}
+
 template <typename Storage, int kKernel>
 cudaError_t launch_typed(const ConvBackwardParams& bp, Geometry g, const DeviceLimits& limits,
                          cudaStream_t stream) {
   const ConvParams& p = bp.conv;
+  if (planes_take(p)) {
+    return launch_planes<Storage, kKernel>(bp, g, stream);
+  }
   depthwise_rows::RowGeometry rows;
   // rows.kernel == kKernel always; tested so that the partials' size (kKernel) is seen to hold.
-  const bool by_rows = run_candidate(DepthwiseCandidate::kRowsBackward, p) &&
-                       depthwise_rows::row_geometry(p, rows) &&
-                       rows.kernel == kKernel;
+  const bool by_rows = rows_take(p, rows) && rows.kernel == kKernel;
   if (bp.grad_input != nullptr && g.elements > 0 && by_rows &&
       depthwise_rows::vector_aligned(rows, bp.grad_input, bp.grad_output, p.output)) {
     const cudaError_t status = depthwise_rows::launch_input_gradient<Storage>(bp, rows, stream);
@@ -492,7 +536,8 @@ cudaError_t workspace_bytes(const ConvParams& p, bool params_wanted, int64_t& by
   }
   int32_t slices = 0, rows_per_slice = 0;
   slice_rows(p, limits, slices, rows_per_slice);
-  bytes = p.out_channels * slices * (p.kernel_h * p.kernel_w + 1) * int64_t{sizeof(float)};
+  const int64_t partials = planes_take(p) ? p.batch : slices;  // a partial per plane or slice
+  bytes = p.out_channels * partials * (p.kernel_h * p.kernel_w + 1) * int64_t{sizeof(float)};
   return cudaSuccess;
 }
 

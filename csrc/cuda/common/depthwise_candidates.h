@@ -16,6 +16,7 @@ enum class DepthwiseCandidate : int {
   kSlidingWeightPass,   // channels_last weight pass by sliding rows
   kPlanesGradInput,     // NCHW grad_input by whole planes in shared memory (depthwise_backward.cu)
   kPlanesForward,       // NCHW forward by whole planes in shared memory (depthwise_planes.cuh)
+  kPlanesBackward,      // NCHW backward by blocks of planes, one pass (depthwise_backward_planes)
 };
 
 // Where each candidate was measured faster than the kernel it replaces, inside its domain (the
@@ -61,6 +62,7 @@ inline bool candidate_measured_faster(DepthwiseCandidate candidate, const ConvPa
       return (k == 3 || k == 5) && p.kernel_w == k && p.stride_h == p.stride_w &&
              (p.stride_h == 1 || p.stride_h == 2) && p.dilation_h == 1 && p.dilation_w == 1;
     case DepthwiseCandidate::kPlanesForward:
+    case DepthwiseCandidate::kPlanesBackward:
       return false;
   }
   return false;

@@ -15,8 +15,8 @@
 
 #include <cstdint>
 
+#include "common/depthwise_plane_blocks.cuh"
 #include "common/depthwise_planes_domain.h"
-#include "common/device_limits.h"
 #include "fusedconv/activation.h"
 #include "fusedconv/dtype.cuh"
 #include "fusedconv/fast_divisor.h"
@@ -25,15 +25,13 @@
 namespace fusedconv {
 namespace depthwise_planes {
 
-constexpr int kThreads = 256;
+using plane_blocks::kBlockFloats;
+using plane_blocks::kThreads;
+using plane_blocks::odd;
 constexpr int kColumns = 8;  // output columns a thread computes per item (unrolled geometries)
-// Shared memory of a block: under the default 48 KB, so that no opt-in is needed, and small
-// enough for several CTAs an SM.
-constexpr int64_t kBlockFloats = 10 * 1024;
 
-// A launch's division of the planes into blocks. Pitches are odd (bank-conflict-free across
-// planes); items are (plane, output row, column chunk) for the unrolled geometries and (plane,
-// output element) for the run-time one, plane fastest.
+// A launch's blocks: planes per block and pitches, items (plane, output row, column chunk) for
+// the unrolled geometries and (plane, output element) for the run-time one, plane fastest.
 struct Block {
   int planes;  // planes per block
   int x_pitch, filter_pitch, y_pitch;
@@ -41,8 +39,6 @@ struct Block {
   FastDivisor in_elements, out_elements, planes_divisor, chunks_divisor, out_width;
   int64_t total_planes;
 };
-
-inline int odd(int64_t n) { return static_cast<int>(n | 1); }
 
 inline int64_t floats_per_plane(const ConvParams& p) {
   return odd(p.in_height * p.in_width) + odd(p.kernel_h * p.kernel_w) +
@@ -55,21 +51,6 @@ inline int64_t floats_per_plane(const ConvParams& p) {
 inline bool applies(const ConvParams& p) {
   return p.out_channels == p.in_channels && element_bytes(p.dtype) <= 4 && forward_applies(p) &&
          p.kernel_h * p.kernel_w <= kBlockFloats && floats_per_plane(p) <= kBlockFloats;
-}
-
-// Stages `count` consecutive planes of `elements` values each from `source` into `target` at
-// `pitch` floats a plane.
-template <typename Storage>
-__device__ __forceinline__ void stage_planes(const Storage* __restrict__ source, int count,
-                                             const FastDivisor& elements, int pitch,
-                                             float* __restrict__ target) {
-  const uint32_t total = static_cast<uint32_t>(count) * elements.divisor;
-#pragma unroll 4
-  for (uint32_t e = threadIdx.x; e < total; e += kThreads) {
-    uint32_t offset;
-    const uint32_t plane = elements.divide(e, offset);
-    target[plane * pitch + offset] = StorageTraits<Storage>::load(source[e]);
-  }
 }
 
 // kKernel / kStride > 0: square kernel and stride known at compile time, dilation 1. 0: read at
@@ -91,19 +72,13 @@ __global__ void __launch_bounds__(kThreads)
   float* x_block = block_shared;
   float* filter_block = x_block + b.planes * b.x_pitch;
   float* y_block = filter_block + b.planes * b.filter_pitch;
-  stage_planes(static_cast<const Storage*>(p.input) + first_plane * b.in_elements.divisor,
-               planes, b.in_elements, b.x_pitch, x_block);
-  const Storage* __restrict__ weight = static_cast<const Storage*>(p.weight);
-  for (int e = static_cast<int>(threadIdx.x); e < planes * taps; e += kThreads) {
-    const int plane = e / taps;
-    const int tap = e - plane * taps;
-    int channel = first_channel + plane;
-    channel = channel < channels ? channel : channel % channels;
-    filter_block[plane * b.filter_pitch + tap] =
-        Traits::load(weight[int64_t{channel} * p.weight_strides.n +
-                            int64_t{tap / kernel_w} * p.weight_strides.h +
-                            int64_t{tap % kernel_w} * p.weight_strides.w]);
-  }
+  const Storage* __restrict__ x =
+      static_cast<const Storage*>(p.input) + first_plane * b.in_elements.divisor;
+  plane_blocks::stage_planes(planes, b.in_elements, b.x_pitch, x_block,
+                             [&](uint32_t e) { return Traits::load(x[e]); });
+  plane_blocks::stage_filters(static_cast<const Storage*>(p.weight), p.weight_strides, kernel_w,
+                              taps, first_channel, channels, planes, b.filter_pitch,
+                              filter_block);
   __syncthreads();
 
   const int stride_h = kStride > 0 ? kStride : static_cast<int>(p.stride_h);
@@ -123,8 +98,8 @@ __global__ void __launch_bounds__(kThreads)
     if (static_cast<int>(plane) >= planes) {
       continue;  // the last block's missing planes (the item count is a multiple of `planes`)
     }
-    int channel = first_channel + static_cast<int>(plane);
-    channel = channel < channels ? channel : channel % channels;
+    const int channel =
+        plane_blocks::plane_channel(first_channel, static_cast<int>(plane), channels);
     const float bias_value = bias != nullptr ? Traits::load(bias[channel]) : 0.0f;
     const float* __restrict__ x_plane = x_block + plane * b.x_pitch;
     const float* __restrict__ filter = filter_block + plane * b.filter_pitch;
@@ -198,29 +173,18 @@ __global__ void __launch_bounds__(kThreads)
   }
   __syncthreads();
 
-  Storage* __restrict__ y =
-      static_cast<Storage*>(p.output) + first_plane * b.out_elements.divisor;
-  const uint32_t outputs = static_cast<uint32_t>(planes) * b.out_elements.divisor;
-#pragma unroll 4
-  for (uint32_t e = threadIdx.x; e < outputs; e += kThreads) {
-    uint32_t offset;
-    const uint32_t plane = b.out_elements.divide(e, offset);
-    y[e] = Traits::store(y_block[plane * b.y_pitch + offset]);
-  }
+  plane_blocks::store_planes(
+      y_block, planes, b.out_elements, b.y_pitch,
+      static_cast<Storage*>(p.output) + first_plane * b.out_elements.divisor);
 }
 
-// The blocks of a launch: as many planes a block as its shared memory holds, fewer where that
-// would leave SMs without two blocks each.
 inline cudaError_t plan_blocks(const ConvParams& p, int kernel, Block& b) {
-  DeviceLimits limits{};
-  const cudaError_t status = device_limits(limits);
+  b.total_planes = p.batch * p.in_channels;
+  const cudaError_t status =
+      plane_blocks::planes_per_block(b.total_planes, floats_per_plane(p), b.planes);
   if (status != cudaSuccess) {
     return status;
   }
-  b.total_planes = p.batch * p.in_channels;
-  const int64_t fit = kBlockFloats / floats_per_plane(p);
-  const int64_t spread = (b.total_planes + 2 * limits.sm_count - 1) / (2 * limits.sm_count);
-  b.planes = static_cast<int>(spread < fit ? (spread < 1 ? 1 : spread) : fit);
   b.x_pitch = odd(p.in_height * p.in_width);
   b.filter_pitch = odd(p.kernel_h * p.kernel_w);
   b.y_pitch = odd(p.out_height * p.out_width);

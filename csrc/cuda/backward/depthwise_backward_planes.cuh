@@ -1,0 +1,232 @@
+// Depthwise backward by blocks of whole planes in one pass (a depthwise candidate, common/
+// depthwise_candidates.h): dense NCHW, multiplier 1, the small planes of common/
+// depthwise_planes_domain.h (7x7 and 14x14 in networks' last stages, where the row walks do not
+// apply). A CTA takes a block of consecutive (image, channel) planes (common/
+// depthwise_plane_blocks.cuh): it stages g = grad_y * f'(y) (formed once an element), x and the
+// filters, then computes the block's grad_x planes (the gather kernel's taps, order and
+// arithmetic: the same bits) and each plane's grad_weight / grad_bias partial (k x k + 1 sums
+// over the plane's outputs in row-major order), and stores both as contiguous runs. One launch
+// reads grad_y, y and x once; the reduce kernel then sums each channel's partials over the batch
+// in order: bitwise identical from run to run.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "common/depthwise_plane_blocks.cuh"
+#include "common/depthwise_planes_domain.h"
+#include "fusedconv/activation.h"
+#include "fusedconv/dtype.cuh"
+#include "fusedconv/fast_divisor.h"
+#include "fusedconv/params.h"
+
+namespace fusedconv {
+namespace depthwise_backward_planes {
+
+using plane_blocks::kBlockFloats;
+using plane_blocks::kThreads;
+using plane_blocks::odd;
+
+// A launch's blocks. Items are (plane, input element) for grad_x and (plane, sum) for the
+// partials, plane fastest.
+struct Block {
+  int planes;  // planes per block
+  int g_pitch, x_pitch, filter_pitch, grad_x_pitch, partial_pitch;
+  FastDivisor in_elements, out_elements, in_width, planes_divisor;
+  int64_t total_planes;
+};
+
+// Shared floats a plane takes: g, x where the partials are wanted, the filter and grad_x where
+// grad_x is, the partial.
+inline int64_t floats_per_plane(const ConvParams& p, bool input_wanted, bool params_wanted) {
+  const int64_t in_elements = p.in_height * p.in_width;
+  return odd(p.out_height * p.out_width) + (params_wanted ? odd(in_elements) : 0) +
+         (input_wanted ? odd(p.kernel_h * p.kernel_w) + odd(in_elements) : 0) +
+         (params_wanted ? odd(p.kernel_h * p.kernel_w + 1) : 0);
+}
+
+// The calls it takes, given dense NCHW tensors and the depthwise backward's square 3x3 / 5x5 /
+// 7x7 kernels (the caller's tests): multiplier 1, planes of the planes domain, every gradient's
+// plane within one block, types accumulated in float.
+inline bool applies(const ConvParams& p) {
+  return p.out_channels == p.in_channels && element_bytes(p.dtype) <= 4 &&
+         depthwise_planes::grad_input_applies(p) && floats_per_plane(p, true, true) <= kBlockFloats;
+}
+
+template <typename Storage, int kKernel, int kStride>
+__global__ void __launch_bounds__(kThreads)
+    depthwise_backward_planes_kernel(const ConvBackwardParams bp, const Block b,
+                                     float* partials) {
+  extern __shared__ float block_shared[];
+  using Traits = StorageTraits<Storage>;
+  constexpr int kTaps = kKernel * kKernel;
+  const ConvParams& p = bp.conv;
+  const bool input_wanted = bp.grad_input != nullptr;
+  const bool params_wanted = partials != nullptr;
+  const int64_t first_plane = int64_t{blockIdx.x} * b.planes;
+  const int64_t remaining = b.total_planes - first_plane;
+  const int planes = remaining < b.planes ? static_cast<int>(remaining) : b.planes;
+  const int channels = static_cast<int>(p.out_channels);
+  const int first_channel = static_cast<int>(first_plane % channels);
+
+  float* g_block = block_shared;
+  float* x_block = g_block + b.planes * b.g_pitch;
+  float* filter_block = x_block + b.planes * b.x_pitch;
+  float* grad_x_block = filter_block + b.planes * b.filter_pitch;
+  float* partial_block = grad_x_block + b.planes * b.grad_x_pitch;
+  const int64_t out_offset = first_plane * b.out_elements.divisor;
+  const int64_t in_offset = first_plane * b.in_elements.divisor;
+  const Storage* __restrict__ grad_y = static_cast<const Storage*>(bp.grad_output) + out_offset;
+  const Storage* __restrict__ y = static_cast<const Storage*>(p.output) + out_offset;
+  plane_blocks::stage_planes(planes, b.out_elements, b.g_pitch, g_block, [&](uint32_t e) {
+    return HardSwishReLU<float>::backward(Traits::load(grad_y[e]), Traits::load(y[e]));
+  });
+  if (params_wanted) {
+    const Storage* __restrict__ x = static_cast<const Storage*>(p.input) + in_offset;
+    plane_blocks::stage_planes(planes, b.in_elements, b.x_pitch, x_block,
+                               [&](uint32_t e) { return Traits::load(x[e]); });
+  }
+  if (input_wanted) {
+    plane_blocks::stage_filters(static_cast<const Storage*>(p.weight), p.weight_strides,
+                                kKernel, kTaps, first_channel, channels, planes, b.filter_pitch,
+                                filter_block);
+  }
+  __syncthreads();
+
+  const int in_height = static_cast<int>(p.in_height);
+  const int in_width = static_cast<int>(p.in_width);
+  const int out_height = static_cast<int>(p.out_height);
+  const int out_width = static_cast<int>(p.out_width);
+  const int stride_h = kStride > 0 ? kStride : static_cast<int>(p.stride_h);
+  const int stride_w = kStride > 0 ? kStride : static_cast<int>(p.stride_w);
+  const int pad_top = static_cast<int>(p.pad_top);
+  const int pad_left = static_cast<int>(p.pad_left);
+  const int dilation_h = static_cast<int>(p.dilation_h);
+  const int dilation_w = static_cast<int>(p.dilation_w);
+  if (input_wanted) {
+    const uint32_t items = b.in_elements.divisor * static_cast<uint32_t>(b.planes);
+    for (uint32_t item = threadIdx.x; item < items; item += kThreads) {
+      uint32_t plane;
+      const uint32_t element = b.planes_divisor.divide(item, plane);
+      if (static_cast<int>(plane) >= planes) {
+        continue;  // the last block's missing planes
+      }
+      uint32_t in_col_u;
+      const int in_row = static_cast<int>(b.in_width.divide(element, in_col_u));
+      const int in_col = static_cast<int>(in_col_u);
+      const float* __restrict__ g = g_block + plane * b.g_pitch;
+      const float* __restrict__ filter = filter_block + plane * b.filter_pitch;
+      float acc = 0.0f;
+#pragma unroll
+      for (int r = 0; r < kKernel; ++r) {
+        const int row_span = in_row + pad_top - r * dilation_h;
+        if (row_span < 0 || row_span % stride_h != 0 || row_span / stride_h >= out_height) {
+          continue;
+        }
+        const int out_row = row_span / stride_h;
+#pragma unroll
+        for (int s = 0; s < kKernel; ++s) {
+          const int col_span = in_col + pad_left - s * dilation_w;
+          if (col_span < 0 || col_span % stride_w != 0 || col_span / stride_w >= out_width) {
+            continue;
+          }
+          acc = fmaf(g[out_row * out_width + col_span / stride_w], filter[r * kKernel + s], acc);
+        }
+      }
+      grad_x_block[plane * b.grad_x_pitch + element] = acc;
+    }
+  }
+  if (params_wanted) {
+    const uint32_t items = static_cast<uint32_t>((kTaps + 1) * b.planes);
+    for (uint32_t item = threadIdx.x; item < items; item += kThreads) {
+      uint32_t plane;
+      const int sum = static_cast<int>(b.planes_divisor.divide(item, plane));
+      if (static_cast<int>(plane) >= planes) {
+        continue;
+      }
+      const float* __restrict__ g = g_block + plane * b.g_pitch;
+      const float* __restrict__ x = x_block + plane * b.x_pitch;
+      float acc = 0.0f;
+      if (sum == kTaps) {  // grad_bias: the plane's g in row-major order
+        for (int o = 0; o < out_height * out_width; ++o) {
+          acc += g[o];
+        }
+      } else {
+        const int r = sum / kKernel;
+        const int s = sum - r * kKernel;
+        for (int out_row = 0; out_row < out_height; ++out_row) {
+          const int in_row = out_row * stride_h - pad_top + r * dilation_h;
+          if (static_cast<unsigned>(in_row) >= static_cast<unsigned>(in_height)) {
+            continue;
+          }
+          for (int out_col = 0; out_col < out_width; ++out_col) {
+            const int in_col = out_col * stride_w - pad_left + s * dilation_w;
+            if (static_cast<unsigned>(in_col) < static_cast<unsigned>(in_width)) {
+              acc = fmaf(g[out_row * out_width + out_col], x[in_row * in_width + in_col], acc);
+            }
+          }
+        }
+      }
+      partial_block[plane * b.partial_pitch + sum] = acc;
+    }
+  }
+  __syncthreads();
+
+  if (input_wanted) {
+    plane_blocks::store_planes(grad_x_block, planes, b.in_elements, b.grad_x_pitch,
+                               static_cast<Storage*>(bp.grad_input) + in_offset);
+  }
+  if (params_wanted) {  // partials of planes (n, c) in NCHW order, kTaps + 1 each
+    const uint32_t total = static_cast<uint32_t>(planes * (kTaps + 1));
+    float* __restrict__ out = partials + first_plane * (kTaps + 1);
+    for (uint32_t e = threadIdx.x; e < total; e += kThreads) {
+      const uint32_t plane = e / (kTaps + 1);
+      out[e] = partial_block[plane * b.partial_pitch + (e - plane * (kTaps + 1))];
+    }
+  }
+}
+
+inline cudaError_t plan_blocks(const ConvBackwardParams& bp, bool params_wanted, Block& b) {
+  const ConvParams& p = bp.conv;
+  const bool input_wanted = bp.grad_input != nullptr;
+  b.total_planes = p.batch * p.in_channels;
+  const cudaError_t status = plane_blocks::planes_per_block(
+      b.total_planes, floats_per_plane(p, input_wanted, params_wanted), b.planes);
+  if (status != cudaSuccess) {
+    return status;
+  }
+  const int64_t in_elements = p.in_height * p.in_width;
+  const int64_t taps = p.kernel_h * p.kernel_w;
+  b.g_pitch = odd(p.out_height * p.out_width);
+  b.x_pitch = params_wanted ? odd(in_elements) : 0;
+  b.filter_pitch = input_wanted ? odd(taps) : 0;
+  b.grad_x_pitch = input_wanted ? odd(in_elements) : 0;
+  b.partial_pitch = params_wanted ? odd(taps + 1) : 0;
+  b.in_elements = FastDivisor::make(static_cast<uint32_t>(in_elements));
+  b.out_elements = FastDivisor::make(static_cast<uint32_t>(p.out_height * p.out_width));
+  b.in_width = FastDivisor::make(static_cast<uint32_t>(p.in_width));
+  b.planes_divisor = FastDivisor::make(static_cast<uint32_t>(b.planes));
+  return cudaSuccess;
+}
+
+// One launch over batch x channels planes; `partials` (batch x channels x (k^2 + 1) floats, in
+// NCHW plane order) or null where neither grad_weight nor grad_bias is wanted.
+template <typename Storage, int kKernel, int kStride>
+cudaError_t launch(const ConvBackwardParams& bp, float* partials, cudaStream_t stream) {
+  Block b{};
+  const cudaError_t status = plan_blocks(bp, partials != nullptr, b);
+  if (status != cudaSuccess) {
+    return status;
+  }
+  const dim3 grid(static_cast<uint32_t>((b.total_planes + b.planes - 1) / b.planes));
+  const size_t shared = sizeof(float) * static_cast<size_t>(b.planes) *
+                        (b.g_pitch + b.x_pitch + b.filter_pitch + b.grad_x_pitch +
+                         b.partial_pitch);
+  depthwise_backward_planes_kernel<Storage, kKernel, kStride>
+      <<<grid, kThreads, shared, stream>>>(bp, b, partials);
+  return cudaGetLastError();
+}
+
+}  // namespace depthwise_backward_planes
+}  // namespace fusedconv

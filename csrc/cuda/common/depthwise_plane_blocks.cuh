@@ -1,0 +1,94 @@
+// Blocks of consecutive (image, channel) planes, the unit of the NCHW depthwise planes kernels
+// (forward/depthwise_planes.cuh, backward/depthwise_backward_planes.cuh): in dense NCHW with
+// channel multiplier 1, a block of consecutive planes is one contiguous run of each tensor, so a
+// CTA stages it into shared memory and stores its results with coalesced accesses. Each staged
+// plane sits at an odd pitch: threads that take consecutive planes at the same offset (the
+// kernels' item order, plane fastest) read distinct banks.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "common/device_limits.h"
+#include "fusedconv/dtype.cuh"
+#include "fusedconv/fast_divisor.h"
+#include "fusedconv/params.h"
+
+namespace fusedconv {
+namespace plane_blocks {
+
+constexpr int kThreads = 256;
+// A block's shared memory: under the default 48 KB (no opt-in), and small enough for several
+// CTAs an SM.
+constexpr int64_t kBlockFloats = 10 * 1024;
+
+inline int odd(int64_t n) { return static_cast<int>(n | 1); }
+
+// Planes a block: as many as `floats_per_plane` lets kBlockFloats hold, fewer where that would
+// leave SMs without two blocks each; at least one.
+inline cudaError_t planes_per_block(int64_t total_planes, int64_t floats_per_plane, int& planes) {
+  DeviceLimits limits{};
+  const cudaError_t status = device_limits(limits);
+  if (status != cudaSuccess) {
+    return status;
+  }
+  const int64_t fit = kBlockFloats / floats_per_plane;
+  const int64_t spread = (total_planes + 2 * limits.sm_count - 1) / (2 * limits.sm_count);
+  const int64_t chosen = spread < fit ? spread : fit;
+  planes = static_cast<int>(chosen < 1 ? 1 : chosen);
+  return cudaSuccess;
+}
+
+// The block's channel of its plane `plane`, given the channel of its first plane.
+__device__ __forceinline__ int plane_channel(int first_channel, int plane, int channels) {
+  const int channel = first_channel + plane;
+  return channel < channels ? channel : channel % channels;
+}
+
+// Copies `count` planes of `elements` values from `source` (consecutive planes) into `target`
+// at `pitch` floats a plane, as float through `convert(value, flat index)`.
+template <typename Convert>
+__device__ __forceinline__ void stage_planes(int count, const FastDivisor& elements, int pitch,
+                                             float* __restrict__ target, Convert convert) {
+  const uint32_t total = static_cast<uint32_t>(count) * elements.divisor;
+#pragma unroll 4
+  for (uint32_t e = threadIdx.x; e < total; e += kThreads) {
+    uint32_t offset;
+    const uint32_t plane = elements.divide(e, offset);
+    target[plane * pitch + offset] = convert(e);
+  }
+}
+
+// The k x k filters of the block's `count` planes, at `pitch` floats a plane.
+template <typename Storage>
+__device__ __forceinline__ void stage_filters(const Storage* __restrict__ weight,
+                                              const Strides4& strides, int kernel_w, int taps,
+                                              int first_channel, int channels, int count,
+                                              int pitch, float* __restrict__ target) {
+  for (int e = static_cast<int>(threadIdx.x); e < count * taps; e += kThreads) {
+    const int plane = e / taps;
+    const int tap = e - plane * taps;
+    const int channel = plane_channel(first_channel, plane, channels);
+    target[plane * pitch + tap] = StorageTraits<Storage>::load(
+        weight[int64_t{channel} * strides.n + int64_t{tap / kernel_w} * strides.h +
+               int64_t{tap % kernel_w} * strides.w]);
+  }
+}
+
+// Stores `count` staged planes of `elements` values (at `pitch`) as one contiguous run.
+template <typename Storage>
+__device__ __forceinline__ void store_planes(const float* __restrict__ source, int count,
+                                             const FastDivisor& elements, int pitch,
+                                             Storage* __restrict__ target) {
+  const uint32_t total = static_cast<uint32_t>(count) * elements.divisor;
+#pragma unroll 4
+  for (uint32_t e = threadIdx.x; e < total; e += kThreads) {
+    uint32_t offset;
+    const uint32_t plane = elements.divide(e, offset);
+    target[e] = StorageTraits<Storage>::store(source[plane * pitch + offset]);
+  }
+}
+
+}  // namespace plane_blocks
+}  // namespace fusedconv
