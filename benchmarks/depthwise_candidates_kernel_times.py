@@ -5,8 +5,8 @@ the floor path and the memory floor: the A/B behind the candidates' measured rul
 For the networks suite's depthwise layers (fusedconv/bench_networks.py) in float32, bfloat16
 and float16, NCHW (the row kernels) and channels_last (staged filters, the sliding weight pass),
 batch 64: the forward op and the backward op (all three gradients), each with the "fused" plan
-and the candidates "none" ("old") and "all" ("new"), and the "floor" plan (cuDNN plus our
-passes). Each call is captured 20 times into a CUDA graph and replayed (median of 15 replays):
+and the candidates "none" ("old"), "all" ("new") and "measured" ("rule": the default), and
+the "floor" plan (cuDNN plus our passes). Each call is captured 20 times into a CUDA graph and replayed (median of 15 replays):
 GPU time without the host's launch work. "mem" is the bytes that must move once over the
 measured copy bandwidth: x, W and y forward; grad_y, y, x, grad_x, W and grad_W backward. Also
 checks that the new and old results agree (max relative L2 error).
@@ -59,11 +59,11 @@ def _kernel_us(fn, calls=10):
 
 
 def _variants(ops, fn):
-    """fn's result, GPU us and per-kernel us under the old kernels, the candidates and the floor
-    plan."""
+    """fn's result, GPU us and per-kernel us under the old kernels, the candidates, the measured
+    rule (what a call runs by default, among the fused kernels) and the floor plan."""
     results, times, kernels = {}, {}, {}
     for name, policy, candidates in (("old", "fused", "none"), ("new", "fused", "all"),
-                                     ("floor", "floor", "none")):
+                                     ("rule", "fused", "measured"), ("floor", "floor", "none")):
         ops._plan_policy(policy)
         ops._depthwise_candidates(candidates)
         results[name] = fn()
@@ -96,7 +96,8 @@ def _layer_records(ops, layer, dtype_name, layout, batch, bandwidth):
         pairs = zip(old, new) if isinstance(old, (list, tuple)) else [(old, new)]
         records.append(dict(
             layer=layer.name, dtype=dtype_name, layout=layout, direction=direction, batch=batch,
-            old_us=times["old"], new_us=times["new"], floor_us=times["floor"],
+            old_us=times["old"], new_us=times["new"], rule_us=times["rule"],
+            floor_us=times["floor"],
             memory_us=tensors[direction] * element / bandwidth * 1e6, kernels_us=kernels,
             new_vs_old_error=max(relative_l2_error(b, a) for a, b in pairs)))
     return records
@@ -114,9 +115,9 @@ def main():
     ops = fusedconv.load_extension()
     bandwidth = measure_copy_bandwidth()
     print("copy bandwidth %.0f GB/s" % (bandwidth / 1e9))
-    print("%-20s %-5s %-4s %-4s %9s %9s %9s %9s %7s %7s %7s %8s" % (
-        "layer", "dtype", "lay", "dir", "old_us", "new_us", "floor_us", "mem_us", "old/new",
-        "flr/new", "new/mem", "error"))
+    print("%-20s %-5s %-4s %-4s %9s %9s %9s %9s %9s %7s %7s %7s %7s %8s" % (
+        "layer", "dtype", "lay", "dir", "old_us", "new_us", "rule_us", "floor_us", "mem_us",
+        "old/new", "rule/new", "flr/new", "new/mem", "error"))
     layers = [layer for layer in LAYERS if layer.groups == layer.in_channels > 1]
     layouts = ("nchw", "channels_last")
     if args.planes_shapes:
@@ -128,12 +129,13 @@ def main():
             for dtype_name, layout in itertools.product(args.dtypes.split(","), layouts):
                 for r in _layer_records(ops, layer, dtype_name, layout, args.batch, bandwidth):
                     records.append(r)
-                    print("%-20s %-5s %-4s %-4s %9.1f %9.1f %9.1f %9.1f %6.2fx %6.2fx %6.2fx "
-                          "%8.1e" % (
+                    print("%-20s %-5s %-4s %-4s %9.1f %9.1f %9.1f %9.1f %9.1f %6.2fx %6.2fx "
+                          "%6.2fx %6.2fx %8.1e" % (
                               r["layer"], r["dtype"], layout[:4], r["direction"], r["old_us"],
-                              r["new_us"], r["floor_us"], r["memory_us"],
-                              r["old_us"] / r["new_us"], r["floor_us"] / r["new_us"],
-                              r["new_us"] / r["memory_us"], r["new_vs_old_error"]))
+                              r["new_us"], r["rule_us"], r["floor_us"], r["memory_us"],
+                              r["old_us"] / r["new_us"], r["rule_us"] / r["new_us"],
+                              r["floor_us"] / r["new_us"], r["new_us"] / r["memory_us"],
+                              r["new_vs_old_error"]))
                     for variant in ("old", "new"):
                         print("    %s: %s" % (variant, ", ".join(
                             "%s %.1f" % item for item in sorted(r["kernels_us"][variant].items()))))

@@ -8,7 +8,9 @@
   (depthwise_backward_channels_last.cu), with their filters staged in shared memory
   (common/staged_filters.cuh), and the channels_last weight pass by sliding rows;
 - NCHW grad_input and forward by whole planes in shared memory, for what the rows do not take
-  (output planes, input planes of the forward, of up to 1024 elements).
+  (output planes, input planes of the forward, of up to 1024 elements), and the whole NCHW
+  backward in one pass by blocks of planes there (under "all" it takes the planes grad_input's
+  calls; that one runs here under the measured rule).
 
 Checked: each runs exactly in its domain (the row kernels with the vector width the domain
 picks); values against float64 on poisoned outputs; both forwards bitwise equal to the kernels
@@ -310,6 +312,7 @@ def test_rows_backward_leaves_other_calls_to_the_older_kernels():
 
 
 PLANES_KERNEL = "depthwise_dgrad_planes_kernel"
+ONE_PASS_KERNEL = "depthwise_backward_planes_kernel"
 
 # (batch, channels, in_height, in_width, kernel, stride, padding, dilation): NCHW calls the row
 # kernels do not take. The 7x7 output of a 5x5 stride-2 layer on 14x14 planes (MobileNetV3's
@@ -342,23 +345,79 @@ def _planes_call(case, dtype, seed):
     return x, weight, bias, y, grad_y, call
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
-@pytest.mark.parametrize("case", PLANES_CASES, ids=str)
-def test_planes_grad_input_against_float64_and_the_gather_kernel(dtype, case):
-    x, weight, bias, y, grad_y, call = _planes_call(case, dtype, seed=sum(case[:5]))
-    names = cuda_kernel_names(call)
-    assert any(PLANES_KERNEL in n for n in names), names
-    assert not any("depthwise_dgrad_kernel" in n for n in names), names
-    grads = poisoned_call(call, dtype, "cuda")
+def _check_planes_gradients(dtype, case, grads, call, x, weight, bias, grad_y, y):
     stride, padding, dilation, channels = case[5], case[6], case[7], case[1]
     expected = reference_gradients_float64(x, weight, bias, grad_y, y, stride, padding,
                                            dilation, channels)
-    if dtype == torch.float32:
-        assert relative_l2_error(grads[0], expected[0]) <= 1e-5
-    else:
-        _check_half(grads[0], expected[0], with_floor_policy(call)[0], "input")
+    floor = with_floor_policy(call)
+    for name, ours, base, wanted in zip(("input", "weight", "bias"), grads, floor, expected):
+        assert ours.shape == wanted.shape and ours.dtype == dtype, name
+        if dtype == torch.float32:
+            assert relative_l2_error(ours, wanted) <= 1e-5, (name, case)
+        else:
+            _check_half(ours, wanted, base, (name, case))
     # The gather kernel's taps, order and arithmetic: the same bits.
     assert torch.equal(grads[0], _without_candidates(call)[0])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("case", PLANES_CASES, ids=str)
+def test_planes_backward_in_one_pass_against_float64_and_the_gather_kernel(dtype, case):
+    # Under "all" the one pass by blocks of planes takes every gradient of PLANES_CASES.
+    x, weight, bias, y, grad_y, call = _planes_call(case, dtype, seed=sum(case[:5]))
+    names = cuda_kernel_names(call)
+    assert any(ONE_PASS_KERNEL in n for n in names), names
+    assert not any(n.endswith("depthwise_dgrad_kernel") or "depthwise_dgrad_kernel<" in n
+                   or PLANES_KERNEL in n or "depthwise_wgrad_kernel" in n for n in names), names
+    grads = poisoned_call(call, dtype, "cuda")
+    _check_planes_gradients(dtype, case, grads, call, x, weight, bias, grad_y, y)
+
+
+@pytest.mark.parametrize("mask", [[True, False, False], [False, True, False], [False, False, True],
+                                  [False, True, True]], ids=str)
+def test_planes_backward_in_one_pass_gradients_not_asked_for(mask):
+    x, weight, bias, y, grad_y, _ = _planes_call(PLANES_CASES[0], torch.float32, seed=3)
+    geometry = ([2, 2], [2] * 4, [1, 1], PLANES_CASES[0][1])
+
+    def call(wanted):
+        return torch.ops.fusedconv.conv2d_hardswish_relu_backward(grad_y, x, weight, y,
+                                                                  *geometry, wanted)
+    assert any(ONE_PASS_KERNEL in n for n in cuda_kernel_names(lambda: call(mask)))
+    everything = call([True] * 3)
+    for wanted, actual, full in zip(mask, call(mask), everything):
+        if wanted:
+            assert torch.equal(actual, full)
+        else:
+            assert actual.numel() == 0
+
+
+def test_planes_backward_in_one_pass_is_bitwise_deterministic():
+    # 776 planes of 7 x 7: several planes a block, a partial last block.
+    x, weight, bias, y, grad_y, call = _planes_call((8, 97, 7, 7, 5, (1, 1), 2, 1),
+                                                    torch.float32, seed=4)
+    first = call()
+    _check_planes_gradients(torch.float32, (8, 97, 7, 7, 5, (1, 1), 2, 1), first, call, x,
+                            weight, bias, grad_y, y)
+    for _ in range(3):
+        assert all(torch.equal(a, b) for a, b in zip(first, call()))
+
+
+# PLANES_CASES the measured rule sends to the planes grad_input (3x3 / 5x5, stride 1 or 2 on both
+# axes, no dilation), where the one pass does not run.
+RULE_PLANES_CASES = [c for c in PLANES_CASES
+                     if c[4] in (3, 5) and c[5] in ((1, 1), (2, 2)) and c[7] == 1]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("case", RULE_PLANES_CASES, ids=str)
+def test_planes_grad_input_against_float64_and_the_gather_kernel(dtype, case):
+    x, weight, bias, y, grad_y, call = _planes_call(case, dtype, seed=sum(case[:5]))
+    with depthwise_candidates("measured"):
+        names = cuda_kernel_names(call)
+        assert any(PLANES_KERNEL in n for n in names), names
+        assert not any(ONE_PASS_KERNEL in n for n in names), names
+        grads = poisoned_call(call, dtype, "cuda")
+        _check_planes_gradients(dtype, case, grads, call, x, weight, bias, grad_y, y)
 
 
 def test_planes_grad_input_stops_at_1024_output_elements():
@@ -366,7 +425,7 @@ def test_planes_grad_input_stops_at_1024_output_elements():
     *_, call = _planes_call((1, 2, 35, 35, 3, (1, 1), 0, 1), torch.float32, seed=5)
     names = cuda_kernel_names(call)
     assert any("depthwise_dgrad_kernel" in n for n in names), names
-    assert not any(PLANES_KERNEL in n for n in names), names
+    assert not any(PLANES_KERNEL in n or ONE_PASS_KERNEL in n for n in names), names
 
 
 PLANES_FORWARD_KERNEL = "depthwise_planes_kernel"
