@@ -6,10 +6,10 @@ For the networks suite's depthwise layers (fusedconv/bench_networks.py) in float
 and float16, NCHW (the row kernels) and channels_last (staged filters, the sliding weight pass),
 batch 64: the forward op and the backward op (all three gradients), each with the "fused" plan
 and the candidates "none" ("old"), "all" ("new") and "measured" ("rule": the default), and
-the "floor" plan (cuDNN plus our passes). Each call is captured 20 times into a CUDA graph and replayed (median of 15 replays):
-GPU time without the host's launch work. "mem" is the bytes that must move once over the
-measured copy bandwidth: x, W and y forward; grad_y, y, x, grad_x, W and grad_W backward. Also
-checks that the new and old results agree (max relative L2 error).
+the "floor" plan (cuDNN plus our passes). Each call is captured 20 times into a CUDA graph and
+replayed (median of 15 replays): GPU time without the host's launch work. "mem" is the bytes
+that must move once over the measured copy bandwidth: x, W and y forward; grad_y, y, x, grad_x,
+W and grad_W backward. Also checks that the new and old results agree (max relative L2 error).
 With --planes-shapes: NCHW shapes outside the rows, where the planes kernels run under "all".
 Usage (GPU): python benchmarks/depthwise_candidates_kernel_times.py [--batch 64] [--json PATH]
 [--planes-shapes]
