@@ -105,19 +105,63 @@ def _check_same_device(input, **tensors):
                              % (name, input.device, tensor.device))
 
 
+def _check_shapes(input, weight, bias, padding, groups, out_height, out_width):
+    # ops.cpp's validate_conv for the shape-only kernel (same messages): the meta kernel also
+    # shapes torch.compile's fake tensors, which must fail where the real kernel fails.
+    def fail(message):
+        raise ValueError("conv2d_hardswish_relu: " + message)
+    if input.dim() != 4:
+        fail("expected input to be a 4-D tensor (N, C, H, W), got a %d-D tensor of shape %s"
+             % (input.dim(), list(input.shape)))
+    if weight.dim() != 4:
+        fail("expected weight to be a 4-D tensor (out_channels, in_channels / groups, kernel_h, "
+             "kernel_w), got a %d-D tensor of shape %s" % (weight.dim(), list(weight.shape)))
+    if groups < 1:
+        fail("expected groups >= 1, got %d" % groups)
+    if weight.shape[0] < 1:
+        fail("expected weight to have at least one output channel, got weight of shape %s"
+             % list(weight.shape))
+    if weight.shape[1] < 1 or weight.shape[2] < 1 or weight.shape[3] < 1:
+        fail("expected weight's in_channels / groups, kernel_h and kernel_w to be >= 1, got "
+             "weight of shape %s" % list(weight.shape))
+    if weight.shape[0] % groups != 0:
+        fail("expected out_channels (weight.size(0) = %d) to be divisible by groups = %d"
+             % (weight.shape[0], groups))
+    if input.shape[1] != weight.shape[1] * groups:
+        fail("expected input to have %d channels (weight.size(1) = %d x groups = %d), got input "
+             "of shape %s" % (weight.shape[1] * groups, weight.shape[1], groups,
+                              list(input.shape)))
+    if bias is not None and (bias.dim() != 1 or bias.shape[0] != weight.shape[0]):
+        fail("expected bias of shape [%d] (one value per output channel), got %s"
+             % (weight.shape[0], list(bias.shape)))
+    if out_height < 1 or out_width < 1:
+        fail("input of spatial size %dx%d (padded: %dx%d) is smaller than the dilated kernel"
+             % (input.shape[2], input.shape[3], input.shape[2] + padding[0] + padding[1],
+                input.shape[3] + padding[2] + padding[3]))
+
+
 def _conv2d_hardswish_relu_meta(input, weight, bias, stride, padding, dilation, groups,
                                 allow_tf32=None):
     _check_same_device(input, weight=weight, bias=bias)
-    out_height = output_size(input.shape[2], padding[0], padding[1], weight.shape[2], stride[0],
-                             dilation[0])
-    out_width = output_size(input.shape[3], padding[2], padding[3], weight.shape[3], stride[1],
-                            dilation[1])
+    if input.dim() == 4 and weight.dim() == 4:
+        out_height = output_size(input.shape[2], padding[0], padding[1], weight.shape[2],
+                                 stride[0], dilation[0])
+        out_width = output_size(input.shape[3], padding[2], padding[3], weight.shape[3],
+                                stride[1], dilation[1])
+    else:
+        out_height = out_width = 0
+    _check_shapes(input, weight, bias, padding, groups, out_height, out_width)
     return torch.empty((input.shape[0], weight.shape[0], out_height, out_width),
                        dtype=input.dtype, device=input.device,
                        memory_format=_output_memory_format(input, weight))
 
 
 def _hardswish_relu_grad_meta(grad_output, output):
+    if grad_output.device != output.device or grad_output.shape != output.shape:
+        raise ValueError("hardswish_relu_grad: expected grad_output of the output's shape %s on "
+                         "its device %s, got %s on %s" % (list(output.shape), output.device,
+                                                          list(grad_output.shape),
+                                                          grad_output.device))
     return torch.empty_like(output, memory_format=_suggest_memory_format(output))
 
 
@@ -138,6 +182,14 @@ def _conv2d_hardswish_relu_backward_meta(grad_output, input, weight, output, str
             grad_like(output_mask[2], (weight.shape[0],)))
 
 
+def _index(value):
+    """A 0-d integer tensor as a Python int (F.conv2d takes them for its int arguments)."""
+    if isinstance(value, torch.Tensor) and value.dim() == 0 and not value.is_floating_point() \
+            and not value.is_complex() and value.dtype != torch.bool:
+        return int(value)
+    return value
+
+
 def _int_pair(value, name):
     """An int or a sequence of one or two ints -> a tuple of two Python ints."""
     # Exact-type checks first: the common case (nn.Conv2d's tuples of ints) then costs no
@@ -147,13 +199,16 @@ def _int_pair(value, name):
         return value
     if type(value) is int:
         return (value, value)
+    given, value = value, _index(value)
     if isinstance(value, numbers.Integral) and not isinstance(value, bool):
         return (int(value), int(value))
-    if isinstance(value, (tuple, list, torch.Size)) and len(value) in (1, 2) and all(
+    if isinstance(value, (tuple, list, torch.Size)):
+        value = [_index(v) for v in value]
+    if isinstance(value, list) and len(value) in (1, 2) and all(
             isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in value):
         return (int(value[0]), int(value[-1]))  # one element stands for both, as in F.conv2d
     raise TypeError("conv2d_hardswish_relu: expected %s to be an int or a pair of ints, got %r"
-                    % (name, value))
+                    % (name, given))
 
 
 def same_padding(kernel_h: int, kernel_w: int, dilation_h: int, dilation_w: int) -> List[int]:
@@ -244,6 +299,8 @@ def conv2d_hardswish_relu(input, weight, bias=None, stride=1, padding=0, dilatio
     if bias is not None and not isinstance(bias, torch.Tensor):
         raise TypeError("conv2d_hardswish_relu: expected bias to be a torch.Tensor or None, got %s"
                         % type(bias).__name__)
+    if type(groups) is not int:
+        groups = _index(groups)
     if type(groups) is not int and (
             isinstance(groups, bool) or not isinstance(groups, numbers.Integral)):
         raise TypeError("conv2d_hardswish_relu: expected groups to be an int, got %r" % (groups,))

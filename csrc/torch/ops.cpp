@@ -129,6 +129,9 @@ ValidatedConv validate_conv(const at::Tensor& input, const at::Tensor& weight,
 
   const int64_t out_channels = weight.size(0);
   const int64_t in_channels = input.size(1);
+  TORCH_CHECK_VALUE(out_channels >= 1, kOpName,
+                    ": expected weight to have at least one output channel, got weight of shape ",
+                    weight.sizes());
   TORCH_CHECK_VALUE(weight.size(1) >= 1 && weight.size(2) >= 1 && weight.size(3) >= 1, kOpName,
                     ": expected weight's in_channels / groups, kernel_h and kernel_w to be >= 1, "
                     "got weight of shape ",

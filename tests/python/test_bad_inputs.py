@@ -63,6 +63,8 @@ def _raises(exception, pattern, **overrides):
      r"expected weight's in_channels / groups, kernel_h and kernel_w to be >= 1"),
     ({"weight": torch.randn(6, 4, 0, 3)}, ValueError,
      r"expected weight's in_channels / groups, kernel_h and kernel_w to be >= 1"),
+    ({"weight": torch.randn(0, 4, 3, 3), "bias": None}, ValueError,
+     r"expected weight to have at least one output channel"),
 ], ids=lambda v: str(v)[:40] if isinstance(v, str) else None)
 def test_bad_argument_raises(device, case, exception, pattern):
     overrides = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in case.items()}
@@ -123,3 +125,46 @@ def test_meta_operand_beside_a_cpu_one_raises_the_device_error(moved):
     args[moved] = args[moved].to("meta")
     with pytest.raises(ValueError, match=r"on the input's device"):
         fusedconv.conv2d_hardswish_relu(**args)
+
+
+@pytest.mark.parametrize("case,pattern", [
+    ({"input": torch.randn(2, 5, 8, 8)}, r"expected input to have 4 channels"),
+    ({"input": torch.randn(1, 2, 4, 8, 8)}, r"expected input to be a 4-D tensor"),
+    ({"input": torch.randn(2, 4, 2, 2)}, r"smaller than the dilated kernel"),
+    ({"weight": torch.randn(0, 4, 3, 3), "bias": None}, r"at least one output channel"),
+    ({"weight": torch.randn(6, 1, 3, 3), "groups": 4}, r"to be divisible by groups = 4"),
+    ({"bias": torch.randn(5)}, r"expected bias of shape \[6\]"),
+], ids=str)
+def test_meta_tensors_fail_where_the_real_kernels_fail(case, pattern):
+    # The shape-only kernel also shapes torch.compile's fake tensors: bad shapes must fail there
+    # with the real kernel's error, not hand back a tensor.
+    for device in ("meta", "cpu"):
+        x, weight, b = _valid()
+        args = {"input": x, "weight": weight, "bias": b}
+        args.update(case)
+        args = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in args.items()}
+        with pytest.raises(ValueError, match=pattern):
+            fusedconv.conv2d_hardswish_relu(**args)
+
+
+@pytest.mark.parametrize("moved", ["grad_output", "output"])
+def test_activation_gradient_with_a_meta_operand_raises(moved):
+    output, grad_output = torch.rand(2, 3, 4, 4), torch.randn(2, 3, 4, 4)
+    fusedconv.load_extension()
+    operands = {"grad_output": grad_output, "output": output}
+    operands[moved] = operands[moved].to("meta")
+    with pytest.raises(ValueError, match=r"hardswish_relu_grad: expected grad_output"):
+        torch.ops.fusedconv.hardswish_relu_grad(operands["grad_output"], operands["output"])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_integer_tensor_arguments_as_conv2d_takes_them(device):
+    # F.conv2d takes 0-d integer tensors for its int arguments.
+    x = torch.randn(2, 4, 9, 9, device=device)
+    weight = torch.randn(8, 2, 3, 3, device=device)
+    expected = fusedconv.conv2d_hardswish_relu(x, weight, None, 2, (1, 0), 1, 2)
+    actual = fusedconv.conv2d_hardswish_relu(x, weight, None, torch.tensor(2),
+                                             (torch.tensor(1), 0), 1, torch.tensor(2))
+    assert torch.equal(actual, expected)
+    with pytest.raises(TypeError, match="expected stride to be an int or a pair of ints"):
+        fusedconv.conv2d_hardswish_relu(x, weight, None, torch.tensor(2.0), groups=2)
