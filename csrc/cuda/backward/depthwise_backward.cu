@@ -406,10 +406,12 @@ cudaError_t launch_planes(const ConvBackwardParams& bp, Geometry g, cudaStream_t
                          ? static_cast<int>(p.stride_h)
                          : 0;
   cudaError_t status = cudaSuccess;
-  dispatch_stride(stride, [&](auto compiled) {
-    status = depthwise_backward_planes::launch<Storage, kKernel, decltype(compiled)::value>(
-        bp, partials, stream);
-  });
+  if (p.batch * p.in_channels > 0) {  // an empty batch: no planes; the reduce writes zeros
+    dispatch_stride(stride, [&](auto compiled) {
+      status = depthwise_backward_planes::launch<Storage, kKernel, decltype(compiled)::value>(
+          bp, partials, stream);
+    });
+  }
   if (status != cudaSuccess || !params_wanted) {
     return status;
   }
