@@ -191,20 +191,25 @@ inline cudaError_t plan_blocks(const ConvBackwardParams& bp, bool params_wanted,
   const ConvParams& p = bp.conv;
   const bool input_wanted = bp.grad_input != nullptr;
   b.total_planes = p.batch * p.in_channels;
+  const int64_t in_elements = p.in_height * p.in_width;
+  const int64_t taps = p.kernel_h * p.kernel_w;
+  const int64_t out_elements = p.out_height * p.out_width;
+  // grad_x: an element gathers about k^2 / stride^2 taps; a sum walks the plane's outputs.
+  const plane_blocks::Phase phases[2] = {
+      {input_wanted ? in_elements : 0, taps / (p.stride_h * p.stride_w) + 1},
+      {params_wanted ? taps + 1 : 0, out_elements}};
   const cudaError_t status = plane_blocks::planes_per_block(
-      b.total_planes, floats_per_plane(p, input_wanted, params_wanted), b.planes);
+      b.total_planes, floats_per_plane(p, input_wanted, params_wanted), phases, b.planes);
   if (status != cudaSuccess) {
     return status;
   }
-  const int64_t in_elements = p.in_height * p.in_width;
-  const int64_t taps = p.kernel_h * p.kernel_w;
   b.g_pitch = odd(p.out_height * p.out_width);
   b.x_pitch = params_wanted ? odd(in_elements) : 0;
   b.filter_pitch = input_wanted ? odd(taps) : 0;
   b.grad_x_pitch = input_wanted ? odd(in_elements) : 0;
   b.partial_pitch = params_wanted ? odd(taps + 1) : 0;
   b.in_elements = FastDivisor::make(static_cast<uint32_t>(in_elements));
-  b.out_elements = FastDivisor::make(static_cast<uint32_t>(p.out_height * p.out_width));
+  b.out_elements = FastDivisor::make(static_cast<uint32_t>(out_elements));
   b.in_width = FastDivisor::make(static_cast<uint32_t>(p.in_width));
   b.planes_divisor = FastDivisor::make(static_cast<uint32_t>(b.planes));
   return cudaSuccess;

@@ -25,9 +25,18 @@ constexpr int64_t kBlockFloats = 10 * 1024;
 
 inline int odd(int64_t n) { return static_cast<int>(n | 1); }
 
+// A compute phase of a block: `items` per plane, each of about `cost` inner steps.
+struct Phase {
+  int64_t items;
+  int64_t cost;
+};
+
 // Planes a block: as many as `floats_per_plane` lets kBlockFloats hold, fewer where that would
-// leave SMs without two blocks each; at least one.
-inline cudaError_t planes_per_block(int64_t total_planes, int64_t floats_per_plane, int& planes) {
+// leave SMs without two blocks each; then, down to half of that, the count whose phases waste the
+// least of their last round of kThreads items (a block of 37 planes of 7 rows takes 259 items:
+// two rounds for 3 items; 36 planes take one); at least one.
+inline cudaError_t planes_per_block(int64_t total_planes, int64_t floats_per_plane,
+                                    const Phase (&phases)[2], int& planes) {
   DeviceLimits limits{};
   const cudaError_t status = device_limits(limits);
   if (status != cudaSuccess) {
@@ -35,8 +44,21 @@ inline cudaError_t planes_per_block(int64_t total_planes, int64_t floats_per_pla
   }
   const int64_t fit = kBlockFloats / floats_per_plane;
   const int64_t spread = (total_planes + 2 * limits.sm_count - 1) / (2 * limits.sm_count);
-  const int64_t chosen = spread < fit ? spread : fit;
-  planes = static_cast<int>(chosen < 1 ? 1 : chosen);
+  const int64_t most = spread < fit ? (spread < 1 ? 1 : spread) : fit;
+  int64_t best = most;
+  double best_cost = 0.0;
+  for (int64_t count = most; count >= 1 && 2 * count >= most; --count) {
+    double cost = 0.0;  // a plane's share of the block's rounds
+    for (const Phase& phase : phases) {
+      const int64_t rounds = (count * phase.items + kThreads - 1) / kThreads;
+      cost += static_cast<double>(rounds * phase.cost) / static_cast<double>(count);
+    }
+    if (count == most || cost < best_cost) {
+      best = count;
+      best_cost = cost;
+    }
+  }
+  planes = static_cast<int>(best);
   return cudaSuccess;
 }
 

@@ -180,15 +180,21 @@ __global__ void __launch_bounds__(kThreads)
 
 inline cudaError_t plan_blocks(const ConvParams& p, int kernel, Block& b) {
   b.total_planes = p.batch * p.in_channels;
+  const int64_t taps = p.kernel_h * p.kernel_w;
+  const int64_t chunks = (p.out_width + kColumns - 1) / kColumns;
+  const plane_blocks::Phase phases[2] = {
+      kernel > 0 ? plane_blocks::Phase{p.out_height * chunks, kColumns * taps}
+                 : plane_blocks::Phase{p.out_height * p.out_width, taps},
+      {0, 0}};
   const cudaError_t status =
-      plane_blocks::planes_per_block(b.total_planes, floats_per_plane(p), b.planes);
+      plane_blocks::planes_per_block(b.total_planes, floats_per_plane(p), phases, b.planes);
   if (status != cudaSuccess) {
     return status;
   }
   b.x_pitch = odd(p.in_height * p.in_width);
   b.filter_pitch = odd(p.kernel_h * p.kernel_w);
   b.y_pitch = odd(p.out_height * p.out_width);
-  b.chunks = static_cast<int>((p.out_width + kColumns - 1) / kColumns);
+  b.chunks = static_cast<int>(chunks);
   b.in_elements = FastDivisor::make(static_cast<uint32_t>(p.in_height * p.in_width));
   b.out_elements = FastDivisor::make(static_cast<uint32_t>(p.out_height * p.out_width));
   b.planes_divisor = FastDivisor::make(static_cast<uint32_t>(b.planes));
