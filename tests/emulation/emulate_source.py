@@ -12,9 +12,15 @@ import sys
 LAUNCH = re.compile(r"([^;{}]*?)\s*<<<(.*?)>>>\s*\((.*?)\);", re.DOTALL)
 DYNAMIC_SHARED = re.compile(r"extern\s+__shared__\s+(\w+)\s+(\w+)\s*\[\s*\]\s*;")
 STATIC_SHARED = re.compile(r"__shared__\s+([\w:<>]+)\s+(\w+)((?:\s*\[[^\]]+\])*)\s*;")
+PTX_INCLUDE = re.compile(r'#include\s+"common/ptx\.cuh"')
+TF32_ROUNDING = re.compile(
+    r'asm\("cvt\.rna\.tf32\.f32 %0, %1;"\s*:\s*"=r"\((\w+)\)\s*:\s*"f"\((\w+)\)\);')
 
 
 def emulate(source):
+    # Inline PTX: common/ptx.cuh's wrappers and the TF32 rounding by their host forms.
+    source = PTX_INCLUDE.sub('#include "ptx_emulated.h"', source)
+    source = TF32_ROUNDING.sub(r"\1 = ::emulation::tf32_rna(\2);", source)
     source = DYNAMIC_SHARED.sub(
         r"\1* \2 = static_cast<\1*>(::emulation::dynamic_shared());", source)
     # One array per declaration (the lambda's type is the key) per CTA.

@@ -77,6 +77,27 @@ uint64_t& warp_slot(unsigned slot) {
   return current_cta()->lanes[linear_thread() / 32 * 64 + slot];
 }
 
+uint32_t* warp_exchange() { return current_cta()->exchange.data() + linear_thread() / 32 * 512; }
+
+// Shared addresses are offsets in the CTA's dynamic shared memory (the kernels that take them
+// keep their operands there).
+uint32_t shared_offset(const void* pointer) {
+  const char* base = reinterpret_cast<const char*>(current_cta()->shared.data());
+  const char* at = static_cast<const char*>(pointer);
+  const size_t size = current_cta()->shared.size() * sizeof(float4);
+  if (at < base || at >= base + size) {
+    __builtin_trap();  // not dynamic shared memory
+  }
+  return static_cast<uint32_t>(at - base);
+}
+
+void* shared_pointer(uint32_t offset) {
+  if (offset >= current_cta()->shared.size() * sizeof(float4)) {
+    __builtin_trap();
+  }
+  return reinterpret_cast<char*>(current_cta()->shared.data()) + offset;
+}
+
 void sync_warp() {
   Cta& cta = *current_cta();
   wait(cta, cta.warps[linear_thread() / 32]);

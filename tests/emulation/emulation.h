@@ -33,6 +33,7 @@ struct Cta {
   Barrier block;
   std::vector<Barrier> warps;
   std::vector<uint64_t> lanes;  // __shfl exchange slots, two per thread
+  std::vector<uint32_t> exchange;  // mma.sync / ldmatrix fragments, 16 words per thread
   std::vector<float4> shared;
   // Static __shared__ arrays, one per declaration, made on first use (NaN bytes).
   std::map<std::type_index, std::unique_ptr<float4[]>> statics;
@@ -75,6 +76,7 @@ cudaError_t launch(dim3 grid, dim3 block, size_t shared_bytes, cudaStream_t /*st
         cta.block.running = static_cast<int>(threads);
         cta.warps = std::vector<Barrier>((threads + 31) / 32);
         cta.lanes.resize(cta.warps.size() * 64);
+        cta.exchange.resize(cta.warps.size() * 32 * 16);
         for (unsigned w = 0; w < cta.warps.size(); ++w) {
           cta.warps[w].running = static_cast<int>(std::min(32u, threads - 32 * w));
         }
