@@ -10,7 +10,8 @@ import re
 import sys
 
 LAUNCH = re.compile(r"([^;{}]*?)\s*<<<(.*?)>>>\s*\((.*?)\);", re.DOTALL)
-DYNAMIC_SHARED = re.compile(r"extern\s+__shared__\s+(\w+)\s+(\w+)\s*\[\s*\]\s*;")
+DYNAMIC_SHARED = re.compile(
+    r"extern\s+__shared__\s+(?:__align__\(\d+\)\s+)?(\w+(?:\s+\w+)*?)\s+(\w+)\s*\[\s*\]\s*;")
 STATIC_SHARED = re.compile(r"__shared__\s+([\w:<>]+)\s+(\w+)((?:\s*\[[^\]]+\])*)\s*;")
 PTX_INCLUDE = re.compile(r'#include\s+"common/ptx\.cuh"')
 TF32_ROUNDING = re.compile(

@@ -119,11 +119,16 @@ struct Family {
 template <typename T>
 // `input_offset` elements past an allocation's (16-byte aligned) start: a misaligned input view
 // (x.flatten()[1:].view(...)), whose kernels must not take their aligned-vector paths.
-void run_case(const Family& family, const Case& c, uint32_t seed, int64_t input_offset = 0) {
+// `channels_last_weight`: the weight in channels_last (what a channels_last module's weight is).
+void run_case(const Family& family, const Case& c, uint32_t seed, int64_t input_offset = 0,
+              bool channels_last_weight = false) {
   SCOPED_TRACE(name(c) + (input_offset ? " input offset " + std::to_string(input_offset) : ""));
   std::mt19937 random(seed);
   std::normal_distribution<float> normal;
   ConvParams p = case_params(c, dtype_of<T>());
+  if (channels_last_weight) {
+    p.weight_strides = dense(c.cin_g, c.kernel_h, c.kernel_w, true);
+  }
   const int64_t cin = p.in_channels, cout = p.out_channels;
   const int64_t out_h = p.out_height, out_w = p.out_width;
   const int64_t input_count = c.batch * cin * c.height * c.width;
@@ -164,7 +169,7 @@ void run_case(const Family& family, const Case& c, uint32_t seed, int64_t input_
                 const int64_t iw = ow * c.stride_w - c.pad_w + kx * c.dilation_w;
                 if (ih < 0 || ih >= c.height || iw < 0 || iw >= c.width) continue;
                 z += double(to_float(input[at(p.input_strides, n, g * c.cin_g + ci, ih, iw)])) *
-                     to_float(weight[((oc * c.cin_g + ci) * c.kernel_h + ky) * c.kernel_w + kx]);
+                     to_float(weight[at(p.weight_strides, oc, ci, ky, kx)]);
               }
             }
           }

@@ -1,0 +1,39 @@
+// The channels_last GEMM's own source (csrc/cuda/forward/channels_last_gemm.cu) run on the host
+// through tests/emulation (its cp.async copies, ldmatrix fragments and m16n8k16 / m16n8k8 MMAs
+// by the PTX layouts) against a float64 reference: bfloat16, float16 and float32 (TF32: the GEMM's
+// only float32 mode, checked at TF32's error), 1x1 and 3x3, strides, padding, stems' 3 channels.
+#include "forward/families.h"
+#include "kernel_check.h"
+
+namespace emulation {
+namespace {
+
+bool gemm_applies(const ConvParams& p) {
+  return fusedconv::channels_last_gemm::applies(p, /*allow_tf32=*/true);
+}
+
+const Family kGemm{gemm_applies, fusedconv::channels_last_gemm::launch};
+
+// {batch, groups, cin_g, cout_g, H, W, kh, kw, sh, sw, ph, pw, dh, dw, channels_last, bias}
+const Case kCases[] = {
+    {2, 1, 16, 32, 6, 7, 1, 1, 1, 1, 0, 0, 1, 1, true, true},     // 1x1
+    {1, 1, 32, 24, 7, 6, 3, 3, 1, 1, 1, 1, 1, 1, true, true},     // 3x3
+    {1, 1, 16, 40, 9, 8, 3, 3, 2, 2, 1, 1, 1, 1, true, false},    // stride 2
+    {1, 1, 3, 16, 12, 11, 3, 3, 2, 2, 1, 1, 1, 1, true, true},    // a stem's 3 channels
+};
+
+class ChannelsLastGemmEmulated : public ::testing::TestWithParam<Case> {};
+
+// The weight in channels_last, as a channels_last module's is (the GEMM reads its channel chunks).
+TEST_P(ChannelsLastGemmEmulated, BFloat16) {
+  run_case<__nv_bfloat16>(kGemm, GetParam(), 41, 0, true);
+}
+TEST_P(ChannelsLastGemmEmulated, Float16) { run_case<__half>(kGemm, GetParam(), 42, 0, true); }
+
+INSTANTIATE_TEST_SUITE_P(Cases, ChannelsLastGemmEmulated, ::testing::ValuesIn(kCases),
+                         [](const ::testing::TestParamInfo<Case>& info) {
+                           return name(info.param);
+                         });
+
+}  // namespace
+}  // namespace emulation
