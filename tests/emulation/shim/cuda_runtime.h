@@ -45,6 +45,7 @@ inline float __uint_as_float(unsigned bits) {
   __builtin_memcpy(&value, &bits, sizeof value);
   return value;
 }
+inline float __double2float_rn(double value) { return static_cast<float>(value); }
 inline unsigned __float_as_uint(float value) {
   unsigned bits;
   __builtin_memcpy(&bits, &value, sizeof bits);
