@@ -1,7 +1,9 @@
-// The small-problem backward's own sources (csrc/cuda/backward/small_backward.cu, one launch for
-// every gradient, and small_backward_bands.cu, 3x3 stride-1 layers by bands of rows) run on the
-// host through tests/emulation: grad_input, grad_weight and grad_bias from grad_y and the saved
-// y against float64, KernelBench v0-like float32 layers; gradients poisoned with NaN.
+// The dense backward's own sources run on the host through tests/emulation: the small-problem
+// backward (csrc/cuda/backward/small_backward.cu, one launch for every gradient, and
+// small_backward_bands.cu, 3x3 stride-1 layers by bands of rows) and the fused dgrad / wgrad
+// (dgrad.cu, wgrad.cu on mma.sync, 3xTF32, through the backward planner): grad_input,
+// grad_weight and grad_bias from grad_y and the saved y against float64, float32 layers;
+// gradients poisoned with NaN.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -11,6 +13,7 @@
 
 #include "backward/small_backward.h"
 #include "backward/small_backward_bands.h"
+#include "fusedconv/launch.h"
 #include "kernel_check.h"
 
 namespace emulation {
@@ -132,6 +135,44 @@ void check_backward(const BackwardFamily& family, const Case& c, bool params_wan
   }
 }
 
+// The fused dgrad / wgrad (backward/dgrad.cu, wgrad.cu: mma.sync, 3xTF32) through the backward
+// planner under the "fused" policy, where it plans them.
+fusedconv::BackwardPlan fused_plan(const ConvParams& p, bool params_wanted, cudaError_t& status) {
+  const auto previous = fusedconv::set_plan_policy(fusedconv::PlanPolicy::kFused);
+  fusedconv::BackwardMask mask;
+  mask.grad_input = true;
+  mask.grad_weight = mask.grad_bias = params_wanted;
+  // grad_y is as aligned as y (both fresh allocations): y stands in for it when planning.
+  const fusedconv::ConvBackwardParams bp{p, p.output, nullptr, nullptr, nullptr, nullptr};
+  fusedconv::BackwardPlan plan;
+  status = fusedconv::plan_backward(bp, mask, /*allow_tf32=*/false, plan);
+  fusedconv::set_plan_policy(previous);
+  return plan;
+}
+
+bool fused_applies(const ConvParams& p) {
+  cudaError_t status;
+  return fused_plan(p, true, status).kernel == fusedconv::BackwardKernel::kFused &&
+         status == cudaSuccess;
+}
+
+cudaError_t fused_workspace_bytes(const ConvParams& p, bool params_wanted, int64_t& bytes) {
+  cudaError_t status;
+  bytes = fused_plan(p, params_wanted, status).workspace_bytes;
+  return status;
+}
+
+cudaError_t fused_launch(const fusedconv::ConvBackwardParams& bp, cudaStream_t stream) {
+  cudaError_t status;
+  const fusedconv::BackwardPlan plan = fused_plan(bp.conv, bp.grad_weight != nullptr, status);
+  if (status != cudaSuccess) {
+    return status;
+  }
+  return fusedconv::launch_planned_backward(bp, plan, /*allow_tf32=*/false, stream);
+}
+
+const BackwardFamily kFusedBackward{fused_applies, fused_workspace_bytes, fused_launch};
+
 const BackwardFamily kSmall{fusedconv::small_backward::applies,
                             fusedconv::small_backward::workspace_bytes,
                             fusedconv::small_backward::launch};
@@ -151,7 +192,15 @@ const Case kBandsCases[] = {
     {1, 1, 3, 8, 20, 9, 3, 3, 1, 1, 1, 1, 1, 1, false, true},
 };
 
+// Dense stride-1 float32 beyond the small-problem kernel's channels: the fused dgrad / wgrad.
+const Case kFusedCases[] = {
+    {2, 1, 8, 32, 9, 10, 3, 3, 1, 1, 1, 1, 1, 1, false, true},   // v0.1-like
+    {1, 1, 12, 40, 8, 7, 3, 3, 1, 1, 0, 0, 1, 1, false, true},   // channels past a chunk
+    {1, 1, 8, 24, 5, 6, 5, 5, 1, 1, 2, 2, 1, 1, false, true},
+};
+
 class SmallBackwardEmulated : public ::testing::TestWithParam<Case> {};
+class FusedBackwardEmulated : public ::testing::TestWithParam<Case> {};
 class SmallBackwardBandsEmulated : public ::testing::TestWithParam<Case> {};
 
 TEST_P(SmallBackwardEmulated, AllGradients) { check_backward(kSmall, GetParam(), true, 31); }
@@ -161,7 +210,15 @@ TEST_P(SmallBackwardBandsEmulated, GradInputOnly) {
   check_backward(kBands, GetParam(), false, 34);
 }
 
+TEST_P(FusedBackwardEmulated, AllGradients) {
+  check_backward(kFusedBackward, GetParam(), true, 35);
+}
+TEST_P(FusedBackwardEmulated, GradInputOnly) {
+  check_backward(kFusedBackward, GetParam(), false, 36);
+}
+
 const auto kName = [](const ::testing::TestParamInfo<Case>& info) { return name(info.param); };
+INSTANTIATE_TEST_SUITE_P(Cases, FusedBackwardEmulated, ::testing::ValuesIn(kFusedCases), kName);
 INSTANTIATE_TEST_SUITE_P(Cases, SmallBackwardEmulated, ::testing::ValuesIn(kSmallCases), kName);
 INSTANTIATE_TEST_SUITE_P(Cases, SmallBackwardBandsEmulated, ::testing::ValuesIn(kBandsCases),
                          kName);

@@ -57,6 +57,7 @@ enum cudaError_t {
   cudaErrorInvalidValue = 1,
   cudaErrorLaunchFailure = 4,
   cudaErrorInvalidConfiguration = 9,
+  cudaErrorNotSupported = 801,
   cudaErrorInvalidDevice = 101
 };
 typedef struct CUstream_st* cudaStream_t;
