@@ -392,9 +392,9 @@ bool rows_take(const ConvParams& p, depthwise_rows::RowGeometry& rows) {
 
 // Whether the one pass by blocks of planes takes the call (outside the row walks).
 bool planes_take(const ConvParams& p) {
-  depthwise_rows::RowGeometry rows;
-  return !rows_take(p, rows) && run_candidate(DepthwiseCandidate::kPlanesBackward, p) &&
-         depthwise_backward_planes::applies(p);
+  depthwise_rows::RowGeometry rows;  // the switch first: off by default, no row geometry then
+  return run_candidate(DepthwiseCandidate::kPlanesBackward, p) &&
+         depthwise_backward_planes::applies(p) && !rows_take(p, rows);
 }
 
 template <typename Storage, int kKernel>
