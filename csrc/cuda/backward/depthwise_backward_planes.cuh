@@ -64,11 +64,12 @@ __global__ void __launch_bounds__(kThreads)
   const ConvParams& p = bp.conv;
   const bool input_wanted = bp.grad_input != nullptr;
   const bool params_wanted = partials != nullptr;
-  const int64_t first_plane = int64_t{blockIdx.x} * b.planes;
-  const int64_t remaining = b.total_planes - first_plane;
-  const int planes = remaining < b.planes ? static_cast<int>(remaining) : b.planes;
   const int channels = static_cast<int>(p.out_channels);
-  const int first_channel = static_cast<int>(first_plane % channels);
+  const plane_blocks::BlockSpan span = plane_blocks::block_span(b.planes, b.total_planes,
+                                                                channels);
+  const int64_t first_plane = span.first_plane;
+  const int planes = span.planes;
+  const int first_channel = span.first_channel;
 
   float* g_block = block_shared;
   float* x_block = g_block + b.planes * b.g_pitch;

@@ -62,6 +62,22 @@ inline cudaError_t planes_per_block(int64_t total_planes, int64_t floats_per_pla
   return cudaSuccess;
 }
 
+// The planes of CTA blockIdx.x: the first (NCHW plane index), how many (the last block's
+// fewer), and the first one's channel.
+struct BlockSpan {
+  int64_t first_plane;
+  int planes;
+  int first_channel;
+};
+
+__device__ __forceinline__ BlockSpan block_span(int per_block, int64_t total_planes,
+                                                int channels) {
+  const int64_t first_plane = int64_t{blockIdx.x} * per_block;
+  const int64_t remaining = total_planes - first_plane;
+  return {first_plane, remaining < per_block ? static_cast<int>(remaining) : per_block,
+          static_cast<int>(first_plane % channels)};
+}
+
 // The block's channel of its plane `plane`, given the channel of its first plane.
 __device__ __forceinline__ int plane_channel(int first_channel, int plane, int channels) {
   const int channel = first_channel + plane;

@@ -60,14 +60,15 @@ __global__ void __launch_bounds__(kThreads)
     depthwise_planes_kernel(const ConvParams p, const Block b) {
   extern __shared__ float block_shared[];
   using Traits = StorageTraits<Storage>;
-  const int64_t first_plane = int64_t{blockIdx.x} * b.planes;
-  const int64_t remaining = b.total_planes - first_plane;
-  const int planes = remaining < b.planes ? static_cast<int>(remaining) : b.planes;
+  const int channels = static_cast<int>(p.out_channels);
+  const plane_blocks::BlockSpan span = plane_blocks::block_span(b.planes, b.total_planes,
+                                                                channels);
+  const int64_t first_plane = span.first_plane;
+  const int planes = span.planes;
+  const int first_channel = span.first_channel;
   const int kernel_h = kKernel > 0 ? kKernel : static_cast<int>(p.kernel_h);
   const int kernel_w = kKernel > 0 ? kKernel : static_cast<int>(p.kernel_w);
   const int taps = kernel_h * kernel_w;
-  const int channels = static_cast<int>(p.out_channels);
-  const int first_channel = static_cast<int>(first_plane % channels);
 
   float* x_block = block_shared;
   float* filter_block = x_block + b.planes * b.x_pitch;

@@ -86,6 +86,15 @@ inline float half_value(uint32_t word, int which) {
   return to_float(half);
 }
 
+// Publishes the calling lane's six fragment words (A's four, B's two) to its warp and waits
+// for every lane's; returns the warp's exchange words (lane l's at 16 l).
+inline uint32_t* exchange_fragments(const uint32_t (&mine)[6]) {
+  uint32_t* words = warp_exchange();
+  std::memcpy(words + 16 * lane_id(), mine, sizeof mine);
+  sync_warp();
+  return words;
+}
+
 }  // namespace emulation
 
 namespace fusedconv {
@@ -122,11 +131,8 @@ inline void copy_async_wait_all() {  // commits the open group too
 // B[t+4][g]; C[g][2t], C[g][2t+1], C[g+8][2t], C[g+8][2t+1].
 inline void mma_tf32(float (&acc)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
                      uint32_t b0, uint32_t b1) {
-  uint32_t* words = emulation::warp_exchange();
   const unsigned lane = emulation::lane_id();
-  const uint32_t mine[6] = {a0, a1, a2, a3, b0, b1};
-  std::memcpy(words + 16 * lane, mine, sizeof mine);
-  emulation::sync_warp();
+  const uint32_t* words = emulation::exchange_fragments({a0, a1, a2, a3, b0, b1});
   const auto a = [&](int row, int col) {
     return emulation::tf32_value(
         words[16 * ((row % 8) * 4 + col % 4) + (row >= 8 ? 1 : 0) + (col >= 4 ? 2 : 0)]);
@@ -198,11 +204,8 @@ inline void load_matrix_x4(uint32_t (&fragment)[4], uint32_t address) {
 // B[2t+8..][g]; C as m16n8k8.
 template <bool kBFloat16>
 inline void mma_16bit(float (&acc)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-  uint32_t* words = emulation::warp_exchange();
   const unsigned lane = emulation::lane_id();
-  const uint32_t mine[6] = {a[0], a[1], a[2], a[3], b0, b1};
-  std::memcpy(words + 16 * lane, mine, sizeof mine);
-  emulation::sync_warp();
+  const uint32_t* words = emulation::exchange_fragments({a[0], a[1], a[2], a[3], b0, b1});
   using Half = typename std::conditional<kBFloat16, __nv_bfloat16, __half>::type;
   const auto a_at = [&](int row, int col) {
     const int holder = (row % 8) * 4 + (col % 8) / 2;
