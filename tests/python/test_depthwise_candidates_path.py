@@ -307,8 +307,9 @@ def test_rows_backward_leaves_other_calls_to_the_older_kernels():
     grad_y = torch.randn_like(y)
     names = cuda_kernel_names(lambda: _backward(grad_y, x, weight, y, kwargs))
     assert not any("rows" in n for n in names), names
-    assert any(PLANES_KERNEL in n for n in names), names  # the other candidate, planes fitting
-    assert any("depthwise_wgrad_kernel" in n for n in names), names
+    # Under "all", the other candidate: the one pass by blocks of planes, the planes fitting.
+    assert any(ONE_PASS_KERNEL in n for n in names), names
+    assert not any("depthwise_wgrad_kernel" in n for n in names), names
 
 
 PLANES_KERNEL = "depthwise_dgrad_planes_kernel"
@@ -402,20 +403,28 @@ def test_planes_backward_in_one_pass_is_bitwise_deterministic():
         assert all(torch.equal(a, b) for a, b in zip(first, call()))
 
 
-# PLANES_CASES the measured rule sends to the planes grad_input (3x3 / 5x5, stride 1 or 2 on both
-# axes, no dilation), where the one pass does not run.
-RULE_PLANES_CASES = [c for c in PLANES_CASES
-                     if c[4] in (3, 5) and c[5] in ((1, 1), (2, 2)) and c[7] == 1]
+# (case, dtype, kernel) where the measured rule (3x3 / 5x5, stride 1 or 2 on both axes, no
+# dilation) runs a planes backward: the one pass on outputs of up to 256 elements but for 16-bit
+# 3x3 at stride 2, the planes grad_input on the rest.
+RULE_PLANES_CASES = [(PLANES_CASES[0], torch.float32, ONE_PASS_KERNEL),  # 7 x 7 out, 5x5 s2
+                     (PLANES_CASES[0], torch.bfloat16, ONE_PASS_KERNEL),
+                     (PLANES_CASES[1], torch.bfloat16, ONE_PASS_KERNEL),  # 3x3 s1
+                     (PLANES_CASES[3], torch.float32, ONE_PASS_KERNEL),  # 3x3 s2
+                     (PLANES_CASES[3], torch.bfloat16, PLANES_KERNEL),
+                     (PLANES_CASES[-1], torch.float32, PLANES_KERNEL),  # 32 x 32 out
+                     (PLANES_CASES[-1], torch.bfloat16, PLANES_KERNEL),
+                     ((2, 3, 18, 18, 5, (1, 1), 1, 1), torch.float32, ONE_PASS_KERNEL),  # 16^2
+                     ((2, 3, 19, 19, 5, (1, 1), 1, 1), torch.float32, PLANES_KERNEL)]  # 17^2
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("case", RULE_PLANES_CASES, ids=str)
-def test_planes_grad_input_against_float64_and_the_gather_kernel(dtype, case):
+@pytest.mark.parametrize("case,dtype,kernel", RULE_PLANES_CASES, ids=str)
+def test_planes_backward_under_the_rule_against_float64_and_the_gather(case, dtype, kernel):
     x, weight, bias, y, grad_y, call = _planes_call(case, dtype, seed=sum(case[:5]))
     with depthwise_candidates("measured"):
         names = cuda_kernel_names(call)
-        assert any(PLANES_KERNEL in n for n in names), names
-        assert not any(ONE_PASS_KERNEL in n for n in names), names
+        other = PLANES_KERNEL if kernel == ONE_PASS_KERNEL else ONE_PASS_KERNEL
+        assert any(kernel in n for n in names), names
+        assert not any(other in n for n in names), names
         grads = poisoned_call(call, dtype, "cuda")
         _check_planes_gradients(dtype, case, grads, call, x, weight, bias, grad_y, y)
 
@@ -722,9 +731,15 @@ MEASURED_CASES = [
     # 400 channels' 5x5 bfloat16 filters are 20 KB: per tap in the forward.
     ("channels_last", torch.bfloat16, 5, 1, 400, 14, {"staged_grad_input"}),
     ("channels_last", torch.float16, 7, 1, 16, 14, set()),
-    # Outside the rows (7- and 15-wide NCHW outputs): the planes grad_input, not the forward.
-    ("nchw", torch.float32, 5, 2, 8, 14, {"planes_grad_input"}),
-    ("nchw", torch.float16, 3, 1, 8, 15, {"planes_grad_input"}),
+    # Outside the rows (odd-width NCHW outputs): the planes forward at stride 1 and 16-bit 5x5
+    # stride 2 on outputs of up to 1024 elements; the one pass on outputs of up to 256 but for
+    # 16-bit 3x3 stride 2, the planes grad_input on the rest; the older kernels past 1024.
+    ("nchw", torch.float32, 5, 2, 8, 14, {"planes_backward"}),
+    ("nchw", torch.bfloat16, 5, 2, 8, 13, {"planes_forward", "planes_backward"}),
+    ("nchw", torch.bfloat16, 3, 2, 8, 13, {"planes_grad_input"}),
+    ("nchw", torch.float16, 3, 1, 8, 15, {"planes_forward", "planes_backward"}),
+    ("nchw", torch.float32, 3, 1, 8, 31, {"planes_forward", "planes_grad_input"}),
+    ("nchw", torch.float32, 3, 1, 8, 33, set()),
 ]
 
 
@@ -757,6 +772,8 @@ def _candidates_that_ran(x, weight, bias, kwargs):
         ran.add("planes_forward")
     if any(PLANES_KERNEL in name for name in backward):
         ran.add("planes_grad_input")
+    if any(ONE_PASS_KERNEL in name for name in backward):
+        ran.add("planes_backward")
     return ran
 
 

@@ -15,7 +15,7 @@ enum class DepthwiseCandidate : int {
   kStagedGradInput,     // channels_last grad_input with staged filters
   kSlidingWeightPass,   // channels_last weight pass by sliding rows
   kPlanesGradInput,     // NCHW grad_input by whole planes in shared memory (depthwise_backward.cu)
-  kPlanesForward,       // NCHW forward by whole planes in shared memory (depthwise_planes.cuh)
+  kPlanesForward,       // NCHW forward by blocks of planes in shared memory (depthwise_planes)
   kPlanesBackward,      // NCHW backward by blocks of planes, one pass (depthwise_backward_planes)
 };
 
@@ -41,13 +41,25 @@ enum class DepthwiseCandidate : int {
 //   measured (seventeenth session: `--planes-shapes` on an H100, results/
 //   h100_depthwise_planes_times.txt, and the 672-channel layer on an H200: 3x3 / 5x5, stride
 //   1 / 2, 7x7 to 31x31 planes, three types; 1.14-2.53x).
-// - The planes forward lost on 7x7 outputs (0.45-0.69x: 49 outputs on 32 lanes, a bounds test
-//   per tap) and won by at most 1.19x on 15x15 to 31x31 ones: "all" only.
-// 7x7 was not measured: the kernels it replaces keep it.
+// - Blocks of planes (twenty-third session, `--planes-shapes` on an H100, results/
+//   h100_depthwise_plane_blocks_times.txt: 3x3 / 5x5, stride 1 / 2, 7x7 to 31x31 outputs,
+//   float32 and bfloat16), against the default each replaces:
+//   - forward: won at stride 1 in every case (1.25-1.98x; larger outputs than the 31x31
+//     measured keep the default, bound 1024); at stride 2 lost in float32
+//     (0.71-0.96x: a quarter of the staged input feeds an output) and won in 16-bit at 5x5
+//     (1.33-1.44x), tied at 3x3 (0.97x);
+//   - backward in one pass: won on outputs of up to 15x15 (1.12-1.69x) but for 16-bit 3x3 at
+//     stride 2 (0.95x), and lost on a 31x31 output (0.84-0.92x: few planes to a block). The
+//     bound, 256 outputs, lies between 225 and 961, not measured in between.
+// 7x7 kernels, other strides and dilation were not measured: the kernels they replace keep them.
 inline bool candidate_measured_faster(DepthwiseCandidate candidate, const ConvParams& p) {
   const bool half = element_bytes(p.dtype) == 2;
   const int64_t k = p.kernel_h;
   const int64_t staged_bytes = p.kernel_h * p.kernel_w * p.in_channels * element_bytes(p.dtype);
+  // The planes kernels' measured domain: square 3x3 / 5x5, stride 1 / 2 on both axes, no dilation.
+  const bool square_3_or_5 = (k == 3 || k == 5) && p.kernel_w == k && p.stride_h == p.stride_w &&
+                             (p.stride_h == 1 || p.stride_h == 2) && p.dilation_h == 1 &&
+                             p.dilation_w == 1;
   switch (candidate) {
     case DepthwiseCandidate::kRowsForward:
     case DepthwiseCandidate::kRowsBackward:
@@ -59,11 +71,13 @@ inline bool candidate_measured_faster(DepthwiseCandidate candidate, const ConvPa
     case DepthwiseCandidate::kSlidingWeightPass:
       return (k == 3 || (k == 5 && p.dtype == DType::kFloat32)) && p.out_width >= 14;
     case DepthwiseCandidate::kPlanesGradInput:
-      return (k == 3 || k == 5) && p.kernel_w == k && p.stride_h == p.stride_w &&
-             (p.stride_h == 1 || p.stride_h == 2) && p.dilation_h == 1 && p.dilation_w == 1;
+      return square_3_or_5;
     case DepthwiseCandidate::kPlanesForward:
+      return square_3_or_5 && p.out_height * p.out_width <= 1024 &&
+             (p.stride_h == 1 || (p.stride_h == 2 && half && k == 5));
     case DepthwiseCandidate::kPlanesBackward:
-      return false;
+      return square_3_or_5 && p.out_height * p.out_width <= 256 &&
+             (p.stride_h == 1 || (p.stride_h == 2 && !(half && k == 3)));
   }
   return false;
 }
