@@ -54,6 +54,94 @@ inline bool applies(const ConvParams& p) {
          depthwise_planes::grad_input_applies(p) && floats_per_plane(p, true, true) <= kBlockFloats;
 }
 
+// grad_x at input element (in_row, in_col) of a plane: the taps (r, s) whose output lies in the
+// plane, in the gather kernel's order (r, then s, increasing; the same bits). kStride > 0, dilation
+// 1: only taps of the element's parity reach an output, so r and s step by the stride from it
+// (about k^2 / stride^2 taps, no per-tap divisibility test). kStride == 0: any stride and
+// dilation, every tap tested.
+template <int kKernel, int kStride>
+__device__ __forceinline__ float gather_taps(const float* __restrict__ g,
+                                             const float* __restrict__ filter, int in_row,
+                                             int in_col, const ConvParams& p) {
+  const int out_height = static_cast<int>(p.out_height);
+  const int out_width = static_cast<int>(p.out_width);
+  const int row_base = in_row + static_cast<int>(p.pad_top);  // out_row * stride + r
+  const int col_base = in_col + static_cast<int>(p.pad_left);
+  float acc = 0.0f;
+  if constexpr (kStride > 0) {
+    constexpr int kSteps = (kKernel + kStride - 1) / kStride;
+#pragma unroll
+    for (int i = 0; i < kSteps; ++i) {
+      const int r = row_base % kStride + i * kStride;
+      const int row_span = row_base - r;
+      if (r >= kKernel || row_span < 0 || row_span / kStride >= out_height) {
+        continue;
+      }
+      const float* __restrict__ g_row = g + (row_span / kStride) * out_width;
+#pragma unroll
+      for (int j = 0; j < kSteps; ++j) {
+        const int s = col_base % kStride + j * kStride;
+        const int col_span = col_base - s;
+        if (s < kKernel && col_span >= 0 && col_span / kStride < out_width) {
+          acc = fmaf(g_row[col_span / kStride], filter[r * kKernel + s], acc);
+        }
+      }
+    }
+  } else {
+    const int stride_h = static_cast<int>(p.stride_h);
+    const int stride_w = static_cast<int>(p.stride_w);
+#pragma unroll
+    for (int r = 0; r < kKernel; ++r) {
+      const int row_span = row_base - r * static_cast<int>(p.dilation_h);
+      if (row_span < 0 || row_span % stride_h != 0 || row_span / stride_h >= out_height) {
+        continue;
+      }
+      const float* __restrict__ g_row = g + (row_span / stride_h) * out_width;
+#pragma unroll
+      for (int s = 0; s < kKernel; ++s) {
+        const int col_span = col_base - s * static_cast<int>(p.dilation_w);
+        if (col_span >= 0 && col_span % stride_w == 0 && col_span / stride_w < out_width) {
+          acc = fmaf(g_row[col_span / stride_w], filter[r * kKernel + s], acc);
+        }
+      }
+    }
+  }
+  return acc;
+}
+
+// first / end (exclusive) of the outputs along an axis whose input, out * stride + offset, lies
+// in [0, size).
+__device__ __forceinline__ void valid_outputs(int offset, int stride, int size, int outputs,
+                                              int& first, int& end) {
+  first = offset >= 0 ? 0 : (-offset + stride - 1) / stride;
+  end = offset > size - 1 ? 0 : min(outputs, (size - 1 - offset) / stride + 1);
+}
+
+// A plane's grad_weight sum of tap (r, s): g x x over the outputs whose tap input lies in the
+// plane, in row-major order (the outputs outside add nothing: the same bits as testing each).
+__device__ __forceinline__ float tap_sum(const float* __restrict__ g,
+                                         const float* __restrict__ x, int r, int s,
+                                         int stride_h, int stride_w, const ConvParams& p) {
+  const int in_width = static_cast<int>(p.in_width);
+  const int out_width = static_cast<int>(p.out_width);
+  const int row_offset = r * static_cast<int>(p.dilation_h) - static_cast<int>(p.pad_top);
+  const int col_offset = s * static_cast<int>(p.dilation_w) - static_cast<int>(p.pad_left);
+  int first_row, end_row, first_col, end_col;
+  valid_outputs(row_offset, stride_h, static_cast<int>(p.in_height),
+                static_cast<int>(p.out_height), first_row, end_row);
+  valid_outputs(col_offset, stride_w, in_width, out_width, first_col, end_col);
+  float acc = 0.0f;
+  for (int out_row = first_row; out_row < end_row; ++out_row) {
+    const float* __restrict__ g_row = g + out_row * out_width;
+    const float* __restrict__ x_row = x + (out_row * stride_h + row_offset) * in_width + col_offset;
+#pragma unroll 4
+    for (int out_col = first_col; out_col < end_col; ++out_col) {
+      acc = fmaf(g_row[out_col], x_row[out_col * stride_w], acc);
+    }
+  }
+  return acc;
+}
+
 template <typename Storage, int kKernel, int kStride>
 __global__ void __launch_bounds__(kThreads)
     depthwise_backward_planes_kernel(const ConvBackwardParams bp, const Block b,
@@ -95,16 +183,11 @@ __global__ void __launch_bounds__(kThreads)
   }
   __syncthreads();
 
-  const int in_height = static_cast<int>(p.in_height);
-  const int in_width = static_cast<int>(p.in_width);
-  const int out_height = static_cast<int>(p.out_height);
-  const int out_width = static_cast<int>(p.out_width);
+  const int out_elements = static_cast<int>(p.out_height * p.out_width);
   const int stride_h = kStride > 0 ? kStride : static_cast<int>(p.stride_h);
   const int stride_w = kStride > 0 ? kStride : static_cast<int>(p.stride_w);
-  const int pad_top = static_cast<int>(p.pad_top);
-  const int pad_left = static_cast<int>(p.pad_left);
-  const int dilation_h = static_cast<int>(p.dilation_h);
-  const int dilation_w = static_cast<int>(p.dilation_w);
+  // The parity walk of gather_taps assumes dilation 1 (uniform across the launch).
+  const bool dilated = p.dilation_h != 1 || p.dilation_w != 1;
   if (input_wanted) {
     const uint32_t items = b.in_elements.divisor * static_cast<uint32_t>(b.planes);
     for (uint32_t item = threadIdx.x; item < items; item += kThreads) {
@@ -118,23 +201,8 @@ __global__ void __launch_bounds__(kThreads)
       const int in_col = static_cast<int>(in_col_u);
       const float* __restrict__ g = g_block + plane * b.g_pitch;
       const float* __restrict__ filter = filter_block + plane * b.filter_pitch;
-      float acc = 0.0f;
-#pragma unroll
-      for (int r = 0; r < kKernel; ++r) {
-        const int row_span = in_row + pad_top - r * dilation_h;
-        if (row_span < 0 || row_span % stride_h != 0 || row_span / stride_h >= out_height) {
-          continue;
-        }
-        const int out_row = row_span / stride_h;
-#pragma unroll
-        for (int s = 0; s < kKernel; ++s) {
-          const int col_span = in_col + pad_left - s * dilation_w;
-          if (col_span < 0 || col_span % stride_w != 0 || col_span / stride_w >= out_width) {
-            continue;
-          }
-          acc = fmaf(g[out_row * out_width + col_span / stride_w], filter[r * kKernel + s], acc);
-        }
-      }
+      const float acc = dilated ? gather_taps<kKernel, 0>(g, filter, in_row, in_col, p)
+                                : gather_taps<kKernel, kStride>(g, filter, in_row, in_col, p);
       grad_x_block[plane * b.grad_x_pitch + element] = acc;
     }
   }
@@ -150,24 +218,12 @@ __global__ void __launch_bounds__(kThreads)
       const float* __restrict__ x = x_block + plane * b.x_pitch;
       float acc = 0.0f;
       if (sum == kTaps) {  // grad_bias: the plane's g in row-major order
-        for (int o = 0; o < out_height * out_width; ++o) {
+        for (int o = 0; o < out_elements; ++o) {
           acc += g[o];
         }
       } else {
         const int r = sum / kKernel;
-        const int s = sum - r * kKernel;
-        for (int out_row = 0; out_row < out_height; ++out_row) {
-          const int in_row = out_row * stride_h - pad_top + r * dilation_h;
-          if (static_cast<unsigned>(in_row) >= static_cast<unsigned>(in_height)) {
-            continue;
-          }
-          for (int out_col = 0; out_col < out_width; ++out_col) {
-            const int in_col = out_col * stride_w - pad_left + s * dilation_w;
-            if (static_cast<unsigned>(in_col) < static_cast<unsigned>(in_width)) {
-              acc = fmaf(g[out_row * out_width + out_col], x[in_row * in_width + in_col], acc);
-            }
-          }
-        }
+        acc = tap_sum(g, x, r, sum - r * kKernel, stride_h, stride_w, p);
       }
       partial_block[plane * b.partial_pitch + sum] = acc;
     }
