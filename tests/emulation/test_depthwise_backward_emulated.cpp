@@ -160,6 +160,10 @@ const Case kCases[] = {
     {6, 24, 1, 1, 14, 14, 5, 5, 2, 2, 2, 2, 1, 1, false, true},
     {5, 3, 1, 1, 9, 7, 3, 3, 2, 2, 1, 1, 1, 1, false, true},
     {10, 40, 1, 1, 7, 7, 3, 3, 1, 1, 1, 1, 1, 1, false, true},
+    // The one pass's tap walks: 'valid' 5x5 at stride 2 (each tap's outputs from the first),
+    // unequal strides (the run-time walk).
+    {3, 8, 1, 1, 11, 11, 5, 5, 2, 2, 0, 0, 1, 1, false, true},
+    {2, 8, 1, 1, 9, 10, 3, 3, 2, 1, 1, 1, 1, 1, false, true},
 };
 
 class DepthwiseBackwardEmulated : public ::testing::TestWithParam<Case> {};
