@@ -441,6 +441,35 @@ PLANES_FORWARD_KERNEL = "depthwise_planes_kernel"
 PER_ROW_KERNEL = "conv_hardswish_relu_depthwise_kernel"
 
 
+def _off_boundary(tensor, elements):
+    """A copy of `tensor` starting `elements` elements past a 16-byte boundary."""
+    storage = torch.empty(tensor.numel() + elements, dtype=tensor.dtype, device=tensor.device)
+    return storage[elements:].view_as(tensor).copy_(tensor)
+
+
+@pytest.mark.parametrize("offsets", [(1, 3, 2), (1, 3, 3)], ids=["apart", "alike"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("case", [PLANES_CASES[0], PLANES_CASES[5]], ids=str)
+def test_planes_kernels_on_runs_off_16_byte_boundaries(case, dtype, offsets):
+    # x, y and grad_y that many elements past a 16-byte boundary: the staging loads 16 bytes at a
+    # time from each run's first boundary, or one element at a time where grad_y's and y's
+    # boundaries fall apart. Same values, so the same bits as from aligned tensors.
+    x, weight, bias, y, grad_y, call = _planes_call(case, dtype, seed=9)
+    geometry = (list(case[5]), [case[6]] * 4, [case[7]] * 2, case[1])
+    moved_x, moved_y, moved_grad_y = (_off_boundary(t, n) for t, n in zip((x, y, grad_y), offsets))
+    forward = torch.ops.fusedconv.conv2d_hardswish_relu
+    names = cuda_kernel_names(lambda: forward(moved_x, weight, bias, *geometry))
+    assert any(PLANES_FORWARD_KERNEL in n for n in names), names
+    assert torch.equal(forward(moved_x, weight, bias, *geometry), y)
+
+    def moved():
+        return torch.ops.fusedconv.conv2d_hardswish_relu_backward(
+            moved_grad_y, moved_x, weight, moved_y, *geometry, [True] * 3)
+    assert any(ONE_PASS_KERNEL in n for n in cuda_kernel_names(moved))
+    for actual, expected in zip(moved(), call()):
+        assert torch.equal(actual, expected)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("case", PLANES_CASES[:-1] + [(1, 3, 32, 32, 3, (1, 1), 0, 1)], ids=str)
 def test_planes_forward_against_float64_and_the_per_row_kernel(dtype, case):

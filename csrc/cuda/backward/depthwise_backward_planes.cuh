@@ -168,13 +168,28 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t in_offset = first_plane * b.in_elements.divisor;
   const Storage* __restrict__ grad_y = static_cast<const Storage*>(bp.grad_output) + out_offset;
   const Storage* __restrict__ y = static_cast<const Storage*>(p.output) + out_offset;
-  plane_blocks::stage_planes(planes, b.out_elements, b.g_pitch, g_block, [&](uint32_t e) {
-    return HardSwishReLU<float>::backward(Traits::load(grad_y[e]), Traits::load(y[e]));
-  });
+  // g from 16 bytes of grad_y and of y at a time where both runs meet 16-byte boundaries alike.
+  using Vector = Vector16<Storage>;
+  const uint32_t g_head = plane_blocks::head_elements(grad_y);
+  plane_blocks::stage_planes<Vector::kCount>(
+      planes, b.out_elements, b.g_pitch, g_block,
+      g_head == plane_blocks::head_elements(y) ? g_head : UINT32_MAX,
+      [&](uint32_t e) {
+        return HardSwishReLU<float>::backward(Traits::load(grad_y[e]), Traits::load(y[e]));
+      },
+      [&](uint32_t e, float (&values)[Vector::kCount]) {
+        Vector dy, yv;
+        dy.bits = *reinterpret_cast<const uint4*>(grad_y + e);
+        yv.bits = *reinterpret_cast<const uint4*>(y + e);
+#pragma unroll
+        for (int i = 0; i < Vector::kCount; ++i) {
+          values[i] = HardSwishReLU<float>::backward(Traits::load(dy.values[i]),
+                                                     Traits::load(yv.values[i]));
+        }
+      });
   if (params_wanted) {
-    const Storage* __restrict__ x = static_cast<const Storage*>(p.input) + in_offset;
-    plane_blocks::stage_planes(planes, b.in_elements, b.x_pitch, x_block,
-                               [&](uint32_t e) { return Traits::load(x[e]); });
+    plane_blocks::stage_run(planes, b.in_elements, b.x_pitch, x_block,
+                            static_cast<const Storage*>(p.input) + in_offset);
   }
   if (input_wanted) {
     plane_blocks::stage_filters(static_cast<const Storage*>(p.weight), p.weight_strides,

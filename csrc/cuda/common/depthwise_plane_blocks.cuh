@@ -84,18 +84,77 @@ __device__ __forceinline__ int plane_channel(int first_channel, int plane, int c
   return channel < channels ? channel : channel % channels;
 }
 
-// Copies `count` planes of `elements` values from `source` (consecutive planes) into `target`
-// at `pitch` floats a plane, as float through `convert(value, flat index)`.
-template <typename Convert>
+// Elements of a run of Storage before its first 16-byte boundary: where the vector walks start.
+template <typename Storage>
+__device__ __forceinline__ uint32_t head_elements(const Storage* run) {
+  const uint32_t misaligned = static_cast<uint32_t>(reinterpret_cast<uintptr_t>(run)) & 15u;
+  return ((16u - misaligned) & 15u) / static_cast<uint32_t>(sizeof(Storage));
+}
+
+// Flat element e of the block's run -> (plane, offset) of its staged copy, stepped one element.
+struct PlaneCursor {
+  uint32_t plane, offset;
+  __device__ __forceinline__ PlaneCursor(const FastDivisor& elements, uint32_t e) {
+    plane = elements.divide(e, offset);
+  }
+  __device__ __forceinline__ void step(const FastDivisor& elements) {
+    if (++offset == elements.divisor) {
+      offset = 0;
+      ++plane;
+    }
+  }
+};
+
+// Copies `count` planes of `elements` values (one contiguous run of each source) into `target`
+// at `pitch` floats a plane. From flat element `head` on (a 16-byte boundary of every source;
+// `head` >= the total where the sources' boundaries differ) a thread takes kCount elements at a
+// time through `vector(e, values)`, 16 bytes of each source in one load: a staging phase is
+// bound by the bytes each thread has in flight. `scalar(e)` takes the rest one at a time.
+template <int kCount, typename Scalar, typename Vector>
 __device__ __forceinline__ void stage_planes(int count, const FastDivisor& elements, int pitch,
-                                             float* __restrict__ target, Convert convert) {
+                                             float* __restrict__ target, uint32_t head,
+                                             Scalar scalar, Vector vector) {
   const uint32_t total = static_cast<uint32_t>(count) * elements.divisor;
+  const uint32_t first = head < total ? head : total;
+  const uint32_t vectors = (total - first) / kCount;
+  const uint32_t tail = first + vectors * kCount;
 #pragma unroll 4
-  for (uint32_t e = threadIdx.x; e < total; e += kThreads) {
+  for (uint32_t v = threadIdx.x; v < vectors; v += kThreads) {
+    const uint32_t e = first + v * kCount;
+    float values[kCount];
+    vector(e, values);
+    PlaneCursor at(elements, e);
+#pragma unroll
+    for (int i = 0; i < kCount; ++i) {
+      target[at.plane * pitch + at.offset] = values[i];
+      at.step(elements);
+    }
+  }
+  for (uint32_t i = threadIdx.x; i < first + (total - tail); i += kThreads) {
+    const uint32_t e = i < first ? i : tail + (i - first);
     uint32_t offset;
     const uint32_t plane = elements.divide(e, offset);
-    target[plane * pitch + offset] = convert(e);
+    target[plane * pitch + offset] = scalar(e);
   }
+}
+
+// stage_planes of one source, its values converted to float.
+template <typename Storage>
+__device__ __forceinline__ void stage_run(int count, const FastDivisor& elements, int pitch,
+                                          float* __restrict__ target,
+                                          const Storage* __restrict__ run) {
+  using Vector = Vector16<Storage>;
+  stage_planes<Vector::kCount>(
+      count, elements, pitch, target, head_elements(run),
+      [&](uint32_t e) { return StorageTraits<Storage>::load(run[e]); },
+      [&](uint32_t e, float (&values)[Vector::kCount]) {
+        Vector v;
+        v.bits = *reinterpret_cast<const uint4*>(run + e);
+#pragma unroll
+        for (int i = 0; i < Vector::kCount; ++i) {
+          values[i] = StorageTraits<Storage>::load(v.values[i]);
+        }
+      });
 }
 
 // The k x k filters of the block's `count` planes, at `pitch` floats a plane.
@@ -114,14 +173,32 @@ __device__ __forceinline__ void stage_filters(const Storage* __restrict__ weight
   }
 }
 
-// Stores `count` staged planes of `elements` values (at `pitch`) as one contiguous run.
+// Stores `count` staged planes of `elements` values (at `pitch`) as one contiguous run, 16
+// bytes a store from the run's first 16-byte boundary on.
 template <typename Storage>
 __device__ __forceinline__ void store_planes(const float* __restrict__ source, int count,
                                              const FastDivisor& elements, int pitch,
                                              Storage* __restrict__ target) {
+  using Vector = Vector16<Storage>;
   const uint32_t total = static_cast<uint32_t>(count) * elements.divisor;
-#pragma unroll 4
-  for (uint32_t e = threadIdx.x; e < total; e += kThreads) {
+  const uint32_t head = head_elements(target);
+  const uint32_t first = head < total ? head : total;
+  const uint32_t vectors = (total - first) / Vector::kCount;
+  const uint32_t tail = first + vectors * Vector::kCount;
+#pragma unroll 2
+  for (uint32_t v = threadIdx.x; v < vectors; v += kThreads) {
+    const uint32_t e = first + v * Vector::kCount;
+    Vector out;
+    PlaneCursor at(elements, e);
+#pragma unroll
+    for (int i = 0; i < Vector::kCount; ++i) {
+      out.values[i] = StorageTraits<Storage>::store(source[at.plane * pitch + at.offset]);
+      at.step(elements);
+    }
+    *reinterpret_cast<uint4*>(target + e) = out.bits;
+  }
+  for (uint32_t i = threadIdx.x; i < first + (total - tail); i += kThreads) {
+    const uint32_t e = i < first ? i : tail + (i - first);
     uint32_t offset;
     const uint32_t plane = elements.divide(e, offset);
     target[e] = StorageTraits<Storage>::store(source[plane * pitch + offset]);

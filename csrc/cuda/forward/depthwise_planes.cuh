@@ -75,8 +75,7 @@ __global__ void __launch_bounds__(kThreads)
   float* y_block = filter_block + b.planes * b.filter_pitch;
   const Storage* __restrict__ x =
       static_cast<const Storage*>(p.input) + first_plane * b.in_elements.divisor;
-  plane_blocks::stage_planes(planes, b.in_elements, b.x_pitch, x_block,
-                             [&](uint32_t e) { return Traits::load(x[e]); });
+  plane_blocks::stage_run(planes, b.in_elements, b.x_pitch, x_block, x);
   plane_blocks::stage_filters(static_cast<const Storage*>(p.weight), p.weight_strides, kernel_w,
                               taps, first_channel, channels, planes, b.filter_pitch,
                               filter_block);
