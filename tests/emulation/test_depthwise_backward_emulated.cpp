@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <random>
@@ -19,9 +20,11 @@ namespace {
 
 // `input_wanted` / `params_wanted`: which gradients the call asks for (the others' pointers
 // null, their buffers left poisoned).
+// `offsets`: elements by which x, y and grad_y start past their buffers' (16-byte aligned)
+// starts, as views into larger storage can.
 template <typename T>
 void check_backward(const Case& c, uint32_t seed, bool input_wanted = true,
-                    bool params_wanted = true) {
+                    bool params_wanted = true, std::array<int, 3> offsets = {0, 0, 0}) {
   SCOPED_TRACE(name(c));
   std::mt19937 random(seed);
   std::normal_distribution<float> normal;
@@ -63,16 +66,23 @@ void check_backward(const Case& c, uint32_t seed, bool input_wanted = true,
   for (T& v : dw) v = from_float<T>(NAN);
   for (T& v : db) v = from_float<T>(NAN);
 
-  p.input = x.data();
+  const auto moved = [](const std::vector<T>& values, int offset) {
+    std::vector<T> storage(values.size() + offset);
+    std::copy(values.begin(), values.end(), storage.begin() + offset);
+    return storage;
+  };
+  std::vector<T> x_run = moved(x, offsets[0]), y_run = moved(y, offsets[1]);
+  std::vector<T> dy_run = moved(dy, offsets[2]);
+  p.input = x_run.data() + offsets[0];
   p.weight = weight.data();
   p.bias = bias.data();
-  p.output = y.data();
+  p.output = y_run.data() + offsets[1];
   ASSERT_TRUE(fusedconv::depthwise_backward::applies(p));
   int64_t bytes = 0;
   ASSERT_EQ(fusedconv::depthwise_backward::workspace_bytes(p, params_wanted, bytes), cudaSuccess);
   std::vector<float4> workspace(bytes / 16 + 1);
   fusedconv::ConvBackwardParams bp{p,
-                                   dy.data(),
+                                   dy_run.data() + offsets[2],
                                    input_wanted ? dx.data() : nullptr,
                                    params_wanted ? dw.data() : nullptr,
                                    params_wanted ? db.data() : nullptr,
@@ -188,6 +198,20 @@ TEST_P(DepthwiseBackwardEmulated, Float32AllCandidatesInputOnly) {
 TEST_P(DepthwiseBackwardEmulated, BFloat16AllCandidatesParamsOnly) {
   const auto previous = fusedconv::set_depthwise_candidates(fusedconv::DepthwiseCandidates::kAll);
   check_backward<__nv_bfloat16>(GetParam(), 27, false, true);
+  fusedconv::set_depthwise_candidates(previous);
+}
+// x, y and grad_y off their 16-byte boundaries (NCHW, where the one pass stages runs of them):
+// grad_y's and y's boundaries apart (scalar staging) and alike (vectors from the boundary).
+TEST_P(DepthwiseBackwardEmulated, Float32AllCandidatesRunsOffBoundaries) {
+  if (GetParam().channels_last) GTEST_SKIP() << "NCHW runs only";
+  const auto previous = fusedconv::set_depthwise_candidates(fusedconv::DepthwiseCandidates::kAll);
+  check_backward<float>(GetParam(), 28, true, true, {1, 3, 2});
+  fusedconv::set_depthwise_candidates(previous);
+}
+TEST_P(DepthwiseBackwardEmulated, BFloat16AllCandidatesRunsOffBoundaries) {
+  if (GetParam().channels_last) GTEST_SKIP() << "NCHW runs only";
+  const auto previous = fusedconv::set_depthwise_candidates(fusedconv::DepthwiseCandidates::kAll);
+  check_backward<__nv_bfloat16>(GetParam(), 29, true, true, {1, 3, 3});
   fusedconv::set_depthwise_candidates(previous);
 }
 TEST_P(DepthwiseBackwardEmulated, BFloat16NoCandidates) {

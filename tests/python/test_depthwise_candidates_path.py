@@ -449,11 +449,13 @@ def _off_boundary(tensor, elements):
 
 @pytest.mark.parametrize("offsets", [(1, 3, 2), (1, 3, 3)], ids=["apart", "alike"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("case", [PLANES_CASES[0], PLANES_CASES[5]], ids=str)
+@pytest.mark.parametrize("case", [PLANES_CASES[0], PLANES_CASES[5],
+                                  (8, 97, 7, 7, 5, (1, 1), 2, 1)], ids=str)
 def test_planes_kernels_on_runs_off_16_byte_boundaries(case, dtype, offsets):
     # x, y and grad_y that many elements past a 16-byte boundary: the staging loads 16 bytes at a
     # time from each run's first boundary, or one element at a time where grad_y's and y's
-    # boundaries fall apart. Same values, so the same bits as from aligned tensors.
+    # boundaries fall apart. Same values, so the same bits as from aligned tensors. 776 planes of
+    # 7 x 7: several planes a block, vectors across plane boundaries.
     x, weight, bias, y, grad_y, call = _planes_call(case, dtype, seed=9)
     geometry = (list(case[5]), [case[6]] * 4, [case[7]] * 2, case[1])
     moved_x, moved_y, moved_grad_y = (_off_boundary(t, n) for t, n in zip((x, y, grad_y), offsets))
