@@ -127,6 +127,23 @@ inline void copy_async_wait_all() {  // commits the open group too
   copy_async_wait_group<0>();
 }
 
+// C += A x B for lane l = 4 g + t's C elements C[g][2t], C[g][2t+1], C[g+8][2t], C[g+8][2t+1]
+// (m16n8, both MMA shapes), exact products summed in float in k order, then a warp barrier:
+// every lane has read the exchange before the next one overwrites it.
+template <int kK, typename A, typename B>
+inline void accumulate_fragment(float (&acc)[4], unsigned lane, const A& a, const B& b) {
+  const int g = static_cast<int>(lane / 4), t = static_cast<int>(lane % 4);
+  for (int i = 0; i < 4; ++i) {
+    const int row = g + (i >= 2 ? 8 : 0), col = 2 * t + i % 2;
+    float sum = acc[i];
+    for (int k = 0; k < kK; ++k) {
+      sum += a(row, k) * b(k, col);
+    }
+    acc[i] = sum;
+  }
+  emulation::sync_warp();
+}
+
 // m16n8k8 TF32: lane l = 4 g + t holds A[g][t], A[g+8][t], A[g][t+4], A[g+8][t+4]; B[t][g],
 // B[t+4][g]; C[g][2t], C[g][2t+1], C[g+8][2t], C[g+8][2t+1].
 inline void mma_tf32(float (&acc)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
@@ -140,16 +157,7 @@ inline void mma_tf32(float (&acc)[4], uint32_t a0, uint32_t a1, uint32_t a2, uin
   const auto b = [&](int k, int n) {
     return emulation::tf32_value(words[16 * (n * 4 + k % 4) + 4 + (k >= 4 ? 1 : 0)]);
   };
-  const int g = static_cast<int>(lane / 4), t = static_cast<int>(lane % 4);
-  for (int i = 0; i < 4; ++i) {
-    const int row = g + (i >= 2 ? 8 : 0), col = 2 * t + i % 2;
-    float sum = acc[i];
-    for (int k = 0; k < 8; ++k) {
-      sum += a(row, k) * b(k, col);
-    }
-    acc[i] = sum;
-  }
-  emulation::sync_warp();  // every lane has read before the next exchange overwrites
+  accumulate_fragment<8>(acc, lane, a, b);
 }
 
 inline void mma_tf32(float (&acc)[4], const uint4& a, uint32_t b0, uint32_t b1) {
@@ -216,16 +224,7 @@ inline void mma_16bit(float (&acc)[4], const uint32_t (&a)[4], uint32_t b0, uint
     const int holder = n * 4 + (k % 8) / 2;
     return emulation::half_value<Half>(words[16 * holder + 4 + (k >= 8 ? 1 : 0)], k % 2);
   };
-  const int g = static_cast<int>(lane / 4), t = static_cast<int>(lane % 4);
-  for (int i = 0; i < 4; ++i) {
-    const int row = g + (i >= 2 ? 8 : 0), col = 2 * t + i % 2;
-    float sum = acc[i];
-    for (int k = 0; k < 16; ++k) {
-      sum += a_at(row, k) * b_at(k, col);
-    }
-    acc[i] = sum;
-  }
-  emulation::sync_warp();
+  accumulate_fragment<16>(acc, lane, a_at, b_at);
 }
 
 }  // namespace fusedconv
