@@ -404,13 +404,13 @@ def test_planes_backward_in_one_pass_is_bitwise_deterministic():
 
 
 # (case, dtype, kernel) where the measured rule (3x3 / 5x5, stride 1 or 2 on both axes, no
-# dilation) runs a planes backward: the one pass on outputs of up to 256 elements but for 16-bit
-# 3x3 at stride 2, the planes grad_input on the rest.
+# dilation) runs a planes backward: the one pass on outputs of up to 256 elements, the planes
+# grad_input on the rest.
 RULE_PLANES_CASES = [(PLANES_CASES[0], torch.float32, ONE_PASS_KERNEL),  # 7 x 7 out, 5x5 s2
                      (PLANES_CASES[0], torch.bfloat16, ONE_PASS_KERNEL),
                      (PLANES_CASES[1], torch.bfloat16, ONE_PASS_KERNEL),  # 3x3 s1
                      (PLANES_CASES[3], torch.float32, ONE_PASS_KERNEL),  # 3x3 s2
-                     (PLANES_CASES[3], torch.bfloat16, PLANES_KERNEL),
+                     (PLANES_CASES[3], torch.bfloat16, ONE_PASS_KERNEL),
                      (PLANES_CASES[-1], torch.float32, PLANES_KERNEL),  # 32 x 32 out
                      (PLANES_CASES[-1], torch.bfloat16, PLANES_KERNEL),
                      ((2, 3, 18, 18, 5, (1, 1), 1, 1), torch.float32, ONE_PASS_KERNEL),  # 16^2
@@ -762,12 +762,13 @@ MEASURED_CASES = [
     # 400 channels' 5x5 bfloat16 filters are 20 KB: per tap in the forward.
     ("channels_last", torch.bfloat16, 5, 1, 400, 14, {"staged_grad_input"}),
     ("channels_last", torch.float16, 7, 1, 16, 14, set()),
-    # Outside the rows (odd-width NCHW outputs): the planes forward at stride 1 and 16-bit 5x5
-    # stride 2 on outputs of up to 1024 elements; the one pass on outputs of up to 256 but for
-    # 16-bit 3x3 stride 2, the planes grad_input on the rest; the older kernels past 1024.
-    ("nchw", torch.float32, 5, 2, 8, 14, {"planes_backward"}),
+    # Outside the rows (odd-width NCHW outputs): the planes forward on outputs of up to 1024
+    # elements but for 16-bit 3x3 stride 2; the one pass on outputs of up to 256, the planes
+    # grad_input on the rest; the older kernels past 1024.
+    ("nchw", torch.float32, 5, 2, 8, 14, {"planes_forward", "planes_backward"}),
+    ("nchw", torch.float32, 3, 2, 8, 13, {"planes_forward", "planes_backward"}),
     ("nchw", torch.bfloat16, 5, 2, 8, 13, {"planes_forward", "planes_backward"}),
-    ("nchw", torch.bfloat16, 3, 2, 8, 13, {"planes_grad_input"}),
+    ("nchw", torch.bfloat16, 3, 2, 8, 13, {"planes_backward"}),
     ("nchw", torch.float16, 3, 1, 8, 15, {"planes_forward", "planes_backward"}),
     ("nchw", torch.float32, 3, 1, 8, 31, {"planes_forward", "planes_grad_input"}),
     ("nchw", torch.float32, 3, 1, 8, 33, set()),

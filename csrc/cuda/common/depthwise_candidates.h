@@ -45,12 +45,12 @@ enum class DepthwiseCandidate : int {
 //   h100_depthwise_plane_blocks_times.txt: 3x3 / 5x5, stride 1 / 2, 7x7 to 31x31 outputs,
 //   float32 and bfloat16), against the default each replaces:
 //   - forward: won at stride 1 in every case (1.25-1.98x; larger outputs than the 31x31
-//     measured keep the default, bound 1024); at stride 2 lost in float32
-//     (0.71-0.96x: a quarter of the staged input feeds an output) and won in 16-bit at 5x5
-//     (1.33-1.44x), tied at 3x3 (0.97x);
-//   - backward in one pass: won on outputs of up to 15x15 (1.12-1.69x) but for 16-bit 3x3 at
-//     stride 2 (0.95x), and lost on a 31x31 output (0.84-0.92x: few planes to a block). The
-//     bound, 256 outputs, lies between 225 and 961, not measured in between.
+//     measured keep the default, bound 1024); at stride 2 won in 16-bit at 5x5 (1.33-1.44x),
+//     tied at 16-bit 3x3 (0.97x), and in float32 won once staged 16 bytes at a time
+//     (twenty-fourth session, h100_depthwise_plane_blocks_tap_walks_times.txt: 1.12-1.45x);
+//   - backward in one pass, with its tap walks (twenty-fourth session): won on outputs of up
+//     to 15x15 (1.39-4.65x), and on a 31x31 output tied (0.96-1.06x: few planes to a block).
+//     The bound, 256 outputs, lies between 225 and 961, not measured in between.
 // 7x7 kernels, other strides and dilation were not measured: the kernels they replace keep them.
 inline bool candidate_measured_faster(DepthwiseCandidate candidate, const ConvParams& p) {
   const bool half = element_bytes(p.dtype) == 2;
@@ -74,10 +74,9 @@ inline bool candidate_measured_faster(DepthwiseCandidate candidate, const ConvPa
       return square_3_or_5;
     case DepthwiseCandidate::kPlanesForward:
       return square_3_or_5 && p.out_height * p.out_width <= 1024 &&
-             (p.stride_h == 1 || (p.stride_h == 2 && half && k == 5));
+             (p.stride_h == 1 || !(half && k == 3));
     case DepthwiseCandidate::kPlanesBackward:
-      return square_3_or_5 && p.out_height * p.out_width <= 256 &&
-             (p.stride_h == 1 || (p.stride_h == 2 && !(half && k == 3)));
+      return square_3_or_5 && p.out_height * p.out_width <= 256;
   }
   return false;
 }
