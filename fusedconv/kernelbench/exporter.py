@@ -227,6 +227,16 @@ def _outside_string_literal(line, position):
     return text.count('"') % 2 == 0
 
 
+def _list_literal(values):
+    """A Python list literal of `values` for an assignment in the exported file: on one line where
+    it fits the file's line length with room for its name, else one element a line."""
+    values = list(values)
+    one_line = repr(values)
+    if len(one_line) <= EXPORT_LINE_LENGTH - 20:
+        return one_line
+    return "[\n" + "".join("    %r,\n" % value for value in values) + "]"
+
+
 def _fold_long_lines(source, limit):
     """Lines of at most `limit` characters, so that the Python file stays PEP8-clean.
 
@@ -324,9 +334,9 @@ def export_source(namespace=EXPORT_NAMESPACE):
         "@VERSION@": fusedconv.__version__,
         "@NAMESPACE@": namespace,
         "@ARCH_LIST@": EXPORT_ARCH_LIST,
-        "@CXX_FLAGS@": repr(list(build_config.CXX_FLAGS)),
-        "@NVCC_FLAGS@": repr(list(build_config.NVCC_FLAGS) + _explicit_arch_flags()),
-        "@LD_FLAGS@": repr(list(build_config.LD_FLAGS)),
+        "@CXX_FLAGS@": _list_literal(build_config.CXX_FLAGS),
+        "@NVCC_FLAGS@": _list_literal(list(build_config.NVCC_FLAGS) + _explicit_arch_flags()),
+        "@LD_FLAGS@": _list_literal(build_config.LD_FLAGS),
     }
     for placeholder, value in settings.items():
         text = text.replace(placeholder, value)
