@@ -68,7 +68,9 @@ bool fused_beats_floor(const ConvParams& /*p*/, bool /*allow_tf32*/) { return fa
 // and bfloat16 cases (1.92-3.08x) and in float16 at stride 2 (1.77-2.08x), lost in float16
 // at stride 1 (0.64-1.11x: cuDNN's float16 kernels). Where the measured rule runs the one pass by
 // blocks of planes instead (a subset of those calls; twenty-third session), it beat the floor
-// in every float32 / bfloat16 case timed there (2.40-4.44x, h100_depthwise_plane_blocks_times).
+// in every float32 / bfloat16 case timed there (2.40-4.44x, h100_depthwise_plane_blocks_times;
+// with its tap walks, twenty-fourth session: 2.46-5.34x, h100_depthwise_plane_blocks_tap_walks_
+// times, the 16-bit 3x3 stride-2 calls the rule now gives it included: 3.50x).
 bool depthwise_beats_floor(const ConvParams& p, bool grad_input_wanted) {
   const bool nchw = p.input_strides.w == 1;  // channels_last has stride in_channels > 1 there
   if (nchw) {
