@@ -49,7 +49,8 @@ enum class DepthwiseCandidate : int {
 //     tied at 16-bit 3x3 (0.97x), and in float32 won once staged 16 bytes at a time
 //     (twenty-fourth session, h100_depthwise_plane_blocks_tap_walks_times.txt: 1.12-1.45x);
 //   - backward in one pass, with its tap walks (twenty-fourth session): won on outputs of up
-//     to 15x15 (1.39-4.65x), and on a 31x31 output tied (0.96-1.06x: few planes to a block).
+//     to 15x15 (1.91-4.65x; 1.39x over the planes grad_input at 16-bit 3x3 stride 2), and on a
+//     31x31 output tied with the planes grad_input (0.96-1.06x: few planes to a block).
 //     The bound, 256 outputs, lies between 225 and 961, not measured in between.
 // 7x7 kernels, other strides and dilation were not measured: the kernels they replace keep them.
 inline bool candidate_measured_faster(DepthwiseCandidate candidate, const ConvParams& p) {
