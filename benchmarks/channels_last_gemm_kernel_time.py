@@ -4,19 +4,23 @@ Each system's call is captured 20 times into a CUDA graph and replayed (median o
 the time is the GPU's, without the host's launch work; the floor is PyTorch's convolution
 (cuDNN) plus our in-place bias + activation pass. "mem" is x + W + y bytes over the measured copy
 bandwidth. Layers: crossover.py's (the 1x1 convolutions of MobileNetV3 / EfficientNet-B0 /
-ResNet-50 and ResNet-50's 3x3 ones; with --stems the 3-channel stems) in channels_last float16,
-bfloat16 and float32 (TF32, as PyTorch's default allows for convolutions). Usage (GPU):
-python benchmarks/channels_last_gemm_kernel_time.py [--batch 64] [--stems]
+ResNet-50 and ResNet-50's 3x3 ones; with --stems the 3-channel stems, with --small-channels
+dense layers of 4-32 input channels) in channels_last float16, bfloat16 and float32 (TF32, as
+PyTorch's default allows for convolutions). Usage (GPU):
+python benchmarks/channels_last_gemm_kernel_time.py [--batch 64] [--stems | --small-channels]
+    [--json FILE]
 """
 
 import argparse
+import json
 
 import torch
 
 import fusedconv
 from fusedconv.bench import measure_copy_bandwidth
 
-from crossover import channels_last_gemm_shapes, channels_last_stem_shapes
+from crossover import (channels_last_gemm_shapes, channels_last_small_channel_shapes,
+                       channels_last_stem_shapes)
 from forward_kernel_times import graph_us
 
 
@@ -24,9 +28,18 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--stems", action="store_true", help="the 3-channel stems only")
+    parser.add_argument("--small-channels", action="store_true",
+                        help="dense layers of 4-32 input channels only")
+    parser.add_argument("--json", default=None, help="write the records here")
     args = parser.parse_args()
     batch = args.batch
-    shapes = channels_last_stem_shapes() if args.stems else channels_last_gemm_shapes()
+    if args.stems:
+        shapes = channels_last_stem_shapes()
+    elif args.small_channels:
+        shapes = channels_last_small_channel_shapes()
+    else:
+        shapes = channels_last_gemm_shapes()
+    records = []
     ops = fusedconv.load_extension()
     bandwidth = measure_copy_bandwidth()
     print("copy bandwidth %.0f GB/s" % (bandwidth / 1e9))
@@ -54,8 +67,14 @@ def main():
             print("%-20s %-9s %9.2f %9.2f %9.2f %6.2fx %5.0f%% %8.1f" % (
                 "%d-%d %d k%d s%d" % (cin, cout, size, k, stride), str(dtype)[6:], fused, floor,
                 memory * 1e6, floor / fused, 100 * memory * 1e6 / fused, tflops))
+            records.append(dict(cin=cin, cout=cout, size=size, k=k, stride=stride, batch=batch,
+                                dtype=str(dtype)[6:], fused_us=fused, floor_us=floor,
+                                memory_us=memory * 1e6))
     finally:
         ops._plan_policy(previous)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(records, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -200,6 +200,20 @@ def channels_last_stem_shapes():
         layers, (torch.bfloat16, torch.float16, torch.float32))]
 
 
+def channels_last_small_channel_shapes():
+    """(in_channels, out_channels, size, k, stride, dtype): dense convolutions of few input
+    channels in whole 16-byte vectors (4-32: KernelBench v0.1's 8 -> 64 at 128, the first
+    layers of segmentation and super-resolution networks at full resolution), where cuDNN's
+    channels_last kernels may be as slow as on the 3-channel stems; 64 -> 64 as the known loss.
+    channels_last float16 / bfloat16 / float32 (the kernel with TF32 allowed only)."""
+    layers = ((8, 64, 128, 3, 1), (4, 32, 224, 3, 2), (8, 32, 112, 3, 1), (16, 16, 112, 3, 1),
+              (16, 32, 112, 3, 1), (16, 64, 56, 3, 1), (24, 24, 56, 3, 1), (32, 32, 112, 3, 1),
+              (32, 64, 56, 3, 1), (32, 64, 112, 3, 2), (16, 32, 112, 5, 1), (8, 64, 112, 7, 2),
+              (64, 64, 56, 3, 1))
+    return [layer + (dtype,) for layer, dtype in itertools.product(
+        layers, (torch.bfloat16, torch.float16, torch.float32))]
+
+
 def time_channels_last_gemm(ops, cin, cout, size, k, stride, dtype, precision, repeats):
     x, w, b = _tensors(cin, cout, size, k, dtype)
     x = x.contiguous(memory_format=torch.channels_last)
