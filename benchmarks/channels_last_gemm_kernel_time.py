@@ -53,13 +53,13 @@ def main():
             w = torch.randn(cout, cin, k, k, device="cuda", dtype=dtype) / (cin * k * k) ** 0.5
             w = w.contiguous(memory_format=torch.channels_last)
             b = torch.randn(cout, device="cuda", dtype=dtype)
-            args = (x, w, b, [stride, stride], [k // 2] * 4, [1, 1], 1)
+            call = (x, w, b, [stride, stride], [k // 2] * 4, [1, 1], 1)
             ops._plan_policy("fused")
-            if ops._plan(*args) != "channels_last_gemm":
+            if ops._plan(*call) != "channels_last_gemm":
                 continue
-            fused = graph_us(lambda: ops.conv2d_hardswish_relu(*args))
+            fused = graph_us(lambda: ops.conv2d_hardswish_relu(*call))
             ops._plan_policy("floor")
-            floor = graph_us(lambda: ops.conv2d_hardswish_relu(*args))
+            floor = graph_us(lambda: ops.conv2d_hardswish_relu(*call))
             out_size = (size + 2 * (k // 2) - k) // stride + 1
             outputs = batch * cout * out_size * out_size
             memory = (x.numel() + w.numel() + outputs) * x.element_size() / bandwidth

@@ -1,7 +1,8 @@
 // The channels_last GEMM's own source (csrc/cuda/forward/channels_last_gemm.cu) run on the host
 // through tests/emulation (its cp.async copies, ldmatrix fragments and m16n8k16 / m16n8k8 MMAs
 // by the PTX layouts) against a float64 reference: bfloat16, float16 and float32 (TF32: the GEMM's
-// only float32 mode, checked at TF32's error), 1x1 and 3x3, strides, padding, stems' 3 channels.
+// only float32 mode, checked at TF32's error), 1x1 and 3x3, strides, padding, stems' 3 channels,
+// few whole-chunk channels staged as runs.
 #include "forward/families.h"
 #include "kernel_check.h"
 
@@ -20,6 +21,13 @@ const Case kCases[] = {
     {1, 1, 32, 24, 7, 6, 3, 3, 1, 1, 1, 1, 1, 1, true, true},     // 3x3
     {1, 1, 16, 40, 9, 8, 3, 3, 2, 2, 1, 1, 1, 1, true, false},    // stride 2
     {1, 1, 3, 16, 12, 11, 3, 3, 2, 2, 1, 1, 1, 1, true, true},    // a stem's 3 channels
+    // Whole-chunk channels staged as runs (kVectorRuns): a 3x3 row's 24 elements in one step,
+    // 5x5 at stride 2 (40 in two), 16 channels with dilated rows (48 in two); dilated columns
+    // are not contiguous, so taps.
+    {2, 1, 8, 32, 10, 9, 3, 3, 1, 1, 1, 1, 1, 1, true, true},
+    {1, 1, 8, 16, 11, 12, 5, 5, 2, 2, 2, 2, 1, 1, true, false},
+    {1, 1, 16, 24, 8, 9, 3, 3, 1, 1, 1, 1, 2, 1, true, true},
+    {1, 1, 8, 16, 9, 10, 3, 3, 1, 1, 2, 2, 1, 2, true, true},
 };
 
 class ChannelsLastGemmEmulated : public ::testing::TestWithParam<Case> {};

@@ -153,6 +153,46 @@ def test_stems_on_many_tiles(stem, dtype):
     _check(x, weight, bias, stride=2, padding=k // 2)
 
 
+@pytest.mark.parametrize("dtype", HALF_TYPES + [torch.float32])
+@pytest.mark.parametrize("seed", range(12))
+def test_few_whole_chunk_channels_staged_as_runs(seed, dtype):
+    # Channels in whole 16-byte chunks but fewer than a k step holds (8 or 16 of 16 bits, 4 or 8
+    # of float32): a kernel row's run of kernel_w x C elements, copied 16 bytes at a time, takes
+    # fewer steps than its taps (KernelBench v0.1's 8 channels: one step a row instead of three).
+    rng = random.Random(4000 + seed)
+    cin = rng.choice([8, 16] if dtype != torch.float32 else [4, 8])
+    cout = rng.choice([8, 16, 32, 64, 72])
+    kernel = rng.choice([(3, 3), (5, 5), (7, 7), (1, 3), (3, 5)])
+    stride = (rng.choice([1, 2]), rng.choice([1, 2]))
+    dilation = (rng.choice([1, 2]), 1)  # runs need contiguous columns
+    padding = tuple(rng.randint(0, (k - 1) * d + 1) for k, d in zip(kernel, dilation))
+    height = rng.randint((kernel[0] - 1) * dilation[0] + 1, 30)
+    width = rng.randint(kernel[1], 33)
+    x, weight, bias = _tensors(rng.randint(1, 3), cin, cout, height, width, dtype, kernel,
+                               bias=rng.random() < 0.8)
+    _check(x, weight, bias, stride=stride, padding=padding, dilation=dilation)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_whole_chunk_runs_on_many_tiles_with_nonfinite_inputs(dtype):
+    # KernelBench v0.1's channels (8 -> 64, 3x3) at batch 5 and 64x64: 160 tiles of 128
+    # positions, CTAs walking several; a NaN and infinities in x reach the outputs their taps
+    # cover, as PyTorch's do.
+    x, weight, bias = _tensors(5, 8, 64, 64, 64, dtype, (3, 3))
+    x[0, 3, 4, 5] = float("nan")
+    x[2, 7, 0, 0] = float("inf")
+    x[4, 1, 63, 63] = float("-inf")
+
+    def call():
+        return fusedconv.conv2d_hardswish_relu(x, weight, bias, padding=1, allow_tf32=True)
+
+    assert any(KERNEL_NAME in name for name in cuda_kernel_names(call))
+    expected = reference_float64(x, weight, bias, padding=1)
+    assert expected.isnan().any() and expected.isinf().any()
+    assert_close_with_nonfinite(poisoned_call(call, dtype, "cuda").double(), expected, rtol=2e-2,
+                                atol=2e-2)
+
+
 @pytest.mark.parametrize("case", ["dilated_columns", "nchw_weight"])
 def test_stems_the_kernel_leaves_to_others(case):
     x, weight, bias = _tensors(2, 3, 16, 12, 13, torch.bfloat16, (3, 3),

@@ -116,6 +116,25 @@ CASES = [
     ("bf16_channels_last_12ch_3x3", dict(n=2, cin=12, cout=32, size=40, kernel=3, padding=1,
                                          dtype=torch.bfloat16, channels_last=True,
                                          weight_channels_last=True), "floor"),
+    # Dense channels_last layers of few whole-vector input channels (bfloat16 up to 16, at most
+    # 64 output channels; measured): KernelBench v0.1's 8 -> 64 takes the GEMM, 24 (lost) and
+    # wider outputs (not measured) the floor; float16 the floor (its cuDNN kernels won).
+    ("bf16_channels_last_8ch_3x3", dict(n=2, cin=8, cout=64, size=40, kernel=3, padding=1,
+                                        dtype=torch.bfloat16, channels_last=True,
+                                        weight_channels_last=True), "channels_last_gemm"),
+    ("bf16_channels_last_16ch_5x5_strided", dict(n=2, cin=16, cout=32, size=40, kernel=5,
+                                                 stride=2, padding=2, dtype=torch.bfloat16,
+                                                 channels_last=True, weight_channels_last=True),
+     "channels_last_gemm"),
+    ("bf16_channels_last_24ch_3x3", dict(n=2, cin=24, cout=24, size=40, kernel=3, padding=1,
+                                         dtype=torch.bfloat16, channels_last=True,
+                                         weight_channels_last=True), "floor"),
+    ("bf16_channels_last_8ch_to_128", dict(n=2, cin=8, cout=128, size=40, kernel=3, padding=1,
+                                           dtype=torch.bfloat16, channels_last=True,
+                                           weight_channels_last=True), "floor"),
+    ("fp16_channels_last_8ch_3x3", dict(n=2, cin=8, cout=64, size=40, kernel=3, padding=1,
+                                        dtype=torch.float16, channels_last=True,
+                                        weight_channels_last=True), "floor"),
     # Grouped 3x3s: NCHW float32 up to 16 channels per group, 16-bit up to 8 at stride 1
     # (measured: the channels_last ones, 1x1s and other geometries stay with cuDNN).
     ("grouped", dict(n=2, cin=32, cout=64, size=20, kernel=3, padding=1, groups=4), "grouped"),
@@ -192,6 +211,18 @@ CROSSOVER_CASES = [
     ("stem_channels_last", dict(n=4, cin=3, cout=32, size=56, kernel=3, stride=2, padding=1,
                                 channels_last=True, weight_channels_last=True),
      "channels_last_gemm", "floor"),
+    # float32 dense channels_last layers up to 32 input channels (KernelBench v0.1's 8 -> 64);
+    # 64 lost.
+    ("kernelbench_v0.1_channels_last", dict(n=4, cin=8, cout=64, size=64, kernel=3,
+                                            channels_last=True, weight_channels_last=True),
+     "channels_last_gemm", "floor"),
+    ("3x3_channels_last_32ch_strided", dict(n=4, cin=32, cout=64, size=56, kernel=3, stride=2,
+                                            padding=1, channels_last=True,
+                                            weight_channels_last=True),
+     "channels_last_gemm", "floor"),
+    ("3x3_channels_last_64ch", dict(n=4, cin=64, cout=64, size=28, kernel=3, padding=1,
+                                    channels_last=True, weight_channels_last=True),
+     "floor", "floor"),
     # Without TF32 cuDNN's float32 grouped kernels run on CUDA cores: the grouped kernel in
     # both layouts up to 32 channels per group; with TF32 NCHW up to 16.
     ("grouped_32_per_group", dict(n=4, cin=64, cout=64, size=14, kernel=3, padding=1, groups=2),

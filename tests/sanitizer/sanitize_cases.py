@@ -94,6 +94,12 @@ CASES = [
     (2, 24, 40, 9, 11, 3, {"padding": 1, "weight_channels_last": True}, torch.bfloat16, 1e-2),
     (1, 16, 24, 13, 9, (5, 3), {"stride": 2, "padding": 2, "dilation": (1, 2),
                                 "weight_channels_last": True}, torch.float16, 2e-3),
+    # Few whole-chunk channels staged as kernel rows' runs by 16-byte copies: 8 of 16 bits at
+    # 3x3 (one step a row; KernelBench v0.1's channels) and 5x5 stride 2 (two).
+    (2, 8, 64, 13, 11, 3, {"padding": 1, "forward_only": True, "weight_channels_last": True},
+     torch.bfloat16, 1e-2),
+    (1, 8, 16, 12, 13, 5, {"stride": 2, "padding": 2, "forward_only": True,
+                           "weight_channels_last": True}, torch.float16, 2e-3),
     # More tiles than an H200's resident grid: CTAs walk several tiles (128 x 64 and 128 x 32).
     (8, 16, 136, 56, 56, 1, {"forward_only": True}, torch.bfloat16, 1e-2),
     # channels_last only: in NCHW it takes the floor, where on an H100 initcheck does not see

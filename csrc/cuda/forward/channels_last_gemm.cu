@@ -24,6 +24,9 @@
 // instead, and the run's elements are staged by plain loads (no 16-byte alignment), zero past the
 // run and on padded columns. The weight, channels_last, holds the same runs. K padding: 7 x 3 = 21
 // elements in one 32-element step (the ResNet stem), 9 in one (a 3x3 stem).
+// Few input channels in whole 16-byte vectors (8 of 16 bits: KernelBench v0.1), where a tap's
+// step would be mostly zeros: kVectorRuns, the same runs staged by 16-byte cp.async (a chunk
+// never straddles two pixels), where they take fewer k steps than the taps (`staging`).
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -48,6 +51,10 @@ constexpr int kThreads = 128;  // 4 warps
 constexpr int kCtasPerSm = 3;  // what 128 threads of up to 168 registers leave room for
 constexpr int kChunks = kRowBytes / 16;  // 16-byte chunks per staged row
 static_assert(kThreads % kChunks == 0, "a thread copies one chunk column");
+
+// How K is staged (the header's kRuns and kVectorRuns): by taps of whole channel chunks, or by
+// kernel rows' runs of kernel_w x C elements in plain loads or in 16-byte copies.
+enum class Staging { kTaps, kRuns, kVectorRuns };
 
 // Elements per 16-byte chunk, and input channels per k step (32 of 16 bits, 16 of float32).
 template <typename Storage>
@@ -186,9 +193,10 @@ __device__ __forceinline__ uint4 load_run(const Storage* source, uint32_t mask) 
   return vector.bits;
 }
 
-template <typename Storage, typename T, bool kRuns>
+template <typename Storage, typename T, Staging kStaging>
 __global__ void __launch_bounds__(kThreads, kCtasPerSm)
     conv_hardswish_relu_channels_last_gemm_kernel(const ConvParams p, const Geometry g) {
+  constexpr bool kRuns = kStaging != Staging::kTaps;  // K walks kernel rows' runs
   constexpr int kStepK = kTileK<Storage>;
   constexpr int kVec = kVector<Storage>;
   extern __shared__ __align__(128) unsigned char shared[];
@@ -281,7 +289,27 @@ __global__ void __launch_bounds__(kThreads, kCtasPerSm)
     const int k = load_chunk * kStepK;
     Storage* const a_stage = a_ring + slot * T::kTileM * kStepK;
     Storage* const b_stage = b_ring + slot * T::kTileN * kStepK;
-    if constexpr (kRuns) {
+    if constexpr (kStaging == Staging::kVectorRuns) {
+      // The chunk lies in one tap's pixel: in_channels is whole chunks.
+      const int tap = (k + chunk * kVec) / in_channels;
+      const bool in_run = tap < static_cast<int>(p.kernel_w);
+#pragma unroll
+      for (int i = 0; i < T::kACopies; ++i) {
+        const int row = thread / kChunks + i * (kThreads / kChunks);
+        const bool valid = in_run &&
+                           static_cast<uint32_t>(a_row[i] + tap_row) < in_height &&
+                           static_cast<uint32_t>(a_col[i] + tap) < in_width;
+        copy_async_16(a_stage + swizzled<Storage>(row, chunk),
+                      valid ? a_origin[i] + a_tap_offset + k : input, valid ? 16 : 0);
+      }
+#pragma unroll
+      for (int i = 0; i < T::kBCopies; ++i) {
+        const int row = thread / kChunks + i * (kThreads / kChunks);
+        const bool valid = in_run && b_origin[i] != nullptr;
+        copy_async_16(b_stage + swizzled<Storage>(row, chunk),
+                      valid ? b_origin[i] + b_tap_offset + k : weight, valid ? 16 : 0);
+      }
+    } else if constexpr (kStaging == Staging::kRuns) {
       int column[kVec];
       uint32_t in_run;
       run_columns(k, column, in_run);
@@ -422,10 +450,10 @@ __global__ void __launch_bounds__(kThreads, kCtasPerSm)
   copy_async_wait_group<0>();  // no copy outlives the CTA (the trailing groups are empty)
 }
 
-template <typename Storage, typename T, bool kRuns>
+template <typename Storage, typename T, Staging kStaging>
 cudaError_t launch_tile(const ConvParams& p, Geometry g, int64_t positions,
                         const DeviceLimits& limits, cudaStream_t stream) {
-  constexpr auto kernel = conv_hardswish_relu_channels_last_gemm_kernel<Storage, T, kRuns>;
+  constexpr auto kernel = conv_hardswish_relu_channels_last_gemm_kernel<Storage, T, kStaging>;
   constexpr int kSharedBytes = shared_bytes<Storage, T>();
   const cudaError_t status = opt_in_shared_memory<kernel>(limits);
   if (status != cudaSuccess) {
@@ -444,7 +472,7 @@ cudaError_t launch_tile(const ConvParams& p, Geometry g, int64_t positions,
 
 // 32-channel tiles where out_channels <= 32; 64-position tiles where 128-position ones would
 // leave part of the resident grid idle.
-template <typename Storage, bool kRuns>
+template <typename Storage, Staging kStaging>
 cudaError_t launch_typed(const ConvParams& p, const Geometry& g, int64_t positions,
                          cudaStream_t stream) {
   DeviceLimits limits{};
@@ -458,12 +486,12 @@ cudaError_t launch_typed(const ConvParams& p, const Geometry& g, int64_t positio
   const bool short_tiles = (positions + 127) / 128 * channel_tiles < resident;
   if (narrow) {
     return short_tiles
-               ? launch_tile<Storage, Tile<64, 32>, kRuns>(p, g, positions, limits, stream)
-               : launch_tile<Storage, Tile<128, 32>, kRuns>(p, g, positions, limits, stream);
+               ? launch_tile<Storage, Tile<64, 32>, kStaging>(p, g, positions, limits, stream)
+               : launch_tile<Storage, Tile<128, 32>, kStaging>(p, g, positions, limits, stream);
   }
   return short_tiles
-             ? launch_tile<Storage, Tile<64, 64>, kRuns>(p, g, positions, limits, stream)
-             : launch_tile<Storage, Tile<128, 64>, kRuns>(p, g, positions, limits, stream);
+             ? launch_tile<Storage, Tile<64, 64>, kStaging>(p, g, positions, limits, stream)
+             : launch_tile<Storage, Tile<128, 64>, kStaging>(p, g, positions, limits, stream);
 }
 
 // 32-bit rows and columns: a position's first pixel, moved by any tap, stays within
@@ -488,6 +516,20 @@ bool within_32_bits(const ConvParams& p, int64_t row_taps, int64_t run_length) {
   return rows_fit && cols_fit && positions < kIntLimit && taps < kIntLimit &&
          run_length < kIntLimit && k_steps < kIntLimit && most_tiles * k_steps < kIntLimit &&
          p.out_channels < kIntLimit;
+}
+
+// Runs where no chunk holds whole channels; vector runs where a kernel row's run takes fewer k
+// steps than its taps (up to 8 channels of 16 bits or 12 of float32 at 3x3), its columns
+// contiguous in x and W (dilation 1, W channels_last).
+Staging staging(const ConvParams& p) {
+  if (stages_runs(p)) {
+    return Staging::kRuns;
+  }
+  const int64_t step_k = kRowBytes / element_bytes(p.dtype);
+  const int64_t run_steps = (p.kernel_w * p.in_channels + step_k - 1) / step_k;
+  const int64_t tap_steps = p.kernel_w * ((p.in_channels + step_k - 1) / step_k);
+  const bool contiguous = p.dilation_w == 1 && p.weight_strides.w == p.in_channels;
+  return contiguous && run_steps < tap_steps ? Staging::kVectorRuns : Staging::kTaps;
 }
 
 }  // namespace
@@ -527,7 +569,8 @@ bool applies(const ConvParams& p, bool allow_tf32) {
   if (!aligned_16(p.input) || !aligned_16(p.output) || !aligned_16(p.weight)) {
     return false;
   }
-  return within_32_bits(p, p.kernel_w, p.in_channels);
+  return staging(p) == Staging::kVectorRuns ? within_32_bits(p, 1, p.kernel_w * p.in_channels)
+                                             : within_32_bits(p, p.kernel_w, p.in_channels);
 }
 
 cudaError_t launch(const ConvParams& p, cudaStream_t stream) {
@@ -540,7 +583,8 @@ cudaError_t launch(const ConvParams& p, cudaStream_t stream) {
   g.out_width = FastDivisor::make(static_cast<uint32_t>(p.out_width));
   g.positions = static_cast<int32_t>(positions);
   const int64_t step_k = kRowBytes / element_bytes(p.dtype);
-  const bool runs = stages_runs(p);
+  const Staging how = staging(p);
+  const bool runs = how != Staging::kTaps;
   // K per kernel row: kernel_w taps of in_channels, or one run of kernel_w x in_channels.
   const int64_t row_taps = runs ? 1 : p.kernel_w;
   const int64_t run_length = runs ? p.kernel_w * p.in_channels : p.in_channels;
@@ -549,8 +593,14 @@ cudaError_t launch(const ConvParams& p, cudaStream_t stream) {
   return dispatch_dtype(p.dtype, [&](auto zero) {
     using Storage = decltype(zero);
     if constexpr (sizeof(Storage) <= 4) {
-      return runs ? launch_typed<Storage, true>(p, g, positions, stream)
-                  : launch_typed<Storage, false>(p, g, positions, stream);
+      switch (how) {
+        case Staging::kRuns:
+          return launch_typed<Storage, Staging::kRuns>(p, g, positions, stream);
+        case Staging::kVectorRuns:
+          return launch_typed<Storage, Staging::kVectorRuns>(p, g, positions, stream);
+        default:
+          return launch_typed<Storage, Staging::kTaps>(p, g, positions, stream);
+      }
     } else {
       return cudaErrorInvalidValue;  // applies admits float16 / bfloat16 / float32 only
     }

@@ -122,11 +122,24 @@ bool grouped_beats_floor(const ConvParams& p, bool allow_tf32) {
 // 64 (1.31-2.54x) and all 18 Python-call records at batch 32 (1.41-2.66x), where cuDNN's
 // channels_last kernels for 3 channels are slow; float16, where they are not, lost 5 of 6 in GPU
 // time (0.68-0.94x): the floor. Up to 4 input channels (RGB / RGBA); wider runs were
-// not measured, nor 4 float32 channels (a whole vector: no runs).
+// not measured.
+// Dense layers of few input channels in whole vectors (twenty-fifth session, H100, GPU time at
+// batch 64, `channels_last_gemm_kernel_time.py --small-channels`; 4-32 -> 16-64 channels, 3x3 /
+// 5x5 / 7x7, stride 1 and 2, 56-224): float32 (TF32) won 11 of 12 up to 32 input channels
+// (1.13-5.03x; 32 -> 32 at 112 tied, 0.99x), bfloat16 all 7 up to 16 (1.06-1.72x; 24 -> 24
+// lost, 0.60x; 32 won 3 of 3, not taken past the loss), float16 lost 6 of 12 (cuDNN's float16
+// channels_last kernels are faster): the floor. 64 -> 64 lost in every type.
 bool channels_last_gemm_beats_floor(const ConvParams& p) {
   const bool stem = channels_last_gemm::stages_runs(p) && p.in_channels <= 4 &&
                    p.dtype != DType::kFloat16;
-  return (p.kernel_h * p.kernel_w == 1 && p.out_channels >= p.in_channels) || stem;
+  const int64_t few_channels = p.dtype == DType::kFloat32    ? 32
+                               : p.dtype == DType::kBFloat16 ? 16
+                                                             : 0;
+  const bool few_channels_spatial = !channels_last_gemm::stages_runs(p) &&
+                                    p.kernel_h * p.kernel_w > 1 &&
+                                    p.in_channels <= few_channels && p.out_channels <= 64;
+  return (p.kernel_h * p.kernel_w == 1 && p.out_channels >= p.in_channels) || stem ||
+         few_channels_spatial;
 }
 
 // wgmma beat the floor on 196 of the other 204 shapes it takes; it lost on 16 of the 24 1x1 convs
