@@ -519,7 +519,7 @@ bool within_32_bits(const ConvParams& p, int64_t row_taps, int64_t run_length) {
 }
 
 // Runs where no chunk holds whole channels; vector runs where a kernel row's run takes fewer k
-// steps than its taps (up to 8 channels of 16 bits or 12 of float32 at 3x3), its columns
+// steps than its taps (at 3x3: 8 or 16 channels of 16 bits, 4 or 8 of float32), its columns
 // contiguous in x and W (dilation 1, W channels_last).
 Staging staging(const ConvParams& p) {
   if (stages_runs(p)) {
