@@ -4,7 +4,8 @@ of it and fusedconv.ModelNew with the same weights, the module and its input cha
 float32 under PyTorch's default flags (TF32 allowed for convolutions), float32 with TF32 off,
 and bfloat16 autocast. Python-call medians (CUDA events, all systems in one process) and GPU time
 per call (a CUDA graph of 20 calls replayed; eager and fusedconv), beside the memory floor (x, W
-and y at the measured copy bandwidth).
+and y in the mode's element size at the measured copy bandwidth; bf16's float32 input is cast
+inside the call by autocast, in both systems, which the floor does not count).
 Usage (GPU): python benchmarks/kernelbench_channels_last.py [--cases v0.1,v0] [--repeats 30]
     [--json PATH]"""
 
