@@ -67,6 +67,7 @@ def main():
                                 inputs=args.inputs, device=torch.cuda.get_device_name(),
                                 torch=torch.__version__))
             torch.cuda.empty_cache()
+    print("\n".join(bench_networks.kernel_time_summary_lines(records)))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(records, f, indent=1)

@@ -64,7 +64,8 @@ from fusedconv.reference import (reference_float64, reference_gradients_float64,
                                  relative_l2_error)
 
 __all__ = ["Layer", "LAYERS", "MODES", "DIRECTIONS", "SYSTEMS", "select_layers", "parse_choices",
-           "run", "format_table", "summary_lines", "format_report", "plot", "main"]
+           "run", "format_table", "summary_lines", "format_report", "plot", "main", "layer_kind",
+           "kernel_time_summary_lines"]
 
 _LOG = logging.getLogger(__name__)
 
@@ -532,6 +533,51 @@ def summary_lines(records, baseline="eager", prefix="summary"):
     directions = list(dict.fromkeys(r["direction"] for r in records))
     return [_comparison_line(records, baseline, direction, prefix)
             for direction in directions + [None]]
+
+
+KINDS = ("stem", "1x1", "depthwise", "dense")
+
+
+def layer_kind(layer):
+    """The family issue 20 sets targets by: "depthwise" (groups == in_channels), "stem" (an
+    image's few channels), "1x1", or "dense" (3x3 and wider, grouped or not)."""
+    if layer.groups > 1 and layer.groups == layer.in_channels:
+        return "depthwise"
+    if layer.in_channels <= 4:
+        return "stem"
+    return "1x1" if layer.kernel == 1 else "dense"
+
+
+def kernel_time_summary_lines(records, layers=None, within=2.0):
+    """Per layer kind, then over all, of GPU-time records (`benchmarks/networks_kernel_times.py`:
+    case, mode, eager_us, fusedconv_us, floor_us): how many cases run within `within` x of the
+    memory floor, the geometric means of fusedconv / floor and of eager / fusedconv, and the
+    smallest speedup, e.g. ``depthwise: 10 of 24 within 2x of the memory floor (geomean 2.62x
+    the floor); speedup over eager geomean 2.00x, worst 1.20x (mnv3 dw5x5 s2 672 bf16_cl)``."""
+    kinds = {layer.name: layer_kind(layer) for layer in (LAYERS if layers is None else layers)}
+    groups = collections.defaultdict(list)
+    for record in records:
+        groups[kinds[record["case"]]].append(record)
+        groups["all"].append(record)
+
+    def geometric_mean(values):
+        return math.exp(statistics.mean(math.log(v) for v in values))
+
+    lines = []
+    for kind in [k for k in KINDS if k in groups] + ["all"]:
+        group = groups[kind]
+        if not group:
+            continue
+        over_floor = [r["fusedconv_us"] / r["floor_us"] for r in group]
+        speedups = [(r["eager_us"] / r["fusedconv_us"], "%s %s" % (r["case"], r["mode"]))
+                    for r in group]
+        worst, worst_name = min(speedups)
+        lines.append("%s: %d of %d within %gx of the memory floor (geomean %.2fx the floor); "
+                     "speedup over eager geomean %.2fx, worst %.2fx (%s)"
+                     % (kind, sum(v <= within for v in over_floor), len(group), within,
+                        geometric_mean(over_floor), geometric_mean([s for s, _ in speedups]),
+                        worst, worst_name))
+    return lines
 
 
 def format_report(records):

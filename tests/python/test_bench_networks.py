@@ -146,6 +146,35 @@ def test_summary_lines_count_geometric_mean_and_worst_case():
     # sqrt(2 * 0.8) = 1.265, sqrt(3 * 1) = 1.732, (2 * 0.8 * 3 * 1) ** 0.25 = 1.480
 
 
+def test_layer_kinds_of_the_suite():
+    kinds = {layer.name: bench_networks.layer_kind(layer) for layer in LAYERS}
+    assert kinds["mnv3 stem 3x3 s2 3-16"] == "stem"
+    assert kinds["mnv3 pw 16-64"] == "1x1"
+    assert kinds["mnv3 dw5x5 s2 672"] == "depthwise"
+    assert kinds["r50 3x3 s2 256"] == "dense"
+    assert kinds["rx50 g32 3x3 128"] == "dense"  # grouped, not depthwise
+    assert set(kinds.values()) == set(bench_networks.KINDS)
+
+
+def test_kernel_time_summary_lines_count_within_the_floor_and_speedups():
+    def record(case, mode, eager_us, fused_us, floor_us):
+        return {"case": case, "mode": mode, "eager_us": eager_us, "fusedconv_us": fused_us,
+                "floor_us": floor_us}
+
+    records = [record("mnv3 dw5x5 120", "fp32", 40.0, 20.0, 10.0),      # 2.0x the floor: within
+               record("mnv3 dw5x5 120", "bf16_cl", 30.0, 25.0, 5.0),    # 5.0x
+               record("mnv3 pw 16-64", "fp32", 100.0, 50.0, 40.0)]      # 1.25x
+    assert bench_networks.kernel_time_summary_lines(records) == [
+        "1x1: 1 of 1 within 2x of the memory floor (geomean 1.25x the floor); "
+        "speedup over eager geomean 2.00x, worst 2.00x (mnv3 pw 16-64 fp32)",
+        "depthwise: 1 of 2 within 2x of the memory floor (geomean 3.16x the floor); "
+        "speedup over eager geomean 1.55x, worst 1.20x (mnv3 dw5x5 120 bf16_cl)",
+        "all: 2 of 3 within 2x of the memory floor (geomean 2.32x the floor); "
+        "speedup over eager geomean 1.69x, worst 1.20x (mnv3 dw5x5 120 bf16_cl)"]
+    # sqrt(2 * 5) = 3.162, sqrt(2 * 1.2) = 1.549, (2 * 5 * 1.25) ** (1 / 3) = 2.321,
+    # (2 * 1.2 * 2) ** (1 / 3) = 1.687
+
+
 def test_summary_lines_without_pairs_say_so():
     records = [_record("a", "fp32", "fwd", "eager", 1.0)]
     assert summary_lines(records) == [
