@@ -14,26 +14,14 @@ import contextlib
 import json
 
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
 
 import fusedconv
 from fusedconv.bench import measure_copy_bandwidth, median_event_ms
 from fusedconv.kernelbench.problems import KERNELBENCH_PROBLEMS
+from fusedconv.reference import Model
 from forward_kernel_times import graph_us
 
 MODES = ("fp32", "fp32_no_tf32", "bf16")
-
-
-class Model(nn.Module):
-    """KernelBench's reference: conv2d, hardswish, relu."""
-
-    def __init__(self, in_channels, out_channels, kernel_size):
-        super().__init__()
-        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size)
-
-    def forward(self, x):
-        return torch.relu(F.hardswish(self.conv(x)))
 
 
 def _mode_context(mode):
@@ -67,8 +55,7 @@ def main():
         eager = eager.cuda().to(memory_format=torch.channels_last)
         fused = fused.cuda().to(memory_format=torch.channels_last)
         compiled = torch.compile(eager)
-        x = torch.rand(problem.batch, problem.in_channels, problem.height, problem.width,
-                       device="cuda").contiguous(memory_format=torch.channels_last)
+        x = problem.make_input("cuda").contiguous(memory_format=torch.channels_last)
         for mode in MODES:
             autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if mode == "bf16"
                         else contextlib.nullcontext())

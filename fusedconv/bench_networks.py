@@ -557,6 +557,8 @@ def kernel_time_summary_lines(records, layers=None, within=2.0):
     kinds = {layer.name: layer_kind(layer) for layer in (LAYERS if layers is None else layers)}
     groups = collections.defaultdict(list)
     for record in records:
+        if record["case"] not in kinds:
+            raise ValueError("records: case %r is not a layer of the suite" % (record["case"],))
         groups[kinds[record["case"]]].append(record)
         groups["all"].append(record)
 

@@ -175,6 +175,13 @@ def test_kernel_time_summary_lines_count_within_the_floor_and_speedups():
     # (2 * 1.2 * 2) ** (1 / 3) = 1.687
 
 
+def test_kernel_time_summary_lines_reject_a_case_outside_the_suite():
+    records = [{"case": "not a layer", "mode": "fp32", "eager_us": 2.0, "fusedconv_us": 1.0,
+                "floor_us": 1.0}]
+    with pytest.raises(ValueError, match="case 'not a layer' is not a layer of the suite"):
+        bench_networks.kernel_time_summary_lines(records)
+
+
 def test_summary_lines_without_pairs_say_so():
     records = [_record("a", "fp32", "fwd", "eager", 1.0)]
     assert summary_lines(records) == [

@@ -33,6 +33,15 @@ def _tensors(batch, cin, cout, height, width, dtype, kernel=(1, 1), bias=True,
     return x, weight, b
 
 
+def _kernel_call_padded_1(x, weight, bias):
+    """(the op with padding 1, asserted to run this kernel; its float64 reference)."""
+    def call():
+        return fusedconv.conv2d_hardswish_relu(x, weight, bias, padding=1, allow_tf32=True)
+
+    assert any(KERNEL_NAME in name for name in cuda_kernel_names(call))
+    return call, reference_float64(x, weight, bias, padding=1)
+
+
 # One TF32 product per term (10-bit mantissas rounded to nearest): about 5e-4 relative L2 on
 # these draws; a wrong tap or row is of order 1.
 TF32_TOLERANCE = 2e-3
@@ -182,12 +191,7 @@ def test_whole_chunk_runs_on_many_tiles_with_nonfinite_inputs(dtype):
     x[0, 3, 4, 5] = float("nan")
     x[2, 7, 0, 0] = float("inf")
     x[4, 1, 63, 63] = float("-inf")
-
-    def call():
-        return fusedconv.conv2d_hardswish_relu(x, weight, bias, padding=1, allow_tf32=True)
-
-    assert any(KERNEL_NAME in name for name in cuda_kernel_names(call))
-    expected = reference_float64(x, weight, bias, padding=1)
+    call, expected = _kernel_call_padded_1(x, weight, bias)
     assert expected.isnan().any() and expected.isinf().any()
     assert_close_with_nonfinite(poisoned_call(call, dtype, "cuda").double(), expected, rtol=2e-2,
                                 atol=2e-2)
@@ -257,12 +261,7 @@ def test_propagates_nan_and_inf(dtype):
     x[0, 3, 4, 5] = float("nan")
     x[1, 7, 0, 0] = float("inf")
     x[1, 9, 8, 9] = float("-inf")
-
-    def call():
-        return fusedconv.conv2d_hardswish_relu(x, weight, bias, padding=1, allow_tf32=True)
-
-    assert any(KERNEL_NAME in name for name in cuda_kernel_names(call))
-    expected = reference_float64(x, weight, bias, padding=1)
+    call, expected = _kernel_call_padded_1(x, weight, bias)
     assert_close_with_nonfinite(call().double(), expected, rtol=2e-2, atol=2e-2)
 
 
