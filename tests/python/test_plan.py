@@ -116,9 +116,9 @@ CASES = [
     ("bf16_channels_last_12ch_3x3", dict(n=2, cin=12, cout=32, size=40, kernel=3, padding=1,
                                          dtype=torch.bfloat16, channels_last=True,
                                          weight_channels_last=True), "floor"),
-    # Dense channels_last layers of few whole-vector input channels (bfloat16 up to 16, at most
-    # 64 output channels; measured): KernelBench v0.1's 8 -> 64 takes the GEMM, 24 (lost) and
-    # wider outputs (not measured) the floor; float16 the floor (its cuDNN kernels won).
+    # Dense channels_last layers of few whole-vector input channels (16-bit up to 32, at most 64
+    # output channels, float16 from 32 outputs on; measured): KernelBench v0.1's 8 -> 64 takes
+    # the GEMM; wider inputs or outputs (lost or not measured) and float16's 16 -> 16 the floor.
     ("bf16_channels_last_8ch_3x3", dict(n=2, cin=8, cout=64, size=40, kernel=3, padding=1,
                                         dtype=torch.bfloat16, channels_last=True,
                                         weight_channels_last=True), "channels_last_gemm"),
@@ -128,13 +128,22 @@ CASES = [
      "channels_last_gemm"),
     ("bf16_channels_last_24ch_3x3", dict(n=2, cin=24, cout=24, size=40, kernel=3, padding=1,
                                          dtype=torch.bfloat16, channels_last=True,
+                                         weight_channels_last=True), "channels_last_gemm"),
+    ("bf16_channels_last_32ch_3x3", dict(n=2, cin=32, cout=64, size=40, kernel=3, padding=1,
+                                         dtype=torch.bfloat16, channels_last=True,
+                                         weight_channels_last=True), "channels_last_gemm"),
+    ("bf16_channels_last_48ch_3x3", dict(n=2, cin=48, cout=64, size=40, kernel=3, padding=1,
+                                         dtype=torch.bfloat16, channels_last=True,
                                          weight_channels_last=True), "floor"),
     ("bf16_channels_last_8ch_to_128", dict(n=2, cin=8, cout=128, size=40, kernel=3, padding=1,
                                            dtype=torch.bfloat16, channels_last=True,
                                            weight_channels_last=True), "floor"),
     ("fp16_channels_last_8ch_3x3", dict(n=2, cin=8, cout=64, size=40, kernel=3, padding=1,
                                         dtype=torch.float16, channels_last=True,
-                                        weight_channels_last=True), "floor"),
+                                        weight_channels_last=True), "channels_last_gemm"),
+    ("fp16_channels_last_16ch_to_16", dict(n=2, cin=16, cout=16, size=40, kernel=3, padding=1,
+                                           dtype=torch.float16, channels_last=True,
+                                           weight_channels_last=True), "floor"),
     # Grouped 3x3s: NCHW float32 up to 16 channels per group, 16-bit up to 8 at stride 1
     # (measured: the channels_last ones, 1x1s and other geometries stay with cuDNN).
     ("grouped", dict(n=2, cin=32, cout=64, size=20, kernel=3, padding=1, groups=4), "grouped"),

@@ -27,6 +27,9 @@
 // Few input channels in whole 16-byte vectors (8 of 16 bits: KernelBench v0.1), where a tap's
 // step would be mostly zeros: kVectorRuns, the same runs staged by 16-byte cp.async (a chunk
 // never straddles two pixels), where they take fewer k steps than the taps (`staging`).
+// Where a pixel's channels fill less than a 64-byte step, neighbouring taps and positions of one
+// CTA re-read the same bytes of x up to kernel_w times: those stagings copy x through L1
+// (cp.async.ca; kTapsThroughL1, and kVectorRuns). Wider channels keep .cg, measured faster there.
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -52,9 +55,21 @@ constexpr int kCtasPerSm = 3;  // what 128 threads of up to 168 registers leave 
 constexpr int kChunks = kRowBytes / 16;  // 16-byte chunks per staged row
 static_assert(kThreads % kChunks == 0, "a thread copies one chunk column");
 
-// How K is staged (the header's kRuns and kVectorRuns): by taps of whole channel chunks, or by
-// kernel rows' runs of kernel_w x C elements in plain loads or in 16-byte copies.
-enum class Staging { kTaps, kRuns, kVectorRuns };
+// How K is staged (the header's kRuns and kVectorRuns): by taps of whole channel chunks (x through
+// L1 where a pixel's channels fill less than a k step), or by kernel rows' runs of kernel_w x C
+// elements in plain loads or in 16-byte copies through L1.
+enum class Staging { kTaps, kTapsThroughL1, kRuns, kVectorRuns };
+
+// x's 16-byte copy: through L1 for the stagings whose bytes neighbouring taps re-read.
+template <Staging kStaging>
+__device__ __forceinline__ void copy_input_16(void* shared_destination, const void* source,
+                                              int src_bytes) {
+  if constexpr (kStaging == Staging::kTapsThroughL1 || kStaging == Staging::kVectorRuns) {
+    copy_async_16_l1(shared_destination, source, src_bytes);
+  } else {
+    copy_async_16(shared_destination, source, src_bytes);
+  }
+}
 
 // Elements per 16-byte chunk, and input channels per k step (32 of 16 bits, 16 of float32).
 template <typename Storage>
@@ -196,7 +211,8 @@ __device__ __forceinline__ uint4 load_run(const Storage* source, uint32_t mask) 
 template <typename Storage, typename T, Staging kStaging>
 __global__ void __launch_bounds__(kThreads, kCtasPerSm)
     conv_hardswish_relu_channels_last_gemm_kernel(const ConvParams p, const Geometry g) {
-  constexpr bool kRuns = kStaging != Staging::kTaps;  // K walks kernel rows' runs
+  // K walks kernel rows' runs
+  constexpr bool kRuns = kStaging == Staging::kRuns || kStaging == Staging::kVectorRuns;
   constexpr int kStepK = kTileK<Storage>;
   constexpr int kVec = kVector<Storage>;
   extern __shared__ __align__(128) unsigned char shared[];
@@ -299,8 +315,8 @@ __global__ void __launch_bounds__(kThreads, kCtasPerSm)
         const bool valid = in_run &&
                            static_cast<uint32_t>(a_row[i] + tap_row) < in_height &&
                            static_cast<uint32_t>(a_col[i] + tap) < in_width;
-        copy_async_16(a_stage + swizzled<Storage>(row, chunk),
-                      valid ? a_origin[i] + a_tap_offset + k : input, valid ? 16 : 0);
+        copy_input_16<kStaging>(a_stage + swizzled<Storage>(row, chunk),
+                                valid ? a_origin[i] + a_tap_offset + k : input, valid ? 16 : 0);
       }
 #pragma unroll
       for (int i = 0; i < T::kBCopies; ++i) {
@@ -344,8 +360,8 @@ __global__ void __launch_bounds__(kThreads, kCtasPerSm)
         const int in_col = a_col[i] + tap_col;
         const bool valid = k_valid && static_cast<uint32_t>(in_row) < in_height &&
                            static_cast<uint32_t>(in_col) < in_width;
-        copy_async_16(a_stage + swizzled<Storage>(row, chunk),
-                      valid ? a_origin[i] + a_tap_offset + k : input, valid ? 16 : 0);
+        copy_input_16<kStaging>(a_stage + swizzled<Storage>(row, chunk),
+                                valid ? a_origin[i] + a_tap_offset + k : input, valid ? 16 : 0);
       }
 #pragma unroll
       for (int i = 0; i < T::kBCopies; ++i) {
@@ -520,7 +536,8 @@ bool within_32_bits(const ConvParams& p, int64_t row_taps, int64_t run_length) {
 
 // Runs where no chunk holds whole channels; vector runs where a kernel row's run takes fewer k
 // steps than its taps (at 3x3: 8 or 16 channels of 16 bits, 4 or 8 of float32), its columns
-// contiguous in x and W (dilation 1, W channels_last).
+// contiguous in x and W (dilation 1, W channels_last); else taps, x through L1 where a pixel's
+// channels fill less than a k step.
 Staging staging(const ConvParams& p) {
   if (stages_runs(p)) {
     return Staging::kRuns;
@@ -529,7 +546,11 @@ Staging staging(const ConvParams& p) {
   const int64_t run_steps = (p.kernel_w * p.in_channels + step_k - 1) / step_k;
   const int64_t tap_steps = p.kernel_w * ((p.in_channels + step_k - 1) / step_k);
   const bool contiguous = p.dilation_w == 1 && p.weight_strides.w == p.in_channels;
-  return contiguous && run_steps < tap_steps ? Staging::kVectorRuns : Staging::kTaps;
+  if (contiguous && run_steps < tap_steps) {
+    return Staging::kVectorRuns;
+  }
+  return p.in_channels * element_bytes(p.dtype) < kRowBytes ? Staging::kTapsThroughL1
+                                                            : Staging::kTaps;
 }
 
 }  // namespace
@@ -584,7 +605,7 @@ cudaError_t launch(const ConvParams& p, cudaStream_t stream) {
   g.positions = static_cast<int32_t>(positions);
   const int64_t step_k = kRowBytes / element_bytes(p.dtype);
   const Staging how = staging(p);
-  const bool runs = how != Staging::kTaps;
+  const bool runs = how == Staging::kRuns || how == Staging::kVectorRuns;
   // K per kernel row: kernel_w taps of in_channels, or one run of kernel_w x in_channels.
   const int64_t row_taps = runs ? 1 : p.kernel_w;
   const int64_t run_length = runs ? p.kernel_w * p.in_channels : p.in_channels;
@@ -598,6 +619,8 @@ cudaError_t launch(const ConvParams& p, cudaStream_t stream) {
           return launch_typed<Storage, Staging::kRuns>(p, g, positions, stream);
         case Staging::kVectorRuns:
           return launch_typed<Storage, Staging::kVectorRuns>(p, g, positions, stream);
+        case Staging::kTapsThroughL1:
+          return launch_typed<Storage, Staging::kTapsThroughL1>(p, g, positions, stream);
         default:
           return launch_typed<Storage, Staging::kTaps>(p, g, positions, stream);
       }

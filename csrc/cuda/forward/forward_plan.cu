@@ -127,17 +127,19 @@ bool grouped_beats_floor(const ConvParams& p, bool allow_tf32) {
 // batch 64, `channels_last_gemm_kernel_time.py --small-channels`; 4-32 -> 16-64 channels, 3x3 /
 // 5x5 / 7x7, stride 1 and 2, 56-224): float32 (TF32) won 11 of 12 up to 32 input channels
 // (1.13-5.03x; 32 -> 32 at 112 tied, 0.99x), bfloat16 all 7 up to 16 (1.06-1.72x; 24 -> 24
-// lost, 0.60x; 32 won 3 of 3, not taken past the loss), float16 lost 6 of 12 (cuDNN's float16
-// channels_last kernels are faster): the floor. 64 -> 64 lost in every type.
+// lost, 0.60x; 32 won 3 of 3), float16 lost 6 of 12 (cuDNN's float16 channels_last kernels
+// are faster). 64 -> 64 lost in every type. With x staged through L1 where a pixel's channels
+// fill less than a k step (twenty-sixth session, same sweep, h100_channels_last_l1.json):
+// bfloat16 won all 11 up to 32 input channels (1.13-2.51x), float16 9 of 11 (1.11-1.77x; lost
+// 16 -> 16, 0.87x, and tied 24 -> 24, 1.03x): both taken up to 32 input channels, float16 from
+// 32 output channels on.
 bool channels_last_gemm_beats_floor(const ConvParams& p) {
   const bool stem = channels_last_gemm::stages_runs(p) && p.in_channels <= 4 &&
                    p.dtype != DType::kFloat16;
-  const int64_t few_channels = p.dtype == DType::kFloat32    ? 32
-                               : p.dtype == DType::kBFloat16 ? 16
-                                                             : 0;
+  const bool wide_enough_output = p.dtype != DType::kFloat16 || p.out_channels >= 32;
   const bool few_channels_spatial = !channels_last_gemm::stages_runs(p) &&
-                                    p.kernel_h * p.kernel_w > 1 &&
-                                    p.in_channels <= few_channels && p.out_channels <= 64;
+                                    p.kernel_h * p.kernel_w > 1 && p.in_channels <= 32 &&
+                                    p.out_channels <= 64 && wide_enough_output;
   return (p.kernel_h * p.kernel_w == 1 && p.out_channels >= p.in_channels) || stem ||
          few_channels_spatial;
 }

@@ -107,6 +107,10 @@ inline void copy_async_16(void* shared_destination, const void* source, int src_
   emulation::queue_copy(shared_destination, source, 16, src_bytes);
 }
 
+inline void copy_async_16_l1(void* shared_destination, const void* source, int src_bytes) {
+  emulation::queue_copy(shared_destination, source, 16, src_bytes);
+}
+
 inline void copy_async_commit() {
   emulation::CopyQueue& queue = emulation::copy_queue();
   queue.committed.push_back(std::move(queue.open));
