@@ -6,9 +6,10 @@ the time is the GPU's, without the host's launch work; the floor is PyTorch's co
 bandwidth. Layers: crossover.py's (the 1x1 convolutions of MobileNetV3 / EfficientNet-B0 /
 ResNet-50 and ResNet-50's 3x3 ones; with --stems the 3-channel stems, with --small-channels
 dense layers of 4-32 input channels) in channels_last float16, bfloat16 and float32 (TF32, as
-PyTorch's default allows for convolutions). Usage (GPU):
+PyTorch's default allows for convolutions; with --float32-accuracy float32 only, TF32 disallowed:
+the GEMM's 3xTF32 against cuDNN's float32 kernels). Usage (GPU):
 python benchmarks/channels_last_gemm_kernel_time.py [--batch 64] [--stems | --small-channels]
-    [--json FILE]
+    [--float32-accuracy] [--json FILE]
 """
 
 import argparse
@@ -30,6 +31,8 @@ def main():
     parser.add_argument("--stems", action="store_true", help="the 3-channel stems only")
     parser.add_argument("--small-channels", action="store_true",
                         help="dense layers of 4-32 input channels only")
+    parser.add_argument("--float32-accuracy", action="store_true",
+                        help="float32 with TF32 disallowed (3xTF32) only")
     parser.add_argument("--json", default=None, help="write the records here")
     args = parser.parse_args()
     batch = args.batch
@@ -39,6 +42,9 @@ def main():
         shapes = channels_last_small_channel_shapes()
     else:
         shapes = channels_last_gemm_shapes()
+    if args.float32_accuracy:
+        shapes = [shape for shape in shapes if shape[-1] == torch.float32]
+    allow_tf32 = not args.float32_accuracy
     records = []
     ops = fusedconv.load_extension()
     bandwidth = measure_copy_bandwidth()
@@ -53,7 +59,7 @@ def main():
             w = torch.randn(cout, cin, k, k, device="cuda", dtype=dtype) / (cin * k * k) ** 0.5
             w = w.contiguous(memory_format=torch.channels_last)
             b = torch.randn(cout, device="cuda", dtype=dtype)
-            call = (x, w, b, [stride, stride], [k // 2] * 4, [1, 1], 1)
+            call = (x, w, b, [stride, stride], [k // 2] * 4, [1, 1], 1, allow_tf32)
             ops._plan_policy("fused")
             if ops._plan(*call) != "channels_last_gemm":
                 continue
@@ -68,8 +74,8 @@ def main():
                 "%d-%d %d k%d s%d" % (cin, cout, size, k, stride), str(dtype)[6:], fused, floor,
                 memory * 1e6, floor / fused, 100 * memory * 1e6 / fused, tflops))
             records.append(dict(cin=cin, cout=cout, size=size, k=k, stride=stride, batch=batch,
-                                dtype=str(dtype)[6:], fused_us=fused, floor_us=floor,
-                                memory_us=memory * 1e6))
+                                dtype=str(dtype)[6:], allow_tf32=allow_tf32, fused_us=fused,
+                                floor_us=floor, memory_us=memory * 1e6))
     finally:
         ops._plan_policy(previous)
     if args.json:

@@ -114,6 +114,12 @@ CASES = [
     (2, 20, 12, 9, 10, 3, {"padding": 1, "weight_channels_last": True, "allow_tf32": True},
      torch.float32, 3e-3),
     (17, 64, 16, 56, 56, 1, {"forward_only": True, "allow_tf32": True}, torch.float32, 3e-3),
+    # ... and in 3xTF32 (TF32 off, float32's tolerance): taps of 20 channels, 8 channels as
+    # kernel rows' runs (KernelBench v0.1's).
+    (2, 20, 12, 9, 10, 3, {"padding": 1, "weight_channels_last": True, "forward_only": True},
+     torch.float32, 1e-5),
+    (2, 8, 64, 13, 11, 3, {"padding": 1, "forward_only": True, "weight_channels_last": True},
+     torch.float32, 1e-5),
     # Stems (3 input channels: runs of kernel_w x 3 elements by plain loads), padded and strided.
     (2, 3, 16, 15, 17, 3, {"stride": 2, "padding": 1, "weight_channels_last": True},
      torch.bfloat16, 1e-2),

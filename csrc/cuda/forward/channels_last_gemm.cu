@@ -1,5 +1,6 @@
-// Channels_last forward in float16 / bfloat16, and float32 where TF32 is allowed: convolution,
-// bias, hardswish and relu in one launch, no workspace. In channels_last a convolution is an implicit GEMM, output positions x
+// Channels_last forward in float16 / bfloat16 and float32: convolution, bias, hardswish and relu
+// in one launch, no workspace. Float32 takes one TF32 product where PyTorch allows TF32, 3xTF32
+// where it does not (x split as activations, W as weights: common/three_tf32.cuh). In channels_last a convolution is an implicit GEMM, output positions x
 // (taps x input channels) times (taps x input channels) x output channels, both operands with
 // the input channels innermost: the layout mma.sync's row x col fragments want. A 1x1
 // convolution is the one-tap case, memory-bound at the channel counts networks run (16-960): the
@@ -51,7 +52,9 @@ namespace {
 constexpr int kRowBytes = 64;  // a staged row: one k step of one position or output channel
 constexpr int kStages = 3;
 constexpr int kThreads = 128;  // 4 warps
-constexpr int kCtasPerSm = 3;  // what 128 threads of up to 168 registers leave room for
+// What 128 threads of up to 168 registers leave room for; 3xTF32's split fragments take more.
+template <bool kThreeTf32>
+constexpr int kCtasPerSm = kThreeTf32 ? 2 : 3;
 constexpr int kChunks = kRowBytes / 16;  // 16-byte chunks per staged row
 static_assert(kThreads % kChunks == 0, "a thread copies one chunk column");
 
@@ -208,8 +211,8 @@ __device__ __forceinline__ uint4 load_run(const Storage* source, uint32_t mask) 
   return vector.bits;
 }
 
-template <typename Storage, typename T, Staging kStaging>
-__global__ void __launch_bounds__(kThreads, kCtasPerSm)
+template <typename Storage, typename T, Staging kStaging, bool kThreeTf32>
+__global__ void __launch_bounds__(kThreads, kCtasPerSm<kThreeTf32>)
     conv_hardswish_relu_channels_last_gemm_kernel(const ConvParams p, const Geometry g) {
   // K walks kernel rows' runs
   constexpr bool kRuns = kStaging == Staging::kRuns || kStaging == Staging::kVectorRuns;
@@ -446,11 +449,37 @@ __global__ void __launch_bounds__(kThreads, kCtasPerSm)
         load_matrix_x4(b[j], shared_address(b_stage + swizzled<Storage>(
                                  row, kk * 2 + ((lane >> 3) & 1))));
       }
+      if constexpr (kThreeTf32) {
+        // Each fragment word split once: x as activations (rounded), W as weights (truncated).
+        uint32_t a_small[T::kWarpM / 16][4], b_small[T::kWarpN / 16][4];
 #pragma unroll
-      for (int i = 0; i < T::kWarpM / 16; ++i) {
+        for (int e = 0; e < 4; ++e) {
 #pragma unroll
-        for (int j = 0; j < T::kWarpN / 8; ++j) {
-          mma_slice<Storage>(acc[i][j], a[i], b[j / 2][(j % 2) * 2], b[j / 2][(j % 2) * 2 + 1]);
+          for (int i = 0; i < T::kWarpM / 16; ++i) {
+            split_input(__uint_as_float(a[i][e]), a[i][e], a_small[i][e]);
+          }
+#pragma unroll
+          for (int j = 0; j < T::kWarpN / 16; ++j) {
+            split_weight(__uint_as_float(b[j][e]), b[j][e], b_small[j][e]);
+          }
+        }
+#pragma unroll
+        for (int i = 0; i < T::kWarpM / 16; ++i) {
+#pragma unroll
+          for (int j = 0; j < T::kWarpN / 8; ++j) {
+            const int w = (j % 2) * 2;
+            mma_three_tf32<true>(acc[i][j], a[i], a_small[i], b[j / 2][w], b[j / 2][w + 1],
+                                 b_small[j / 2][w], b_small[j / 2][w + 1]);
+          }
+        }
+      } else {
+#pragma unroll
+        for (int i = 0; i < T::kWarpM / 16; ++i) {
+#pragma unroll
+          for (int j = 0; j < T::kWarpN / 8; ++j) {
+            mma_slice<Storage>(acc[i][j], a[i], b[j / 2][(j % 2) * 2],
+                               b[j / 2][(j % 2) * 2 + 1]);
+          }
         }
       }
     }
@@ -466,10 +495,11 @@ __global__ void __launch_bounds__(kThreads, kCtasPerSm)
   copy_async_wait_group<0>();  // no copy outlives the CTA (the trailing groups are empty)
 }
 
-template <typename Storage, typename T, Staging kStaging>
+template <typename Storage, typename T, Staging kStaging, bool kThreeTf32>
 cudaError_t launch_tile(const ConvParams& p, Geometry g, int64_t positions,
                         const DeviceLimits& limits, cudaStream_t stream) {
-  constexpr auto kernel = conv_hardswish_relu_channels_last_gemm_kernel<Storage, T, kStaging>;
+  constexpr auto kernel =
+      conv_hardswish_relu_channels_last_gemm_kernel<Storage, T, kStaging, kThreeTf32>;
   constexpr int kSharedBytes = shared_bytes<Storage, T>();
   const cudaError_t status = opt_in_shared_memory<kernel>(limits);
   if (status != cudaSuccess) {
@@ -480,7 +510,7 @@ cudaError_t launch_tile(const ConvParams& p, Geometry g, int64_t positions,
   g.tiles = static_cast<int32_t>((positions + T::kTileM - 1) / T::kTileM * n_tiles);
   // As many CTAs as stay resident at once (registers and shared memory), at most one per tile.
   const int64_t resident =
-      int64_t{limits.sm_count} * ctas_per_sm(limits, kSharedBytes, kCtasPerSm);
+      int64_t{limits.sm_count} * ctas_per_sm(limits, kSharedBytes, kCtasPerSm<kThreeTf32>);
   const uint32_t grid = static_cast<uint32_t>(g.tiles < resident ? g.tiles : resident);
   kernel<<<grid, kThreads, kSharedBytes, stream>>>(p, g);
   return cudaGetLastError();
@@ -488,7 +518,7 @@ cudaError_t launch_tile(const ConvParams& p, Geometry g, int64_t positions,
 
 // 32-channel tiles where out_channels <= 32; 64-position tiles where 128-position ones would
 // leave part of the resident grid idle.
-template <typename Storage, Staging kStaging>
+template <typename Storage, Staging kStaging, bool kThreeTf32>
 cudaError_t launch_typed(const ConvParams& p, const Geometry& g, int64_t positions,
                          cudaStream_t stream) {
   DeviceLimits limits{};
@@ -498,16 +528,32 @@ cudaError_t launch_typed(const ConvParams& p, const Geometry& g, int64_t positio
   }
   const bool narrow = p.out_channels <= 32;
   const int64_t channel_tiles = narrow ? 1 : (p.out_channels + 63) / 64;
-  const int64_t resident = int64_t{limits.sm_count} * kCtasPerSm;
+  const int64_t resident = int64_t{limits.sm_count} * kCtasPerSm<kThreeTf32>;
   const bool short_tiles = (positions + 127) / 128 * channel_tiles < resident;
   if (narrow) {
     return short_tiles
-               ? launch_tile<Storage, Tile<64, 32>, kStaging>(p, g, positions, limits, stream)
-               : launch_tile<Storage, Tile<128, 32>, kStaging>(p, g, positions, limits, stream);
+               ? launch_tile<Storage, Tile<64, 32>, kStaging, kThreeTf32>(p, g, positions, limits, stream)
+               : launch_tile<Storage, Tile<128, 32>, kStaging, kThreeTf32>(p, g, positions, limits, stream);
   }
   return short_tiles
-             ? launch_tile<Storage, Tile<64, 64>, kStaging>(p, g, positions, limits, stream)
-             : launch_tile<Storage, Tile<128, 64>, kStaging>(p, g, positions, limits, stream);
+             ? launch_tile<Storage, Tile<64, 64>, kStaging, kThreeTf32>(p, g, positions, limits, stream)
+             : launch_tile<Storage, Tile<128, 64>, kStaging, kThreeTf32>(p, g, positions, limits, stream);
+}
+
+template <typename Storage, bool kThreeTf32>
+cudaError_t launch_staged(const ConvParams& p, const Geometry& g, Staging how, int64_t positions,
+                          cudaStream_t stream) {
+  switch (how) {
+    case Staging::kRuns:
+      return launch_typed<Storage, Staging::kRuns, kThreeTf32>(p, g, positions, stream);
+    case Staging::kVectorRuns:
+      return launch_typed<Storage, Staging::kVectorRuns, kThreeTf32>(p, g, positions, stream);
+    case Staging::kTapsThroughL1:
+      return launch_typed<Storage, Staging::kTapsThroughL1, kThreeTf32>(p, g, positions,
+                                                                         stream);
+    default:
+      return launch_typed<Storage, Staging::kTaps, kThreeTf32>(p, g, positions, stream);
+  }
 }
 
 // 32-bit rows and columns: a position's first pixel, moved by any tap, stays within
@@ -559,10 +605,9 @@ bool stages_runs(const ConvParams& p) {
   return p.in_channels % (16 / element_bytes(p.dtype)) != 0;
 }
 
-bool applies(const ConvParams& p, bool allow_tf32) {
-  const bool half = p.dtype == DType::kFloat16 || p.dtype == DType::kBFloat16;
-  if (!half && !(p.dtype == DType::kFloat32 && allow_tf32)) {
-    return false;  // float32 accuracy (TF32 disallowed) stays with cuDNN
+bool applies(const ConvParams& p) {
+  if (p.dtype != DType::kFloat16 && p.dtype != DType::kBFloat16 && p.dtype != DType::kFloat32) {
+    return false;
   }
   // Output channels in whole 16-byte chunks: 8 of 16 bits, 4 of float32. Input channels too,
   // or else runs (stems), whose kernel rows must be contiguous: dilation 1 across columns.
@@ -594,7 +639,7 @@ bool applies(const ConvParams& p, bool allow_tf32) {
                                              : within_32_bits(p, p.kernel_w, p.in_channels);
 }
 
-cudaError_t launch(const ConvParams& p, cudaStream_t stream) {
+cudaError_t launch(const ConvParams& p, bool allow_tf32, cudaStream_t stream) {
   const int64_t positions = p.batch * p.out_height * p.out_width;
   if (positions == 0 || p.out_channels == 0) {
     return cudaSuccess;
@@ -611,19 +656,14 @@ cudaError_t launch(const ConvParams& p, cudaStream_t stream) {
   const int64_t run_length = runs ? p.kernel_w * p.in_channels : p.in_channels;
   g.k_chunks = static_cast<int32_t>((run_length + step_k - 1) / step_k);
   g.k_steps = static_cast<int32_t>(p.kernel_h * row_taps) * g.k_chunks;
+  const bool three_tf32 = p.dtype == DType::kFloat32 && !allow_tf32;
   return dispatch_dtype(p.dtype, [&](auto zero) {
     using Storage = decltype(zero);
-    if constexpr (sizeof(Storage) <= 4) {
-      switch (how) {
-        case Staging::kRuns:
-          return launch_typed<Storage, Staging::kRuns>(p, g, positions, stream);
-        case Staging::kVectorRuns:
-          return launch_typed<Storage, Staging::kVectorRuns>(p, g, positions, stream);
-        case Staging::kTapsThroughL1:
-          return launch_typed<Storage, Staging::kTapsThroughL1>(p, g, positions, stream);
-        default:
-          return launch_typed<Storage, Staging::kTaps>(p, g, positions, stream);
-      }
+    if constexpr (sizeof(Storage) == 4) {
+      return three_tf32 ? launch_staged<Storage, true>(p, g, how, positions, stream)
+                        : launch_staged<Storage, false>(p, g, how, positions, stream);
+    } else if constexpr (sizeof(Storage) == 2) {
+      return launch_staged<Storage, false>(p, g, how, positions, stream);
     } else {
       return cudaErrorInvalidValue;  // applies admits float16 / bfloat16 / float32 only
     }

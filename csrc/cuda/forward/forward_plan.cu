@@ -133,7 +133,10 @@ bool grouped_beats_floor(const ConvParams& p, bool allow_tf32) {
 // bfloat16 won all 11 up to 32 input channels (1.13-2.51x), float16 9 of 11 (1.11-1.77x; lost
 // 16 -> 16, 0.87x, and tied 24 -> 24, 1.03x): both taken up to 32 input channels, float16 from
 // 32 output channels on.
-bool channels_last_gemm_beats_floor(const ConvParams& p) {
+bool channels_last_gemm_beats_floor(const ConvParams& p, bool allow_tf32) {
+  if (p.dtype == DType::kFloat32 && !allow_tf32) {
+    return false;  // 3xTF32: not yet measured against cuDNN's float32 kernels
+  }
   const bool stem = channels_last_gemm::stages_runs(p) && p.in_channels <= 4 &&
                    p.dtype != DType::kFloat16;
   const bool wide_enough_output = p.dtype != DType::kFloat16 || p.out_channels >= 32;
@@ -210,8 +213,8 @@ cudaError_t plan_forward(const ConvParams& params, bool allow_tf32, ForwardPlan&
     plan.kernel = ForwardKernel::kGrouped;
     return cudaSuccess;
   }
-  if (channels_last_gemm::applies(params, allow_tf32) &&
-      (!measured || channels_last_gemm_beats_floor(params))) {
+  if (channels_last_gemm::applies(params) &&
+      (!measured || channels_last_gemm_beats_floor(params, allow_tf32))) {
     plan.kernel = ForwardKernel::kChannelsLastGemm;
     return cudaSuccess;
   }
@@ -253,7 +256,7 @@ cudaError_t launch_planned(const ConvParams& params, const ForwardPlan& plan, bo
     case ForwardKernel::kGrouped:
       return grouped::launch(params, stream);
     case ForwardKernel::kChannelsLastGemm:
-      return channels_last_gemm::launch(params, stream);
+      return channels_last_gemm::launch(params, allow_tf32, stream);
     case ForwardKernel::kSmallProblem:
       return small_problem::launch(params, stream);
     case ForwardKernel::kWgmma:
