@@ -146,18 +146,19 @@ def test_float32_without_tf32_matches_float64(seed):
         FLOAT32_TOLERANCE
 
 
-def test_float32_without_tf32_is_planned_on_the_floor_until_measured():
-    # The fused policy runs 3xTF32 here; the measured rule keeps cuDNN's float32 kernels.
+def test_float32_precision_follows_the_flags():
+    # allow_tf32=None follows torch.backends.cudnn.allow_tf32 (off in these tests): 3xTF32, at
+    # float32's accuracy; True takes one TF32 product.
     x, weight, bias = _tensors(2, 16, 32, 10, 12, torch.float32, (3, 3))
-    args = (x, weight, bias, [1, 1], [1] * 4, [1, 1], 1)
-    assert torch.ops.fusedconv._plan(*args, False) == "channels_last_gemm"
-    previous = torch.ops.fusedconv._plan_policy("measured")
-    try:
-        assert torch.ops.fusedconv._plan(*args, True) == "channels_last_gemm"
-        assert torch.ops.fusedconv._plan(*args, False) == "floor"
-        assert torch.ops.fusedconv._plan(*args, None) == "floor"  # cudnn.allow_tf32 is off here
-    finally:
-        torch.ops.fusedconv._plan_policy(previous)
+    expected = reference_float64(x, weight, bias, padding=1)
+    for allow_tf32, bound in ((None, FLOAT32_TOLERANCE), (False, FLOAT32_TOLERANCE),
+                              (True, TF32_TOLERANCE)):
+        args = (x, weight, bias, [1, 1], [1] * 4, [1, 1], 1, allow_tf32)
+        assert torch.ops.fusedconv._plan(*args) == "channels_last_gemm"
+        error = relative_l2_error(torch.ops.fusedconv.conv2d_hardswish_relu(*args), expected)
+        assert error <= bound, (allow_tf32, error)
+        if allow_tf32:
+            assert error > FLOAT32_TOLERANCE
 
 
 @pytest.mark.parametrize("dtype", HALF_TYPES + [torch.float32])

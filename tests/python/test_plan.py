@@ -214,24 +214,35 @@ CROSSOVER_CASES = [
      "mma_sync", "mma_sync"),
     ("3x3_16ch_strided", dict(n=4, cin=16, cout=32, size=28, kernel=3, stride=2),
      "floor", "floor"),
-    # float32 takes the channels_last GEMM only where TF32 is allowed.
+    # float32 on the channels_last GEMM: one TF32 product with TF32 allowed, 3xTF32 without.
     ("1x1_channels_last_expanding", dict(n=4, cin=24, cout=144, size=28, kernel=1,
-                                         channels_last=True), "channels_last_gemm", "floor"),
+                                         channels_last=True), "channels_last_gemm",
+     "channels_last_gemm"),
+    ("1x1_channels_last_reducing", dict(n=4, cin=480, cout=112, size=14, kernel=1,
+                                        channels_last=True), "floor", "channels_last_gemm"),
     ("stem_channels_last", dict(n=4, cin=3, cout=32, size=56, kernel=3, stride=2, padding=1,
                                 channels_last=True, weight_channels_last=True),
-     "channels_last_gemm", "floor"),
+     "channels_last_gemm", "channels_last_gemm"),
     # float32 dense channels_last layers up to 32 input channels (KernelBench v0.1's 8 -> 64);
-    # 64 lost.
+    # 64 lost with TF32. Without TF32, 3xTF32 up to 64 channels at stride 1 (wider ones lost to
+    # cuDNN's Winograd) and at stride 2.
     ("kernelbench_v0.1_channels_last", dict(n=4, cin=8, cout=64, size=64, kernel=3,
                                             channels_last=True, weight_channels_last=True),
-     "channels_last_gemm", "floor"),
+     "channels_last_gemm", "channels_last_gemm"),
     ("3x3_channels_last_32ch_strided", dict(n=4, cin=32, cout=64, size=56, kernel=3, stride=2,
                                             padding=1, channels_last=True,
                                             weight_channels_last=True),
-     "channels_last_gemm", "floor"),
+     "channels_last_gemm", "channels_last_gemm"),
     ("3x3_channels_last_64ch", dict(n=4, cin=64, cout=64, size=28, kernel=3, padding=1,
                                     channels_last=True, weight_channels_last=True),
+     "floor", "channels_last_gemm"),
+    ("3x3_channels_last_128ch", dict(n=4, cin=128, cout=128, size=28, kernel=3, padding=1,
+                                     channels_last=True, weight_channels_last=True),
      "floor", "floor"),
+    ("3x3_channels_last_128ch_strided", dict(n=4, cin=128, cout=128, size=28, kernel=3,
+                                             stride=2, padding=1, channels_last=True,
+                                             weight_channels_last=True),
+     "floor", "channels_last_gemm"),
     # Without TF32 cuDNN's float32 grouped kernels run on CUDA cores: the grouped kernel in
     # both layouts up to 32 channels per group; with TF32 NCHW up to 16.
     ("grouped_32_per_group", dict(n=4, cin=64, cout=64, size=14, kernel=3, padding=1, groups=2),

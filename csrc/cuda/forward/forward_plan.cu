@@ -133,9 +133,23 @@ bool grouped_beats_floor(const ConvParams& p, bool allow_tf32) {
 // bfloat16 won all 11 up to 32 input channels (1.13-2.51x), float16 9 of 11 (1.11-1.77x; lost
 // 16 -> 16, 0.87x, and tied 24 -> 24, 1.03x): both taken up to 32 input channels, float16 from
 // 32 output channels on.
+// Float32 with TF32 disallowed (3xTF32 against cuDNN's float32 kernels; twenty-sixth session,
+// H100, GPU time at batch 64, `channels_last_gemm_kernel_time.py --float32-accuracy`,
+// h100_channels_last_three_tf32.json): every 1x1 won (16 of 16, 1.09-4.08x), every dense layer
+// of 4-64 input channels (13 of 13, 1.51-2.69x; 3x3 / 5x5 / 7x7, stride 1 and 2), every stride-2
+// 3x3 of 128-512 channels (1.74-1.91x), the stems 5 of 6 (1.36-2.16x; 3 -> 16 at 224 tied,
+// 0.99x); stride-1 3x3s of 128 and 256 channels lost (0.83x, 0.63x: cuDNN's Winograd), 512 at
+// 7x7 won (1.44x). Taken: 1x1s, strided layers, and stride-1 ones of up to 64 input and output
+// channels (the measured range; the stems are among them).
+bool channels_last_three_tf32_beats_floor(const ConvParams& p) {
+  const bool pointwise = p.kernel_h * p.kernel_w == 1;
+  const bool strided = p.stride_h > 1 || p.stride_w > 1;
+  return pointwise || strided || (p.in_channels <= 64 && p.out_channels <= 64);
+}
+
 bool channels_last_gemm_beats_floor(const ConvParams& p, bool allow_tf32) {
   if (p.dtype == DType::kFloat32 && !allow_tf32) {
-    return false;  // 3xTF32: not yet measured against cuDNN's float32 kernels
+    return channels_last_three_tf32_beats_floor(p);
   }
   const bool stem = channels_last_gemm::stages_runs(p) && p.in_channels <= 4 &&
                    p.dtype != DType::kFloat16;
