@@ -146,6 +146,15 @@ def test_float32_without_tf32_matches_float64(seed):
         FLOAT32_TOLERANCE
 
 
+@pytest.mark.parametrize("allow_tf32", [True, False], ids=["tf32", "three_tf32"])
+@pytest.mark.parametrize("cin", [4, 12])
+def test_float32_narrow_pixels_taps_through_l1(cin, allow_tf32):
+    # 4 or 12 float32 channels at 3x3 with dilated columns (no runs): taps whose pixels fill
+    # less than a 64-byte k step, x staged through L1; 128 x 64 tiles over several CTAs.
+    x, weight, bias = _tensors(3, cin, 64, 37, 41, torch.float32, (3, 3))
+    _check(x, weight, bias, allow_tf32=allow_tf32, padding=(1, 2), dilation=(1, 2))
+
+
 def test_float32_precision_follows_the_flags():
     # allow_tf32=None follows torch.backends.cudnn.allow_tf32 (off in these tests): 3xTF32, at
     # float32's accuracy; True takes one TF32 product.

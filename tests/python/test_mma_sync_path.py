@@ -60,7 +60,8 @@ def test_fast_path_matches_floor_and_float64(seed, strided):
     fast = poisoned_call(
         lambda: fusedconv.conv2d_hardswish_relu(x, weight, bias, **geometry),
         torch.float32, "cuda")
-    # channels_last input is not dense NCHW, so the same call runs the floor path.
+    # channels_last input is not dense NCHW, so the same call runs another path (cuDNN, or
+    # the channels_last GEMM in 3xTF32).
     floor = fusedconv.conv2d_hardswish_relu(x.contiguous(memory_format=torch.channels_last),
                                             weight, bias, **geometry)
     assert torch.isfinite(fast).all(), case

@@ -243,6 +243,10 @@ CROSSOVER_CASES = [
                                              stride=2, padding=1, channels_last=True,
                                              weight_channels_last=True),
      "floor", "channels_last_gemm"),
+    ("5x5_channels_last_128ch_strided", dict(n=4, cin=128, cout=128, size=28, kernel=5,
+                                             stride=2, padding=2, channels_last=True,
+                                             weight_channels_last=True),
+     "floor", "floor"),
     # Without TF32 cuDNN's float32 grouped kernels run on CUDA cores: the grouped kernel in
     # both layouts up to 32 channels per group; with TF32 NCHW up to 16.
     ("grouped_32_per_group", dict(n=4, cin=64, cout=64, size=14, kernel=3, padding=1, groups=2),

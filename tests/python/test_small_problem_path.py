@@ -74,7 +74,8 @@ def test_direct_kernel_matches_float64_and_floor(seed):
     expected = reference_float64(x, weight, bias, **geometry)
     assert actual.shape == expected.shape
     assert relative_l2_error(actual, expected) < FFMA_TOLERANCE, case
-    # channels_last input is not dense NCHW: the floor path (cuDNN without TF32).
+    # channels_last input is not dense NCHW: another path (cuDNN without TF32, or the
+    # channels_last GEMM in 3xTF32), float32-accurate either way.
     floor = fusedconv.conv2d_hardswish_relu(x.contiguous(memory_format=torch.channels_last),
                                             weight, bias, **geometry)
     torch.testing.assert_close(actual, floor.contiguous(), rtol=1e-4, atol=1e-5)

@@ -139,12 +139,13 @@ bool grouped_beats_floor(const ConvParams& p, bool allow_tf32) {
 // of 4-64 input channels (13 of 13, 1.51-2.69x; 3x3 / 5x5 / 7x7, stride 1 and 2), every stride-2
 // 3x3 of 128-512 channels (1.74-1.91x), the stems 5 of 6 (1.36-2.16x; 3 -> 16 at 224 tied,
 // 0.99x); stride-1 3x3s of 128 and 256 channels lost (0.83x, 0.63x: cuDNN's Winograd), 512 at
-// 7x7 won (1.44x). Taken: 1x1s, strided layers, and stride-1 ones of up to 64 input and output
-// channels (the measured range; the stems are among them).
+// 7x7 won (1.44x). Taken inside the measured range: 1x1s, layers of up to 64 input and output
+// channels (the stems among them), and strided kernels of up to 3x3 with more channels.
 bool channels_last_three_tf32_beats_floor(const ConvParams& p) {
   const bool pointwise = p.kernel_h * p.kernel_w == 1;
-  const bool strided = p.stride_h > 1 || p.stride_w > 1;
-  return pointwise || strided || (p.in_channels <= 64 && p.out_channels <= 64);
+  const bool strided_3x3 = (p.stride_h > 1 || p.stride_w > 1) && p.kernel_h <= 3 &&
+                           p.kernel_w <= 3;
+  return pointwise || strided_3x3 || (p.in_channels <= 64 && p.out_channels <= 64);
 }
 
 bool channels_last_gemm_beats_floor(const ConvParams& p, bool allow_tf32) {
