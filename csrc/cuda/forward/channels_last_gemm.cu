@@ -1,10 +1,11 @@
 // Channels_last forward in float16 / bfloat16 and float32: convolution, bias, hardswish and relu
 // in one launch, no workspace. Float32 takes one TF32 product where PyTorch allows TF32, 3xTF32
-// where it does not (x split as activations, W as weights: common/three_tf32.cuh). In channels_last a convolution is an implicit GEMM, output positions x
-// (taps x input channels) times (taps x input channels) x output channels, both operands with
-// the input channels innermost: the layout mma.sync's row x col fragments want. A 1x1
-// convolution is the one-tap case, memory-bound at the channel counts networks run (16-960): the
-// aim there is one read of x and one write of y.
+// where it does not (x split as activations, W as weights: common/three_tf32.cuh). In
+// channels_last a convolution is an implicit GEMM, output positions x (taps x input channels)
+// times (taps x input channels) x output channels, both operands with the input channels
+// innermost: the layout mma.sync's row x col fragments want. A 1x1 convolution is the one-tap
+// case, memory-bound at the channel counts networks run (16-960): the aim there is one read of
+// x and one write of y.
 //
 // Each CTA computes tiles of output positions x output channels (Tile: 128 x 64, or 32 channels
 // for narrow outputs, 64 positions where the tiles would not fill the machine) with four warps.
@@ -13,11 +14,11 @@
 // flight while this one's epilogue runs (zero-filled past the channels, the positions, the
 // output channels and wherever a tap falls on the zero padding). Fragments come from
 // XOR-swizzled rows through ldmatrix; m16n8k16 MMAs (m16n8k8 TF32 ones for float32, whose
-// fragments are the same bytes: ldmatrix moves 32-bit words) accumulate in float32. The epilogue adds
-// the bias, applies relu(hardswish) in float32, rounds once into a staged tile in shared memory
-// and stores it in 16-byte row chunks. Each staged row's source pixel (stride and padding
-// applied) is found once per tile; a tap moves all of a tile's rows by one offset (dilation
-// applied), so the per-step work is one add and two bound checks per row.
+// fragments are the same bytes: ldmatrix moves 32-bit words) accumulate in float32. The
+// epilogue adds the bias, applies relu(hardswish) in float32, rounds once into a staged tile in
+// shared memory and stores it in 16-byte row chunks. Each staged row's source pixel (stride and
+// padding applied) is found once per tile; a tap moves all of a tile's rows by one offset
+// (dilation applied), so the per-step work is one add and two bound checks per row.
 //
 // Few input channels (stems: 3), which no 16-byte chunk of one pixel holds: kRuns. In
 // channels_last one kernel row's taps over C channels are one contiguous run of kernel_w x C
@@ -532,12 +533,16 @@ cudaError_t launch_typed(const ConvParams& p, const Geometry& g, int64_t positio
   const bool short_tiles = (positions + 127) / 128 * channel_tiles < resident;
   if (narrow) {
     return short_tiles
-               ? launch_tile<Storage, Tile<64, 32>, kStaging, kThreeTf32>(p, g, positions, limits, stream)
-               : launch_tile<Storage, Tile<128, 32>, kStaging, kThreeTf32>(p, g, positions, limits, stream);
+               ? launch_tile<Storage, Tile<64, 32>, kStaging, kThreeTf32>(
+                     p, g, positions, limits, stream)
+               : launch_tile<Storage, Tile<128, 32>, kStaging, kThreeTf32>(
+                     p, g, positions, limits, stream);
   }
   return short_tiles
-             ? launch_tile<Storage, Tile<64, 64>, kStaging, kThreeTf32>(p, g, positions, limits, stream)
-             : launch_tile<Storage, Tile<128, 64>, kStaging, kThreeTf32>(p, g, positions, limits, stream);
+             ? launch_tile<Storage, Tile<64, 64>, kStaging, kThreeTf32>(
+                   p, g, positions, limits, stream)
+             : launch_tile<Storage, Tile<128, 64>, kStaging, kThreeTf32>(
+                   p, g, positions, limits, stream);
 }
 
 template <typename Storage, bool kThreeTf32>

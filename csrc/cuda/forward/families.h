@@ -47,11 +47,11 @@ cudaError_t launch(const ConvParams& params, cudaStream_t stream);
 }  // namespace grouped
 
 // Channels_last GEMM (channels_last_gemm.cu): float16 / bfloat16, and float32 (one TF32 product
-// where `allow_tf32`, 3xTF32 where not), groups 1, any kernel size, stride, padding and dilation, dense
-// channels_last input and output, a weight with its input channels innermost (channels_last, or
-// any 1x1), all three 16-byte aligned, channel counts whole 16-byte chunks, batch x output
-// plane below 2^31, rows and columns below 2^30. float32 accumulation, one rounding at the store;
-// no workspace. Compute capability 8.0 or newer (the library's minimum).
+// where `allow_tf32`, 3xTF32 where not), groups 1, any kernel size, stride, padding and
+// dilation, dense channels_last input and output, a weight with its input channels innermost
+// (channels_last, or any 1x1), all three 16-byte aligned, channel counts whole 16-byte chunks,
+// batch x output plane below 2^31, rows and columns below 2^30. float32 accumulation, one
+// rounding at the store; no workspace. Compute capability 8.0 or newer (the library's minimum).
 // `stages_runs`: input channels in no whole 16-byte vector (stems), staged as runs of
 // kernel_w x C elements.
 namespace channels_last_gemm {
