@@ -33,6 +33,9 @@ const Case kCases[] = {
     {1, 1, 8, 16, 11, 12, 5, 5, 2, 2, 2, 2, 1, 1, true, false},
     {1, 1, 16, 24, 8, 9, 3, 3, 1, 1, 1, 1, 2, 1, true, true},
     {1, 1, 8, 16, 9, 10, 3, 3, 1, 1, 2, 2, 1, 2, true, true},
+    // Taps through L1 (8 channels: 16 or 32 bytes a pixel, less than a 64-byte k step; dilated
+    // columns, so no runs): two images, column stride 2, 24 output channels.
+    {2, 1, 8, 24, 8, 11, 3, 3, 1, 2, 1, 2, 1, 2, true, true},
 };
 
 class ChannelsLastGemmEmulated : public ::testing::TestWithParam<Case> {};
