@@ -64,6 +64,11 @@ static_assert(kThreads % kChunks == 0, "a thread copies one chunk column");
 // elements in plain loads or in 16-byte copies through L1.
 enum class Staging { kTaps, kTapsThroughL1, kRuns, kVectorRuns };
 
+// Whether K walks kernel rows' runs (one step sequence a kernel row) rather than taps.
+__host__ __device__ constexpr bool walks_runs(Staging staging) {
+  return staging == Staging::kRuns || staging == Staging::kVectorRuns;
+}
+
 // x's 16-byte copy: through L1 for the stagings whose bytes neighbouring taps re-read.
 template <Staging kStaging>
 __device__ __forceinline__ void copy_input_16(void* shared_destination, const void* source,
@@ -215,8 +220,7 @@ __device__ __forceinline__ uint4 load_run(const Storage* source, uint32_t mask) 
 template <typename Storage, typename T, Staging kStaging, bool kThreeTf32>
 __global__ void __launch_bounds__(kThreads, kCtasPerSm<kThreeTf32>)
     conv_hardswish_relu_channels_last_gemm_kernel(const ConvParams p, const Geometry g) {
-  // K walks kernel rows' runs
-  constexpr bool kRuns = kStaging == Staging::kRuns || kStaging == Staging::kVectorRuns;
+  constexpr bool kRuns = walks_runs(kStaging);
   constexpr int kStepK = kTileK<Storage>;
   constexpr int kVec = kVector<Storage>;
   extern __shared__ __align__(128) unsigned char shared[];
@@ -655,7 +659,7 @@ cudaError_t launch(const ConvParams& p, bool allow_tf32, cudaStream_t stream) {
   g.positions = static_cast<int32_t>(positions);
   const int64_t step_k = kRowBytes / element_bytes(p.dtype);
   const Staging how = staging(p);
-  const bool runs = how == Staging::kRuns || how == Staging::kVectorRuns;
+  const bool runs = walks_runs(how);
   // K per kernel row: kernel_w taps of in_channels, or one run of kernel_w x in_channels.
   const int64_t row_taps = runs ? 1 : p.kernel_w;
   const int64_t run_length = runs ? p.kernel_w * p.in_channels : p.in_channels;
