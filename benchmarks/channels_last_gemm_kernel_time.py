@@ -7,9 +7,12 @@ bandwidth. Layers: crossover.py's (the 1x1 convolutions of MobileNetV3 / Efficie
 ResNet-50 and ResNet-50's 3x3 ones; with --stems the 3-channel stems, with --small-channels
 dense layers of 4-32 input channels) in channels_last float16, bfloat16 and float32 (TF32, as
 PyTorch's default allows for convolutions; with --float32-accuracy float32 only, TF32 disallowed:
-the GEMM's 3xTF32 against cuDNN's float32 kernels). Usage (GPU):
+the GEMM's 3xTF32 against cuDNN's float32 kernels). --variant-set times the GEMM alone (no floor)
+on the set that builds of it are compared on (scripts/variant_round.sh): KernelBench v0.1 at
+batch 128 in float32 (TF32 and 3xTF32), bfloat16 and float16, then every layer above at --batch,
+float32 in both precisions. Usage (GPU):
 python benchmarks/channels_last_gemm_kernel_time.py [--batch 64] [--stems | --small-channels]
-    [--float32-accuracy] [--json FILE]
+    [--float32-accuracy] [--variant-set] [--json FILE]
 """
 
 import argparse
@@ -33,9 +36,14 @@ def main():
                         help="dense layers of 4-32 input channels only")
     parser.add_argument("--float32-accuracy", action="store_true",
                         help="float32 with TF32 disallowed (3xTF32) only")
+    parser.add_argument("--variant-set", action="store_true",
+                        help="the GEMM alone on KernelBench v0.1 and every layer")
     parser.add_argument("--json", default=None, help="write the records here")
     args = parser.parse_args()
     batch = args.batch
+    if args.variant_set:
+        time_variant_set(batch, args.json)
+        return
     if args.stems:
         shapes = channels_last_stem_shapes()
     elif args.small_channels:
@@ -80,6 +88,47 @@ def main():
         ops._plan_policy(previous)
     if args.json:
         with open(args.json, "w") as f:
+            json.dump(records, f, indent=1)
+
+
+def variant_set_cases(batch):
+    """(batch, in_channels, out_channels, size, k, stride, padding, dtype, allow_tf32)."""
+    cases = [(128, 8, 64, 128, 3, 1, 0, dtype, tf32)
+             for dtype, tf32 in ((torch.float32, True), (torch.float32, False),
+                                 (torch.bfloat16, True), (torch.float16, True))]
+    for cin, cout, size, k, stride, dtype in (channels_last_gemm_shapes()
+                                              + channels_last_small_channel_shapes()
+                                              + channels_last_stem_shapes()):
+        for tf32 in ((True, False) if dtype == torch.float32 else (True,)):
+            cases.append((batch, cin, cout, size, k, stride, k // 2, dtype, tf32))
+    return cases
+
+
+def time_variant_set(batch, json_path):
+    """The GEMM's GPU time alone on each case the planner gives it (fused policy)."""
+    ops = fusedconv.load_extension()
+    previous = ops._plan_policy("fused")
+    records = []
+    try:
+        for n, cin, cout, size, k, stride, pad, dtype, tf32 in variant_set_cases(batch):
+            torch.manual_seed(0)
+            x = torch.randn(n, cin, size, size, device="cuda", dtype=dtype)
+            x = x.contiguous(memory_format=torch.channels_last)
+            w = torch.randn(cout, cin, k, k, device="cuda", dtype=dtype) / (cin * k * k) ** 0.5
+            w = w.contiguous(memory_format=torch.channels_last)
+            b = torch.randn(cout, device="cuda", dtype=dtype)
+            call = (x, w, b, [stride, stride], [pad] * 4, [1, 1], 1, tf32)
+            if ops._plan(*call) != "channels_last_gemm":
+                continue
+            us = graph_us(lambda: ops.conv2d_hardswish_relu(*call))
+            name = "%d-%d %d k%d s%d p%d n%d %s%s" % (
+                cin, cout, size, k, stride, pad, n, str(dtype)[6:], "" if tf32 else " 3xtf32")
+            print("%-44s %9.2f" % (name, us), flush=True)
+            records.append(dict(name=name, fused_us=us))
+    finally:
+        ops._plan_policy(previous)
+    if json_path:
+        with open(json_path, "w") as f:
             json.dump(records, f, indent=1)
 
 
