@@ -28,8 +28,10 @@ shift 3
 names=()
 for spec in "$@"; do
   name="${spec%%=*}" path="${spec#*=}"
-  [ -f "$path" ] && [ -n "$name" ] && [ "$name" != "$spec" ] ||
-    { echo "bad variant '$spec' (NAME=FILE)" >&2; exit 2; }
+  if [ ! -f "$path" ] || [ -z "$name" ] || [ "$name" = "$spec" ]; then
+    echo "bad variant '$spec' (NAME=FILE)" >&2
+    exit 2
+  fi
   names+=("$name")
 done
 export OUT="${OUT:-/tmp/variant-round}" PYTHONUNBUFFERED=1
@@ -64,7 +66,10 @@ for spec in "$@"; do
     2>"$OUT/variant_build_$name.log")
   status=$?
   echo "build $name: exit $status, $(( $(date +%s) - started )) s"
-  [ "$status" -eq 0 ] && [ -f "$library" ] || { tail -n 20 "$OUT/variant_build_$name.log"; exit 1; }
+  if [ "$status" -ne 0 ] || [ ! -f "$library" ]; then
+    tail -n 20 "$OUT/variant_build_$name.log"
+    exit 1
+  fi
   rm -rf "${PACKAGES:?}/$name" && mkdir -p "$PACKAGES/$name"
   cp -r fusedconv "$PACKAGES/$name/" && cp "$library" "$PACKAGES/$name/fusedconv/_C.so"
   library_md5[$name]=$(md5sum < "$library" | cut -c1-32)
