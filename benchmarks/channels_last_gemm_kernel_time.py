@@ -100,7 +100,9 @@ def variant_set_cases(batch):
                                               + channels_last_small_channel_shapes()
                                               + channels_last_stem_shapes()):
         for tf32 in ((True, False) if dtype == torch.float32 else (True,)):
-            cases.append((batch, cin, cout, size, k, stride, k // 2, dtype, tf32))
+            case = (batch, cin, cout, size, k, stride, k // 2, dtype, tf32)
+            if case not in cases:  # 64 -> 64 at 56 is in two of the lists
+                cases.append(case)
     return cases
 
 

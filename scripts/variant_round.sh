@@ -5,13 +5,15 @@
 # whole build). Each variant's library becomes the prebuilt _C.so of its own copy of the package
 # (.scratch/variant_pkgs/NAME), which CMD then imports. The libraries' md5s are printed, and two
 # variants whose sources differ but whose libraries do not stop the round: a build that silently
-# reused another's library once made five variants one (twenty-seventh session).
+# reused another's library once made five variants one (twenty-seventh session). So variants that
+# differ only in comments stop it too.
 #   scripts/variant_round.sh FILE ROUNDS CMD NAME=VARIANT_FILE...
 # FILE is a source under csrc/ (restored afterwards); each VARIANT_FILE is a whole copy of it
-# (keep them under .scratch/ and carry .scratch). CMD runs with bash in benchmarks/, once per
-# variant per round, in forward order in odd rounds and reverse order in even ones; it sees
-# VARIANT (the name), ROUND (1..ROUNDS) and OUT. Logs and what CMD writes under $OUT come back as
-# $OUT/variant_logs.tgz. Example:
+# (keep them under .scratch/ and carry .scratch; FILE itself may be one), read once at the start.
+# CMD runs with bash in benchmarks/, once per variant per round, in forward order in odd rounds
+# and reverse order in even ones; it sees VARIANT (the name), ROUND (1..ROUNDS) and OUT. Logs and
+# what CMD writes under $OUT (which should start empty: it is emptied into the archive) come back
+# as $OUT/variant_logs.tgz. Example:
 #   scripts/variant_round.sh csrc/cuda/forward/channels_last_gemm.cu 2 'python3
 #     channels_last_gemm_kernel_time.py --variant-set --json $OUT/t_${VARIANT}_${ROUND}.json'
 #     main=.scratch/v/main.cu fast_divisor=.scratch/v/fast_divisor.cu
@@ -19,20 +21,38 @@ set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 ROOT=$PWD
 if [ $# -lt 4 ]; then
-  sed -n '2,17p' "$0" >&2
+  sed -n '2,19p' "$0" >&2
   exit 2
 fi
 file="$1" rounds="$2" command="$3"
 shift 3
-[ -f "$file" ] || { echo "no source file $file" >&2; exit 2; }
+if [ ! -f "$file" ]; then
+  echo "no source file $file" >&2
+  exit 2
+fi
+file=$(realpath -- "$file")
+if ! [[ "$rounds" =~ ^[1-9][0-9]*$ ]]; then
+  echo "ROUNDS must be a positive integer, got '$rounds'" >&2
+  exit 2
+fi
+if compgen -G "$ROOT/fusedconv/_C*.so" >/dev/null; then
+  echo "a prebuilt fusedconv/_C*.so would be loaded instead of each variant's build" >&2
+  exit 2
+fi
+# Every variant read now, before FILE changes (FILE may be one of them).
+snapshots=$(mktemp -d)
 names=()
+declare -A seen
 for spec in "$@"; do
   name="${spec%%=*}" path="${spec#*=}"
-  if [ ! -f "$path" ] || [ -z "$name" ] || [ "$name" = "$spec" ]; then
-    echo "bad variant '$spec' (NAME=FILE)" >&2
+  if [ ! -f "$path" ] || ! [[ "$name" =~ ^[A-Za-z0-9_.-]+$ ]] || [ "$name" = "$spec" ] ||
+     [ -n "${seen[$name]:-}" ]; then
+    echo "bad variant '$spec' (NAME=FILE, names of [A-Za-z0-9_.-], each once)" >&2
     exit 2
   fi
+  seen[$name]=1
   names+=("$name")
+  cp "$path" "$snapshots/$name" || exit 1
 done
 export OUT="${OUT:-/tmp/variant-round}" PYTHONUNBUFFERED=1
 export TORCH_EXTENSIONS_DIR="${TORCH_EXTENSIONS_DIR:-$ROOT/.torch_extensions}"
@@ -43,8 +63,18 @@ if [ -x /usr/bin/g++ ]; then
 fi
 PACKAGES=$ROOT/.scratch/variant_pkgs
 original=$(mktemp)
-cp "$file" "$original"
-trap 'cp "$original" "$ROOT/$file"; rm -f "$original"' EXIT
+cp "$file" "$original" || exit 1
+# On any exit: FILE back as it was, and the logs in one archive (a call returns only a few files).
+# shellcheck disable=SC2317  # run by the EXIT trap
+finish() {
+  cp "$original" "$file" || echo "could not restore $file (its original: $original)" >&2
+  rm -rf "$snapshots"
+  local archive
+  archive=$(mktemp --suffix=.tgz)
+  (cd "$OUT" && tar czf "$archive" . && find . -mindepth 1 -delete &&
+    mv "$archive" variant_logs.tgz)
+}
+trap finish EXIT
 
 build_folder() {
   PYTHONPATH=$ROOT python3 -c "import torch; from fusedconv import _build as b
@@ -52,28 +82,29 @@ print(b._BuildPlan(b.source_root(), with_cuda=torch.cuda.is_available()).directo
 }
 previous=""
 declare -A library_md5 source_md5
-for spec in "$@"; do
-  name="${spec%%=*}" path="${spec#*=}"
-  cp "$path" "$file"
-  touch "$file"
-  folder=$(build_folder)
+for name in "${names[@]}"; do
+  cp "$snapshots/$name" "$file" && touch "$file" || exit 1
+  folder=$(build_folder) || exit 1
   if [ -n "$previous" ] && [ ! -d "$folder" ]; then
     # The previous build's objects, without its library: load_extension builds what is missing.
-    cp -a "$previous" "$folder" && rm -f "$folder"/*.so
+    cp -a "$previous" "$folder" && rm -f "$folder"/*.so || exit 1
   fi
   started=$(date +%s)
-  library=$(PYTHONPATH=$ROOT python3 -c "from fusedconv import _build; print(_build.load_extension())" \
+  library=$(PYTHONPATH=$ROOT python3 -c \
+    "from fusedconv import _build; print(_build.load_extension())" \
     2>"$OUT/variant_build_$name.log")
   status=$?
   echo "build $name: exit $status, $(( $(date +%s) - started )) s"
-  if [ "$status" -ne 0 ] || [ ! -f "$library" ]; then
+  if [ "$status" -ne 0 ] || [ ! -f "$library" ] || [[ "$library" != "$folder"/* ]]; then
+    echo "  library '$library', expected in $folder" >&2
     tail -n 20 "$OUT/variant_build_$name.log"
     exit 1
   fi
-  rm -rf "${PACKAGES:?}/$name" && mkdir -p "$PACKAGES/$name"
-  cp -r fusedconv "$PACKAGES/$name/" && cp "$library" "$PACKAGES/$name/fusedconv/_C.so"
+  package="$PACKAGES/$name/fusedconv"
+  rm -rf "${PACKAGES:?}/$name" && mkdir -p "$PACKAGES/$name" && cp -r fusedconv "$package" &&
+    rm -f "$package"/_C*.so && cp "$library" "$package/_C.so" || exit 1
   library_md5[$name]=$(md5sum < "$library" | cut -c1-32)
-  source_md5[$name]=$(md5sum < "$path" | cut -c1-32)
+  source_md5[$name]=$(md5sum < "$snapshots/$name" | cut -c1-32)
   echo "  library md5 ${library_md5[$name]}"
   for other in "${!library_md5[@]}"; do
     if [ "$other" != "$name" ] && [ "${library_md5[$other]}" = "${library_md5[$name]}" ] &&
@@ -101,7 +132,4 @@ for ((round = 1; round <= rounds; ++round)); do
     [ "$rc" -eq 0 ] || status=1
   done
 done
-# One archive: a call returns only a few files from $OUT.
-(cd "$OUT" && tar czf /tmp/variant_logs.tgz ./* && find . -mindepth 1 -delete &&
-  mv /tmp/variant_logs.tgz .)
 exit "$status"

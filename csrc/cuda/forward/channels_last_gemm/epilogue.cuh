@@ -3,6 +3,8 @@
 // stores straight from the fragments: benchmarks/NOTES.md, twenty-seventh session).
 #pragma once
 
+#include <cuda_runtime.h>
+
 #include <cstdint>
 
 #include "forward/channels_last_gemm/traits.cuh"

@@ -1,6 +1,6 @@
 // The channels_last GEMM's shapes and shared pieces: the staged ring's rows and swizzle, the CTA
 // tile and the launch's geometry, the staging kinds and the MMA of one k slice (the family's
-// design: channels_last_gemm.cu). Included by that file only.
+// design: channels_last_gemm.cu). Anonymous-namespace code for that file's translation unit only.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -25,9 +25,9 @@ constexpr int kCtasPerSm = kThreeTf32 ? 2 : 3;
 constexpr int kChunks = kRowBytes / 16;  // 16-byte chunks per staged row
 static_assert(kThreads % kChunks == 0, "a thread copies one chunk column");
 
-// How K is staged (the header's kRuns and kVectorRuns): by taps of whole channel chunks (x through
-// L1 where a pixel's channels fill less than a k step), or by kernel rows' runs of kernel_w x C
-// elements in plain loads or in 16-byte copies through L1.
+// How K is staged (channels_last_gemm.cu's kRuns and kVectorRuns): by taps of whole channel
+// chunks (x through L1 where a pixel's channels fill less than a k step), or by kernel rows' runs
+// of kernel_w x C elements in plain loads or in 16-byte copies through L1.
 enum class Staging { kTaps, kTapsThroughL1, kRuns, kVectorRuns };
 
 // Whether K walks kernel rows' runs (one step sequence a kernel row) rather than taps.
