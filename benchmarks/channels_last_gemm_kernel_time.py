@@ -62,12 +62,9 @@ def main():
     previous = ops._plan_policy()
     try:
         for cin, cout, size, k, stride, dtype in shapes:
-            x = torch.randn(batch, cin, size, size, device="cuda", dtype=dtype)
-            x = x.contiguous(memory_format=torch.channels_last)
-            w = torch.randn(cout, cin, k, k, device="cuda", dtype=dtype) / (cin * k * k) ** 0.5
-            w = w.contiguous(memory_format=torch.channels_last)
-            b = torch.randn(cout, device="cuda", dtype=dtype)
-            call = (x, w, b, [stride, stride], [k // 2] * 4, [1, 1], 1, allow_tf32)
+            call = channels_last_call(batch, cin, cout, size, k, stride, k // 2, dtype,
+                                      allow_tf32)
+            x, w = call[0], call[1]
             ops._plan_policy("fused")
             if ops._plan(*call) != "channels_last_gemm":
                 continue
@@ -89,6 +86,16 @@ def main():
     if args.json:
         with open(args.json, "w") as f:
             json.dump(records, f, indent=1)
+
+
+def channels_last_call(batch, cin, cout, size, k, stride, pad, dtype, allow_tf32):
+    """The op's arguments for one layer: random x and W in channels_last, a bias."""
+    x = torch.randn(batch, cin, size, size, device="cuda", dtype=dtype)
+    x = x.contiguous(memory_format=torch.channels_last)
+    w = torch.randn(cout, cin, k, k, device="cuda", dtype=dtype) / (cin * k * k) ** 0.5
+    w = w.contiguous(memory_format=torch.channels_last)
+    b = torch.randn(cout, device="cuda", dtype=dtype)
+    return (x, w, b, [stride, stride], [pad] * 4, [1, 1], 1, allow_tf32)
 
 
 def variant_set_cases(batch):
@@ -114,12 +121,7 @@ def time_variant_set(batch, json_path):
     try:
         for n, cin, cout, size, k, stride, pad, dtype, tf32 in variant_set_cases(batch):
             torch.manual_seed(0)
-            x = torch.randn(n, cin, size, size, device="cuda", dtype=dtype)
-            x = x.contiguous(memory_format=torch.channels_last)
-            w = torch.randn(cout, cin, k, k, device="cuda", dtype=dtype) / (cin * k * k) ** 0.5
-            w = w.contiguous(memory_format=torch.channels_last)
-            b = torch.randn(cout, device="cuda", dtype=dtype)
-            call = (x, w, b, [stride, stride], [pad] * 4, [1, 1], 1, tf32)
+            call = channels_last_call(n, cin, cout, size, k, stride, pad, dtype, tf32)
             if ops._plan(*call) != "channels_last_gemm":
                 continue
             us = graph_us(lambda: ops.conv2d_hardswish_relu(*call))
