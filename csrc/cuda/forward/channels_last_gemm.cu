@@ -118,7 +118,7 @@ cudaError_t launch_staged(const ConvParams& p, const Geometry& g, Staging how, i
 // (kNoRow, 2^31); batch and tap offsets are 64-bit. (Lower bounds: valid_geometry, checked by
 // the planner before any family.) And the step counts: K is kernel_h x `row_taps` taps of
 // `run_length` elements each (kernel_w taps of in_channels, or one run of kernel_w x
-// in_channels).
+// in_channels); a run's element offsets (below run_length + step_k) are FastDivisor dividends.
 bool within_32_bits(const ConvParams& p, int64_t row_taps, int64_t run_length) {
   constexpr int64_t kReachLimit = int64_t{1} << 30;
   const bool rows_fit = p.in_height < kReachLimit && p.pad_top < kReachLimit &&
@@ -134,8 +134,8 @@ bool within_32_bits(const ConvParams& p, int64_t row_taps, int64_t run_length) {
   const int64_t step_k = kRowBytes / element_bytes(p.dtype);
   const int64_t k_steps = taps * ((run_length + step_k - 1) / step_k);
   return rows_fit && cols_fit && positions < kIntLimit && taps < kIntLimit &&
-         run_length < kIntLimit && k_steps < kIntLimit && most_tiles * k_steps < kIntLimit &&
-         p.out_channels < kIntLimit;
+         run_length < kIntLimit - step_k && k_steps < kIntLimit &&
+         most_tiles * k_steps < kIntLimit && p.out_channels < kIntLimit;
 }
 
 // Runs where no chunk holds whole channels; vector runs where a kernel row's run takes fewer k
@@ -206,6 +206,7 @@ cudaError_t launch(const ConvParams& p, bool allow_tf32, cudaStream_t stream) {
   g.out_plane = FastDivisor::make(static_cast<uint32_t>(p.out_height * p.out_width));
   g.out_width = FastDivisor::make(static_cast<uint32_t>(p.out_width));
   g.positions = static_cast<int32_t>(positions);
+  g.in_channels = FastDivisor::make(static_cast<uint32_t>(p.in_channels));
   const int64_t step_k = kRowBytes / element_bytes(p.dtype);
   const Staging how = staging(p);
   const bool runs = walks_runs(how);

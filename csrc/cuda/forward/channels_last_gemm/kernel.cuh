@@ -107,7 +107,7 @@ __global__ void __launch_bounds__(kThreads, kCtasPerSm<kThreeTf32>)
   // thread's kVec elements of the step at k, their columns' offsets, and which are in the run.
   auto run_columns = [&](int k, int (&column)[kVec], uint32_t& in_run) {
     const int first = k + chunk * kVec;
-    int tap = first / in_channels;  // one division per step
+    int tap = static_cast<int>(g.in_channels.quotient(static_cast<uint32_t>(first)));
     int c = first - tap * in_channels;
     in_run = 0;
 #pragma unroll
@@ -128,7 +128,8 @@ __global__ void __launch_bounds__(kThreads, kCtasPerSm<kThreeTf32>)
     Storage* const b_stage = b_ring + slot * T::kTileN * kStepK;
     if constexpr (kStaging == Staging::kVectorRuns) {
       // The chunk lies in one tap's pixel: in_channels is whole chunks.
-      const int tap = (k + chunk * kVec) / in_channels;
+      const int first = k + chunk * kVec;
+      const int tap = static_cast<int>(g.in_channels.quotient(static_cast<uint32_t>(first)));
       const bool in_run = tap < static_cast<int>(p.kernel_w);
 #pragma unroll
       for (int i = 0; i < T::kACopies; ++i) {

@@ -75,6 +75,7 @@ struct Tile {
 
 struct Geometry {
   FastDivisor out_plane, out_width, n_tiles;
+  FastDivisor in_channels;  // a run's element -> its tap, per step (an IDIV took ~25 SASS)
   int32_t positions;  // batch x out_height x out_width, < 2^31 (applies)
   int32_t k_chunks;   // kTileK-channel steps per tap (64 bytes of channels)
   int32_t k_steps;    // taps x k_chunks: the steps of one tile
