@@ -267,6 +267,12 @@ std::string depthwise_candidates_op(c10::optional<c10::string_view> choice) {
                    &depthwise_candidates, &set_depthwise_candidates);
 }
 
+// Where the channels_last wgmma forward runs (launch.h).
+std::string channels_last_wgmma_op(c10::optional<c10::string_view> choice) {
+  return switch_op("_channels_last_wgmma", "choice", kChannelsLastWgmmaNames, choice,
+                   &channels_last_wgmma, &set_channels_last_wgmma);
+}
+
 int64_t plan_count_op() { return plan_count(); }
 
 }  // namespace
@@ -274,8 +280,8 @@ int64_t plan_count_op() { return plan_count(); }
 
 TORCH_LIBRARY_FRAGMENT(fusedconv, m) {
   // Test and benchmark hooks of the CUDA planners (not API): the kernel a forward or backward
-  // call would run, the planners' policy, the depthwise candidates' switch, and how many plans
-  // this process has made.
+  // call would run, the planners' policy, the depthwise candidates' and channels_last wgmma's
+  // switches, and how many plans this process has made.
   m.def(
       "_plan(Tensor input, Tensor weight, Tensor? bias, int[2] stride, int[4] padding, "
       "int[2] dilation, int groups, bool? allow_tf32=None) -> str");
@@ -286,6 +292,7 @@ TORCH_LIBRARY_FRAGMENT(fusedconv, m) {
   m.def("_plan_policy(str? policy=None) -> str", &fusedconv::plan_policy_op);
   m.def("_depthwise_candidates(str? choice=None) -> str",
         &fusedconv::depthwise_candidates_op);
+  m.def("_channels_last_wgmma(str? choice=None) -> str", &fusedconv::channels_last_wgmma_op);
   m.def("_plan_count() -> int", &fusedconv::plan_count_op);
 }
 

@@ -64,6 +64,28 @@ def _depthwise_candidates_off():
         yield
 
 
+@contextlib.contextmanager
+def channels_last_wgmma(choice):
+    """Where the channels_last wgmma forward runs (csrc/include/fusedconv/launch.h: "measured",
+    "all" or "none") set to `choice` for the block, restored after; nothing without a GPU."""
+    if not HAS_CUDA:
+        yield
+        return
+    previous = torch.ops.fusedconv._channels_last_wgmma(choice)
+    try:
+        yield
+    finally:
+        torch.ops.fusedconv._channels_last_wgmma(previous)
+
+
+@pytest.fixture(autouse=True)
+def _channels_last_wgmma_off():
+    # Like the depthwise candidates: the channels_last wgmma forward runs only in the tests that
+    # ask for it (the channels_last GEMM's tests name that kernel under the fused policy).
+    with channels_last_wgmma("none"):
+        yield
+
+
 @pytest.fixture
 def fused_kernels():
     """Plans a fused kernel wherever one applies, not only inside its measured crossover (the

@@ -133,6 +133,19 @@ CASES = [
     (3, 8, 64, 40, 64, 3, {}, torch.bfloat16, 1e-2),
     (1, 4, 4, 8, 8, 3, {"padding": 1}, torch.bfloat16, 1e-2),
     (1, 2, 3, 6, 5, 3, {}, torch.float64, 1e-12),
+    # The Hopper kernels in channels_last (torch.ops.fusedconv._channels_last_wgmma("all")):
+    # resident with several items per CTA (rows copied whole by 16-byte copies, pixels read a
+    # 4-channel group at a time, 16-byte stores); 5 channels on odd rows (2-byte elements copied
+    # one by one, element stores of 33 channels); streamed 5-chunk float32 and a partial last
+    # chunk of 36 float16 channels (per-pixel copies).
+    (3, 8, 64, 40, 128, 3, {"forward_only": True, "channels_last_wgmma": True}, torch.float32,
+     1e-5),
+    (1, 5, 33, 9, 37, 3, {"padding": 1, "forward_only": True, "channels_last_wgmma": True},
+     torch.bfloat16, 1e-2),
+    (1, 40, 72, 6, 30, 3, {"padding": 1, "forward_only": True, "channels_last_wgmma": True},
+     torch.float32, 1e-5),
+    (1, 36, 40, 5, 37, 3, {"padding": 1, "forward_only": True, "channels_last_wgmma": True},
+     torch.float16, 2e-3),
     # The floor backward summing grad_bias in its g pass (every backward above that takes the
     # floor, under the fused policy): ragged channel rows over five CTAs' columns in
     # channels_last, 3 x 3 planes element by element in NCHW; then 16-byte vectors both ways.
@@ -180,6 +193,8 @@ def main(argv):
         allow_tf32 = kwargs.pop("allow_tf32", None)
         candidates = "all" if kwargs.pop("candidates", False) else "none"
         previous_candidates = torch.ops.fusedconv._depthwise_candidates(candidates)
+        wgmma_choice = "all" if kwargs.pop("channels_last_wgmma", False) else "none"
+        previous_wgmma = torch.ops.fusedconv._channels_last_wgmma(wgmma_choice)
         kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
         groups = kwargs.get("groups", 1)
         x = torch.randn(n, cin, h, w, device="cuda", dtype=dtype, requires_grad=True)
@@ -202,6 +217,7 @@ def main(argv):
                 failures += 1
                 print("FAILED", (n, cin, cout, h, w, kernel, kwargs, dtype, layout), error)
         torch.ops.fusedconv._depthwise_candidates(previous_candidates)
+        torch.ops.fusedconv._channels_last_wgmma(previous_wgmma)
     torch.cuda.synchronize()
     return 1 if failures else 0
 

@@ -62,6 +62,22 @@ inline bool unit_stride_dense_nchw(const ConvParams& p) {
          dense_nchw(p);
 }
 
+// The same in dense channels_last (input and output; the weight may have any strides), which
+// the wgmma forward also takes. A tensor dense in both layouts (one channel, or a 1x1 plane) is
+// dense NCHW: callers test unit_stride_dense_nchw first.
+inline bool unit_stride_dense_channels_last(const ConvParams& p) {
+  if (p.groups != 1 || !aligned_16(p.input) || !aligned_16(p.output) || p.stride_h != 1 ||
+      p.stride_w != 1 || p.dilation_h != 1 || p.dilation_w != 1) {
+    return false;
+  }
+  if (!is_dense_channels_last(p.input_strides, p.in_channels, p.in_height, p.in_width) ||
+      !is_dense_channels_last(p.output_strides, p.out_channels, p.out_height, p.out_width)) {
+    return false;
+  }
+  return p.in_channels * p.in_height * p.in_width < (int64_t{1} << 31) &&
+         p.out_channels * p.out_height * p.out_width < (int64_t{1} << 31);
+}
+
 // The same in float32: the backward kernels' configurations.
 inline bool fast_path_shape_supported(const ConvParams& p) {
   return p.dtype == DType::kFloat32 && unit_stride_dense_nchw(p);

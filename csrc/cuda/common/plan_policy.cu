@@ -1,7 +1,7 @@
-// The planners' process-wide policy, the depthwise candidates' switch and the plan counter
-// (fusedconv/launch.h). Relaxed atomics: both switches are for tests and benchmarks, not
-// synchronisation points; a plan reads the policy once, a depthwise launch or crossover reads
-// the switch once.
+// The planners' process-wide policy, the depthwise candidates' and channels_last wgmma's
+// switches and the plan counter (fusedconv/launch.h). Relaxed atomics: the switches are for
+// tests and benchmarks, not synchronisation points; a plan reads the policy once, a depthwise
+// launch or crossover reads its switch once.
 #include <atomic>
 #include <cstdint>
 #include <cstdlib>
@@ -36,6 +36,12 @@ std::atomic<int>& candidates_storage() {
   return choice;
 }
 
+std::atomic<int>& channels_last_wgmma_storage() {
+  static std::atomic<int> choice{
+      choice_from_environment("FUSEDCONV_CHANNELS_LAST_WGMMA", kChannelsLastWgmmaNames)};
+  return choice;
+}
+
 std::atomic<int64_t> plans_made{0};
 
 }  // namespace
@@ -61,6 +67,17 @@ DepthwiseCandidates depthwise_candidates() {
 DepthwiseCandidates set_depthwise_candidates(DepthwiseCandidates choice) {
   return static_cast<DepthwiseCandidates>(
       candidates_storage().exchange(static_cast<int>(choice), std::memory_order_relaxed));
+}
+
+ChannelsLastWgmma channels_last_wgmma() {
+  return static_cast<ChannelsLastWgmma>(
+      channels_last_wgmma_storage().load(std::memory_order_relaxed));
+}
+
+ChannelsLastWgmma set_channels_last_wgmma(ChannelsLastWgmma choice) {
+  return static_cast<ChannelsLastWgmma>(
+      channels_last_wgmma_storage().exchange(static_cast<int>(choice),
+                                             std::memory_order_relaxed));
 }
 
 int64_t plan_count() { return plans_made.load(std::memory_order_relaxed); }

@@ -7,15 +7,18 @@
 //      where it measured faster than the floor (3x3 with 4-32 channels per group: float32
 //      without TF32 in both layouts, NCHW float32 up to 16 channels per group, NCHW 16-bit
 //      up to 8 at stride 1);
-//   2. channels_last, groups 1: the channels_last GEMM, where it measured faster than the floor
+//   2. channels_last, groups 1, stride 1, more than 16 output channels, on Hopper: the wgmma
+//      kernels in channels_last, where they measured faster than the channels_last GEMM and the
+//      floor (channels_last_wgmma_beats: not yet measured, so nowhere);
+//   3. channels_last, groups 1: the channels_last GEMM, where it measured faster than the floor
 //      (1x1 that does not reduce the channels; bfloat16 / float32 stems);
-//   3. small problems (at most 16 output channels and 32 inputs per output position): the
+//   4. small problems (at most 16 output channels and 32 inputs per output position): the
 //      small-problem kernels (DMMA / FFMA), one launch, no workspace;
-//   4. on Hopper, more than 16 output channels: the wgmma kernels, where their tile fits and
-//      they measured faster than the floor;
-//   5. the mma.sync tensor-core kernel (float32 / float16 / bfloat16 dense NCHW, any stride and
+//   5. on Hopper, more than 16 output channels: the wgmma kernels, where their tile fits and
+//      they measured faster than the floor (NCHW; channels_last only under the fused policy);
+//   6. the mma.sync tensor-core kernel (float32 / float16 / bfloat16 dense NCHW, any stride and
 //      dilation), where its tile fits and it measured faster than the floor;
-//   6. otherwise the floor: the operator library runs PyTorch's convolution plus one fused
+//   7. otherwise the floor: the operator library runs PyTorch's convolution plus one fused
 //      activation pass (csrc/torch/ops_cuda.cpp).
 // Each family's own `applies` says what it can run; the order and the crossovers (measured on an
 // H200 against the floor, benchmarks/NOTES.md "Crossovers") are here. PlanPolicy::kFused drops
@@ -25,6 +28,7 @@
 #include <cstdint>
 
 #include "common/depthwise_candidates.h"
+#include "common/configuration.h"
 #include "common/depthwise_rows_domain.h"
 #include "common/plan_memo.h"
 #include "common/plan_policy.h"
@@ -187,6 +191,15 @@ bool wgmma_beats_floor(const ConvParams& p, bool streamed) {
   return multiply_adds <= (taps == 1 ? int64_t{1} << 29 : int64_t{1} << 31);
 }
 
+// The channels_last wgmma forward against the channels_last GEMM and the floor: not measured
+// yet, so never under the measured policy (ChannelsLastWgmma::kAll runs it for the sweeps).
+bool channels_last_wgmma_beats(const ConvParams& p, bool streamed, bool allow_tf32) {
+  (void)p;
+  (void)streamed;
+  (void)allow_tf32;
+  return false;
+}
+
 // mma.sync beat the floor where the input has few channels (up to 8), and lost from 64 input
 // channels on (down to 0.10x); in between it won or lost by shape. With 3xTF32, strided
 // convolutions of 4-8 input channels were a toss-up (12 of 28 lost, 0.67-1.59x): the floor.
@@ -228,6 +241,27 @@ cudaError_t plan_forward(const ConvParams& params, bool allow_tf32, ForwardPlan&
     plan.kernel = ForwardKernel::kGrouped;
     return cudaSuccess;
   }
+  // The wgmma kernels: whether they apply, with their workspace (the streamed variant's).
+  const ChannelsLastWgmma channels_last_choice = channels_last_wgmma();
+  const bool channels_last =
+      unit_stride_dense_channels_last(params) && !unit_stride_dense_nchw(params);
+  bool wgmma_applies = false;
+  int64_t wgmma_workspace = 0;
+  if (!wgmma_disabled() && params.out_channels >= kMinWgmmaOutChannels &&
+      !(channels_last && channels_last_choice == ChannelsLastWgmma::kNone)) {
+    const cudaError_t status =
+        wgmma::forward_applies(params, allow_tf32, wgmma_applies, wgmma_workspace);
+    if (status != cudaSuccess) {
+      return status;
+    }
+  }
+  const bool streamed = wgmma_workspace > 0;  // only the streamed variant has a workspace
+  if (wgmma_applies && channels_last &&
+      (channels_last_choice == ChannelsLastWgmma::kAll ||
+       (measured && channels_last_wgmma_beats(params, streamed, allow_tf32)))) {
+    plan = ForwardPlan{ForwardKernel::kWgmma, wgmma_workspace};
+    return cudaSuccess;
+  }
   if (channels_last_gemm::applies(params) &&
       (!measured || channels_last_gemm_beats_floor(params, allow_tf32))) {
     plan.kernel = ForwardKernel::kChannelsLastGemm;
@@ -237,20 +271,13 @@ cudaError_t plan_forward(const ConvParams& params, bool allow_tf32, ForwardPlan&
     plan.kernel = ForwardKernel::kSmallProblem;
     return cudaSuccess;
   }
+  if (wgmma_applies &&
+      (!measured || (!channels_last && wgmma_beats_floor(params, streamed)))) {
+    plan = ForwardPlan{ForwardKernel::kWgmma, wgmma_workspace};
+    return cudaSuccess;
+  }
   bool applies = false;
   int64_t workspace_bytes = 0;
-  if (!wgmma_disabled() && params.out_channels >= kMinWgmmaOutChannels) {
-    const cudaError_t status =
-        wgmma::forward_applies(params, allow_tf32, applies, workspace_bytes);
-    if (status != cudaSuccess) {
-      return status;
-    }
-    const bool streamed = workspace_bytes > 0;  // only the streamed variant has a workspace
-    if (applies && (!measured || wgmma_beats_floor(params, streamed))) {
-      plan = ForwardPlan{ForwardKernel::kWgmma, workspace_bytes};
-      return cudaSuccess;
-    }
-  }
   if (measured && !mma_sync_beats_floor(params, allow_tf32)) {
     return cudaSuccess;
   }

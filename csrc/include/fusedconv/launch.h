@@ -37,6 +37,17 @@ PlanPolicy set_plan_policy(PlanPolicy policy);  // returns the previous policy
 enum class DepthwiseCandidates : int { kMeasured, kAll, kNone };
 DepthwiseCandidates depthwise_candidates();
 DepthwiseCandidates set_depthwise_candidates(DepthwiseCandidates choice);  // returns the previous
+// The channels_last wgmma forward (Hopper, stride 1) as a candidate for the calls of the
+// channels_last GEMM and the floor (csrc/cuda/forward/forward_plan.cu): kMeasured (the default)
+// where its measured rule says it beats them, kAll wherever it applies, kNone never (the
+// channels_last GEMM's tests: their subject is that kernel). Under the fused policy a
+// channels_last call that no other fused kernel takes still runs the wgmma kernel unless kNone.
+// FUSEDCONV_CHANNELS_LAST_WGMMA=measured|all|none sets the start value,
+// torch.ops.fusedconv._channels_last_wgmma changes it (tests, A/B benchmarks); read at each plan.
+enum class ChannelsLastWgmma : int { kMeasured, kAll, kNone };
+constexpr const char* kChannelsLastWgmmaNames[3] = {"measured", "all", "none"};
+ChannelsLastWgmma channels_last_wgmma();
+ChannelsLastWgmma set_channels_last_wgmma(ChannelsLastWgmma choice);  // returns the previous
 // How many plans (forward and backward) this process has made: the test that each op call plans
 // exactly once reads it before and after a call.
 int64_t plan_count();

@@ -34,6 +34,7 @@
 #include "common/ptx.cuh"
 #include "common/three_tf32.cuh"
 #include "forward/wgmma/epilogue.cuh"
+#include "forward/wgmma/epilogue_channels_last.cuh"
 #include "forward/wgmma/mainloop.cuh"
 #include "forward/wgmma/producer.cuh"
 #include "forward/wgmma/smem_layout.cuh"
@@ -85,7 +86,7 @@ __device__ __forceinline__ int consumer_group(int thread) {
 
 // Storage: the tensors' type, float (either mode) or a 2-byte type (TF32 mode, exact: above);
 // everything between the loads and the stores is float32.
-template <bool kThreeTf32, typename Storage>
+template <bool kThreeTf32, bool kChannelsLast, typename Storage>
 __global__ void __launch_bounds__(threads_for(kResidentConsumers), 1)
     conv_hardswish_relu_wgmma_kernel(const ConvParams p, const Layout layout) {
 #if FUSEDCONV_WGMMA_DEVICE
@@ -141,12 +142,12 @@ __global__ void __launch_bounds__(threads_for(kResidentConsumers), 1)
     // too, and set the pace: v0.1 0.44 ms with the split skipped altogether.
     int64_t item = blockIdx.x;
     const int channels = static_cast<int>(p.in_channels);
-    copy_raw_rows(p, layout, item, 0, channels, raw, thread);
+    copy_raw<kChannelsLast>(p, layout, item, 0, channels, raw, thread);
     copy_async_commit();
     for (int k = 0; item < layout.items; ++k, item += grid) {
       if (item + grid < layout.items) {
-        copy_raw_rows(p, layout, item + grid, 0, channels,
-                      raw + ((k + 1) & 1) * layout.raw_words, thread);
+        copy_raw<kChannelsLast>(p, layout, item + grid, 0, channels,
+                                raw + ((k + 1) & 1) * layout.raw_words, thread);
       }
       copy_async_commit();
       copy_async_wait_group<1>();  // item k's group; item k + 1's may still be in flight
@@ -158,9 +159,11 @@ __global__ void __launch_bounds__(threads_for(kResidentConsumers), 1)
       float* planes = reinterpret_cast<float*>(shared.stage(layout, stage));
       const Storage* item_raw = raw + (k & 1) * layout.raw_words;
       if (layout.channel_groups == 2) {
-        stage_planes<kThreeTf32, 2, 4>(p, layout, item, channels, item_raw, planes, thread);
+        stage_planes<kThreeTf32, kChannelsLast, 2, 4>(p, layout, item, channels, item_raw, planes,
+                                                      thread);
       } else {
-        stage_planes<kThreeTf32, 0, 4>(p, layout, item, channels, item_raw, planes, thread);
+        stage_planes<kThreeTf32, kChannelsLast, 0, 4>(p, layout, item, channels, item_raw, planes,
+                                                      thread);
       }
       fence_proxy_async();
       barrier_arrive(shared.full_barrier(stage));
@@ -183,7 +186,8 @@ __global__ void __launch_bounds__(threads_for(kResidentConsumers), 1)
   const uint64_t a_descriptor = matrix_descriptor(weight_address, 1024, 128);
   const uint64_t b_descriptor = matrix_descriptor(0, layout.plane_bytes, 128);
   const EpilogueWarp epilogue{shared.bias(layout), shared.slot_table(),
-                              shared.epilogue(layout, consumer, warp), warp, lane};
+                              shared.epilogue(layout, consumer, kChannelsLast ? 0 : warp), warp,
+                              lane};
   // Units are dealt round robin over the CTA's whole sequence: unit number g (counting the units
   // of earlier items, units_before) is consumer g % kConsumers's, which is also the turn order.
   int64_t units_before = 0;
@@ -227,8 +231,12 @@ __global__ void __launch_bounds__(threads_for(kResidentConsumers), 1)
         released = true;
       }
 
-      store_unit<Storage>(p, layout, acc, epilogue,
-                          EpilogueUnit{image, first_out_row, rows_here, block, first_position});
+      const EpilogueUnit where{image, first_out_row, rows_here, block, first_position};
+      if constexpr (kChannelsLast) {
+        store_unit_channels_last<Storage>(p, layout, acc, epilogue, consumer, where);
+      } else {
+        store_unit<Storage>(p, layout, acc, epilogue, where);
+      }
     }
     if (!released && lane == 0) {
       barrier_arrive(shared.empty_barrier(stage));
@@ -287,7 +295,7 @@ __global__ void split_streamed_weights_kernel(const ConvParams p, const Layout l
   }
 }
 
-template <bool kThreeTf32, typename Storage>
+template <bool kThreeTf32, bool kChannelsLast, typename Storage>
 __global__ void __launch_bounds__(threads_for(kStreamedConsumers), 1)
     conv_hardswish_relu_wgmma_streamed_kernel(const ConvParams p, const Layout layout) {
 #if FUSEDCONV_WGMMA_DEVICE
@@ -312,7 +320,8 @@ __global__ void __launch_bounds__(threads_for(kStreamedConsumers), 1)
     const char* split_weights = static_cast<const char*>(p.workspace);
     int64_t item = blockIdx.x;
     int chunk = 0;
-    copy_raw_rows(p, layout, item, 0, min(layout.chunk_channels, in_channels), raw, thread);
+    copy_raw<kChannelsLast>(p, layout, item, 0, min(layout.chunk_channels, in_channels), raw,
+                            thread);
     copy_async_commit();
     for (int64_t sequence = 0; item < layout.items; ++sequence) {
       const bool last_chunk = chunk + 1 == chunks;
@@ -320,8 +329,9 @@ __global__ void __launch_bounds__(threads_for(kStreamedConsumers), 1)
       const int next_chunk = last_chunk ? 0 : chunk + 1;
       if (next_item < layout.items) {
         const int first = next_chunk * layout.chunk_channels;
-        copy_raw_rows(p, layout, next_item, first, min(layout.chunk_channels, in_channels - first),
-                      raw + ((sequence + 1) & 1) * layout.raw_words, thread);
+        copy_raw<kChannelsLast>(p, layout, next_item, first,
+                                min(layout.chunk_channels, in_channels - first),
+                                raw + ((sequence + 1) & 1) * layout.raw_words, thread);
       }
       copy_async_commit();
       copy_async_wait_group<1>();  // this stage's rows; the next stage's may still be in flight
@@ -343,14 +353,18 @@ __global__ void __launch_bounds__(threads_for(kStreamedConsumers), 1)
       const int channels = min(layout.chunk_channels, in_channels - chunk * layout.chunk_channels);
       if (layout.plane_positions <= kGroupThreads) {
         if (layout.channel_groups == 8) {  // 1x1 kernels: 32-channel stages
-          stage_planes<kThreeTf32, 8, 1>(p, layout, item, channels, chunk_raw, planes, thread);
+          stage_planes<kThreeTf32, kChannelsLast, 8, 1>(p, layout, item, channels, chunk_raw,
+                                                        planes, thread);
         } else {
-          stage_planes<kThreeTf32, 0, 1>(p, layout, item, channels, chunk_raw, planes, thread);
+          stage_planes<kThreeTf32, kChannelsLast, 0, 1>(p, layout, item, channels, chunk_raw,
+                                                        planes, thread);
         }
       } else if (layout.channel_groups == 2) {  // 8-channel stages: 3x3 and larger kernels
-        stage_planes<kThreeTf32, 2, 4>(p, layout, item, channels, chunk_raw, planes, thread);
+        stage_planes<kThreeTf32, kChannelsLast, 2, 4>(p, layout, item, channels, chunk_raw,
+                                                      planes, thread);
       } else {
-        stage_planes<kThreeTf32, 0, 4>(p, layout, item, channels, chunk_raw, planes, thread);
+        stage_planes<kThreeTf32, kChannelsLast, 0, 4>(p, layout, item, channels, chunk_raw,
+                                                      planes, thread);
       }
       fence_proxy_async();
       barrier_arrive(shared.full_barrier(stage));
@@ -372,7 +386,8 @@ __global__ void __launch_bounds__(threads_for(kStreamedConsumers), 1)
   const uint64_t a_descriptor = matrix_descriptor(0, 1024, 128);
   const uint64_t b_descriptor = matrix_descriptor(0, layout.plane_bytes, 128);
   const EpilogueWarp epilogue{shared.bias(layout), shared.slot_table(),
-                              shared.epilogue(layout, consumer, warp), warp, lane};
+                              shared.epilogue(layout, consumer, kChannelsLast ? 0 : warp), warp,
+                              lane};
   const int block = consumer % layout.out_blocks;
   const int first_position = consumer / layout.out_blocks * kUnitPositions;
   int64_t sequence = 0;
@@ -411,8 +426,12 @@ __global__ void __launch_bounds__(threads_for(kStreamedConsumers), 1)
       }
     }
     if (active) {
-      store_unit<Storage>(p, layout, totals, epilogue,
-                        EpilogueUnit{image, first_out_row, rows_here, block, first_position});
+      const EpilogueUnit where{image, first_out_row, rows_here, block, first_position};
+      if constexpr (kChannelsLast) {
+        store_unit_channels_last<Storage>(p, layout, totals, epilogue, consumer, where);
+      } else {
+        store_unit<Storage>(p, layout, totals, epilogue, where);
+      }
     }
   }
   if (consumer == 0) {

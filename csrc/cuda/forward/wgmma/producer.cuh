@@ -1,9 +1,10 @@
-// Producer warpgroup of the wgmma forward: cp.async of an item's raw NCHW input rows (double
-// buffered, one stage ahead), then one pass that zero-pads, splits every value into TF32 parts
-// and writes a stage's K-major planes (kernels.cuh describes the planes).
+// Producer warpgroup of the wgmma forward: cp.async of an item's raw input rows, NCHW or
+// channels_last (double buffered, one stage ahead), then one pass that zero-pads, splits every
+// value into TF32 parts and writes a stage's K-major planes (kernels.cuh describes the planes).
 #pragma once
 
 #include <cstdint>
+#include <cstring>
 
 #include "common/ptx.cuh"
 #include "common/three_tf32.cuh"
@@ -75,6 +76,115 @@ __device__ __forceinline__ void copy_raw_rows(const ConvParams& p, const Layout&
   }
 }
 
+// Producer, channels_last input: cp.async of the raw rows of `item` (those inside the image) of
+// input channels first_channel .. first_channel + channels - 1 into `raw`, laid out
+// [staged row][column][raw_pixel], in the input's storage type. With every channel in the chunk
+// (raw_pixel == in_channels) the rows are one contiguous range of the input, copied as such;
+// otherwise each pixel's chunk is copied on its own.
+template <typename Storage>
+__device__ __forceinline__ void copy_raw_pixels(const ConvParams& p, const Layout& layout,
+                                                int64_t item, int first_channel, int channels,
+                                                Storage* raw, int thread) {
+  const int64_t image = item_image(layout, item);
+  const int first_row = item_first_out_row(layout, item, static_cast<int>(image)) -
+                        static_cast<int>(p.pad_top);
+  const int height = static_cast<int>(p.in_height);
+  const int width = static_cast<int>(p.in_width);
+  const int in_channels = static_cast<int>(p.in_channels);
+  const int row_begin = first_row < 0 ? -first_row : 0;
+  const int row_end = height - first_row < layout.staged_rows ? height - first_row
+                                                               : layout.staged_rows;
+  const int rows = row_end - row_begin;
+  if (rows <= 0) {
+    return;
+  }
+  const Storage* source = static_cast<const Storage*>(p.input) +
+                          ((image * height + first_row + row_begin) * width) * in_channels +
+                          first_channel;
+  Storage* destination = raw + row_begin * layout.raw_pitch;
+  constexpr int kPer16Bytes = 16 / static_cast<int>(sizeof(Storage));
+  constexpr int kPer4Bytes = 4 / static_cast<int>(sizeof(Storage));
+  const int raw_pixel = layout.raw_pixel;
+  if (raw_pixel == in_channels) {
+    // Copies as wide as the rows' length allows (every row starts on such a boundary: the input
+    // is 16-byte aligned, applies).
+    const int row_elements = width * in_channels;
+    const int per_copy = row_elements % kPer16Bytes == 0
+                             ? kPer16Bytes
+                             : (row_elements % kPer4Bytes == 0 ? kPer4Bytes : 1);
+    const int copies = rows * row_elements / per_copy;
+    for (int index = thread; index < copies; index += kGroupThreads) {
+      const int offset = index * per_copy;
+      if (per_copy == kPer16Bytes) {
+        copy_async_16(destination + offset, source + offset, 16);
+      } else if (per_copy == kPer4Bytes) {
+        copy_async_4(destination + offset, source + offset, 4);
+      } else {
+        destination[offset] = source[offset];
+      }
+    }
+    return;
+  }
+  // A chunk of each pixel: copies as wide as the chunk, its start and the pixels' pitch allow.
+  const bool vectors16 = channels % kPer16Bytes == 0 && in_channels % kPer16Bytes == 0 &&
+                         first_channel % kPer16Bytes == 0;
+  const bool vectors4 = channels % kPer4Bytes == 0 && in_channels % kPer4Bytes == 0 &&
+                        first_channel % kPer4Bytes == 0;
+  const int per_copy = vectors16 ? kPer16Bytes : (vectors4 ? kPer4Bytes : 1);
+  const int pieces = channels / per_copy;
+  // Quotients through float reciprocals (exact: indices stay below 2^21, wgmma_plan.cu).
+  const float inverse_pieces = __frcp_rn(static_cast<float>(pieces));
+  const int total = rows * width * pieces;
+  for (int index = thread; index < total; index += kGroupThreads) {
+    const int pixel = __float2int_rz((index + 0.5f) * inverse_pieces);
+    const int offset = (index - pixel * pieces) * per_copy;
+    Storage* to = destination + pixel * raw_pixel + offset;
+    const Storage* from = source + int64_t{pixel} * in_channels + offset;
+    if (per_copy == kPer16Bytes) {
+      copy_async_16(to, from, 16);
+    } else if (per_copy == kPer4Bytes) {
+      copy_async_4(to, from, 4);
+    } else {
+      *to = *from;
+    }
+  }
+}
+
+// The producer's copy of one stage's raw rows, in the input's layout.
+template <bool kChannelsLast, typename Storage>
+__device__ __forceinline__ void copy_raw(const ConvParams& p, const Layout& layout, int64_t item,
+                                         int first_channel, int channels, Storage* raw,
+                                         int thread) {
+  if constexpr (kChannelsLast) {
+    copy_raw_pixels(p, layout, item, first_channel, channels, raw, thread);
+  } else {
+    copy_raw_rows(p, layout, item, first_channel, channels, raw, thread);
+  }
+}
+
+// Four consecutive raw values (a channels_last pixel's 4-channel group) in one shared-memory load:
+// 16 bytes of float32, 8 of a 2-byte type (the group starts on such a boundary: callers check).
+template <typename Storage>
+__device__ __forceinline__ void load_group(const Storage* raw, float (&values)[4]) {
+  if constexpr (sizeof(Storage) == 4) {
+    const float4 group = *reinterpret_cast<const float4*>(raw);
+    values[0] = group.x;
+    values[1] = group.y;
+    values[2] = group.z;
+    values[3] = group.w;
+  } else {
+    const uint2 group = *reinterpret_cast<const uint2*>(raw);
+    const uint32_t words[2] = {group.x, group.y};
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      Storage element;
+      const uint16_t bits = static_cast<uint16_t>(words[e >> 1] >> (16 * (e & 1)));
+      memcpy(&element, &bits, 2);
+      values[e] = StorageTraits<Storage>::load(element);
+    }
+  }
+}
+
 // Producer: raw rows of `channels` input channels -> a stage's K-major planes, zero outside the
 // image and past those channels, every position of every plane written (the consumers' dropped
 // columns read them too).
@@ -87,7 +197,9 @@ __device__ __forceinline__ void copy_raw_rows(const ConvParams& p, const Layout&
 // four batch slots were empty but still cost their predicated loads).
 // float16 and bfloat16 values are exact in TF32 (their significands have at most 11 bits), so
 // their small parts are zero and one TF32 product per multiply is exact.
-template <bool kThreeTf32, int kGroups, int kBatch, typename Storage>
+// kChannelsLast: the raw rows are copy_raw_pixels' (a pixel's channels contiguous, read four at a
+// time where raw_pixel is a multiple of 4), else copy_raw_rows' (one row per channel).
+template <bool kThreeTf32, bool kChannelsLast, int kGroups, int kBatch, typename Storage>
 __device__ __forceinline__ void stage_planes(const ConvParams& p, const Layout& layout,
                                              int64_t item, int channels, const Storage* raw,
                                              float* stage, int thread) {
@@ -103,7 +215,10 @@ __device__ __forceinline__ void stage_planes(const ConvParams& p, const Layout& 
   const int staged_rows = layout.staged_rows;
   const float inverse_row_pitch = layout.inverse_row_pitch;
   const int plane_words = positions * 4;
-  const int raw_channel_words = staged_rows * raw_pitch;
+  // Raw elements from one column to the next, and from one channel to the next.
+  const int column_step = kChannelsLast ? layout.raw_pixel : 1;
+  const int channel_step = kChannelsLast ? 1 : staged_rows * raw_pitch;
+  const bool group_loads = kChannelsLast && layout.raw_pixel % 4 == 0;
   float* small_planes = stage + groups * plane_words;
   // kBatch positions per thread and pass, all their raw values loaded before any is split or
   // stored: one warp per scheduler does this work, and position by position its shared-memory
@@ -124,19 +239,23 @@ __device__ __forceinline__ void stage_planes(const ConvParams& p, const Layout& 
       const bool inside = position < positions && row < staged_rows && first_row + row >= 0 &&
                           first_row + row < height && col >= 0 && col < width;
       present[b] = inside ? channels : 0;
-      source_offset[b] = inside ? row * raw_pitch + col : 0;
+      source_offset[b] = inside ? row * raw_pitch + col * column_step : 0;
     }
 #pragma unroll
     for (int group = 0; group < (kGroups > 0 ? kGroups : groups); ++group) {
       float values[kBatch][4];
 #pragma unroll
       for (int b = 0; b < kBatch; ++b) {
+        if (group_loads && 4 * group + 4 <= present[b]) {
+          load_group(raw + source_offset[b] + 4 * group, values[b]);
+          continue;
+        }
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
           const int channel = 4 * group + e;
           values[b][e] = channel < present[b]
                              ? StorageTraits<Storage>::load(
-                                   raw[source_offset[b] + channel * raw_channel_words])
+                                   raw[source_offset[b] + channel * channel_step])
                              : 0.0f;
         }
       }

@@ -34,6 +34,12 @@ constexpr int kEpiloguePitch = kUnitPositions + 8;
 constexpr int epilogue_bytes(int consumers) {
   return consumers * 4 * kEpilogueRows * kEpiloguePitch * 4;
 }
+// Channels_last: a consumer group stages half a unit (64 positions x 64 channels, a position's
+// channels contiguous) in its four warps' buffers taken together; 4 words of padding per
+// position put each fragment write (8 channels x 4 position pairs) in 32 distinct banks.
+constexpr int kChannelsLastPitch = kBlockChannels + 4;
+static_assert(kUnitPositions / 2 * kChannelsLastPitch <= 4 * kEpilogueRows * kEpiloguePitch,
+              "a channels_last half unit fits a consumer group's epilogue buffers");
 // 3xTF32 sums 3 MMAs per k step in one accumulator, and the tensor core's accumulation
 // truncates (1.05e-5 relative error after 375 MMAs, measured on the mma.sync kernel). 32 steps
 // (96 MMAs; v0.1 has 9) keeps the fast path well inside 1e-5.
@@ -57,6 +63,7 @@ constexpr int kHeaderBytes = kSlotTableOffset + kMaxPositionUnits * 64;
 //     chunk's k steps). Any input channel count.
 struct Layout {
   bool streamed;        // the variant
+  bool channels_last;   // dense channels_last input and output (else dense NCHW)
   int parts;            // operand parts: 2 (big, small: 3xTF32) or 1 (TF32)
   int out_blocks;       // ceil(out_channels / 64)
   int chunk_channels;   // input channels per stage: a multiple of 8 (all of them if resident)
@@ -70,8 +77,11 @@ struct Layout {
   int staged_rows;      // tile_rows + kernel_h - 1
   int row_pitch;        // positions per staged row: the padded input width, rounded up to even
   int plane_positions;  // positions per plane, a multiple of 8, past every unit's last tap
-  int raw_pitch;        // elements per raw row: in_width rounded up to 16 bytes (cp.async)
-  int raw_words;        // elements per raw buffer (two of them), of the input's storage type
+  int raw_pitch;        // elements per raw row: NCHW, in_width rounded up to 16 bytes (cp.async);
+                        // channels_last, in_width * raw_pixel
+  int raw_pixel;        // channels_last: elements per raw pixel (in_channels, or a chunk's)
+  int raw_words;        // elements per raw buffer (two of them), of the input's storage type,
+                        // a whole number of 16 bytes
   int stages;
   int plane_bytes;      // plane_positions * 16
   int stage_bytes;      // parts * channel_groups * plane_bytes

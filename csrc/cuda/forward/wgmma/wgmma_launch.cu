@@ -1,5 +1,5 @@
 // Host launch of the wgmma forward: the weight-split prep kernel (streamed variant) and the
-// kernel instantiation for the call's storage type and precision mode.
+// kernel instantiation for the call's storage type, precision mode and layout.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -19,11 +19,11 @@ namespace {
 
 constexpr int kPrepThreads = 256;
 
-template <bool kThreeTf32, typename Storage>
-cudaError_t launch_with(const ConvParams& p, const Layout& layout, const DeviceLimits& limits,
-                        cudaStream_t stream) {
+template <bool kThreeTf32, bool kChannelsLast, typename Storage>
+cudaError_t launch_in_layout(const ConvParams& p, const Layout& layout,
+                             const DeviceLimits& limits, cudaStream_t stream) {
   if (!layout.streamed) {
-    constexpr auto kernel = conv_hardswish_relu_wgmma_kernel<kThreeTf32, Storage>;
+    constexpr auto kernel = conv_hardswish_relu_wgmma_kernel<kThreeTf32, kChannelsLast, Storage>;
     const cudaError_t status = opt_in_shared_memory<kernel>(limits);
     if (status != cudaSuccess) {
       return status;
@@ -42,7 +42,8 @@ cudaError_t launch_with(const ConvParams& p, const Layout& layout, const DeviceL
   if (status != cudaSuccess) {
     return status;
   }
-  constexpr auto kernel = conv_hardswish_relu_wgmma_streamed_kernel<kThreeTf32, Storage>;
+  constexpr auto kernel =
+      conv_hardswish_relu_wgmma_streamed_kernel<kThreeTf32, kChannelsLast, Storage>;
   status = opt_in_shared_memory<kernel>(limits);
   if (status != cudaSuccess) {
     return status;
@@ -50,6 +51,14 @@ cudaError_t launch_with(const ConvParams& p, const Layout& layout, const DeviceL
   kernel<<<layout.grid, threads_for(kStreamedConsumers), layout.shared_bytes, stream>>>(p,
                                                                                      layout);
   return cudaGetLastError();
+}
+
+template <bool kThreeTf32, typename Storage>
+cudaError_t launch_with(const ConvParams& p, const Layout& layout, const DeviceLimits& limits,
+                        cudaStream_t stream) {
+  return layout.channels_last
+             ? launch_in_layout<kThreeTf32, true, Storage>(p, layout, limits, stream)
+             : launch_in_layout<kThreeTf32, false, Storage>(p, layout, limits, stream);
 }
 
 }  // namespace

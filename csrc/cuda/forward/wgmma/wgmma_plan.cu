@@ -30,16 +30,31 @@ int storage_bytes(const ConvParams& p) {
   }
 }
 
-// Elements per staged raw input row: the input's width rounded up to whole 16-byte copies.
-int raw_pitch_for(const ConvParams& p) {
+// Elements per staged raw input row: NCHW, the input's width rounded up to whole 16-byte copies;
+// channels_last, the row's pixels of `raw_pixel` elements each.
+int64_t raw_pitch_for(const ConvParams& p, bool channels_last, int64_t raw_pixel) {
+  if (channels_last) {
+    return p.in_width * raw_pixel;
+  }
   const int64_t per_copy = 16 / storage_bytes(p);
-  return static_cast<int>((p.in_width + per_copy - 1) / per_copy * per_copy);
+  return (p.in_width + per_copy - 1) / per_copy * per_copy;
+}
+
+// Elements per raw buffer of `staged_rows` rows of `channels` channels (channels_last: pixels of
+// raw_pixel elements), rounded up to 16 bytes: the second buffer, and what follows, stay
+// aligned for 16-byte copies and loads.
+int64_t raw_words_for(const ConvParams& p, const Layout& layout, int64_t channels,
+                      int64_t staged_rows) {
+  const int64_t per_16 = 16 / storage_bytes(p);
+  const int64_t words = (layout.channels_last ? 1 : channels) * staged_rows * layout.raw_pitch;
+  return (words + per_16 - 1) / per_16 * per_16;
 }
 
 // Shapes, tile and pipeline depth for one call; false where the kernel does not apply.
-bool make_resident_layout(const ConvParams& p, bool three_tf32, const DeviceLimits& limits,
-                       Layout& layout) {
+bool make_resident_layout(const ConvParams& p, bool three_tf32, bool channels_last,
+                          const DeviceLimits& limits, Layout& layout) {
   layout = Layout{};
+  layout.channels_last = channels_last;
   layout.parts = three_tf32 ? 2 : 1;
   layout.out_blocks = static_cast<int>((p.out_channels + kBlockChannels - 1) / kBlockChannels);
   const int chunks = static_cast<int>((p.in_channels + 7) / 8);
@@ -53,7 +68,12 @@ bool make_resident_layout(const ConvParams& p, bool three_tf32, const DeviceLimi
   const int padded_width = static_cast<int>(p.out_width + p.kernel_w - 1);
   layout.row_pitch = (padded_width + 1) & ~1;
   const int element_bytes = storage_bytes(p);
-  layout.raw_pitch = raw_pitch_for(p);
+  layout.raw_pixel = static_cast<int>(p.in_channels);
+  const int64_t raw_pitch = raw_pitch_for(p, channels_last, p.in_channels);
+  if (raw_pitch >= (int64_t{1} << 21)) {
+    return false;  // the producer's float-reciprocal quotients are exact below 2^21
+  }
+  layout.raw_pitch = static_cast<int>(raw_pitch);
   layout.inverse_row_pitch = 1.0f / static_cast<float>(layout.row_pitch);
   const int64_t weight_bytes = int64_t{layout.parts} * layout.out_blocks * layout.k_steps *
                                    kStepBytes +
@@ -72,7 +92,7 @@ bool make_resident_layout(const ConvParams& p, bool three_tf32, const DeviceLimi
     const int64_t positions = (int64_t{units} * kUnitPositions +
                                (p.kernel_h - 1) * layout.row_pitch + p.kernel_w - 1 + 7) & ~7;
     const int64_t stage_bytes = int64_t{layout.parts} * layout.channel_groups * positions * 16;
-    const int64_t raw_words = p.in_channels * staged_rows * layout.raw_pitch;
+    const int64_t raw_words = raw_words_for(p, layout, p.in_channels, staged_rows);
     if (raw_words >= (int64_t{1} << 21) || positions >= (int64_t{1} << 21)) {
       break;  // the producer's float-reciprocal quotients are exact below 2^21
     }
@@ -124,10 +144,11 @@ bool make_resident_layout(const ConvParams& p, bool three_tf32, const DeviceLimi
 // output rows as their positions hold; input channels per stage for about 8 k steps (9 for
 // 3x3 kernels, 64 channels for 1x1), fewer where 2 stages would not fit shared memory, then
 // evened out over the chunks. (8 is a choice, not a measured optimum.)
-bool make_streamed_layout(const ConvParams& p, bool three_tf32, const DeviceLimits& limits,
-                          Layout& layout) {
+bool make_streamed_layout(const ConvParams& p, bool three_tf32, bool channels_last,
+                          const DeviceLimits& limits, Layout& layout) {
   layout = Layout{};
   layout.streamed = true;
+  layout.channels_last = channels_last;
   layout.parts = three_tf32 ? 2 : 1;
   layout.out_blocks = static_cast<int>((p.out_channels + kBlockChannels - 1) / kBlockChannels);
   if (layout.out_blocks > kStreamedConsumers || p.batch * p.out_height * p.out_width == 0) {
@@ -140,7 +161,6 @@ bool make_streamed_layout(const ConvParams& p, bool three_tf32, const DeviceLimi
   const int padded_width = static_cast<int>(p.out_width + p.kernel_w - 1);
   layout.row_pitch = (padded_width + 1) & ~1;
   const int element_bytes = storage_bytes(p);
-  layout.raw_pitch = raw_pitch_for(p);
   layout.inverse_row_pitch = 1.0f / static_cast<float>(layout.row_pitch);
   const int64_t fitting_rows =
       (position_units * kUnitPositions - p.out_width) / layout.row_pitch + 1;
@@ -168,7 +188,14 @@ bool make_streamed_layout(const ConvParams& p, bool three_tf32, const DeviceLimi
     }
     const int64_t a_stage_bytes = int64_t{layout.parts} * layout.out_blocks * k_steps * kStepBytes;
     const int64_t stage_bytes = a_stage_bytes + int64_t{layout.parts} * 2 * even * positions * 16;
-    const int64_t raw_words = 8 * even * layout.staged_rows * layout.raw_pitch;
+    // channels_last: one chunk of every channel keeps the rows contiguous (copy_raw_pixels).
+    const int64_t raw_pixel = chunks == 1 ? p.in_channels : 8 * even;
+    const int64_t raw_pitch = raw_pitch_for(p, channels_last, raw_pixel);
+    if (raw_pitch >= (int64_t{1} << 21)) {
+      continue;  // the producer's float-reciprocal quotients are exact below 2^21
+    }
+    layout.raw_pitch = static_cast<int>(raw_pitch);
+    const int64_t raw_words = raw_words_for(p, layout, 8 * even, layout.staged_rows);
     if (raw_words >= (int64_t{1} << 21) ||
         chunks * a_stage_bytes >= (int64_t{1} << 31)) {  // the prep kernel's 32-bit indices
       continue;
@@ -181,6 +208,7 @@ bool make_streamed_layout(const ConvParams& p, bool three_tf32, const DeviceLimi
         continue;
       }
       layout.chunk_channels = static_cast<int>(8 * even);
+      layout.raw_pixel = static_cast<int>(raw_pixel);
       layout.chunks = static_cast<int>(chunks);
       layout.channel_groups = static_cast<int>(2 * even);
       layout.k_steps = static_cast<int>(k_steps);
@@ -213,10 +241,12 @@ bool make_streamed_layout(const ConvParams& p, bool three_tf32, const DeviceLimi
 bool choose_layout(const ConvParams& p, bool three_tf32, const DeviceLimits& limits,
                    Layout& layout) {
   thread_local PlanMemo<Layout> memo;
-  const int64_t variant = (three_tf32 ? 1 : 0) + 2 * static_cast<int64_t>(p.dtype);
+  const bool channels_last = !unit_stride_dense_nchw(p);  // forward_applies: one or the other
+  const int64_t variant =
+      (three_tf32 ? 1 : 0) + 2 * static_cast<int64_t>(p.dtype) + (channels_last ? 16 : 0);
   return memo.get(plan_key(p, limits, variant), layout, [&](Layout& chosen) {
-    return make_resident_layout(p, three_tf32, limits, chosen) ||
-           make_streamed_layout(p, three_tf32, limits, chosen);
+    return make_resident_layout(p, three_tf32, channels_last, limits, chosen) ||
+           make_streamed_layout(p, three_tf32, channels_last, limits, chosen);
   });
 }
 
@@ -232,7 +262,8 @@ cudaError_t forward_applies(const ConvParams& params, bool allow_tf32, bool& app
   const bool storage_supported = params.dtype == DType::kFloat32 ||
                                  params.dtype == DType::kFloat16 ||
                                  params.dtype == DType::kBFloat16;
-  if (!storage_supported || !unit_stride_dense_nchw(params)) {
+  if (!storage_supported ||
+      !(unit_stride_dense_nchw(params) || unit_stride_dense_channels_last(params))) {
     return cudaSuccess;
   }
   DeviceLimits limits{};
