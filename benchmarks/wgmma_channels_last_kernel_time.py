@@ -6,8 +6,10 @@ TF32 / 3xTF32, bfloat16 and float16, then the crossover layers at --batch, float
 precisions), those the wgmma kernel takes (stride 1, more than 16 output channels). Each call is
 captured 20 times into a CUDA graph and replayed (median of 15 replays). "without" is the planner's
 measured choice with the channels_last wgmma switched off; "mem" is x + W + y bytes over the
-measured copy bandwidth. Usage (GPU):
-python benchmarks/wgmma_channels_last_kernel_time.py [--batch 64] [--quick] [--json FILE]
+measured copy bandwidth. --wider: the layers that widen its rule past that set (few input
+channels to 96-128 outputs, 3xTF32 at 192-256 channels and 5x5). Usage (GPU):
+python benchmarks/wgmma_channels_last_kernel_time.py [--batch 64] [--quick | --wider]
+    [--json FILE]
 """
 
 import argparse
@@ -34,10 +36,24 @@ def timed(ops, policy, choice, call):
         ops._channels_last_wgmma(previous[1])
 
 
+def wider_cases(batch):
+    """(batch, in, out, size, k, stride, padding, dtype, allow_tf32) past the variant set."""
+    cases = []
+    for cin, cout, size, k in ((3, 96, 112, 3), (8, 96, 112, 3), (8, 128, 56, 3),
+                               (16, 128, 56, 3), (16, 96, 56, 5), (4, 48, 112, 3)):
+        for dtype, tf32 in ((torch.float32, True), (torch.float32, False),
+                            (torch.bfloat16, True), (torch.float16, True)):
+            cases.append((batch, cin, cout, size, k, 1, k // 2, dtype, tf32))
+    for cin, cout, size, k in ((192, 192, 28, 3), (256, 256, 14, 3), (96, 96, 56, 5)):
+        cases.append((batch, cin, cout, size, k, 1, k // 2, torch.float32, False))
+    return cases
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--quick", action="store_true", help="KernelBench v0.1 only")
+    parser.add_argument("--wider", action="store_true", help="the layers past the variant set")
     parser.add_argument("--json", default=None, help="write the records here")
     args = parser.parse_args()
     ops = fusedconv.load_extension()
@@ -46,8 +62,12 @@ def main():
     print("%-44s %9s %9s %-18s %9s %9s %7s %6s" % (
         "case", "wgmma_us", "without", "(its kernel)", "floor_us", "mem_us", "gain", "%mem"))
     cases = variant_set_cases(args.batch)
+    if args.quick:
+        cases = cases[:4]
+    elif args.wider:
+        cases = wider_cases(args.batch)
     records = []
-    for n, cin, cout, size, k, stride, pad, dtype, tf32 in cases[:4] if args.quick else cases:
+    for n, cin, cout, size, k, stride, pad, dtype, tf32 in cases:
         torch.manual_seed(0)
         call = channels_last_call(n, cin, cout, size, k, stride, pad, dtype, tf32)
         previous = ops._plan_policy("fused"), ops._channels_last_wgmma("all")

@@ -34,7 +34,6 @@ RESIDENT_SHAPES = [
     (1, 16, 32, 12, 64, 3, 0),
     (1, 8, 64, 7, 5, 2, (1, 0)),
     (2, 13, 33, 11, 70, 1, 0),
-    (2, 24, 96, 14, 14, 3, 1),
 ]
 # Streamed (more than 32 k steps of 8 channels x a tap, or a stage too large): chunks of each
 # pixel's channels, a partial last chunk (36, 300), odd rows, more items than SMs.
