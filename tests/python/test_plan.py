@@ -8,7 +8,7 @@ import torch
 
 import fusedconv
 
-from conftest import cuda_kernel_names, depthwise_candidates
+from conftest import channels_last_wgmma, cuda_kernel_names, depthwise_candidates
 
 pytestmark = pytest.mark.cuda
 
@@ -30,6 +30,13 @@ def _depthwise_candidates_off():
     # Overrides conftest's: this file's subject is the default plan, so the depthwise candidates
     # run under their measured rule, as they do for a user.
     with depthwise_candidates("measured"):
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _channels_last_wgmma_off():
+    # Overrides conftest's likewise: the channels_last wgmma forward under its measured rule.
+    with channels_last_wgmma("measured"):
         yield
 
 
@@ -62,7 +69,10 @@ def policy():
 CASES = [
     ("kernelbench_v0", dict(n=16, cin=3, cout=16, size=32, kernel=3), "small_problem"),
     ("kernelbench_v0.1_fp32", dict(n=8, cin=8, cout=64, size=64, kernel=3), "wgmma"),
-    ("channels_last", dict(n=2, cin=16, cout=32, size=20, kernel=3, channels_last=True), "floor"),
+    # channels_last at stride 2 with an NCHW weight: no fused kernel applies (the GEMM reads a
+    # channels_last weight, wgmma runs stride 1).
+    ("channels_last", dict(n=2, cin=16, cout=32, size=20, kernel=3, stride=2,
+                           channels_last=True), "floor"),
     ("depthwise", dict(n=2, cin=32, cout=32, size=20, kernel=3, padding=1, groups=32),
      "depthwise"),
     ("depthwise_bf16_strided", dict(n=2, cin=32, cout=64, size=20, kernel=5, stride=2,
@@ -119,7 +129,17 @@ CASES = [
     # Dense channels_last layers of few whole-vector input channels (16-bit up to 32, at most 64
     # output channels, float16 from 32 outputs on; measured): KernelBench v0.1's 8 -> 64 takes
     # the GEMM; wider inputs or outputs (lost or not measured) and float16's 16 -> 16 the floor.
+    # ... of which the wgmma kernel takes stride-1 spatial ones of up to 8 channels into 64
+    # outputs (and bfloat16 into 32), in either weight layout.
     ("bf16_channels_last_8ch_3x3", dict(n=2, cin=8, cout=64, size=40, kernel=3, padding=1,
+                                        dtype=torch.bfloat16, channels_last=True,
+                                        weight_channels_last=True), "wgmma"),
+    ("bf16_channels_last_8ch_to_32", dict(n=2, cin=8, cout=32, size=40, kernel=3, padding=1,
+                                          dtype=torch.bfloat16, channels_last=True), "wgmma"),
+    ("fp16_channels_last_8ch_to_32", dict(n=2, cin=8, cout=32, size=40, kernel=3, padding=1,
+                                          dtype=torch.float16, channels_last=True,
+                                          weight_channels_last=True), "channels_last_gemm"),
+    ("bf16_channels_last_8ch_1x1", dict(n=2, cin=8, cout=64, size=40, kernel=1,
                                         dtype=torch.bfloat16, channels_last=True,
                                         weight_channels_last=True), "channels_last_gemm"),
     ("bf16_channels_last_16ch_5x5_strided", dict(n=2, cin=16, cout=32, size=40, kernel=5,
@@ -140,7 +160,7 @@ CASES = [
                                            weight_channels_last=True), "floor"),
     ("fp16_channels_last_8ch_3x3", dict(n=2, cin=8, cout=64, size=40, kernel=3, padding=1,
                                         dtype=torch.float16, channels_last=True,
-                                        weight_channels_last=True), "channels_last_gemm"),
+                                        weight_channels_last=True), "wgmma"),
     ("fp16_channels_last_16ch_to_16", dict(n=2, cin=16, cout=16, size=40, kernel=3, padding=1,
                                            dtype=torch.float16, channels_last=True,
                                            weight_channels_last=True), "floor"),
@@ -223,20 +243,26 @@ CROSSOVER_CASES = [
     ("stem_channels_last", dict(n=4, cin=3, cout=32, size=56, kernel=3, stride=2, padding=1,
                                 channels_last=True, weight_channels_last=True),
      "channels_last_gemm", "channels_last_gemm"),
-    # float32 dense channels_last layers up to 32 input channels (KernelBench v0.1's 8 -> 64);
-    # 64 lost with TF32. Without TF32, 3xTF32 up to 64 channels at stride 1 (wider ones lost to
-    # cuDNN's Winograd) and at stride 2.
+    # float32 dense channels_last layers: at stride 1 the wgmma kernel up to 16 input channels
+    # into 64 outputs with TF32 (KernelBench v0.1's 8 -> 64) and up to 128 channels without
+    # (3xTF32); the GEMM up to 32 input channels with TF32 and, without, at stride 2.
     ("kernelbench_v0.1_channels_last", dict(n=4, cin=8, cout=64, size=64, kernel=3,
                                             channels_last=True, weight_channels_last=True),
-     "channels_last_gemm", "channels_last_gemm"),
+     "wgmma", "wgmma"),
+    ("3x3_channels_last_16ch_to_32", dict(n=4, cin=16, cout=32, size=56, kernel=3, padding=1,
+                                          channels_last=True, weight_channels_last=True),
+     "channels_last_gemm", "wgmma"),
     ("3x3_channels_last_32ch_strided", dict(n=4, cin=32, cout=64, size=56, kernel=3, stride=2,
                                             padding=1, channels_last=True,
                                             weight_channels_last=True),
      "channels_last_gemm", "channels_last_gemm"),
     ("3x3_channels_last_64ch", dict(n=4, cin=64, cout=64, size=28, kernel=3, padding=1,
                                     channels_last=True, weight_channels_last=True),
-     "floor", "channels_last_gemm"),
+     "floor", "wgmma"),
     ("3x3_channels_last_128ch", dict(n=4, cin=128, cout=128, size=28, kernel=3, padding=1,
+                                     channels_last=True, weight_channels_last=True),
+     "floor", "wgmma"),
+    ("3x3_channels_last_256ch", dict(n=4, cin=256, cout=256, size=14, kernel=3, padding=1,
                                      channels_last=True, weight_channels_last=True),
      "floor", "floor"),
     ("3x3_channels_last_128ch_strided", dict(n=4, cin=128, cout=128, size=28, kernel=3,

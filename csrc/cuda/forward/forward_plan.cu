@@ -9,7 +9,7 @@
 //      up to 8 at stride 1);
 //   2. channels_last, groups 1, stride 1, more than 16 output channels, on Hopper: the wgmma
 //      kernels in channels_last, where they measured faster than the channels_last GEMM and the
-//      floor (channels_last_wgmma_beats: not yet measured, so nowhere);
+//      floor (spatial kernels: float32 without TF32, and few input channels);
 //   3. channels_last, groups 1: the channels_last GEMM, where it measured faster than the floor
 //      (1x1 that does not reduce the channels; bfloat16 / float32 stems);
 //   4. small problems (at most 16 output channels and 32 inputs per output position): the
@@ -191,13 +191,33 @@ bool wgmma_beats_floor(const ConvParams& p, bool streamed) {
   return multiply_adds <= (taps == 1 ? int64_t{1} << 29 : int64_t{1} << 31);
 }
 
-// The channels_last wgmma forward against the channels_last GEMM and the floor: not measured
-// yet, so never under the measured policy (ChannelsLastWgmma::kAll runs it for the sweeps).
-bool channels_last_wgmma_beats(const ConvParams& p, bool streamed, bool allow_tf32) {
-  (void)p;
-  (void)streamed;
-  (void)allow_tf32;
-  return false;
+// The wgmma forward on channels_last against what the planner ran without it (the channels_last
+// GEMM, or the floor; twenty-eighth session, H100, GPU time, crossover's layers at batch 64 and
+// KernelBench v0.1 at batch 128, `wgmma_channels_last_kernel_time.py`,
+// h100_wgmma_channels_last.json). Spatial kernels only: it lost or tied on 1x1s but one
+// (0.17-1.05x; 24 -> 144 in 3xTF32 won, 1.19x), where the GEMM's tiles and cuDNN fit better.
+// - float32 without TF32: every spatial layer won (12 of 12, 1.08-2.44x; 3-128 input channels,
+//   24-128 outputs, resident and streamed): the GEMM issues its three products from registers.
+// - float32 with TF32: up to 16 input channels into 64 outputs won (4 of 4, 1.07-1.40x; v0.1
+//   1.40x); into 32 outputs tied (0.97-1.01x: half of each 64-channel block is padding); from
+//   24 input channels lost (0.46-0.98x, cuDNN's kernels).
+// - float16 / bfloat16 (TF32 products at half the 16-bit rate): up to 8 input channels into 64
+//   outputs won (6 of 6, 1.58-2.49x), bfloat16 into 32 too (2 of 2, 1.36-1.46x; float16 8 -> 32
+//   lost, 0.95x); from 16 input channels all lost (0.34-0.64x).
+bool channels_last_wgmma_beats(const ConvParams& p, bool allow_tf32) {
+  if (p.kernel_h * p.kernel_w == 1) {
+    return false;
+  }
+  if (p.dtype == DType::kFloat32 && !allow_tf32) {
+    return p.in_channels <= 128 && p.out_channels <= 128;
+  }
+  if (p.dtype == DType::kFloat32) {
+    return p.in_channels <= 16 && p.out_channels == 64;
+  }
+  const bool outputs_won = p.out_channels == 64 ||
+                           (p.dtype == DType::kBFloat16 && p.out_channels >= 32 &&
+                            p.out_channels <= 64);
+  return p.in_channels <= 8 && outputs_won;
 }
 
 // mma.sync beat the floor where the input has few channels (up to 8), and lost from 64 input
@@ -258,7 +278,7 @@ cudaError_t plan_forward(const ConvParams& params, bool allow_tf32, ForwardPlan&
   const bool streamed = wgmma_workspace > 0;  // only the streamed variant has a workspace
   if (wgmma_applies && channels_last &&
       (channels_last_choice == ChannelsLastWgmma::kAll ||
-       (measured && channels_last_wgmma_beats(params, streamed, allow_tf32)))) {
+       (measured && channels_last_wgmma_beats(params, allow_tf32)))) {
     plan = ForwardPlan{ForwardKernel::kWgmma, wgmma_workspace};
     return cudaSuccess;
   }
