@@ -93,9 +93,9 @@ __device__ __forceinline__ void store_unit_channels_last(const ConvParams& p, co
     }
     epilogue_group_sync(consumer);
 #pragma unroll
-    for (int pass = 0; pass < kRowsPerWarp / kPositionsPerStore; ++pass) {
+    for (int store = 0; store < kRowsPerWarp / kPositionsPerStore; ++store) {
       const int row_in_half =
-          warp * kRowsPerWarp + pass * kPositionsPerStore + lane / kLanesPerPosition;
+          warp * kRowsPerWarp + store * kPositionsPerStore + lane / kLanesPerPosition;
       const int position = unit.first_position + kHalf * half + row_in_half;
       // position / row_pitch exactly (positions stay far below 2^21).
       const int row = __float2int_rz((position + 0.5f) * layout.inverse_row_pitch);
