@@ -1,6 +1,7 @@
 """Small cases for compute-sanitizer: every kernel and dtype once, odd shapes, forward and
 backward. Run by scripts/gpu_round.sh --sanitize; exits non-zero on a wrong result.
-`sanitize_cases.py candidates` runs only the depthwise candidates' cases."""
+`sanitize_cases.py candidates` runs only the depthwise candidates' cases,
+`sanitize_cases.py channels_last_wgmma` only the channels_last wgmma ones."""
 
 import sys
 
@@ -183,9 +184,9 @@ def main(argv):
     fusedconv.load_extension()
     torch.manual_seed(0)
     failures = 0
-    only_candidates = argv[1:] == ["candidates"]
+    only = argv[1] if len(argv) > 1 else None
     for n, cin, cout, h, w, kernel, kwargs, dtype, tolerance in CASES:
-        if only_candidates and not kwargs.get("candidates", False):
+        if only is not None and not kwargs.get(only, False):
             continue
         kwargs = dict(kwargs)
         backward = not kwargs.pop("forward_only", False)
