@@ -127,10 +127,10 @@ CASES = [
                                          dtype=torch.bfloat16, channels_last=True,
                                          weight_channels_last=True), "floor"),
     # Dense channels_last layers of few whole-vector input channels (16-bit up to 32, at most 64
-    # output channels, float16 from 32 outputs on; measured): KernelBench v0.1's 8 -> 64 takes
-    # the GEMM; wider inputs or outputs (lost or not measured) and float16's 16 -> 16 the floor.
-    # ... of which the wgmma kernel takes stride-1 spatial ones of up to 8 channels into 64
-    # outputs (and bfloat16 into 32), in either weight layout.
+    # output channels, float16 from 32 outputs on; measured) take the GEMM, but where the wgmma
+    # kernel won at stride 1 (either weight layout): up to 8 input channels into 48-128 outputs
+    # (bfloat16 from 32; KernelBench v0.1's 8 -> 64), 16 into more than 64. Wider inputs or
+    # outputs (lost or not measured) and float16's 16 -> 16 take the floor.
     ("bf16_channels_last_8ch_3x3", dict(n=2, cin=8, cout=64, size=40, kernel=3, padding=1,
                                         dtype=torch.bfloat16, channels_last=True,
                                         weight_channels_last=True), "wgmma"),
@@ -156,6 +156,12 @@ CASES = [
                                          dtype=torch.bfloat16, channels_last=True,
                                          weight_channels_last=True), "floor"),
     ("bf16_channels_last_8ch_to_128", dict(n=2, cin=8, cout=128, size=40, kernel=3, padding=1,
+                                           dtype=torch.bfloat16, channels_last=True,
+                                           weight_channels_last=True), "wgmma"),
+    ("bf16_channels_last_16ch_to_128", dict(n=2, cin=16, cout=128, size=40, kernel=3,
+                                            padding=1, dtype=torch.bfloat16, channels_last=True,
+                                            weight_channels_last=True), "wgmma"),
+    ("bf16_channels_last_8ch_to_256", dict(n=2, cin=8, cout=256, size=40, kernel=3, padding=1,
                                            dtype=torch.bfloat16, channels_last=True,
                                            weight_channels_last=True), "floor"),
     ("fp16_channels_last_8ch_3x3", dict(n=2, cin=8, cout=64, size=40, kernel=3, padding=1,
@@ -252,6 +258,12 @@ CROSSOVER_CASES = [
     ("3x3_channels_last_16ch_to_32", dict(n=4, cin=16, cout=32, size=56, kernel=3, padding=1,
                                           channels_last=True, weight_channels_last=True),
      "channels_last_gemm", "wgmma"),
+    ("3x3_channels_last_8ch_to_96", dict(n=4, cin=8, cout=96, size=56, kernel=3, padding=1,
+                                         channels_last=True, weight_channels_last=True),
+     "wgmma", "wgmma"),
+    ("3x3_channels_last_24ch_to_96", dict(n=4, cin=24, cout=96, size=28, kernel=3, padding=1,
+                                          channels_last=True, weight_channels_last=True),
+     "floor", "wgmma"),
     ("3x3_channels_last_32ch_strided", dict(n=4, cin=32, cout=64, size=56, kernel=3, stride=2,
                                             padding=1, channels_last=True,
                                             weight_channels_last=True),

@@ -9,7 +9,8 @@
 //      up to 8 at stride 1);
 //   2. channels_last, groups 1, stride 1, more than 16 output channels, on Hopper: the wgmma
 //      kernels in channels_last, where they measured faster than the channels_last GEMM and the
-//      floor (spatial kernels: float32 without TF32, and few input channels);
+//      floor (spatial kernels up to 128 outputs: float32 without TF32, and few input
+//      channels);
 //   3. channels_last, groups 1: the channels_last GEMM, where it measured faster than the floor
 //      (1x1 that does not reduce the channels; bfloat16 / float32 stems);
 //   4. small problems (at most 16 output channels and 32 inputs per output position): the
@@ -193,31 +194,33 @@ bool wgmma_beats_floor(const ConvParams& p, bool streamed) {
 
 // The wgmma forward on channels_last against what the planner ran without it (the channels_last
 // GEMM, or the floor; twenty-eighth session, H100, GPU time, crossover's layers at batch 64 and
-// KernelBench v0.1 at batch 128, `wgmma_channels_last_kernel_time.py`,
-// h100_wgmma_channels_last.json). Spatial kernels only: it lost or tied on 1x1s but one
-// (0.17-1.05x; 24 -> 144 in 3xTF32 won, 1.19x), where the GEMM's tiles and cuDNN fit better.
-// - float32 without TF32: every spatial layer won (12 of 12, 1.08-2.44x; 3-128 input channels,
+// KernelBench v0.1 at batch 128, then wider layers of few input channels,
+// `wgmma_channels_last_kernel_time.py [--wider]`, h100_wgmma_channels_last.json). Spatial
+// kernels only: it lost or tied on 1x1s but one (0.17-1.05x; 24 -> 144 in 3xTF32 won, 1.19x),
+// where the GEMM's tiles and cuDNN fit better. Up to 128 output channels (the widest measured).
+// - float32 without TF32: every spatial layer won (17 of 17, 1.08-4.16x; 3-128 input channels,
 //   24-128 outputs, resident and streamed): the GEMM issues its three products from registers.
-// - float32 with TF32: up to 16 input channels into 64 outputs won (4 of 4, 1.07-1.40x; v0.1
-//   1.40x); into 32 outputs tied (0.97-1.01x: half of each 64-channel block is padding); from
-//   24 input channels lost (0.46-0.98x, cuDNN's kernels).
-// - float16 / bfloat16 (TF32 products at half the 16-bit rate): up to 8 input channels into 64
-//   outputs won (6 of 6, 1.58-2.49x), bfloat16 into 32 too (2 of 2, 1.36-1.46x; float16 8 -> 32
-//   lost, 0.95x); from 16 input channels all lost (0.34-0.64x).
+// - float32 with TF32: up to 16 input channels into 48-128 outputs won (9 of 9, 1.07-3.64x;
+//   v0.1 1.40x); into 32 outputs tied at 3x3 (0.97-1.01x: half of each 64-channel block is
+//   padding; 5x5 won, 1.27x); from 24 input channels lost (0.46-0.98x, cuDNN's kernels).
+// - float16 / bfloat16 (TF32 products at half the 16-bit rate): up to 8 input channels into
+//   48-128 outputs won (14 of 14, 1.58-2.52x), bfloat16 into 32 too (1.36-1.46x; float16 8 -> 32
+//   lost, 0.95x); 16 input channels lost into 32-64 outputs (0.60-0.64x, the GEMM) and won into
+//   128 (1.25-1.27x, the floor); from 24 input channels all lost (0.22-0.53x).
 bool channels_last_wgmma_beats(const ConvParams& p, bool allow_tf32) {
-  if (p.kernel_h * p.kernel_w == 1) {
+  if (p.kernel_h * p.kernel_w == 1 || p.out_channels > 128) {
     return false;
   }
   if (p.dtype == DType::kFloat32 && !allow_tf32) {
-    return p.in_channels <= 128 && p.out_channels <= 128;
+    return p.in_channels <= 128;
   }
   if (p.dtype == DType::kFloat32) {
-    return p.in_channels <= 16 && p.out_channels == 64;
+    return p.in_channels <= 16 && p.out_channels >= 48;
   }
-  const bool outputs_won = p.out_channels == 64 ||
-                           (p.dtype == DType::kBFloat16 && p.out_channels >= 32 &&
-                            p.out_channels <= 64);
-  return p.in_channels <= 8 && outputs_won;
+  const bool few_inputs = p.in_channels <= 8 &&
+                          (p.out_channels >= 48 ||
+                           (p.dtype == DType::kBFloat16 && p.out_channels >= 32));
+  return few_inputs || (p.in_channels <= 16 && p.out_channels > 64);
 }
 
 // mma.sync beat the floor where the input has few channels (up to 8), and lost from 64 input
