@@ -25,7 +25,8 @@ CHANNELS_LAST = torch.channels_last
 # (batch, in, out, height, width, kernel, padding). Resident: v0.1's rows; 3 channels (rows of
 # 4-byte copies, pixels read one channel at a time); odd rows of 5 channels (2-byte elements copied
 # one by one in 16 bits); output channels that are no whole 16-byte vector (17, 33: element
-# stores) or a partial second and third block (130); 1x1; 2x2 with asymmetric padding.
+# stores) or a partial second and third block (130); 1x1; 2x2 with padding (1, 0), and with
+# 'same' padding (one row and column after the image, none before).
 RESIDENT_SHAPES = [
     (2, 8, 64, 19, 128, 3, 0),
     (3, 3, 17, 32, 32, 3, 0),
@@ -33,6 +34,7 @@ RESIDENT_SHAPES = [
     (2, 8, 130, 9, 41, 3, 0),
     (1, 16, 32, 12, 64, 3, 0),
     (1, 8, 64, 7, 5, 2, (1, 0)),
+    (1, 8, 64, 9, 13, 2, "same"),
     (2, 13, 33, 11, 70, 1, 0),
 ]
 # Streamed (more than 32 k steps of 8 channels x a tap, or a stage too large): chunks of each
@@ -126,11 +128,14 @@ def test_nan_and_inf_propagate_like_float64():
                                 atol=1e-5)
 
 
-def test_empty_batch():
+def test_empty_batch_plans_nothing():
     x, w, b, padding = _inputs(RESIDENT_SHAPES[0], seed=19)
     with channels_last_wgmma("all"):
+        args = (x[:0], w, b, [1, 1], [0, 0, 0, 0], [1, 1], 1, None)
+        assert torch.ops.fusedconv._plan(*args) == "none"
         out = fusedconv.conv2d_hardswish_relu(x[:0], w, b, padding=padding)
     assert out.shape == (0, 64, 17, 126)
+    assert out.is_contiguous(memory_format=CHANNELS_LAST)
 
 
 def test_plan_follows_the_switch():
@@ -141,7 +146,11 @@ def test_plan_follows_the_switch():
         assert torch.ops.fusedconv._plan(*args) == "wgmma"
     with channels_last_wgmma("none"):
         assert torch.ops.fusedconv._plan(*args) == "channels_last_gemm"
-    # NCHW and strided calls are not its to take.
+    # Strided calls are not its to take, and NCHW calls plan as they do without it.
+    nchw = (x.contiguous(), w.contiguous()) + args[2:]
+    with channels_last_wgmma("none"):
+        nchw_plan = torch.ops.fusedconv._plan(*nchw)
     with channels_last_wgmma("all"):
         strided = (x, w, b, [2, 2], [0, 0, 0, 0], [1, 1], 1, True)
         assert torch.ops.fusedconv._plan(*strided) != "wgmma"
+        assert torch.ops.fusedconv._plan(*nchw) == nchw_plan

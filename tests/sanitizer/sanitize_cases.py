@@ -210,6 +210,14 @@ def main(argv):
             wl = weight
             if weight_channels_last and layout == torch.channels_last:
                 wl = weight.detach().contiguous(memory_format=layout).requires_grad_()
+            if wgmma_choice == "all" and layout == torch.channels_last:
+                # The case exists to sanitize that kernel: fail if a shape change sent it away.
+                padding = kwargs.get("padding", 0)
+                plan = torch.ops.fusedconv._plan(xl, wl, bias, [1, 1], [padding] * 4, [1, 1], 1,
+                                                 allow_tf32)
+                if plan != "wgmma":
+                    failures += 1
+                    print("FAILED: planned", plan, (n, cin, cout, h, w, kernel, kwargs, dtype))
             y = fusedconv.conv2d_hardswish_relu(xl, wl, bias, allow_tf32=allow_tf32, **kwargs)
             if backward:
                 y.backward(torch.randn_like(y))
