@@ -135,7 +135,11 @@ def test_empty_batch_plans_nothing():
         assert torch.ops.fusedconv._plan(*args) == "none"
         out = fusedconv.conv2d_hardswish_relu(x[:0], w, b, padding=padding)
     assert out.shape == (0, 64, 17, 126)
-    assert out.is_contiguous(memory_format=CHANNELS_LAST)
+    # The memory format F.conv2d gives an empty batch (contiguous: ATen's "Empty" backend).
+    eager = torch.nn.functional.conv2d(x[:0], w, b, padding=padding)
+    for memory_format in (CHANNELS_LAST, torch.contiguous_format):
+        assert out.is_contiguous(memory_format=memory_format) == \
+            eager.is_contiguous(memory_format=memory_format)
 
 
 def test_plan_follows_the_switch():
