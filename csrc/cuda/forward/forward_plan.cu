@@ -28,8 +28,8 @@
 
 #include <cstdint>
 
-#include "common/depthwise_candidates.h"
 #include "common/configuration.h"
+#include "common/depthwise_candidates.h"
 #include "common/depthwise_rows_domain.h"
 #include "common/plan_memo.h"
 #include "common/plan_policy.h"
