@@ -264,6 +264,10 @@ CROSSOVER_CASES = [
     ("3x3_channels_last_24ch_to_96", dict(n=4, cin=24, cout=96, size=28, kernel=3, padding=1,
                                           channels_last=True, weight_channels_last=True),
      "floor", "wgmma"),
+    # Past 3x3 (one 5x5 shape a type measured) the wgmma kernel is not taken: the GEMM's rule.
+    ("5x5_channels_last_8ch", dict(n=4, cin=8, cout=64, size=56, kernel=5, padding=2,
+                                   channels_last=True, weight_channels_last=True),
+     "channels_last_gemm", "channels_last_gemm"),
     ("3x3_channels_last_32ch_strided", dict(n=4, cin=32, cout=64, size=56, kernel=3, stride=2,
                                             padding=1, channels_last=True,
                                             weight_channels_last=True),

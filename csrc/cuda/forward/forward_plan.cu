@@ -9,8 +9,7 @@
 //      up to 8 at stride 1);
 //   2. channels_last, groups 1, stride 1, more than 16 output channels, on Hopper: the wgmma
 //      kernels in channels_last, where they measured faster than the channels_last GEMM and the
-//      floor (spatial kernels up to 128 outputs: float32 without TF32, and few input
-//      channels);
+//      floor (3x3 kernels up to 128 outputs: float32 without TF32, and few input channels);
 //   3. channels_last, groups 1: the channels_last GEMM, where it measured faster than the floor
 //      (1x1 that does not reduce the channels; bfloat16 / float32 stems);
 //   4. small problems (at most 16 output channels and 32 inputs per output position): the
@@ -195,9 +194,10 @@ bool wgmma_beats_floor(const ConvParams& p, bool streamed) {
 // The wgmma forward on channels_last against what the planner ran without it (the channels_last
 // GEMM, or the floor; twenty-eighth session, H100, GPU time, crossover's layers at batch 64 and
 // KernelBench v0.1 at batch 128, then wider layers of few input channels,
-// `wgmma_channels_last_kernel_time.py [--wider]`, h100_wgmma_channels_last.json). Spatial
-// kernels only: it lost or tied on 1x1s but one (0.17-1.05x; 24 -> 144 in 3xTF32 won, 1.19x),
-// where the GEMM's tiles and cuDNN fit better. Up to 128 output channels (the widest measured).
+// `wgmma_channels_last_kernel_time.py [--wider]`, h100_wgmma_channels_last.json). 3x3 kernels
+// only: it lost or tied on 1x1s but one (0.17-1.05x; 24 -> 144 in 3xTF32 won, 1.19x), where the
+// GEMM's tiles and cuDNN fit better, and of larger kernels only one 5x5 shape in each type was
+// measured. Up to 128 output channels (the widest measured).
 // - float32 without TF32: every spatial layer won (17 of 17, 1.08-4.16x; 3-128 input channels,
 //   24-128 outputs, resident and streamed): the GEMM issues its three products from registers.
 // - float32 with TF32: up to 16 input channels into 48-128 outputs won (9 of 9, 1.07-3.64x;
@@ -208,7 +208,7 @@ bool wgmma_beats_floor(const ConvParams& p, bool streamed) {
 //   lost, 0.95x); 16 input channels lost into 32-64 outputs (0.60-0.64x, the GEMM) and won into
 //   128 (1.25-1.27x, the floor); from 24 input channels all lost (0.22-0.53x).
 bool channels_last_wgmma_beats(const ConvParams& p, bool allow_tf32) {
-  if (p.kernel_h * p.kernel_w == 1 || p.out_channels > 128) {
+  if (p.kernel_h != 3 || p.kernel_w != 3 || p.out_channels > 128) {
     return false;
   }
   if (p.dtype == DType::kFloat32 && !allow_tf32) {
