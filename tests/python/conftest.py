@@ -43,17 +43,24 @@ def _exact_fp32_references():
 
 
 @contextlib.contextmanager
-def depthwise_candidates(choice):
-    """Where the depthwise candidate kernels run (csrc/include/fusedconv/launch.h: "measured",
-    "all" or "none") set to `choice` for the block, restored after; nothing without a GPU."""
+def _switched(op_name, choice):
+    # One of launch.h's three-way switches (torch.ops.fusedconv.<op_name>) set to `choice` for
+    # the block, restored after; nothing without a GPU (the ops are CUDA-only).
     if not HAS_CUDA:
         yield
         return
-    previous = torch.ops.fusedconv._depthwise_candidates(choice)
+    op = getattr(torch.ops.fusedconv, op_name)
+    previous = op(choice)
     try:
         yield
     finally:
-        torch.ops.fusedconv._depthwise_candidates(previous)
+        op(previous)
+
+
+def depthwise_candidates(choice):
+    """Where the depthwise candidate kernels run (csrc/include/fusedconv/launch.h: "measured",
+    "all" or "none") set to `choice` for the block, restored after; nothing without a GPU."""
+    return _switched("_depthwise_candidates", choice)
 
 
 @pytest.fixture(autouse=True)
@@ -64,18 +71,10 @@ def _depthwise_candidates_off():
         yield
 
 
-@contextlib.contextmanager
 def channels_last_wgmma(choice):
     """Where the channels_last wgmma forward runs (csrc/include/fusedconv/launch.h: "measured",
     "all" or "none") set to `choice` for the block, restored after; nothing without a GPU."""
-    if not HAS_CUDA:
-        yield
-        return
-    previous = torch.ops.fusedconv._channels_last_wgmma(choice)
-    try:
-        yield
-    finally:
-        torch.ops.fusedconv._channels_last_wgmma(previous)
+    return _switched("_channels_last_wgmma", choice)
 
 
 @pytest.fixture(autouse=True)
