@@ -74,21 +74,15 @@ def _checked_call(x, w, b, padding, allow_tf32, kernel):
     return out
 
 
-@pytest.mark.parametrize("allow_tf32,tolerance", [(False, 1e-5), (True, 5e-4)], ids=str)
-@pytest.mark.parametrize("shape", RESIDENT_SHAPES, ids=str)
-def test_resident_kernel_against_float64(shape, allow_tf32, tolerance):
-    x, w, b, padding = _inputs(shape, seed=5)
-    out = _checked_call(x, w, b, padding, allow_tf32, "wgmma_kernel")
-    expected = reference_float64(x, w, b, padding=padding)
-    assert torch.isfinite(out).all()
-    assert relative_l2_error(out, expected) < tolerance
+def _kernel_of(shape):
+    return "wgmma_kernel" if shape in RESIDENT_SHAPES else "wgmma_streamed_kernel"
 
 
 @pytest.mark.parametrize("allow_tf32,tolerance", [(False, 1e-5), (True, 5e-4)], ids=str)
-@pytest.mark.parametrize("shape", STREAMED_SHAPES, ids=str)
-def test_streamed_kernel_against_float64(shape, allow_tf32, tolerance):
-    x, w, b, padding = _inputs(shape, seed=7)
-    out = _checked_call(x, w, b, padding, allow_tf32, "wgmma_streamed_kernel")
+@pytest.mark.parametrize("shape", RESIDENT_SHAPES + STREAMED_SHAPES, ids=str)
+def test_float32_against_float64(shape, allow_tf32, tolerance):
+    x, w, b, padding = _inputs(shape, seed=5 if shape in RESIDENT_SHAPES else 7)
+    out = _checked_call(x, w, b, padding, allow_tf32, _kernel_of(shape))
     expected = reference_float64(x, w, b, padding=padding)
     assert torch.isfinite(out).all()
     assert relative_l2_error(out, expected) < tolerance
@@ -100,8 +94,7 @@ def test_streamed_kernel_against_float64(shape, allow_tf32, tolerance):
 @pytest.mark.parametrize("shape", RESIDENT_SHAPES + STREAMED_SHAPES, ids=str)
 def test_reduced_precision_against_float64(shape, dtype, l2_tolerance):
     x, w, b, padding = _inputs(shape, seed=11, dtype=dtype)
-    kernel = "wgmma_kernel" if shape in RESIDENT_SHAPES else "wgmma_streamed_kernel"
-    out = _checked_call(x, w, b, padding, None, kernel)
+    out = _checked_call(x, w, b, padding, None, _kernel_of(shape))
     assert_within_one_ulp(out, reference_float64(x, w, b, padding=padding), dtype, l2_tolerance,
                           str(shape))
 
@@ -111,9 +104,8 @@ def test_nchw_weight_and_weight_update(shape):
     # The weight is read through its strides (here NCHW-contiguous beside a channels_last input);
     # an in-place update (an optimizer step) shows in the next call.
     x, w, b, padding = _inputs(shape, seed=13, weight_format=torch.contiguous_format)
-    kernel = "wgmma_kernel" if shape in RESIDENT_SHAPES else "wgmma_streamed_kernel"
     for _ in range(2):
-        out = _checked_call(x, w, b, padding, False, kernel)
+        out = _checked_call(x, w, b, padding, False, _kernel_of(shape))
         assert relative_l2_error(out, reference_float64(x, w, b, padding=padding)) < 1e-5
         w.mul_(-0.5)
 
@@ -158,3 +150,4 @@ def test_plan_follows_the_switch():
         strided = (x, w, b, [2, 2], [0, 0, 0, 0], [1, 1], 1, True)
         assert torch.ops.fusedconv._plan(*strided) != "wgmma"
         assert torch.ops.fusedconv._plan(*nchw) == nchw_plan
+
