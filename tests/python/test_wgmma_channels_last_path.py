@@ -151,3 +151,9 @@ def test_plan_follows_the_switch():
         assert torch.ops.fusedconv._plan(*strided) != "wgmma"
         assert torch.ops.fusedconv._plan(*nchw) == nchw_plan
 
+
+def test_switch_rejects_unknown_choices():
+    for choice in ("yes", "ALL", ""):
+        with pytest.raises(ValueError, match="'measured', 'all' or 'none'"):
+            torch.ops.fusedconv._channels_last_wgmma(choice)
+    assert torch.ops.fusedconv._channels_last_wgmma() == "none"  # conftest's, unchanged
