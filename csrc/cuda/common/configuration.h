@@ -35,19 +35,22 @@ inline bool aligned_16(const void* pointer) {
 }
 
 // What every tensor-core kernel needs, before any shared-memory question and whatever the
-// storage type: groups 1, dense NCHW input and output starting 16-byte aligned, 32-bit indexing
-// inside one image (batch offsets are 64-bit).
-inline bool dense_nchw(const ConvParams& p) {
+// storage type: groups 1, input and output dense in one layout (NCHW, or channels_last) and
+// starting 16-byte aligned, 32-bit indexing inside one image (batch offsets are 64-bit).
+inline bool dense_in_layout(const ConvParams& p, bool channels_last) {
   if (p.groups != 1 || !aligned_16(p.input) || !aligned_16(p.output)) {
     return false;
   }
-  if (!is_dense_nchw(p.input_strides, p.in_channels, p.in_height, p.in_width) ||
-      !is_dense_nchw(p.output_strides, p.out_channels, p.out_height, p.out_width)) {
+  const auto dense = channels_last ? is_dense_channels_last : is_dense_nchw;
+  if (!dense(p.input_strides, p.in_channels, p.in_height, p.in_width) ||
+      !dense(p.output_strides, p.out_channels, p.out_height, p.out_width)) {
     return false;
   }
   return p.in_channels * p.in_height * p.in_width < (int64_t{1} << 31) &&
          p.out_channels * p.out_height * p.out_width < (int64_t{1} << 31);
 }
+
+inline bool dense_nchw(const ConvParams& p) { return dense_in_layout(p, false); }
 
 // The above in float32, which all but the wgmma and mma.sync forwards (float16 and bfloat16
 // too) require.
@@ -55,32 +58,26 @@ inline bool dense_float32_nchw(const ConvParams& p) {
   return p.dtype == DType::kFloat32 && dense_nchw(p);
 }
 
+inline bool unit_stride(const ConvParams& p) {
+  return p.stride_h == 1 && p.stride_w == 1 && p.dilation_h == 1 && p.dilation_w == 1;
+}
+
 // The configurations the wgmma forward is written for, whatever the storage type: dense_nchw with
 // stride 1 and dilation 1 (the mma.sync forward takes any stride and dilation).
 inline bool unit_stride_dense_nchw(const ConvParams& p) {
-  return p.stride_h == 1 && p.stride_w == 1 && p.dilation_h == 1 && p.dilation_w == 1 &&
-         dense_nchw(p);
+  return unit_stride(p) && dense_nchw(p);
+}
+
+// The same in float32: the backward kernels' configurations.
+inline bool fast_path_shape_supported(const ConvParams& p) {
+  return p.dtype == DType::kFloat32 && unit_stride_dense_nchw(p);
 }
 
 // The same in dense channels_last (input and output; the weight may have any strides), which
 // the wgmma forward also takes. A tensor dense in both layouts (one channel, or a 1x1 plane) is
 // dense NCHW: callers test unit_stride_dense_nchw first.
 inline bool unit_stride_dense_channels_last(const ConvParams& p) {
-  if (p.groups != 1 || !aligned_16(p.input) || !aligned_16(p.output) || p.stride_h != 1 ||
-      p.stride_w != 1 || p.dilation_h != 1 || p.dilation_w != 1) {
-    return false;
-  }
-  if (!is_dense_channels_last(p.input_strides, p.in_channels, p.in_height, p.in_width) ||
-      !is_dense_channels_last(p.output_strides, p.out_channels, p.out_height, p.out_width)) {
-    return false;
-  }
-  return p.in_channels * p.in_height * p.in_width < (int64_t{1} << 31) &&
-         p.out_channels * p.out_height * p.out_width < (int64_t{1} << 31);
-}
-
-// The same in float32: the backward kernels' configurations.
-inline bool fast_path_shape_supported(const ConvParams& p) {
-  return p.dtype == DType::kFloat32 && unit_stride_dense_nchw(p);
+  return unit_stride(p) && dense_in_layout(p, true);
 }
 
 // Words of a staged plane of `raw_words` words, padded to `residue` (mod 32) so the fragment
