@@ -119,6 +119,20 @@ __device__ __forceinline__ void store_unit_channels_last(const ConvParams& p, co
   }
 }
 
+// A unit's epilogue in the output's layout: per warp for NCHW (epilogue.cuh), per consumer
+// group for channels_last (above; `ew.buffer` is then the group's buffer).
+template <bool kChannelsLast, typename Storage>
+__device__ __forceinline__ void store_unit_in_layout(const ConvParams& p, const Layout& layout,
+                                                     const float (&acc)[64],
+                                                     const EpilogueWarp& ew, int consumer,
+                                                     const EpilogueUnit& unit) {
+  if constexpr (kChannelsLast) {
+    store_unit_channels_last<Storage>(p, layout, acc, ew, consumer, unit);
+  } else {
+    store_unit<Storage>(p, layout, acc, ew, unit);
+  }
+}
+
 #endif  // FUSEDCONV_WGMMA_DEVICE
 
 }  // namespace wgmma

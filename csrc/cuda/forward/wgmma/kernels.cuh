@@ -16,15 +16,16 @@
 // v0.1).
 //
 // A persistent CTA per SM loops over items (image, block of output rows):
-//   warpgroup 0, producer (producer.cuh): cp.async of the item's raw NCHW input rows
-//     (double-buffered, one stage ahead), then one pass that zero-pads, splits every value into
-//     TF32 big and small parts and writes a stage's K-major planes; mbarriers hand stages to the
-//     consumers (full) and back (empty).
+//   warpgroup 0, producer (producer.cuh): cp.async of the item's raw input rows, NCHW or
+//     (kChannelsLast) channels_last (double-buffered, one stage ahead), then one pass that
+//     zero-pads, splits every value into TF32 big and small parts and writes a stage's K-major
+//     planes; mbarriers hand stages to the consumers (full) and back (empty).
 //   the other warpgroups, consumers (mainloop.cuh): take the 128-position units round robin and
 //     issue their MMA chains in turns; per unit and k step, 3 wgmma (big*big, big*small,
 //     small*big: 3xTF32) into 64 float32 accumulators per thread, then bias + activation,
 //     staged per warp through shared memory so that every store instruction writes 256
-//     contiguous bytes of an output row (epilogue.cuh).
+//     contiguous bytes of an output row (epilogue.cuh), or in channels_last per consumer group
+//     so that it writes whole positions' channels (epilogue_channels_last.cuh).
 // The two variants (resident and streamed weights) are described at Layout (traits.h).
 #pragma once
 
@@ -231,12 +232,9 @@ __global__ void __launch_bounds__(threads_for(kResidentConsumers), 1)
         released = true;
       }
 
-      const EpilogueUnit where{image, first_out_row, rows_here, block, first_position};
-      if constexpr (kChannelsLast) {
-        store_unit_channels_last<Storage>(p, layout, acc, epilogue, consumer, where);
-      } else {
-        store_unit<Storage>(p, layout, acc, epilogue, where);
-      }
+      store_unit_in_layout<kChannelsLast, Storage>(
+          p, layout, acc, epilogue, consumer,
+          EpilogueUnit{image, first_out_row, rows_here, block, first_position});
     }
     if (!released && lane == 0) {
       barrier_arrive(shared.empty_barrier(stage));
@@ -426,12 +424,9 @@ __global__ void __launch_bounds__(threads_for(kStreamedConsumers), 1)
       }
     }
     if (active) {
-      const EpilogueUnit where{image, first_out_row, rows_here, block, first_position};
-      if constexpr (kChannelsLast) {
-        store_unit_channels_last<Storage>(p, layout, totals, epilogue, consumer, where);
-      } else {
-        store_unit<Storage>(p, layout, totals, epilogue, where);
-      }
+      store_unit_in_layout<kChannelsLast, Storage>(
+          p, layout, totals, epilogue, consumer,
+          EpilogueUnit{image, first_out_row, rows_here, block, first_position});
     }
   }
   if (consumer == 0) {
